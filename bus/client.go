@@ -1,0 +1,257 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/skeinhq/skein/events"
+)
+
+// ErrNoResult means no result arrived in time; the command may still run later.
+var ErrNoResult = errors.New("no result yet")
+
+// CommandError is a command that its agent answered with an error.
+type CommandError struct {
+	// Code classifies the error (events.ErrorInfo.Code).
+	Code string
+	// Message says what went wrong and how to fix it.
+	Message string
+}
+
+func (e *CommandError) Error() string { return e.Message }
+
+// Client publishes commands and waits for their results.
+type Client struct {
+	conn   *Conn
+	source string
+
+	mu      sync.Mutex
+	results jetstream.Stream
+}
+
+// NewClient returns a client whose messages name source as their sender.
+func NewClient(conn *Conn, source string) *Client { return &Client{conn: conn, source: source} }
+
+// Conn returns the client's connection.
+func (c *Client) Conn() *Conn { return c.conn }
+
+// Call is one command on its way.
+type Call struct {
+	// Envelope is the command as published.
+	Envelope *events.Envelope
+	// Progress receives the agent's progress reports; nil to ignore them.
+	Progress func(events.Progress)
+}
+
+// NewCommand builds a validated command envelope; id may be "" for a fresh one.
+func (c *Client) NewCommand(server, typ, id string, payload any) (*events.Envelope, error) {
+	if !ValidToken(server) {
+		return nil, fmt.Errorf("bad server name %q", server)
+	}
+	env, err := events.New(typ, c.source, server, payload)
+	if err != nil {
+		return nil, err
+	}
+	if id != "" {
+		if !ValidToken(id) {
+			return nil, fmt.Errorf("bad command id %q", id)
+		}
+		env.ID = id
+	}
+	return env, nil
+}
+
+// Send publishes a command and returns once JetStream has stored it.
+func (c *Client) Send(ctx context.Context, env *events.Envelope) error {
+	raw, err := env.Marshal()
+	if err != nil {
+		return err
+	}
+	msg := &nats.Msg{Subject: CommandSubject(env.Server, env.Type), Data: raw}
+	_, err = c.conn.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(env.ID))
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", env.Type, err)
+	}
+	return nil
+}
+
+// Do publishes a command and waits for its result. A result that says the command
+// failed is returned along with a *CommandError.
+func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
+	env := call.Envelope
+	resCh := make(chan *nats.Msg, 4)
+	rsub, err := c.conn.NC.ChanSubscribe(ResultSubject(env.ID), resCh)
+	if err != nil {
+		return nil, err
+	}
+	defer rsub.Unsubscribe()
+	if call.Progress != nil {
+		psub, err := c.conn.NC.Subscribe(ProgressSubject(env.ID), func(m *nats.Msg) {
+			if pe, err := events.Decode(m.Data); err == nil {
+				var p events.Progress
+				if pe.Payload(&p) == nil {
+					call.Progress(p)
+				}
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		defer psub.Unsubscribe()
+	}
+	raw, err := env.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	// Publish without blocking on the ack: the ack and the result travel in parallel.
+	fut, err := c.conn.JS.PublishMsgAsync(&nats.Msg{Subject: CommandSubject(env.Server, env.Type), Data: raw}, jetstream.WithMsgID(env.ID))
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", env.Type, err)
+	}
+	acked := false
+	// The live result can be missed across a reconnect: look in the stream now and then.
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	for {
+		select {
+		case m := <-resCh:
+			return decodeResult(m.Data)
+		case <-futOk(fut):
+			acked = true
+			fut = nil
+		case err := <-futErr(fut):
+			// The ack was lost in a disconnect; publish again: the id makes it idempotent.
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+				time.Sleep(250 * time.Millisecond)
+			}
+			fut, err = c.conn.JS.PublishMsgAsync(&nats.Msg{Subject: CommandSubject(env.Server, env.Type), Data: raw}, jetstream.WithMsgID(env.ID))
+			if err != nil {
+				return nil, fmt.Errorf("publish %s: %w", env.Type, err)
+			}
+		case <-poll.C:
+			if res, ok, _ := c.LookupResult(ctx, env.ID); ok {
+				return res, resultErr(res)
+			}
+		case <-ctx.Done():
+			if !acked {
+				return nil, fmt.Errorf("command %s was not confirmed by NATS: %w", env.ID, ctx.Err())
+			}
+			return nil, fmt.Errorf("%w for command %s (%s): it stays queued for server %s", ErrNoResult, env.ID, env.Type, env.Server)
+		}
+	}
+}
+
+func futOk(f jetstream.PubAckFuture) <-chan *jetstream.PubAck {
+	if f == nil {
+		return nil
+	}
+	return f.Ok()
+}
+
+func futErr(f jetstream.PubAckFuture) <-chan error {
+	if f == nil {
+		return nil
+	}
+	return f.Err()
+}
+
+// WaitResult waits for the result of a command that was sent earlier; waiting,
+// if not nil, is called once the live result can no longer be missed.
+func (c *Client) WaitResult(ctx context.Context, id string, waiting func()) (*events.Result, error) {
+	resCh := make(chan *nats.Msg, 1)
+	sub, err := c.conn.NC.ChanSubscribe(ResultSubject(id), resCh)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	if waiting != nil {
+		waiting()
+	}
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	for {
+		if res, ok, _ := c.LookupResult(ctx, id); ok {
+			return res, resultErr(res)
+		}
+		select {
+		case m := <-resCh:
+			return decodeResult(m.Data)
+		case <-poll.C:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w for command %s", ErrNoResult, id)
+		}
+	}
+}
+
+// LookupResult reads the stored result of command id, if there is one.
+func (c *Client) LookupResult(ctx context.Context, id string) (*events.Result, bool, error) {
+	// A request in flight when the server dies is never answered: bound each look.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := c.resultsStream(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, ResultSubject(id))
+	if err != nil {
+		if IsNotFound(err) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	res, err := decodeResult(m.Data)
+	if res == nil {
+		return nil, false, err
+	}
+	return res, true, nil
+}
+
+func (c *Client) resultsStream(ctx context.Context) (jetstream.Stream, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.results != nil {
+		return c.results, nil
+	}
+	st, err := c.conn.JS.Stream(ctx, StreamResults)
+	if err != nil {
+		return nil, err
+	}
+	c.results = st
+	return st, nil
+}
+
+func decodeResult(raw []byte) (*events.Result, error) {
+	env, err := events.Decode(raw)
+	if err != nil {
+		return nil, fmt.Errorf("bad result: %w", err)
+	}
+	var res events.Result
+	if err := env.Payload(&res); err != nil {
+		return nil, err
+	}
+	if res.OK {
+		if err := events.ValidateOutput(res.CommandType, res.Output); err != nil {
+			return nil, fmt.Errorf("bad result output: %w", err)
+		}
+	}
+	return &res, resultErr(&res)
+}
+
+func resultErr(res *events.Result) error {
+	if res.OK {
+		return nil
+	}
+	if res.Error == nil {
+		return &CommandError{Code: "internal", Message: "command failed without a reason"}
+	}
+	return &CommandError{Code: res.Error.Code, Message: res.Error.Message}
+}

@@ -1,0 +1,74 @@
+package bus
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// DefaultURL is where `skein server` listens unless told otherwise.
+const DefaultURL = "nats://127.0.0.1:4222"
+
+// ConnOptions configures a connection to NATS.
+type ConnOptions struct {
+	// URL is one or more comma-separated NATS URLs (all members of a cluster, ideally).
+	URL string
+	// Name identifies the client in the server's monitoring.
+	Name string
+	// Wait keeps retrying the first connection instead of failing at once (agents do).
+	Wait bool
+	// Log receives connection state changes.
+	Log zerolog.Logger
+}
+
+// Conn is a NATS connection with its JetStream context.
+type Conn struct {
+	// NC is the core NATS connection.
+	NC *nats.Conn
+	// JS is the JetStream API on it.
+	JS jetstream.JetStream
+}
+
+// Connect dials NATS; the connection reconnects forever, since a restarted server
+// must find its agents and waiting clients again without a manual step.
+func Connect(o ConnOptions) (*Conn, error) {
+	if o.URL == "" {
+		o.URL = DefaultURL
+	}
+	log := o.Log
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, 100*time.Millisecond),
+		nats.ReconnectBufSize(32 << 20),
+		nats.PingInterval(5 * time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn().Err(err).Msg("nats disconnected")
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("nats reconnected")
+		}),
+	}
+	if o.Wait {
+		opts = append(opts, nats.RetryOnFailedConnect(true))
+	}
+	nc, err := nats.Connect(o.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach NATS at %s: %w (start one with `skein server` or `skein up`, or pass --nats / SKEIN_NATS)", o.URL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("bus: jetstream: %w", err)
+	}
+	return &Conn{NC: nc, JS: js}, nil
+}
+
+// Close drains nothing and closes the connection.
+func (c *Conn) Close() { c.NC.Close() }

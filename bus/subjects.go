@@ -1,0 +1,72 @@
+// Package bus is skein's only knowledge of NATS: subject names, streams, KV
+// buckets, the embedded server, connections and the command round trip.
+package bus
+
+import "strings"
+
+// Prefix starts every skein subject.
+const Prefix = "skein"
+
+// CommandSubject addresses a command of type typ to one server's agent.
+//
+//	skein.cmd.<server>.<type>   e.g. skein.cmd.s1.container.launch
+func CommandSubject(server, typ string) string {
+	return Prefix + ".cmd." + server + "." + typ
+}
+
+// ServerCommands matches every command addressed to one server.
+//
+//	skein.cmd.<server>.>
+func ServerCommands(server string) string { return Prefix + ".cmd." + server + ".>" }
+
+// AllCommands matches every command.
+//
+//	skein.cmd.>
+func AllCommands() string { return Prefix + ".cmd.>" }
+
+// ResultSubject carries the result of command id.
+//
+//	skein.result.<id>
+func ResultSubject(id string) string { return Prefix + ".result." + id }
+
+// AllResults matches every result.
+//
+//	skein.result.>
+func AllResults() string { return Prefix + ".result.>" }
+
+// ProgressSubject carries progress reports of command id; core NATS, not stored.
+//
+//	skein.progress.<id>
+func ProgressSubject(id string) string { return Prefix + ".progress." + id }
+
+// EventSubject carries events of type typ about server.
+//
+//	skein.event.<server>.<type>   e.g. skein.event.s1.container.started
+func EventSubject(server, typ string) string { return Prefix + ".event." + server + "." + typ }
+
+// EventFilter matches events of type typ (which may end in ".*" or be "" for all)
+// about server ("" for any).
+//
+//	skein.event.<server|*>.<type|>>
+func EventFilter(server, typ string) string {
+	if server == "" {
+		server = "*"
+	}
+	if typ == "" || typ == "*" {
+		return Prefix + ".event." + server + ".>"
+	}
+	return Prefix + ".event." + server + "." + typ
+}
+
+// AllEvents matches every event.
+//
+//	skein.event.>
+func AllEvents() string { return Prefix + ".event.>" }
+
+// ValidToken reports whether s can stand as one subject token (a server name, a command id).
+func ValidToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	return !strings.ContainsAny(s, ".*> \t\r\n")
+}

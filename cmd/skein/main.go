@@ -1,0 +1,87 @@
+// Command skein is the CLI, the bus server and the per-server agent of skein.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/skeinhq/skein/bus"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// globals are the flags every command takes.
+type globals struct {
+	nats     string
+	timeout  time.Duration
+	async    bool
+	id       string
+	output   string
+	logLevel string
+	// waitConnect keeps retrying the first connection (commands that wait anyway).
+	waitConnect bool
+}
+
+func main() {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "skein",
+		Short:         "skein runs the managed services of a container cluster",
+		Long:          "skein runs containers, service discovery, load balancers, web servers, databases,\nfloating IPs and jobs across a handful of servers, over a NATS JetStream bus.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	def := os.Getenv("SKEIN_NATS")
+	if def == "" {
+		def = bus.DefaultURL
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.nats, "nats", def, "NATS URL(s), comma-separated; env SKEIN_NATS")
+	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for a command's result")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level of server and agent: debug, info, warn, error")
+
+	root.AddCommand(
+		serverCmd(g), upCmd(g), agentCmd(g), initCmd(g),
+		serversCmd(g), pingCmd(g),
+		launchCmd(g), actionCmd(g, "start"), actionCmd(g, "stop"), actionCmd(g, "restart"), actionCmd(g, "delete"),
+		listCmd(g), eventsCmd(g), waitCmd(g),
+	)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+// logger returns the logger of long-running commands, on stderr.
+func (g *globals) logger() zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(g.logLevel)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	out := zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000", NoColor: !isTerminal(os.Stderr)}
+	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+}
+
+// addCommandFlags adds the flags of commands that send a command to an agent.
+func (g *globals) addCommandFlags(c *cobra.Command) {
+	c.Flags().BoolVar(&g.async, "async", false, "return at once with the command id instead of waiting for the result")
+	c.Flags().StringVar(&g.id, "id", "", "command id (a retry with the same id is done once)")
+}
+
+// addOutputFlag adds -o to list commands.
+func (g *globals) addOutputFlag(c *cobra.Command) {
+	c.Flags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+}

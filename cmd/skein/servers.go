@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skeinhq/skein/events"
+)
+
+// serverView is a server as `skein servers` shows it.
+type serverView struct {
+	events.Heartbeat
+	// Status is "up" or "down", from the heartbeat's age.
+	Status string `json:"status"`
+	// LastSeen is the heartbeat's age in seconds.
+	LastSeen float64 `json:"last_seen_seconds"`
+}
+
+func serversCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "servers",
+		Short: "List the servers whose agents have registered, up or down",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cl.close()
+			hbs, err := cl.heartbeats(cmd.Context())
+			if err != nil {
+				return err
+			}
+			views := make([]serverView, 0, len(hbs))
+			for i := range hbs {
+				st := "down"
+				if alive(&hbs[i]) {
+					st = "up"
+				}
+				views = append(views, serverView{Heartbeat: hbs[i], Status: st, LastSeen: time.Since(hbs[i].Time).Round(time.Millisecond).Seconds()})
+			}
+			if g.output == "json" {
+				return printJSON(views)
+			}
+			var rows [][]string
+			for _, v := range views {
+				rows = append(rows, []string{v.Name, v.Status, orDash(v.Address), orDash(v.Subnet), fmt.Sprint(v.CPUs), fmt.Sprintf("%.2f", v.Load1),
+					fmt.Sprintf("%d/%d MiB", v.MemAvailable>>20, v.MemTotal>>20), fmt.Sprint(v.Containers), fmt.Sprintf("%.0fs ago", v.LastSeen)})
+			}
+			table([]string{"NAME", "STATUS", "ADDRESS", "SUBNET", "CPUS", "LOAD", "MEM FREE", "CONTAINERS", "SEEN"}, rows)
+			return nil
+		},
+	}
+	g.addOutputFlag(c)
+	return c
+}
+
+func pingCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "ping SERVER",
+		Short: "Make a round trip to a server's agent without touching any container",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cl.close()
+			if _, err := cl.serverUp(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			start := time.Now()
+			res, err := cl.do(cmd.Context(), args[0], events.TypePing, events.Ping{})
+			if err != nil || res == nil {
+				return err
+			}
+			fmt.Printf("pong from %s in %s\n", args[0], time.Since(start).Round(10*time.Microsecond))
+			return nil
+		},
+	}
+	g.addCommandFlags(c)
+	return c
+}

@@ -1,0 +1,100 @@
+// Package events holds skein's wire types: the one envelope that carries every
+// command, result, progress report and event, and the payloads inside it.
+package events
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Envelope is the one shape on the bus for commands, results, progress and events.
+type Envelope struct {
+	// ID is unique per message; for a command it is also the deduplication key.
+	ID string `json:"id" jsonschema:"minLength=1,maxLength=128,pattern=^[A-Za-z0-9_-]+$"`
+	// Type names the payload, e.g. "container.launch" or "container.started".
+	Type string `json:"type" jsonschema:"minLength=1,pattern=^[a-z][a-z0-9_.]*$"`
+	// V is the schema version of the payload; the schema is schemas/<type>.v<V>.json.
+	V int `json:"v" jsonschema:"minimum=1"`
+	// Time is when the message was made.
+	Time time.Time `json:"time"`
+	// Source says who made it: "cli", "agent/s1", ...
+	Source string `json:"source" jsonschema:"minLength=1"`
+	// Server is the server a command is addressed to or an event is about.
+	Server string `json:"server,omitempty"`
+	// Data is the typed payload, validated against the schema of Type.
+	Data json.RawMessage `json:"data"`
+}
+
+// NewID returns a random, URL- and subject-safe message id.
+func NewID() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("events: no randomness: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// New wraps payload in an envelope of type typ after validating it against its schema.
+func New(typ, source, server string, payload any) (*Envelope, error) {
+	spec, ok := Lookup(typ)
+	if !ok {
+		return nil, fmt.Errorf("events: unknown type %q", typ)
+	}
+	data, err := json.Marshal(payload)
+	if err != nil {
+		return nil, fmt.Errorf("events: encode %s: %w", typ, err)
+	}
+	env := &Envelope{ID: NewID(), Type: typ, V: spec.Version, Time: time.Now().UTC(), Source: source, Server: server, Data: data}
+	if err := validatePayload(spec, data); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// Marshal encodes the envelope.
+func (e *Envelope) Marshal() ([]byte, error) { return json.Marshal(e) }
+
+// Decode parses and validates an envelope and its payload against their schemas.
+func Decode(raw []byte) (*Envelope, error) {
+	if err := validateEnvelope(raw); err != nil {
+		return nil, err
+	}
+	var env Envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return nil, &ValidationError{Type: "envelope", Reason: err.Error()}
+	}
+	spec, ok := Lookup(env.Type)
+	if !ok {
+		return &env, &ValidationError{Type: env.Type, Reason: "unknown message type"}
+	}
+	if env.V != spec.Version {
+		return &env, &ValidationError{Type: env.Type, Reason: fmt.Sprintf("version %d is not supported (want %d)", env.V, spec.Version)}
+	}
+	if err := validatePayload(spec, env.Data); err != nil {
+		return &env, err
+	}
+	return &env, nil
+}
+
+// Payload decodes the envelope's data into a value of the type's Go type.
+func (e *Envelope) Payload(v any) error {
+	if err := json.Unmarshal(e.Data, v); err != nil {
+		return &ValidationError{Type: e.Type, Reason: err.Error()}
+	}
+	return nil
+}
+
+// ValidationError says that a message does not match its schema.
+type ValidationError struct {
+	// Type is the message type that failed, or "envelope".
+	Type string
+	// Reason is the validator's explanation.
+	Reason string
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("invalid %s: %s", e.Type, e.Reason)
+}

@@ -1,0 +1,172 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+
+	"github.com/invopop/jsonschema"
+	sjs "github.com/santhosh-tekuri/jsonschema/v6"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
+	"github.com/skeinhq/skein/schemas"
+)
+
+// EnvelopeSchemaName is the schema file of the envelope.
+const EnvelopeSchemaName = "envelope.v1.json"
+
+func schemaName(typ string, version int) string { return fmt.Sprintf("%s.v%d.json", typ, version) }
+
+// GenerateSchema renders the JSON Schema of a Go type with the given file name and title.
+func GenerateSchema(name, title string, t reflect.Type) ([]byte, error) {
+	r := &jsonschema.Reflector{DoNotReference: true, ExpandedStruct: true}
+	s := r.ReflectFromType(t)
+	s.ID = jsonschema.ID(schemas.BaseURL + name)
+	s.Title = title
+	s.Version = "https://json-schema.org/draft/2020-12/schema"
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(s); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// GenerateAll renders every schema: the envelope's and each registered type's, by file name.
+func GenerateAll() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	b, err := GenerateSchema(EnvelopeSchemaName, "skein message envelope", reflect.TypeFor[Envelope]())
+	if err != nil {
+		return nil, err
+	}
+	out[EnvelopeSchemaName] = b
+	for _, s := range Specs() {
+		b, err := GenerateSchema(s.SchemaName(), s.Doc, s.Go)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.Type, err)
+		}
+		out[s.SchemaName()] = b
+	}
+	return out, nil
+}
+
+var (
+	compileOnce sync.Once
+	compiled    map[string]*sjs.Schema
+	compileErr  error
+)
+
+// compile loads every embedded schema once; they are small and few.
+func compile() (map[string]*sjs.Schema, error) {
+	compileOnce.Do(func() {
+		c := sjs.NewCompiler()
+		entries, err := schemas.FS.ReadDir(".")
+		if err != nil {
+			compileErr = err
+			return
+		}
+		for _, e := range entries {
+			raw, err := schemas.FS.ReadFile(e.Name())
+			if err != nil {
+				compileErr = err
+				return
+			}
+			doc, err := sjs.UnmarshalJSON(bytes.NewReader(raw))
+			if err != nil {
+				compileErr = fmt.Errorf("schema %s: %w", e.Name(), err)
+				return
+			}
+			if err := c.AddResource(schemas.BaseURL+e.Name(), doc); err != nil {
+				compileErr = err
+				return
+			}
+		}
+		compiled = map[string]*sjs.Schema{}
+		for _, e := range entries {
+			s, err := c.Compile(schemas.BaseURL + e.Name())
+			if err != nil {
+				compileErr = fmt.Errorf("schema %s: %w", e.Name(), err)
+				return
+			}
+			compiled[e.Name()] = s
+		}
+	})
+	return compiled, compileErr
+}
+
+func validateRaw(name, typ string, raw []byte) error {
+	all, err := compile()
+	if err != nil {
+		return err
+	}
+	s, ok := all[name]
+	if !ok {
+		return &ValidationError{Type: typ, Reason: "no schema " + name}
+	}
+	inst, err := sjs.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return &ValidationError{Type: typ, Reason: "not JSON: " + err.Error()}
+	}
+	if err := s.Validate(inst); err != nil {
+		return &ValidationError{Type: typ, Reason: flatten(err)}
+	}
+	return nil
+}
+
+// flatten turns the validator's nested report into one line naming each failing field.
+func flatten(err error) string {
+	ve, ok := err.(*sjs.ValidationError)
+	if !ok {
+		return err.Error()
+	}
+	var parts []string
+	var walk func(e *sjs.ValidationError)
+	walk = func(e *sjs.ValidationError) {
+		if len(e.Causes) == 0 {
+			loc := "/" + strings.Join(e.InstanceLocation, "/")
+			parts = append(parts, fmt.Sprintf("%s: %s", loc, e.ErrorKind.LocalizedString(printer)))
+			return
+		}
+		for _, c := range e.Causes {
+			walk(c)
+		}
+	}
+	walk(ve)
+	return strings.Join(parts, "; ")
+}
+
+var printer = message.NewPrinter(language.English)
+
+func validateEnvelope(raw []byte) error { return validateRaw(EnvelopeSchemaName, "envelope", raw) }
+
+func validatePayload(spec Spec, data []byte) error {
+	return validateRaw(spec.SchemaName(), spec.Type, data)
+}
+
+// ValidateOutput checks a command's result output against the schema of its output type.
+func ValidateOutput(cmdType string, output []byte) error {
+	spec, ok := Lookup(cmdType)
+	if !ok || spec.Output == nil || len(output) == 0 {
+		return nil
+	}
+	out, ok := outputSpec(spec.Output)
+	if !ok {
+		return nil
+	}
+	return validatePayload(out, output)
+}
+
+// outputSpec finds the state or event spec whose Go type is the command's output type.
+func outputSpec(t reflect.Type) (Spec, bool) {
+	for _, s := range registry {
+		if s.Go == t && s.Kind != KindCommand {
+			return s, true
+		}
+	}
+	return Spec{}, false
+}

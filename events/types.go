@@ -1,0 +1,193 @@
+package events
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Command types: addressed to one server's agent.
+const (
+	// TypePing is a round trip to an agent.
+	TypePing = "server.ping"
+	// TypeLaunch creates and starts a container.
+	TypeLaunch = "container.launch"
+	// TypeStart starts a container.
+	TypeStart = "container.start"
+	// TypeStop stops a container.
+	TypeStop = "container.stop"
+	// TypeRestart restarts a container.
+	TypeRestart = "container.restart"
+	// TypeDelete deletes a container.
+	TypeDelete = "container.delete"
+)
+
+// Other types.
+const (
+	// TypeResult answers a command.
+	TypeResult = "result"
+	// TypeProgress reports a step of a command.
+	TypeProgress = "progress"
+	// TypeServerUp says an agent came up.
+	TypeServerUp = "server.up"
+	// TypeServerDown says an agent stopped cleanly.
+	TypeServerDown = "server.down"
+	// TypeHeartbeat is an agent's heartbeat record.
+	TypeHeartbeat = "server.heartbeat"
+	// TypeContainer is a container record.
+	TypeContainer = "container"
+)
+
+// Container event types, from Incus lifecycle events or skein's reconciliation.
+const (
+	// TypeContainerCreated says a container was created.
+	TypeContainerCreated = "container.created"
+	// TypeContainerStarted says a container started.
+	TypeContainerStarted = "container.started"
+	// TypeContainerStopped says a container stopped.
+	TypeContainerStopped = "container.stopped"
+	// TypeContainerRestarted says a container restarted.
+	TypeContainerRestarted = "container.restarted"
+	// TypeContainerDeleted says a container was deleted.
+	TypeContainerDeleted = "container.deleted"
+	// TypeContainerUpdated says a container's address or status changed.
+	TypeContainerUpdated = "container.updated"
+)
+
+// ContainerEventTypes lists every container event type.
+var ContainerEventTypes = []string{TypeContainerCreated, TypeContainerStarted, TypeContainerStopped, TypeContainerRestarted, TypeContainerDeleted, TypeContainerUpdated}
+
+// Ping asks an agent to answer without touching any container.
+type Ping struct {
+	// Note is echoed back.
+	Note string `json:"note,omitempty" jsonschema:"maxLength=256"`
+}
+
+// Pong is the answer to a ping.
+type Pong struct {
+	// Server is the agent's server name.
+	Server string `json:"server"`
+	// Note echoes the ping's note.
+	Note string `json:"note,omitempty"`
+	// Time is the agent's clock.
+	Time time.Time `json:"time"`
+}
+
+// Launch creates a container from an image on the addressed server and starts it.
+type Launch struct {
+	// Name is the container name, unique across the cluster.
+	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// Image is the image alias on the server.
+	Image string `json:"image" jsonschema:"minLength=1,maxLength=256"`
+	// IPv4 is an optional static address inside the server's container subnet.
+	IPv4 string `json:"ipv4,omitempty" jsonschema:"pattern=^[0-9.]+$,maxLength=15"`
+}
+
+// ContainerAction addresses one container by name.
+type ContainerAction struct {
+	// Name is the container.
+	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// Force stops without waiting for a clean shutdown.
+	Force bool `json:"force,omitempty"`
+}
+
+// Container is a container as skein knows it.
+type Container struct {
+	// Name is the container name.
+	Name string `json:"name"`
+	// Server is the server it runs on.
+	Server string `json:"server"`
+	// Status is Incus's status: Running, Stopped, ... or Creating while skein launches it.
+	Status string `json:"status"`
+	// IPv4 is its global IPv4 address on eth0, if it has one.
+	IPv4 string `json:"ipv4,omitempty"`
+	// Image is the image alias it was launched from.
+	Image string `json:"image,omitempty"`
+	// Command is the id of the command that launched it.
+	Command string `json:"command,omitempty"`
+	// Updated is when the record last changed.
+	Updated time.Time `json:"updated"`
+}
+
+// ErrorInfo is a failed command's error.
+type ErrorInfo struct {
+	// Code classifies the error: invalid, not_found, conflict, unavailable, internal.
+	Code string `json:"code" jsonschema:"enum=invalid,enum=not_found,enum=conflict,enum=unavailable,enum=internal"`
+	// Message says what went wrong and how to fix it.
+	Message string `json:"message"`
+}
+
+// Result answers one command; it is published on the command's result subject.
+type Result struct {
+	// Command is the id of the command answered.
+	Command string `json:"command"`
+	// CommandType is the type of the command answered.
+	CommandType string `json:"command_type"`
+	// OK is true when the command succeeded.
+	OK bool `json:"ok"`
+	// Error says why it failed.
+	Error *ErrorInfo `json:"error,omitempty"`
+	// Output is the command's output, typed by the command's spec.
+	Output json.RawMessage `json:"output,omitempty"`
+}
+
+// Progress reports one step of a long command.
+type Progress struct {
+	// Command is the id of the command.
+	Command string `json:"command"`
+	// Step names the step.
+	Step string `json:"step"`
+	// Message says what is happening.
+	Message string `json:"message,omitempty"`
+}
+
+// ContainerEvent says a container's lifecycle changed.
+type ContainerEvent struct {
+	// Name is the container.
+	Name string `json:"name"`
+	// Status is its status after the change.
+	Status string `json:"status,omitempty"`
+	// IPv4 is its address after the change, if known.
+	IPv4 string `json:"ipv4,omitempty"`
+	// Cause is "incus" for an Incus lifecycle event, "reconcile" when the agent found the change later.
+	Cause string `json:"cause" jsonschema:"enum=incus,enum=reconcile"`
+	// Action is the Incus lifecycle action, e.g. instance-started.
+	Action string `json:"action,omitempty"`
+}
+
+// ServerEvent says an agent came up or went down.
+type ServerEvent struct {
+	// Name is the server.
+	Name string `json:"name"`
+}
+
+// Heartbeat is an agent's liveness record in the servers bucket.
+type Heartbeat struct {
+	// Name is the server name.
+	Name string `json:"name"`
+	// Status is "up", or "down" after a clean stop.
+	Status string `json:"status" jsonschema:"enum=up,enum=down"`
+	// Address is the server's host address.
+	Address string `json:"address,omitempty"`
+	// Subnet is the server's container subnet, e.g. 10.77.1.0/24.
+	Subnet string `json:"subnet,omitempty"`
+	// Gateway is the bridge's own address in the subnet.
+	Gateway string `json:"gateway,omitempty"`
+	// Network is the Incus bridge containers attach to.
+	Network string `json:"network,omitempty"`
+	// Project is the Incus project of the server's containers.
+	Project string `json:"project,omitempty"`
+	// CPUs is the number of CPUs.
+	CPUs int `json:"cpus"`
+	// Load1 is the one-minute load average.
+	Load1 float64 `json:"load1"`
+	// MemTotal is total memory in bytes.
+	MemTotal uint64 `json:"mem_total"`
+	// MemAvailable is available memory in bytes.
+	MemAvailable uint64 `json:"mem_available"`
+	// Containers is how many containers the server has.
+	Containers int `json:"containers"`
+	// Version is the agent's version.
+	Version string `json:"version,omitempty"`
+	// Time is when the heartbeat was sent.
+	Time time.Time `json:"time"`
+}

@@ -1,0 +1,124 @@
+// Package container is the adapter between skein's workers and the container
+// manager of one server (Incus). Workers see only the small Runtime interface;
+// the Incus implementation and an in-memory fake for unit tests live here.
+package container
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// ErrNotFound means no such container or image.
+var ErrNotFound = errors.New("not found")
+
+// Config keys skein keeps on the instances it creates.
+const (
+	// KeyImage records the image alias a container was launched from.
+	KeyImage = "user.skein.image"
+	// KeyCommand records the id of the command that launched it, for idempotent relaunch.
+	KeyCommand = "user.skein.command"
+)
+
+// Instance is a container as the runtime reports it.
+type Instance struct {
+	// Name is the container name.
+	Name string
+	// Status is the runtime's status: Running, Stopped, ...
+	Status string
+	// IPv4 is the global IPv4 address of eth0, "" until it has one.
+	IPv4 string
+	// StaticIPv4 is the address requested at launch, if any.
+	StaticIPv4 string
+	// Image is the image alias it was launched from.
+	Image string
+	// Command is the id of the launching command.
+	Command string
+}
+
+// CreateSpec describes a container to create (stopped).
+type CreateSpec struct {
+	// Name is the container name.
+	Name string
+	// Image is the image alias.
+	Image string
+	// IPv4 is an optional static address.
+	IPv4 string
+	// Command is the id of the launching command.
+	Command string
+}
+
+// Subnet is a server's container network.
+type Subnet struct {
+	// Prefix is the subnet, e.g. 10.77.1.0/24.
+	Prefix netip.Prefix
+	// Gateway is the bridge's own address.
+	Gateway netip.Addr
+}
+
+// Contains reports whether ip is a usable container address in the subnet:
+// inside it and neither the network, the broadcast nor the gateway address.
+func (s Subnet) Contains(ip netip.Addr) bool {
+	if !s.Prefix.Contains(ip) || ip == s.Gateway || ip == s.Prefix.Masked().Addr() {
+		return false
+	}
+	bits := s.Prefix.Bits()
+	if ip.Is4() && bits < 31 {
+		b := ip.As4()
+		host := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		if host|^(^uint32(0)<<(32-bits)) == host {
+			return false
+		}
+	}
+	return true
+}
+
+// Event is a lifecycle change reported by the runtime.
+type Event struct {
+	// Name is the container.
+	Name string
+	// Action is the runtime's action, e.g. instance-started.
+	Action string
+	// Time is when it happened.
+	Time time.Time
+}
+
+// Runtime is what the container worker needs from a server's container manager.
+type Runtime interface {
+	// List returns every container of the server.
+	List(ctx context.Context) ([]Instance, error)
+	// Get returns one container or ErrNotFound.
+	Get(ctx context.Context, name string) (*Instance, error)
+	// Create creates a stopped container.
+	Create(ctx context.Context, spec CreateSpec) error
+	// Start starts a container.
+	Start(ctx context.Context, name string) error
+	// Stop stops a container, cleanly unless force.
+	Stop(ctx context.Context, name string, force bool) error
+	// Restart restarts a container.
+	Restart(ctx context.Context, name string, force bool) error
+	// Delete deletes a stopped container.
+	Delete(ctx context.Context, name string) error
+	// ImageExists reports whether an image alias is there.
+	ImageExists(ctx context.Context, alias string) (bool, error)
+	// Subnet returns the server's container subnet.
+	Subnet(ctx context.Context) (Subnet, error)
+	// Watch streams lifecycle events until ctx ends or the stream breaks (the channel closes).
+	Watch(ctx context.Context) (<-chan Event, error)
+}
+
+// PermanentError is a runtime refusal that a retry will not change (bad request, conflict).
+type PermanentError struct {
+	// Err is the runtime's error.
+	Err error
+}
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// IsPermanent reports whether err is a refusal rather than a passing failure.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}

@@ -1,0 +1,203 @@
+package container
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Fake is an in-memory Runtime for unit tests: containers get an address from
+// the subnet when they start and every change is reported on Watch.
+type Fake struct {
+	mu       sync.Mutex
+	subnet   Subnet
+	images   map[string]bool
+	insts    map[string]*Instance
+	next     int
+	watchers []chan Event
+	// Calls counts calls by method name, to assert that a redelivery did no work twice.
+	Calls map[string]int
+	// FailCreate, when set, is returned by the next Create.
+	FailCreate error
+}
+
+var _ Runtime = (*Fake)(nil)
+
+// NewFake returns a fake server with the subnet and images given.
+func NewFake(prefix string, images ...string) *Fake {
+	p := netip.MustParsePrefix(prefix)
+	f := &Fake{subnet: Subnet{Prefix: p.Masked(), Gateway: p.Masked().Addr().Next()}, images: map[string]bool{}, insts: map[string]*Instance{}, Calls: map[string]int{}, next: 50}
+	for _, i := range images {
+		f.images[i] = true
+	}
+	return f
+}
+
+func (f *Fake) emit(name, action string) {
+	for _, w := range f.watchers {
+		select {
+		case w <- Event{Name: name, Action: action, Time: time.Now()}:
+		default:
+		}
+	}
+}
+
+// List implements Runtime.
+func (f *Fake) List(ctx context.Context) ([]Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Calls["List"]++
+	out := make([]Instance, 0, len(f.insts))
+	for _, i := range f.insts {
+		out = append(out, *i)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out, nil
+}
+
+// Get implements Runtime.
+func (f *Fake) Get(ctx context.Context, name string) (*Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i, ok := f.insts[name]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	c := *i
+	return &c, nil
+}
+
+// Create implements Runtime.
+func (f *Fake) Create(ctx context.Context, s CreateSpec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Calls["Create"]++
+	if err := f.FailCreate; err != nil {
+		f.FailCreate = nil
+		return err
+	}
+	if _, ok := f.insts[s.Name]; ok {
+		return &PermanentError{Err: fmt.Errorf("instance %q already exists", s.Name)}
+	}
+	if !f.images[s.Image] {
+		return &PermanentError{Err: fmt.Errorf("image %q not found", s.Image)}
+	}
+	f.insts[s.Name] = &Instance{Name: s.Name, Status: "Stopped", StaticIPv4: s.IPv4, Image: s.Image, Command: s.Command}
+	f.emit(s.Name, "instance-created")
+	return nil
+}
+
+// Start implements Runtime.
+func (f *Fake) Start(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Calls["Start"]++
+	i, ok := f.insts[name]
+	if !ok {
+		return ErrNotFound
+	}
+	if i.Status == "Running" {
+		return &PermanentError{Err: fmt.Errorf("the instance is already running")}
+	}
+	i.Status = "Running"
+	if i.StaticIPv4 != "" {
+		i.IPv4 = i.StaticIPv4
+	} else {
+		b := f.subnet.Prefix.Addr().As4()
+		b[3] = byte(f.next)
+		f.next++
+		i.IPv4 = netip.AddrFrom4(b).String()
+	}
+	f.emit(name, "instance-started")
+	return nil
+}
+
+// Stop implements Runtime.
+func (f *Fake) Stop(ctx context.Context, name string, force bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Calls["Stop"]++
+	i, ok := f.insts[name]
+	if !ok {
+		return ErrNotFound
+	}
+	i.Status, i.IPv4 = "Stopped", ""
+	f.emit(name, "instance-stopped")
+	return nil
+}
+
+// Restart implements Runtime.
+func (f *Fake) Restart(ctx context.Context, name string, force bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Calls["Restart"]++
+	if _, ok := f.insts[name]; !ok {
+		return ErrNotFound
+	}
+	f.emit(name, "instance-restarted")
+	return nil
+}
+
+// Delete implements Runtime.
+func (f *Fake) Delete(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Calls["Delete"]++
+	i, ok := f.insts[name]
+	if !ok {
+		return ErrNotFound
+	}
+	if i.Status == "Running" {
+		return &PermanentError{Err: fmt.Errorf("the instance is running")}
+	}
+	delete(f.insts, name)
+	f.emit(name, "instance-deleted")
+	return nil
+}
+
+// ImageExists implements Runtime.
+func (f *Fake) ImageExists(ctx context.Context, alias string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.images[alias], nil
+}
+
+// Subnet implements Runtime.
+func (f *Fake) Subnet(ctx context.Context) (Subnet, error) { return f.subnet, nil }
+
+// Watch implements Runtime.
+func (f *Fake) Watch(ctx context.Context) (<-chan Event, error) {
+	ch := make(chan Event, 64)
+	f.mu.Lock()
+	f.watchers = append(f.watchers, ch)
+	f.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for i, w := range f.watchers {
+			if w == ch {
+				f.watchers = append(f.watchers[:i], f.watchers[i+1:]...)
+				break
+			}
+		}
+		close(ch)
+	}()
+	return ch, nil
+}
+
+// SetStatusBehindBack changes a container as if someone used the incus CLI, emitting the event.
+func (f *Fake) SetStatusBehindBack(name, status, action string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i, ok := f.insts[name]; ok {
+		i.Status = status
+		if status != "Running" {
+			i.IPv4 = ""
+		}
+	}
+	f.emit(name, action)
+}

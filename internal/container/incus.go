@@ -1,0 +1,214 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+
+	"github.com/skeinhq/skein/internal/incus"
+)
+
+// Incus is the Runtime of one server backed by Incus: one project, one bridge, one pool.
+type Incus struct {
+	c       *incus.Client
+	network string
+	pool    string
+}
+
+var _ Runtime = (*Incus)(nil)
+
+// NewIncus returns a Runtime on client c (already set to the server's project)
+// whose containers attach to network and keep their root disk in pool.
+func NewIncus(c *incus.Client, network, pool string) *Incus {
+	return &Incus{c: c, network: network, pool: pool}
+}
+
+func fromIncus(name, status string, config map[string]string, devices map[string]map[string]string, st *incus.InstanceState) Instance {
+	in := Instance{Name: name, Status: status, Image: config[KeyImage], Command: config[KeyCommand]}
+	if nic, ok := devices["eth0"]; ok {
+		in.StaticIPv4 = nic["ipv4.address"]
+	}
+	if st != nil {
+		in.Status = st.Status
+		if eth, ok := st.Network["eth0"]; ok {
+			for _, a := range eth.Addresses {
+				if a.Family == "inet" && a.Scope == "global" {
+					in.IPv4 = a.Address
+					break
+				}
+			}
+		}
+	}
+	return in
+}
+
+// List implements Runtime.
+func (r *Incus) List(ctx context.Context) ([]Instance, error) {
+	all, err := r.c.GetInstances(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Instance, 0, len(all))
+	for _, i := range all {
+		out = append(out, fromIncus(i.Name, i.Status, i.Config, i.Devices, i.State))
+	}
+	return out, nil
+}
+
+// Get implements Runtime.
+func (r *Incus) Get(ctx context.Context, name string) (*Instance, error) {
+	inst, _, err := r.c.GetInstance(ctx, name)
+	if incus.IsNotFound(err) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	st, err := r.c.GetInstanceState(ctx, name)
+	if incus.IsNotFound(err) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	in := fromIncus(inst.Name, inst.Status, inst.Config, inst.Devices, st)
+	return &in, nil
+}
+
+// Create implements Runtime: explicit devices, no profiles, so the server's
+// bridge and pool are used whatever the project's profiles say.
+func (r *Incus) Create(ctx context.Context, s CreateSpec) error {
+	nic := map[string]string{"type": "nic", "network": r.network, "name": "eth0"}
+	if s.IPv4 != "" {
+		nic["ipv4.address"] = s.IPv4
+	}
+	req := incus.InstancesPost{
+		Name:   s.Name,
+		Source: incus.InstanceSource{Type: "image", Alias: s.Image},
+		Type:   incus.InstanceTypeContainer,
+		InstancePut: incus.InstancePut{
+			Profiles: []string{},
+			Config:   map[string]string{KeyImage: s.Image, KeyCommand: s.Command},
+			Devices: map[string]map[string]string{
+				"root": {"type": "disk", "path": "/", "pool": r.pool},
+				"eth0": nic,
+			},
+		},
+	}
+	op, err := r.c.CreateInstance(ctx, req)
+	if err != nil {
+		return classify(err)
+	}
+	return classify(op.Wait(ctx))
+}
+
+func (r *Incus) state(ctx context.Context, name string, put incus.InstanceStatePut) error {
+	op, err := r.c.UpdateInstanceState(ctx, name, put)
+	if incus.IsNotFound(err) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return classify(err)
+	}
+	return classify(op.Wait(ctx))
+}
+
+// Start implements Runtime.
+func (r *Incus) Start(ctx context.Context, name string) error {
+	return r.state(ctx, name, incus.InstanceStatePut{Action: incus.ActionStart, Timeout: -1})
+}
+
+// Stop implements Runtime; a clean stop that hangs is forced after 30 s.
+func (r *Incus) Stop(ctx context.Context, name string, force bool) error {
+	err := r.state(ctx, name, incus.InstanceStatePut{Action: incus.ActionStop, Timeout: 30, Force: force})
+	if err != nil && !force && !errors.Is(err, ErrNotFound) {
+		return r.state(ctx, name, incus.InstanceStatePut{Action: incus.ActionStop, Timeout: -1, Force: true})
+	}
+	return err
+}
+
+// Restart implements Runtime.
+func (r *Incus) Restart(ctx context.Context, name string, force bool) error {
+	return r.state(ctx, name, incus.InstanceStatePut{Action: incus.ActionRestart, Timeout: 30, Force: force})
+}
+
+// Delete implements Runtime.
+func (r *Incus) Delete(ctx context.Context, name string) error {
+	op, err := r.c.DeleteInstance(ctx, name)
+	if incus.IsNotFound(err) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return classify(err)
+	}
+	return classify(op.Wait(ctx))
+}
+
+// ImageExists implements Runtime.
+func (r *Incus) ImageExists(ctx context.Context, alias string) (bool, error) {
+	_, err := r.c.GetImageAlias(ctx, alias)
+	if incus.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Subnet implements Runtime.
+func (r *Incus) Subnet(ctx context.Context) (Subnet, error) {
+	n, err := r.c.GetNetwork(ctx, r.network)
+	if err != nil {
+		return Subnet{}, fmt.Errorf("network %s: %w", r.network, err)
+	}
+	p, err := netip.ParsePrefix(n.Config["ipv4.address"])
+	if err != nil {
+		return Subnet{}, fmt.Errorf("network %s has no usable ipv4.address (%q)", r.network, n.Config["ipv4.address"])
+	}
+	return Subnet{Prefix: p.Masked(), Gateway: p.Addr()}, nil
+}
+
+// Watch implements Runtime with the lifecycle event stream of the project.
+func (r *Incus) Watch(ctx context.Context) (<-chan Event, error) {
+	l, err := r.c.GetEvents(ctx, incus.EventTypeLifecycle)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan Event, 64)
+	go func() {
+		defer close(out)
+		defer l.Close()
+		for ev := range l.Events() {
+			lc, err := ev.Lifecycle()
+			if err != nil {
+				continue
+			}
+			name := incus.InstanceNameFromSource(lc.Source)
+			if name == "" {
+				continue
+			}
+			select {
+			case out <- Event{Name: name, Action: lc.Action, Time: ev.Timestamp}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// classify marks Incus's refusals (4xx, duplicates, failed operations) as permanent.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var se *incus.StatusError
+	if errors.As(err, &se) && (se.StatusCode >= 400 && se.StatusCode < 500 || incus.IsAlreadyExists(err)) && se.StatusCode != http.StatusServiceUnavailable {
+		return &PermanentError{Err: err}
+	}
+	var oe *incus.OperationError
+	if errors.As(err, &oe) {
+		return &PermanentError{Err: err}
+	}
+	return err
+}

@@ -1,0 +1,50 @@
+// Package testutil holds helpers shared by skein's tests: an embedded JetStream
+// server in a temp dir and polling with a deadline.
+package testutil
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+)
+
+// Bus starts an embedded NATS server with skein's streams in t's temp dir and
+// returns a connection to it; both are closed when the test ends.
+func Bus(t testing.TB) (*bus.Conn, string) {
+	t.Helper()
+	ns, err := bus.StartServer(bus.ServerOptions{DataDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	conn, err := bus.Connect(bus.ConnOptions{URL: ns.ClientURL(), Name: t.Name(), Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bus.Ensure(ctx, conn.JS, 1); err != nil {
+		t.Fatal(err)
+	}
+	return conn, ns.ClientURL()
+}
+
+// Eventually polls cond every tick until it holds or total passes, then fails the test with msg.
+func Eventually(t testing.TB, total time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: "+msg, append([]any{total}, args...)...)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

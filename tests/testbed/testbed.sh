@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# Prepare this machine as skein's test bed: Incus (no systemd needed), three
+# NAT-free bridges under 10.77.0.0/16, three projects, two local images.
+# Idempotent; run as root. A second run on a prepared machine takes seconds.
+#
+#   tests/testbed/testbed.sh                  set up (and smoke-test busybox)
+#   tests/testbed/testbed.sh --verify-service also boot-test skein-service
+#
+# Env: SKEIN_TESTBED_SMOKE=0 skips the busybox smoke test.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SOCK=/var/lib/incus/unix.socket
+CACHE=/var/cache/skein
+INCUSD_LOG=/var/log/incus-skein.log
+SUPERNET=10.77.0.0/16
+POOL=skein
+SERVERS=(1 2 3)
+VERIFY_SERVICE=0
+for a in "$@"; do
+  case $a in
+    --verify-service) VERIFY_SERVICE=1 ;;
+    *) echo "usage: $0 [--verify-service]" >&2; exit 2 ;;
+  esac
+done
+
+now_us() { echo "${EPOCHREALTIME/./}"; }
+elapsed() { local d=$(($(now_us) - $1)); printf '%d.%02d' $((d / 1000000)) $((d % 1000000 / 10000)); }
+T0=$(now_us)
+log() { echo "testbed: [$(elapsed "$T0")s] $*"; }
+die() { echo "testbed: ERROR: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root"
+# one run at a time (several engineers / CI jobs may call this)
+mkdir -p /run/lock
+exec 9>/run/lock/skein-testbed.lock
+flock 9
+export DEBIAN_FRONTEND=noninteractive
+# The CLI and the daemon must both use the default socket /var/lib/incus/unix.socket.
+export INCUS_DIR=/var/lib/incus
+unset INCUS_SOCKET INCUS_CONF || true
+
+# ---------------------------------------------------------------- packages
+MIRROR=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+[ -n "$MIRROR" ] || die "no URIs: line in /etc/apt/sources.list.d/debian.sources"
+SRC_FILE=/etc/apt/sources.list.d/skein-testbed.sources
+PIN_FILE=/etc/apt/preferences.d/skein-bullseye
+
+ensure_packages() {
+  local want_src want_pin changed=0
+  want_src="# written by skein tests/testbed/testbed.sh
+Types: deb
+URIs: $MIRROR
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: $MIRROR
+Suites: bullseye
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+  want_pin="# written by skein tests/testbed/testbed.sh: bullseye only for consul
+Package: *
+Pin: release n=bullseye
+Pin-Priority: 100"
+  if [ "$(cat "$SRC_FILE" 2>/dev/null)" != "$want_src" ]; then
+    printf '%s\n' "$want_src" >"$SRC_FILE"; changed=1
+  fi
+  if [ "$(cat "$PIN_FILE" 2>/dev/null)" != "$want_pin" ]; then
+    printf '%s\n' "$want_pin" >"$PIN_FILE"; changed=1
+  fi
+
+  # commands (or files) that must be present; skip apt entirely when they are
+  local missing=() c
+  for c in incus consul debootstrap dig jq curl ip nft zstd sha256sum setsid \
+           /usr/libexec/incus/incusd /bin/busybox /usr/sbin/dnsmasq; do
+    if [[ $c == /* ]]; then [ -x "$c" ] || missing+=("$c")
+    else command -v "$c" >/dev/null 2>&1 || missing+=("$c"); fi
+  done
+  # /bin/busybox must be the static one (busybox-static), it is copied into images
+  if [ -x /bin/busybox ] && ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
+    missing+=(busybox-static)
+  fi
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "packages: all present"
+    return
+  fi
+  log "packages: missing ${missing[*]}; installing"
+  if [ $changed = 1 ] || \
+     ! compgen -G '/var/lib/apt/lists/*_bookworm-backports_main_*Packages*' >/dev/null || \
+     ! compgen -G '/var/lib/apt/lists/*_bullseye_main_*Packages*' >/dev/null; then
+    log "apt-get update"
+    apt-get update -qq
+  fi
+  # stale package lists (a file moved on the mirror): update once and retry
+  apt-get install -y -qq --no-install-recommends \
+      debootstrap busybox-static dnsmasq-base iproute2 curl dnsutils jq nftables \
+      zstd procps util-linux ca-certificates >/dev/null \
+    || { apt-get update -qq; apt-get install -y -qq --no-install-recommends \
+      debootstrap busybox-static dnsmasq-base iproute2 curl dnsutils jq nftables \
+      zstd procps util-linux ca-certificates >/dev/null; }
+  # incus (its own dependencies include qemu; only containers are used here)
+  apt-get install -y -qq -t bookworm-backports incus >/dev/null
+  apt-get install -y -qq consul >/dev/null   # only bullseye has it (pin 100)
+  for c in incus consul debootstrap dig jq /usr/libexec/incus/incusd /bin/busybox; do
+    [[ $c == /* ]] && { [ -x "$c" ] || die "$c still missing after install"; continue; }
+    command -v "$c" >/dev/null || die "$c still missing after install"
+  done
+  log "packages: installed"
+}
+
+# ---------------------------------------------------------------- incusd
+api() { # api METHOD PATH [JSON]: Incus REST call over the unix socket, prints body
+  local m=$1 p=$2
+  if [ $# -ge 3 ]; then
+    curl -sS --max-time 120 --unix-socket "$SOCK" -X "$m" -H 'Content-Type: application/json' \
+      -d "$3" "http://incus$p"
+  else
+    curl -sS --max-time 120 --unix-socket "$SOCK" -X "$m" "http://incus$p"
+  fi
+}
+api_wait() { # api_wait METHOD PATH JSON: async call, waits on the operation, fails on error
+  local r op
+  r=$(api "$@")
+  if [ "$(jq -r .type <<<"$r")" = error ]; then echo "$r" >&2; return 1; fi
+  op=$(jq -r .operation <<<"$r")
+  r=$(api GET "$op/wait?timeout=120")
+  if [ "$(jq -r .metadata.status <<<"$r")" != Success ]; then echo "$r" >&2; return 1; fi
+}
+incus_up() { curl -sf --max-time 3 --unix-socket "$SOCK" http://incus/1.0 >/dev/null 2>&1; }
+
+ensure_incusd() {
+  if incus_up; then log "incusd: serving on $SOCK"; return; fi
+  # The daemon itself, not its helpers: "[lxc monitor] ..." and "incusd fork*"
+  # processes also have the command name incusd and outlive a killed daemon.
+  if ! pgrep -f '^/usr/libexec/incus/incusd( +-.*)?$' >/dev/null; then
+    log "incusd: starting (log $INCUSD_LOG)"
+    mkdir -p /var/lib/incus /var/log
+    # INCUS_SKIP_INSTANCE_TYPES: no daily download of instance types from the
+    # internet (there is none here, and no traffic may leave the machine).
+    INCUS_SKIP_INSTANCE_TYPES=true setsid nohup /usr/libexec/incus/incusd --group root --logfile "$INCUSD_LOG" \
+      </dev/null >>"$INCUSD_LOG" 2>&1 9>&- &
+  else
+    log "incusd: process present, waiting for it"
+  fi
+  incus admin waitready --timeout 60 2>/dev/null || die "incusd not ready; see $INCUSD_LOG"
+  incus_up || die "incusd ready but $SOCK does not answer"
+  log "incusd: serving on $SOCK"
+}
+
+# ---------------------------------------------------------------- host network
+ensure_host_net() {
+  [ "$(cat /proc/sys/net/ipv4/ip_forward)" = 1 ] || sysctl -qw net.ipv4.ip_forward=1
+  ip route replace blackhole "$SUPERNET"
+  # Forwarding is on so test subnets reach each other through the host; make
+  # sure nothing from them is forwarded anywhere else (no NAT, no leaks).
+  local want
+  want="table inet skein_testbed {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		ip saddr $SUPERNET ip daddr != $SUPERNET drop
+		ip daddr $SUPERNET ip saddr != $SUPERNET drop
+	}
+}"
+  if ! nft list table inet skein_testbed 2>/dev/null | grep -q "ip saddr $SUPERNET ip daddr != $SUPERNET drop"; then
+    nft delete table inet skein_testbed 2>/dev/null || true
+    nft -f - <<<"$want"
+  fi
+  log "host: ip_forward=1, blackhole $SUPERNET, forward filter confined to $SUPERNET"
+}
+
+# ---------------------------------------------------------------- incus objects
+ensure_incus_objects() {
+  local n
+  # no image auto-update (images are local; nothing to fetch)
+  [ "$(incus config get images.auto_update_interval)" = 0 ] || incus config set images.auto_update_interval=0
+  incus storage show "$POOL" >/dev/null 2>&1 || { incus storage create "$POOL" dir >/dev/null; log "created storage pool $POOL"; }
+  incus profile device get default root pool >/dev/null 2>&1 || \
+    { incus profile device add default root disk path=/ pool="$POOL" >/dev/null; log "default profile: root disk on $POOL"; }
+  for n in "${SERVERS[@]}"; do
+    if ! incus network show "skeinbr$n" >/dev/null 2>&1; then
+      incus network create "skeinbr$n" --type=bridge \
+        ipv4.address="10.77.$n.1/24" ipv4.nat=false ipv6.address=none \
+        ipv4.dhcp.ranges="10.77.$n.50-10.77.$n.250" dns.domain="s$n.skein" \
+        raw.dnsmasq="no-resolv" >/dev/null
+      log "created network skeinbr$n (10.77.$n.1/24)"
+    fi
+    if ! incus project show "skein-s$n" >/dev/null 2>&1; then
+      incus project create "skein-s$n" -c features.images=false -c features.profiles=false \
+        -c features.networks=false -c features.storage.volumes=false >/dev/null
+      log "created project skein-s$n"
+    fi
+  done
+  log "incus: pool $POOL, networks skeinbr{1,2,3}, projects skein-s{1,2,3} present"
+}
+
+# ---------------------------------------------------------------- images
+# Everything from here to "end of image section" is part of the image recipes:
+# the recipe hash covers these functions and the files under images/NAME/.
+recipe_hash() { # recipe_hash NAME
+  {
+    declare -f recipe_hash import_image write_metadata "build_$1"
+    echo "MIRROR=$MIRROR SERVICE_PKGS=$SERVICE_PKGS"
+    # host binaries copied into the images
+    case $1 in busybox) sha256sum /bin/busybox ;; service) sha256sum /usr/bin/consul ;; esac
+    (cd "$HERE/images/$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+  } | sha256sum | cut -c1-16
+}
+
+image_recipe() { # prints the skein.recipe property of the image with alias $1, or nothing
+  local fp
+  fp=$(api GET "/1.0/images/aliases/$1" | jq -r '.metadata.target // empty')
+  [ -n "$fp" ] || return 0
+  api GET "/1.0/images/$fp" | jq -r '.metadata.properties["skein.recipe"] // empty'
+}
+
+import_image() { # import_image ALIAS HASH METADATA_DIR ROOTFS_TARBALL
+  local alias=$1 hash=$2 mdir=$3 rootfs=$4 old fp meta
+  meta=$(mktemp /tmp/skein-meta.XXXXXX.tar.gz)
+  tar -C "$mdir" -czf "$meta" .
+  old=$(api GET "/1.0/images/aliases/$alias" | jq -r '.metadata.target // empty')
+  fp=$(incus image import "$meta" "$rootfs" -q | awk '/fingerprint/ {print $NF}' || true)
+  [ -n "$fp" ] || fp=$(cat "$meta" "$rootfs" | sha256sum | cut -d' ' -f1)
+  rm -f "$meta"
+  incus image info "$fp" >/dev/null || die "import of $alias failed"
+  incus image set-property "$fp" skein.recipe "$hash"
+  if [ -n "$old" ]; then incus image alias delete "$alias"; fi
+  incus image alias create "$alias" "$fp"
+  if [ -n "$old" ] && [ "$old" != "$fp" ]; then incus image delete "$old" || true; fi
+}
+
+write_metadata() { # write_metadata DIR NAME HASH DESCRIPTION
+  mkdir -p "$1"
+  cat >"$1/metadata.yaml" <<EOF
+architecture: $(uname -m)
+creation_date: $(date +%s)
+properties:
+  architecture: $(uname -m)
+  description: "$4"
+  os: $2
+  release: skein
+  skein.recipe: "$3"
+EOF
+}
+
+build_busybox() { # build_busybox HASH -> imports skein-busybox
+  local hash=$1 w rootfs tarball="$CACHE/skein-busybox-$1.rootfs.tar.zst" a
+  w=$(mktemp -d /tmp/skein-busybox.XXXXXX)
+  if [ ! -s "$tarball" ]; then
+    rootfs=$w/rootfs
+    mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,run,root,var/run,www}
+    chmod 1777 "$rootfs/tmp"
+    cp /bin/busybox "$rootfs/bin/busybox"
+    for a in $(/bin/busybox --list-full); do
+      [ "$a" = bin/busybox ] && continue
+      mkdir -p "$rootfs/$(dirname "$a")"
+      ln -sf /bin/busybox "$rootfs/$a"
+    done
+    cp -a "$HERE/images/busybox/rootfs/." "$rootfs/"
+    chmod 0755 "$rootfs/etc/init.d/rcS" "$rootfs/etc/init.d/net" "$rootfs/etc/udhcpc.script"
+    tar -C "$rootfs" --numeric-owner -cf - . | zstd -q -T0 -3 -o "$tarball.tmp"
+    mv "$tarball.tmp" "$tarball"
+  fi
+  write_metadata "$w/meta" busybox "$hash" "skein busybox app container (httpd on :80)"
+  import_image skein-busybox "$hash" "$w/meta" "$tarball"
+  rm -rf "$w"
+}
+
+SERVICE_PKGS=systemd-sysv,nginx-light,haproxy,keepalived,iproute2,ifupdown,isc-dhcp-client,ca-certificates,procps,mariadb-server,postgresql,openssl,curl,dnsutils
+build_service() { # build_service HASH -> imports skein-service
+  local hash=$1 w base rootfs tarball="$CACHE/skein-service-$1.rootfs.tar.zst" bkey
+  w=$(mktemp -d /var/tmp/skein-service.XXXXXX)
+  if [ ! -s "$tarball" ]; then
+    # stage 1: debootstrap, cached by (package list, mirror)
+    bkey=$(echo "bookworm minbase $SERVICE_PKGS $MIRROR" | sha256sum | cut -c1-16)
+    base="$CACHE/skein-service-debootstrap-$bkey.tar.zst"
+    rootfs=$w/rootfs
+    mkdir -p "$rootfs" "$CACHE/debs"
+    if [ ! -s "$base" ]; then
+      log "images: debootstrap bookworm (minbase + $SERVICE_PKGS), takes ~2-3 min"
+      debootstrap --variant=minbase --cache-dir="$CACHE/debs" --include="$SERVICE_PKGS" \
+        bookworm "$rootfs" "$MIRROR" >"$w/debootstrap.log" 2>&1 \
+        || { tail -30 "$w/debootstrap.log" >&2; die "debootstrap failed"; }
+      tar -C "$rootfs" --numeric-owner -cf - . | zstd -q -T0 -3 -o "$base.tmp"
+      mv "$base.tmp" "$base"
+    else
+      zstd -q -dc "$base" | tar -C "$rootfs" --numeric-owner -xf -
+    fi
+    # stage 2: customise (images/service/customize.sh runs on the host against ROOTFS)
+    install -m 0755 /usr/bin/consul "$rootfs/usr/bin/consul"
+    bash "$HERE/images/service/customize.sh" "$rootfs" "$HERE/images/service"
+    tar -C "$rootfs" --numeric-owner -cf - . | zstd -q -T0 -3 -o "$tarball.tmp"
+    mv "$tarball.tmp" "$tarball"
+  fi
+  write_metadata "$w/meta" debian "$hash" "skein service container (Debian bookworm, systemd)"
+  mkdir -p "$w/meta/templates"
+  cp "$HERE"/images/service/templates/*.tpl "$w/meta/templates/"
+  cat >>"$w/meta/metadata.yaml" <<'EOF'
+templates:
+  /etc/hostname:
+    when: [create, copy]
+    create_only: false
+    template: hostname.tpl
+  /etc/hosts:
+    when: [create, copy]
+    create_only: false
+    template: hosts.tpl
+EOF
+  import_image skein-service "$hash" "$w/meta" "$tarball"
+  rm -rf "$w"
+}
+# end of image section
+
+ensure_images() {
+  local name hash t
+  mkdir -p "$CACHE"
+  for name in busybox service; do
+    hash=$(recipe_hash "$name")
+    if [ "$(image_recipe "skein-$name")" = "$hash" ]; then
+      log "image skein-$name: up to date (recipe $hash)"
+    else
+      log "image skein-$name: building (recipe $hash)"
+      t=$(now_us)
+      "build_$name" "$hash"
+      log "image skein-$name: imported in $(elapsed "$t")s"
+    fi
+    # keep only the current recipe's rootfs tarball (debootstrap bases and debs stay)
+    find "$CACHE" -maxdepth 1 -name "skein-$name-*.rootfs.tar.zst" \
+      ! -name "skein-$name-$hash.rootfs.tar.zst" -delete
+  done
+}
+
+# ---------------------------------------------------------------- smoke tests
+# create_instance PROJECT NAME IMAGE BRIDGE [STATIC_IP]: what skein does on create
+create_instance() {
+  local nic
+  nic=$(jq -nc --arg br "$4" --arg ip "${5:-}" \
+    '{type:"nic", network:$br, name:"eth0"} + (if $ip=="" then {} else {"ipv4.address":$ip} end)')
+  api_wait POST "/1.0/instances?project=$1" "$(jq -nc --arg n "$2" --arg img "$3" --argjson nic "$nic" --arg pool "$POOL" '{
+    name:$n, type:"container", profiles:[], start:true,
+    source:{type:"image", alias:$img},
+    devices:{root:{type:"disk", path:"/", pool:$pool}, eth0:$nic}}')"
+}
+instance_ipv4() { # instance_ipv4 PROJECT NAME -> global IPv4 of eth0 or nothing
+  api GET "/1.0/instances/$2/state?project=$1" |
+    jq -r '.metadata.network.eth0.addresses[]? | select(.family=="inet" and .scope=="global") | .address' | head -1
+}
+wait_ipv4() { # wait_ipv4 PROJECT NAME TIMEOUT_S
+  local i ip
+  for ((i = 0; i < $3 * 10; i++)); do
+    ip=$(instance_ipv4 "$1" "$2"); [ -n "$ip" ] && { echo "$ip"; return 0; }
+    sleep 0.1
+  done
+  return 1
+}
+
+smoke_busybox() {
+  local p=skein-s1 n=testbed-smoke ip t t1 body
+  api_wait DELETE "/1.0/instances/$n?project=$p" 2>/dev/null || true
+  t=$(now_us)
+  create_instance "$p" "$n" skein-busybox skeinbr1 10.77.1.49 || die "smoke: create in $p failed"
+  t1=$(elapsed "$t")
+  ip=$(wait_ipv4 "$p" "$n" 20) || die "smoke: no IPv4 on $n"
+  [ "$ip" = 10.77.1.49 ] || die "smoke: got $ip, want static 10.77.1.49"
+  body=$(curl -sf --max-time 5 "http://$ip/") || die "smoke: httpd on $ip not answering"
+  grep -q "$n" <<<"$body" || die "smoke: index.html lacks hostname: $body"
+  log "smoke: busybox in $p via REST (profiles:[]): create+start ${t1}s, IPv4 $ip after $(elapsed "$t")s, httpd ok"
+  t=$(now_us)
+  api_wait PUT "/1.0/instances/$n/state?project=$p" '{"action":"stop","timeout":30}' || die "smoke: clean stop failed"
+  log "smoke: clean stop in $(elapsed "$t")s"
+  api_wait DELETE "/1.0/instances/$n?project=$p" || die "smoke: delete failed"
+}
+
+verify_service() {
+  local p=skein-s2 n=testbed-service ip t st
+  api_wait DELETE "/1.0/instances/$n?project=$p" 2>/dev/null || true
+  t=$(now_us)
+  create_instance "$p" "$n" skein-service skeinbr2 10.77.2.49 || die "service: create failed"
+  log "service: create+start $(elapsed "$t")s"
+  ip=$(wait_ipv4 "$p" "$n" 60) || die "service: no IPv4"
+  log "service: IPv4 $ip after $(elapsed "$t")s"
+  st=$(timeout 90 incus exec --project "$p" "$n" -- systemctl is-system-running --wait || true)
+  log "service: systemd '$st' after $(elapsed "$t")s"
+  if [ "$st" != running ]; then
+    incus exec --project "$p" "$n" -- systemctl --failed --no-legend >&2 || true
+    die "service: systemd not running"
+  fi
+  [ "$(incus exec --project "$p" "$n" -- hostname)" = "$n" ] || die "service: hostname wrong"
+  t=$(now_us)
+  api_wait PUT "/1.0/instances/$n/state?project=$p" '{"action":"stop","timeout":30}' || die "service: clean stop failed"
+  log "service: clean stop in $(elapsed "$t")s"
+  api_wait DELETE "/1.0/instances/$n?project=$p" || die "service: delete failed"
+}
+
+# ---------------------------------------------------------------- main
+ensure_packages
+ensure_host_net
+ensure_incusd
+ensure_incus_objects
+ensure_images
+[ "${SKEIN_TESTBED_SMOKE:-1}" = 0 ] || smoke_busybox
+[ "$VERIFY_SERVICE" = 0 ] || verify_service
+log "ready (total $(elapsed "$T0")s)"

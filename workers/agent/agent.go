@@ -1,0 +1,202 @@
+// Package agent is the per-server worker: it wires the worker runtime to the
+// domain workers of one server, follows the runtime's lifecycle events and
+// publishes heartbeats.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/workers"
+	"github.com/skeinhq/skein/workers/containers"
+)
+
+// HeartbeatEvery is how often an agent reports; a server is down after three missed beats.
+const HeartbeatEvery = 2 * time.Second
+
+// DownAfter is how old a heartbeat may be before its server counts as down.
+const DownAfter = 3*HeartbeatEvery + time.Second
+
+// Config configures one agent.
+type Config struct {
+	// Name is the server name.
+	Name string
+	// Network is the Incus bridge of the server's containers.
+	Network string
+	// Project is the Incus project of the server's containers.
+	Project string
+	// Address is the server's host address, shown in `skein servers`.
+	Address string
+	// Version is the agent's version.
+	Version string
+	// Runtime is the container runtime of the server.
+	Runtime container.Runtime
+}
+
+// Agent is one server's worker.
+type Agent struct {
+	cfg  Config
+	conn *bus.Conn
+	log  zerolog.Logger
+}
+
+// New returns an agent on conn.
+func New(conn *bus.Conn, cfg Config, log zerolog.Logger) *Agent {
+	if cfg.Address == "" {
+		cfg.Address = hostAddress()
+	}
+	return &Agent{cfg: cfg, conn: conn, log: log.With().Str("server", cfg.Name).Logger()}
+}
+
+// Run serves the server's commands until ctx ends, then marks the server down.
+func (a *Agent) Run(ctx context.Context) error {
+	if !bus.ValidToken(a.cfg.Name) {
+		return fmt.Errorf("bad server name %q: no dots, spaces, '*' or '>'", a.cfg.Name)
+	}
+	js := a.conn.JS
+	if err := bus.WaitReady(ctx, js); err != nil {
+		return err
+	}
+	ckv, err := js.KeyValue(ctx, bus.BucketContainers)
+	if err != nil {
+		return err
+	}
+	skv, err := js.KeyValue(ctx, bus.BucketServers)
+	if err != nil {
+		return err
+	}
+	pub := bus.NewPublisher(js, "agent/"+a.cfg.Name, a.cfg.Name)
+	rt := workers.NewRuntime(a.conn, a.cfg.Name, a.log)
+
+	// Every command type this agent serves, in one block.
+	rt.Handle(events.TypePing, a.ping)
+	cw := containers.New(a.cfg.Name, a.cfg.Runtime, ckv, pub, a.log.With().Str("worker", "containers").Logger())
+	cw.Register(rt)
+
+	go cw.Run(ctx)
+	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHB()
+	go a.heartbeats(hbCtx, skv)
+	_ = pub.Publish(ctx, events.TypeServerUp, events.ServerEvent{Name: a.cfg.Name})
+	a.log.Info().Str("network", a.cfg.Network).Str("project", a.cfg.Project).Msg("agent up")
+
+	err = rt.Run(ctx)
+
+	// A clean stop tells the cluster at once instead of waiting for the heartbeat to age.
+	stopHB()
+	done, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	hb := a.heartbeat(done)
+	hb.Status = "down"
+	a.putHeartbeat(done, skv, hb)
+	_ = pub.Publish(done, events.TypeServerDown, events.ServerEvent{Name: a.cfg.Name})
+	a.log.Info().Msg("agent down")
+	return err
+}
+
+// ping answers without touching any container.
+func (a *Agent) ping(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.Ping
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	return events.Pong{Server: a.cfg.Name, Note: p.Note, Time: time.Now().UTC()}, nil
+}
+
+func (a *Agent) heartbeats(ctx context.Context, kv jetstream.KeyValue) {
+	t := time.NewTicker(HeartbeatEvery)
+	defer t.Stop()
+	for {
+		a.putHeartbeat(ctx, kv, a.heartbeat(ctx))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) putHeartbeat(ctx context.Context, kv jetstream.KeyValue, hb events.Heartbeat) {
+	b, err := json.Marshal(hb)
+	if err != nil {
+		return
+	}
+	if _, err := kv.Put(ctx, a.cfg.Name, b); err != nil && ctx.Err() == nil {
+		a.log.Debug().Err(err).Msg("heartbeat")
+	}
+}
+
+// heartbeat gathers the server's liveness and capacity; a failing part is left empty.
+func (a *Agent) heartbeat(ctx context.Context) events.Heartbeat {
+	hb := events.Heartbeat{Name: a.cfg.Name, Status: "up", Address: a.cfg.Address, Network: a.cfg.Network, Project: a.cfg.Project, CPUs: runtime.NumCPU(), Version: a.cfg.Version, Time: time.Now().UTC()}
+	if sn, err := a.cfg.Runtime.Subnet(ctx); err == nil {
+		hb.Subnet, hb.Gateway = sn.Prefix.String(), sn.Gateway.String()
+	}
+	if list, err := a.cfg.Runtime.List(ctx); err == nil {
+		hb.Containers = len(list)
+	}
+	hb.Load1 = load1()
+	hb.MemTotal, hb.MemAvailable = meminfo()
+	return hb
+}
+
+func load1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+func meminfo() (total, avail uint64) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseUint(f[1], 10, 64)
+		switch f[0] {
+		case "MemTotal:":
+			total = v * 1024
+		case "MemAvailable:":
+			avail = v * 1024
+		}
+	}
+	return total, avail
+}
+
+// hostAddress guesses the server's address: the first global unicast IPv4.
+func hostAddress() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+			return ipn.IP.String()
+		}
+	}
+	return ""
+}

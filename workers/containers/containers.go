@@ -1,0 +1,310 @@
+// Package containers handles container lifecycle commands on one server and
+// keeps the cluster's container records and events in step with the runtime,
+// including changes made behind skein's back.
+package containers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/workers"
+)
+
+// StatusCreating marks a record whose container is being launched.
+const StatusCreating = "Creating"
+
+// addressWait bounds how long launch and start wait for DHCP.
+const addressWait = 20 * time.Second
+
+// Worker runs container commands for one server.
+type Worker struct {
+	server string
+	rt     container.Runtime
+	kv     jetstream.KeyValue
+	pub    *bus.Publisher
+	log    zerolog.Logger
+
+	// mu serialises record updates so lifecycle events and reconciliation do not interleave.
+	mu sync.Mutex
+	// last is the status event last announced per container, so none is told twice.
+	last map[string]string
+}
+
+// New returns the container worker of server.
+func New(server string, rt container.Runtime, kv jetstream.KeyValue, pub *bus.Publisher, log zerolog.Logger) *Worker {
+	return &Worker{server: server, rt: rt, kv: kv, pub: pub, log: log, last: map[string]string{}}
+}
+
+// Register adds the worker's handlers to the runtime, in one visible block.
+func (w *Worker) Register(r *workers.Runtime) {
+	r.Handle(events.TypeLaunch, w.Launch)
+	r.Handle(events.TypeStart, w.Start)
+	r.Handle(events.TypeStop, w.Stop)
+	r.Handle(events.TypeRestart, w.Restart)
+	r.Handle(events.TypeDelete, w.Delete)
+}
+
+// Launch creates and starts a container. A redelivered launch resumes where the
+// last attempt stopped instead of creating a second container.
+func (w *Worker) Launch(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.Launch
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	id := req.Envelope.ID
+	if p.IPv4 != "" {
+		if err := w.checkAddress(ctx, p.Name, p.IPv4); err != nil {
+			return nil, err
+		}
+	}
+	rec, err := w.record(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	if rec != nil && rec.Command != id {
+		return nil, workers.Conflict("a container named %s already exists on server %s: pick another name or `skein delete %s` first", p.Name, rec.Server, p.Name)
+	}
+	inst, err := w.rt.Get(ctx, p.Name)
+	if err != nil && !errors.Is(err, container.ErrNotFound) {
+		return nil, workers.Transient("reading container %s: %v", p.Name, err)
+	}
+	if inst != nil && inst.Command != id {
+		return nil, workers.Conflict("a container named %s already exists on server %s (made outside skein): pick another name", p.Name, w.server)
+	}
+	if inst == nil {
+		ok, err := w.rt.ImageExists(ctx, p.Image)
+		if err != nil {
+			return nil, workers.Transient("looking up image %s: %v", p.Image, err)
+		}
+		if !ok {
+			return nil, workers.NotFound("image %q not found on server %s: import it first (`incus image list` shows what is there)", p.Image, w.server)
+		}
+		if rec == nil {
+			if err := w.reserve(ctx, p, id); err != nil {
+				return nil, err
+			}
+		}
+		req.Progress("create", fmt.Sprintf("creating %s from %s on %s", p.Name, p.Image, w.server))
+		err = w.rt.Create(ctx, container.CreateSpec{Name: p.Name, Image: p.Image, IPv4: p.IPv4, Command: id})
+		if err != nil {
+			// An earlier attempt's create may have finished meanwhile: then it is ours.
+			if again, gerr := w.rt.Get(ctx, p.Name); gerr == nil && again.Command == id {
+				err = nil
+			}
+		}
+		if err != nil {
+			if container.IsPermanent(err) {
+				w.release(ctx, p.Name, id)
+				return nil, workers.Invalid("creating %s: %v", p.Name, err)
+			}
+			return nil, workers.Transient("creating %s: %v", p.Name, err)
+		}
+		if inst, err = w.rt.Get(ctx, p.Name); err != nil {
+			return nil, workers.Transient("reading container %s: %v", p.Name, err)
+		}
+	}
+	if inst.Status != "Running" {
+		req.Progress("start", "starting "+p.Name)
+		if err := w.rt.Start(ctx, p.Name); err != nil {
+			return nil, workers.Transient("starting %s: %v", p.Name, err)
+		}
+	}
+	req.Progress("address", "waiting for an IPv4 address")
+	return w.settle(ctx, p.Name)
+}
+
+// Start starts a container; starting a running one is a no-op.
+func (w *Worker) Start(ctx context.Context, req *workers.Request) (any, error) {
+	return w.act(ctx, req, func(inst *container.Instance) error {
+		if inst.Status == "Running" {
+			return nil
+		}
+		return w.rt.Start(ctx, inst.Name)
+	}, true)
+}
+
+// Stop stops a container; stopping a stopped one is a no-op.
+func (w *Worker) Stop(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.ContainerAction
+	_ = req.Decode(&p)
+	return w.act(ctx, req, func(inst *container.Instance) error {
+		if inst.Status == "Stopped" {
+			return nil
+		}
+		return w.rt.Stop(ctx, inst.Name, p.Force)
+	}, false)
+}
+
+// Restart restarts a running container, or starts a stopped one.
+func (w *Worker) Restart(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.ContainerAction
+	_ = req.Decode(&p)
+	// A redelivered restart must not bounce the container a second time.
+	if req.Attempt > 1 {
+		return w.Start(ctx, req)
+	}
+	return w.act(ctx, req, func(inst *container.Instance) error {
+		if inst.Status != "Running" {
+			return w.rt.Start(ctx, inst.Name)
+		}
+		return w.rt.Restart(ctx, inst.Name, p.Force)
+	}, true)
+}
+
+// Delete stops and deletes a container; deleting a missing one succeeds.
+func (w *Worker) Delete(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.ContainerAction
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	inst, err := w.rt.Get(ctx, p.Name)
+	if err != nil && !errors.Is(err, container.ErrNotFound) {
+		return nil, workers.Transient("reading container %s: %v", p.Name, err)
+	}
+	if inst != nil {
+		if inst.Status != "Stopped" {
+			req.Progress("stop", "stopping "+p.Name)
+			if err := w.rt.Stop(ctx, p.Name, true); err != nil {
+				return nil, workers.Transient("stopping %s: %v", p.Name, err)
+			}
+		}
+		req.Progress("delete", "deleting "+p.Name)
+		if err := w.rt.Delete(ctx, p.Name); err != nil && !errors.Is(err, container.ErrNotFound) {
+			return nil, workers.Transient("deleting %s: %v", p.Name, err)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if rec, _ := w.record(ctx, p.Name); rec != nil && rec.Server == w.server {
+		if err := w.kv.Delete(ctx, p.Name); err != nil {
+			return nil, workers.Transient("forgetting %s: %v", p.Name, err)
+		}
+	}
+	return events.Container{Name: p.Name, Server: w.server, Status: "Deleted", Updated: time.Now().UTC()}, nil
+}
+
+// act runs a state change on an existing container and returns its record after.
+func (w *Worker) act(ctx context.Context, req *workers.Request, change func(*container.Instance) error, wantAddress bool) (any, error) {
+	var p events.ContainerAction
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	inst, err := w.rt.Get(ctx, p.Name)
+	if errors.Is(err, container.ErrNotFound) {
+		return nil, workers.NotFound("no container %s on server %s: `skein list` shows what exists", p.Name, w.server)
+	}
+	if err != nil {
+		return nil, workers.Transient("reading container %s: %v", p.Name, err)
+	}
+	if err := change(inst); err != nil {
+		if container.IsPermanent(err) {
+			return nil, workers.Conflict("%s %s: %v", req.Envelope.Type, p.Name, err)
+		}
+		return nil, workers.Transient("%s %s: %v", req.Envelope.Type, p.Name, err)
+	}
+	if wantAddress {
+		req.Progress("address", "waiting for an IPv4 address")
+		return w.settle(ctx, p.Name)
+	}
+	return w.syncOne(ctx, p.Name, "", "")
+}
+
+// settle waits (bounded) for a running container to get its address, then records it.
+func (w *Worker) settle(ctx context.Context, name string) (any, error) {
+	deadline := time.Now().Add(addressWait)
+	for {
+		inst, err := w.rt.Get(ctx, name)
+		if err != nil {
+			return nil, workers.Transient("reading container %s: %v", name, err)
+		}
+		if inst.IPv4 != "" || inst.Status != "Running" || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return w.syncOne(ctx, name, "", "")
+}
+
+// checkAddress refuses a static address outside the server's subnet or already in use.
+func (w *Worker) checkAddress(ctx context.Context, name, ip string) error {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil || !addr.Is4() {
+		return workers.Invalid("%q is not an IPv4 address", ip)
+	}
+	sn, err := w.rt.Subnet(ctx)
+	if err != nil {
+		return workers.Transient("reading the container subnet: %v", err)
+	}
+	if !sn.Contains(addr) {
+		return workers.Invalid("address %s is not usable on server %s: pick one inside its container subnet %s (not the gateway %s), or omit --ip", ip, w.server, sn.Prefix, sn.Gateway)
+	}
+	list, err := w.rt.List(ctx)
+	if err != nil {
+		return workers.Transient("listing containers: %v", err)
+	}
+	for _, i := range list {
+		if i.Name != name && (i.IPv4 == ip || i.StaticIPv4 == ip) {
+			return workers.Conflict("address %s is already used by container %s on server %s: pick another", ip, i.Name, w.server)
+		}
+	}
+	return nil
+}
+
+// reserve claims a container name cluster-wide before anything is created.
+func (w *Worker) reserve(ctx context.Context, p events.Launch, id string) error {
+	rec := events.Container{Name: p.Name, Server: w.server, Status: StatusCreating, Image: p.Image, Command: id, Updated: time.Now().UTC()}
+	b, _ := json.Marshal(rec)
+	if _, err := w.kv.Create(ctx, p.Name, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			other, _ := w.record(ctx, p.Name)
+			if other != nil && other.Command == id {
+				return nil
+			}
+			where := "another server"
+			if other != nil {
+				where = "server " + other.Server
+			}
+			return workers.Conflict("a container named %s already exists on %s: pick another name", p.Name, where)
+		}
+		return workers.Transient("reserving name %s: %v", p.Name, err)
+	}
+	return nil
+}
+
+// release drops a reservation made by command id after a launch that created nothing.
+func (w *Worker) release(ctx context.Context, name, id string) {
+	if rec, _ := w.record(ctx, name); rec != nil && rec.Command == id && rec.Status == StatusCreating {
+		_ = w.kv.Delete(ctx, name)
+	}
+}
+
+// record reads a container's record; nil when there is none.
+func (w *Worker) record(ctx context.Context, name string) (*events.Container, error) {
+	e, err := w.kv.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, workers.Transient("reading record of %s: %v", name, err)
+	}
+	var rec events.Container
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return nil, nil
+	}
+	return &rec, nil
+}
