@@ -59,8 +59,8 @@ func (c *Client) NewCommand(server, typ, id string, payload any) (*events.Envelo
 		return nil, err
 	}
 	if id != "" {
-		if !ValidToken(id) {
-			return nil, fmt.Errorf("bad command id %q", id)
+		if !ValidToken(id) || len(id) > 128 || !idSafe(id) {
+			return nil, fmt.Errorf("bad command id %q: use up to 128 of A-Z a-z 0-9 _ -", id)
 		}
 		env.ID = id
 	}
@@ -150,6 +150,15 @@ func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 	}
 }
 
+func idSafe(s string) bool {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 func futOk(f jetstream.PubAckFuture) <-chan *jetstream.PubAck {
 	if f == nil {
 		return nil
@@ -162,6 +171,23 @@ func futErr(f jetstream.PubAckFuture) <-chan error {
 		return nil
 	}
 	return f.Err()
+}
+
+// Query sends a query to an agent over core request/reply and returns its result.
+// Nothing is stored: an agent that is down answers nothing, at once.
+func (c *Client) Query(ctx context.Context, env *events.Envelope) (*events.Result, error) {
+	raw, err := env.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.conn.NC.RequestMsgWithContext(ctx, &nats.Msg{Subject: QuerySubject(env.Server, env.Type), Data: raw})
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("no agent of server %s answers: is it running? (`skein servers`)", env.Server)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s to %s: %w", env.Type, env.Server, err)
+	}
+	return decodeResult(m.Data)
 }
 
 // WaitResult waits for the result of a command that was sent earlier; waiting,

@@ -24,6 +24,19 @@ func ServerCommands(server string) string { return Prefix + ".cmd." + server + "
 //	skein.cmd.>
 func AllCommands() string { return Prefix + ".cmd.>" }
 
+// QuerySubject addresses a query of type typ to one server's agent: core NATS
+// request/reply, nothing stored, for questions that make no sense once stale.
+//
+//	skein.query.<server>.<type>   e.g. skein.query.s1.server.ping
+func QuerySubject(server, typ string) string {
+	return Prefix + ".query." + server + "." + typ
+}
+
+// ServerQueries matches every query addressed to one server.
+//
+//	skein.query.<server>.>
+func ServerQueries(server string) string { return Prefix + ".query." + server + ".>" }
+
 // ResultSubject carries the result of command id.
 //
 //	skein.result.<id>

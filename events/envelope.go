@@ -3,6 +3,7 @@
 package events
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -13,7 +14,7 @@ import (
 // Envelope is the one shape on the bus for commands, results, progress and events.
 type Envelope struct {
 	// ID is unique per message; for a command it is also the deduplication key.
-	ID string `json:"id" jsonschema:"minLength=1,maxLength=128,pattern=^[A-Za-z0-9_-]+$"`
+	ID string `json:"id" jsonschema:"minLength=1,maxLength=160,pattern=^[A-Za-z0-9_-]+$"`
 	// Type names the payload, e.g. "container.launch" or "container.started".
 	Type string `json:"type" jsonschema:"minLength=1,pattern=^[a-z][a-z0-9_.]*$"`
 	// V is the schema version of the payload; the schema is schemas/<type>.v<V>.json.
@@ -57,14 +58,18 @@ func New(typ, source, server string, payload any) (*Envelope, error) {
 // Marshal encodes the envelope.
 func (e *Envelope) Marshal() ([]byte, error) { return json.Marshal(e) }
 
-// Decode parses and validates an envelope and its payload against their schemas.
+// Decode parses and validates an envelope and its payload. The envelope is
+// checked in Go against the same rules as schemas/envelope.v1.json (cheaper than
+// the schema walk, and kept equal by a test); the payload against its schema.
 func Decode(raw []byte) (*Envelope, error) {
-	if err := validateEnvelope(raw); err != nil {
-		return nil, err
-	}
 	var env Envelope
-	if err := json.Unmarshal(raw, &env); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&env); err != nil {
 		return nil, &ValidationError{Type: "envelope", Reason: err.Error()}
+	}
+	if err := env.check(); err != nil {
+		return &env, err
 	}
 	spec, ok := Lookup(env.Type)
 	if !ok {
@@ -77,6 +82,46 @@ func Decode(raw []byte) (*Envelope, error) {
 		return &env, err
 	}
 	return &env, nil
+}
+
+// check applies the envelope schema's rules.
+func (e *Envelope) check() error {
+	bad := func(field, why string) error {
+		return &ValidationError{Type: "envelope", Reason: "/" + field + ": " + why}
+	}
+	switch {
+	case e.ID == "" || len(e.ID) > 160 || !idChars(e.ID):
+		return bad("id", "want 1-160 of A-Z a-z 0-9 _ -")
+	case e.Type == "" || !typeChars(e.Type):
+		return bad("type", "want a lower-case dotted name")
+	case e.V < 1:
+		return bad("v", "want a version >= 1")
+	case e.Time.IsZero():
+		return bad("time", "missing")
+	case e.Source == "":
+		return bad("source", "missing")
+	case len(e.Data) == 0:
+		return bad("data", "missing")
+	}
+	return nil
+}
+
+func idChars(s string) bool {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func typeChars(s string) bool {
+	for i, c := range s {
+		if !(c >= 'a' && c <= 'z' || i > 0 && (c >= '0' && c <= '9' || c == '_' || c == '.')) {
+			return false
+		}
+	}
+	return true
 }
 
 // Payload decodes the envelope's data into a value of the type's Go type.

@@ -51,6 +51,7 @@ type Runtime struct {
 	conn        *bus.Conn
 	log         zerolog.Logger
 	handlers    map[string]Handler
+	queries     map[string]Handler
 	concurrency int
 	locks       keyedMutex
 	results     jetstream.Stream
@@ -58,7 +59,7 @@ type Runtime struct {
 
 // NewRuntime returns a runtime for server's commands.
 func NewRuntime(conn *bus.Conn, server string, log zerolog.Logger) *Runtime {
-	return &Runtime{server: server, conn: conn, log: log, handlers: map[string]Handler{}, concurrency: 16}
+	return &Runtime{server: server, conn: conn, log: log, handlers: map[string]Handler{}, queries: map[string]Handler{}, concurrency: 16}
 }
 
 // Handle registers the handler of one command type.
@@ -70,8 +71,28 @@ func (r *Runtime) Handle(typ string, h Handler) {
 	r.handlers[typ] = h
 }
 
-// Run consumes commands until ctx ends.
+// HandleQuery registers a handler for queries of one type: core request/reply,
+// answered only while the agent is up, never stored or redelivered. Only for
+// handlers that change nothing.
+func (r *Runtime) HandleQuery(typ string, h Handler) {
+	if _, ok := events.Lookup(typ); !ok {
+		panic(fmt.Sprintf("workers: %q is not a registered type", typ))
+	}
+	r.queries[typ] = h
+}
+
+// Run consumes commands and answers queries until ctx ends.
 func (r *Runtime) Run(ctx context.Context) error {
+	if len(r.queries) > 0 {
+		// A queue group lets a standby agent of the same server share the load.
+		qsub, err := r.conn.NC.QueueSubscribe(bus.ServerQueries(r.server), bus.AgentConsumerName(r.server), func(m *nats.Msg) {
+			go r.query(ctx, m)
+		})
+		if err != nil {
+			return fmt.Errorf("workers: queries for %s: %w", r.server, err)
+		}
+		defer qsub.Unsubscribe()
+	}
 	cons, err := bus.EnsureAgentConsumer(ctx, r.conn.JS, r.server)
 	if err != nil {
 		return fmt.Errorf("workers: consumer for %s: %w", r.server, err)
@@ -161,10 +182,42 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
-	// A lost ack only means a redelivery, which finds the result and acks again.
-	if err := msg.Ack(); err != nil {
-		log.Warn().Err(err).Msg("ack failed; a redelivery will find the result")
+	// A confirmed ack; a lost one only means a redelivery, which finds the result.
+	if err := msg.DoubleAck(ctx); err != nil {
+		log.Warn().Err(err).Msg("ack not confirmed; a redelivery will find the result")
 	}
+}
+
+// query answers one query on its reply subject: decode → validate → act → respond.
+func (r *Runtime) query(ctx context.Context, m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	env, err := events.Decode(m.Data)
+	if err == nil && env.Server != r.server {
+		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("addressed to server %q but asked of %q", env.Server, r.server)}
+	}
+	var out any
+	var id, typ string
+	if err != nil {
+		err = &Error{Code: CodeInvalid, Message: err.Error()}
+		id, typ = "invalid-"+events.NewID(), "unknown"
+		if env != nil && bus.ValidToken(env.ID) {
+			id, typ = env.ID, env.Type
+		}
+	} else if h, ok := r.queries[env.Type]; !ok {
+		id, typ = env.ID, env.Type
+		err = Invalid("server %s does not answer %s queries (is the agent older than the CLI?)", r.server, env.Type)
+	} else {
+		id, typ = env.ID, env.Type
+		out, err = safeCall(ctx, h, &Request{Envelope: env, Attempt: 1, Log: r.log.With().Str("query", env.ID).Str("type", env.Type).Logger()})
+	}
+	raw, rerr := r.resultEnvelope(id, typ, out, err)
+	if rerr != nil {
+		r.log.Error().Err(rerr).Msg("encoding query result")
+		return
+	}
+	_ = m.Respond(raw)
 }
 
 func safeCall(ctx context.Context, h Handler, req *Request) (out any, err error) {
@@ -200,8 +253,8 @@ func backoff(attempt int) time.Duration {
 	return d
 }
 
-// respond publishes the result of command id; a result already stored is not replaced.
-func (r *Runtime) respond(ctx context.Context, id, typ string, out any, herr error) error {
+// resultEnvelope builds the encoded result of command id.
+func (r *Runtime) resultEnvelope(id, typ string, out any, herr error) ([]byte, error) {
 	res := events.Result{Command: id, CommandType: typ, OK: herr == nil}
 	if herr != nil {
 		res.Error = Info(herr)
@@ -215,16 +268,21 @@ func (r *Runtime) respond(ctx context.Context, id, typ string, out any, herr err
 	}
 	env, err := events.New(events.TypeResult, "agent/"+r.server, r.server, res)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	env.ID = "result-" + id
-	raw, err := env.Marshal()
+	return env.Marshal()
+}
+
+// respond publishes the result of command id; JetStream drops a second one with the same id.
+func (r *Runtime) respond(ctx context.Context, id, typ string, out any, herr error) error {
+	raw, err := r.resultEnvelope(id, typ, out, herr)
 	if err != nil {
 		return err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = r.conn.JS.PublishMsg(pctx, &nats.Msg{Subject: bus.ResultSubject(id), Data: raw}, jetstream.WithMsgID(env.ID))
+	_, err = r.conn.JS.PublishMsg(pctx, &nats.Msg{Subject: bus.ResultSubject(id), Data: raw}, jetstream.WithMsgID("result-"+id))
 	return err
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -61,6 +62,10 @@ func pingCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "ping SERVER",
 		Short: "Make a round trip to a server's agent without touching any container",
+		Long: `Make a round trip to a server's agent without touching any container.
+
+A ping is a query: core NATS request/reply, answered at once by a running agent and
+never queued for one that is down.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := g.connect(cmd.Context())
@@ -71,15 +76,19 @@ func pingCmd(g *globals) *cobra.Command {
 			if _, err := cl.serverUp(cmd.Context(), args[0]); err != nil {
 				return err
 			}
+			env, err := cl.client.NewCommand(args[0], events.TypePing, "", events.Ping{})
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
 			start := time.Now()
-			res, err := cl.do(cmd.Context(), args[0], events.TypePing, events.Ping{})
-			if err != nil || res == nil {
+			if _, err := cl.client.Query(ctx, env); err != nil {
 				return err
 			}
 			fmt.Printf("pong from %s in %s\n", args[0], time.Since(start).Round(10*time.Microsecond))
 			return nil
 		},
 	}
-	g.addCommandFlags(c)
 	return c
 }

@@ -82,6 +82,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	rt := workers.NewRuntime(a.conn, a.cfg.Name, a.log)
 
 	// Every command type this agent serves, in one block.
+	rt.HandleQuery(events.TypePing, a.ping)
 	rt.Handle(events.TypePing, a.ping)
 	cw := containers.New(a.cfg.Name, a.cfg.Runtime, ckv, pub, a.log.With().Str("worker", "containers").Logger())
 	cw.Register(rt)
