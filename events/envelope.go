@@ -3,7 +3,6 @@
 package events
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -62,10 +61,26 @@ func (e *Envelope) Marshal() ([]byte, error) { return json.Marshal(e) }
 // checked in Go against the same rules as schemas/envelope.v1.json (cheaper than
 // the schema walk, and kept equal by a test); the payload against its schema.
 func Decode(raw []byte) (*Envelope, error) {
+	// Keys first, exactly: encoding/json alone would take "ID" for "id" and null for "".
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, &ValidationError{Type: "envelope", Reason: err.Error()}
+	}
+	for k, v := range fields {
+		if _, ok := envelopeKeys[k]; !ok {
+			return nil, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: unknown field", k)}
+		}
+		if k != "data" && string(v) == "null" {
+			return nil, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: null", k)}
+		}
+	}
+	for k, required := range envelopeKeys {
+		if _, ok := fields[k]; required && !ok {
+			return nil, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: missing", k)}
+		}
+	}
 	var env Envelope
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&env); err != nil {
+	if err := json.Unmarshal(raw, &env); err != nil {
 		return nil, &ValidationError{Type: "envelope", Reason: err.Error()}
 	}
 	if err := env.check(); err != nil {
@@ -84,7 +99,10 @@ func Decode(raw []byte) (*Envelope, error) {
 	return &env, nil
 }
 
-// check applies the envelope schema's rules.
+// envelopeKeys are the envelope's fields and whether each is required.
+var envelopeKeys = map[string]bool{"id": true, "type": true, "v": true, "time": true, "source": true, "server": false, "data": true}
+
+// check applies the envelope schema's rules to the values.
 func (e *Envelope) check() error {
 	bad := func(field, why string) error {
 		return &ValidationError{Type: "envelope", Reason: "/" + field + ": " + why}
@@ -96,8 +114,6 @@ func (e *Envelope) check() error {
 		return bad("type", "want a lower-case dotted name")
 	case e.V < 1:
 		return bad("v", "want a version >= 1")
-	case e.Time.IsZero():
-		return bad("time", "missing")
 	case e.Source == "":
 		return bad("source", "missing")
 	case len(e.Data) == 0:

@@ -35,6 +35,12 @@ func TestEnvelopeCheckMatchesSchema(t *testing.T) {
 		"empty source":     func(m map[string]any) { m["source"] = "" },
 		"no data":          func(m map[string]any) { delete(m, "data") },
 		"extra field":      func(m map[string]any) { m["priority"] = 1 },
+		"upper-case keys":  func(m map[string]any) { m["ID"] = m["id"]; delete(m, "id") },
+		"null server":      func(m map[string]any) { m["server"] = nil },
+		"null id":          func(m map[string]any) { m["id"] = nil },
+		"null data":        func(m map[string]any) { m["data"] = nil },
+		"zero time":        func(m map[string]any) { m["time"] = "0001-01-01T00:00:00Z" },
+		"string v":         func(m map[string]any) { m["v"] = "1" },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {

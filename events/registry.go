@@ -20,6 +20,8 @@ const (
 	KindEvent Kind = "event"
 	// KindState is a value kept in a KV bucket.
 	KindState Kind = "state"
+	// KindOutput is only ever the output inside a result.
+	KindOutput Kind = "output"
 )
 
 // Spec describes one message type: its name, schema version, kind and Go type.
@@ -75,6 +77,7 @@ func init() {
 	registerCommand[ContainerAction, Container](TypeStop, "Stop a container")
 	registerCommand[ContainerAction, Container](TypeRestart, "Restart a container")
 	registerCommand[ContainerAction, Container](TypeDelete, "Delete a container")
+	register[Pong](TypePong, KindOutput, "An agent's answer to a ping")
 	register[Result](TypeResult, KindResult, "The answer to one command")
 	register[Progress](TypeProgress, KindProgress, "A step of a long command")
 	for _, t := range ContainerEventTypes {

@@ -23,6 +23,8 @@ const (
 
 // Other types.
 const (
+	// TypePong is the output of a ping.
+	TypePong = "server.pong"
 	// TypeResult answers a command.
 	TypeResult = "result"
 	// TypeProgress reports a step of a command.

@@ -66,7 +66,7 @@ func pingCmd(g *globals) *cobra.Command {
 
 A ping is a query: core NATS request/reply, answered at once by a running agent and
 never queued for one that is down.`,
-		Args:  cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := g.connect(cmd.Context())
 			if err != nil {

@@ -37,13 +37,13 @@ type Worker struct {
 
 	// mu serialises record updates so lifecycle events and reconciliation do not interleave.
 	mu sync.Mutex
-	// last is the status event last announced per container, so none is told twice.
-	last map[string]string
+	// told is what was last announced per container, so nothing is told twice or missed.
+	told map[string]told
 }
 
 // New returns the container worker of server.
 func New(server string, rt container.Runtime, kv jetstream.KeyValue, pub *bus.Publisher, log zerolog.Logger) *Worker {
-	return &Worker{server: server, rt: rt, kv: kv, pub: pub, log: log, last: map[string]string{}}
+	return &Worker{server: server, rt: rt, kv: kv, pub: pub, log: log, told: map[string]told{}}
 }
 
 // Register adds the worker's handlers to the runtime, in one visible block.
@@ -217,7 +217,7 @@ func (w *Worker) act(ctx context.Context, req *workers.Request, change func(*con
 		req.Progress("address", "waiting for an IPv4 address")
 		return w.settle(ctx, p.Name)
 	}
-	return w.syncOne(ctx, p.Name, "", "")
+	return w.syncOne(ctx, p.Name)
 }
 
 // settle waits (bounded) for a running container to get its address, then records it.
@@ -237,7 +237,7 @@ func (w *Worker) settle(ctx context.Context, name string) (any, error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return w.syncOne(ctx, name, "", "")
+	return w.syncOne(ctx, name)
 }
 
 // checkAddress refuses a static address outside the server's subnet or already in use.

@@ -42,10 +42,19 @@ func statusEvent(status string) string {
 	return ""
 }
 
+// told is what the worker last announced about one container.
+type told struct {
+	// status is the last status event told: started, stopped, or "" after created.
+	status string
+	// ipv4 is the address last told.
+	ipv4 string
+}
+
 // Run follows the runtime's lifecycle events and reconciles records until ctx ends.
-// After every (re)connection it reconciles first, so changes made while the agent
-// was down are caught up and announced.
+// After every (re)connection it reconciles first, so changes made while the
+// stream was down, or the agent was, are caught up and announced.
 func (w *Worker) Run(ctx context.Context) {
+	w.loadTold(ctx)
 	retry := time.Second
 	for ctx.Err() == nil {
 		ch, err := w.rt.Watch(ctx)
@@ -60,6 +69,22 @@ func (w *Worker) Run(ctx context.Context) {
 			w.log.Warn().Err(err).Msg("reconcile")
 		}
 		w.follow(ctx, ch)
+	}
+}
+
+// loadTold starts from the records: what they say was announced before this process.
+func (w *Worker) loadTold(ctx context.Context) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	recs, err := w.records(ctx)
+	if err != nil {
+		w.log.Warn().Err(err).Msg("reading records")
+		return
+	}
+	for name, rec := range recs {
+		if rec.Server == w.server && rec.Status != StatusCreating {
+			w.told[name] = told{status: statusEvent(rec.Status), ipv4: rec.IPv4}
+		}
 	}
 }
 
@@ -79,7 +104,7 @@ func (w *Worker) follow(ctx context.Context, ch <-chan container.Event) {
 			if !known {
 				continue
 			}
-			c, err := w.syncOne(ctx, ev.Name, typ, ev.Action)
+			c, err := w.observe(ctx, ev.Name, typ, ev.Action)
 			if err != nil {
 				w.log.Warn().Err(err).Str("container", ev.Name).Msg("sync after lifecycle event")
 				continue
@@ -95,36 +120,63 @@ func (w *Worker) follow(ctx context.Context, ch <-chan container.Event) {
 	}
 }
 
-// awaitAddress records a started container's address as soon as DHCP gives it one.
+// awaitAddress announces a started container's address as soon as DHCP gives it one.
 func (w *Worker) awaitAddress(ctx context.Context, name string) {
 	deadline := time.Now().Add(addressWait)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		sleep(ctx, 200*time.Millisecond)
-		c, err := w.syncOne(ctx, name, "", "")
+		c, err := w.observe(ctx, name, "", "")
 		if err != nil || c.IPv4 != "" || c.Status != "Running" {
 			return
 		}
 	}
 }
 
-// syncOne brings one container's record up to date and publishes what changed.
-// typ and action name the lifecycle event that prompted it, if any.
-func (w *Worker) syncOne(ctx context.Context, name, typ, action string) (events.Container, error) {
+// syncOne records one container as it is now, without announcing anything:
+// command handlers use it, and the lifecycle follower tells what happened.
+func (w *Worker) syncOne(ctx context.Context, name string) (events.Container, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	inst, err := w.rt.Get(ctx, name)
-	if err != nil && !errors.Is(err, container.ErrNotFound) {
-		return events.Container{}, workers.Transient("reading container %s: %v", name, err)
-	}
-	old, err := w.record(ctx, name)
+	inst, old, err := w.current(ctx, name)
 	if err != nil {
 		return events.Container{}, err
 	}
-	return w.apply(ctx, name, inst, old, typ, action)
+	rec, _, err := w.apply(ctx, name, inst, old)
+	return rec, err
 }
 
-// Reconcile compares every container of the server with its record, fixes the
-// records and announces the differences.
+// observe records one container and announces the lifecycle event typ that
+// prompted it, or, when typ is "", whatever changed since the last announcement.
+func (w *Worker) observe(ctx context.Context, name, typ, action string) (events.Container, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	inst, old, err := w.current(ctx, name)
+	if err != nil {
+		return events.Container{}, err
+	}
+	rec, mine, err := w.apply(ctx, name, inst, old)
+	if err != nil || !mine {
+		return rec, err
+	}
+	if typ == "" {
+		w.announceChange(ctx, rec)
+	} else {
+		w.announceLifecycle(ctx, rec, typ, action)
+	}
+	return rec, nil
+}
+
+func (w *Worker) current(ctx context.Context, name string) (*container.Instance, *events.Container, error) {
+	inst, err := w.rt.Get(ctx, name)
+	if err != nil && !errors.Is(err, container.ErrNotFound) {
+		return nil, nil, workers.Transient("reading container %s: %v", name, err)
+	}
+	old, err := w.record(ctx, name)
+	return inst, old, err
+}
+
+// Reconcile compares every container of the server with its record and with what
+// was announced, fixes the records and announces the differences.
 func (w *Worker) Reconcile(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -136,98 +188,138 @@ func (w *Worker) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	seen := map[string]bool{}
 	for i := range list {
 		inst := list[i]
-		if _, err := w.apply(ctx, inst.Name, &inst, recs[inst.Name], "", ""); err != nil {
+		seen[inst.Name] = true
+		rec, mine, err := w.apply(ctx, inst.Name, &inst, recs[inst.Name])
+		if err != nil {
 			w.log.Warn().Err(err).Str("container", inst.Name).Msg("reconcile")
-		}
-		delete(recs, inst.Name)
-	}
-	for name, rec := range recs {
-		if rec.Server != w.server {
 			continue
 		}
+		if mine {
+			w.announceChange(ctx, rec)
+		}
+	}
+	for name, rec := range recs {
+		if seen[name] || rec.Server != w.server {
+			continue
+		}
+		seen[name] = true
 		if rec.Status == StatusCreating && time.Since(rec.Updated) < staleReservation {
 			continue
 		}
-		if _, err := w.apply(ctx, name, nil, rec, "", ""); err != nil {
+		gone, _, err := w.apply(ctx, name, nil, rec)
+		if err != nil {
 			w.log.Warn().Err(err).Str("container", name).Msg("reconcile")
+			continue
+		}
+		w.announceChange(ctx, gone)
+	}
+	// Announced once, now neither in Incus nor recorded: deleted while we were not looking.
+	for name := range w.told {
+		if !seen[name] {
+			w.announceChange(ctx, events.Container{Name: name, Server: w.server, Status: "Deleted", Updated: time.Now().UTC()})
 		}
 	}
 	return nil
 }
 
-// apply writes the record that inst (nil: gone) implies and publishes events.
-// Lifecycle events are announced as they come; other changes are announced once,
-// as the status they lead to, unless that status was already announced.
-func (w *Worker) apply(ctx context.Context, name string, inst *container.Instance, old *events.Container, typ, action string) (events.Container, error) {
+// apply writes the record that inst (nil: gone) implies. mine is false when the
+// name belongs to another server, or to a launch still in progress.
+func (w *Worker) apply(ctx context.Context, name string, inst *container.Instance, old *events.Container) (events.Container, bool, error) {
 	if old != nil && old.Server != w.server {
 		// The name belongs to another server: a duplicate made behind skein's back.
 		w.log.Warn().Str("container", name).Str("owner", old.Server).Msg("container name already used by another server; not recorded")
-		return *old, nil
+		return *old, false, nil
 	}
 	now := time.Now().UTC()
-	var rec events.Container
 	if inst == nil {
-		if old != nil && old.Status == StatusCreating && typ == "" && time.Since(old.Updated) < staleReservation {
-			return *old, nil
+		if old != nil && old.Status == StatusCreating && time.Since(old.Updated) < staleReservation {
+			return *old, false, nil
 		}
-		rec = events.Container{Name: name, Server: w.server, Status: "Deleted", Updated: now}
+		rec := events.Container{Name: name, Server: w.server, Status: "Deleted", Updated: now}
 		if old != nil {
 			if err := w.kv.Delete(ctx, name); err != nil {
-				return rec, workers.Transient("forgetting %s: %v", name, err)
+				return rec, false, workers.Transient("forgetting %s: %v", name, err)
 			}
 			rec.Image, rec.Command = old.Image, old.Command
-		} else if typ == "" {
-			return rec, nil
 		}
-	} else {
-		rec = events.Container{Name: name, Server: w.server, Status: inst.Status, IPv4: inst.IPv4, Image: inst.Image, Command: inst.Command, Updated: now}
-		if old == nil || old.Status != rec.Status || old.IPv4 != rec.IPv4 || old.Image != rec.Image {
-			b, _ := json.Marshal(rec)
-			if _, err := w.kv.Put(ctx, name, b); err != nil {
-				return rec, workers.Transient("recording %s: %v", name, err)
-			}
-		} else {
-			rec.Updated = old.Updated
-		}
+		return rec, true, nil
 	}
-	w.announce(ctx, rec, old, typ, action)
-	return rec, nil
+	rec := events.Container{Name: name, Server: w.server, Status: inst.Status, IPv4: inst.IPv4, Image: inst.Image, Command: inst.Command, Updated: now}
+	if old != nil && old.Status == rec.Status && old.IPv4 == rec.IPv4 && old.Image == rec.Image {
+		rec.Updated = old.Updated
+		return rec, true, nil
+	}
+	b, _ := json.Marshal(rec)
+	if _, err := w.kv.Put(ctx, name, b); err != nil {
+		return rec, false, workers.Transient("recording %s: %v", name, err)
+	}
+	return rec, true, nil
 }
 
-func (w *Worker) announce(ctx context.Context, rec events.Container, old *events.Container, typ, action string) {
-	cause := "incus"
-	if typ == "" {
-		cause = "reconcile"
-		if old == nil {
-			w.publish(ctx, events.TypeContainerCreated, rec, cause, action)
-		}
-		if old == nil || old.Status != rec.Status {
-			typ = statusEvent(rec.Status)
-		}
-		if typ == "" && old != nil && old.IPv4 != rec.IPv4 {
-			typ = events.TypeContainerUpdated
-		}
-		if typ == "" {
+// announceLifecycle tells a lifecycle event as it came, unless its status was
+// already told (a reconcile can see a change before its event arrives).
+func (w *Worker) announceLifecycle(ctx context.Context, rec events.Container, typ, action string) {
+	t, known := w.told[rec.Name]
+	ev := events.ContainerEvent{Name: rec.Name, Status: rec.Status, IPv4: rec.IPv4, Cause: "incus", Action: action}
+	switch typ {
+	case events.TypeContainerCreated:
+		if known {
 			return
 		}
-	}
-	if statusEvent(statusOf(typ)) == typ {
-		// A status is told once, whether a lifecycle event or a reconcile saw it first.
-		if w.last[rec.Name] == typ {
-			if old == nil || old.IPv4 == rec.IPv4 {
-				return
-			}
-			typ = events.TypeContainerUpdated
-		} else {
-			w.last[rec.Name] = typ
+		t = told{status: events.TypeContainerStopped}
+	case events.TypeContainerDeleted:
+		if !known {
+			return
 		}
+		delete(w.told, rec.Name)
+		w.publish(ctx, typ, ev)
+		return
+	case events.TypeContainerStarted, events.TypeContainerStopped:
+		if known && t.status == typ {
+			if rec.Status == statusOf(typ) && rec.IPv4 != t.ipv4 {
+				t.ipv4 = rec.IPv4
+				w.told[rec.Name] = t
+				ev.Cause = "reconcile"
+				w.publish(ctx, events.TypeContainerUpdated, ev)
+			}
+			return
+		}
+		// The event is told as it happened even if the container has moved on since.
+		if rec.Status != statusOf(typ) {
+			ev.Status, ev.IPv4 = statusOf(typ), ""
+		}
+		t = told{status: typ, ipv4: ev.IPv4}
 	}
-	if typ == events.TypeContainerDeleted {
-		delete(w.last, rec.Name)
+	w.told[rec.Name] = t
+	w.publish(ctx, typ, ev)
+}
+
+// announceChange tells what differs between rec and the last announcement.
+func (w *Worker) announceChange(ctx context.Context, rec events.Container) {
+	t, known := w.told[rec.Name]
+	ev := events.ContainerEvent{Name: rec.Name, Status: rec.Status, IPv4: rec.IPv4, Cause: "reconcile"}
+	if rec.Status == "Deleted" {
+		if known {
+			delete(w.told, rec.Name)
+			w.publish(ctx, events.TypeContainerDeleted, ev)
+		}
+		return
 	}
-	w.publish(ctx, typ, rec, cause, action)
+	if !known {
+		w.publish(ctx, events.TypeContainerCreated, ev)
+		t = told{status: events.TypeContainerStopped}
+	}
+	if st := statusEvent(rec.Status); st != "" && st != t.status {
+		t = told{status: st, ipv4: rec.IPv4}
+		w.publish(ctx, st, ev)
+	} else if rec.IPv4 != t.ipv4 {
+		t.ipv4 = rec.IPv4
+		w.publish(ctx, events.TypeContainerUpdated, ev)
+	}
+	w.told[rec.Name] = t
 }
 
 // statusOf is the status a status event announces.
@@ -243,10 +335,9 @@ func statusOf(typ string) string {
 	return ""
 }
 
-func (w *Worker) publish(ctx context.Context, typ string, rec events.Container, cause, action string) {
-	ev := events.ContainerEvent{Name: rec.Name, Status: rec.Status, IPv4: rec.IPv4, Cause: cause, Action: action}
+func (w *Worker) publish(ctx context.Context, typ string, ev events.ContainerEvent) {
 	if err := w.pub.Publish(ctx, typ, ev); err != nil {
-		w.log.Warn().Err(err).Str("type", typ).Str("container", rec.Name).Msg("publishing event")
+		w.log.Warn().Err(err).Str("type", typ).Str("container", ev.Name).Msg("publishing event")
 	}
 }
 

@@ -1,0 +1,321 @@
+package bus_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/testutil"
+	"github.com/skeinhq/skein/workers"
+)
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestEnsureIsIdempotent(t *testing.T) {
+	conn, _ := testutil.Bus(t) // calls Ensure once
+	ctx := ctxT(t, 10*time.Second)
+
+	// Something stored before a second Ensure must survive it.
+	if _, err := conn.JS.Publish(ctx, bus.CommandSubject("s1", events.TypePing), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := conn.JS.KeyValue(ctx, bus.BucketContainers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "web", []byte(`{"name":"web"}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	for i := range 2 {
+		if err := bus.Ensure(ctx, conn.JS, 1); err != nil {
+			t.Fatalf("Ensure #%d: %v", i+2, err)
+		}
+	}
+	if err := bus.WaitReady(ctx, conn.JS); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, want := range bus.StreamConfigs(1) {
+		st, err := conn.JS.Stream(ctx, want.Name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", want.Name, err)
+		}
+		got := st.CachedInfo().Config
+		if got.Retention != want.Retention || (want.Duplicates != 0 && got.Duplicates != want.Duplicates) || got.MaxAge != want.MaxAge || got.Replicas != 1 {
+			t.Errorf("stream %s config = retention %v dup %s age %s, want %v %s %s", want.Name, got.Retention, got.Duplicates, got.MaxAge, want.Retention, want.Duplicates, want.MaxAge)
+		}
+	}
+	cmds, err := conn.JS.Stream(ctx, bus.StreamCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cmds.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.Retention != jetstream.WorkQueuePolicy {
+		t.Errorf("commands stream retention = %v, want work queue", info.Config.Retention)
+	}
+	if info.State.Msgs != 1 {
+		t.Errorf("commands stream holds %d messages after Ensure, want the 1 queued before", info.State.Msgs)
+	}
+	if e, err := kv.Get(ctx, "web"); err != nil || string(e.Value()) != `{"name":"web"}` {
+		t.Errorf("container record after Ensure: %v %v", e, err)
+	}
+	for _, b := range bus.BucketConfigs(1) {
+		if _, err := conn.JS.KeyValue(ctx, b.Bucket); err != nil {
+			t.Errorf("bucket %s: %v", b.Bucket, err)
+		}
+	}
+}
+
+// agent runs a worker runtime for server on its own connection, answering pings.
+func agent(t *testing.T, url, server string) {
+	t.Helper()
+	conn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent-" + server, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := workers.NewRuntime(conn, server, zerolog.Nop())
+	rt.Handle(events.TypePing, func(ctx context.Context, req *workers.Request) (any, error) {
+		var p events.Ping
+		if err := req.Decode(&p); err != nil {
+			return nil, workers.Invalid("%v", err)
+		}
+		if p.Note == "fail" {
+			return nil, workers.Conflict("asked to fail")
+		}
+		return events.Pong{Server: server, Note: p.Note, Time: time.Now().UTC()}, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("runtime: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("runtime did not stop")
+		}
+		conn.Close()
+	})
+}
+
+func TestDoReturnsThePong(t *testing.T) {
+	conn, url := testutil.Bus(t)
+	agent(t, url, "s1")
+	client := bus.NewClient(conn, "cli")
+	ctx := ctxT(t, 15*time.Second)
+
+	env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{Note: "hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := client.Do(ctx, bus.Call{Envelope: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.OK || res.Command != env.ID || res.CommandType != events.TypePing {
+		t.Fatalf("result = %+v", res)
+	}
+	var pong events.Pong
+	if err := json.Unmarshal(res.Output, &pong); err != nil {
+		t.Fatalf("output %s: %v", res.Output, err)
+	}
+	if pong.Server != "s1" || pong.Note != "hello" || pong.Time.IsZero() {
+		t.Errorf("pong = %+v", pong)
+	}
+
+	// The result is stored: a client that missed it live can still read it.
+	got, ok, err := client.LookupResult(ctx, env.ID)
+	if err != nil || !ok {
+		t.Fatalf("LookupResult(%s) = %v %v", env.ID, ok, err)
+	}
+	if got.Command != env.ID || !got.OK || string(got.Output) != string(res.Output) {
+		t.Errorf("stored result = %+v, want %+v", got, res)
+	}
+	// So can a fresh client, and WaitResult returns it at once.
+	other := bus.NewClient(conn, "cli2")
+	waited, err := other.WaitResult(ctx, env.ID, nil)
+	if err != nil || waited.Command != env.ID || !waited.OK {
+		t.Errorf("WaitResult = %+v, %v", waited, err)
+	}
+}
+
+func TestDoReturnsTheCommandError(t *testing.T) {
+	conn, url := testutil.Bus(t)
+	agent(t, url, "s1")
+	client := bus.NewClient(conn, "cli")
+	env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{Note: "fail"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := client.Do(ctxT(t, 15*time.Second), bus.Call{Envelope: env})
+	var ce *bus.CommandError
+	if !errors.As(err, &ce) {
+		t.Fatalf("Do error = %T %v, want *bus.CommandError", err, err)
+	}
+	if ce.Code != workers.CodeConflict || ce.Message != "asked to fail" {
+		t.Errorf("CommandError = %+v", ce)
+	}
+	if res == nil || res.OK || res.Error == nil || res.Error.Code != workers.CodeConflict {
+		t.Errorf("result = %+v", res)
+	}
+}
+
+func TestDoReportsProgress(t *testing.T) {
+	conn, url := testutil.Bus(t)
+	aconn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent", Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer aconn.Close()
+	seen := make(chan events.Progress, 4)
+	rt := workers.NewRuntime(aconn, "s1", zerolog.Nop())
+	rt.Handle(events.TypePing, func(ctx context.Context, req *workers.Request) (any, error) {
+		// Report until the caller has seen it, so the test does not race the result.
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			req.Progress("warm", "warming up")
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-tick.C:
+				if len(seen) > 0 {
+					return events.Pong{Server: "s1", Time: time.Now().UTC()}, nil
+				}
+			}
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = rt.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	client := bus.NewClient(conn, "cli")
+	env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	_, err = client.Do(ctxT(t, 15*time.Second), bus.Call{Envelope: env, Progress: func(p events.Progress) {
+		once.Do(func() { seen <- p })
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := <-seen
+	if p.Command != env.ID || p.Step != "warm" || p.Message != "warming up" {
+		t.Errorf("progress = %+v", p)
+	}
+}
+
+func TestLookupResultOfUnknownCommand(t *testing.T) {
+	conn, _ := testutil.Bus(t)
+	client := bus.NewClient(conn, "cli")
+	res, ok, err := client.LookupResult(ctxT(t, 5*time.Second), events.NewID())
+	if err != nil || ok || res != nil {
+		t.Errorf("LookupResult of a command never answered = %+v %v %v, want nothing", res, ok, err)
+	}
+}
+
+func TestDoWithoutAgentTimesOut(t *testing.T) {
+	conn, _ := testutil.Bus(t)
+	client := bus.NewClient(conn, "cli")
+	env, err := client.NewCommand("nobody", events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = client.Do(ctxT(t, 1500*time.Millisecond), bus.Call{Envelope: env})
+	if !errors.Is(err, bus.ErrNoResult) {
+		t.Fatalf("Do = %v, want ErrNoResult", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Do took %s with a 1.5s deadline", d)
+	}
+	// The command stays queued for when the agent comes.
+	st, err := conn.JS.Stream(ctxT(t, 5*time.Second), bus.StreamCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetLastMsgForSubject(ctxT(t, 5*time.Second), bus.CommandSubject("nobody", events.TypePing)); err != nil {
+		t.Errorf("command not queued: %v", err)
+	}
+}
+
+func TestQueuedCommandIsAnsweredWhenTheAgentComes(t *testing.T) {
+	conn, url := testutil.Bus(t)
+	client := bus.NewClient(conn, "cli")
+	ctx := ctxT(t, 15*time.Second)
+	env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{Note: "later"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Send(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	agent(t, url, "s1")
+	res, err := client.WaitResult(ctx, env.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pong events.Pong
+	if err := json.Unmarshal(res.Output, &pong); err != nil || pong.Note != "later" {
+		t.Errorf("pong = %+v %v", pong, err)
+	}
+}
+
+func TestNewCommand(t *testing.T) {
+	client := bus.NewClient(nil, "cli")
+	tests := []struct {
+		name    string
+		server  string
+		id      string
+		payload any
+		ok      bool
+	}{
+		{"fresh id", "s1", "", events.ContainerAction{Name: "web"}, true},
+		{"chosen id", "s1", "my-id_1", events.ContainerAction{Name: "web"}, true},
+		{"server with a dot", "s.1", "", events.ContainerAction{Name: "web"}, false},
+		{"empty server", "", "", events.ContainerAction{Name: "web"}, false},
+		{"wildcard server", "*", "", events.ContainerAction{Name: "web"}, false},
+		{"id with a dot", "s1", "a.b", events.ContainerAction{Name: "web"}, false},
+		{"bad payload", "s1", "", events.ContainerAction{Name: "1web"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env, err := client.NewCommand(tc.server, events.TypeStop, tc.id, tc.payload)
+			if (err == nil) != tc.ok {
+				t.Fatalf("NewCommand = %v, want ok %v", err, tc.ok)
+			}
+			if !tc.ok {
+				return
+			}
+			if tc.id != "" && env.ID != tc.id {
+				t.Errorf("id = %q, want %q", env.ID, tc.id)
+			}
+			if env.Server != tc.server || env.Source != "cli" || env.Type != events.TypeStop {
+				t.Errorf("envelope = %+v", env)
+			}
+		})
+	}
+}

@@ -1,0 +1,563 @@
+package workers_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/testutil"
+	"github.com/skeinhq/skein/workers"
+)
+
+// harness is an embedded bus with one worker runtime for server s1 on its own connection.
+type harness struct {
+	conn   *bus.Conn
+	client *bus.Client
+}
+
+const server = "s1"
+
+func newHarness(t *testing.T, register func(rt *workers.Runtime)) *harness {
+	t.Helper()
+	conn, url := testutil.Bus(t)
+	aconn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent", Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
+	register(rt)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("runtime: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("runtime did not stop within 10s")
+		}
+		aconn.Close()
+	})
+	return &harness{conn: conn, client: bus.NewClient(conn, "cli")}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// do sends a command to s1 and waits for its result.
+func (h *harness) do(t *testing.T, typ, id string, payload any) (*events.Envelope, *events.Result, error) {
+	t.Helper()
+	env, err := h.client.NewCommand(server, typ, id, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.client.Do(ctxT(t, 20*time.Second), bus.Call{Envelope: env})
+	if errors.Is(err, bus.ErrNoResult) || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("%s: %v", typ, err)
+	}
+	return env, res, err
+}
+
+// publishRaw puts bytes on a command subject as a misbehaving client would.
+func (h *harness) publishRaw(t *testing.T, subject string, data []byte, msgID string) *jetstream.PubAck {
+	t.Helper()
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	ack, err := h.conn.JS.PublishMsg(ctxT(t, 5*time.Second), &nats.Msg{Subject: subject, Data: data}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack
+}
+
+// waitResult waits for the stored or live result of command id.
+func (h *harness) waitResult(t *testing.T, id string) (*events.Result, error) {
+	t.Helper()
+	res, err := h.client.WaitResult(ctxT(t, 20*time.Second), id, nil)
+	if errors.Is(err, bus.ErrNoResult) {
+		t.Fatalf("no result for %s", id)
+	}
+	return res, err
+}
+
+// drained waits until the command has left the work queue for good: nothing
+// pending on s1's consumer, nothing waiting for an ack, nothing in the stream.
+func (h *harness) drained(t *testing.T) {
+	t.Helper()
+	var last string
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		ctx := ctxT(t, 5*time.Second)
+		cons, err := h.conn.JS.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName(server))
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		st, err := h.conn.JS.Stream(ctx, bus.StreamCommands)
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		si, err := st.Info(ctx)
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		last = fmt.Sprintf("ack pending %d, pending %d, redelivered %d, stream msgs %d", ci.NumAckPending, ci.NumPending, ci.NumRedelivered, si.State.Msgs)
+		return ci.NumAckPending == 0 && ci.NumPending == 0 && si.State.Msgs == 0
+	}, "commands not drained: %v", lazy(func() any { return last }))
+}
+
+// lazy formats its value when printed, so a failure message shows the state at failure.
+type lazy func() any
+
+func (l lazy) String() string { return fmt.Sprint(l()) }
+
+func wantCode(t *testing.T, res *events.Result, err error, code string) {
+	t.Helper()
+	var ce *bus.CommandError
+	if !errors.As(err, &ce) {
+		t.Fatalf("error = %T %v, want a *bus.CommandError %s", err, err, code)
+	}
+	if ce.Code != code {
+		t.Errorf("error code = %q (%s), want %q", ce.Code, ce.Message, code)
+	}
+	if res == nil || res.OK || res.Error == nil || res.Error.Code != code {
+		t.Errorf("result = %+v, want ok=false code %s", res, code)
+	}
+}
+
+func pong(ctx context.Context, req *workers.Request) (any, error) {
+	return events.Pong{Server: server, Time: time.Now().UTC()}, nil
+}
+
+func TestPermanentErrorIsNotRetried(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		code string
+	}{
+		{"invalid", workers.Invalid("bad %s", "input"), workers.CodeInvalid},
+		{"not found", workers.NotFound("no such thing"), workers.CodeNotFound},
+		{"conflict", workers.Conflict("taken"), workers.CodeConflict},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			h := newHarness(t, func(rt *workers.Runtime) {
+				rt.Handle(events.TypeStop, func(ctx context.Context, req *workers.Request) (any, error) {
+					calls.Add(1)
+					return nil, tc.err
+				})
+			})
+			env, res, err := h.do(t, events.TypeStop, "", events.ContainerAction{Name: "web"})
+			wantCode(t, res, err, tc.code)
+			if res.Error.Message != tc.err.Error() {
+				t.Errorf("message = %q, want %q", res.Error.Message, tc.err.Error())
+			}
+			if res.Command != env.ID || res.CommandType != events.TypeStop {
+				t.Errorf("result answers %s %s, want %s %s", res.Command, res.CommandType, env.ID, events.TypeStop)
+			}
+			h.drained(t)
+			if n := calls.Load(); n != 1 {
+				t.Errorf("handler ran %d times, want 1", n)
+			}
+		})
+	}
+}
+
+func TestTransientErrorIsRetried(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+	}{
+		{"transient", workers.Transient("incus is busy")},
+		{"error of unknown kind", errors.New("connection reset")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var attempts []int
+			h := newHarness(t, func(rt *workers.Runtime) {
+				rt.Handle(events.TypeStart, func(ctx context.Context, req *workers.Request) (any, error) {
+					mu.Lock()
+					attempts = append(attempts, req.Attempt)
+					mu.Unlock()
+					if req.Attempt < 2 {
+						return nil, tc.err
+					}
+					return events.Container{Name: "web", Server: server, Status: "Running", Updated: time.Now().UTC()}, nil
+				})
+			})
+			_, res, err := h.do(t, events.TypeStart, "", events.ContainerAction{Name: "web"})
+			if err != nil {
+				t.Fatalf("Do = %v, want success on the second attempt", err)
+			}
+			var c events.Container
+			if err := json.Unmarshal(res.Output, &c); err != nil || c.Status != "Running" {
+				t.Errorf("output = %s (%v)", res.Output, err)
+			}
+			h.drained(t)
+			mu.Lock()
+			defer mu.Unlock()
+			if fmt.Sprint(attempts) != "[1 2]" {
+				t.Errorf("attempts = %v, want [1 2]", attempts)
+			}
+		})
+	}
+}
+
+func TestInvalidMessageIsAnsweredAndDropped(t *testing.T) {
+	valid := func(t *testing.T) map[string]any {
+		env, err := events.New(events.TypeLaunch, "cli", server, events.Launch{Name: "web", Image: "img"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := env.Marshal()
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	tests := []struct {
+		name string
+		// make returns the raw message, the Nats-Msg-Id to publish with ("" for none)
+		// and the id the result must be published under ("" for the stream sequence).
+		make func(t *testing.T) (raw []byte, msgID, resultID string)
+	}{
+		{"payload breaks the schema", func(t *testing.T) ([]byte, string, string) {
+			m := valid(t)
+			m["data"] = map[string]any{"name": "1web", "image": "img"}
+			raw, _ := json.Marshal(m)
+			return raw, m["id"].(string), m["id"].(string)
+		}},
+		{"payload with an extra field, no msg id", func(t *testing.T) ([]byte, string, string) {
+			m := valid(t)
+			m["data"] = map[string]any{"name": "web", "image": "img", "cpu": 4}
+			raw, _ := json.Marshal(m)
+			return raw, "", m["id"].(string)
+		}},
+		{"envelope without a source", func(t *testing.T) ([]byte, string, string) {
+			m := valid(t)
+			delete(m, "source")
+			raw, _ := json.Marshal(m)
+			return raw, "other-id", m["id"].(string)
+		}},
+		{"envelope without an id", func(t *testing.T) ([]byte, string, string) {
+			m := valid(t)
+			delete(m, "id")
+			raw, _ := json.Marshal(m)
+			return raw, "hdr-id-1", "hdr-id-1"
+		}},
+		{"not JSON", func(t *testing.T) ([]byte, string, string) {
+			return []byte("launch web please"), "hdr-id-2", "hdr-id-2"
+		}},
+		{"not JSON, no id anywhere", func(t *testing.T) ([]byte, string, string) {
+			return []byte("{"), "", ""
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			h := newHarness(t, func(rt *workers.Runtime) {
+				rt.Handle(events.TypeLaunch, func(ctx context.Context, req *workers.Request) (any, error) {
+					calls.Add(1)
+					return nil, nil
+				})
+			})
+			raw, msgID, resultID := tc.make(t)
+			ack := h.publishRaw(t, bus.CommandSubject(server, events.TypeLaunch), raw, msgID)
+			if resultID == "" {
+				resultID = fmt.Sprintf("seq-%d", ack.Sequence)
+			}
+			res, err := h.waitResult(t, resultID)
+			wantCode(t, res, err, workers.CodeInvalid)
+			if res.Command != resultID {
+				t.Errorf("result answers %q, want %q", res.Command, resultID)
+			}
+			h.drained(t)
+			if n := calls.Load(); n != 0 {
+				t.Errorf("handler ran %d times on an invalid message", n)
+			}
+		})
+	}
+}
+
+func TestCommandForAnotherServerIsRejected(t *testing.T) {
+	var calls atomic.Int32
+	h := newHarness(t, func(rt *workers.Runtime) {
+		rt.Handle(events.TypeStop, func(ctx context.Context, req *workers.Request) (any, error) {
+			calls.Add(1)
+			return nil, nil
+		})
+	})
+	env, err := events.New(events.TypeStop, "cli", "s2", events.ContainerAction{Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := env.Marshal()
+	// On s1's subject but addressed to s2 in the envelope.
+	h.publishRaw(t, bus.CommandSubject(server, events.TypeStop), raw, env.ID)
+	res, err := h.waitResult(t, env.ID)
+	wantCode(t, res, err, workers.CodeInvalid)
+	if !strings.Contains(res.Error.Message, `"s2"`) {
+		t.Errorf("message %q does not name the addressed server", res.Error.Message)
+	}
+	h.drained(t)
+	if n := calls.Load(); n != 0 {
+		t.Errorf("handler ran %d times for another server's command", n)
+	}
+}
+
+func TestCommandWithoutHandlerIsRejected(t *testing.T) {
+	h := newHarness(t, func(rt *workers.Runtime) { rt.Handle(events.TypePing, pong) })
+
+	t.Run("registered type without a handler here", func(t *testing.T) {
+		env, res, err := h.do(t, events.TypeLaunch, "", events.Launch{Name: "web", Image: "img"})
+		wantCode(t, res, err, workers.CodeInvalid)
+		if res.Command != env.ID || res.CommandType != events.TypeLaunch {
+			t.Errorf("result = %+v", res)
+		}
+		if !strings.Contains(res.Error.Message, events.TypeLaunch) {
+			t.Errorf("message %q does not name the command type", res.Error.Message)
+		}
+		h.drained(t)
+	})
+
+	t.Run("type registered nowhere", func(t *testing.T) {
+		raw, _ := json.Marshal(map[string]any{
+			"id": "frob-1", "type": "container.frobnicate", "v": 1, "time": time.Now().UTC(),
+			"source": "cli", "server": server, "data": map[string]any{"name": "web"},
+		})
+		h.publishRaw(t, bus.CommandSubject(server, "container.frobnicate"), raw, "frob-1")
+		res, err := h.waitResult(t, "frob-1")
+		wantCode(t, res, err, workers.CodeInvalid)
+		if res.CommandType != "container.frobnicate" {
+			t.Errorf("result command type = %q", res.CommandType)
+		}
+		h.drained(t)
+	})
+
+	// The runtime keeps serving after rejecting.
+	if _, _, err := h.do(t, events.TypePing, "", events.Ping{}); err != nil {
+		t.Errorf("ping after rejections: %v", err)
+	}
+}
+
+func TestHandleRefusesNonCommands(t *testing.T) {
+	for _, typ := range []string{events.TypeContainerStarted, events.TypeResult, "container.frobnicate"} {
+		t.Run(typ, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Handle(%q) did not panic", typ)
+				}
+			}()
+			workers.NewRuntime(nil, server, zerolog.Nop()).Handle(typ, pong)
+		})
+	}
+}
+
+func TestHandlerPanicBecomesInternalError(t *testing.T) {
+	var calls atomic.Int32
+	h := newHarness(t, func(rt *workers.Runtime) {
+		rt.Handle(events.TypeRestart, func(ctx context.Context, req *workers.Request) (any, error) {
+			calls.Add(1)
+			var m map[string]int
+			m["boom"]++ // nil map write
+			return nil, nil
+		})
+		rt.Handle(events.TypePing, pong)
+	})
+	_, res, err := h.do(t, events.TypeRestart, "", events.ContainerAction{Name: "web"})
+	wantCode(t, res, err, workers.CodeInternal)
+	if !strings.Contains(res.Error.Message, events.TypeRestart) {
+		t.Errorf("message %q does not name the handler", res.Error.Message)
+	}
+	h.drained(t)
+	if n := calls.Load(); n != 1 {
+		t.Errorf("panicking handler ran %d times, want 1", n)
+	}
+	if _, _, err := h.do(t, events.TypePing, "", events.Ping{}); err != nil {
+		t.Errorf("runtime did not survive the panic: %v", err)
+	}
+}
+
+func TestSameMsgIDRunsOnce(t *testing.T) {
+	var calls atomic.Int32
+	h := newHarness(t, func(rt *workers.Runtime) {
+		rt.Handle(events.TypeStop, func(ctx context.Context, req *workers.Request) (any, error) {
+			n := calls.Add(1)
+			return events.Container{Name: "web", Server: server, Status: "Stopped", Image: fmt.Sprint(n), Updated: time.Now().UTC()}, nil
+		})
+	})
+	env, err := h.client.NewCommand(server, events.TypeStop, "stop-web-1", events.ContainerAction{Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := env.Marshal()
+	subject := bus.CommandSubject(server, events.TypeStop)
+	first := h.publishRaw(t, subject, raw, env.ID)
+	second := h.publishRaw(t, subject, raw, env.ID)
+	if first.Duplicate || !second.Duplicate {
+		t.Errorf("duplicate flags = %v, %v, want false, true", first.Duplicate, second.Duplicate)
+	}
+	res, err := h.waitResult(t, env.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.drained(t)
+
+	// A client retrying with the same id later gets the first answer, not a second run.
+	again, err := h.client.Do(ctxT(t, 20*time.Second), bus.Call{Envelope: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(again.Output) != string(res.Output) {
+		t.Errorf("retry got %s, want the first result %s", again.Output, res.Output)
+	}
+	h.drained(t)
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handler ran %d times for one command id, want 1", n)
+	}
+}
+
+// TestRedeliveryAfterAnswerIsNotRerun: a command redelivered after its result
+// went out (an agent that died between result and ack) is acknowledged, not rerun.
+func TestRedeliveryAfterAnswerIsNotRerun(t *testing.T) {
+	var calls atomic.Int32
+	var h *harness
+	h = newHarness(t, func(rt *workers.Runtime) {
+		rt.Handle(events.TypeDelete, func(ctx context.Context, req *workers.Request) (any, error) {
+			calls.Add(1)
+			// Emulate an earlier incarnation that answered and died before its ack.
+			res, _ := events.New(events.TypeResult, "agent/"+server, server, events.Result{Command: req.Envelope.ID, CommandType: events.TypeDelete, OK: false, Error: &events.ErrorInfo{Code: workers.CodeConflict, Message: "earlier answer"}})
+			raw, _ := res.Marshal()
+			if _, err := h.conn.JS.Publish(ctx, bus.ResultSubject(req.Envelope.ID), raw); err != nil {
+				return nil, workers.Invalid("test could not store a result: %v", err)
+			}
+			return nil, workers.Transient("crash")
+		})
+	})
+	env, err := h.client.NewCommand(server, events.TypeDelete, "", events.ContainerAction{Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.client.Send(ctxT(t, 5*time.Second), env); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.waitResult(t, env.ID)
+	wantCode(t, res, err, workers.CodeConflict)
+	// The redelivery (after the transient backoff) must find the result and ack.
+	h.drained(t)
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want 1", n)
+	}
+	stored, ok, err := h.client.LookupResult(ctxT(t, 5*time.Second), env.ID)
+	if err != nil || !ok || stored.Error == nil || stored.Error.Message != "earlier answer" {
+		t.Errorf("stored result replaced: %+v %v %v", stored, ok, err)
+	}
+}
+
+func TestCommandsOnOneContainerAreSerialised(t *testing.T) {
+	var inFlight, maxInFlight atomic.Int32
+	started := make(chan string, 4)
+	release := map[string]chan struct{}{"a": make(chan struct{}), "b": make(chan struct{}), "c": make(chan struct{})}
+	h := newHarness(t, func(rt *workers.Runtime) {
+		rt.Handle(events.TypeStop, func(ctx context.Context, req *workers.Request) (any, error) {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for {
+				m := maxInFlight.Load()
+				if n <= m || maxInFlight.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			var p events.ContainerAction
+			_ = req.Decode(&p)
+			started <- p.Name
+			select {
+			case <-release[p.Name]:
+			case <-ctx.Done():
+			}
+			return events.Container{Name: p.Name, Server: server, Status: "Stopped", Updated: time.Now().UTC()}, nil
+		})
+	})
+	send := func(name string) *events.Envelope {
+		env, err := h.client.NewCommand(server, events.TypeStop, "", events.ContainerAction{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.client.Send(ctxT(t, 5*time.Second), env); err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	// Different containers run side by side: both handlers are in at once.
+	a, b := send("a"), send("b")
+	for range 2 {
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("commands on two containers did not run in parallel")
+		}
+	}
+	close(release["a"])
+	close(release["b"])
+	for _, env := range []*events.Envelope{a, b} {
+		if _, err := h.waitResult(t, env.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := maxInFlight.Load(); m != 2 {
+		t.Errorf("max in flight = %d, want 2", m)
+	}
+
+	// Same container: the second waits for the first.
+	maxInFlight.Store(0)
+	c1, c2 := send("c"), send("c")
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("first command on c never started")
+	}
+	select {
+	case <-started:
+		t.Fatal("second command on c started while the first ran")
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release["c"])
+	for _, env := range []*events.Envelope{c1, c2} {
+		if _, err := h.waitResult(t, env.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := maxInFlight.Load(); m != 1 {
+		t.Errorf("max in flight on one container = %d, want 1", m)
+	}
+}
