@@ -22,6 +22,10 @@ const (
 	BucketServers = "skein_servers"
 	// BucketContainers holds each container's record, keyed by container name.
 	BucketContainers = "skein_containers"
+	// BucketEndpoints holds each Consul endpoint's record, keyed by endpoint name.
+	BucketEndpoints = "skein_endpoints"
+	// BucketServices holds each container's service and check definitions, keyed by container name.
+	BucketServices = "skein_services"
 )
 
 // Tunables of the command consumers.
@@ -69,6 +73,8 @@ func BucketConfigs(replicas int) []jetstream.KeyValueConfig {
 		// A server that has not beaten for a day is forgotten.
 		{Bucket: BucketServers, Description: "agent heartbeats", TTL: 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: max(replicas, 1)},
 		{Bucket: BucketContainers, Description: "container records", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
+		{Bucket: BucketEndpoints, Description: "consul endpoints", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
+		{Bucket: BucketServices, Description: "service and check definitions", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
 	}
 }
 

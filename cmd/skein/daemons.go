@@ -80,6 +80,7 @@ type agentFlags struct {
 	pool    string
 	socket  string
 	address string
+	image   string
 }
 
 func (f *agentFlags) add(c *cobra.Command, defName string) {
@@ -89,6 +90,7 @@ func (f *agentFlags) add(c *cobra.Command, defName string) {
 	c.Flags().StringVar(&f.pool, "pool", "default", "Incus storage pool of the containers' root disks")
 	c.Flags().StringVar(&f.socket, "incus-socket", "/var/lib/incus/unix.socket", "Incus API socket")
 	c.Flags().StringVar(&f.address, "address", "", "the server's address to report (default: first global IPv4)")
+	c.Flags().StringVar(&f.image, "service-image", "skein-service", "image of service containers (Consul endpoints, load balancers, ...)")
 }
 
 func (f *agentFlags) run(ctx context.Context, g *globals, url string, log zerolog.Logger) error {
@@ -105,7 +107,7 @@ func (f *agentFlags) run(ctx context.Context, g *globals, url string, log zerolo
 	defer conn.Close()
 	ic := incus.New(f.socket).WithProject(f.project)
 	rt := container.NewIncus(ic, f.network, f.pool)
-	return agent.New(conn, agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt}, log).Run(ctx)
+	return agent.New(conn, agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt, ServiceImage: f.image}, log).Run(ctx)
 }
 
 func agentCmd(g *globals) *cobra.Command {

@@ -54,6 +54,8 @@ func main() {
 		serversCmd(g), pingCmd(g),
 		launchCmd(g), actionCmd(g, "start"), actionCmd(g, "stop"), actionCmd(g, "restart"), actionCmd(g, "delete"),
 		listCmd(g), eventsCmd(g), waitCmd(g),
+		addepCmd(g), listepCmd(g), delepCmd(g),
+		addserviceCmd(g), listserviceCmd(g), delserviceCmd(g), addcheckCmd(g), delcheckCmd(g), servicesCmd(g),
 	)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := root.ExecuteContext(ctx)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
 	"time"
 )
 
@@ -106,6 +107,23 @@ type Runtime interface {
 	Subnet(ctx context.Context) (Subnet, error)
 	// Watch streams lifecycle events until ctx ends or the stream breaks (the channel closes).
 	Watch(ctx context.Context) (<-chan Event, error)
+	// Exec runs argv in a running container and returns its exit code and output.
+	Exec(ctx context.Context, name string, argv ...string) (ExecResult, error)
+	// PushFile writes a file into a container.
+	PushFile(ctx context.Context, name, path string, data []byte, mode os.FileMode) error
+	// ForwardDNS makes the server's container DNS send queries for domain to
+	// servers (IP#PORT each); none stops forwarding it.
+	ForwardDNS(ctx context.Context, domain string, servers []string) error
+}
+
+// ExecResult is the outcome of a command run in a container.
+type ExecResult struct {
+	// Code is the exit status.
+	Code int
+	// Stdout is what it wrote to standard output.
+	Stdout []byte
+	// Stderr is what it wrote to standard error.
+	Stderr []byte
 }
 
 // PermanentError is a runtime refusal that a retry will not change (bad request, conflict).

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -22,6 +24,12 @@ type Fake struct {
 	Calls map[string]int
 	// FailCreate, when set, is returned by the next Create.
 	FailCreate error
+	// Files holds pushed files by "container:path".
+	Files map[string][]byte
+	// Execs lists the commands run, as "container: argv...".
+	Execs []string
+	// DNS holds the forwarding set per domain.
+	DNS map[string][]string
 }
 
 var _ Runtime = (*Fake)(nil)
@@ -29,7 +37,7 @@ var _ Runtime = (*Fake)(nil)
 // NewFake returns a fake server with the subnet and images given.
 func NewFake(prefix string, images ...string) *Fake {
 	p := netip.MustParsePrefix(prefix)
-	f := &Fake{subnet: Subnet{Prefix: p.Masked(), Gateway: p.Masked().Addr().Next()}, images: map[string]bool{}, insts: map[string]*Instance{}, Calls: map[string]int{}, next: 50}
+	f := &Fake{subnet: Subnet{Prefix: p.Masked(), Gateway: p.Masked().Addr().Next()}, images: map[string]bool{}, insts: map[string]*Instance{}, Calls: map[string]int{}, next: 50, Files: map[string][]byte{}, DNS: map[string][]string{}}
 	for _, i := range images {
 		f.images[i] = true
 	}
@@ -200,4 +208,38 @@ func (f *Fake) SetStatusBehindBack(name, status, action string) {
 		}
 	}
 	f.emit(name, action)
+}
+
+// Exec implements Runtime: it records the command and succeeds.
+func (f *Fake) Exec(ctx context.Context, name string, argv ...string) (ExecResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i, ok := f.insts[name]
+	if !ok {
+		return ExecResult{}, ErrNotFound
+	}
+	if i.Status != "Running" {
+		return ExecResult{}, &PermanentError{Err: fmt.Errorf("instance %s is not running", name)}
+	}
+	f.Execs = append(f.Execs, name+": "+strings.Join(argv, " "))
+	return ExecResult{}, nil
+}
+
+// PushFile implements Runtime.
+func (f *Fake) PushFile(ctx context.Context, name, path string, data []byte, mode os.FileMode) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.insts[name]; !ok {
+		return ErrNotFound
+	}
+	f.Files[name+":"+path] = append([]byte(nil), data...)
+	return nil
+}
+
+// ForwardDNS implements Runtime.
+func (f *Fake) ForwardDNS(ctx context.Context, domain string, servers []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.DNS[domain] = append([]string(nil), servers...)
+	return nil
 }

@@ -1,11 +1,14 @@
 package container
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
+	"strings"
 
 	"github.com/skeinhq/skein/internal/incus"
 )
@@ -211,4 +214,55 @@ func classify(err error) error {
 		return &PermanentError{Err: err}
 	}
 	return err
+}
+
+// Exec implements Runtime.
+func (r *Incus) Exec(ctx context.Context, name string, argv ...string) (ExecResult, error) {
+	res, err := r.c.ExecInstance(ctx, name, incus.InstanceExecPost{Command: argv})
+	if incus.IsNotFound(err) {
+		return ExecResult{}, ErrNotFound
+	}
+	if err != nil {
+		return ExecResult{}, classify(err)
+	}
+	return ExecResult{Code: res.ExitCode, Stdout: res.Stdout, Stderr: res.Stderr}, nil
+}
+
+// PushFile implements Runtime.
+func (r *Incus) PushFile(ctx context.Context, name, path string, data []byte, mode os.FileMode) error {
+	err := r.c.CreateInstanceFile(ctx, name, path, incus.InstanceFileArgs{Content: bytes.NewReader(data), Mode: mode})
+	if incus.IsNotFound(err) {
+		return ErrNotFound
+	}
+	return classify(err)
+}
+
+// ForwardDNS implements Runtime with server=/DOMAIN/IP#PORT lines in the bridge's dnsmasq.
+func (r *Incus) ForwardDNS(ctx context.Context, domain string, servers []string) error {
+	n, err := r.c.GetNetwork(ctx, r.network)
+	if err != nil {
+		return err
+	}
+	raw := renderDNSForward(n.Config["raw.dnsmasq"], domain, servers)
+	if raw == n.Config["raw.dnsmasq"] {
+		return nil
+	}
+	return classify(r.c.PatchNetworkConfig(ctx, r.network, map[string]string{"raw.dnsmasq": raw}))
+}
+
+// renderDNSForward replaces the forwarding lines of domain in a raw.dnsmasq
+// value (skein owns them), keeping every other line as it was.
+func renderDNSForward(raw, domain string, servers []string) string {
+	prefix := "server=/" + domain + "/"
+	var out []string
+	for _, line := range strings.Split(raw, "\n") {
+		if line == "" || strings.HasPrefix(line, prefix) {
+			continue
+		}
+		out = append(out, line)
+	}
+	for _, s := range servers {
+		out = append(out, prefix+s)
+	}
+	return strings.Join(out, "\n")
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/skeinhq/skein/internal/container"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/containers"
+	"github.com/skeinhq/skein/workers/discovery"
 )
 
 // HeartbeatEvery is how often an agent reports; a server is down after three missed beats.
@@ -44,6 +45,8 @@ type Config struct {
 	Version string
 	// Runtime is the container runtime of the server.
 	Runtime container.Runtime
+	// ServiceImage is the image of service containers (Consul endpoints, ...).
+	ServiceImage string
 }
 
 // Agent is one server's worker.
@@ -57,6 +60,9 @@ type Agent struct {
 func New(conn *bus.Conn, cfg Config, log zerolog.Logger) *Agent {
 	if cfg.Address == "" {
 		cfg.Address = hostAddress()
+	}
+	if cfg.ServiceImage == "" {
+		cfg.ServiceImage = "skein-service"
 	}
 	return &Agent{cfg: cfg, conn: conn, log: log.With().Str("server", cfg.Name).Logger()}
 }
@@ -86,8 +92,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	rt.Handle(events.TypePing, a.ping)
 	cw := containers.New(a.cfg.Name, a.cfg.Runtime, ckv, pub, a.log.With().Str("worker", "containers").Logger())
 	cw.Register(rt)
+	dw, err := discovery.New(ctx, js, discovery.Config{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw, Publisher: pub,
+		Log: a.log.With().Str("worker", "discovery").Logger()})
+	if err != nil {
+		return err
+	}
+	dw.Register(rt)
 
 	go cw.Run(ctx)
+	go dw.Run(ctx)
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHB()
 	go a.heartbeats(hbCtx, skv)

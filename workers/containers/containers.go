@@ -62,37 +62,44 @@ func (w *Worker) Launch(ctx context.Context, req *workers.Request) (any, error) 
 	if err := req.Decode(&p); err != nil {
 		return nil, workers.Invalid("%v", err)
 	}
+	return w.LaunchContainer(ctx, req, p)
+}
+
+// LaunchContainer creates and starts a container for the command req, as the
+// launch command does; other workers (endpoints, load balancers) build on it.
+func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p events.Launch) (events.Container, error) {
+	var none events.Container
 	id := req.Envelope.ID
 	if p.IPv4 != "" {
-		if err := w.checkAddress(ctx, p.Name, p.IPv4); err != nil {
-			return nil, err
+		if err := w.CheckAddress(ctx, p.Name, p.IPv4); err != nil {
+			return none, err
 		}
 	}
 	rec, err := w.record(ctx, p.Name)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	if rec != nil && rec.Command != id {
-		return nil, workers.Conflict("a container named %s already exists on server %s: pick another name or `skein delete %s` first", p.Name, rec.Server, p.Name)
+		return none, workers.Conflict("a container named %s already exists on server %s: pick another name or `skein delete %s` first", p.Name, rec.Server, p.Name)
 	}
 	inst, err := w.rt.Get(ctx, p.Name)
 	if err != nil && !errors.Is(err, container.ErrNotFound) {
-		return nil, workers.Transient("reading container %s: %v", p.Name, err)
+		return none, workers.Transient("reading container %s: %v", p.Name, err)
 	}
 	if inst != nil && inst.Command != id {
-		return nil, workers.Conflict("a container named %s already exists on server %s (made outside skein): pick another name", p.Name, w.server)
+		return none, workers.Conflict("a container named %s already exists on server %s (made outside skein): pick another name", p.Name, w.server)
 	}
 	if inst == nil {
 		ok, err := w.rt.ImageExists(ctx, p.Image)
 		if err != nil {
-			return nil, workers.Transient("looking up image %s: %v", p.Image, err)
+			return none, workers.Transient("looking up image %s: %v", p.Image, err)
 		}
 		if !ok {
-			return nil, workers.NotFound("image %q not found on server %s: import it first (`incus image list` shows what is there)", p.Image, w.server)
+			return none, workers.NotFound("image %q not found on server %s: import it first (`incus image list` shows what is there)", p.Image, w.server)
 		}
 		if rec == nil {
 			if err := w.reserve(ctx, p, id); err != nil {
-				return nil, err
+				return none, err
 			}
 		}
 		req.Progress("create", fmt.Sprintf("creating %s from %s on %s", p.Name, p.Image, w.server))
@@ -106,18 +113,18 @@ func (w *Worker) Launch(ctx context.Context, req *workers.Request) (any, error) 
 		if err != nil {
 			if container.IsPermanent(err) {
 				w.release(ctx, p.Name, id)
-				return nil, workers.Invalid("creating %s: %v", p.Name, err)
+				return none, workers.Invalid("creating %s: %v", p.Name, err)
 			}
-			return nil, workers.Transient("creating %s: %v", p.Name, err)
+			return none, workers.Transient("creating %s: %v", p.Name, err)
 		}
 		if inst, err = w.rt.Get(ctx, p.Name); err != nil {
-			return nil, workers.Transient("reading container %s: %v", p.Name, err)
+			return none, workers.Transient("reading container %s: %v", p.Name, err)
 		}
 	}
 	if inst.Status != "Running" {
 		req.Progress("start", "starting "+p.Name)
 		if err := w.rt.Start(ctx, p.Name); err != nil {
-			return nil, workers.Transient("starting %s: %v", p.Name, err)
+			return none, workers.Transient("starting %s: %v", p.Name, err)
 		}
 	}
 	req.Progress("address", "waiting for an IPv4 address")
@@ -168,27 +175,34 @@ func (w *Worker) Delete(ctx context.Context, req *workers.Request) (any, error) 
 	if err := req.Decode(&p); err != nil {
 		return nil, workers.Invalid("%v", err)
 	}
+	return w.DeleteContainer(ctx, req, p.Name)
+}
+
+// DeleteContainer stops and deletes a container for the command req.
+func (w *Worker) DeleteContainer(ctx context.Context, req *workers.Request, name string) (events.Container, error) {
+	var none events.Container
+	p := events.ContainerAction{Name: name}
 	inst, err := w.rt.Get(ctx, p.Name)
 	if err != nil && !errors.Is(err, container.ErrNotFound) {
-		return nil, workers.Transient("reading container %s: %v", p.Name, err)
+		return none, workers.Transient("reading container %s: %v", p.Name, err)
 	}
 	if inst != nil {
 		if inst.Status != "Stopped" {
 			req.Progress("stop", "stopping "+p.Name)
 			if err := w.rt.Stop(ctx, p.Name, true); err != nil {
-				return nil, workers.Transient("stopping %s: %v", p.Name, err)
+				return none, workers.Transient("stopping %s: %v", p.Name, err)
 			}
 		}
 		req.Progress("delete", "deleting "+p.Name)
 		if err := w.rt.Delete(ctx, p.Name); err != nil && !errors.Is(err, container.ErrNotFound) {
-			return nil, workers.Transient("deleting %s: %v", p.Name, err)
+			return none, workers.Transient("deleting %s: %v", p.Name, err)
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if rec, _ := w.record(ctx, p.Name); rec != nil && rec.Server == w.server {
 		if err := w.kv.Delete(ctx, p.Name); err != nil {
-			return nil, workers.Transient("forgetting %s: %v", p.Name, err)
+			return none, workers.Transient("forgetting %s: %v", p.Name, err)
 		}
 	}
 	return events.Container{Name: p.Name, Server: w.server, Status: "Deleted", Updated: time.Now().UTC()}, nil
@@ -221,27 +235,27 @@ func (w *Worker) act(ctx context.Context, req *workers.Request, change func(*con
 }
 
 // settle waits (bounded) for a running container to get its address, then records it.
-func (w *Worker) settle(ctx context.Context, name string) (any, error) {
+func (w *Worker) settle(ctx context.Context, name string) (events.Container, error) {
 	deadline := time.Now().Add(addressWait)
 	for {
 		inst, err := w.rt.Get(ctx, name)
 		if err != nil {
-			return nil, workers.Transient("reading container %s: %v", name, err)
+			return events.Container{}, workers.Transient("reading container %s: %v", name, err)
 		}
 		if inst.IPv4 != "" || inst.Status != "Running" || time.Now().After(deadline) {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return events.Container{}, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	return w.syncOne(ctx, name)
 }
 
-// checkAddress refuses a static address outside the server's subnet or already in use.
-func (w *Worker) checkAddress(ctx context.Context, name, ip string) error {
+// CheckAddress refuses a static address outside the server's subnet or already in use.
+func (w *Worker) CheckAddress(ctx context.Context, name, ip string) error {
 	addr, err := netip.ParseAddr(ip)
 	if err != nil || !addr.Is4() {
 		return workers.Invalid("%q is not an IPv4 address", ip)

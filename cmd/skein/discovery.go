@@ -1,0 +1,391 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/consul"
+	"github.com/skeinhq/skein/workers/discovery"
+)
+
+var serviceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$`)
+
+// endpoints reads every endpoint record.
+func (c *cli) endpoints(ctx context.Context) ([]events.Endpoint, error) {
+	kv, err := c.conn.JS.KeyValue(ctx, bus.BucketEndpoints)
+	if err != nil {
+		return nil, notReady(err)
+	}
+	out := []events.Endpoint{}
+	err = eachValue(ctx, kv, func(b []byte) {
+		var e events.Endpoint
+		if json.Unmarshal(b, &e) == nil {
+			out = append(out, e)
+		}
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+func printEndpoint(g *globals, did string, res *events.Result) error {
+	var e events.Endpoint
+	if err := json.Unmarshal(res.Output, &e); err != nil {
+		return fmt.Errorf("bad result: %w", err)
+	}
+	if g.output == "json" {
+		return printJSON(e)
+	}
+	fmt.Printf("%s endpoint %s on %s: consul API and UI at http://%s:%d/ui, DNS at %s:%d\n", did, e.Name, e.Server, e.IP, discovery.HTTPPort, e.IP, discovery.DNSPort)
+	return nil
+}
+
+func addepCmd(g *globals) *cobra.Command {
+	var name string
+	c := &cobra.Command{
+		Use:   "addep SERVER IP [-n NAME]",
+		Short: "Add a Consul endpoint: a Consul server in a container at a static IP on a server",
+		Long: `Add a Consul endpoint: a Consul server in a container at a static IP of the server's
+container subnet. The first endpoint bootstraps Consul; later ones join it (three make
+a raft quorum). Every server's containers resolve NAME.service.consul through them.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			server, ip := args[0], args[1]
+			if name != "" {
+				if err := checkName(name); err != nil {
+					return err
+				}
+			}
+			ctx := cmd.Context()
+			cl, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer cl.close()
+			hb, err := cl.serverUp(ctx, server)
+			if err != nil {
+				return err
+			}
+			if err := checkIP(ip, hb); err != nil {
+				return fmt.Errorf("endpoint %w", err)
+			}
+			eps, err := cl.endpoints(ctx)
+			if err != nil {
+				return err
+			}
+			for _, e := range eps {
+				if name != "" && e.Name == name {
+					return fmt.Errorf("an endpoint named %s already exists on server %s: pick another name with -n", name, e.Server)
+				}
+				if e.IP == ip {
+					return fmt.Errorf("endpoint %s already uses %s", e.Name, ip)
+				}
+			}
+			res, err := cl.do(ctx, server, events.TypeEndpointAdd, events.EndpointAdd{Name: name, IP: ip})
+			if err != nil || res == nil {
+				return err
+			}
+			return printEndpoint(g, "added", res)
+		},
+	}
+	c.Flags().StringVarP(&name, "name", "n", "", "endpoint name (default consul-<last octet of IP>)")
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+func listepCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "listep",
+		Short: "List the Consul endpoints",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cl.close()
+			eps, err := cl.endpoints(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printJSON(eps)
+			}
+			var rows [][]string
+			for _, e := range eps {
+				rows = append(rows, []string{e.Name, e.Server, e.IP, e.Status, fmt.Sprintf("http://%s:%d/ui", e.IP, discovery.HTTPPort)})
+			}
+			table([]string{"NAME", "SERVER", "IP", "STATUS", "UI"}, rows)
+			return nil
+		},
+	}
+	g.addOutputFlag(c)
+	return c
+}
+
+func delepCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "delep NAME",
+		Short: "Remove a Consul endpoint (it leaves the Consul cluster first)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			cl, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer cl.close()
+			eps, err := cl.endpoints(ctx)
+			if err != nil {
+				return err
+			}
+			for _, e := range eps {
+				if e.Name == args[0] {
+					if _, err := cl.serverUp(ctx, e.Server); err != nil {
+						return err
+					}
+					res, err := cl.do(ctx, e.Server, events.TypeEndpointDelete, events.EndpointRef{Name: e.Name})
+					if err != nil || res == nil {
+						return err
+					}
+					return printEndpoint(g, "deleted", res)
+				}
+			}
+			return fmt.Errorf("no endpoint named %q: `skein listep` shows them", args[0])
+		},
+	}
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+// onContainer sends a definitions command to the server of a container.
+func onContainer(cmd *cobra.Command, g *globals, container, typ string, payload any) error {
+	if err := checkName(container); err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	cl, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.close()
+	rec, err := cl.container(ctx, container)
+	if err != nil {
+		return err
+	}
+	if _, err := cl.serverUp(ctx, rec.Server); err != nil {
+		return err
+	}
+	res, err := cl.do(ctx, rec.Server, typ, payload)
+	if err != nil || res == nil {
+		return err
+	}
+	var d events.Definitions
+	if err := json.Unmarshal(res.Output, &d); err != nil {
+		return fmt.Errorf("bad result: %w", err)
+	}
+	return printDefinitions(g, d)
+}
+
+func printDefinitions(g *globals, d events.Definitions) error {
+	if g.output == "json" {
+		return printJSON(d)
+	}
+	var rows [][]string
+	for _, s := range d.Services {
+		rows = append(rows, []string{"service", s.Name, strconv.Itoa(s.Port), strings.Join(s.Tags, ",")})
+	}
+	for _, c := range d.Checks {
+		target := c.URL
+		if c.Kind == "tcp" {
+			target = strconv.Itoa(c.Port)
+		}
+		rows = append(rows, []string{"check", c.Name, c.Kind + " " + target, "every " + c.Interval + ", timeout " + c.Timeout})
+	}
+	fmt.Printf("%s (server %s):\n", d.Container, d.Server)
+	table([]string{"KIND", "NAME", "PORT/TARGET", "DETAILS"}, rows)
+	return nil
+}
+
+func addserviceCmd(g *globals) *cobra.Command {
+	var tags []string
+	c := &cobra.Command{
+		Use:   "addservice CONTAINER NAME PORT [--tag T]",
+		Short: "Define a service a container publishes to the endpoints while it runs",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !serviceRE.MatchString(args[1]) {
+				return fmt.Errorf("bad service name %q: letters, digits and '-', up to 63", args[1])
+			}
+			port, err := strconv.Atoi(args[2])
+			if err != nil || port < 1 || port > 65535 {
+				return fmt.Errorf("bad port %q: a number from 1 to 65535", args[2])
+			}
+			return onContainer(cmd, g, args[0], events.TypeServiceAdd, events.ServiceAdd{Container: args[0], Name: args[1], Port: port, Tags: tags})
+		},
+	}
+	c.Flags().StringArrayVar(&tags, "tag", nil, "Consul tag (repeatable)")
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+func delserviceCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "delservice CONTAINER [NAME]",
+		Short: "Remove a service definition of a container, or all of them",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := ""
+			if len(args) == 2 {
+				name = args[1]
+			}
+			return onContainer(cmd, g, args[0], events.TypeServiceDelete, events.ServiceDelete{Container: args[0], Name: name})
+		},
+	}
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+func listserviceCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "listservice CONTAINER",
+		Short: "List the services and checks defined for a container",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			cl, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer cl.close()
+			if _, err := cl.container(ctx, args[0]); err != nil {
+				return err
+			}
+			kv, err := cl.conn.JS.KeyValue(ctx, bus.BucketServices)
+			if err != nil {
+				return notReady(err)
+			}
+			d := events.Definitions{Container: args[0], Services: []events.ServiceDef{}, Checks: []events.CheckDef{}}
+			e, err := kv.Get(ctx, args[0])
+			if err == nil {
+				if err := json.Unmarshal(e.Value(), &d); err != nil {
+					return err
+				}
+			} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+				return err
+			}
+			return printDefinitions(g, d)
+		},
+	}
+	g.addOutputFlag(c)
+	return c
+}
+
+func addcheckCmd(g *globals) *cobra.Command {
+	var interval, timeout string
+	c := &cobra.Command{
+		Use:   "addcheck CONTAINER NAME tcp PORT | addcheck CONTAINER NAME http URL",
+		Short: "Define a health check of a container: while it fails, the container's services leave DNS",
+		Args:  cobra.ExactArgs(4),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			def := events.CheckDef{Name: args[1], Kind: args[2], Interval: interval, Timeout: timeout}
+			switch args[2] {
+			case "tcp":
+				port, err := strconv.Atoi(args[3])
+				if err != nil || port < 1 || port > 65535 {
+					return fmt.Errorf("bad port %q for a tcp check: a number from 1 to 65535", args[3])
+				}
+				def.Port = port
+			case "http":
+				def.URL = args[3]
+			default:
+				return fmt.Errorf("bad check type %q: use tcp PORT or http URL", args[2])
+			}
+			return onContainer(cmd, g, args[0], events.TypeCheckAdd, events.CheckAdd{Container: args[0], Check: def})
+		},
+	}
+	c.Flags().StringVar(&interval, "interval", "5s", "how often the check runs")
+	c.Flags().StringVar(&timeout, "timeout", "2s", "how long one run may take")
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+func delcheckCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "delcheck CONTAINER NAME",
+		Short: "Remove a health check of a container",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return onContainer(cmd, g, args[0], events.TypeCheckDelete, events.CheckDelete{Container: args[0], Name: args[1]})
+		},
+	}
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+func servicesCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "services",
+		Short: "List every service and check the endpoints know, with health",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cl, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer cl.close()
+			eps, err := cl.endpoints(ctx)
+			if err != nil {
+				return err
+			}
+			var addrs []string
+			for _, e := range eps {
+				if e.Status == events.EndpointReady {
+					addrs = append(addrs, fmt.Sprintf("%s:%d", e.IP, discovery.HTTPPort))
+				}
+			}
+			if len(addrs) == 0 {
+				return fmt.Errorf("no endpoint yet: add one with `skein addep SERVER IP`")
+			}
+			entries, err := consul.New(func() []string { return addrs }).Entries(ctx)
+			if err != nil {
+				return err
+			}
+			if entries == nil {
+				entries = []consul.Entry{}
+			}
+			if g.output == "json" {
+				return printJSON(entries)
+			}
+			var rows [][]string
+			for _, e := range entries {
+				var checks []string
+				for _, ch := range e.Checks {
+					checks = append(checks, ch.Name+"="+ch.Status)
+				}
+				rows = append(rows, []string{e.Service, e.Node, fmt.Sprintf("%s:%d", e.Address, e.Port), e.Health, strings.Join(checks, " "), strings.Join(e.Tags, ",")})
+			}
+			table([]string{"SERVICE", "NODE", "ADDRESS", "HEALTH", "CHECKS", "TAGS"}, rows)
+			return nil
+		},
+	}
+	g.addOutputFlag(c)
+	return c
+}

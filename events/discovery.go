@@ -1,0 +1,184 @@
+package events
+
+import "time"
+
+// Discovery command types.
+const (
+	// TypeEndpointAdd runs a Consul server in a container on the addressed server.
+	TypeEndpointAdd = "endpoint.add"
+	// TypeEndpointDelete removes an endpoint.
+	TypeEndpointDelete = "endpoint.delete"
+	// TypeServiceAdd defines a service a container publishes.
+	TypeServiceAdd = "service.add"
+	// TypeServiceDelete removes service definitions of a container.
+	TypeServiceDelete = "service.delete"
+	// TypeCheckAdd defines a health check of a container.
+	TypeCheckAdd = "check.add"
+	// TypeCheckDelete removes a check of a container.
+	TypeCheckDelete = "check.delete"
+)
+
+// Discovery event and state types.
+const (
+	// TypeEndpointAdded says an endpoint serves.
+	TypeEndpointAdded = "endpoint.added"
+	// TypeEndpointDeleted says an endpoint is gone.
+	TypeEndpointDeleted = "endpoint.deleted"
+	// TypeServiceRegistered says a container's service was published at the endpoints.
+	TypeServiceRegistered = "service.registered"
+	// TypeServiceDeregistered says a container's service was removed from the endpoints.
+	TypeServiceDeregistered = "service.deregistered"
+	// TypeCheckStatus says a check's status changed.
+	TypeCheckStatus = "check.status"
+	// TypeEndpoint is an endpoint record.
+	TypeEndpoint = "endpoint"
+	// TypeDefinitions is a container's service and check definitions.
+	TypeDefinitions = "definitions"
+)
+
+// Endpoint statuses.
+const (
+	// EndpointCreating is an endpoint being set up.
+	EndpointCreating = "creating"
+	// EndpointReady is an endpoint whose Consul answers.
+	EndpointReady = "ready"
+)
+
+// EndpointAdd asks for a Consul endpoint at a static address.
+type EndpointAdd struct {
+	// Name is the endpoint's name; "" picks consul-<last octet of IP>.
+	Name string `json:"name,omitempty" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// IP is the endpoint's static address in the server's container subnet.
+	IP string `json:"ip" jsonschema:"pattern=^[0-9.]+$,maxLength=15"`
+}
+
+// EndpointRef names an endpoint.
+type EndpointRef struct {
+	// Name is the endpoint.
+	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+}
+
+// Endpoint is a Consul endpoint as skein knows it.
+type Endpoint struct {
+	// Name is the endpoint (also its container's name).
+	Name string `json:"name"`
+	// Server is where it runs.
+	Server string `json:"server"`
+	// IP is its address: HTTP API and UI on :8500, DNS on :8600.
+	IP string `json:"ip"`
+	// Status is creating or ready.
+	Status string `json:"status" jsonschema:"enum=creating,enum=ready"`
+	// Command is the id of the command that added it.
+	Command string `json:"command,omitempty"`
+	// Updated is when the record last changed.
+	Updated time.Time `json:"updated"`
+}
+
+// ServiceAdd defines a service published by a container while it runs.
+type ServiceAdd struct {
+	// Container publishes the service.
+	Container string `json:"container" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// Name is the service name, resolvable as NAME.service.consul.
+	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9-]*$,maxLength=63"`
+	// Port is the service port.
+	Port int `json:"port" jsonschema:"minimum=1,maximum=65535"`
+	// Tags are Consul tags.
+	Tags []string `json:"tags,omitempty" jsonschema:"maxItems=32"`
+}
+
+// ServiceDelete removes one service definition, or all of a container's when Name is "".
+type ServiceDelete struct {
+	// Container is the container.
+	Container string `json:"container" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// Name is the service, or "" for all.
+	Name string `json:"name,omitempty" jsonschema:"maxLength=63"`
+}
+
+// CheckAdd defines a health check of a container.
+type CheckAdd struct {
+	// Container is the container checked.
+	Container string `json:"container" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// Check is the check's definition.
+	Check CheckDef `json:"check"`
+}
+
+// CheckDelete removes a check of a container.
+type CheckDelete struct {
+	// Container is the container.
+	Container string `json:"container" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// Name is the check.
+	Name string `json:"name" jsonschema:"minLength=1,maxLength=63"`
+}
+
+// ServiceDef is one service a container publishes.
+type ServiceDef struct {
+	// Name is the service name.
+	Name string `json:"name"`
+	// Port is the service port.
+	Port int `json:"port"`
+	// Tags are Consul tags.
+	Tags []string `json:"tags,omitempty"`
+}
+
+// CheckDef is one health check: tcp to the container's port, or http to a URL.
+type CheckDef struct {
+	// Name is the check's name.
+	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9_-]*$,maxLength=63"`
+	// Kind is tcp or http.
+	Kind string `json:"kind" jsonschema:"enum=tcp,enum=http"`
+	// Port is the tcp check's port on the container.
+	Port int `json:"port,omitempty" jsonschema:"minimum=0,maximum=65535"`
+	// URL is the http check's URL; a host name that is not an address is sent as
+	// the Host header to the container itself.
+	URL string `json:"url,omitempty" jsonschema:"maxLength=2048"`
+	// Interval is how often it runs, e.g. "10s".
+	Interval string `json:"interval" jsonschema:"pattern=^[0-9]+(ms|s|m)$"`
+	// Timeout bounds one run, e.g. "2s".
+	Timeout string `json:"timeout" jsonschema:"pattern=^[0-9]+(ms|s|m)$"`
+}
+
+// Definitions are a container's services and checks, kept in skein's state.
+type Definitions struct {
+	// Container is the container.
+	Container string `json:"container"`
+	// Server is where the container runs.
+	Server string `json:"server"`
+	// Services are published while the container runs.
+	Services []ServiceDef `json:"services"`
+	// Checks gate the services' health.
+	Checks []CheckDef `json:"checks"`
+	// Updated is when they last changed.
+	Updated time.Time `json:"updated"`
+}
+
+// Registration says a container's service was published or removed.
+type Registration struct {
+	// Container publishes the service.
+	Container string `json:"container"`
+	// Service is the service name.
+	Service string `json:"service"`
+	// Address is the container's address.
+	Address string `json:"address,omitempty"`
+	// Port is the service port.
+	Port int `json:"port"`
+}
+
+// CheckStatus says a check's status changed.
+type CheckStatus struct {
+	// Container is the container checked.
+	Container string `json:"container"`
+	// Check is the check's name.
+	Check string `json:"check"`
+	// Status is passing or critical.
+	Status string `json:"status" jsonschema:"enum=passing,enum=critical"`
+	// Output says why.
+	Output string `json:"output,omitempty"`
+}
+
+// EndpointEvent says an endpoint was added or deleted.
+type EndpointEvent struct {
+	// Name is the endpoint.
+	Name string `json:"name"`
+	// IP is its address.
+	IP string `json:"ip"`
+}

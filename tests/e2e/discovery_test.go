@@ -1,0 +1,252 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skeinhq/skein/events"
+)
+
+// dig asks an endpoint's Consul DNS directly, as any DNS client would.
+func dig(server, name string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "dig", "+short", "+time=1", "+tries=1", "@"+server, "-p", "8600", name).Output()
+	if err != nil {
+		return nil
+	}
+	var ips []string
+	for _, l := range strings.Fields(string(out)) {
+		if strings.Count(l, ".") == 3 && !strings.HasPrefix(l, ";") {
+			ips = append(ips, l)
+		}
+	}
+	sort.Strings(ips)
+	return ips
+}
+
+// nslookupIn resolves a name from inside a container, through its server's DNS.
+func nslookupIn(project, container, name string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, "incus", "exec", container, "--project", project, "--", "timeout", "5", "nslookup", name).CombinedOutput()
+	var ips []string
+	seenName := false
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "Name:") {
+			seenName = true
+		}
+		if seenName && strings.HasPrefix(l, "Address") {
+			f := strings.Fields(l)
+			ips = append(ips, f[len(f)-1])
+		}
+	}
+	sort.Strings(ips)
+	return ips
+}
+
+// voters counts the raft voters with the consul CLI against one endpoint.
+func voters(endpoint string) int {
+	out, err := exec.Command("consul", "operator", "raft", "list-peers", "-http-addr="+endpoint+":8500").CombinedOutput()
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) >= 5 && f[4] == "true" {
+			n++
+		}
+	}
+	return n
+}
+
+func same(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") }
+
+func endpointsList(t *testing.T) []events.Endpoint {
+	t.Helper()
+	var eps []events.Endpoint
+	if err := json.Unmarshal([]byte(mustSkein(t, "listep", "-o", "json")), &eps); err != nil {
+		t.Fatal(err)
+	}
+	return eps
+}
+
+// Service discovery end to end, against real Consul endpoints in containers; the
+// clients are the consul CLI, dig and nslookup inside a container.
+func TestDiscovery(t *testing.T) {
+	dumpOnFailure(t)
+	cleanup(t, "d1", "d2", "d3", "consul-10", "consul-20", "consul-30")
+	t.Cleanup(func() {
+		for _, ep := range []string{"consul-30", "consul-20", "consul-10"} {
+			_, _, _ = skein("delep", ep)
+		}
+	})
+	mustSkein(t, "launch", "skein-busybox", "d1", "-s", "s1")
+	mustSkein(t, "launch", "skein-busybox", "d2", "-s", "s2")
+	mustSkein(t, "launch", "skein-busybox", "d3", "-s", "s3")
+	cs := list(t)
+	ip1, ip2 := find(cs, "d1").IPv4, find(cs, "d2").IPv4
+	both := []string{ip1, ip2}
+	sort.Strings(both)
+
+	// Services defined before any endpoint exists are published once one is added.
+	mustSkein(t, "addservice", "d1", "wordpress", "80")
+	mustSkein(t, "addservice", "d2", "wordpress", "80", "--tag", "blue")
+	out := mustSkein(t, "addep", "s1", "10.77.1.10")
+	if !strings.Contains(out, "added endpoint consul-10 on s1") {
+		t.Fatalf("addep said %q", out)
+	}
+	const ep1 = "10.77.1.10"
+
+	t.Run("both instances resolve, from the endpoint and inside a container", func(t *testing.T) {
+		eventually(t, 10*time.Second, func() bool { return same(dig(ep1, "wordpress.service.consul"), both) }, "dig: %v, want %v", lazyDig(ep1, "wordpress.service.consul"), both)
+		eventually(t, 10*time.Second, func() bool {
+			return same(nslookupIn("skein-s3", "d3", "wordpress.service.consul"), both)
+		}, "nslookup in d3 on s3 does not return both instances")
+		out, err := exec.Command("consul", "catalog", "services", "-http-addr="+ep1+":8500").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "wordpress") {
+			t.Fatalf("consul catalog services: %s %v", out, err)
+		}
+		list := mustSkein(t, "listservice", "d2")
+		if !strings.Contains(list, "wordpress") || !strings.Contains(list, "blue") {
+			t.Fatalf("listservice d2: %s", list)
+		}
+	})
+
+	t.Run("a container stopped with incus leaves DNS within 2s and returns within 2s", func(t *testing.T) {
+		start := time.Now()
+		if out, err := incusCmd("stop", "d1", "--project", "skein-s1"); err != nil {
+			t.Fatalf("incus stop: %v %s", err, out)
+		}
+		eventually(t, 2*time.Second, func() bool { return same(dig(ep1, "wordpress.service.consul"), []string{ip2}) }, "d1 still in DNS")
+		t.Logf("left DNS %s after incus stop returned (%s after it was called)", time.Since(start), time.Since(start))
+		start = time.Now()
+		if out, err := incusCmd("start", "d1", "--project", "skein-s1"); err != nil {
+			t.Fatalf("incus start: %v %s", err, out)
+		}
+		eventually(t, 2*time.Second, func() bool { return same(dig(ep1, "wordpress.service.consul"), both) }, "d1 not back in DNS")
+		t.Logf("back in DNS %s after incus start was called", time.Since(start))
+	})
+
+	t.Run("a container stopped while its agent was down is removed when the agent returns", func(t *testing.T) {
+		agents["s2"].kill9()
+		if out, err := incusCmd("stop", "d2", "--project", "skein-s2"); err != nil {
+			t.Fatalf("incus stop: %v %s", err, out)
+		}
+		agents["s2"].start()
+		back := time.Now()
+		eventually(t, 10*time.Second, func() bool { return same(dig(ep1, "wordpress.service.consul"), []string{ip1}) }, "d2 still in Consul after its agent returned")
+		t.Logf("d2 gone from Consul %s after the agent restarted", time.Since(back))
+		if out, err := incusCmd("start", "d2", "--project", "skein-s2"); err != nil {
+			t.Fatalf("incus start: %v %s", err, out)
+		}
+		eventually(t, 10*time.Second, func() bool { return same(dig(ep1, "wordpress.service.consul"), both) }, "d2 not back")
+	})
+
+	t.Run("a failing tcp check hides the instance from DNS", func(t *testing.T) {
+		mustSkein(t, "addcheck", "d2", "dead", "tcp", "81", "--interval", "1s", "--timeout", "500ms")
+		eventually(t, 10*time.Second, func() bool { return same(dig(ep1, "wordpress.service.consul"), []string{ip1}) }, "d2 still in DNS with a failing check")
+		var entries []struct {
+			Node   string `json:"node"`
+			Health string `json:"health"`
+		}
+		if err := json.Unmarshal([]byte(mustSkein(t, "services", "-o", "json")), &entries); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, e := range entries {
+			if e.Node == "d2" {
+				found = true
+				if e.Health != "critical" {
+					t.Errorf("skein services: d2 health %s, want critical", e.Health)
+				}
+			}
+		}
+		if !found {
+			t.Error("skein services does not show d2")
+		}
+		mustSkein(t, "addcheck", "d2", "alive", "tcp", "80", "--interval", "1s", "--timeout", "500ms")
+		mustSkein(t, "delcheck", "d2", "dead")
+		eventually(t, 10*time.Second, func() bool { return same(dig(ep1, "wordpress.service.consul"), both) }, "d2 not back with a passing check")
+	})
+
+	t.Run("bad input is refused and changes nothing", func(t *testing.T) {
+		before := mustSkein(t, "listep", "-o", "json")
+		cases := []struct {
+			args []string
+			want string
+		}{
+			{[]string{"addep", "s1", "10.77.2.50"}, "not usable on server s1: pick one inside its container subnet 10.77.1.0/24"},
+			{[]string{"addep", "s2", "10.77.2.11", "-n", "consul-10"}, "an endpoint named consul-10 already exists"},
+			{[]string{"addservice", "nope", "wordpress", "80"}, `no container named "nope"`},
+			{[]string{"addservice", "d1", "wordpress", "0"}, "bad port"},
+			{[]string{"addcheck", "d1", "x", "udp", "80"}, `bad check type "udp": use tcp PORT or http URL`},
+			{[]string{"addcheck", "d1", "x", "tcp", "80", "--interval", "1s", "--timeout", "5s"}, "timeout"},
+			{[]string{"delcheck", "d1", "nosuch"}, "container d1 has no check nosuch"},
+		}
+		for _, tc := range cases {
+			errOut := skeinFails(t, tc.args...)
+			if !strings.Contains(errOut, tc.want) {
+				t.Errorf("skein %v: %q does not say %q", tc.args, strings.TrimSpace(errOut), tc.want)
+			}
+		}
+		if after := mustSkein(t, "listep", "-o", "json"); after != before {
+			t.Errorf("endpoints changed:\n%s\n%s", before, after)
+		}
+		if out, _ := incusCmd("list", "--project", "skein-s2", "-f", "csv", "-c", "n"); strings.Contains(out, "consul-11") {
+			t.Error("a refused endpoint left a container")
+		}
+	})
+
+	t.Run("three endpoints: losing one keeps every service resolvable", func(t *testing.T) {
+		mustSkein(t, "addep", "s2", "10.77.2.20")
+		mustSkein(t, "addep", "s3", "10.77.3.30")
+		// addep returns once the endpoint votes: the quorum is three now.
+		if n := voters("10.77.2.20"); n != 3 {
+			t.Fatalf("%d raft voters, want 3", n)
+		}
+		for _, ep := range []string{"10.77.1.10", "10.77.2.20", "10.77.3.30"} {
+			if got := dig(ep, "wordpress.service.consul"); !same(got, both) {
+				t.Fatalf("endpoint %s answers %v, want %v: registrations did not replicate", ep, got, both)
+			}
+		}
+		// Stop the first endpoint's container behind skein's back.
+		if out, err := incusCmd("stop", "consul-10", "--project", "skein-s1", "--force"); err != nil {
+			t.Fatalf("incus stop: %v %s", err, out)
+		}
+		for _, ep := range []string{"10.77.2.20", "10.77.3.30"} {
+			eventually(t, 10*time.Second, func() bool { return same(dig(ep, "wordpress.service.consul"), both) }, "endpoint %s lost the services", ep)
+		}
+		eventually(t, 15*time.Second, func() bool { return same(nslookupIn("skein-s3", "d3", "wordpress.service.consul"), both) }, "containers cannot resolve with one endpoint down")
+		// And a change still publishes: writes need the raft leader, elected among the two left.
+		mustSkein(t, "addservice", "d3", "blog", "80")
+		eventually(t, 15*time.Second, func() bool { return len(dig("10.77.2.20", "blog.service.consul")) == 1 }, "no publication with one endpoint down")
+		// Bring it back: it rejoins with its data; then delete another through skein.
+		if out, err := incusCmd("start", "consul-10", "--project", "skein-s1"); err != nil {
+			t.Fatalf("incus start: %v %s", err, out)
+		}
+		eventually(t, 60*time.Second, func() bool { return voters("10.77.2.20") == 3 }, "consul-10 did not rejoin as a voter")
+		mustSkein(t, "delep", "consul-30")
+		eventually(t, 30*time.Second, func() bool { return voters("10.77.2.20") == 2 }, "consul-30 did not leave the raft peers")
+		for _, ep := range []string{"10.77.1.10", "10.77.2.20"} {
+			eventually(t, 10*time.Second, func() bool { return same(dig(ep, "wordpress.service.consul"), both) }, "endpoint %s lost the services after delep", ep)
+		}
+		eventually(t, 15*time.Second, func() bool { return same(nslookupIn("skein-s2", "d2", "wordpress.service.consul"), both) }, "containers cannot resolve after delep")
+		if strings.Contains(mustSkein(t, "listep"), "consul-30") {
+			t.Error("listep still shows consul-30")
+		}
+	})
+}
+
+type lazyDigT struct{ server, name string }
+
+func (l lazyDigT) String() string { return strings.Join(dig(l.server, l.name), ",") }
+
+func lazyDig(server, name string) lazyDigT { return lazyDigT{server, name} }

@@ -1,0 +1,167 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/skeinhq/skein/events"
+)
+
+// checkState is the last result of one check of one container.
+type checkState struct {
+	def     events.CheckDef
+	address string
+	status  string
+	output  string
+	next    time.Time
+	running bool
+	ran     bool
+}
+
+// checkState returns the state of a check, made critical until it first runs,
+// as Consul does for a new check. Called with w.mu held.
+func (w *Worker) checkState(container string, def events.CheckDef) *checkState {
+	key := container + "/" + def.Name
+	st, ok := w.checks[key]
+	if !ok || st.def != def {
+		st = &checkState{def: def, status: "critical", output: "not run yet"}
+		w.checks[key] = st
+	}
+	return st
+}
+
+// runChecks runs every due check of the containers that are published.
+func (w *Worker) runChecks(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		w.mu.Lock()
+		live := map[string]bool{}
+		for name, d := range w.defs {
+			c, ok := w.cts[name]
+			if !ok || c.Status != "Running" || c.IPv4 == "" {
+				continue
+			}
+			for _, def := range d.Checks {
+				key := name + "/" + def.Name
+				live[key] = true
+				st := w.checkState(name, def)
+				st.address = c.IPv4
+				if st.running || now.Before(st.next) {
+					continue
+				}
+				st.running = true
+				iv, _ := time.ParseDuration(def.Interval)
+				st.next = now.Add(iv)
+				go w.runCheck(ctx, name, key, def, c.IPv4)
+			}
+		}
+		for key := range w.checks {
+			if !live[key] {
+				delete(w.checks, key)
+			}
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *Worker) runCheck(ctx context.Context, container, key string, def events.CheckDef, addr string) {
+	status, output := probe(ctx, def, addr)
+	w.mu.Lock()
+	st, ok := w.checks[key]
+	// The first result is told too: it replaces the "not run yet" placeholder.
+	changed := ok && (st.status != status || !st.ran)
+	if ok {
+		st.ran = true
+		st.running = false
+		st.status, st.output = status, output
+	}
+	w.mu.Unlock()
+	if changed {
+		w.publish(ctx, events.TypeCheckStatus, events.CheckStatus{Container: container, Check: def.Name, Status: status, Output: output})
+		w.kick()
+	}
+}
+
+// probe runs one check against a container at addr.
+func probe(ctx context.Context, def events.CheckDef, addr string) (status, output string) {
+	timeout, _ := time.ParseDuration(def.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	switch def.Kind {
+	case "tcp":
+		target := net.JoinHostPort(addr, fmt.Sprint(def.Port))
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", target)
+		if err != nil {
+			return "critical", fmt.Sprintf("TCP connect %s: %v", target, err)
+		}
+		c.Close()
+		return "passing", "TCP connect " + target + ": Success"
+	case "http":
+		target, host, err := httpTarget(def.URL, addr)
+		if err != nil {
+			return "critical", err.Error()
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+		if err != nil {
+			return "critical", err.Error()
+		}
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := checkClient.Do(req)
+		if err != nil {
+			return "critical", fmt.Sprintf("HTTP GET %s: %v", def.URL, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			return "passing", fmt.Sprintf("HTTP GET %s: %s", def.URL, resp.Status)
+		}
+		return "critical", fmt.Sprintf("HTTP GET %s: %s", def.URL, resp.Status)
+	}
+	return "critical", "unknown check kind " + def.Kind
+}
+
+// checkClient follows no redirects and keeps no connections: a check is one request.
+var checkClient = &http.Client{
+	Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// httpTarget turns a check's URL into the URL to fetch and a Host header. A URL
+// whose host is a name ("mywordpress.org", as in `addcheck c1 web http
+// mywordpress.org`) is fetched from the container itself with that Host header.
+func httpTarget(raw, addr string) (target, host string, err error) {
+	if strings.HasPrefix(raw, "/") {
+		return "http://" + addr + raw, "", nil
+	}
+	if !strings.Contains(raw, "://") {
+		raw = "http://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "", "", fmt.Errorf("bad check URL %q", raw)
+	}
+	h := u.Hostname()
+	if net.ParseIP(h) != nil {
+		return u.String(), "", nil
+	}
+	host = u.Host
+	if p := u.Port(); p != "" {
+		u.Host = net.JoinHostPort(addr, p)
+	} else {
+		u.Host = addr
+	}
+	return u.String(), host, nil
+}

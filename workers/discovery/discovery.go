@@ -1,0 +1,543 @@
+// Package discovery runs service discovery on one server: Consul endpoints in
+// containers, the services and checks containers publish while they run, the
+// checks themselves, and DNS forwarding of the consul domain on the server's
+// bridge. Containers are published as catalog nodes, so every endpoint answers
+// for them and losing one endpoint loses nothing.
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/consul"
+	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/workers"
+	"github.com/skeinhq/skein/workers/containers"
+)
+
+// Ports of an endpoint.
+const (
+	// HTTPPort serves Consul's API and UI.
+	HTTPPort = 8500
+	// DNSPort serves Consul's DNS.
+	DNSPort = 8600
+)
+
+// resyncEvery bounds how long the catalog can differ from skein's state.
+const resyncEvery = 15 * time.Second
+
+// Config configures the discovery worker of one server.
+type Config struct {
+	// Server is the server's name.
+	Server string
+	// Image is the image endpoints run from.
+	Image string
+	// Runtime is the server's container runtime.
+	Runtime container.Runtime
+	// Containers launches and deletes endpoint containers.
+	Containers *containers.Worker
+	// Publisher publishes the worker's events.
+	Publisher *bus.Publisher
+	// Log is the worker's logger.
+	Log zerolog.Logger
+}
+
+// Worker is the discovery worker of one server.
+type Worker struct {
+	cfg       Config
+	endpoints jetstream.KeyValue
+	services  jetstream.KeyValue
+	ctrs      jetstream.KeyValue
+	catalog   *consul.Client
+
+	mu      sync.Mutex
+	eps     map[string]events.Endpoint
+	defs    map[string]events.Definitions
+	cts     map[string]events.Container
+	applied map[string]string // node → fingerprint of what the catalog has
+	status  map[string]string // node → check statuses the catalog has
+	checks  map[string]*checkState
+	dns     string // forwarding last set on the bridge
+	poke    chan struct{}
+}
+
+// New returns the discovery worker; js gives it its buckets.
+func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, error) {
+	w := &Worker{cfg: cfg, eps: map[string]events.Endpoint{}, defs: map[string]events.Definitions{}, cts: map[string]events.Container{},
+		applied: map[string]string{}, status: map[string]string{}, checks: map[string]*checkState{}, poke: make(chan struct{}, 1), dns: "\x00"}
+	var err error
+	if w.endpoints, err = js.KeyValue(ctx, bus.BucketEndpoints); err != nil {
+		return nil, err
+	}
+	if w.services, err = js.KeyValue(ctx, bus.BucketServices); err != nil {
+		return nil, err
+	}
+	if w.ctrs, err = js.KeyValue(ctx, bus.BucketContainers); err != nil {
+		return nil, err
+	}
+	w.catalog = consul.New(w.endpointAddrs)
+	return w, nil
+}
+
+// Register adds the worker's handlers to the runtime, in one visible block.
+func (w *Worker) Register(r *workers.Runtime) {
+	r.Handle(events.TypeEndpointAdd, w.AddEndpoint)
+	r.Handle(events.TypeEndpointDelete, w.DeleteEndpoint)
+	r.Handle(events.TypeServiceAdd, w.AddService)
+	r.Handle(events.TypeServiceDelete, w.DeleteService)
+	r.Handle(events.TypeCheckAdd, w.AddCheck)
+	r.Handle(events.TypeCheckDelete, w.DeleteCheck)
+}
+
+// endpointAddrs are the HTTP addresses of the ready endpoints.
+func (w *Worker) endpointAddrs() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, e := range w.eps {
+		if e.Status == events.EndpointReady {
+			out = append(out, fmt.Sprintf("%s:%d", e.IP, HTTPPort))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (w *Worker) kick() {
+	select {
+	case w.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Run keeps the catalog, the checks and DNS forwarding in step with skein's
+// state until ctx ends: it follows the endpoints, definitions and container
+// records as they change, and resyncs now and then.
+func (w *Worker) Run(ctx context.Context) {
+	go w.watch(ctx, w.endpoints, func(key string, val []byte) {
+		if val == nil {
+			delete(w.eps, key)
+			return
+		}
+		var e events.Endpoint
+		if json.Unmarshal(val, &e) == nil {
+			w.eps[key] = e
+		}
+	})
+	go w.watch(ctx, w.services, func(key string, val []byte) {
+		var d events.Definitions
+		if val == nil || json.Unmarshal(val, &d) != nil || d.Server != w.cfg.Server {
+			delete(w.defs, key)
+			return
+		}
+		w.defs[key] = d
+	})
+	go w.watch(ctx, w.ctrs, func(key string, val []byte) {
+		var c events.Container
+		if val == nil || json.Unmarshal(val, &c) != nil || c.Server != w.cfg.Server {
+			delete(w.cts, key)
+			return
+		}
+		w.cts[key] = c
+	})
+	go w.runChecks(ctx)
+	tick := time.NewTicker(resyncEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.poke:
+			w.sync(ctx, false)
+		case <-tick.C:
+			w.sync(ctx, true)
+		}
+	}
+}
+
+// watch follows a bucket, applying each change under the lock and poking the sync.
+func (w *Worker) watch(ctx context.Context, kv jetstream.KeyValue, apply func(key string, val []byte)) {
+	for ctx.Err() == nil {
+		wt, err := kv.WatchAll(ctx)
+		if err != nil {
+			sleep(ctx, time.Second)
+			continue
+		}
+		for e := range wt.Updates() {
+			if e == nil {
+				w.kick()
+				continue
+			}
+			w.mu.Lock()
+			if e.Operation() == jetstream.KeyValuePut {
+				apply(e.Key(), e.Value())
+			} else {
+				apply(e.Key(), nil)
+			}
+			w.mu.Unlock()
+			w.kick()
+		}
+		_ = wt.Stop()
+		sleep(ctx, 250*time.Millisecond)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// desired are the catalog nodes this server's containers should have now.
+func (w *Worker) desired() map[string]consul.Node {
+	out := map[string]consul.Node{}
+	for name, d := range w.defs {
+		c, ok := w.cts[name]
+		if !ok || c.Status != "Running" || c.IPv4 == "" || len(d.Services) == 0 {
+			continue
+		}
+		n := consul.Node{Name: name, Address: c.IPv4, Meta: map[string]string{consul.MetaExternal: "true", consul.MetaServer: w.cfg.Server, consul.MetaKind: "container"}}
+		for _, s := range d.Services {
+			n.Services = append(n.Services, consul.Service{Name: s.Name, Port: s.Port, Tags: s.Tags})
+		}
+		for _, ch := range d.Checks {
+			st := w.checkState(name, ch)
+			cc := consul.Check{ID: "skein:" + ch.Name, Name: ch.Name, Status: st.status, Output: st.output, Interval: ch.Interval, Timeout: ch.Timeout}
+			if ch.Kind == "tcp" {
+				cc.TCP = fmt.Sprintf("%s:%d", c.IPv4, ch.Port)
+			} else {
+				cc.HTTP = ch.URL
+			}
+			n.Checks = append(n.Checks, cc)
+		}
+		out[name] = n
+	}
+	return out
+}
+
+// fingerprint identifies what a registration contains, check statuses aside.
+func fingerprint(n consul.Node) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s|", n.Address)
+	for _, s := range n.Services {
+		fmt.Fprintf(&b, "%s:%d:%s|", s.Name, s.Port, strings.Join(s.Tags, ","))
+	}
+	for _, c := range n.Checks {
+		fmt.Fprintf(&b, "%s:%s:%s:%s:%s|", c.ID, c.TCP, c.HTTP, c.Interval, c.Timeout)
+	}
+	return b.String()
+}
+
+// statuses identifies the checks' statuses of a registration.
+func statuses(n consul.Node) string {
+	var b strings.Builder
+	for _, c := range n.Checks {
+		fmt.Fprintf(&b, "%s=%s|", c.ID, c.Status)
+	}
+	return b.String()
+}
+
+// sync writes the difference between the desired catalog and what was applied;
+// full also rereads the catalog, to repair what changed behind skein's back.
+func (w *Worker) sync(ctx context.Context, full bool) {
+	w.mu.Lock()
+	var fwd []string
+	for _, e := range w.eps {
+		if e.Status == events.EndpointReady {
+			fwd = append(fwd, fmt.Sprintf("%s#%d", e.IP, DNSPort))
+		}
+	}
+	sort.Strings(fwd)
+	dnsChanged := strings.Join(fwd, ",") != w.dns
+	want := w.desired()
+	applied, status := map[string]string{}, map[string]string{}
+	for k, v := range w.applied {
+		applied[k] = v
+	}
+	for k, v := range w.status {
+		status[k] = v
+	}
+	w.mu.Unlock()
+
+	log := w.cfg.Log
+	if dnsChanged {
+		if err := w.cfg.Runtime.ForwardDNS(ctx, "consul", fwd); err != nil {
+			log.Warn().Err(err).Msg("forwarding the consul domain")
+		} else {
+			w.mu.Lock()
+			w.dns = strings.Join(fwd, ",")
+			w.mu.Unlock()
+			log.Info().Strs("endpoints", fwd).Msg("consul domain forwarded")
+			full = true
+		}
+	}
+	if len(fwd) == 0 {
+		return
+	}
+	if full {
+		nodes, err := w.catalog.Nodes(ctx, map[string]string{consul.MetaServer: w.cfg.Server})
+		if err != nil {
+			log.Warn().Err(err).Msg("reading the catalog")
+			return
+		}
+		present := map[string]bool{}
+		for _, n := range nodes {
+			present[n] = true
+			if _, ok := applied[n]; !ok {
+				applied[n] = "?" // in the catalog, unknown to us: check it below
+			}
+		}
+		for n := range applied {
+			if !present[n] {
+				delete(applied, n) // gone from the catalog: register again
+			}
+		}
+	}
+	for name, n := range want {
+		fp, sp := fingerprint(n), statuses(n)
+		if applied[name] == fp {
+			if status[name] != sp {
+				if err := w.catalog.UpdateChecks(ctx, name, n.Address, n.Checks); err != nil {
+					log.Warn().Err(err).Str("container", name).Msg("updating checks")
+					continue
+				}
+				status[name] = sp
+			}
+			continue
+		}
+		if err := w.catalog.Register(ctx, n); err != nil {
+			log.Warn().Err(err).Str("container", name).Msg("registering")
+			continue
+		}
+		first := applied[name] == "" || applied[name] == "?"
+		applied[name], status[name] = fp, sp
+		if first {
+			for _, s := range n.Services {
+				w.publish(ctx, events.TypeServiceRegistered, events.Registration{Container: name, Service: s.Name, Address: n.Address, Port: s.Port})
+			}
+		}
+		log.Info().Str("container", name).Str("address", n.Address).Msg("published")
+	}
+	for name := range applied {
+		if _, ok := want[name]; ok {
+			continue
+		}
+		if err := w.catalog.Deregister(ctx, name); err != nil {
+			log.Warn().Err(err).Str("container", name).Msg("deregistering")
+			continue
+		}
+		delete(applied, name)
+		delete(status, name)
+		w.mu.Lock()
+		d := w.defs[name]
+		w.mu.Unlock()
+		for _, s := range d.Services {
+			w.publish(ctx, events.TypeServiceDeregistered, events.Registration{Container: name, Service: s.Name, Port: s.Port})
+		}
+		log.Info().Str("container", name).Msg("removed from the catalog")
+	}
+	w.mu.Lock()
+	w.applied, w.status = applied, status
+	w.mu.Unlock()
+}
+
+func (w *Worker) publish(ctx context.Context, typ string, payload any) {
+	if err := w.cfg.Publisher.Publish(ctx, typ, payload); err != nil {
+		w.cfg.Log.Warn().Err(err).Str("type", typ).Msg("publishing event")
+	}
+}
+
+// definitions reads a container's definitions with their revision (0: none).
+func (w *Worker) definitions(ctx context.Context, name string) (events.Definitions, uint64, error) {
+	e, err := w.services.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return events.Definitions{Container: name, Server: w.cfg.Server, Services: []events.ServiceDef{}, Checks: []events.CheckDef{}}, 0, nil
+	}
+	if err != nil {
+		return events.Definitions{}, 0, workers.Transient("reading definitions of %s: %v", name, err)
+	}
+	var d events.Definitions
+	if err := json.Unmarshal(e.Value(), &d); err != nil {
+		return events.Definitions{}, 0, workers.Transient("bad definitions of %s: %v", name, err)
+	}
+	return d, e.Revision(), nil
+}
+
+// editDefinitions changes a container's definitions with compare-and-set.
+func (w *Worker) editDefinitions(ctx context.Context, name string, edit func(*events.Definitions) error) (events.Definitions, error) {
+	if err := w.ownContainer(ctx, name); err != nil {
+		return events.Definitions{}, err
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		d, rev, err := w.definitions(ctx, name)
+		if err != nil {
+			return d, err
+		}
+		if err := edit(&d); err != nil {
+			return d, err
+		}
+		d.Server, d.Updated = w.cfg.Server, time.Now().UTC()
+		if d.Services == nil {
+			d.Services = []events.ServiceDef{}
+		}
+		if d.Checks == nil {
+			d.Checks = []events.CheckDef{}
+		}
+		b, _ := json.Marshal(d)
+		if rev == 0 {
+			_, err = w.services.Create(ctx, name, b)
+		} else {
+			_, err = w.services.Update(ctx, name, b, rev)
+		}
+		if err == nil {
+			return d, nil
+		}
+	}
+	return events.Definitions{}, workers.Transient("definitions of %s changed concurrently", name)
+}
+
+// ownContainer refuses definitions for a container that is not on this server.
+func (w *Worker) ownContainer(ctx context.Context, name string) error {
+	e, err := w.ctrs.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return workers.NotFound("no container %s: `skein list` shows what exists", name)
+	}
+	if err != nil {
+		return workers.Transient("reading container %s: %v", name, err)
+	}
+	var c events.Container
+	if err := json.Unmarshal(e.Value(), &c); err != nil || c.Server != w.cfg.Server {
+		return workers.Invalid("container %s is not on server %s", name, w.cfg.Server)
+	}
+	return nil
+}
+
+// AddService defines a service of a container; the same definition again is a no-op.
+func (w *Worker) AddService(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.ServiceAdd
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	return w.editDefinitions(ctx, p.Container, func(d *events.Definitions) error {
+		for i, s := range d.Services {
+			if s.Name == p.Name {
+				d.Services[i] = events.ServiceDef{Name: p.Name, Port: p.Port, Tags: p.Tags}
+				return nil
+			}
+		}
+		d.Services = append(d.Services, events.ServiceDef{Name: p.Name, Port: p.Port, Tags: p.Tags})
+		return nil
+	})
+}
+
+// DeleteService removes one service definition of a container, or all of them.
+func (w *Worker) DeleteService(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.ServiceDelete
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	return w.editDefinitions(ctx, p.Container, func(d *events.Definitions) error {
+		if p.Name == "" {
+			d.Services = nil
+			return nil
+		}
+		kept := d.Services[:0]
+		found := false
+		for _, s := range d.Services {
+			if s.Name == p.Name {
+				found = true
+				continue
+			}
+			kept = append(kept, s)
+		}
+		// A redelivered delete finds nothing left: that is success, not an error.
+		if !found && req.Attempt == 1 {
+			return workers.NotFound("container %s has no service %s: `skein listservice %s` shows its services", p.Container, p.Name, p.Container)
+		}
+		d.Services = kept
+		return nil
+	})
+}
+
+// AddCheck defines a health check of a container.
+func (w *Worker) AddCheck(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.CheckAdd
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	if err := validCheck(p.Check); err != nil {
+		return nil, err
+	}
+	return w.editDefinitions(ctx, p.Container, func(d *events.Definitions) error {
+		for i, c := range d.Checks {
+			if c.Name == p.Check.Name {
+				d.Checks[i] = p.Check
+				return nil
+			}
+		}
+		d.Checks = append(d.Checks, p.Check)
+		return nil
+	})
+}
+
+// validCheck checks what the schema cannot: the fields a kind needs and sane durations.
+func validCheck(c events.CheckDef) error {
+	switch c.Kind {
+	case "tcp":
+		if c.Port < 1 {
+			return workers.Invalid("tcp check %s needs a port: addcheck CONTAINER %s tcp PORT", c.Name, c.Name)
+		}
+	case "http":
+		if c.URL == "" {
+			return workers.Invalid("http check %s needs a URL: addcheck CONTAINER %s http URL", c.Name, c.Name)
+		}
+	default:
+		return workers.Invalid("unknown check type %q: use tcp or http", c.Kind)
+	}
+	iv, err1 := time.ParseDuration(c.Interval)
+	to, err2 := time.ParseDuration(c.Timeout)
+	if err1 != nil || err2 != nil || iv < 100*time.Millisecond || to <= 0 || to > iv {
+		return workers.Invalid("check %s: interval %q and timeout %q must be durations with 100ms <= interval and 0 < timeout <= interval", c.Name, c.Interval, c.Timeout)
+	}
+	return nil
+}
+
+// DeleteCheck removes a check of a container.
+func (w *Worker) DeleteCheck(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.CheckDelete
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	return w.editDefinitions(ctx, p.Container, func(d *events.Definitions) error {
+		kept := d.Checks[:0]
+		found := false
+		for _, c := range d.Checks {
+			if c.Name == p.Name {
+				found = true
+				continue
+			}
+			kept = append(kept, c)
+		}
+		if !found && req.Attempt == 1 {
+			return workers.NotFound("container %s has no check %s", p.Container, p.Name)
+		}
+		d.Checks = kept
+		return nil
+	})
+}
+
+// ipOf parses an endpoint address.
+func ipOf(s string) (netip.Addr, error) { return netip.ParseAddr(s) }
