@@ -26,6 +26,8 @@ const (
 	BucketEndpoints = "skein_endpoints"
 	// BucketServices holds each container's service and check definitions, keyed by container name.
 	BucketServices = "skein_services"
+	// BucketAdhoc holds ad-hoc service and check entries, keyed by entry name.
+	BucketAdhoc = "skein_adhoc"
 )
 
 // Tunables of the command consumers.
@@ -75,6 +77,7 @@ func BucketConfigs(replicas int) []jetstream.KeyValueConfig {
 		{Bucket: BucketContainers, Description: "container records", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
 		{Bucket: BucketEndpoints, Description: "consul endpoints", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
 		{Bucket: BucketServices, Description: "service and check definitions", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
+		{Bucket: BucketAdhoc, Description: "ad-hoc service and check entries", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
 	}
 }
 

@@ -16,6 +16,10 @@ const (
 	TypeCheckAdd = "check.add"
 	// TypeCheckDelete removes a check of a container.
 	TypeCheckDelete = "check.delete"
+	// TypePublish publishes an ad-hoc service or check that belongs to no container.
+	TypePublish = "adhoc.publish"
+	// TypeUnpublish removes an ad-hoc entry, or only its checks.
+	TypeUnpublish = "adhoc.unpublish"
 )
 
 // Discovery event and state types.
@@ -34,6 +38,8 @@ const (
 	TypeEndpoint = "endpoint"
 	// TypeDefinitions is a container's service and check definitions.
 	TypeDefinitions = "definitions"
+	// TypeAdhoc is an ad-hoc entry.
+	TypeAdhoc = "adhoc"
 )
 
 // Endpoint statuses.
@@ -128,6 +134,8 @@ type CheckDef struct {
 	Kind string `json:"kind" jsonschema:"enum=tcp,enum=http"`
 	// Port is the tcp check's port on the container.
 	Port int `json:"port,omitempty" jsonschema:"minimum=0,maximum=65535"`
+	// Address is the tcp check's host when it is not the container (ad-hoc checks).
+	Address string `json:"address,omitempty" jsonschema:"maxLength=15"`
 	// URL is the http check's URL; a host name that is not an address is sent as
 	// the Host header to the container itself.
 	URL string `json:"url,omitempty" jsonschema:"maxLength=2048"`
@@ -181,4 +189,43 @@ type EndpointEvent struct {
 	Name string `json:"name"`
 	// IP is its address.
 	IP string `json:"ip"`
+}
+
+// Publish creates or extends an ad-hoc entry: a service at an address, or a check
+// of it, that belongs to no container.
+type Publish struct {
+	// Name is the entry's name; a service is resolvable as NAME.service.consul.
+	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9-]*$,maxLength=63"`
+	// IP is the entry's address (for a service).
+	IP string `json:"ip,omitempty" jsonschema:"pattern=^[0-9.]+$,maxLength=15"`
+	// Port is the service's port; 0 for none.
+	Port int `json:"port,omitempty" jsonschema:"minimum=0,maximum=65535"`
+	// Check, when set, is added to the entry instead of a service.
+	Check *CheckDef `json:"check,omitempty"`
+}
+
+// Unpublish removes an ad-hoc entry, or only its checks.
+type Unpublish struct {
+	// Name is the entry.
+	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9-]*$,maxLength=63"`
+	// ChecksOnly keeps the service and removes the checks.
+	ChecksOnly bool `json:"checks_only,omitempty"`
+}
+
+// Adhoc is an ad-hoc entry, kept in the ad-hoc bucket; its owner server publishes it and runs its checks.
+type Adhoc struct {
+	// Name is the entry.
+	Name string `json:"name"`
+	// Server owns it.
+	Server string `json:"server"`
+	// IP is its address.
+	IP string `json:"ip"`
+	// Port is its service port; 0 with Service false for a check-only entry.
+	Port int `json:"port"`
+	// Service says whether it publishes a service named Name.
+	Service bool `json:"service"`
+	// Checks gate its health.
+	Checks []CheckDef `json:"checks"`
+	// Updated is when it last changed.
+	Updated time.Time `json:"updated"`
 }

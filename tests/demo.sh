@@ -15,7 +15,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 stop_all() {
-  for f in "$DEMO"/*.pid; do
+  for f in "$DEMO"/agent-*.pid "$DEMO"/server.pid; do
     [ -e "$f" ] || continue
     kill "$(cat "$f")" 2>/dev/null || true
     rm -f "$f"
@@ -71,6 +71,20 @@ run "$BIN" list -s s2
 say "what the cluster told its subscribers"
 run "$BIN" events --type 'container.*'
 
+say "service discovery: a Consul endpoint on s1, wordpress published by c1 and c2"
+run "$BIN" addep s1 10.77.1.10
+run "$BIN" addservice c1 wordpress 80
+run "$BIN" addservice c2 wordpress 80
+run "$BIN" addcheck c2 web tcp 80 --interval 2s
+for _ in $(seq 1 50); do [ "$(dig +short @10.77.1.10 -p 8600 wordpress.service.consul | wc -l)" = 2 ] && break; sleep 0.2; done
+run "$BIN" services
+echo "  from inside c5 on s3:"
+incus exec c5 --project skein-s3 -- nslookup wordpress.service.consul | sed 's/^/    /'
+run incus stop c1 --project skein-s1
+sleep 1
+echo "  after c1 stopped, wordpress.service.consul -> $(dig +short @10.77.1.10 -p 8600 wordpress.service.consul | tr '\n' ' ')"
+run incus start c1 --project skein-s1
+
 say "bad input is refused with the fix"
 run "$BIN" launch skein-busybox c6 -s s2 --ip 10.77.1.30 || true
 run "$BIN" launch skein-busybox c1 -s s3 || true
@@ -81,5 +95,6 @@ The demo cluster is still running:
   bin/skein servers | list | events --follow       (SKEIN_NATS=$SKEIN_NATS)
   logs in $DEMO/logs/
   nats subject for events: skein.event.<server>.<type>
+  Consul UI: http://10.77.1.10:8500/ui
   stop it with: bash tests/demo.sh stop
 MSG

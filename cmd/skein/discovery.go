@@ -389,3 +389,165 @@ func servicesCmd(g *globals) *cobra.Command {
 	g.addOutputFlag(c)
 	return c
 }
+
+// owner picks the server that keeps an ad-hoc entry: -s, the entry's owner, or the first up server.
+func (c *cli) owner(ctx context.Context, name, server string) (string, error) {
+	kv, err := c.conn.JS.KeyValue(ctx, bus.BucketAdhoc)
+	if err != nil {
+		return "", notReady(err)
+	}
+	if e, err := kv.Get(ctx, name); err == nil {
+		var a events.Adhoc
+		if json.Unmarshal(e.Value(), &a) == nil {
+			if server != "" && server != a.Server {
+				return "", fmt.Errorf("ad-hoc entry %s belongs to server %s: leave out -s or use -s %s", name, a.Server, a.Server)
+			}
+			server = a.Server
+		}
+	}
+	if server != "" {
+		_, err := c.serverUp(ctx, server)
+		return server, err
+	}
+	hbs, err := c.heartbeats(ctx)
+	if err != nil {
+		return "", err
+	}
+	for i := range hbs {
+		if alive(&hbs[i]) {
+			return hbs[i].Name, nil
+		}
+	}
+	return "", fmt.Errorf("no server is up to keep the entry: start an agent (`skein servers`)")
+}
+
+func printAdhoc(g *globals, did string, res *events.Result) error {
+	var a events.Adhoc
+	if err := json.Unmarshal(res.Output, &a); err != nil {
+		return fmt.Errorf("bad result: %w", err)
+	}
+	if g.output == "json" {
+		return printJSON(a)
+	}
+	what := "check-only entry"
+	if a.Service {
+		what = fmt.Sprintf("service %s.service.consul -> %s:%d", a.Name, a.IP, a.Port)
+	}
+	fmt.Printf("%s %s (%d checks, kept by %s)\n", did, what, len(a.Checks), a.Server)
+	return nil
+}
+
+func adhocCmd(g *globals, use, short string, args cobra.PositionalArgs, build func(args []string) (string, string, any, error)) *cobra.Command {
+	var server string
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  args,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, typ, payload, err := build(args)
+			if err != nil {
+				return err
+			}
+			if !serviceRE.MatchString(name) {
+				return fmt.Errorf("bad name %q: letters, digits and '-', up to 63", name)
+			}
+			ctx := cmd.Context()
+			cl, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer cl.close()
+			owner, err := cl.owner(ctx, name, server)
+			if err != nil {
+				return err
+			}
+			res, err := cl.do(ctx, owner, typ, payload)
+			if err != nil || res == nil {
+				return err
+			}
+			did := "published"
+			if typ == events.TypeUnpublish {
+				did = "removed"
+			}
+			return printAdhoc(g, did, res)
+		},
+	}
+	c.Flags().StringVarP(&server, "server", "s", "", "server that keeps the entry and runs its checks (default: its owner, or the first up server)")
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+func pubserviceCmd(g *globals) *cobra.Command {
+	return adhocCmd(g, "pubservice NAME IP [PORT]", "Publish a service that belongs to no container: NAME.service.consul resolves to IP",
+		cobra.RangeArgs(2, 3), func(args []string) (string, string, any, error) {
+			if err := checkIPv4(args[1]); err != nil {
+				return "", "", nil, err
+			}
+			port := 0
+			if len(args) == 3 {
+				p, err := strconv.Atoi(args[2])
+				if err != nil || p < 1 || p > 65535 {
+					return "", "", nil, fmt.Errorf("bad port %q: a number from 1 to 65535", args[2])
+				}
+				port = p
+			}
+			return args[0], events.TypePublish, events.Publish{Name: args[0], IP: args[1], Port: port}, nil
+		})
+}
+
+func pubcheckCmd(g *globals) *cobra.Command {
+	var interval, timeout string
+	c := adhocCmd(g, "pubcheck NAME tcp IP:PORT | pubcheck NAME http URL", "Publish a check that belongs to no container, on the ad-hoc entry NAME",
+		cobra.ExactArgs(3), func(args []string) (string, string, any, error) {
+			def := events.CheckDef{Name: args[0], Kind: args[1], Interval: interval, Timeout: timeout}
+			switch args[1] {
+			case "tcp":
+				host, portStr, ok := strings.Cut(args[2], ":")
+				port, err := strconv.Atoi(portStr)
+				if !ok || err != nil || port < 1 || port > 65535 || checkIPv4(host) != nil {
+					return "", "", nil, fmt.Errorf("bad tcp target %q: want IP:PORT", args[2])
+				}
+				def.Address, def.Port = host, port
+			case "http":
+				if !strings.Contains(args[2], "://") {
+					return "", "", nil, fmt.Errorf("bad URL %q: want http://HOST[:PORT]/PATH", args[2])
+				}
+				def.URL = args[2]
+			default:
+				return "", "", nil, fmt.Errorf("bad check type %q: use tcp IP:PORT or http URL", args[1])
+			}
+			return args[0], events.TypePublish, events.Publish{Name: args[0], Check: &def}, nil
+		})
+	c.Flags().StringVar(&interval, "interval", "5s", "how often the check runs")
+	c.Flags().StringVar(&timeout, "timeout", "2s", "how long one run may take")
+	return c
+}
+
+func unpubserviceCmd(g *globals) *cobra.Command {
+	return adhocCmd(g, "unpubservice NAME", "Remove an ad-hoc entry with its service and checks",
+		cobra.ExactArgs(1), func(args []string) (string, string, any, error) {
+			return args[0], events.TypeUnpublish, events.Unpublish{Name: args[0]}, nil
+		})
+}
+
+func unpubcheckCmd(g *globals) *cobra.Command {
+	return adhocCmd(g, "unpubcheck NAME", "Remove the checks of an ad-hoc entry (a check-only entry goes entirely)",
+		cobra.ExactArgs(1), func(args []string) (string, string, any, error) {
+			return args[0], events.TypeUnpublish, events.Unpublish{Name: args[0], ChecksOnly: true}, nil
+		})
+}
+
+func checkIPv4(s string) error {
+	ip := strings.Split(s, ".")
+	if len(ip) != 4 {
+		return fmt.Errorf("%q is not an IPv4 address", s)
+	}
+	for _, p := range ip {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 255 {
+			return fmt.Errorf("%q is not an IPv4 address", s)
+		}
+	}
+	return nil
+}

@@ -56,6 +56,7 @@ func main() {
 		listCmd(g), eventsCmd(g), waitCmd(g),
 		addepCmd(g), listepCmd(g), delepCmd(g),
 		addserviceCmd(g), listserviceCmd(g), delserviceCmd(g), addcheckCmd(g), delcheckCmd(g), servicesCmd(g),
+		pubserviceCmd(g), pubcheckCmd(g), unpubserviceCmd(g), unpubcheckCmd(g),
 	)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := root.ExecuteContext(ctx)

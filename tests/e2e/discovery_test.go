@@ -177,6 +177,24 @@ func TestDiscovery(t *testing.T) {
 		eventually(t, 10*time.Second, func() bool { return same(dig(ep1, "wordpress.service.consul"), both) }, "d2 not back with a passing check")
 	})
 
+	t.Run("ad-hoc services and checks belong to no container and can be removed", func(t *testing.T) {
+		ip3 := find(list(t), "d3").IPv4
+		mustSkein(t, "pubservice", "minio", ip3, "80")
+		eventually(t, 10*time.Second, func() bool { return same(dig(ep1, "minio.service.consul"), []string{ip3}) }, "minio not published")
+		mustSkein(t, "pubcheck", "minio", "tcp", ip3+":81", "--interval", "1s", "--timeout", "500ms")
+		eventually(t, 10*time.Second, func() bool { return len(dig(ep1, "minio.service.consul")) == 0 }, "minio still in DNS with a failing ad-hoc check")
+		mustSkein(t, "unpubcheck", "minio")
+		eventually(t, 10*time.Second, func() bool { return same(dig(ep1, "minio.service.consul"), []string{ip3}) }, "minio not back after unpubcheck")
+		mustSkein(t, "unpubservice", "minio")
+		eventually(t, 10*time.Second, func() bool {
+			out, _ := exec.Command("consul", "catalog", "services", "-http-addr="+ep1+":8500").CombinedOutput()
+			return !strings.Contains(string(out), "minio")
+		}, "minio still in the catalog after unpubservice")
+		if errOut := skeinFails(t, "unpubservice", "minio"); !strings.Contains(errOut, "no ad-hoc entry minio") {
+			t.Errorf("unpubservice of a removed entry: %q", errOut)
+		}
+	})
+
 	t.Run("bad input is refused and changes nothing", func(t *testing.T) {
 		before := mustSkein(t, "listep", "-o", "json")
 		cases := []struct {
@@ -190,6 +208,8 @@ func TestDiscovery(t *testing.T) {
 			{[]string{"addcheck", "d1", "x", "udp", "80"}, `bad check type "udp": use tcp PORT or http URL`},
 			{[]string{"addcheck", "d1", "x", "tcp", "80", "--interval", "1s", "--timeout", "5s"}, "timeout"},
 			{[]string{"delcheck", "d1", "nosuch"}, "container d1 has no check nosuch"},
+			{[]string{"pubservice", "x", "10.77.1"}, "is not an IPv4 address"},
+			{[]string{"pubcheck", "x", "tcp", "10.77.1.5"}, "want IP:PORT"},
 		}
 		for _, tc := range cases {
 			errOut := skeinFails(t, tc.args...)

@@ -15,7 +15,6 @@ import (
 // checkState is the last result of one check of one container.
 type checkState struct {
 	def     events.CheckDef
-	address string
 	status  string
 	output  string
 	next    time.Time
@@ -48,23 +47,18 @@ func (w *Worker) runChecks(ctx context.Context) {
 		now := time.Now()
 		w.mu.Lock()
 		live := map[string]bool{}
-		for name, d := range w.defs {
-			c, ok := w.cts[name]
-			if !ok || c.Status != "Running" || c.IPv4 == "" {
-				continue
-			}
-			for _, def := range d.Checks {
-				key := name + "/" + def.Name
+		for _, t := range w.targets() {
+			for _, def := range t.checks {
+				key := t.node + "/" + def.Name
 				live[key] = true
-				st := w.checkState(name, def)
-				st.address = c.IPv4
+				st := w.checkState(t.node, def)
 				if st.running || now.Before(st.next) {
 					continue
 				}
 				st.running = true
 				iv, _ := time.ParseDuration(def.Interval)
 				st.next = now.Add(iv)
-				go w.runCheck(ctx, name, key, def, c.IPv4)
+				go w.runCheck(ctx, t.node, key, def, checkHost(def, t.address))
 			}
 		}
 		for key := range w.checks {

@@ -38,6 +38,20 @@ const (
 // resyncEvery bounds how long the catalog can differ from skein's state.
 const resyncEvery = 15 * time.Second
 
+// Catalog is what the worker needs of the Consul endpoints.
+type Catalog interface {
+	// Register writes a node with its services and checks, replacing what it had.
+	Register(ctx context.Context, n consul.Node) error
+	// UpdateChecks writes the check statuses of a registered node.
+	UpdateChecks(ctx context.Context, node, address string, checks []consul.Check) error
+	// Deregister removes a node.
+	Deregister(ctx context.Context, node string) error
+	// Nodes lists the nodes whose meta matches.
+	Nodes(ctx context.Context, meta map[string]string) ([]string, error)
+}
+
+var _ Catalog = (*consul.Client)(nil)
+
 // Config configures the discovery worker of one server.
 type Config struct {
 	// Server is the server's name.
@@ -52,6 +66,8 @@ type Config struct {
 	Publisher *bus.Publisher
 	// Log is the worker's logger.
 	Log zerolog.Logger
+	// Catalog overrides the Consul catalog client (tests); nil uses the endpoints.
+	Catalog Catalog
 }
 
 // Worker is the discovery worker of one server.
@@ -60,12 +76,14 @@ type Worker struct {
 	endpoints jetstream.KeyValue
 	services  jetstream.KeyValue
 	ctrs      jetstream.KeyValue
-	catalog   *consul.Client
+	adhoc     jetstream.KeyValue
+	catalog   Catalog
 
 	mu      sync.Mutex
 	eps     map[string]events.Endpoint
 	defs    map[string]events.Definitions
 	cts     map[string]events.Container
+	ads     map[string]events.Adhoc
 	applied map[string]string // node → fingerprint of what the catalog has
 	status  map[string]string // node → check statuses the catalog has
 	checks  map[string]*checkState
@@ -75,7 +93,7 @@ type Worker struct {
 
 // New returns the discovery worker; js gives it its buckets.
 func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, error) {
-	w := &Worker{cfg: cfg, eps: map[string]events.Endpoint{}, defs: map[string]events.Definitions{}, cts: map[string]events.Container{},
+	w := &Worker{cfg: cfg, eps: map[string]events.Endpoint{}, defs: map[string]events.Definitions{}, cts: map[string]events.Container{}, ads: map[string]events.Adhoc{},
 		applied: map[string]string{}, status: map[string]string{}, checks: map[string]*checkState{}, poke: make(chan struct{}, 1), dns: "\x00"}
 	var err error
 	if w.endpoints, err = js.KeyValue(ctx, bus.BucketEndpoints); err != nil {
@@ -87,7 +105,13 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	if w.ctrs, err = js.KeyValue(ctx, bus.BucketContainers); err != nil {
 		return nil, err
 	}
-	w.catalog = consul.New(w.endpointAddrs)
+	if w.adhoc, err = js.KeyValue(ctx, bus.BucketAdhoc); err != nil {
+		return nil, err
+	}
+	w.catalog = cfg.Catalog
+	if w.catalog == nil {
+		w.catalog = consul.New(w.endpointAddrs)
+	}
 	return w, nil
 }
 
@@ -99,6 +123,8 @@ func (w *Worker) Register(r *workers.Runtime) {
 	r.Handle(events.TypeServiceDelete, w.DeleteService)
 	r.Handle(events.TypeCheckAdd, w.AddCheck)
 	r.Handle(events.TypeCheckDelete, w.DeleteCheck)
+	r.Handle(events.TypePublish, w.Publish)
+	r.Handle(events.TypeUnpublish, w.Unpublish)
 }
 
 // endpointAddrs are the HTTP addresses of the ready endpoints.
@@ -152,6 +178,14 @@ func (w *Worker) Run(ctx context.Context) {
 		}
 		w.cts[key] = c
 	})
+	go w.watch(ctx, w.adhoc, func(key string, val []byte) {
+		var a events.Adhoc
+		if val == nil || json.Unmarshal(val, &a) != nil || a.Server != w.cfg.Server {
+			delete(w.ads, key)
+			return
+		}
+		w.ads[key] = a
+	})
 	go w.runChecks(ctx)
 	tick := time.NewTicker(resyncEvery)
 	defer tick.Stop()
@@ -201,31 +235,68 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// desired are the catalog nodes this server's containers should have now.
-func (w *Worker) desired() map[string]consul.Node {
-	out := map[string]consul.Node{}
+// target is one catalog node this server publishes: a running container with
+// services, or an ad-hoc entry it owns.
+type target struct {
+	node     string
+	address  string
+	kind     string
+	services []events.ServiceDef
+	checks   []events.CheckDef
+}
+
+// adhocNode is the catalog node of an ad-hoc entry; the prefix keeps it apart from container names.
+func adhocNode(name string) string { return "pub-" + name }
+
+// targets lists what this server publishes now. Called with w.mu held.
+func (w *Worker) targets() []target {
+	var out []target
 	for name, d := range w.defs {
 		c, ok := w.cts[name]
 		if !ok || c.Status != "Running" || c.IPv4 == "" || len(d.Services) == 0 {
 			continue
 		}
-		n := consul.Node{Name: name, Address: c.IPv4, Meta: map[string]string{consul.MetaExternal: "true", consul.MetaServer: w.cfg.Server, consul.MetaKind: "container"}}
-		for _, s := range d.Services {
+		out = append(out, target{node: name, address: c.IPv4, kind: "container", services: d.Services, checks: d.Checks})
+	}
+	for _, a := range w.ads {
+		t := target{node: adhocNode(a.Name), address: a.IP, kind: "adhoc", checks: a.Checks}
+		if a.Service {
+			t.services = []events.ServiceDef{{Name: a.Name, Port: a.Port}}
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// desired are the catalog nodes this server should have now. Called with w.mu held.
+func (w *Worker) desired() map[string]consul.Node {
+	out := map[string]consul.Node{}
+	for _, t := range w.targets() {
+		n := consul.Node{Name: t.node, Address: t.address, Meta: map[string]string{consul.MetaExternal: "true", consul.MetaServer: w.cfg.Server, consul.MetaKind: t.kind}}
+		for _, s := range t.services {
 			n.Services = append(n.Services, consul.Service{Name: s.Name, Port: s.Port, Tags: s.Tags})
 		}
-		for _, ch := range d.Checks {
-			st := w.checkState(name, ch)
+		for _, ch := range t.checks {
+			st := w.checkState(t.node, ch)
 			cc := consul.Check{ID: "skein:" + ch.Name, Name: ch.Name, Status: st.status, Output: st.output, Interval: ch.Interval, Timeout: ch.Timeout}
 			if ch.Kind == "tcp" {
-				cc.TCP = fmt.Sprintf("%s:%d", c.IPv4, ch.Port)
+				cc.TCP = fmt.Sprintf("%s:%d", checkHost(ch, t.address), ch.Port)
 			} else {
 				cc.HTTP = ch.URL
 			}
 			n.Checks = append(n.Checks, cc)
 		}
-		out[name] = n
+		out[t.node] = n
 	}
 	return out
+}
+
+// checkHost is where a tcp check connects: its own address, or its node's.
+func checkHost(ch events.CheckDef, address string) string {
+	if ch.Address != "" {
+		return ch.Address
+	}
+	return address
 }
 
 // fingerprint identifies what a registration contains, check statuses aside.
@@ -346,6 +417,9 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 		w.mu.Unlock()
 		for _, s := range d.Services {
 			w.publish(ctx, events.TypeServiceDeregistered, events.Registration{Container: name, Service: s.Name, Port: s.Port})
+		}
+		if strings.HasPrefix(name, "pub-") {
+			w.publish(ctx, events.TypeServiceDeregistered, events.Registration{Service: strings.TrimPrefix(name, "pub-")})
 		}
 		log.Info().Str("container", name).Msg("removed from the catalog")
 	}
