@@ -28,6 +28,8 @@ const (
 	BucketServices = "skein_services"
 	// BucketAdhoc holds ad-hoc service and check entries, keyed by entry name.
 	BucketAdhoc = "skein_adhoc"
+	// BucketLBs holds each load balancer's record, keyed by name.
+	BucketLBs = "skein_lbs"
 )
 
 // Tunables of the command consumers.
@@ -78,6 +80,7 @@ func BucketConfigs(replicas int) []jetstream.KeyValueConfig {
 		{Bucket: BucketEndpoints, Description: "consul endpoints", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
 		{Bucket: BucketServices, Description: "service and check definitions", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
 		{Bucket: BucketAdhoc, Description: "ad-hoc service and check entries", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
+		{Bucket: BucketLBs, Description: "load balancers", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
 	}
 }
 

@@ -19,6 +19,10 @@ const (
 	TypeRestart = "container.restart"
 	// TypeDelete deletes a container.
 	TypeDelete = "container.delete"
+	// TypePublishPort forwards a host port into a container.
+	TypePublishPort = "container.publish"
+	// TypeUnpublishPort removes a forwarded host port.
+	TypeUnpublishPort = "container.unpublish"
 )
 
 // Other types.
@@ -92,6 +96,16 @@ type ContainerAction struct {
 	Force bool `json:"force,omitempty"`
 }
 
+// PortForward forwards a host port of the container's server into the container.
+type PortForward struct {
+	// Name is the container.
+	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// Port is the container's port; 0 when removing.
+	Port int `json:"port,omitempty" jsonschema:"minimum=0,maximum=65535"`
+	// HostPort is the server's port.
+	HostPort int `json:"host_port" jsonschema:"minimum=1,maximum=65535"`
+}
+
 // Container is a container as skein knows it.
 type Container struct {
 	// Name is the container name.
@@ -106,6 +120,8 @@ type Container struct {
 	Image string `json:"image,omitempty"`
 	// Command is the id of the command that launched it.
 	Command string `json:"command,omitempty"`
+	// Published are the host ports forwarded into it, "HOSTPORT->PORT".
+	Published []string `json:"published,omitempty"`
 	// Updated is when the record last changed.
 	Updated time.Time `json:"updated"`
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -172,9 +173,9 @@ func listCmd(g *globals) *cobra.Command {
 			}
 			var rows [][]string
 			for _, ct := range out {
-				rows = append(rows, []string{ct.Name, ct.Server, ct.Status, orDash(ct.IPv4), orDash(ct.Image)})
+				rows = append(rows, []string{ct.Name, ct.Server, ct.Status, orDash(ct.IPv4), orDash(ct.Image), orDash(strings.Join(ct.Published, " "))})
 			}
-			table([]string{"NAME", "SERVER", "STATUS", "IPV4", "IMAGE"}, rows)
+			table([]string{"NAME", "SERVER", "STATUS", "IPV4", "IMAGE", "PUBLISHED"}, rows)
 			return nil
 		},
 	}

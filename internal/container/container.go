@@ -6,6 +6,7 @@ package container
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"time"
@@ -36,6 +37,8 @@ type Instance struct {
 	Image string
 	// Command is the id of the launching command.
 	Command string
+	// Published are the host ports forwarded into it, "HOSTPORT->PORT".
+	Published []string
 }
 
 // CreateSpec describes a container to create (stopped).
@@ -111,6 +114,8 @@ type Runtime interface {
 	Exec(ctx context.Context, name string, argv ...string) (ExecResult, error)
 	// PushFile writes a file into a container.
 	PushFile(ctx context.Context, name, path string, data []byte, mode os.FileMode) error
+	// Publish forwards a host port into a container's port (port 0 removes the forward).
+	Publish(ctx context.Context, name string, hostPort, port int) error
 	// ForwardDNS makes the server's container DNS send queries for domain to
 	// servers (IP#PORT each); none stops forwarding it.
 	ForwardDNS(ctx context.Context, domain string, servers []string) error
@@ -125,6 +130,9 @@ type ExecResult struct {
 	// Stderr is what it wrote to standard error.
 	Stderr []byte
 }
+
+// PublishDevice names the proxy device that forwards host port p.
+func PublishDevice(hostPort int) string { return fmt.Sprintf("skein-pub-%d", hostPort) }
 
 // PermanentError is a runtime refusal that a retry will not change (bad request, conflict).
 type PermanentError struct {

@@ -243,3 +243,26 @@ func (f *Fake) ForwardDNS(ctx context.Context, domain string, servers []string) 
 	f.DNS[domain] = append([]string(nil), servers...)
 	return nil
 }
+
+// Publish implements Runtime.
+func (f *Fake) Publish(ctx context.Context, name string, hostPort, port int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i, ok := f.insts[name]
+	if !ok {
+		return ErrNotFound
+	}
+	var kept []string
+	prefix := fmt.Sprintf("%d->", hostPort)
+	for _, p := range i.Published {
+		if !strings.HasPrefix(p, prefix) {
+			kept = append(kept, p)
+		}
+	}
+	if port != 0 {
+		kept = append(kept, fmt.Sprintf("%d->%d", hostPort, port))
+	}
+	sort.Strings(kept)
+	i.Published = kept
+	return nil
+}

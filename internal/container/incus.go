@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/skeinhq/skein/internal/incus"
@@ -33,6 +34,12 @@ func fromIncus(name, status string, config map[string]string, devices map[string
 	if nic, ok := devices["eth0"]; ok {
 		in.StaticIPv4 = nic["ipv4.address"]
 	}
+	for dev, d := range devices {
+		if d["type"] == "proxy" && strings.HasPrefix(dev, "skein-pub-") {
+			in.Published = append(in.Published, fmt.Sprintf("%s->%s", strings.TrimPrefix(dev, "skein-pub-"), d["connect"][strings.LastIndex(d["connect"], ":")+1:]))
+		}
+	}
+	sort.Strings(in.Published)
 	if st != nil {
 		in.Status = st.Status
 		if eth, ok := st.Network["eth0"]; ok {
@@ -265,4 +272,45 @@ func renderDNSForward(raw, domain string, servers []string) string {
 		out = append(out, prefix+s)
 	}
 	return strings.Join(out, "\n")
+}
+
+// Publish implements Runtime with a proxy device on the instance; the etag makes
+// concurrent changes retry instead of overwrite each other.
+func (r *Incus) Publish(ctx context.Context, name string, hostPort, port int) error {
+	for attempt := 0; attempt < 5; attempt++ {
+		inst, etag, err := r.c.GetInstance(ctx, name)
+		if incus.IsNotFound(err) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		put := inst.Writable()
+		if put.Devices == nil {
+			put.Devices = map[string]map[string]string{}
+		}
+		dev := PublishDevice(hostPort)
+		if port == 0 {
+			if _, ok := put.Devices[dev]; !ok {
+				return nil
+			}
+			delete(put.Devices, dev)
+		} else {
+			want := map[string]string{"type": "proxy", "listen": fmt.Sprintf("tcp:0.0.0.0:%d", hostPort), "connect": fmt.Sprintf("tcp:127.0.0.1:%d", port)}
+			if cur, ok := put.Devices[dev]; ok && cur["listen"] == want["listen"] && cur["connect"] == want["connect"] {
+				return nil
+			}
+			put.Devices[dev] = want
+		}
+		op, err := r.c.UpdateInstance(ctx, name, put, etag)
+		if incus.IsPreconditionFailed(err) {
+			continue
+		}
+		if err != nil {
+			return classify(err)
+		}
+		err = op.Wait(ctx)
+		return classify(err)
+	}
+	return fmt.Errorf("instance %s kept changing while publishing port %d", name, hostPort)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/containers"
 	"github.com/skeinhq/skein/workers/discovery"
+	"github.com/skeinhq/skein/workers/lb"
 )
 
 // HeartbeatEvery is how often an agent reports; a server is down after three missed beats.
@@ -98,6 +99,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	dw.Register(rt)
+	lw, err := lb.New(ctx, js, lb.Config{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw, Publisher: pub,
+		Log: a.log.With().Str("worker", "lb").Logger()})
+	if err != nil {
+		return err
+	}
+	lw.Register(rt)
 
 	go cw.Run(ctx)
 	go dw.Run(ctx)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,6 +54,55 @@ func (w *Worker) Register(r *workers.Runtime) {
 	r.Handle(events.TypeStop, w.Stop)
 	r.Handle(events.TypeRestart, w.Restart)
 	r.Handle(events.TypeDelete, w.Delete)
+	r.Handle(events.TypePublishPort, w.PublishPort)
+	r.Handle(events.TypeUnpublishPort, w.UnpublishPort)
+}
+
+// PublishPort forwards a host port into a container; the same forward again is a no-op.
+func (w *Worker) PublishPort(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.PortForward
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	if p.Port < 1 {
+		return nil, workers.Invalid("which port of %s? give a port from 1 to 65535", p.Name)
+	}
+	list, err := w.rt.List(ctx)
+	if err != nil {
+		return nil, workers.Transient("listing containers: %v", err)
+	}
+	prefix := fmt.Sprintf("%d->", p.HostPort)
+	for _, i := range list {
+		for _, pub := range i.Published {
+			if strings.HasPrefix(pub, prefix) && (i.Name != p.Name || pub != fmt.Sprintf("%d->%d", p.HostPort, p.Port)) {
+				return nil, workers.Conflict("host port %d of server %s already forwards to %s (%s): pick another with --host-port, or unpub it", p.HostPort, w.server, i.Name, pub)
+			}
+		}
+	}
+	return w.forward(ctx, p.Name, p.HostPort, p.Port)
+}
+
+// UnpublishPort removes a forwarded host port; removing one that is gone succeeds.
+func (w *Worker) UnpublishPort(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.PortForward
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	return w.forward(ctx, p.Name, p.HostPort, 0)
+}
+
+func (w *Worker) forward(ctx context.Context, name string, hostPort, port int) (any, error) {
+	err := w.rt.Publish(ctx, name, hostPort, port)
+	if errors.Is(err, container.ErrNotFound) {
+		return nil, workers.NotFound("no container %s on server %s: `skein list` shows what exists", name, w.server)
+	}
+	if err != nil {
+		if container.IsPermanent(err) {
+			return nil, workers.Conflict("forwarding host port %d to %s: %v", hostPort, name, err)
+		}
+		return nil, workers.Transient("forwarding host port %d to %s: %v", hostPort, name, err)
+	}
+	return w.syncOne(ctx, name)
 }
 
 // Launch creates and starts a container. A redelivered launch resumes where the

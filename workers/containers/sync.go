@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -247,8 +248,8 @@ func (w *Worker) apply(ctx context.Context, name string, inst *container.Instanc
 		}
 		return rec, true, nil
 	}
-	rec := events.Container{Name: name, Server: w.server, Status: inst.Status, IPv4: inst.IPv4, Image: inst.Image, Command: inst.Command, Updated: now}
-	if old != nil && old.Status == rec.Status && old.IPv4 == rec.IPv4 && old.Image == rec.Image {
+	rec := events.Container{Name: name, Server: w.server, Status: inst.Status, IPv4: inst.IPv4, Image: inst.Image, Command: inst.Command, Published: inst.Published, Updated: now}
+	if old != nil && old.Status == rec.Status && old.IPv4 == rec.IPv4 && old.Image == rec.Image && strings.Join(old.Published, ",") == strings.Join(rec.Published, ",") {
 		rec.Updated = old.Updated
 		return rec, true, nil
 	}

@@ -1,0 +1,355 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+)
+
+// lbs reads every load balancer record.
+func (c *cli) lbs(ctx context.Context) ([]events.LB, error) {
+	kv, err := c.conn.JS.KeyValue(ctx, bus.BucketLBs)
+	if err != nil {
+		return nil, notReady(err)
+	}
+	out := []events.LB{}
+	err = eachValue(ctx, kv, func(b []byte) {
+		var l events.LB
+		if json.Unmarshal(b, &l) == nil {
+			out = append(out, l)
+		}
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// lb finds one load balancer and checks its server is up.
+func (c *cli) lb(ctx context.Context, name string) (*events.LB, error) {
+	all, err := c.lbs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range all {
+		if all[i].Name == name {
+			if _, err := c.serverUp(ctx, all[i].Server); err != nil {
+				return nil, err
+			}
+			return &all[i], nil
+		}
+	}
+	return nil, fmt.Errorf("no load balancer named %q: `skein listlbs` shows them", name)
+}
+
+func printLB(g *globals, did string, res *events.Result) error {
+	var l events.LB
+	if err := json.Unmarshal(res.Output, &l); err != nil {
+		return fmt.Errorf("bad result: %w", err)
+	}
+	if g.output == "json" {
+		return printJSON(l)
+	}
+	fmt.Printf("%s %s load balancer %s on %s: mode %s, %d backends\n", did, l.Kind, l.Name, l.Server, l.Mode, len(l.Backends))
+	return nil
+}
+
+func addlbCmd(g *globals) *cobra.Command {
+	var name string
+	c := &cobra.Command{
+		Use:   "addlb haproxy SERVER [-n NAME]",
+		Short: "Run a load balancer in a container on a server",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind, server := args[0], args[1]
+			if kind != "haproxy" && kind != "nginx" {
+				return fmt.Errorf("unknown load balancer %q: use haproxy", kind)
+			}
+			if kind == "nginx" {
+				return fmt.Errorf("nginx load balancers are not available yet: use haproxy")
+			}
+			if name != "" {
+				if err := checkName(name); err != nil {
+					return err
+				}
+			}
+			ctx := cmd.Context()
+			cl, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer cl.close()
+			if _, err := cl.serverUp(ctx, server); err != nil {
+				return err
+			}
+			if name != "" {
+				if _, err := cl.container(ctx, name); err == nil {
+					return fmt.Errorf("a container named %s already exists: pick another name with -n", name)
+				}
+			}
+			res, err := cl.do(ctx, server, events.TypeLBAdd, events.LBAdd{Name: name, Kind: kind})
+			if err != nil || res == nil {
+				return err
+			}
+			return printLB(g, "added", res)
+		},
+	}
+	c.Flags().StringVarP(&name, "name", "n", "", "load balancer name (default KIND-N)")
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+// lbView is a load balancer as listlbs shows it.
+type lbView struct {
+	events.LB
+	// IP is its container's address.
+	IP string `json:"ip"`
+	// Published are the host ports forwarded to it.
+	Published []string `json:"published"`
+}
+
+func listlbsCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "listlbs",
+		Short: "List the load balancers with their mode, backends and published ports",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cl, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer cl.close()
+			all, err := cl.lbs(ctx)
+			if err != nil {
+				return err
+			}
+			views := []lbView{}
+			for _, l := range all {
+				v := lbView{LB: l, Published: []string{}}
+				if rec, err := cl.container(ctx, l.Name); err == nil {
+					v.IP = rec.IPv4
+					if rec.Published != nil {
+						v.Published = rec.Published
+					}
+				}
+				views = append(views, v)
+			}
+			if g.output == "json" {
+				return printJSON(views)
+			}
+			var rows [][]string
+			for _, v := range views {
+				var bes []string
+				for _, b := range v.Backends {
+					bes = append(bes, fmt.Sprintf("%s=%s:%d", b.Name, b.Host, b.Port))
+				}
+				rows = append(rows, []string{v.Name, v.Kind, v.Server, orDash(v.IP), v.Mode, orDash(strings.Join(bes, " ")), orDash(strings.Join(v.Published, " "))})
+			}
+			table([]string{"NAME", "KIND", "SERVER", "IP", "MODE", "BACKENDS", "PUBLISHED"}, rows)
+			return nil
+		},
+	}
+	g.addOutputFlag(c)
+	return c
+}
+
+func dellbCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "dellb NAME",
+		Short: "Remove a load balancer and its container",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return onLB(cmd, g, args[0], "deleted", events.TypeLBDelete, events.LBRef{Name: args[0]})
+		},
+	}
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+func onLB(cmd *cobra.Command, g *globals, name, did, typ string, payload any) error {
+	ctx := cmd.Context()
+	cl, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.close()
+	l, err := cl.lb(ctx, name)
+	if err != nil {
+		return err
+	}
+	res, err := cl.do(ctx, l.Server, typ, payload)
+	if err != nil || res == nil {
+		return err
+	}
+	return printLB(g, did, res)
+}
+
+// parseBackend reads NAME:IP:PORT.
+func parseBackend(s string) (events.Backend, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 || !serviceRE.MatchString(parts[0]) || checkIPv4(parts[1]) != nil {
+		return events.Backend{}, fmt.Errorf("bad backend %q: want NAME:IP:PORT, e.g. web1:10.77.1.5:80", s)
+	}
+	port, err := strconv.Atoi(parts[2])
+	if err != nil || port < 1 || port > 65535 {
+		return events.Backend{}, fmt.Errorf("bad backend %q: the port must be 1 to 65535", s)
+	}
+	return events.Backend{Name: parts[0], Host: parts[1], Port: port}, nil
+}
+
+func addbackendsCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "addbackends LB NAME:IP:PORT ...",
+		Short: "Add backends to a load balancer",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var bes []events.Backend
+			for _, a := range args[1:] {
+				b, err := parseBackend(a)
+				if err != nil {
+					return err
+				}
+				bes = append(bes, b)
+			}
+			return onLB(cmd, g, args[0], "changed", events.TypeLBBackendsAdd, events.LBBackends{LB: args[0], Backends: bes})
+		},
+	}
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+func delbackendsCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "delbackends LB NAME ...",
+		Short: "Remove backends from a load balancer, by name",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var names []string
+			for _, a := range args[1:] {
+				name, _, _ := strings.Cut(a, ":")
+				names = append(names, name)
+			}
+			return onLB(cmd, g, args[0], "changed", events.TypeLBBackendsDelete, events.LBBackendNames{LB: args[0], Names: names})
+		},
+	}
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+func setlbCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "setlb LB mode roundrobin|leastconn|source",
+		Short: "Change a setting of a load balancer",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[1] != "mode" {
+				return fmt.Errorf("unknown setting %q: use mode", args[1])
+			}
+			return onLB(cmd, g, args[0], "changed", events.TypeLBSet, events.LBSet{LB: args[0], Key: args[1], Value: args[2]})
+		},
+	}
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+// splitTarget reads [SERVER:]CONTAINER.
+func splitTarget(s string) (server, name string) {
+	if a, b, ok := strings.Cut(s, ":"); ok {
+		return a, b
+	}
+	return "", s
+}
+
+func pubCmd(g *globals) *cobra.Command {
+	var hostPort int
+	c := &cobra.Command{
+		Use:   "pub [SERVER:]CONTAINER PORT [--host-port P]",
+		Short: "Forward a host port of the container's server to a container port",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			port, err := strconv.Atoi(args[1])
+			if err != nil || port < 1 || port > 65535 {
+				return fmt.Errorf("bad port %q: a number from 1 to 65535", args[1])
+			}
+			if hostPort == 0 {
+				hostPort = port
+			}
+			if hostPort < 1 || hostPort > 65535 {
+				return fmt.Errorf("bad --host-port %d: a number from 1 to 65535", hostPort)
+			}
+			return onPort(cmd, g, args[0], "published", events.TypePublishPort, port, hostPort)
+		},
+	}
+	c.Flags().IntVar(&hostPort, "host-port", 0, "host port (default: the same as PORT)")
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+func unpubCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "unpub [SERVER:]CONTAINER HOSTPORT",
+		Short: "Remove a forwarded host port",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			hostPort, err := strconv.Atoi(args[1])
+			if err != nil || hostPort < 1 || hostPort > 65535 {
+				return fmt.Errorf("bad host port %q: a number from 1 to 65535", args[1])
+			}
+			return onPort(cmd, g, args[0], "unpublished", events.TypeUnpublishPort, 0, hostPort)
+		},
+	}
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
+}
+
+func onPort(cmd *cobra.Command, g *globals, target, did, typ string, port, hostPort int) error {
+	server, name := splitTarget(target)
+	if err := checkName(name); err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	cl, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.close()
+	rec, err := cl.container(ctx, name)
+	if err != nil {
+		return err
+	}
+	if server != "" && server != rec.Server {
+		return fmt.Errorf("container %s is on server %s, not %s", name, rec.Server, server)
+	}
+	if _, err := cl.serverUp(ctx, rec.Server); err != nil {
+		return err
+	}
+	res, err := cl.do(ctx, rec.Server, typ, events.PortForward{Name: name, Port: port, HostPort: hostPort})
+	if err != nil || res == nil {
+		return err
+	}
+	if g.output == "json" {
+		var ct events.Container
+		_ = json.Unmarshal(res.Output, &ct)
+		return printJSON(ct)
+	}
+	if port != 0 {
+		fmt.Printf("%s %s:%d -> %s:%d\n", did, rec.Server, hostPort, name, port)
+	} else {
+		fmt.Printf("%s %s:%d\n", did, rec.Server, hostPort)
+	}
+	return nil
+}

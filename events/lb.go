@@ -1,0 +1,103 @@
+package events
+
+import "time"
+
+// Load balancer command, event and state types.
+const (
+	// TypeLBAdd runs a load balancer in a container on the addressed server.
+	TypeLBAdd = "lb.add"
+	// TypeLBDelete removes a load balancer.
+	TypeLBDelete = "lb.delete"
+	// TypeLBBackendsAdd adds backends to a load balancer.
+	TypeLBBackendsAdd = "lb.backends.add"
+	// TypeLBBackendsDelete removes backends from a load balancer.
+	TypeLBBackendsDelete = "lb.backends.delete"
+	// TypeLBSet changes a setting of a load balancer.
+	TypeLBSet = "lb.set"
+	// TypeLBChanged says a load balancer's configuration changed.
+	TypeLBChanged = "lb.changed"
+	// TypeLB is a load balancer record.
+	TypeLB = "lb"
+)
+
+// LBAdd asks for a load balancer.
+type LBAdd struct {
+	// Name is the load balancer's name; "" picks KIND-N.
+	Name string `json:"name,omitempty" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// Kind is haproxy or nginx.
+	Kind string `json:"kind" jsonschema:"enum=haproxy,enum=nginx"`
+}
+
+// LBRef names a load balancer.
+type LBRef struct {
+	// Name is the load balancer.
+	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+}
+
+// Backend is one server behind a load balancer.
+type Backend struct {
+	// Name identifies the backend in the load balancer.
+	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9_-]*$,maxLength=63"`
+	// Host is the backend's IPv4 address.
+	Host string `json:"host" jsonschema:"pattern=^[0-9.]+$,maxLength=15"`
+	// Port is the backend's port.
+	Port int `json:"port" jsonschema:"minimum=1,maximum=65535"`
+}
+
+// LBBackends adds backends.
+type LBBackends struct {
+	// LB is the load balancer.
+	LB string `json:"lb" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// Backends are added; one with a name already there replaces it.
+	Backends []Backend `json:"backends" jsonschema:"minItems=1,maxItems=256"`
+}
+
+// LBBackendNames removes backends by name.
+type LBBackendNames struct {
+	// LB is the load balancer.
+	LB string `json:"lb" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// Names are the backends to remove.
+	Names []string `json:"names" jsonschema:"minItems=1,maxItems=256"`
+}
+
+// LBSet changes one setting of a load balancer.
+type LBSet struct {
+	// LB is the load balancer.
+	LB string `json:"lb" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	// Key is the setting: mode.
+	Key string `json:"key" jsonschema:"enum=mode"`
+	// Value is the new value.
+	Value string `json:"value" jsonschema:"maxLength=64"`
+}
+
+// LB is a load balancer as skein knows it; its configuration is rendered from this.
+type LB struct {
+	// Name is the load balancer (also its container's name).
+	Name string `json:"name"`
+	// Kind is haproxy or nginx.
+	Kind string `json:"kind"`
+	// Server is where it runs.
+	Server string `json:"server"`
+	// Status is creating or ready.
+	Status string `json:"status" jsonschema:"enum=creating,enum=ready"`
+	// Mode is the balancing algorithm.
+	Mode string `json:"mode"`
+	// Backends are the servers it balances over.
+	Backends []Backend `json:"backends"`
+	// Command is the id of the command that added it.
+	Command string `json:"command,omitempty"`
+	// Updated is when it last changed.
+	Updated time.Time `json:"updated"`
+}
+
+// LBChange says what changed in a load balancer.
+type LBChange struct {
+	// Name is the load balancer.
+	Name string `json:"name"`
+	// Change is added, backends, mode or deleted.
+	Change string `json:"change"`
+	// Backends is how many backends it has now.
+	Backends int `json:"backends"`
+	// Mode is its mode now.
+	Mode string `json:"mode,omitempty"`
+}

@@ -1,0 +1,149 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// hits sends n requests through the published port and counts the answering hostnames.
+func hits(n int, url string) (map[string]int, error) {
+	out := map[string]int{}
+	for i := 0; i < n; i++ {
+		resp, err := httpClient.Get(url)
+		if err != nil {
+			return out, err
+		}
+		var b strings.Builder
+		buf := make([]byte, 256)
+		k, _ := resp.Body.Read(buf)
+		b.Write(buf[:k])
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return out, &statusErr{resp.StatusCode}
+		}
+		out[strings.TrimSpace(b.String())]++
+	}
+	return out, nil
+}
+
+type statusErr struct{ code int }
+
+func (e *statusErr) Error() string { return "HTTP status " + http.StatusText(e.code) }
+
+// A haproxy load balancer in front of three containers on three servers, reached
+// from the host through a published port.
+func TestLoadBalancerHAProxy(t *testing.T) {
+	dumpOnFailure(t)
+	cleanup(t, "ha1", "w1", "w2", "w3")
+	t.Cleanup(func() { _, _, _ = skein("dellb", "ha1") })
+	for i, s := range []string{"s1", "s2", "s3"} {
+		mustSkein(t, "launch", "skein-busybox", "w"+string(rune('1'+i)), "-s", s)
+	}
+	cs := list(t)
+	out := mustSkein(t, "addlb", "haproxy", "s1", "-n", "ha1")
+	if !strings.Contains(out, "added haproxy load balancer ha1 on s1") {
+		t.Fatalf("addlb said %q", out)
+	}
+	mustSkein(t, "addbackends", "ha1", "web1:"+find(cs, "w1").IPv4+":80", "web2:"+find(cs, "w2").IPv4+":80", "web3:"+find(cs, "w3").IPv4+":80")
+	mustSkein(t, "pub", "s1:ha1", "80", "--host-port", "18080")
+	const url = "http://127.0.0.1:18080/"
+
+	var views []struct {
+		Name      string   `json:"name"`
+		Mode      string   `json:"mode"`
+		Published []string `json:"published"`
+		Backends  []struct {
+			Name string `json:"name"`
+		} `json:"backends"`
+	}
+	if err := json.Unmarshal([]byte(mustSkein(t, "listlbs", "-o", "json")), &views); err != nil || len(views) != 1 {
+		t.Fatalf("listlbs: %v %v", views, err)
+	}
+	if v := views[0]; v.Name != "ha1" || v.Mode != "roundrobin" || len(v.Backends) != 3 || strings.Join(v.Published, ",") != "18080->80" {
+		t.Fatalf("listlbs shows %+v", v)
+	}
+
+	t.Run("roundrobin reaches all three in turn", func(t *testing.T) {
+		eventually(t, 15*time.Second, func() bool { h, err := hits(3, url); return err == nil && len(h) == 3 }, "not every backend answers")
+		h, err := hits(30, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []string{"w1", "w2", "w3"} {
+			if h[w] != 10 {
+				t.Fatalf("30 requests: %v, want 10 each", h)
+			}
+		}
+	})
+
+	t.Run("source sends one client to one backend", func(t *testing.T) {
+		mustSkein(t, "setlb", "ha1", "mode", "source")
+		// The old haproxy worker drains what it accepted before the reload; then one backend only.
+		var h map[string]int
+		eventually(t, 10*time.Second, func() bool {
+			var err error
+			h, err = hits(20, url)
+			return err == nil && len(h) == 1
+		}, "20 requests from one client went to %v, want one backend", lazyMap{&h})
+	})
+
+	t.Run("leastconn spreads idle requests", func(t *testing.T) {
+		mustSkein(t, "setlb", "ha1", "mode", "leastconn")
+		h, err := hits(30, url)
+		if err != nil || len(h) < 2 {
+			t.Fatalf("30 sequential requests with leastconn: %v %v", h, err)
+		}
+	})
+
+	t.Run("bad input is refused and the running load balancer is untouched", func(t *testing.T) {
+		cases := []struct {
+			args []string
+			want string
+		}{
+			{[]string{"addbackends", "ha1", "web4:10.77.1:80"}, "bad backend"},
+			{[]string{"addbackends", "ha1", "10.77.1.5:80"}, "want NAME:IP:PORT"},
+			{[]string{"addbackends", "nolb", "web4:10.77.1.5:80"}, `no load balancer named "nolb"`},
+			{[]string{"setlb", "ha1", "mode", "ip_hash"}, `haproxy load balancers have no mode "ip_hash": use roundrobin, leastconn, source`},
+			{[]string{"addlb", "haproxy", "s1", "-n", "ha1"}, "already exists"},
+			{[]string{"pub", "w2", "80", "--host-port", "18080"}, "host port 18080"},
+		}
+		for _, tc := range cases {
+			errOut := skeinFails(t, tc.args...)
+			if !strings.Contains(errOut, tc.want) {
+				t.Errorf("skein %v: %q does not say %q", tc.args, strings.TrimSpace(errOut), tc.want)
+			}
+		}
+		if err := json.Unmarshal([]byte(mustSkein(t, "listlbs", "-o", "json")), &views); err != nil || views[0].Mode != "leastconn" || len(views[0].Backends) != 3 {
+			t.Fatalf("the load balancer changed: %+v %v", views, err)
+		}
+		if h, err := hits(6, url); err != nil || len(h) < 2 {
+			t.Fatalf("the load balancer stopped serving: %v %v", h, err)
+		}
+	})
+
+	t.Run("a removed backend gets no more requests", func(t *testing.T) {
+		mustSkein(t, "setlb", "ha1", "mode", "roundrobin")
+		mustSkein(t, "delbackends", "ha1", "web3")
+		var h map[string]int
+		eventually(t, 10*time.Second, func() bool {
+			var err error
+			h, err = hits(20, url)
+			return err == nil && h["w3"] == 0 && h["w1"] == 10 && h["w2"] == 10
+		}, "after delbackends web3: %v", lazyMap{&h})
+	})
+
+	t.Run("unpub closes the port", func(t *testing.T) {
+		mustSkein(t, "unpub", "ha1", "18080")
+		eventually(t, 5*time.Second, func() bool { _, err := hits(1, url); return err != nil }, "port 18080 still answers")
+	})
+}
+
+type lazyMap struct{ m *map[string]int }
+
+func (l lazyMap) String() string { return fmt.Sprint(*l.m) }

@@ -1,0 +1,341 @@
+// Package lb runs load balancers on one server: haproxy in a service container,
+// its configuration rendered from skein's state by a pure function, checked by
+// haproxy itself before it replaces the running one, and rolled back when the
+// reload fails.
+package lb
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/workers"
+	"github.com/skeinhq/skein/workers/containers"
+)
+
+// Paths in a load balancer's container.
+const (
+	haproxyConfig = "/etc/haproxy/haproxy.cfg"
+	haproxyNext   = "/etc/haproxy/haproxy.cfg.next"
+	haproxyPrev   = "/etc/haproxy/haproxy.cfg.prev"
+)
+
+// Config configures the load balancer worker of one server.
+type Config struct {
+	// Server is the server's name.
+	Server string
+	// Image is the image load balancers run from.
+	Image string
+	// Runtime is the server's container runtime.
+	Runtime container.Runtime
+	// Containers launches and deletes load balancer containers.
+	Containers *containers.Worker
+	// Publisher publishes the worker's events.
+	Publisher *bus.Publisher
+	// Log is the worker's logger.
+	Log zerolog.Logger
+}
+
+// Worker is the load balancer worker of one server.
+type Worker struct {
+	cfg Config
+	kv  jetstream.KeyValue
+}
+
+// New returns the load balancer worker; js gives it its bucket.
+func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, error) {
+	kv, err := js.KeyValue(ctx, bus.BucketLBs)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{cfg: cfg, kv: kv}, nil
+}
+
+// Register adds the worker's handlers to the runtime, in one visible block.
+func (w *Worker) Register(r *workers.Runtime) {
+	r.Handle(events.TypeLBAdd, w.Add)
+	r.Handle(events.TypeLBDelete, w.Delete)
+	r.Handle(events.TypeLBBackendsAdd, w.AddBackends)
+	r.Handle(events.TypeLBBackendsDelete, w.DeleteBackends)
+	r.Handle(events.TypeLBSet, w.Set)
+}
+
+// Add runs a load balancer in a container on this server with no backends yet.
+func (w *Worker) Add(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.LBAdd
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	if p.Kind != "haproxy" {
+		return nil, workers.Invalid("%s load balancers are not available yet: use haproxy", p.Kind)
+	}
+	id := req.Envelope.ID
+	if p.Name == "" {
+		name, err := w.freeName(ctx, p.Kind)
+		if err != nil {
+			return nil, err
+		}
+		p.Name = name
+	}
+	lb, rev, err := w.get(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	if lb != nil && lb.Command != id {
+		return nil, workers.Conflict("a load balancer named %s already exists on server %s: pick another name with -n", p.Name, lb.Server)
+	}
+	if lb == nil {
+		rec := events.LB{Name: p.Name, Kind: p.Kind, Server: w.cfg.Server, Status: events.EndpointCreating, Mode: HAProxyModes[0], Backends: []events.Backend{}, Command: id, Updated: time.Now().UTC()}
+		b, _ := json.Marshal(rec)
+		if rev, err = w.kv.Create(ctx, p.Name, b); err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				return nil, workers.Conflict("a load balancer named %s already exists: pick another name with -n", p.Name)
+			}
+			return nil, workers.Transient("reserving %s: %v", p.Name, err)
+		}
+		lb = &rec
+	}
+	if lb.Status == events.EndpointReady {
+		return *lb, nil
+	}
+	req.Progress("container", fmt.Sprintf("launching %s (%s) on %s", p.Name, w.cfg.Image, w.cfg.Server))
+	if _, err := w.cfg.Containers.LaunchContainer(ctx, req, events.Launch{Name: p.Name, Image: w.cfg.Image}); err != nil {
+		var we *workers.Error
+		if errors.As(err, &we) && !we.Transient {
+			_ = w.kv.Delete(ctx, p.Name, jetstream.LastRevision(rev))
+		}
+		return nil, err
+	}
+	req.Progress("configure", "configuring haproxy")
+	if err := w.apply(ctx, *lb); err != nil {
+		return nil, err
+	}
+	lb.Status = events.EndpointReady
+	if err := w.save(ctx, lb, "added"); err != nil {
+		return nil, err
+	}
+	return *lb, nil
+}
+
+// Delete removes a load balancer and its container.
+func (w *Worker) Delete(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.LBRef
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	lb, _, err := w.get(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	if lb == nil {
+		if req.Attempt > 1 {
+			return events.LB{Name: p.Name, Server: w.cfg.Server, Status: events.EndpointReady, Backends: []events.Backend{}, Updated: time.Now().UTC()}, nil
+		}
+		return nil, workers.NotFound("no load balancer named %s: `skein listlbs` shows them", p.Name)
+	}
+	if _, err := w.cfg.Containers.DeleteContainer(ctx, req, p.Name); err != nil {
+		return nil, err
+	}
+	if err := w.kv.Delete(ctx, p.Name); err != nil {
+		return nil, workers.Transient("forgetting %s: %v", p.Name, err)
+	}
+	w.publish(ctx, events.LBChange{Name: p.Name, Change: "deleted"})
+	return *lb, nil
+}
+
+// AddBackends adds backends; a backend with a name already there is replaced.
+func (w *Worker) AddBackends(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.LBBackends
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	return w.change(ctx, p.LB, "backends", func(lb *events.LB) error {
+		for _, nb := range p.Backends {
+			if nb.Host == "" || nb.Port == 0 {
+				return workers.Invalid("backend %s needs NAME:IP:PORT", nb.Name)
+			}
+			replaced := false
+			for i, b := range lb.Backends {
+				if b.Name == nb.Name {
+					lb.Backends[i], replaced = nb, true
+				}
+			}
+			if !replaced {
+				lb.Backends = append(lb.Backends, nb)
+			}
+		}
+		sort.Slice(lb.Backends, func(i, j int) bool { return lb.Backends[i].Name < lb.Backends[j].Name })
+		return nil
+	})
+}
+
+// DeleteBackends removes backends by name; removing one that is gone succeeds.
+func (w *Worker) DeleteBackends(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.LBBackendNames
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	return w.change(ctx, p.LB, "backends", func(lb *events.LB) error {
+		drop := map[string]bool{}
+		for _, n := range p.Names {
+			drop[n] = true
+		}
+		kept := lb.Backends[:0]
+		for _, b := range lb.Backends {
+			if !drop[b.Name] {
+				kept = append(kept, b)
+			}
+		}
+		lb.Backends = kept
+		return nil
+	})
+}
+
+// Set changes a setting of a load balancer.
+func (w *Worker) Set(ctx context.Context, req *workers.Request) (any, error) {
+	var p events.LBSet
+	if err := req.Decode(&p); err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	return w.change(ctx, p.LB, p.Key, func(lb *events.LB) error {
+		switch p.Key {
+		case "mode":
+			for _, m := range HAProxyModes {
+				if m == p.Value {
+					lb.Mode = m
+					return nil
+				}
+			}
+			return workers.Invalid("haproxy load balancers have no mode %q: use %s", p.Value, strings.Join(HAProxyModes, ", "))
+		}
+		return workers.Invalid("unknown setting %q", p.Key)
+	})
+}
+
+// change edits a ready load balancer, applies the new configuration and only
+// then records it: the record always says what is running.
+func (w *Worker) change(ctx context.Context, name, what string, edit func(*events.LB) error) (any, error) {
+	lb, _, err := w.get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if lb == nil {
+		return nil, workers.NotFound("no load balancer named %s: `skein listlbs` shows them", name)
+	}
+	if lb.Server != w.cfg.Server {
+		return nil, workers.Invalid("load balancer %s is on server %s, not %s", name, lb.Server, w.cfg.Server)
+	}
+	if lb.Status != events.EndpointReady {
+		return nil, workers.Transient("load balancer %s is still being created", name)
+	}
+	next := *lb
+	next.Backends = append([]events.Backend(nil), lb.Backends...)
+	if err := edit(&next); err != nil {
+		return nil, err
+	}
+	if err := w.apply(ctx, next); err != nil {
+		return nil, err
+	}
+	if err := w.save(ctx, &next, what); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+// apply installs a rendered configuration: checked by haproxy -c first, the
+// running one kept as .prev and restored if the reload fails.
+func (w *Worker) apply(ctx context.Context, lb events.LB) error {
+	rt := w.cfg.Runtime
+	cfg := RenderHAProxy(lb)
+	if err := rt.PushFile(ctx, lb.Name, haproxyNext, []byte(cfg), 0o644); err != nil {
+		return workers.Transient("writing the configuration of %s: %v", lb.Name, err)
+	}
+	res, err := rt.Exec(ctx, lb.Name, "haproxy", "-c", "-f", haproxyNext)
+	if err != nil {
+		return workers.Transient("checking the configuration of %s: %v", lb.Name, err)
+	}
+	if res.Code != 0 {
+		return workers.Invalid("haproxy refused the new configuration of %s (the old one keeps serving): %s", lb.Name, strings.TrimSpace(string(res.Stdout)+string(res.Stderr)))
+	}
+	script := fmt.Sprintf(`set -e
+[ -f %[1]s ] && cp %[1]s %[2]s || true
+cp %[3]s %[1]s
+if systemctl is-active -q haproxy; then
+  systemctl reload haproxy || { [ -f %[2]s ] && cp %[2]s %[1]s; systemctl reload haproxy || true; exit 3; }
+else
+  systemctl enable -q haproxy 2>/dev/null || true
+  systemctl restart haproxy || exit 4
+fi`, haproxyConfig, haproxyPrev, haproxyNext)
+	res, err = rt.Exec(ctx, lb.Name, "sh", "-c", script)
+	if err != nil {
+		return workers.Transient("reloading %s: %v", lb.Name, err)
+	}
+	switch res.Code {
+	case 0:
+		return nil
+	case 3:
+		return workers.Invalid("haproxy of %s failed to reload; the previous configuration was restored: %s", lb.Name, strings.TrimSpace(string(res.Stderr)))
+	default:
+		return workers.Transient("starting haproxy in %s: exit %d: %s", lb.Name, res.Code, strings.TrimSpace(string(res.Stderr)))
+	}
+}
+
+func (w *Worker) save(ctx context.Context, lb *events.LB, what string) error {
+	lb.Updated = time.Now().UTC()
+	b, _ := json.Marshal(lb)
+	if _, err := w.kv.Put(ctx, lb.Name, b); err != nil {
+		return workers.Transient("recording %s: %v", lb.Name, err)
+	}
+	w.publish(ctx, events.LBChange{Name: lb.Name, Change: what, Backends: len(lb.Backends), Mode: lb.Mode})
+	return nil
+}
+
+func (w *Worker) publish(ctx context.Context, ch events.LBChange) {
+	if err := w.cfg.Publisher.Publish(ctx, events.TypeLBChanged, ch); err != nil {
+		w.cfg.Log.Warn().Err(err).Msg("publishing event")
+	}
+}
+
+// freeName picks KIND-N with the lowest N not taken by a load balancer.
+func (w *Worker) freeName(ctx context.Context, kind string) (string, error) {
+	taken := map[string]bool{}
+	lister, err := w.kv.ListKeys(ctx)
+	if err == nil {
+		for k := range lister.Keys() {
+			taken[k] = true
+		}
+	} else if !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return "", workers.Transient("listing load balancers: %v", err)
+	}
+	for n := 1; ; n++ {
+		if name := fmt.Sprintf("%s-%d", kind, n); !taken[name] {
+			return name, nil
+		}
+	}
+}
+
+// get reads a load balancer's record with its revision; nil when there is none.
+func (w *Worker) get(ctx context.Context, name string) (*events.LB, uint64, error) {
+	e, err := w.kv.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, workers.Transient("reading %s: %v", name, err)
+	}
+	var lb events.LB
+	if err := json.Unmarshal(e.Value(), &lb); err != nil {
+		return nil, 0, workers.Transient("bad record of %s: %v", name, err)
+	}
+	return &lb, e.Revision(), nil
+}
