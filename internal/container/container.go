@@ -116,6 +116,8 @@ type Runtime interface {
 	PushFile(ctx context.Context, name, path string, data []byte, mode os.FileMode) error
 	// Publish forwards a host port into a container's port (port 0 removes the forward).
 	Publish(ctx context.Context, name string, hostPort, port int) error
+	// ExposeSocket makes a unix socket of a container reachable at hostPath on the server.
+	ExposeSocket(ctx context.Context, name, hostPath, containerPath string) error
 	// ForwardDNS makes the server's container DNS send queries for domain to
 	// servers (IP#PORT each); none stops forwarding it.
 	ForwardDNS(ctx context.Context, domain string, servers []string) error

@@ -266,3 +266,14 @@ func (f *Fake) Publish(ctx context.Context, name string, hostPort, port int) err
 	i.Published = kept
 	return nil
 }
+
+// ExposeSocket implements Runtime; the fake only records it.
+func (f *Fake) ExposeSocket(ctx context.Context, name, hostPath, containerPath string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.insts[name]; !ok {
+		return ErrNotFound
+	}
+	f.Files[name+":socket:"+containerPath] = []byte(hostPath)
+	return nil
+}

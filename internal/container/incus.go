@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -274,9 +275,26 @@ func renderDNSForward(raw, domain string, servers []string) string {
 	return strings.Join(out, "\n")
 }
 
-// Publish implements Runtime with a proxy device on the instance; the etag makes
-// concurrent changes retry instead of overwrite each other.
+// Publish implements Runtime with a proxy device on the instance.
 func (r *Incus) Publish(ctx context.Context, name string, hostPort, port int) error {
+	var want map[string]string
+	if port != 0 {
+		want = map[string]string{"type": "proxy", "listen": fmt.Sprintf("tcp:0.0.0.0:%d", hostPort), "connect": fmt.Sprintf("tcp:127.0.0.1:%d", port)}
+	}
+	return r.setDevice(ctx, name, PublishDevice(hostPort), want)
+}
+
+// ExposeSocket implements Runtime with a unix proxy device bound on the host.
+func (r *Incus) ExposeSocket(ctx context.Context, name, hostPath, containerPath string) error {
+	if err := os.MkdirAll(filepath.Dir(hostPath), 0o700); err != nil {
+		return err
+	}
+	return r.setDevice(ctx, name, "skein-sock", map[string]string{"type": "proxy", "bind": "host", "listen": "unix:" + hostPath, "connect": "unix:" + containerPath, "mode": "0600"})
+}
+
+// setDevice sets (want nil: removes) one device of an instance; the etag makes
+// concurrent changes retry instead of overwrite each other.
+func (r *Incus) setDevice(ctx context.Context, name, dev string, want map[string]string) error {
 	for attempt := 0; attempt < 5; attempt++ {
 		inst, etag, err := r.c.GetInstance(ctx, name)
 		if incus.IsNotFound(err) {
@@ -289,15 +307,14 @@ func (r *Incus) Publish(ctx context.Context, name string, hostPort, port int) er
 		if put.Devices == nil {
 			put.Devices = map[string]map[string]string{}
 		}
-		dev := PublishDevice(hostPort)
-		if port == 0 {
-			if _, ok := put.Devices[dev]; !ok {
+		cur, ok := put.Devices[dev]
+		if want == nil {
+			if !ok {
 				return nil
 			}
 			delete(put.Devices, dev)
 		} else {
-			want := map[string]string{"type": "proxy", "listen": fmt.Sprintf("tcp:0.0.0.0:%d", hostPort), "connect": fmt.Sprintf("tcp:127.0.0.1:%d", port)}
-			if cur, ok := put.Devices[dev]; ok && cur["listen"] == want["listen"] && cur["connect"] == want["connect"] {
+			if ok && sameDevice(cur, want) {
 				return nil
 			}
 			put.Devices[dev] = want
@@ -309,8 +326,19 @@ func (r *Incus) Publish(ctx context.Context, name string, hostPort, port int) er
 		if err != nil {
 			return classify(err)
 		}
-		err = op.Wait(ctx)
-		return classify(err)
+		return classify(op.Wait(ctx))
 	}
-	return fmt.Errorf("instance %s kept changing while publishing port %d", name, hostPort)
+	return fmt.Errorf("instance %s kept changing while setting device %s", name, dev)
+}
+
+func sameDevice(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range b {
+		if a[k] != v {
+			return false
+		}
+	}
+	return true
 }

@@ -5,8 +5,10 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -138,6 +140,23 @@ func TestLoadBalancerHAProxy(t *testing.T) {
 		}, "after delbackends web3: %v", lazyMap{&h})
 	})
 
+	t.Run("50 backend changes under load drop no request", func(t *testing.T) {
+		ip3 := find(list(t), "w3").IPv4
+		res := loadDuring(t, url, 4, 3000, 90*time.Second, func() {
+			for i := 0; i < 25; i++ {
+				mustSkein(t, "addbackends", "ha1", "web3:"+ip3+":80")
+				mustSkein(t, "delbackends", "ha1", "web3")
+			}
+		})
+		t.Logf("%d requests (keep-alive, 4 clients) during 50 changes: %d failed, %d answered by web3", res.total, res.failed, res.hosts["w3"])
+		if res.failed != 0 {
+			t.Fatalf("%d of %d requests failed: %v", res.failed, res.total, res.firstErr)
+		}
+		if res.hosts["w3"] == 0 {
+			t.Fatal("web3 never answered: the changes did not take effect")
+		}
+	})
+
 	t.Run("unpub closes the port", func(t *testing.T) {
 		mustSkein(t, "unpub", "ha1", "18080")
 		eventually(t, 5*time.Second, func() bool { _, err := hits(1, url); return err != nil }, "port 18080 still answers")
@@ -147,3 +166,64 @@ func TestLoadBalancerHAProxy(t *testing.T) {
 type lazyMap struct{ m *map[string]int }
 
 func (l lazyMap) String() string { return fmt.Sprint(*l.m) }
+
+type loadResult struct {
+	total, failed int
+	hosts         map[string]int
+	firstErr      error
+}
+
+// loadDuring sends requests from clients keep-alive clients until total requests
+// were sent and change has returned, or limit passed: bounded in count and time.
+func loadDuring(t *testing.T, url string, clients, total int, limit time.Duration, change func()) loadResult {
+	t.Helper()
+	var mu sync.Mutex
+	res := loadResult{hosts: map[string]int{}}
+	sent := 0
+	changing := true
+	deadline := time.Now().Add(limit)
+	var wg sync.WaitGroup
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1}}
+			defer cl.CloseIdleConnections()
+			for {
+				mu.Lock()
+				if (sent >= total && !changing) || time.Now().After(deadline) {
+					mu.Unlock()
+					return
+				}
+				sent++
+				mu.Unlock()
+				resp, err := cl.Get(url)
+				var body []byte
+				if err == nil {
+					body, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				mu.Lock()
+				res.total++
+				if err != nil {
+					res.failed++
+					if res.firstErr == nil {
+						res.firstErr = err
+					}
+				} else {
+					res.hosts[strings.TrimSpace(string(body))]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	change()
+	mu.Lock()
+	changing = false
+	mu.Unlock()
+	wg.Wait()
+	return res
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/internal/haproxy"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/containers"
 )
@@ -119,6 +120,10 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request) (any, error) {
 	req.Progress("configure", "configuring haproxy")
 	if err := w.apply(ctx, *lb); err != nil {
 		return nil, err
+	}
+	// The runtime API, reachable from the agent: backend changes need no reload.
+	if err := w.cfg.Runtime.ExposeSocket(ctx, p.Name, w.socketPath(p.Name), "/run/haproxy/admin.sock"); err != nil {
+		return nil, workers.Transient("exposing the haproxy socket of %s: %v", p.Name, err)
 	}
 	lb.Status = events.EndpointReady
 	if err := w.save(ctx, lb, "added"); err != nil {
@@ -223,7 +228,9 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request) (any, error) {
 }
 
 // change edits a ready load balancer, applies the new configuration and only
-// then records it: the record always says what is running.
+// then records it: the record always says what is running. Backend changes go
+// through haproxy's runtime API (no reload, nothing dropped) with the new file
+// written for later restarts; anything else, or a runtime API refusal, reloads.
 func (w *Worker) change(ctx context.Context, name, what string, edit func(*events.LB) error) (any, error) {
 	lb, _, err := w.get(ctx, name)
 	if err != nil {
@@ -243,8 +250,23 @@ func (w *Worker) change(ctx context.Context, name, what string, edit func(*event
 	if err := edit(&next); err != nil {
 		return nil, err
 	}
-	if err := w.apply(ctx, next); err != nil {
-		return nil, err
+	applied := false
+	if what == "backends" {
+		if err := w.check(ctx, next); err != nil {
+			return nil, err
+		}
+		if err := w.live(ctx, *lb, next); err != nil {
+			w.cfg.Log.Info().Err(err).Str("lb", name).Msg("runtime API change refused; reloading instead")
+		} else if err := w.install(ctx, next, false); err != nil {
+			return nil, err
+		} else {
+			applied = true
+		}
+	}
+	if !applied {
+		if err := w.apply(ctx, next); err != nil {
+			return nil, err
+		}
 	}
 	if err := w.save(ctx, &next, what); err != nil {
 		return nil, err
@@ -252,12 +274,47 @@ func (w *Worker) change(ctx context.Context, name, what string, edit func(*event
 	return next, nil
 }
 
-// apply installs a rendered configuration: checked by haproxy -c first, the
-// running one kept as .prev and restored if the reload fails.
-func (w *Worker) apply(ctx context.Context, lb events.LB) error {
+// socketPath is where the agent reaches a load balancer's haproxy runtime API.
+func (w *Worker) socketPath(name string) string {
+	return fmt.Sprintf("/run/skein/lb/%s-%s.sock", w.cfg.Server, name)
+}
+
+// live changes the running haproxy's servers from old's backends to next's.
+func (w *Worker) live(ctx context.Context, old, next events.LB) error {
+	api := haproxy.Client{Socket: w.socketPath(old.Name)}
+	was := map[string]events.Backend{}
+	for _, b := range old.Backends {
+		was[b.Name] = b
+	}
+	now := map[string]events.Backend{}
+	for _, b := range next.Backends {
+		now[b.Name] = b
+	}
+	for name, b := range was {
+		if nb, ok := now[name]; !ok || nb != b {
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := api.RemoveServer(dctx, "be", name)
+			cancel()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	for name, b := range now {
+		if ob, ok := was[name]; !ok || ob != b {
+			if err := api.AddServer(ctx, "be", b.Name, b.Host, b.Port); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// check writes the rendered configuration next to the running one and has
+// haproxy check it; a refusal leaves the running one untouched.
+func (w *Worker) check(ctx context.Context, lb events.LB) error {
 	rt := w.cfg.Runtime
-	cfg := RenderHAProxy(lb)
-	if err := rt.PushFile(ctx, lb.Name, haproxyNext, []byte(cfg), 0o644); err != nil {
+	if err := rt.PushFile(ctx, lb.Name, haproxyNext, []byte(RenderHAProxy(lb)), 0o644); err != nil {
 		return workers.Transient("writing the configuration of %s: %v", lb.Name, err)
 	}
 	res, err := rt.Exec(ctx, lb.Name, "haproxy", "-c", "-f", haproxyNext)
@@ -267,18 +324,34 @@ func (w *Worker) apply(ctx context.Context, lb events.LB) error {
 	if res.Code != 0 {
 		return workers.Invalid("haproxy refused the new configuration of %s (the old one keeps serving): %s", lb.Name, strings.TrimSpace(string(res.Stdout)+string(res.Stderr)))
 	}
+	return nil
+}
+
+// apply checks and installs a configuration with a reload.
+func (w *Worker) apply(ctx context.Context, lb events.LB) error {
+	if err := w.check(ctx, lb); err != nil {
+		return err
+	}
+	return w.install(ctx, lb, true)
+}
+
+// install makes the checked configuration the running one's file, keeping the
+// previous as .prev; with reload, haproxy reloads it and the previous file is
+// restored if the reload fails.
+func (w *Worker) install(ctx context.Context, lb events.LB, reload bool) error {
 	script := fmt.Sprintf(`set -e
 [ -f %[1]s ] && cp %[1]s %[2]s || true
 cp %[3]s %[1]s
+[ %[4]q = yes ] || exit 0
 if systemctl is-active -q haproxy; then
   systemctl reload haproxy || { [ -f %[2]s ] && cp %[2]s %[1]s; systemctl reload haproxy || true; exit 3; }
 else
   systemctl enable -q haproxy 2>/dev/null || true
   systemctl restart haproxy || exit 4
-fi`, haproxyConfig, haproxyPrev, haproxyNext)
-	res, err = rt.Exec(ctx, lb.Name, "sh", "-c", script)
+fi`, haproxyConfig, haproxyPrev, haproxyNext, map[bool]string{true: "yes", false: "no"}[reload])
+	res, err := w.cfg.Runtime.Exec(ctx, lb.Name, "sh", "-c", script)
 	if err != nil {
-		return workers.Transient("reloading %s: %v", lb.Name, err)
+		return workers.Transient("installing the configuration of %s: %v", lb.Name, err)
 	}
 	switch res.Code {
 	case 0:

@@ -1,0 +1,121 @@
+// Package haproxy speaks haproxy's runtime API (the stats socket in admin mode),
+// the zero-drop path for backend changes: no reload, no connection lost.
+package haproxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client talks to one haproxy's admin socket.
+type Client struct {
+	// Socket is the unix socket path.
+	Socket string
+}
+
+// Command runs one runtime API command and returns haproxy's answer. The
+// connection is not half-closed after the command: haproxy then answers nothing.
+func (c Client) Command(ctx context.Context, cmd string) (string, error) {
+	d := net.Dialer{Timeout: 2 * time.Second}
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return "", fmt.Errorf("haproxy socket %s: %w", c.Socket, err)
+	}
+	defer conn.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = conn.SetDeadline(deadline)
+	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
+		return "", err
+	}
+	out, err := io.ReadAll(conn)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Do runs a command that answers nothing on success (or only a "done"-like
+// line); anything else is haproxy's refusal.
+func (c Client) Do(ctx context.Context, cmd string, okPrefixes ...string) error {
+	out, err := c.Command(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if out == "" {
+		return nil
+	}
+	for _, p := range okPrefixes {
+		if strings.HasPrefix(out, p) {
+			return nil
+		}
+	}
+	return fmt.Errorf("haproxy: %s: %s", cmd, out)
+}
+
+// AddServer adds a server to a backend and puts it in service with its health check.
+func (c Client) AddServer(ctx context.Context, backend, name, addr string, port int) error {
+	if err := c.Do(ctx, fmt.Sprintf("add server %s/%s %s:%d check inter 1s fall 2 rise 1", backend, name, addr, port), "New server registered"); err != nil {
+		return err
+	}
+	if err := c.Do(ctx, fmt.Sprintf("enable health %s/%s", backend, name)); err != nil {
+		return err
+	}
+	return c.Do(ctx, fmt.Sprintf("enable server %s/%s", backend, name))
+}
+
+// RemoveServer drains a server (no new requests; those in flight finish), then
+// deletes it once it has no connection left, within the context's deadline.
+func (c Client) RemoveServer(ctx context.Context, backend, name string) error {
+	if err := c.Do(ctx, fmt.Sprintf("disable server %s/%s", backend, name)); err != nil {
+		return err
+	}
+	for {
+		cur, err := c.currentSessions(ctx, backend, name)
+		if err != nil {
+			return err
+		}
+		if cur == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("haproxy: %s/%s still has %d connections", backend, name, cur)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return c.Do(ctx, fmt.Sprintf("del server %s/%s", backend, name), "Server deleted")
+}
+
+// currentSessions reads scur of one server from "show stat".
+func (c Client) currentSessions(ctx context.Context, backend, name string) (int, error) {
+	out, err := c.Command(ctx, "show stat")
+	if err != nil {
+		return 0, err
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) == 0 {
+		return 0, fmt.Errorf("haproxy: empty show stat")
+	}
+	header := strings.Split(strings.TrimPrefix(lines[0], "# "), ",")
+	col := -1
+	for i, h := range header {
+		if h == "scur" {
+			col = i
+		}
+	}
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		if len(f) > col && col >= 0 && f[0] == backend && f[1] == name {
+			return strconv.Atoi(f[col])
+		}
+	}
+	return 0, nil
+}
