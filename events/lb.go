@@ -26,6 +26,20 @@ type LBAdd struct {
 	Name string `json:"name,omitempty" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
 	// Kind is haproxy or nginx.
 	Kind string `json:"kind" jsonschema:"enum=haproxy,enum=nginx"`
+	// URL is the host name an nginx load balancer answers for.
+	URL string `json:"url,omitempty" jsonschema:"maxLength=253"`
+	// Backends are the first backends (nginx needs at least one).
+	Backends []Backend `json:"backends,omitempty" jsonschema:"maxItems=256"`
+	// TLS is a certificate and key to serve HTTPS with; never logged or stored in skein's state.
+	TLS *TLSPair `json:"tls,omitempty"`
+}
+
+// TLSPair is a PEM certificate (chain) and its private key.
+type TLSPair struct {
+	// Cert is the PEM certificate chain.
+	Cert string `json:"cert" jsonschema:"minLength=1,maxLength=65536"`
+	// Key is the PEM private key.
+	Key string `json:"key" jsonschema:"minLength=1,maxLength=65536"`
 }
 
 // LBRef names a load balancer.
@@ -82,6 +96,10 @@ type LB struct {
 	Status string `json:"status" jsonschema:"enum=creating,enum=ready"`
 	// Mode is the balancing algorithm.
 	Mode string `json:"mode"`
+	// URL is the host name an nginx load balancer answers for.
+	URL string `json:"url,omitempty"`
+	// TLS says whether it serves HTTPS on 443 (the key stays in its container).
+	TLS bool `json:"tls,omitempty"`
 	// Backends are the servers it balances over.
 	Backends []Backend `json:"backends"`
 	// Command is the id of the command that added it.

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,18 +63,48 @@ func printLB(g *globals, did string, res *events.Result) error {
 }
 
 func addlbCmd(g *globals) *cobra.Command {
-	var name string
+	var name, url, certFile, keyFile string
+	var backends []string
 	c := &cobra.Command{
-		Use:   "addlb haproxy SERVER [-n NAME]",
+		Use:   "addlb haproxy|nginx SERVER [-n NAME] [-u URL -b IP:PORT ... [-c CERT -k KEY]]",
 		Short: "Run a load balancer in a container on a server",
-		Args:  cobra.ExactArgs(2),
+		Long: `Run a load balancer in a container on a server.
+
+haproxy: addlb haproxy SERVER [-n NAME], then addbackends LB NAME:IP:PORT ...
+nginx:   addlb nginx SERVER -u URL -b IP:PORT [-b ...] [-c CERT -k KEY] [-n NAME]
+         answers for the host name URL (404 for any other), on 443 too with -c/-k.`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, server := args[0], args[1]
-			if kind != "haproxy" && kind != "nginx" {
-				return fmt.Errorf("unknown load balancer %q: use haproxy", kind)
-			}
-			if kind == "nginx" {
-				return fmt.Errorf("nginx load balancers are not available yet: use haproxy")
+			p := events.LBAdd{Name: name, Kind: kind, URL: url}
+			switch kind {
+			case "haproxy":
+				if url != "" || len(backends) > 0 || certFile != "" || keyFile != "" {
+					return fmt.Errorf("-u, -b, -c and -k are for nginx load balancers; give haproxy ones backends with addbackends")
+				}
+			case "nginx":
+				if url == "" || len(backends) == 0 {
+					return fmt.Errorf("an nginx load balancer needs -u URL and at least one -b IP:PORT")
+				}
+				for _, b := range backends {
+					be, err := parseAddrBackend(b)
+					if err != nil {
+						return err
+					}
+					p.Backends = append(p.Backends, be)
+				}
+				if (certFile == "") != (keyFile == "") {
+					return fmt.Errorf("TLS needs both -c CERT and -k KEY")
+				}
+				if certFile != "" {
+					pair, err := readTLS(certFile, keyFile)
+					if err != nil {
+						return err
+					}
+					p.TLS = pair
+				}
+			default:
+				return fmt.Errorf("unknown load balancer %q: use haproxy or nginx", kind)
 			}
 			if name != "" {
 				if err := checkName(name); err != nil {
@@ -93,7 +125,7 @@ func addlbCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("a container named %s already exists: pick another name with -n", name)
 				}
 			}
-			res, err := cl.do(ctx, server, events.TypeLBAdd, events.LBAdd{Name: name, Kind: kind})
+			res, err := cl.do(ctx, server, events.TypeLBAdd, p)
 			if err != nil || res == nil {
 				return err
 			}
@@ -101,9 +133,38 @@ func addlbCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&name, "name", "n", "", "load balancer name (default KIND-N)")
+	c.Flags().StringVarP(&url, "url", "u", "", "host name an nginx load balancer answers for")
+	c.Flags().StringArrayVarP(&backends, "backend", "b", nil, "nginx backend IP:PORT (repeatable)")
+	c.Flags().StringVarP(&certFile, "cert", "c", "", "PEM certificate file for HTTPS (nginx)")
+	c.Flags().StringVarP(&keyFile, "key", "k", "", "PEM key file for HTTPS (nginx)")
 	g.addCommandFlags(c)
 	g.addOutputFlag(c)
 	return c
+}
+
+// readTLS reads a certificate and key and refuses a pair that does not match.
+func readTLS(certFile, keyFile string) (*events.TLSPair, error) {
+	cert, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the certificate: %w", err)
+	}
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the key: %w", err)
+	}
+	if _, err := tls.X509KeyPair(cert, key); err != nil {
+		return nil, fmt.Errorf("the certificate %s and key %s do not make a pair: %v", certFile, keyFile, err)
+	}
+	return &events.TLSPair{Cert: string(cert), Key: string(key)}, nil
+}
+
+// parseAddrBackend reads an nginx backend IP:PORT; its name is derived from it.
+func parseAddrBackend(s string) (events.Backend, error) {
+	host, port, ok := strings.Cut(s, ":")
+	if !ok {
+		return events.Backend{}, fmt.Errorf("bad backend %q: want IP:PORT, e.g. 10.77.1.5:80", s)
+	}
+	return parseBackend(strings.NewReplacer(".", "-").Replace(host) + "-" + port + ":" + s)
 }
 
 // lbView is a load balancer as listlbs shows it.
@@ -208,13 +269,18 @@ func parseBackend(s string) (events.Backend, error) {
 
 func addbackendsCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
-		Use:   "addbackends LB NAME:IP:PORT ...",
+		Use:   "addbackends LB NAME:IP:PORT ... | addbackends LB IP:PORT ...",
 		Short: "Add backends to a load balancer",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var bes []events.Backend
 			for _, a := range args[1:] {
-				b, err := parseBackend(a)
+				parse := parseBackend
+				if strings.Count(a, ":") == 1 {
+					// IP:PORT, the nginx form: the name is derived from the address.
+					parse = parseAddrBackend
+				}
+				b, err := parse(a)
 				if err != nil {
 					return err
 				}
@@ -237,6 +303,10 @@ func delbackendsCmd(g *globals) *cobra.Command {
 			var names []string
 			for _, a := range args[1:] {
 				name, _, _ := strings.Cut(a, ":")
+				if strings.Count(a, ":") == 1 {
+					// IP:PORT names the backend the nginx way.
+					name = strings.NewReplacer(".", "-", ":", "-").Replace(a)
+				}
 				names = append(names, name)
 			}
 			return onLB(cmd, g, args[0], "changed", events.TypeLBBackendsDelete, events.LBBackendNames{LB: args[0], Names: names})
@@ -249,7 +319,7 @@ func delbackendsCmd(g *globals) *cobra.Command {
 
 func setlbCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
-		Use:   "setlb LB mode roundrobin|leastconn|source",
+		Use:   "setlb LB mode roundrobin|leastconn|source (haproxy) | default|ip_hash|least_conn (nginx)",
 		Short: "Change a setting of a load balancer",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {

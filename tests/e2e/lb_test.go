@@ -109,7 +109,7 @@ func TestLoadBalancerHAProxy(t *testing.T) {
 			want string
 		}{
 			{[]string{"addbackends", "ha1", "web4:10.77.1:80"}, "bad backend"},
-			{[]string{"addbackends", "ha1", "10.77.1.5:80"}, "want NAME:IP:PORT"},
+			{[]string{"addbackends", "ha1", "web4:10.77.1.5:99999"}, "the port must be 1 to 65535"},
 			{[]string{"addbackends", "nolb", "web4:10.77.1.5:80"}, `no load balancer named "nolb"`},
 			{[]string{"setlb", "ha1", "mode", "ip_hash"}, `haproxy load balancers have no mode "ip_hash": use roundrobin, leastconn, source`},
 			{[]string{"addlb", "haproxy", "s1", "-n", "ha1"}, "already exists"},
@@ -176,6 +176,11 @@ type loadResult struct {
 // loadDuring sends requests from clients keep-alive clients until total requests
 // were sent and change has returned, or limit passed: bounded in count and time.
 func loadDuring(t *testing.T, url string, clients, total int, limit time.Duration, change func()) loadResult {
+	return loadDuringHost(t, url, "", clients, total, limit, change)
+}
+
+// loadDuringHost is loadDuring with a Host header.
+func loadDuringHost(t *testing.T, url, host string, clients, total int, limit time.Duration, change func()) loadResult {
 	t.Helper()
 	var mu sync.Mutex
 	res := loadResult{hosts: map[string]int{}}
@@ -197,7 +202,11 @@ func loadDuring(t *testing.T, url string, clients, total int, limit time.Duratio
 				}
 				sent++
 				mu.Unlock()
-				resp, err := cl.Get(url)
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				if host != "" {
+					req.Host = host
+				}
+				resp, err := cl.Do(req)
 				var body []byte
 				if err == nil {
 					body, err = io.ReadAll(resp.Body)

@@ -6,6 +6,7 @@ package lb
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +30,8 @@ const (
 	haproxyConfig = "/etc/haproxy/haproxy.cfg"
 	haproxyNext   = "/etc/haproxy/haproxy.cfg.next"
 	haproxyPrev   = "/etc/haproxy/haproxy.cfg.prev"
+	nginxNext     = "/etc/nginx/skein/site.next"
+	nginxPrev     = "/etc/nginx/skein/site.prev"
 )
 
 // Config configures the load balancer worker of one server.
@@ -77,8 +80,17 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request) (any, error) {
 	if err := req.Decode(&p); err != nil {
 		return nil, workers.Invalid("%v", err)
 	}
-	if p.Kind != "haproxy" {
-		return nil, workers.Invalid("%s load balancers are not available yet: use haproxy", p.Kind)
+	if p.Kind == "nginx" {
+		if p.URL == "" || len(p.Backends) == 0 {
+			return nil, workers.Invalid("an nginx load balancer needs a URL and at least one backend: addlb nginx SERVER -u URL -b IP:PORT")
+		}
+	} else if p.URL != "" || p.TLS != nil {
+		return nil, workers.Invalid("-u, -c and -k are for nginx load balancers; haproxy ones get backends with addbackends")
+	}
+	if p.TLS != nil {
+		if _, err := tls.X509KeyPair([]byte(p.TLS.Cert), []byte(p.TLS.Key)); err != nil {
+			return nil, workers.Invalid("the certificate and key do not make a pair: %v", err)
+		}
 	}
 	id := req.Envelope.ID
 	if p.Name == "" {
@@ -96,7 +108,8 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request) (any, error) {
 		return nil, workers.Conflict("a load balancer named %s already exists on server %s: pick another name with -n", p.Name, lb.Server)
 	}
 	if lb == nil {
-		rec := events.LB{Name: p.Name, Kind: p.Kind, Server: w.cfg.Server, Status: events.EndpointCreating, Mode: HAProxyModes[0], Backends: []events.Backend{}, Command: id, Updated: time.Now().UTC()}
+		rec := events.LB{Name: p.Name, Kind: p.Kind, Server: w.cfg.Server, Status: events.EndpointCreating, Mode: modes(p.Kind)[0], URL: p.URL, TLS: p.TLS != nil,
+			Backends: append([]events.Backend{}, p.Backends...), Command: id, Updated: time.Now().UTC()}
 		b, _ := json.Marshal(rec)
 		if rev, err = w.kv.Create(ctx, p.Name, b); err != nil {
 			if errors.Is(err, jetstream.ErrKeyExists) {
@@ -117,13 +130,32 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request) (any, error) {
 		}
 		return nil, err
 	}
-	req.Progress("configure", "configuring haproxy")
+	req.Progress("configure", "configuring "+p.Kind)
+	if p.TLS != nil {
+		// The key goes straight into the container: it is in no record, log or event.
+		if res, err := w.cfg.Runtime.Exec(ctx, p.Name, "mkdir", "-p", "/etc/nginx/skein"); err != nil || res.Code != 0 {
+			return nil, workers.Transient("preparing %s: %v", p.Name, err)
+		}
+		if err := w.cfg.Runtime.PushFile(ctx, p.Name, nginxCert, []byte(p.TLS.Cert), 0o644); err != nil {
+			return nil, workers.Transient("writing the certificate: %v", err)
+		}
+		if err := w.cfg.Runtime.PushFile(ctx, p.Name, nginxKey, []byte(p.TLS.Key), 0o600); err != nil {
+			return nil, workers.Transient("writing the key: %v", err)
+		}
+	}
 	if err := w.apply(ctx, *lb); err != nil {
+		if errors.Is(err, errRefused) {
+			// A configuration the tool refuses at creation will not get better: undo.
+			_, _ = w.cfg.Containers.DeleteContainer(ctx, req, p.Name)
+			_ = w.kv.Delete(ctx, p.Name)
+		}
 		return nil, err
 	}
-	// The runtime API, reachable from the agent: backend changes need no reload.
-	if err := w.cfg.Runtime.ExposeSocket(ctx, p.Name, w.socketPath(p.Name), "/run/haproxy/admin.sock"); err != nil {
-		return nil, workers.Transient("exposing the haproxy socket of %s: %v", p.Name, err)
+	if p.Kind == "haproxy" {
+		// The runtime API, reachable from the agent: backend changes need no reload.
+		if err := w.cfg.Runtime.ExposeSocket(ctx, p.Name, w.socketPath(p.Name), "/run/haproxy/admin.sock"); err != nil {
+			return nil, workers.Transient("exposing the haproxy socket of %s: %v", p.Name, err)
+		}
 	}
 	lb.Status = events.EndpointReady
 	if err := w.save(ctx, lb, "added"); err != nil {
@@ -215,13 +247,13 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request) (any, error) {
 	return w.change(ctx, p.LB, p.Key, func(lb *events.LB) error {
 		switch p.Key {
 		case "mode":
-			for _, m := range HAProxyModes {
+			for _, m := range modes(lb.Kind) {
 				if m == p.Value {
 					lb.Mode = m
 					return nil
 				}
 			}
-			return workers.Invalid("haproxy load balancers have no mode %q: use %s", p.Value, strings.Join(HAProxyModes, ", "))
+			return workers.Invalid("%s load balancers have no mode %q: use %s", lb.Kind, p.Value, strings.Join(modes(lb.Kind), ", "))
 		}
 		return workers.Invalid("unknown setting %q", p.Key)
 	})
@@ -251,7 +283,7 @@ func (w *Worker) change(ctx context.Context, name, what string, edit func(*event
 		return nil, err
 	}
 	applied := false
-	if what == "backends" {
+	if what == "backends" && next.Kind == "haproxy" {
 		if err := w.check(ctx, next); err != nil {
 			return nil, err
 		}
@@ -310,19 +342,43 @@ func (w *Worker) live(ctx context.Context, old, next events.LB) error {
 	return nil
 }
 
-// check writes the rendered configuration next to the running one and has
-// haproxy check it; a refusal leaves the running one untouched.
+// errRefused marks a configuration the load balancer's own tool refused.
+var errRefused = errors.New("refused by the tool")
+
+// modes are the balancing modes of a kind of load balancer; the first is the default.
+func modes(kind string) []string {
+	if kind == "nginx" {
+		return NginxModes
+	}
+	return HAProxyModes
+}
+
+// check writes the rendered configuration next to the running one and has the
+// tool check it (haproxy -c, nginx -t); a refusal leaves the running one untouched.
 func (w *Worker) check(ctx context.Context, lb events.LB) error {
 	rt := w.cfg.Runtime
-	if err := rt.PushFile(ctx, lb.Name, haproxyNext, []byte(RenderHAProxy(lb)), 0o644); err != nil {
+	var cfg, next string
+	var argv []string
+	if lb.Kind == "nginx" {
+		cfg, next = RenderNginx(lb), nginxNext
+		// nginx -t checks a whole configuration: the main file with the candidate site.
+		argv = []string{"sh", "-c", fmt.Sprintf("sed 's#/etc/nginx/sites-enabled/\\*#%s#' /etc/nginx/nginx.conf > /etc/nginx/skein/test.conf && nginx -t -q -c /etc/nginx/skein/test.conf", nginxNext)}
+		if res, err := rt.Exec(ctx, lb.Name, "mkdir", "-p", "/etc/nginx/skein"); err != nil || res.Code != 0 {
+			return workers.Transient("preparing %s: %v", lb.Name, err)
+		}
+	} else {
+		cfg, next = RenderHAProxy(lb), haproxyNext
+		argv = []string{"haproxy", "-c", "-f", haproxyNext}
+	}
+	if err := rt.PushFile(ctx, lb.Name, next, []byte(cfg), 0o644); err != nil {
 		return workers.Transient("writing the configuration of %s: %v", lb.Name, err)
 	}
-	res, err := rt.Exec(ctx, lb.Name, "haproxy", "-c", "-f", haproxyNext)
+	res, err := rt.Exec(ctx, lb.Name, argv...)
 	if err != nil {
 		return workers.Transient("checking the configuration of %s: %v", lb.Name, err)
 	}
 	if res.Code != 0 {
-		return workers.Invalid("haproxy refused the new configuration of %s (the old one keeps serving): %s", lb.Name, strings.TrimSpace(string(res.Stdout)+string(res.Stderr)))
+		return fmt.Errorf("%w: %w", errRefused, workers.Invalid("%s refused the new configuration of %s (the old one keeps serving): %s", lb.Kind, lb.Name, strings.TrimSpace(string(res.Stdout)+string(res.Stderr))))
 	}
 	return nil
 }
@@ -336,19 +392,23 @@ func (w *Worker) apply(ctx context.Context, lb events.LB) error {
 }
 
 // install makes the checked configuration the running one's file, keeping the
-// previous as .prev; with reload, haproxy reloads it and the previous file is
-// restored if the reload fails.
+// previous as .prev; with reload, the service reloads gracefully and the previous
+// file is restored if the reload fails.
 func (w *Worker) install(ctx context.Context, lb events.LB, reload bool) error {
+	conf, prev, next, unit := haproxyConfig, haproxyPrev, haproxyNext, "haproxy"
+	if lb.Kind == "nginx" {
+		conf, prev, next, unit = nginxSite, nginxPrev, nginxNext, "nginx"
+	}
 	script := fmt.Sprintf(`set -e
 [ -f %[1]s ] && cp %[1]s %[2]s || true
 cp %[3]s %[1]s
 [ %[4]q = yes ] || exit 0
-if systemctl is-active -q haproxy; then
-  systemctl reload haproxy || { [ -f %[2]s ] && cp %[2]s %[1]s; systemctl reload haproxy || true; exit 3; }
+if systemctl is-active -q %[5]s; then
+  systemctl reload %[5]s || { [ -f %[2]s ] && cp %[2]s %[1]s; systemctl reload %[5]s || true; exit 3; }
 else
-  systemctl enable -q haproxy 2>/dev/null || true
-  systemctl restart haproxy || exit 4
-fi`, haproxyConfig, haproxyPrev, haproxyNext, map[bool]string{true: "yes", false: "no"}[reload])
+  systemctl enable -q %[5]s 2>/dev/null || true
+  systemctl restart %[5]s || exit 4
+fi`, conf, prev, next, map[bool]string{true: "yes", false: "no"}[reload], unit)
 	res, err := w.cfg.Runtime.Exec(ctx, lb.Name, "sh", "-c", script)
 	if err != nil {
 		return workers.Transient("installing the configuration of %s: %v", lb.Name, err)
@@ -357,9 +417,9 @@ fi`, haproxyConfig, haproxyPrev, haproxyNext, map[bool]string{true: "yes", false
 	case 0:
 		return nil
 	case 3:
-		return workers.Invalid("haproxy of %s failed to reload; the previous configuration was restored: %s", lb.Name, strings.TrimSpace(string(res.Stderr)))
+		return workers.Invalid("%s of %s failed to reload; the previous configuration was restored: %s", unit, lb.Name, strings.TrimSpace(string(res.Stderr)))
 	default:
-		return workers.Transient("starting haproxy in %s: exit %d: %s", lb.Name, res.Code, strings.TrimSpace(string(res.Stderr)))
+		return workers.Transient("starting %s in %s: exit %d: %s", unit, lb.Name, res.Code, strings.TrimSpace(string(res.Stderr)))
 	}
 }
 

@@ -50,3 +50,51 @@ backend be
 	}
 	return b.String()
 }
+
+// NginxModes are the balancing modes of nginx load balancers; "default" is round robin.
+var NginxModes = []string{"default", "ip_hash", "least_conn"}
+
+// Paths of an nginx load balancer's files in its container.
+const (
+	nginxSite = "/etc/nginx/sites-enabled/default"
+	nginxCert = "/etc/nginx/skein/tls.crt"
+	nginxKey  = "/etc/nginx/skein/tls.key"
+)
+
+// RenderNginx renders the nginx site of a load balancer: one upstream, the URL's
+// server on 80 (and 443 with TLS), and a default server that answers 404 to any
+// other host name. A pure function of the record.
+func RenderNginx(lb events.LB) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by skein for load balancer %s; skein rewrites it.\n", lb.Name)
+	b.WriteString("upstream be {\n")
+	switch lb.Mode {
+	case "ip_hash":
+		b.WriteString("    ip_hash;\n")
+	case "least_conn":
+		b.WriteString("    least_conn;\n")
+	}
+	if len(lb.Backends) == 0 {
+		// nginx needs a server in an upstream; this one refuses, so requests get 502.
+		b.WriteString("    server 127.0.0.1:1 down;\n")
+	}
+	for _, be := range lb.Backends {
+		fmt.Fprintf(&b, "    server %s:%d max_fails=2 fail_timeout=2s;\n", be.Host, be.Port)
+	}
+	b.WriteString("    keepalive 16;\n}\n\n")
+	b.WriteString("server {\n    listen 80 default_server;\n    server_name _;\n    return 404;\n}\n\n")
+	proxy := `    location / {
+        proxy_pass http://be;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_next_upstream error timeout http_502 http_503;
+    }
+`
+	fmt.Fprintf(&b, "server {\n    listen 80;\n    server_name %s;\n%s}\n", lb.URL, proxy)
+	if lb.TLS {
+		fmt.Fprintf(&b, "\nserver {\n    listen 443 ssl;\n    server_name %s;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n%s}\n", lb.URL, nginxCert, nginxKey, proxy)
+	}
+	return b.String()
+}

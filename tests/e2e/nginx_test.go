@@ -1,0 +1,167 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testCA makes a CA and a certificate for host signed by it, as PEM files.
+func testCA(t *testing.T, dir, host string) (caPool *x509.CertPool, certFile, keyFile string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "skein test CA"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, host+".crt"), filepath.Join(dir, host+".key")
+	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	caPool = x509.NewCertPool()
+	caPool.AddCert(ca)
+	return caPool, certFile, keyFile
+}
+
+// getHost fetches url with a Host header and returns the status and body.
+func getHost(client *http.Client, url, host string) (int, string, error) {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Host = host
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 512)
+	n, _ := resp.Body.Read(buf)
+	return resp.StatusCode, strings.TrimSpace(string(buf[:n])), nil
+}
+
+// An nginx load balancer answers for its URL, serves TLS that verifies against
+// the given CA, balances by mode, and drops nothing while backends change.
+func TestLoadBalancerNginx(t *testing.T) {
+	dumpOnFailure(t)
+	cleanup(t, "ng1", "n1", "n2")
+	t.Cleanup(func() { _, _, _ = skein("dellb", "ng1") })
+	mustSkein(t, "launch", "skein-busybox", "n1", "-s", "s2")
+	mustSkein(t, "launch", "skein-busybox", "n2", "-s", "s3")
+	cs := list(t)
+	ip1, ip2 := find(cs, "n1").IPv4, find(cs, "n2").IPv4
+	dir := t.TempDir()
+	pool, certFile, keyFile := testCA(t, dir, "mywordpress.test")
+	_, _, otherKey := testCA(t, dir, "other.test")
+
+	t.Run("a certificate that does not match its key is refused and creates nothing", func(t *testing.T) {
+		errOut := skeinFails(t, "addlb", "nginx", "s2", "-n", "ngbad", "-u", "mywordpress.test", "-b", ip1+":80", "-c", certFile, "-k", otherKey)
+		if !strings.Contains(errOut, "do not make a pair") {
+			t.Fatalf("error %q", errOut)
+		}
+		if strings.Contains(mustSkein(t, "listlbs"), "ngbad") || contains(incusNames(t, "skein-s2"), "ngbad") {
+			t.Fatal("a refused load balancer was created")
+		}
+		for _, args := range [][]string{
+			{"addlb", "nginx", "s2", "-u", "x.test"},
+			{"addlb", "nginx", "s2", "-b", ip1 + ":80"},
+			{"addlb", "haproxy", "s2", "-u", "x.test"},
+		} {
+			skeinFails(t, args...)
+		}
+	})
+
+	out := mustSkein(t, "addlb", "nginx", "s2", "-n", "ng1", "-u", "mywordpress.test", "-b", ip1+":80", "-c", certFile, "-k", keyFile)
+	if !strings.Contains(out, "added nginx load balancer ng1 on s2") {
+		t.Fatalf("addlb said %q", out)
+	}
+	mustSkein(t, "pub", "ng1", "80", "--host-port", "18090")
+	mustSkein(t, "pub", "ng1", "443", "--host-port", "18493")
+	const url = "http://127.0.0.1:18090/"
+	plain := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+
+	t.Run("answers for its URL only", func(t *testing.T) {
+		eventually(t, 10*time.Second, func() bool { code, body, err := getHost(plain, url, "mywordpress.test"); return err == nil && code == 200 && body == "n1" }, "no answer for mywordpress.test")
+		if code, _, err := getHost(plain, url, "other.test"); err != nil || code != 404 {
+			t.Fatalf("another host name got %d %v, want 404", code, err)
+		}
+	})
+
+	t.Run("TLS verifies against the CA", func(t *testing.T) {
+		tlsClient := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
+			TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "mywordpress.test"},
+			DialContext: (&net.Dialer{}).DialContext}}
+		code, body, err := getHost(tlsClient, "https://127.0.0.1:18493/", "mywordpress.test")
+		if err != nil || code != 200 || body != "n1" {
+			t.Fatalf("HTTPS: %d %q %v", code, body, err)
+		}
+		strict := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil, TLSClientConfig: &tls.Config{ServerName: "mywordpress.test"}}}
+		if _, _, err := getHost(strict, "https://127.0.0.1:18493/", "mywordpress.test"); err == nil {
+			t.Fatal("the certificate verified without the CA")
+		}
+	})
+
+	t.Run("round robin, then ip_hash; a haproxy mode is refused", func(t *testing.T) {
+		mustSkein(t, "addbackends", "ng1", ip2+":80")
+		seen := map[string]bool{}
+		eventually(t, 10*time.Second, func() bool {
+			_, body, err := getHost(plain, url, "mywordpress.test")
+			if err == nil {
+				seen[body] = true
+			}
+			return seen["n1"] && seen["n2"]
+		}, "round robin does not reach both backends: %v", seen)
+		errOut := skeinFails(t, "setlb", "ng1", "mode", "leastconn")
+		if !strings.Contains(errOut, `nginx load balancers have no mode "leastconn": use default, ip_hash, least_conn`) {
+			t.Fatalf("error %q", errOut)
+		}
+		mustSkein(t, "setlb", "ng1", "mode", "ip_hash")
+		eventually(t, 10*time.Second, func() bool {
+			got := map[string]bool{}
+			for i := 0; i < 10; i++ {
+				_, body, err := getHost(plain, url, "mywordpress.test")
+				if err != nil {
+					return false
+				}
+				got[body] = true
+			}
+			return len(got) == 1
+		}, "ip_hash does not keep one client on one backend")
+		mustSkein(t, "setlb", "ng1", "mode", "default")
+	})
+
+	t.Run("50 backend changes under load drop no request", func(t *testing.T) {
+		mustSkein(t, "delbackends", "ng1", ip2+":80")
+		res := loadDuringHost(t, url, "mywordpress.test", 4, 2000, 120*time.Second, func() {
+			for i := 0; i < 25; i++ {
+				mustSkein(t, "addbackends", "ng1", ip2+":80")
+				mustSkein(t, "delbackends", "ng1", ip2+":80")
+			}
+		})
+		t.Logf("%d requests (keep-alive, 4 clients) during 50 changes: %d failed, %d answered by n2", res.total, res.failed, res.hosts["n2"])
+		if res.failed != 0 {
+			t.Fatalf("%d of %d requests failed: %v", res.failed, res.total, res.firstErr)
+		}
+	})
+}
