@@ -102,7 +102,10 @@ func TestLoadBalancerNginx(t *testing.T) {
 	plain := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 
 	t.Run("answers for its URL only", func(t *testing.T) {
-		eventually(t, 10*time.Second, func() bool { code, body, err := getHost(plain, url, "mywordpress.test"); return err == nil && code == 200 && body == "n1" }, "no answer for mywordpress.test")
+		eventually(t, 10*time.Second, func() bool {
+			code, body, err := getHost(plain, url, "mywordpress.test")
+			return err == nil && code == 200 && body == "n1"
+		}, "no answer for mywordpress.test")
 		if code, _, err := getHost(plain, url, "other.test"); err != nil || code != 404 {
 			t.Fatalf("another host name got %d %v, want 404", code, err)
 		}
@@ -111,7 +114,7 @@ func TestLoadBalancerNginx(t *testing.T) {
 	t.Run("TLS verifies against the CA", func(t *testing.T) {
 		tlsClient := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
 			TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "mywordpress.test"},
-			DialContext: (&net.Dialer{}).DialContext}}
+			DialContext:     (&net.Dialer{}).DialContext}}
 		code, body, err := getHost(tlsClient, "https://127.0.0.1:18493/", "mywordpress.test")
 		if err != nil || code != 200 || body != "n1" {
 			t.Fatalf("HTTPS: %d %q %v", code, body, err)
