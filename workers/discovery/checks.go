@@ -12,6 +12,9 @@ import (
 	"github.com/skeinhq/skein/events"
 )
 
+// notRun is the output of a check that has not run yet.
+const notRun = "not run yet"
+
 // checkState is the last result of one check of one container.
 type checkState struct {
 	def     events.CheckDef
@@ -28,7 +31,7 @@ func (w *Worker) checkState(container string, def events.CheckDef) *checkState {
 	key := container + "/" + def.Name
 	st, ok := w.checks[key]
 	if !ok || st.def != def {
-		st = &checkState{def: def, status: "critical", output: "not run yet"}
+		st = &checkState{def: def, status: "critical", output: notRun}
 		w.checks[key] = st
 	}
 	return st

@@ -84,8 +84,9 @@ type Worker struct {
 	defs    map[string]events.Definitions
 	cts     map[string]events.Container
 	ads     map[string]events.Adhoc
-	applied map[string]string // node → fingerprint of what the catalog has
-	status  map[string]string // node → check statuses the catalog has
+	applied map[string]string           // node → fingerprint of what the catalog has
+	status  map[string]string           // node → check statuses the catalog has
+	told    map[string][]consul.Service // node → services announced as registered
 	checks  map[string]*checkState
 	dns     string // forwarding last set on the bridge
 	poke    chan struct{}
@@ -94,7 +95,7 @@ type Worker struct {
 // New returns the discovery worker; js gives it its buckets.
 func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, error) {
 	w := &Worker{cfg: cfg, eps: map[string]events.Endpoint{}, defs: map[string]events.Definitions{}, cts: map[string]events.Container{}, ads: map[string]events.Adhoc{},
-		applied: map[string]string{}, status: map[string]string{}, checks: map[string]*checkState{}, poke: make(chan struct{}, 1), dns: "\x00"}
+		applied: map[string]string{}, status: map[string]string{}, told: map[string][]consul.Service{}, checks: map[string]*checkState{}, poke: make(chan struct{}, 1), dns: "\x00"}
 	var err error
 	if w.endpoints, err = js.KeyValue(ctx, bus.BucketEndpoints); err != nil {
 		return nil, err
@@ -245,8 +246,9 @@ type target struct {
 	checks   []events.CheckDef
 }
 
-// adhocNode is the catalog node of an ad-hoc entry; the prefix keeps it apart from container names.
-func adhocNode(name string) string { return "pub-" + name }
+// adhocNode is the catalog node of an ad-hoc entry. Container names start with a
+// letter, so the leading digit keeps the two apart.
+func adhocNode(name string) string { return "0pub-" + name }
 
 // targets lists what this server publishes now. Called with w.mu held.
 func (w *Worker) targets() []target {
@@ -312,11 +314,41 @@ func fingerprint(n consul.Node) string {
 	return b.String()
 }
 
+// tellServices announces the services a node gained and lost since it was last
+// written, and remembers what it has now.
+func (w *Worker) tellServices(ctx context.Context, node, address string, now []consul.Service) {
+	w.mu.Lock()
+	before := w.told[node]
+	if len(now) == 0 {
+		delete(w.told, node)
+	} else {
+		w.told[node] = now
+	}
+	w.mu.Unlock()
+	had := map[string]consul.Service{}
+	for _, s := range before {
+		had[s.Name] = s
+	}
+	has := map[string]bool{}
+	for _, s := range now {
+		has[s.Name] = true
+		if old, ok := had[s.Name]; !ok || old.Port != s.Port {
+			w.publish(ctx, events.TypeServiceRegistered, events.Registration{Container: node, Service: s.Name, Address: address, Port: s.Port})
+		}
+	}
+	for _, s := range before {
+		if !has[s.Name] {
+			w.publish(ctx, events.TypeServiceDeregistered, events.Registration{Container: node, Service: s.Name, Port: s.Port})
+		}
+	}
+}
+
 // statuses identifies the checks' statuses of a registration.
 func statuses(n consul.Node) string {
 	var b strings.Builder
 	for _, c := range n.Checks {
-		fmt.Fprintf(&b, "%s=%s|", c.ID, c.Status)
+		// A first result that keeps the status still replaces "not run yet".
+		fmt.Fprintf(&b, "%s=%s:%t|", c.ID, c.Status, c.Output == notRun)
 	}
 	return b.String()
 }
@@ -393,13 +425,8 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 			log.Warn().Err(err).Str("container", name).Msg("registering")
 			continue
 		}
-		first := applied[name] == "" || applied[name] == "?"
 		applied[name], status[name] = fp, sp
-		if first {
-			for _, s := range n.Services {
-				w.publish(ctx, events.TypeServiceRegistered, events.Registration{Container: name, Service: s.Name, Address: n.Address, Port: s.Port})
-			}
-		}
+		w.tellServices(ctx, name, n.Address, n.Services)
 		log.Info().Str("container", name).Str("address", n.Address).Msg("published")
 	}
 	for name := range applied {
@@ -412,15 +439,7 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 		}
 		delete(applied, name)
 		delete(status, name)
-		w.mu.Lock()
-		d := w.defs[name]
-		w.mu.Unlock()
-		for _, s := range d.Services {
-			w.publish(ctx, events.TypeServiceDeregistered, events.Registration{Container: name, Service: s.Name, Port: s.Port})
-		}
-		if strings.HasPrefix(name, "pub-") {
-			w.publish(ctx, events.TypeServiceDeregistered, events.Registration{Service: strings.TrimPrefix(name, "pub-")})
-		}
+		w.tellServices(ctx, name, "", nil)
 		log.Info().Str("container", name).Msg("removed from the catalog")
 	}
 	w.mu.Lock()
