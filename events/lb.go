@@ -52,8 +52,9 @@ type LBRef struct {
 type Backend struct {
 	// Name identifies the backend in the load balancer.
 	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9_-]*$,maxLength=63"`
-	// Host is the backend's IPv4 address.
-	Host string `json:"host" jsonschema:"pattern=^[0-9.]+$,maxLength=15"`
+	// Host is the backend's IPv4 address, or a Consul service name
+	// (NAME.service.consul) that the load balancer resolves through the endpoints.
+	Host string `json:"host" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9.-]*$,maxLength=253"`
 	// Port is the backend's port.
 	Port int `json:"port" jsonschema:"minimum=1,maximum=65535"`
 }
@@ -78,10 +79,10 @@ type LBBackendNames struct {
 type LBSet struct {
 	// LB is the load balancer.
 	LB string `json:"lb" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
-	// Key is the setting: mode.
-	Key string `json:"key" jsonschema:"enum=mode"`
+	// Key is the setting: mode, or resolvers (the DNS servers of Consul-name backends, comma-separated IP:PORT).
+	Key string `json:"key" jsonschema:"enum=mode,enum=resolvers"`
 	// Value is the new value.
-	Value string `json:"value" jsonschema:"maxLength=64"`
+	Value string `json:"value" jsonschema:"maxLength=1024"`
 }
 
 // LB is a load balancer as skein knows it; its configuration is rendered from this.
@@ -100,6 +101,8 @@ type LB struct {
 	URL string `json:"url,omitempty"`
 	// TLS says whether it serves HTTPS on 443 (the key stays in its container).
 	TLS bool `json:"tls,omitempty"`
+	// Resolvers are the DNS servers (IP:PORT) that resolve Consul-name backends.
+	Resolvers []string `json:"resolvers,omitempty"`
 	// Backends are the servers it balances over.
 	Backends []Backend `json:"backends"`
 	// Command is the id of the command that added it.

@@ -257,8 +257,8 @@ func onLB(cmd *cobra.Command, g *globals, name, did, typ string, payload any) er
 // parseBackend reads NAME:IP:PORT.
 func parseBackend(s string) (events.Backend, error) {
 	parts := strings.Split(s, ":")
-	if len(parts) != 3 || !serviceRE.MatchString(parts[0]) || checkIPv4(parts[1]) != nil {
-		return events.Backend{}, fmt.Errorf("bad backend %q: want NAME:IP:PORT, e.g. web1:10.77.1.5:80", s)
+	if len(parts) != 3 || !serviceRE.MatchString(parts[0]) || (checkIPv4(parts[1]) != nil && !strings.HasSuffix(parts[1], ".consul")) {
+		return events.Backend{}, fmt.Errorf("bad backend %q: want NAME:IP:PORT or NAME:SERVICE.service.consul:PORT, e.g. web1:10.77.1.5:80", s)
 	}
 	port, err := strconv.Atoi(parts[2])
 	if err != nil || port < 1 || port > 65535 {
@@ -319,12 +319,12 @@ func delbackendsCmd(g *globals) *cobra.Command {
 
 func setlbCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
-		Use:   "setlb LB mode roundrobin|leastconn|source (haproxy) | default|ip_hash|least_conn (nginx)",
+		Use:   "setlb LB mode roundrobin|leastconn|source (haproxy) | default|ip_hash|least_conn (nginx) | setlb LB resolvers IP:PORT,...",
 		Short: "Change a setting of a load balancer",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if args[1] != "mode" {
-				return fmt.Errorf("unknown setting %q: use mode", args[1])
+			if args[1] != "mode" && args[1] != "resolvers" {
+				return fmt.Errorf("unknown setting %q: use mode or resolvers", args[1])
 			}
 			return onLB(cmd, g, args[0], "changed", events.TypeLBSet, events.LBSet{LB: args[0], Key: args[1], Value: args[2]})
 		},

@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/skeinhq/skein/internal/incus"
 )
@@ -245,35 +247,87 @@ func (r *Incus) PushFile(ctx context.Context, name, path string, data []byte, mo
 	return classify(err)
 }
 
-// ForwardDNS implements Runtime with server=/DOMAIN/IP#PORT lines in the bridge's dnsmasq.
+// DNSDir holds the dnsmasq servers-file of each bridge skein forwards DNS for.
+const DNSDir = "/etc/skein/dns"
+
+// ForwardDNS implements Runtime. The forwarding lines go into a servers-file
+// that the bridge's dnsmasq re-reads on SIGHUP; raw.dnsmasq is changed only once,
+// to name that file, since every change of it restarts dnsmasq (and Incus was
+// seen to stall instance starts on the bridge for ~90 s afterwards).
 func (r *Incus) ForwardDNS(ctx context.Context, domain string, servers []string) error {
+	path := filepath.Join(DNSDir, r.network+".servers")
+	var b strings.Builder
+	for _, s := range servers {
+		fmt.Fprintf(&b, "server=/%s/%s\n", domain, s)
+	}
+	if err := os.MkdirAll(DNSDir, 0o755); err != nil {
+		return err
+	}
+	old, _ := os.ReadFile(path)
+	changed := string(old) != b.String()
+	if changed {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return err
+		}
+	}
 	n, err := r.c.GetNetwork(ctx, r.network)
 	if err != nil {
 		return err
 	}
-	raw := renderDNSForward(n.Config["raw.dnsmasq"], domain, servers)
-	if raw == n.Config["raw.dnsmasq"] {
-		return nil
+	raw := renderServersFile(n.Config["raw.dnsmasq"], domain, path)
+	if raw != n.Config["raw.dnsmasq"] {
+		// Once per bridge: dnsmasq restarts and reads the file.
+		return classify(r.c.PatchNetworkConfig(ctx, r.network, map[string]string{"raw.dnsmasq": raw}))
 	}
-	return classify(r.c.PatchNetworkConfig(ctx, r.network, map[string]string{"raw.dnsmasq": raw}))
+	if changed {
+		return hupDnsmasq(r.network)
+	}
+	return nil
 }
 
-// renderDNSForward replaces the forwarding lines of domain in a raw.dnsmasq
-// value (skein owns them), keeping every other line as it was.
-func renderDNSForward(raw, domain string, servers []string) string {
-	prefix := "server=/" + domain + "/"
+// renderServersFile makes a raw.dnsmasq value name the servers-file, dropping the
+// forwarding lines of domain that older skeins wrote inline; other lines stay.
+func renderServersFile(raw, domain, path string) string {
+	line := "servers-file=" + path
 	var out []string
-	for _, line := range strings.Split(raw, "\n") {
-		if line == "" || strings.HasPrefix(line, prefix) {
+	for _, l := range strings.Split(raw, "\n") {
+		if l == "" || l == line || strings.HasPrefix(l, "server=/"+domain+"/") {
 			continue
 		}
-		out = append(out, line)
+		out = append(out, l)
 	}
-	for _, s := range servers {
-		out = append(out, prefix+s)
-	}
-	return strings.Join(out, "\n")
+	return strings.Join(append(out, line), "\n")
 }
+
+// hupDnsmasq sends SIGHUP to the dnsmasq serving a bridge, which re-reads its servers-file.
+func hupDnsmasq(network string) error {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) == 0 || filepath.Base(args[0]) != "dnsmasq" {
+			continue
+		}
+		for _, a := range args {
+			if a == "--interface="+network {
+				pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+				if err != nil {
+					continue
+				}
+				return syscall.Kill(pid, syscall.SIGHUP)
+			}
+		}
+	}
+	return fmt.Errorf("no dnsmasq serves %s", network)
+}
+
 
 // Publish implements Runtime with a proxy device on the instance.
 func (r *Incus) Publish(ctx context.Context, name string, hostPort, port int) error {

@@ -2,21 +2,18 @@ package container
 
 import "testing"
 
-func TestRenderDNSForward(t *testing.T) {
-	cases := []struct {
-		name, raw string
-		servers   []string
-		want      string
-	}{
-		{"add to the test bed's line", "no-resolv", []string{"10.77.1.10#8600"}, "no-resolv\nserver=/consul/10.77.1.10#8600"},
-		{"replace", "no-resolv\nserver=/consul/10.77.1.10#8600", []string{"10.77.1.11#8600", "10.77.2.12#8600"}, "no-resolv\nserver=/consul/10.77.1.11#8600\nserver=/consul/10.77.2.12#8600"},
-		{"remove", "server=/consul/10.77.1.10#8600\nno-resolv", nil, "no-resolv"},
-		{"other domains kept", "server=/other/1.2.3.4\nserver=/consul/10.77.1.10#8600", nil, "server=/other/1.2.3.4"},
-		{"empty", "", []string{"10.77.1.10#8600"}, "server=/consul/10.77.1.10#8600"},
+func TestRenderServersFile(t *testing.T) {
+	const path = "/etc/skein/dns/skeinbr1.servers"
+	cases := []struct{ name, raw, want string }{
+		{"test bed's default", "no-resolv", "no-resolv\nservers-file=" + path},
+		{"already there", "no-resolv\nservers-file=" + path, "no-resolv\nservers-file=" + path},
+		{"inline lines of older skeins dropped", "no-resolv\nserver=/consul/10.77.1.10#8600", "no-resolv\nservers-file=" + path},
+		{"other domains kept", "server=/other/1.2.3.4", "server=/other/1.2.3.4\nservers-file=" + path},
+		{"empty", "", "servers-file=" + path},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := renderDNSForward(tc.raw, "consul", tc.servers); got != tc.want {
+			if got := renderServersFile(tc.raw, "consul", path); got != tc.want {
 				t.Fatalf("got %q, want %q", got, tc.want)
 			}
 		})

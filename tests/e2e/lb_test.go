@@ -236,3 +236,43 @@ func loadDuringHost(t *testing.T, url, host string, clients, total int, limit ti
 	wg.Wait()
 	return res
 }
+
+// A backend given as a Consul service name follows the instances of the
+// service as containers start and stop.
+func TestLoadBalancerConsulBackend(t *testing.T) {
+	dumpOnFailure(t)
+	cleanup(t, "hac", "cb1", "cb2", "consul-41")
+	t.Cleanup(func() {
+		_, _, _ = skein("dellb", "hac")
+		_, _, _ = skein("delep", "consul-41")
+	})
+	mustSkein(t, "addep", "s3", "10.77.3.41")
+	mustSkein(t, "launch", "skein-busybox", "cb1", "-s", "s1")
+	mustSkein(t, "launch", "skein-busybox", "cb2", "-s", "s2")
+	mustSkein(t, "addservice", "cb1", "blog", "80")
+	mustSkein(t, "addservice", "cb2", "blog", "80")
+	mustSkein(t, "addlb", "haproxy", "s3", "-n", "hac")
+	mustSkein(t, "addbackends", "hac", "blog:blog.service.consul:80")
+	mustSkein(t, "pub", "hac", "80", "--host-port", "18082")
+	const url = "http://127.0.0.1:18082/"
+	both := func() bool { h, err := hits(10, url); return err == nil && h["cb1"] > 0 && h["cb2"] > 0 }
+	eventually(t, 20*time.Second, both, "the Consul-name backend does not reach both instances")
+
+	if out, err := incusCmd("stop", "cb2", "--project", "skein-s2"); err != nil {
+		t.Fatalf("incus stop: %v %s", err, out)
+	}
+	stopped := time.Now()
+	eventually(t, 15*time.Second, func() bool { h, err := hits(10, url); return err == nil && h["cb1"] == 10 }, "requests still go to the stopped instance")
+	t.Logf("all requests on cb1 %s after cb2 stopped", time.Since(stopped).Round(time.Millisecond))
+	if out, err := incusCmd("start", "cb2", "--project", "skein-s2"); err != nil {
+		t.Fatalf("incus start: %v %s", err, out)
+	}
+	started := time.Now()
+	eventually(t, 15*time.Second, both, "the restarted instance gets no requests")
+	t.Logf("cb2 back in rotation %s after it started", time.Since(started).Round(time.Millisecond))
+
+	errOut := skeinFails(t, "addbackends", "hac", "x:blog.example.org:80")
+	if !strings.Contains(errOut, "bad backend") {
+		t.Errorf("a non-Consul name: %q", errOut)
+	}
+}

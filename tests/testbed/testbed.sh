@@ -178,12 +178,23 @@ ensure_incus_objects() {
   incus profile device get default root pool >/dev/null 2>&1 || \
     { incus profile device add default root disk path=/ pool="$POOL" >/dev/null; log "default profile: root disk on $POOL"; }
   for n in "${SERVERS[@]}"; do
+    # skein's agent forwards the consul domain by rewriting this file and sending
+    # dnsmasq SIGHUP: changing raw.dnsmasq instead restarts dnsmasq, and Incus
+    # was seen to stall instance starts on that bridge for ~90 s afterwards.
+    local servers="/etc/skein/dns/skeinbr$n.servers" raw
+    mkdir -p /etc/skein/dns && chmod 0755 /etc/skein /etc/skein/dns
+    [ -f "$servers" ] || : >"$servers"
+    chmod 0644 "$servers"
+    raw=$(printf 'no-resolv\nservers-file=%s' "$servers")
     if ! incus network show "skeinbr$n" >/dev/null 2>&1; then
       incus network create "skeinbr$n" --type=bridge \
         ipv4.address="10.77.$n.1/24" ipv4.nat=false ipv6.address=none \
         ipv4.dhcp.ranges="10.77.$n.50-10.77.$n.250" dns.domain="s$n.skein" \
-        raw.dnsmasq="no-resolv" >/dev/null
+        raw.dnsmasq="$raw" >/dev/null
       log "created network skeinbr$n (10.77.$n.1/24)"
+    elif [ "$(incus network get "skeinbr$n" raw.dnsmasq)" != "$raw" ]; then
+      incus network set "skeinbr$n" raw.dnsmasq="$raw"
+      log "network skeinbr$n: consul forwarding through $servers"
     fi
     if ! incus project show "skein-s$n" >/dev/null 2>&1; then
       incus project create "skein-s$n" -c features.images=false -c features.profiles=false \

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,6 +56,9 @@ type Agent struct {
 	cfg  Config
 	conn *bus.Conn
 	log  zerolog.Logger
+
+	mu   sync.Mutex
+	last events.Heartbeat // the runtime's last known figures
 }
 
 // New returns an agent on conn.
@@ -160,15 +164,22 @@ func (a *Agent) putHeartbeat(ctx context.Context, kv jetstream.KeyValue, hb even
 	}
 }
 
-// heartbeat gathers the server's liveness and capacity; a failing part is left empty.
+// heartbeat gathers the server's liveness and capacity. A slow container
+// runtime must not delay the beat (the agent is alive): its figures are asked
+// for with a short deadline and the last known ones kept otherwise.
 func (a *Agent) heartbeat(ctx context.Context) events.Heartbeat {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	hb := events.Heartbeat{Name: a.cfg.Name, Status: "up", Address: a.cfg.Address, Network: a.cfg.Network, Project: a.cfg.Project, CPUs: runtime.NumCPU(), Version: a.cfg.Version, Time: time.Now().UTC()}
-	if sn, err := a.cfg.Runtime.Subnet(ctx); err == nil {
-		hb.Subnet, hb.Gateway = sn.Prefix.String(), sn.Gateway.String()
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if sn, err := a.cfg.Runtime.Subnet(qctx); err == nil {
+		a.last.Subnet, a.last.Gateway = sn.Prefix.String(), sn.Gateway.String()
 	}
-	if list, err := a.cfg.Runtime.List(ctx); err == nil {
-		hb.Containers = len(list)
+	if list, err := a.cfg.Runtime.List(qctx); err == nil {
+		a.last.Containers = len(list)
 	}
+	hb.Subnet, hb.Gateway, hb.Containers = a.last.Subnet, a.last.Gateway, a.last.Containers
 	hb.Load1 = load1()
 	hb.MemTotal, hb.MemAvailable = meminfo()
 	return hb

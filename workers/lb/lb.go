@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 	"time"
@@ -53,6 +54,7 @@ type Config struct {
 // Worker is the load balancer worker of one server.
 type Worker struct {
 	cfg Config
+	js  jetstream.JetStream
 	kv  jetstream.KeyValue
 }
 
@@ -62,7 +64,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, kv: kv}, nil
+	return &Worker{cfg: cfg, js: js, kv: kv}, nil
 }
 
 // Register adds the worker's handlers to the runtime, in one visible block.
@@ -201,6 +203,21 @@ func (w *Worker) AddBackends(ctx context.Context, req *workers.Request) (any, er
 			if nb.Host == "" || nb.Port == 0 {
 				return workers.Invalid("backend %s needs NAME:IP:PORT", nb.Name)
 			}
+			if IsName(nb.Host) {
+				if lb.Kind != "haproxy" {
+					return workers.Invalid("backend %s: Consul-name backends are for haproxy load balancers; give nginx ones IP:PORT", nb.Name)
+				}
+				if !strings.HasSuffix(nb.Host, ".consul") {
+					return workers.Invalid("backend %s: %q is neither an IPv4 address nor a Consul name (NAME.service.consul)", nb.Name, nb.Host)
+				}
+				if len(lb.Resolvers) == 0 {
+					rs, err := w.endpointResolvers(ctx)
+					if err != nil {
+						return err
+					}
+					lb.Resolvers = rs
+				}
+			}
 			replaced := false
 			for i, b := range lb.Backends {
 				if b.Name == nb.Name {
@@ -246,6 +263,17 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request) (any, error) {
 	}
 	return w.change(ctx, p.LB, p.Key, func(lb *events.LB) error {
 		switch p.Key {
+		case "resolvers":
+			var rs []string
+			for _, r := range strings.Split(p.Value, ",") {
+				host, port, err := net.SplitHostPort(strings.TrimSpace(r))
+				if err != nil || net.ParseIP(host) == nil || port == "" {
+					return workers.Invalid("resolver %q: want IP:PORT, e.g. 10.77.1.10:8600", r)
+				}
+				rs = append(rs, net.JoinHostPort(host, port))
+			}
+			lb.Resolvers = rs
+			return nil
 		case "mode":
 			for _, m := range modes(lb.Kind) {
 				if m == p.Value {
@@ -306,6 +334,33 @@ func (w *Worker) change(ctx context.Context, name, what string, edit func(*event
 	return next, nil
 }
 
+// endpointResolvers are the DNS addresses of the ready Consul endpoints.
+func (w *Worker) endpointResolvers(ctx context.Context) ([]string, error) {
+	kv, err := w.js.KeyValue(ctx, bus.BucketEndpoints)
+	if err != nil {
+		return nil, workers.Transient("reading endpoints: %v", err)
+	}
+	var out []string
+	lister, err := kv.ListKeys(ctx)
+	if err == nil {
+		for k := range lister.Keys() {
+			e, err := kv.Get(ctx, k)
+			if err != nil {
+				continue
+			}
+			var ep events.Endpoint
+			if json.Unmarshal(e.Value(), &ep) == nil && ep.Status == events.EndpointReady {
+				out = append(out, fmt.Sprintf("%s:%d", ep.IP, 8600))
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, workers.Invalid("a Consul-name backend needs a Consul endpoint to resolve it: add one with `skein addep SERVER IP`")
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 // socketPath is where the agent reaches a load balancer's haproxy runtime API.
 func (w *Worker) socketPath(name string) string {
 	return fmt.Sprintf("/run/skein/lb/%s-%s.sock", w.cfg.Server, name)
@@ -321,6 +376,11 @@ func (w *Worker) live(ctx context.Context, old, next events.LB) error {
 	now := map[string]events.Backend{}
 	for _, b := range next.Backends {
 		now[b.Name] = b
+	}
+	for _, b := range append(append([]events.Backend(nil), old.Backends...), next.Backends...) {
+		if IsName(b.Host) {
+			return errors.New("Consul-name backends are followed by resolvers: reload")
+		}
 	}
 	for name, b := range was {
 		if nb, ok := now[name]; !ok || nb != b {

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/skeinhq/skein/events"
@@ -34,8 +35,16 @@ frontend fe
     bind *:80
     default_backend be
 
-backend be
 `)
+	if len(lb.Resolvers) > 0 {
+		// Consul-name backends follow their instances: answers are held for a second only.
+		b.WriteString("resolvers consul\n")
+		for i, r := range lb.Resolvers {
+			fmt.Fprintf(&b, "    nameserver ns%d %s\n", i, r)
+		}
+		b.WriteString("    accepted_payload_size 8192\n    resolve_retries 2\n    timeout resolve 1s\n    timeout retry 1s\n    hold valid 1s\n    hold obsolete 1s\n    hold nx 1s\n\n")
+	}
+	b.WriteString("backend be\n")
 	mode := lb.Mode
 	if mode == "" {
 		mode = HAProxyModes[0]
@@ -46,10 +55,20 @@ backend be
 		b.WriteString("    # no backends yet\n")
 	}
 	for _, be := range lb.Backends {
+		if IsName(be.Host) {
+			fmt.Fprintf(&b, "    server-template %s 1-%d %s:%d resolvers consul resolve-prefer ipv4 init-addr none check inter 1s fall 2 rise 1\n", be.Name, nameSlots, be.Host, be.Port)
+			continue
+		}
 		fmt.Fprintf(&b, "    server %s %s:%d check inter 1s fall 2 rise 1\n", be.Name, be.Host, be.Port)
 	}
 	return b.String()
 }
+
+// nameSlots bounds how many instances of a Consul-name backend haproxy follows.
+const nameSlots = 16
+
+// IsName reports whether a backend host is a name to resolve rather than an address.
+func IsName(host string) bool { return net.ParseIP(host) == nil }
 
 // NginxModes are the balancing modes of nginx load balancers; "default" is round robin.
 var NginxModes = []string{"default", "ip_hash", "least_conn"}
