@@ -328,7 +328,6 @@ func hupDnsmasq(network string) error {
 	return fmt.Errorf("no dnsmasq serves %s", network)
 }
 
-
 // Publish implements Runtime with a proxy device on the instance.
 func (r *Incus) Publish(ctx context.Context, name string, hostPort, port int) error {
 	var want map[string]string
