@@ -114,6 +114,11 @@ func TestDiscovery(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), "wordpress") {
 			t.Fatalf("consul catalog services: %s %v", out, err)
 		}
+		resp, err := httpClient.Get("http://" + ep1 + ":8500/ui/")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("the Consul web UI does not answer: %v %v", resp, err)
+		}
+		resp.Body.Close()
 		list := mustSkein(t, "listservice", "d2")
 		if !strings.Contains(list, "wordpress") || !strings.Contains(list, "blue") {
 			t.Fatalf("listservice d2: %s", list)
