@@ -79,10 +79,13 @@ type LBBackendNames struct {
 type LBSet struct {
 	// LB is the load balancer.
 	LB string `json:"lb" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
-	// Key is the setting: mode, or resolvers (the DNS servers of Consul-name backends, comma-separated IP:PORT).
-	Key string `json:"key" jsonschema:"enum=mode,enum=resolvers"`
-	// Value is the new value.
-	Value string `json:"value" jsonschema:"maxLength=1024"`
+	// Key is the setting: mode, url, ssl, workers, or resolvers (the DNS servers of
+	// Consul-name backends, comma-separated IP:PORT).
+	Key string `json:"key" jsonschema:"enum=mode,enum=url,enum=ssl,enum=workers,enum=resolvers"`
+	// Value is the new value (unused for ssl).
+	Value string `json:"value,omitempty" jsonschema:"maxLength=1024"`
+	// TLS is the certificate and key for ssl; never logged or stored in skein's state.
+	TLS *TLSPair `json:"tls,omitempty"`
 }
 
 // LB is a load balancer as skein knows it; its configuration is rendered from this.
@@ -103,6 +106,8 @@ type LB struct {
 	TLS bool `json:"tls,omitempty"`
 	// Resolvers are the DNS servers (IP:PORT) that resolve Consul-name backends.
 	Resolvers []string `json:"resolvers,omitempty"`
+	// Workers is the number of worker processes (nginx) or threads (haproxy); 0 is the default.
+	Workers int `json:"workers,omitempty"`
 	// Backends are the servers it balances over.
 	Backends []Backend `json:"backends"`
 	// Command is the id of the command that added it.

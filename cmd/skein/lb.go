@@ -79,8 +79,8 @@ nginx:   addlb nginx SERVER -u URL -b IP:PORT [-b ...] [-c CERT -k KEY] [-n NAME
 			p := events.LBAdd{Name: name, Kind: kind, URL: url}
 			switch kind {
 			case "haproxy":
-				if url != "" || len(backends) > 0 || certFile != "" || keyFile != "" {
-					return fmt.Errorf("-u, -b, -c and -k are for nginx load balancers; give haproxy ones backends with addbackends")
+				if url != "" || len(backends) > 0 {
+					return fmt.Errorf("-u and -b are for nginx load balancers; give haproxy ones backends with addbackends")
 				}
 			case "nginx":
 				if url == "" || len(backends) == 0 {
@@ -93,18 +93,18 @@ nginx:   addlb nginx SERVER -u URL -b IP:PORT [-b ...] [-c CERT -k KEY] [-n NAME
 					}
 					p.Backends = append(p.Backends, be)
 				}
-				if (certFile == "") != (keyFile == "") {
-					return fmt.Errorf("TLS needs both -c CERT and -k KEY")
-				}
-				if certFile != "" {
-					pair, err := readTLS(certFile, keyFile)
-					if err != nil {
-						return err
-					}
-					p.TLS = pair
-				}
 			default:
 				return fmt.Errorf("unknown load balancer %q: use haproxy or nginx", kind)
+			}
+			if (certFile == "") != (keyFile == "") {
+				return fmt.Errorf("TLS needs both -c CERT and -k KEY")
+			}
+			if certFile != "" {
+				pair, err := readTLS(certFile, keyFile)
+				if err != nil {
+					return err
+				}
+				p.TLS = pair
 			}
 			if name != "" {
 				if err := checkName(name); err != nil {
@@ -135,8 +135,8 @@ nginx:   addlb nginx SERVER -u URL -b IP:PORT [-b ...] [-c CERT -k KEY] [-n NAME
 	c.Flags().StringVarP(&name, "name", "n", "", "load balancer name (default KIND-N)")
 	c.Flags().StringVarP(&url, "url", "u", "", "host name an nginx load balancer answers for")
 	c.Flags().StringArrayVarP(&backends, "backend", "b", nil, "nginx backend IP:PORT (repeatable)")
-	c.Flags().StringVarP(&certFile, "cert", "c", "", "PEM certificate file for HTTPS (nginx)")
-	c.Flags().StringVarP(&keyFile, "key", "k", "", "PEM key file for HTTPS (nginx)")
+	c.Flags().StringVarP(&certFile, "cert", "c", "", "PEM certificate file: serve HTTPS on 443 too")
+	c.Flags().StringVarP(&keyFile, "key", "k", "", "PEM key file of the certificate")
 	g.addCommandFlags(c)
 	g.addOutputFlag(c)
 	return c
@@ -319,14 +319,37 @@ func delbackendsCmd(g *globals) *cobra.Command {
 
 func setlbCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
-		Use:   "setlb LB mode roundrobin|leastconn|source (haproxy) | default|ip_hash|least_conn (nginx) | setlb LB resolvers IP:PORT,...",
+		Use:   "setlb LB mode MODE | url URL | ssl CERT KEY | workers N | resolvers IP:PORT,...",
 		Short: "Change a setting of a load balancer",
-		Args:  cobra.ExactArgs(3),
+		Long: `Change a setting of a load balancer.
+
+  mode       haproxy: roundrobin (default), leastconn, source; nginx: default, ip_hash, least_conn
+  url        the host name an nginx load balancer answers for
+  ssl        serve HTTPS on 443 with CERT and KEY (PEM files; checked as a pair)
+  workers    nginx worker processes or haproxy threads
+  resolvers  DNS servers (IP:PORT) of Consul-name backends (default: the endpoints)`,
+		Args: cobra.RangeArgs(3, 4),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if args[1] != "mode" && args[1] != "resolvers" {
-				return fmt.Errorf("unknown setting %q: use mode or resolvers", args[1])
+			p := events.LBSet{LB: args[0], Key: args[1]}
+			switch args[1] {
+			case "ssl":
+				if len(args) != 4 {
+					return fmt.Errorf("ssl takes a certificate and a key: setlb LB ssl CERT KEY")
+				}
+				pair, err := readTLS(args[2], args[3])
+				if err != nil {
+					return err
+				}
+				p.TLS = pair
+			case "mode", "url", "workers", "resolvers":
+				if len(args) != 3 {
+					return fmt.Errorf("%s takes one value", args[1])
+				}
+				p.Value = args[2]
+			default:
+				return fmt.Errorf("unknown setting %q: use mode, url, ssl, workers or resolvers", args[1])
 			}
-			return onLB(cmd, g, args[0], "changed", events.TypeLBSet, events.LBSet{LB: args[0], Key: args[1], Value: args[2]})
+			return onLB(cmd, g, args[0], "changed", events.TypeLBSet, p)
 		},
 	}
 	g.addCommandFlags(c)

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -155,6 +156,26 @@ func TestLoadBalancerHAProxy(t *testing.T) {
 		if res.hosts["w3"] == 0 {
 			t.Fatal("web3 never answered: the changes did not take effect")
 		}
+	})
+
+	t.Run("ssl, workers; url is for nginx", func(t *testing.T) {
+		pool, cert, key := testCA(t, t.TempDir(), "lb.test")
+		mustSkein(t, "pub", "ha1", "443", "--host-port", "18443")
+		mustSkein(t, "setlb", "ha1", "ssl", cert, key)
+		tlsClient := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
+			TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "lb.test"}}}
+		eventually(t, 10*time.Second, func() bool {
+			code, _, err := getHost(tlsClient, "https://127.0.0.1:18443/", "lb.test")
+			return err == nil && code == 200
+		}, "haproxy HTTPS does not verify against the CA")
+		mustSkein(t, "setlb", "ha1", "workers", "2")
+		if h, err := hits(4, url); err != nil || len(h) == 0 {
+			t.Fatalf("not serving after workers 2: %v %v", h, err)
+		}
+		if errOut := skeinFails(t, "setlb", "ha1", "url", "x.test"); !strings.Contains(errOut, "url is for nginx") {
+			t.Errorf("url on haproxy: %q", errOut)
+		}
+		mustSkein(t, "unpub", "ha1", "18443")
 	})
 
 	t.Run("unpub closes the port", func(t *testing.T) {

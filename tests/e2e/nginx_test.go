@@ -154,6 +154,32 @@ func TestLoadBalancerNginx(t *testing.T) {
 		mustSkein(t, "setlb", "ng1", "mode", "default")
 	})
 
+	t.Run("url, workers and ssl can change; a bad pair changes nothing", func(t *testing.T) {
+		mustSkein(t, "setlb", "ng1", "url", "newsite.test")
+		eventually(t, 10*time.Second, func() bool {
+			c1, _, e1 := getHost(plain, url, "newsite.test")
+			c2, _, e2 := getHost(plain, url, "mywordpress.test")
+			return e1 == nil && e2 == nil && c1 == 200 && c2 == 404
+		}, "the new URL does not answer, or the old one still does")
+		mustSkein(t, "setlb", "ng1", "workers", "2")
+		eventually(t, 10*time.Second, func() bool {
+			out, err := incusCmd("exec", "ng1", "--project", "skein-s2", "--", "pgrep", "-c", "-f", "nginx: worker")
+			return err == nil && strings.TrimSpace(out) == "2"
+		}, "nginx does not run 2 workers")
+		newPool, newCert, newKey := testCA(t, dir, "newsite.test")
+		if errOut := skeinFails(t, "setlb", "ng1", "ssl", newCert, otherKey); !strings.Contains(errOut, "do not make a pair") {
+			t.Fatalf("mismatched pair: %q", errOut)
+		}
+		mustSkein(t, "setlb", "ng1", "ssl", newCert, newKey)
+		tlsClient := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
+			TLSClientConfig: &tls.Config{RootCAs: newPool, ServerName: "newsite.test"}}}
+		eventually(t, 10*time.Second, func() bool {
+			code, _, err := getHost(tlsClient, "https://127.0.0.1:18493/", "newsite.test")
+			return err == nil && code == 200
+		}, "HTTPS with the new certificate does not verify")
+		mustSkein(t, "setlb", "ng1", "url", "mywordpress.test")
+	})
+
 	t.Run("50 backend changes under load drop no request", func(t *testing.T) {
 		mustSkein(t, "delbackends", "ng1", ip2+":80")
 		res := loadDuringHost(t, url, "mywordpress.test", 4, 2000, 120*time.Second, func() {

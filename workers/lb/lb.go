@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,8 +88,8 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request) (any, error) {
 		if p.URL == "" || len(p.Backends) == 0 {
 			return nil, workers.Invalid("an nginx load balancer needs a URL and at least one backend: addlb nginx SERVER -u URL -b IP:PORT")
 		}
-	} else if p.URL != "" || p.TLS != nil {
-		return nil, workers.Invalid("-u, -c and -k are for nginx load balancers; haproxy ones get backends with addbackends")
+	} else if p.URL != "" || len(p.Backends) > 0 {
+		return nil, workers.Invalid("-u and -b are for nginx load balancers; haproxy ones get backends with addbackends")
 	}
 	if p.TLS != nil {
 		if _, err := tls.X509KeyPair([]byte(p.TLS.Cert), []byte(p.TLS.Key)); err != nil {
@@ -134,15 +136,8 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request) (any, error) {
 	}
 	req.Progress("configure", "configuring "+p.Kind)
 	if p.TLS != nil {
-		// The key goes straight into the container: it is in no record, log or event.
-		if res, err := w.cfg.Runtime.Exec(ctx, p.Name, "mkdir", "-p", "/etc/nginx/skein"); err != nil || res.Code != 0 {
-			return nil, workers.Transient("preparing %s: %v", p.Name, err)
-		}
-		if err := w.cfg.Runtime.PushFile(ctx, p.Name, nginxCert, []byte(p.TLS.Cert), 0o644); err != nil {
-			return nil, workers.Transient("writing the certificate: %v", err)
-		}
-		if err := w.cfg.Runtime.PushFile(ctx, p.Name, nginxKey, []byte(p.TLS.Key), 0o600); err != nil {
-			return nil, workers.Transient("writing the key: %v", err)
+		if err := w.writeTLS(ctx, *lb, p.TLS); err != nil {
+			return nil, err
 		}
 	}
 	if err := w.apply(ctx, *lb); err != nil {
@@ -274,6 +269,34 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request) (any, error) {
 			}
 			lb.Resolvers = rs
 			return nil
+		case "url":
+			if lb.Kind != "nginx" {
+				return workers.Invalid("haproxy load balancers answer for any host name: url is for nginx ones")
+			}
+			if !hostRE.MatchString(p.Value) {
+				return workers.Invalid("url %q: want a host name such as mywordpress.org", p.Value)
+			}
+			lb.URL = p.Value
+			return nil
+		case "ssl":
+			if p.TLS == nil {
+				return workers.Invalid("ssl needs a certificate and its key: setlb LB ssl CERT KEY")
+			}
+			if _, err := tls.X509KeyPair([]byte(p.TLS.Cert), []byte(p.TLS.Key)); err != nil {
+				return workers.Invalid("the certificate and key do not make a pair: %v", err)
+			}
+			if err := w.writeTLS(ctx, *lb, p.TLS); err != nil {
+				return err
+			}
+			lb.TLS = true
+			return nil
+		case "workers":
+			n, err := strconv.Atoi(p.Value)
+			if err != nil || n < 1 || n > 64 {
+				return workers.Invalid("workers %q: a number from 1 to 64", p.Value)
+			}
+			lb.Workers = n
+			return nil
 		case "mode":
 			for _, m := range modes(lb.Kind) {
 				if m == p.Value {
@@ -332,6 +355,31 @@ func (w *Worker) change(ctx context.Context, name, what string, edit func(*event
 		return nil, err
 	}
 	return next, nil
+}
+
+// hostRE is a host name an nginx load balancer can answer for.
+var hostRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*$`)
+
+// writeTLS puts a certificate and key into the load balancer's container, where
+// only its server reads them: they are in no record, log or event.
+func (w *Worker) writeTLS(ctx context.Context, lb events.LB, pair *events.TLSPair) error {
+	rt := w.cfg.Runtime
+	if lb.Kind == "haproxy" {
+		if err := rt.PushFile(ctx, lb.Name, haproxyPEM, []byte(pair.Cert+"\n"+pair.Key), 0o600); err != nil {
+			return workers.Transient("writing the certificate of %s: %v", lb.Name, err)
+		}
+		return nil
+	}
+	if res, err := rt.Exec(ctx, lb.Name, "mkdir", "-p", "/etc/nginx/skein"); err != nil || res.Code != 0 {
+		return workers.Transient("preparing %s: %v", lb.Name, err)
+	}
+	if err := rt.PushFile(ctx, lb.Name, nginxCert, []byte(pair.Cert), 0o644); err != nil {
+		return workers.Transient("writing the certificate of %s: %v", lb.Name, err)
+	}
+	if err := rt.PushFile(ctx, lb.Name, nginxKey, []byte(pair.Key), 0o600); err != nil {
+		return workers.Transient("writing the key of %s: %v", lb.Name, err)
+	}
+	return nil
 }
 
 // endpointResolvers are the DNS addresses of the ready Consul endpoints.
@@ -402,6 +450,14 @@ func (w *Worker) live(ctx context.Context, old, next events.LB) error {
 	return nil
 }
 
+// workersSed is the sed expression that sets nginx's worker_processes, or none.
+func workersSed(lb events.LB) string {
+	if lb.Workers == 0 {
+		return ""
+	}
+	return fmt.Sprintf("-e 's/^worker_processes .*;/worker_processes %d;/'", lb.Workers)
+}
+
 // errRefused marks a configuration the load balancer's own tool refused.
 var errRefused = errors.New("refused by the tool")
 
@@ -422,7 +478,7 @@ func (w *Worker) check(ctx context.Context, lb events.LB) error {
 	if lb.Kind == "nginx" {
 		cfg, next = RenderNginx(lb), nginxNext
 		// nginx -t checks a whole configuration: the main file with the candidate site.
-		argv = []string{"sh", "-c", fmt.Sprintf("sed 's#/etc/nginx/sites-enabled/\\*#%s#' /etc/nginx/nginx.conf > /etc/nginx/skein/test.conf && nginx -t -q -c /etc/nginx/skein/test.conf", nginxNext)}
+		argv = []string{"sh", "-c", fmt.Sprintf("sed -e 's#/etc/nginx/sites-enabled/\\*#%s#' %s /etc/nginx/nginx.conf > /etc/nginx/skein/test.conf && nginx -t -q -c /etc/nginx/skein/test.conf", nginxNext, workersSed(lb))}
 		if res, err := rt.Exec(ctx, lb.Name, "mkdir", "-p", "/etc/nginx/skein"); err != nil || res.Code != 0 {
 			return workers.Transient("preparing %s: %v", lb.Name, err)
 		}
@@ -459,16 +515,21 @@ func (w *Worker) install(ctx context.Context, lb events.LB, reload bool) error {
 	if lb.Kind == "nginx" {
 		conf, prev, next, unit = nginxSite, nginxPrev, nginxNext, "nginx"
 	}
+	main := ":"
+	if lb.Kind == "nginx" && lb.Workers > 0 {
+		main = fmt.Sprintf("sed -i %s /etc/nginx/nginx.conf", workersSed(lb))
+	}
 	script := fmt.Sprintf(`set -e
 [ -f %[1]s ] && cp %[1]s %[2]s || true
 cp %[3]s %[1]s
+%[6]s
 [ %[4]q = yes ] || exit 0
 if systemctl is-active -q %[5]s; then
   systemctl reload %[5]s || { [ -f %[2]s ] && cp %[2]s %[1]s; systemctl reload %[5]s || true; exit 3; }
 else
   systemctl enable -q %[5]s 2>/dev/null || true
   systemctl restart %[5]s || exit 4
-fi`, conf, prev, next, map[bool]string{true: "yes", false: "no"}[reload], unit)
+fi`, conf, prev, next, map[bool]string{true: "yes", false: "no"}[reload], unit, main)
 	res, err := w.cfg.Runtime.Exec(ctx, lb.Name, "sh", "-c", script)
 	if err != nil {
 		return workers.Transient("installing the configuration of %s: %v", lb.Name, err)

@@ -20,7 +20,11 @@ func RenderHAProxy(lb events.LB) string {
     master-worker
     stats socket /run/haproxy/admin.sock mode 660 level admin expose-fd listeners
     maxconn 4096
-
+`)
+	if lb.Workers > 0 {
+		fmt.Fprintf(&b, "    nbthread %d\n", lb.Workers)
+	}
+	b.WriteString(`
 defaults
     mode http
     option http-server-close
@@ -33,7 +37,11 @@ defaults
 
 frontend fe
     bind *:80
-    default_backend be
+`)
+	if lb.TLS {
+		fmt.Fprintf(&b, "    bind *:443 ssl crt %s\n", haproxyPEM)
+	}
+	b.WriteString(`    default_backend be
 
 `)
 	if len(lb.Resolvers) > 0 {
@@ -69,6 +77,9 @@ const nameSlots = 16
 
 // IsName reports whether a backend host is a name to resolve rather than an address.
 func IsName(host string) bool { return net.ParseIP(host) == nil }
+
+// haproxyPEM is the certificate and key of a haproxy load balancer, in one file as haproxy wants.
+const haproxyPEM = "/etc/haproxy/skein.pem"
 
 // NginxModes are the balancing modes of nginx load balancers; "default" is round robin.
 var NginxModes = []string{"default", "ip_hash", "least_conn"}
