@@ -276,14 +276,39 @@ func TestLoadBalancerConsulBackend(t *testing.T) {
 	mustSkein(t, "addbackends", "hac", "blog:blog.service.consul:80")
 	mustSkein(t, "pub", "hac", "80", "--host-port", "18082")
 	const url = "http://127.0.0.1:18082/"
-	both := func() bool { h, err := hits(10, url); return err == nil && h["cb1"] > 0 && h["cb2"] > 0 }
-	eventually(t, 20*time.Second, both, "the Consul-name backend does not reach both instances")
+	// The same service behind nginx, which resolves the name per request.
+	cleanup(t, "ngc")
+	t.Cleanup(func() { _, _, _ = skein("dellb", "ngc") })
+	mustSkein(t, "addlb", "nginx", "s3", "-n", "ngc", "-u", "blog.test", "-b", "blog.service.consul:80")
+	mustSkein(t, "pub", "ngc", "80", "--host-port", "18083")
+	const ngURL = "http://127.0.0.1:18083/"
+	ngHits := func(n int) map[string]int {
+		out := map[string]int{}
+		for i := 0; i < n; i++ {
+			code, body, err := getHost(httpClient, ngURL, "blog.test")
+			if err != nil || code != 200 {
+				return nil
+			}
+			out[body]++
+		}
+		return out
+	}
+	both := func() bool {
+		h, err := hits(10, url)
+		n := ngHits(10)
+		return err == nil && h["cb1"] > 0 && h["cb2"] > 0 && n["cb1"] > 0 && n["cb2"] > 0
+	}
+	eventually(t, 20*time.Second, both, "the Consul-name backend does not reach both instances (haproxy and nginx)")
 
 	if out, err := incusCmd("stop", "cb2", "--project", "skein-s2"); err != nil {
 		t.Fatalf("incus stop: %v %s", err, out)
 	}
 	stopped := time.Now()
-	eventually(t, 15*time.Second, func() bool { h, err := hits(10, url); return err == nil && h["cb1"] == 10 }, "requests still go to the stopped instance")
+	eventually(t, 15*time.Second, func() bool {
+		h, err := hits(10, url)
+		n := ngHits(10)
+		return err == nil && h["cb1"] == 10 && n["cb1"] == 10
+	}, "requests still go to the stopped instance")
 	t.Logf("all requests on cb1 %s after cb2 stopped", time.Since(stopped).Round(time.Millisecond))
 	if out, err := incusCmd("start", "cb2", "--project", "skein-s2"); err != nil {
 		t.Fatalf("incus start: %v %s", err, out)
@@ -291,6 +316,15 @@ func TestLoadBalancerConsulBackend(t *testing.T) {
 	started := time.Now()
 	eventually(t, 15*time.Second, both, "the restarted instance gets no requests")
 	t.Logf("cb2 back in rotation %s after it started", time.Since(started).Round(time.Millisecond))
+	// Without -n, names are generated.
+	t.Cleanup(func() { _, _, _ = skein("dellb", "haproxy-1") })
+	if out := mustSkein(t, "addlb", "haproxy", "s1"); !strings.Contains(out, "added haproxy load balancer haproxy-1 on s1") {
+		t.Errorf("addlb without -n said %q", out)
+	}
+	mustSkein(t, "dellb", "haproxy-1")
+	if errOut := skeinFails(t, "addbackends", "ngc", find(list(t), "cb1").IPv4+":80"); !strings.Contains(errOut, "has no other backend") {
+		t.Errorf("a second backend beside a Consul name on nginx: %q", errOut)
+	}
 
 	errOut := skeinFails(t, "addbackends", "hac", "x:blog.example.org:80")
 	if !strings.Contains(errOut, "bad backend") {

@@ -161,6 +161,15 @@ func TestLoadBalancerNginx(t *testing.T) {
 			c2, _, e2 := getHost(plain, url, "mywordpress.test")
 			return e1 == nil && e2 == nil && c1 == 200 && c2 == 404
 		}, "the new URL does not answer, or the old one still does")
+		// A name nginx itself refuses (longer than its server_names_hash bucket):
+		// nginx -t's message reaches the user and the running site stays.
+		long := strings.Repeat("a", 60) + ".example.test"
+		if errOut := skeinFails(t, "setlb", "ng1", "url", long); !strings.Contains(errOut, "nginx refused the new configuration") || !strings.Contains(errOut, "server_names_hash") {
+			t.Fatalf("nginx's refusal is not shown: %q", errOut)
+		}
+		if code, _, err := getHost(plain, url, "newsite.test"); err != nil || code != 200 {
+			t.Fatalf("the running site changed after a refused configuration: %d %v", code, err)
+		}
 		mustSkein(t, "setlb", "ng1", "workers", "2")
 		eventually(t, 10*time.Second, func() bool {
 			out, err := incusCmd("exec", "ng1", "--project", "skein-s2", "--", "pgrep", "-c", "-f", "nginx: worker")

@@ -96,6 +96,22 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request) (any, error) {
 			return nil, workers.Invalid("the certificate and key do not make a pair: %v", err)
 		}
 	}
+	var resolvers []string
+	for _, b := range p.Backends {
+		if IsName(b.Host) {
+			if !strings.HasSuffix(b.Host, ".consul") {
+				return nil, workers.Invalid("backend %q is neither an IPv4 address nor a Consul name (NAME.service.consul)", b.Host)
+			}
+			rs, err := w.endpointResolvers(ctx)
+			if err != nil {
+				return nil, err
+			}
+			resolvers = rs
+		}
+	}
+	if err := checkNginxNames(events.LB{Kind: p.Kind, Backends: p.Backends}); err != nil {
+		return nil, err
+	}
 	id := req.Envelope.ID
 	if p.Name == "" {
 		name, err := w.freeName(ctx, p.Kind)
@@ -112,7 +128,7 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request) (any, error) {
 		return nil, workers.Conflict("a load balancer named %s already exists on server %s: pick another name with -n", p.Name, lb.Server)
 	}
 	if lb == nil {
-		rec := events.LB{Name: p.Name, Kind: p.Kind, Server: w.cfg.Server, Status: events.EndpointCreating, Mode: modes(p.Kind)[0], URL: p.URL, TLS: p.TLS != nil,
+		rec := events.LB{Name: p.Name, Kind: p.Kind, Server: w.cfg.Server, Status: events.EndpointCreating, Mode: modes(p.Kind)[0], URL: p.URL, TLS: p.TLS != nil, Resolvers: resolvers,
 			Backends: append([]events.Backend{}, p.Backends...), Command: id, Updated: time.Now().UTC()}
 		b, _ := json.Marshal(rec)
 		if rev, err = w.kv.Create(ctx, p.Name, b); err != nil {
@@ -199,9 +215,6 @@ func (w *Worker) AddBackends(ctx context.Context, req *workers.Request) (any, er
 				return workers.Invalid("backend %s needs NAME:IP:PORT", nb.Name)
 			}
 			if IsName(nb.Host) {
-				if lb.Kind != "haproxy" {
-					return workers.Invalid("backend %s: Consul-name backends are for haproxy load balancers; give nginx ones IP:PORT", nb.Name)
-				}
 				if !strings.HasSuffix(nb.Host, ".consul") {
 					return workers.Invalid("backend %s: %q is neither an IPv4 address nor a Consul name (NAME.service.consul)", nb.Name, nb.Host)
 				}
@@ -224,8 +237,21 @@ func (w *Worker) AddBackends(ctx context.Context, req *workers.Request) (any, er
 			}
 		}
 		sort.Slice(lb.Backends, func(i, j int) bool { return lb.Backends[i].Name < lb.Backends[j].Name })
-		return nil
+		return checkNginxNames(*lb)
 	})
+}
+
+// checkNginxNames refuses what nginx cannot do: a Consul-name backend beside others.
+func checkNginxNames(lb events.LB) error {
+	if lb.Kind != "nginx" || len(lb.Backends) < 2 {
+		return nil
+	}
+	for _, b := range lb.Backends {
+		if IsName(b.Host) {
+			return workers.Invalid("an nginx load balancer with a Consul-name backend (%s) has no other backend: the name already balances over its instances", b.Host)
+		}
+	}
+	return nil
 }
 
 // DeleteBackends removes backends by name; removing one that is gone succeeds.

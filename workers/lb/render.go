@@ -97,6 +97,9 @@ const (
 func RenderNginx(lb events.LB) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by skein for load balancer %s; skein rewrites it.\n", lb.Name)
+	if len(lb.Backends) == 1 && IsName(lb.Backends[0].Host) {
+		return renderNginxByName(&b, lb)
+	}
 	b.WriteString("upstream be {\n")
 	switch lb.Mode {
 	case "ip_hash":
@@ -125,6 +128,28 @@ func RenderNginx(lb events.LB) string {
 	fmt.Fprintf(&b, "server {\n    listen 80;\n    server_name %s;\n%s}\n", lb.URL, proxy)
 	if lb.TLS {
 		fmt.Fprintf(&b, "\nserver {\n    listen 443 ssl;\n    server_name %s;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n%s}\n", lb.URL, nginxCert, nginxKey, proxy)
+	}
+	return b.String()
+}
+
+// renderNginxByName renders a site whose one backend is a Consul name: nginx
+// resolves it through the endpoints (answers kept one second) and balances over
+// the instances it gets, so it follows them as they come and go.
+func renderNginxByName(b *strings.Builder, lb events.LB) string {
+	be := lb.Backends[0]
+	fmt.Fprintf(b, "resolver %s valid=1s ipv6=off;\n\n", strings.Join(lb.Resolvers, " "))
+	b.WriteString("server {\n    listen 80 default_server;\n    server_name _;\n    return 404;\n}\n\n")
+	proxy := fmt.Sprintf(`    location / {
+        set $skein_backend %s;
+        proxy_pass http://$skein_backend:%d;
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_next_upstream error timeout http_502 http_503;
+    }
+`, be.Host, be.Port)
+	fmt.Fprintf(b, "server {\n    listen 80;\n    server_name %s;\n%s}\n", lb.URL, proxy)
+	if lb.TLS {
+		fmt.Fprintf(b, "\nserver {\n    listen 443 ssl;\n    server_name %s;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n%s}\n", lb.URL, nginxCert, nginxKey, proxy)
 	}
 	return b.String()
 }

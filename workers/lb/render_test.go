@@ -24,6 +24,7 @@ func TestRenderGolden(t *testing.T) {
 		"haproxy-tls-threads": {Name: "ha5", Kind: "haproxy", Mode: "roundrobin", TLS: true, Workers: 2, Backends: []events.Backend{{Name: "a", Host: "10.77.1.5", Port: 80}}},
 		"nginx-plain":         {Name: "ng1", Kind: "nginx", Mode: "default", URL: "mywordpress.org", Backends: []events.Backend{{Name: "10-77-1-5-80", Host: "10.77.1.5", Port: 80}, {Name: "10-77-2-6-80", Host: "10.77.2.6", Port: 80}}},
 		"nginx-tls-iphash":    {Name: "ng2", Kind: "nginx", Mode: "ip_hash", URL: "secure.example", TLS: true, Backends: []events.Backend{{Name: "10-77-1-5-80", Host: "10.77.1.5", Port: 80}}},
+		"nginx-consul-name":   {Name: "ng4", Kind: "nginx", Mode: "default", URL: "blog.test", Resolvers: []string{"10.77.1.10:8600"}, Backends: []events.Backend{{Name: "blog-service-consul-80", Host: "blog.service.consul", Port: 80}}},
 		"nginx-empty":         {Name: "ng3", Kind: "nginx", Mode: "least_conn", URL: "x.example"},
 	}
 	for name, lb := range cases {
