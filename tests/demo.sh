@@ -85,6 +85,15 @@ sleep 1
 echo "  after c1 stopped, wordpress.service.consul -> $(dig +short @10.77.1.10 -p 8600 wordpress.service.consul | tr '\n' ' ')"
 run incus start c1 --project skein-s1
 
+say "a haproxy load balancer on s1 in front of c3, c4, c5, published on host port 8080"
+run "$BIN" addlb haproxy s1 -n ha1
+ips=$("$BIN" list -o json | tr -d ' \n' | grep -o '"name":"c[345]","server":"s[0-9]","status":"Running","ipv4":"[0-9.]*"' | sed 's/.*"name":"\(c[345]\)".*"ipv4":"\([0-9.]*\)"/\1:\2:80/')
+run "$BIN" addbackends ha1 $ips
+run "$BIN" pub s1:ha1 80 --host-port 8080
+for _ in $(seq 1 50); do curl -s --max-time 1 http://127.0.0.1:8080/ >/dev/null && break; sleep 0.2; done
+echo "  six requests to http://127.0.0.1:8080/ -> $(for i in 1 2 3 4 5 6; do curl -s --max-time 2 http://127.0.0.1:8080/ | tr -d '\n'; echo -n ' '; done)"
+run "$BIN" listlbs
+
 say "bad input is refused with the fix"
 run "$BIN" launch skein-busybox c6 -s s2 --ip 10.77.1.30 || true
 run "$BIN" launch skein-busybox c1 -s s3 || true
@@ -96,5 +105,6 @@ The demo cluster is still running:
   logs in $DEMO/logs/
   nats subject for events: skein.event.<server>.<type>
   Consul UI: http://10.77.1.10:8500/ui
+  load balancer ha1: http://127.0.0.1:8080/
   stop it with: bash tests/demo.sh stop
 MSG

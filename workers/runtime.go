@@ -109,9 +109,14 @@ func (r *Runtime) Run(ctx context.Context) error {
 			defer func() { <-sem; wg.Done() }()
 			r.process(ctx, msg)
 		}()
-	}, jetstream.PullMaxMessages(r.concurrency), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		r.log.Debug().Err(err).Msg("consume")
-	}))
+	},
+		jetstream.PullMaxMessages(r.concurrency),
+		// A crashed agent's pull requests stay at the server until they expire, and
+		// a redelivery can go to one of them: keep them short-lived.
+		jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(2*time.Second),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			r.log.Debug().Err(err).Msg("consume")
+		}))
 	if err != nil {
 		return fmt.Errorf("workers: consume: %w", err)
 	}
