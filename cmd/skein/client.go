@@ -163,3 +163,39 @@ func alive(hb *events.Heartbeat) bool {
 func notReady(err error) error {
 	return fmt.Errorf("skein's streams are missing (%v): is `skein server` running and reachable with --nats?", err)
 }
+
+// resolver finds the server a command goes to.
+type resolver func(ctx context.Context, cl *cli) (string, error)
+
+// send is the shape of every command that acts: resolve the server, check it is
+// up, send the command, wait and print its result.
+func (g *globals) send(ctx context.Context, resolve resolver, typ string, payload any, print func(*events.Result) error) error {
+	cl, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.close()
+	server, err := resolve(ctx, cl)
+	if err != nil {
+		return err
+	}
+	if _, err := cl.serverUp(ctx, server); err != nil {
+		return err
+	}
+	res, err := cl.do(ctx, server, typ, payload)
+	if err != nil || res == nil {
+		return err
+	}
+	return print(res)
+}
+
+// ofContainer resolves the server a container runs on.
+func ofContainer(name string) resolver {
+	return func(ctx context.Context, cl *cli) (string, error) {
+		rec, err := cl.container(ctx, name)
+		if err != nil {
+			return "", err
+		}
+		return rec.Server, nil
+	}
+}

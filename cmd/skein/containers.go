@@ -102,24 +102,9 @@ func actionCmd(g *globals, verb string) *cobra.Command {
 			if err := checkName(name); err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			cl, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer cl.close()
-			rec, err := cl.container(ctx, name)
-			if err != nil {
-				return err
-			}
-			if _, err := cl.serverUp(ctx, rec.Server); err != nil {
-				return err
-			}
-			res, err := cl.do(ctx, rec.Server, typ, events.ContainerAction{Name: name, Force: force})
-			if err != nil || res == nil {
-				return err
-			}
-			return printContainer(g, past, res)
+			return g.send(cmd.Context(), ofContainer(name), typ, events.ContainerAction{Name: name, Force: force}, func(res *events.Result) error {
+				return printContainer(g, past, res)
+			})
 		},
 	}
 	if verb == "stop" || verb == "restart" {

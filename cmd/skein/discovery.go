@@ -140,29 +140,21 @@ func delepCmd(g *globals) *cobra.Command {
 		Short: "Remove a Consul endpoint (it leaves the Consul cluster first)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			cl, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer cl.close()
-			eps, err := cl.endpoints(ctx)
-			if err != nil {
-				return err
-			}
-			for _, e := range eps {
-				if e.Name == args[0] {
-					if _, err := cl.serverUp(ctx, e.Server); err != nil {
-						return err
-					}
-					res, err := cl.do(ctx, e.Server, events.TypeEndpointDelete, events.EndpointRef{Name: e.Name})
-					if err != nil || res == nil {
-						return err
-					}
-					return printEndpoint(g, "deleted", res)
+			ofEndpoint := func(ctx context.Context, cl *cli) (string, error) {
+				eps, err := cl.endpoints(ctx)
+				if err != nil {
+					return "", err
 				}
+				for _, e := range eps {
+					if e.Name == args[0] {
+						return e.Server, nil
+					}
+				}
+				return "", fmt.Errorf("no endpoint named %q: `skein listep` shows them", args[0])
 			}
-			return fmt.Errorf("no endpoint named %q: `skein listep` shows them", args[0])
+			return g.send(cmd.Context(), ofEndpoint, events.TypeEndpointDelete, events.EndpointRef{Name: args[0]}, func(res *events.Result) error {
+				return printEndpoint(g, "deleted", res)
+			})
 		},
 	}
 	g.addCommandFlags(c)
@@ -175,28 +167,13 @@ func onContainer(cmd *cobra.Command, g *globals, container, typ string, payload 
 	if err := checkName(container); err != nil {
 		return err
 	}
-	ctx := cmd.Context()
-	cl, err := g.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer cl.close()
-	rec, err := cl.container(ctx, container)
-	if err != nil {
-		return err
-	}
-	if _, err := cl.serverUp(ctx, rec.Server); err != nil {
-		return err
-	}
-	res, err := cl.do(ctx, rec.Server, typ, payload)
-	if err != nil || res == nil {
-		return err
-	}
-	var d events.Definitions
-	if err := json.Unmarshal(res.Output, &d); err != nil {
-		return fmt.Errorf("bad result: %w", err)
-	}
-	return printDefinitions(g, d)
+	return g.send(cmd.Context(), ofContainer(container), typ, payload, func(res *events.Result) error {
+		var d events.Definitions
+		if err := json.Unmarshal(res.Output, &d); err != nil {
+			return fmt.Errorf("bad result: %w", err)
+		}
+		return printDefinitions(g, d)
+	})
 }
 
 func printDefinitions(g *globals, d events.Definitions) error {
@@ -451,25 +428,12 @@ func adhocCmd(g *globals, use, short string, args cobra.PositionalArgs, build fu
 			if !serviceRE.MatchString(name) {
 				return fmt.Errorf("bad name %q: letters, digits and '-', up to 63", name)
 			}
-			ctx := cmd.Context()
-			cl, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer cl.close()
-			owner, err := cl.owner(ctx, name, server)
-			if err != nil {
-				return err
-			}
-			res, err := cl.do(ctx, owner, typ, payload)
-			if err != nil || res == nil {
-				return err
-			}
 			did := "published"
 			if typ == events.TypeUnpublish {
 				did = "removed"
 			}
-			return printAdhoc(g, did, res)
+			owner := func(ctx context.Context, cl *cli) (string, error) { return cl.owner(ctx, name, server) }
+			return g.send(cmd.Context(), owner, typ, payload, func(res *events.Result) error { return printAdhoc(g, did, res) })
 		},
 	}
 	c.Flags().StringVarP(&server, "server", "s", "", "server that keeps the entry and runs its checks (default: its owner, or the first up server)")

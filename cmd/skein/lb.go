@@ -33,7 +33,7 @@ func (c *cli) lbs(ctx context.Context) ([]events.LB, error) {
 	return out, err
 }
 
-// lb finds one load balancer and checks its server is up.
+// lb finds one load balancer.
 func (c *cli) lb(ctx context.Context, name string) (*events.LB, error) {
 	all, err := c.lbs(ctx)
 	if err != nil {
@@ -41,9 +41,6 @@ func (c *cli) lb(ctx context.Context, name string) (*events.LB, error) {
 	}
 	for i := range all {
 		if all[i].Name == name {
-			if _, err := c.serverUp(ctx, all[i].Server); err != nil {
-				return nil, err
-			}
 			return &all[i], nil
 		}
 	}
@@ -237,21 +234,14 @@ func dellbCmd(g *globals) *cobra.Command {
 }
 
 func onLB(cmd *cobra.Command, g *globals, name, did, typ string, payload any) error {
-	ctx := cmd.Context()
-	cl, err := g.connect(ctx)
-	if err != nil {
-		return err
+	ofLB := func(ctx context.Context, cl *cli) (string, error) {
+		l, err := cl.lb(ctx, name)
+		if err != nil {
+			return "", err
+		}
+		return l.Server, nil
 	}
-	defer cl.close()
-	l, err := cl.lb(ctx, name)
-	if err != nil {
-		return err
-	}
-	res, err := cl.do(ctx, l.Server, typ, payload)
-	if err != nil || res == nil {
-		return err
-	}
-	return printLB(g, did, res)
+	return g.send(cmd.Context(), ofLB, typ, payload, func(res *events.Result) error { return printLB(g, did, res) })
 }
 
 // parseBackend reads NAME:IP:PORT.
@@ -414,35 +404,25 @@ func onPort(cmd *cobra.Command, g *globals, target, did, typ string, port, hostP
 	if err := checkName(name); err != nil {
 		return err
 	}
-	ctx := cmd.Context()
-	cl, err := g.connect(ctx)
-	if err != nil {
-		return err
+	ofTarget := func(ctx context.Context, cl *cli) (string, error) {
+		s, err := ofContainer(name)(ctx, cl)
+		if err == nil && server != "" && server != s {
+			return "", fmt.Errorf("container %s is on server %s, not %s", name, s, server)
+		}
+		server = s
+		return s, err
 	}
-	defer cl.close()
-	rec, err := cl.container(ctx, name)
-	if err != nil {
-		return err
-	}
-	if server != "" && server != rec.Server {
-		return fmt.Errorf("container %s is on server %s, not %s", name, rec.Server, server)
-	}
-	if _, err := cl.serverUp(ctx, rec.Server); err != nil {
-		return err
-	}
-	res, err := cl.do(ctx, rec.Server, typ, events.PortForward{Name: name, Port: port, HostPort: hostPort})
-	if err != nil || res == nil {
-		return err
-	}
-	if g.output == "json" {
-		var ct events.Container
-		_ = json.Unmarshal(res.Output, &ct)
-		return printJSON(ct)
-	}
-	if port != 0 {
-		fmt.Printf("%s %s:%d -> %s:%d\n", did, rec.Server, hostPort, name, port)
-	} else {
-		fmt.Printf("%s %s:%d\n", did, rec.Server, hostPort)
-	}
-	return nil
+	return g.send(cmd.Context(), ofTarget, typ, events.PortForward{Name: name, Port: port, HostPort: hostPort}, func(res *events.Result) error {
+		if g.output == "json" {
+			var ct events.Container
+			_ = json.Unmarshal(res.Output, &ct)
+			return printJSON(ct)
+		}
+		if port != 0 {
+			fmt.Printf("%s %s:%d -> %s:%d\n", did, server, hostPort, name, port)
+		} else {
+			fmt.Printf("%s %s:%d\n", did, server, hostPort)
+		}
+		return nil
+	})
 }
