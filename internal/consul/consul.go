@@ -324,15 +324,6 @@ func Leader(ctx context.Context, addr string) (string, error) {
 	return cl.Status().Leader()
 }
 
-// Peers returns the raft peers as the endpoint at addr sees them.
-func Peers(ctx context.Context, addr string) ([]string, error) {
-	cl, err := api.NewClient(&api.Config{Address: addr, HttpClient: &http.Client{Timeout: 3 * time.Second}})
-	if err != nil {
-		return nil, err
-	}
-	return cl.Status().Peers()
-}
-
 // Voters returns the raft voters as the endpoint at addr sees them, by node name.
 func Voters(ctx context.Context, addr string) ([]string, error) {
 	cl, err := api.NewClient(&api.Config{Address: addr, HttpClient: &http.Client{Timeout: 3 * time.Second}})

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -631,6 +630,3 @@ func (w *Worker) DeleteCheck(ctx context.Context, req *workers.Request) (any, er
 		return nil
 	})
 }
-
-// ipOf parses an endpoint address.
-func ipOf(s string) (netip.Addr, error) { return netip.ParseAddr(s) }

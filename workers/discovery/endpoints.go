@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -26,7 +27,7 @@ func (w *Worker) AddEndpoint(ctx context.Context, req *workers.Request) (any, er
 	if err := req.Decode(&p); err != nil {
 		return nil, workers.Invalid("%v", err)
 	}
-	ip, err := ipOf(p.IP)
+	ip, err := netip.ParseAddr(p.IP)
 	if err != nil || !ip.Is4() {
 		return nil, workers.Invalid("%q is not an IPv4 address", p.IP)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/skeinhq/skein/internal/haproxy"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/containers"
+	"github.com/skeinhq/skein/workers/discovery"
 )
 
 // Paths in a load balancer's container.
@@ -424,7 +425,7 @@ func (w *Worker) endpointResolvers(ctx context.Context) ([]string, error) {
 			}
 			var ep events.Endpoint
 			if json.Unmarshal(e.Value(), &ep) == nil && ep.Status == events.EndpointReady {
-				out = append(out, fmt.Sprintf("%s:%d", ep.IP, 8600))
+				out = append(out, fmt.Sprintf("%s:%d", ep.IP, discovery.DNSPort))
 			}
 		}
 	}
