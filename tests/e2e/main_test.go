@@ -233,9 +233,10 @@ func waitPort(port int, total time.Duration) bool {
 
 // skein runs the CLI against the test cluster.
 func skein(args ...string) (stdout, stderr string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// Incus here sometimes stalls an operation for ~90 s: give each command room for one stall.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, skeinBin, append([]string{"--nats", natsURL}, args...)...)
+	cmd := exec.CommandContext(ctx, skeinBin, append([]string{"--nats", natsURL, "--timeout", "4m"}, args...)...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
