@@ -321,7 +321,7 @@ func Leader(ctx context.Context, addr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return cl.Status().Leader()
+	return cl.Status().LeaderWithQueryOptions(qopts(ctx))
 }
 
 // Voters returns the raft voters as the endpoint at addr sees them, by node name.

@@ -708,3 +708,17 @@ func TestVoters(t *testing.T) {
 		t.Error("Voters succeeded against a failing endpoint")
 	}
 }
+func TestLeaderHonoursDeadline(t *testing.T) {
+	f := newFakeConsul(t)
+	f.set(func(f *fakeConsul) { f.hold = true })
+	const wait = 200 * time.Millisecond
+	start := time.Now()
+	_, err := Leader(testCtx(t, wait), f.addr())
+	if err == nil {
+		t.Fatal("Leader answered from a hung endpoint")
+	}
+	// Leader's own HTTP timeout is 3 s: returning well before means ctx ruled.
+	if elapsed := time.Since(start); elapsed > 2*time.Second {
+		t.Errorf("returned after %s, ctx deadline was %s", elapsed, wait)
+	}
+}
