@@ -112,7 +112,8 @@ var ErrNoEndpoint = errors.New("no consul endpoint")
 
 // do runs f against the last endpoint that answered, then the others.
 func (c *Client) do(ctx context.Context, f func(*api.Client) error) error {
-	addrs := c.addrs()
+	// A copy: the sort below must not reorder the caller's slice.
+	addrs := append([]string(nil), c.addrs()...)
 	if len(addrs) == 0 {
 		return ErrNoEndpoint
 	}

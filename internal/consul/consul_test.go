@@ -722,3 +722,17 @@ func TestLeaderHonoursDeadline(t *testing.T) {
 		t.Errorf("returned after %s, ctx deadline was %s", elapsed, wait)
 	}
 }
+func TestFailoverKeepsCallersAddresses(t *testing.T) {
+	addrs := []string{closedPort(t), newFakeConsul(t).addr()}
+	orig := slices.Clone(addrs)
+	c := New(func() []string { return addrs })
+	ctx := testCtx(t, 10*time.Second)
+	for i := 0; i < 2; i++ {
+		if _, err := c.Nodes(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(addrs, orig) {
+		t.Errorf("the client reordered the caller's addresses: %q, was %q", addrs, orig)
+	}
+}
