@@ -32,7 +32,8 @@ func TestEnsureIsIdempotent(t *testing.T) {
 	if _, err := conn.JS.Publish(ctx, bus.CommandSubject("s1", events.TypePing), []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	kv, err := conn.JS.KeyValue(ctx, bus.BucketContainers)
+	spec, _ := events.StateOf[events.Container]()
+	kv, err := conn.JS.KeyValue(ctx, spec.Bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,16 +92,12 @@ func agent(t *testing.T, url, server string) {
 		t.Fatal(err)
 	}
 	rt := workers.NewRuntime(conn, server, zerolog.Nop())
-	rt.Handle(events.TypePing, func(ctx context.Context, req *workers.Request) (any, error) {
-		var p events.Ping
-		if err := req.Decode(&p); err != nil {
-			return nil, workers.Invalid("%v", err)
-		}
+	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: func(ctx context.Context, req *workers.Request, p events.Ping) (events.Pong, error) {
 		if p.Note == "fail" {
-			return nil, workers.Conflict("asked to fail")
+			return events.Pong{}, workers.Conflict("asked to fail")
 		}
 		return events.Pong{Server: server, Note: p.Note, Time: time.Now().UTC()}, nil
-	})
+	}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- rt.Run(ctx) }()
@@ -189,7 +186,7 @@ func TestDoReportsProgress(t *testing.T) {
 	defer aconn.Close()
 	seen := make(chan events.Progress, 4)
 	rt := workers.NewRuntime(aconn, "s1", zerolog.Nop())
-	rt.Handle(events.TypePing, func(ctx context.Context, req *workers.Request) (any, error) {
+	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: func(ctx context.Context, req *workers.Request, p events.Ping) (events.Pong, error) {
 		// Report until the caller has seen it, so the test does not race the result.
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
@@ -197,14 +194,14 @@ func TestDoReportsProgress(t *testing.T) {
 			req.Progress("warm", "warming up")
 			select {
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return events.Pong{}, ctx.Err()
 			case <-tick.C:
 				if len(seen) > 0 {
 					return events.Pong{Server: "s1", Time: time.Now().UTC()}, nil
 				}
 			}
 		}
-	})
+	}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = rt.Run(ctx) }()

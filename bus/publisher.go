@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,18 +23,40 @@ func NewPublisher(js jetstream.JetStream, source, server string) *Publisher {
 	return &Publisher{js: js, source: source, server: server}
 }
 
-// Publish validates payload against the schema of typ and publishes it as an event.
+// Publish validates payload against the schema of typ and publishes it as an
+// event with a fresh id, retrying as Tell does.
 func (p *Publisher) Publish(ctx context.Context, typ string, payload any) error {
+	return p.Tell(ctx, events.NewID(), typ, payload)
+}
+
+// Tell publishes an event under id until the events stream has stored it or ctx
+// ends: at least once, and always under the same id, so that JetStream and
+// subscribers drop a repeat. Events about one thing are told in order by
+// telling them one after the other.
+func (p *Publisher) Tell(ctx context.Context, id, typ string, payload any) error {
 	env, err := events.New(typ, p.source, p.server, payload)
 	if err != nil {
 		return err
 	}
+	env.ID = id
 	raw, err := env.Marshal()
 	if err != nil {
 		return err
 	}
-	if _, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: EventSubject(p.server, typ), Data: raw}, jetstream.WithMsgID(env.ID)); err != nil {
-		return fmt.Errorf("publish event %s: %w", typ, err)
+	msg := &nats.Msg{Subject: EventSubject(p.server, typ), Data: raw}
+	wait := 50 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = p.js.PublishMsg(pctx, msg, jetstream.WithMsgID(id))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("publish event %s %s: %w", typ, id, err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Second)
 	}
-	return nil
 }

@@ -7,29 +7,20 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/skeinhq/skein/events"
 )
 
 // Stream and bucket names.
 const (
 	// StreamCommands holds commands until an agent acknowledges them (work queue).
 	StreamCommands = "SKEIN_COMMANDS"
-	// StreamResults keeps the last result of each command for an hour, so a client
-	// that missed the live message (a reconnect, a restart) can still read it.
+	// StreamResults keeps the last result of each command for ResultsKept, so a
+	// client that missed the live message (a reconnect, a restart) can still read
+	// it, and a command sent again with the same id is answered from it.
 	StreamResults = "SKEIN_RESULTS"
 	// StreamEvents keeps events for external subscribers and `skein events`.
 	StreamEvents = "SKEIN_EVENTS"
-	// BucketServers holds each agent's heartbeat, keyed by server name.
-	BucketServers = "skein_servers"
-	// BucketContainers holds each container's record, keyed by container name.
-	BucketContainers = "skein_containers"
-	// BucketEndpoints holds each Consul endpoint's record, keyed by endpoint name.
-	BucketEndpoints = "skein_endpoints"
-	// BucketServices holds each container's service and check definitions, keyed by container name.
-	BucketServices = "skein_services"
-	// BucketAdhoc holds ad-hoc service and check entries, keyed by entry name.
-	BucketAdhoc = "skein_adhoc"
-	// BucketLBs holds each load balancer's record, keyed by name.
-	BucketLBs = "skein_lbs"
 )
 
 // Tunables of the command consumers.
@@ -38,8 +29,12 @@ const (
 	AckWait = 10 * time.Second
 	// MaxDeliver bounds the attempts at one command.
 	MaxDeliver = 8
-	// DedupWindow is how long a command id is remembered for deduplication.
+	// DedupWindow is how long JetStream itself drops a command id seen before;
+	// after it, the agent still answers the id from its stored result.
 	DedupWindow = 10 * time.Minute
+	// ResultsKept is how long a command's result is kept, and so how long a
+	// command id is answered without running again.
+	ResultsKept = 24 * time.Hour
 )
 
 // StreamConfigs returns the configuration of every skein stream, with replicas
@@ -53,7 +48,7 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 		},
 		{
 			Name: StreamResults, Subjects: []string{AllResults()},
-			Storage: jetstream.FileStorage, Duplicates: DedupWindow, MaxAge: time.Hour,
+			Storage: jetstream.FileStorage, Duplicates: DedupWindow, MaxAge: ResultsKept,
 			MaxMsgsPerSubject: 1, AllowDirect: true,
 		},
 		{
@@ -71,17 +66,17 @@ func withReplicas(n int, cfgs []jetstream.StreamConfig) []jetstream.StreamConfig
 	return cfgs
 }
 
-// BucketConfigs returns the configuration of every skein KV bucket.
+// BucketConfigs returns the configuration of every skein KV bucket: one per
+// record type registered in events, so a new capability declares its own.
 func BucketConfigs(replicas int) []jetstream.KeyValueConfig {
-	return []jetstream.KeyValueConfig{
-		// A server that has not beaten for a day is forgotten.
-		{Bucket: BucketServers, Description: "agent heartbeats", TTL: 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: max(replicas, 1)},
-		{Bucket: BucketContainers, Description: "container records", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
-		{Bucket: BucketEndpoints, Description: "consul endpoints", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
-		{Bucket: BucketServices, Description: "service and check definitions", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
-		{Bucket: BucketAdhoc, Description: "ad-hoc service and check entries", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
-		{Bucket: BucketLBs, Description: "load balancers", Storage: jetstream.FileStorage, History: 1, Replicas: max(replicas, 1)},
+	var out []jetstream.KeyValueConfig
+	for _, s := range events.Specs() {
+		if s.Kind != events.KindState || s.Bucket == "" {
+			continue
+		}
+		out = append(out, jetstream.KeyValueConfig{Bucket: s.Bucket, Description: s.Doc, TTL: s.TTL, History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1)})
 	}
+	return out
 }
 
 // Ensure creates or updates every stream and bucket skein needs, with replicas

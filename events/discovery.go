@@ -42,13 +42,24 @@ const (
 	TypeAdhoc = "adhoc"
 )
 
-// Endpoint statuses.
-const (
-	// EndpointCreating is an endpoint being set up.
-	EndpointCreating = "creating"
-	// EndpointReady is an endpoint whose Consul answers.
-	EndpointReady = "ready"
-)
+func init() {
+	registerCommand[EndpointAdd, Endpoint](TypeEndpointAdd, "Run a Consul endpoint in a container on a server")
+	registerCommand[EndpointRef, Endpoint](TypeEndpointDelete, "Remove a Consul endpoint")
+	registerCommand[ServiceAdd, Definitions](TypeServiceAdd, "Define a service a container publishes")
+	registerCommand[ServiceDelete, Definitions](TypeServiceDelete, "Remove service definitions of a container")
+	registerCommand[CheckAdd, Definitions](TypeCheckAdd, "Define a health check of a container")
+	registerCommand[CheckDelete, Definitions](TypeCheckDelete, "Remove a health check of a container")
+	registerCommand[Publish, Adhoc](TypePublish, "Publish an ad-hoc service or check that belongs to no container")
+	registerCommand[Unpublish, Adhoc](TypeUnpublish, "Remove an ad-hoc entry or its checks")
+	register[EndpointEvent](TypeEndpointAdded, KindEvent, "An endpoint serves")
+	register[EndpointEvent](TypeEndpointDeleted, KindEvent, "An endpoint is gone")
+	register[Registration](TypeServiceRegistered, KindEvent, "A service was published at the endpoints")
+	register[Registration](TypeServiceDeregistered, KindEvent, "A service was removed from the endpoints")
+	register[CheckStatus](TypeCheckStatus, KindEvent, "A check's status changed")
+	registerState[Endpoint](TypeEndpoint, "skein_endpoints", 0, "An endpoint, kept in the endpoints bucket")
+	registerState[Definitions](TypeDefinitions, "skein_services", 0, "A container's services and checks, kept in the services bucket")
+	registerState[Adhoc](TypeAdhoc, "skein_adhoc", 0, "An ad-hoc entry, kept in the ad-hoc bucket")
+}
 
 // EndpointAdd asks for a Consul endpoint at a static address.
 type EndpointAdd struct {
@@ -66,18 +77,9 @@ type EndpointRef struct {
 
 // Endpoint is a Consul endpoint as skein knows it.
 type Endpoint struct {
-	// Name is the endpoint (also its container's name).
-	Name string `json:"name"`
-	// Server is where it runs.
-	Server string `json:"server"`
+	Resource
 	// IP is its address: HTTP API and UI on :8500, DNS on :8600.
 	IP string `json:"ip"`
-	// Status is creating or ready.
-	Status string `json:"status" jsonschema:"enum=creating,enum=ready"`
-	// Command is the id of the command that added it.
-	Command string `json:"command,omitempty"`
-	// Updated is when the record last changed.
-	Updated time.Time `json:"updated"`
 }
 
 // ServiceAdd defines a service published by a container while it runs.
@@ -189,6 +191,8 @@ type EndpointEvent struct {
 	Name string `json:"name"`
 	// IP is its address.
 	IP string `json:"ip"`
+	// Cause is "reconcile" when the agent repaired the record from what runs; empty for a command.
+	Cause string `json:"cause,omitempty" jsonschema:"enum=reconcile"`
 }
 
 // Publish creates or extends an ad-hoc entry: a service at an address, or a check

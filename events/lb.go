@@ -1,7 +1,5 @@
 package events
 
-import "time"
-
 // Load balancer command, event and state types.
 const (
 	// TypeLBAdd runs a load balancer in a container on the addressed server.
@@ -19,6 +17,16 @@ const (
 	// TypeLB is a load balancer record.
 	TypeLB = "lb"
 )
+
+func init() {
+	registerCommand[LBAdd, LB](TypeLBAdd, "Run a load balancer in a container on a server")
+	registerCommand[LBRef, LB](TypeLBDelete, "Remove a load balancer")
+	registerCommand[LBBackends, LB](TypeLBBackendsAdd, "Add backends to a load balancer")
+	registerCommand[LBBackendNames, LB](TypeLBBackendsDelete, "Remove backends from a load balancer")
+	registerCommand[LBSet, LB](TypeLBSet, "Change a setting of a load balancer")
+	register[LBChange](TypeLBChanged, KindEvent, "A load balancer's configuration changed")
+	registerState[LB](TypeLB, "skein_lbs", 0, "A load balancer, kept in the load balancers bucket")
+}
 
 // LBAdd asks for a load balancer.
 type LBAdd struct {
@@ -90,14 +98,9 @@ type LBSet struct {
 
 // LB is a load balancer as skein knows it; its configuration is rendered from this.
 type LB struct {
-	// Name is the load balancer (also its container's name).
-	Name string `json:"name"`
+	Resource
 	// Kind is haproxy or nginx.
 	Kind string `json:"kind"`
-	// Server is where it runs.
-	Server string `json:"server"`
-	// Status is creating or ready.
-	Status string `json:"status" jsonschema:"enum=creating,enum=ready"`
 	// Mode is the balancing algorithm.
 	Mode string `json:"mode"`
 	// URL is the host name an nginx load balancer answers for.
@@ -110,10 +113,6 @@ type LB struct {
 	Workers int `json:"workers,omitempty"`
 	// Backends are the servers it balances over.
 	Backends []Backend `json:"backends"`
-	// Command is the id of the command that added it.
-	Command string `json:"command,omitempty"`
-	// Updated is when it last changed.
-	Updated time.Time `json:"updated"`
 }
 
 // LBChange says what changed in a load balancer.
@@ -126,4 +125,7 @@ type LBChange struct {
 	Backends int `json:"backends"`
 	// Mode is its mode now.
 	Mode string `json:"mode,omitempty"`
+	// Cause is "reconcile" when the agent repaired the record from what runs
+	// (its container was deleted behind skein's back); empty for a command.
+	Cause string `json:"cause,omitempty" jsonschema:"enum=reconcile"`
 }

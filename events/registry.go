@@ -3,6 +3,7 @@ package events
 import (
 	"reflect"
 	"sort"
+	"time"
 )
 
 // Kind says what role a message type plays on the bus.
@@ -38,6 +39,10 @@ type Spec struct {
 	Go reflect.Type
 	// Output is the type carried in a successful result's output, for commands.
 	Output reflect.Type
+	// Bucket is the KV bucket that keeps records of a state type, keyed by name.
+	Bucket string
+	// TTL is how long a record of the bucket lives without being written; 0 is for ever.
+	TTL time.Duration
 }
 
 // SchemaName is the schema file name of the spec, "<type>.v<version>.json".
@@ -53,10 +58,27 @@ func registerCommand[T, Out any](typ, doc string) {
 	registry[typ] = Spec{Type: typ, Version: 1, Kind: KindCommand, Doc: doc, Go: reflect.TypeFor[T](), Output: reflect.TypeFor[Out]()}
 }
 
+// registerState registers a record type and the bucket that keeps its records:
+// declaring the type is all it takes for `skein server` to create the bucket.
+func registerState[T any](typ, bucket string, ttl time.Duration, doc string) {
+	registry[typ] = Spec{Type: typ, Version: 1, Kind: KindState, Doc: doc, Go: reflect.TypeFor[T](), Bucket: bucket, TTL: ttl}
+}
+
 // Lookup returns the spec of a message type.
 func Lookup(typ string) (Spec, bool) {
 	s, ok := registry[typ]
 	return s, ok
+}
+
+// StateOf returns the spec of the record type T, which names its bucket.
+func StateOf[T any]() (Spec, bool) {
+	t := reflect.TypeFor[T]()
+	for _, s := range registry {
+		if s.Kind == KindState && s.Go == t && s.Bucket != "" {
+			return s, true
+		}
+	}
+	return Spec{}, false
 }
 
 // Specs returns every registered spec, sorted by type.
@@ -69,7 +91,8 @@ func Specs() []Spec {
 	return out
 }
 
-// The message types. Every one has a schema in schemas/.
+// The foundation's message types; each capability registers its own in its file.
+// Every one has a schema in schemas/.
 func init() {
 	registerCommand[Ping, Pong](TypePing, "Round trip to an agent that touches no container")
 	registerCommand[Launch, Container](TypeLaunch, "Create and start a container on a server")
@@ -79,29 +102,6 @@ func init() {
 	registerCommand[ContainerAction, Container](TypeDelete, "Delete a container")
 	registerCommand[PortForward, Container](TypePublishPort, "Forward a host port into a container")
 	registerCommand[PortForward, Container](TypeUnpublishPort, "Remove a forwarded host port")
-	registerCommand[EndpointAdd, Endpoint](TypeEndpointAdd, "Run a Consul endpoint in a container on a server")
-	registerCommand[EndpointRef, Endpoint](TypeEndpointDelete, "Remove a Consul endpoint")
-	registerCommand[ServiceAdd, Definitions](TypeServiceAdd, "Define a service a container publishes")
-	registerCommand[ServiceDelete, Definitions](TypeServiceDelete, "Remove service definitions of a container")
-	registerCommand[CheckAdd, Definitions](TypeCheckAdd, "Define a health check of a container")
-	registerCommand[CheckDelete, Definitions](TypeCheckDelete, "Remove a health check of a container")
-	registerCommand[Publish, Adhoc](TypePublish, "Publish an ad-hoc service or check that belongs to no container")
-	registerCommand[Unpublish, Adhoc](TypeUnpublish, "Remove an ad-hoc entry or its checks")
-	register[Adhoc](TypeAdhoc, KindState, "An ad-hoc entry, kept in the ad-hoc bucket")
-	registerCommand[LBAdd, LB](TypeLBAdd, "Run a load balancer in a container on a server")
-	registerCommand[LBRef, LB](TypeLBDelete, "Remove a load balancer")
-	registerCommand[LBBackends, LB](TypeLBBackendsAdd, "Add backends to a load balancer")
-	registerCommand[LBBackendNames, LB](TypeLBBackendsDelete, "Remove backends from a load balancer")
-	registerCommand[LBSet, LB](TypeLBSet, "Change a setting of a load balancer")
-	register[LBChange](TypeLBChanged, KindEvent, "A load balancer's configuration changed")
-	register[LB](TypeLB, KindState, "A load balancer, kept in the load balancers bucket")
-	register[EndpointEvent](TypeEndpointAdded, KindEvent, "An endpoint serves")
-	register[EndpointEvent](TypeEndpointDeleted, KindEvent, "An endpoint is gone")
-	register[Registration](TypeServiceRegistered, KindEvent, "A service was published at the endpoints")
-	register[Registration](TypeServiceDeregistered, KindEvent, "A service was removed from the endpoints")
-	register[CheckStatus](TypeCheckStatus, KindEvent, "A check's status changed")
-	register[Endpoint](TypeEndpoint, KindState, "An endpoint, kept in the endpoints bucket")
-	register[Definitions](TypeDefinitions, KindState, "A container's services and checks, kept in the services bucket")
 	register[Pong](TypePong, KindOutput, "An agent's answer to a ping")
 	register[Result](TypeResult, KindResult, "The answer to one command")
 	register[Progress](TypeProgress, KindProgress, "A step of a long command")
@@ -110,6 +110,8 @@ func init() {
 	}
 	register[ServerEvent](TypeServerUp, KindEvent, "An agent came up")
 	register[ServerEvent](TypeServerDown, KindEvent, "An agent went down cleanly")
-	register[Heartbeat](TypeHeartbeat, KindState, "An agent's liveness and capacity, kept in the servers bucket")
-	register[Container](TypeContainer, KindState, "A container as skein knows it, kept in the containers bucket")
+	// A server that has not beaten for a day is forgotten.
+	registerState[Heartbeat](TypeHeartbeat, "skein_servers", 24*time.Hour, "An agent's liveness and capacity, kept in the servers bucket")
+	registerState[Container](TypeContainer, "skein_containers", 0, "A container as skein knows it, kept in the containers bucket")
+	registerState[Journal](TypeJournal, "skein_journal", 24*time.Hour, "What a command decided in its earlier attempts, kept in the journal bucket")
 }

@@ -148,6 +148,15 @@ func validatePayload(spec Spec, data []byte) error {
 	return validateRaw(spec.SchemaName(), spec.Type, data)
 }
 
+// ValidateState checks a record against the schema of its state type.
+func ValidateState(typ string, raw []byte) error {
+	spec, ok := Lookup(typ)
+	if !ok || spec.Kind != KindState {
+		return &ValidationError{Type: typ, Reason: "not a state type"}
+	}
+	return validatePayload(spec, raw)
+}
+
 // ValidateOutput checks a command's result output against the schema of its output type.
 func ValidateOutput(cmdType string, output []byte) error {
 	spec, ok := Lookup(cmdType)

@@ -122,14 +122,30 @@ type Container struct {
 	Command string `json:"command,omitempty"`
 	// Published are the host ports forwarded into it, "HOSTPORT->PORT".
 	Published []string `json:"published,omitempty"`
+	// Told is what the container's events last announced: an agent that
+	// restarts announces what was not told yet, under the same event ids.
+	Told *ContainerTold `json:"told,omitempty"`
 	// Updated is when the record last changed.
 	Updated time.Time `json:"updated"`
 }
 
+// ContainerTold is what a container's events last announced.
+type ContainerTold struct {
+	// Event is the last status event told: container.started or container.stopped.
+	Event string `json:"event"`
+	// IPv4 is the address last told.
+	IPv4 string `json:"ipv4,omitempty"`
+	// Seq counts the container's events; the next one's id derives from it.
+	Seq int `json:"seq"`
+	// Gen tells this container from an earlier one of the same name.
+	Gen string `json:"gen,omitempty"`
+}
+
 // ErrorInfo is a failed command's error.
 type ErrorInfo struct {
-	// Code classifies the error: invalid, not_found, conflict, unavailable, internal.
-	Code string `json:"code" jsonschema:"enum=invalid,enum=not_found,enum=conflict,enum=unavailable,enum=internal"`
+	// Code classifies the error: invalid, not_found, conflict, unavailable,
+	// timeout (the handler's deadline passed) or internal.
+	Code string `json:"code" jsonschema:"enum=invalid,enum=not_found,enum=conflict,enum=unavailable,enum=timeout,enum=internal"`
 	// Message says what went wrong and how to fix it.
 	Message string `json:"message"`
 }

@@ -17,6 +17,8 @@ const (
 	CodeConflict = "conflict"
 	// CodeUnavailable is a dependency that is down; it is retried.
 	CodeUnavailable = "unavailable"
+	// CodeTimeout is an attempt that passed its handler's deadline.
+	CodeTimeout = "timeout"
 	// CodeInternal is a bug or an unexpected failure.
 	CodeInternal = "internal"
 )
@@ -54,14 +56,15 @@ func Transient(format string, args ...any) error {
 	return &Error{Code: CodeUnavailable, Message: fmt.Sprintf(format, args...), Transient: true}
 }
 
-// IsTransient reports whether err asks for a retry. Errors of unknown kind are
-// treated as transient: the delivery bound stops them from looping forever.
+// Internal is a permanent error for something that should not happen.
+func Internal(format string, args ...any) error {
+	return &Error{Code: CodeInternal, Message: fmt.Sprintf(format, args...)}
+}
+
+// IsTransient reports whether err is classed as worth a retry.
 func IsTransient(err error) bool {
 	var e *Error
-	if errors.As(err, &e) {
-		return e.Transient
-	}
-	return true
+	return errors.As(err, &e) && e.Transient
 }
 
 // Info converts an error into the result's error.
@@ -71,4 +74,23 @@ func Info(err error) *events.ErrorInfo {
 		return &events.ErrorInfo{Code: e.Code, Message: e.Message}
 	}
 	return &events.ErrorInfo{Code: CodeInternal, Message: err.Error()}
+}
+
+// FromStore classes an error from the store for the runtime: an edit's own
+// *Error passes as it is, a record refused by its schema is a bug (internal),
+// anything else (a conflict that outlasted the retries, a bus that does not
+// answer) is worth a retry. what names the record in the message.
+func FromStore(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	var ve *events.ValidationError
+	if errors.As(err, &ve) {
+		return Internal("%s: %v", what, err)
+	}
+	return Transient("%s: %v", what, err)
 }

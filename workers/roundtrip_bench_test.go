@@ -2,10 +2,14 @@ package workers_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
@@ -14,30 +18,39 @@ import (
 	"github.com/skeinhq/skein/workers"
 )
 
-// BenchmarkRoundTrip compares skein's round trips with a plain NATS request/reply
-// on the same embedded server, in one process:
+// pingAgent runs a worker runtime for s1 answering pings, as command and query.
+func pingAgent(b *testing.B, ctx context.Context, url string) *bus.Conn {
+	b.Helper()
+	agentConn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent", Log: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(agentConn.Close)
+	rt := workers.NewRuntime(agentConn, "s1", zerolog.Nop())
+	pong := func(ctx context.Context, req *workers.Request, p events.Ping) (events.Pong, error) {
+		return events.Pong{Server: "s1", Time: time.Now().UTC()}, nil
+	}
+	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: pong})
+	workers.HandleQuery(rt, workers.Query[events.Ping, events.Pong]{Type: events.TypePing, Run: pong})
+	go rt.Run(ctx)
+	return agentConn
+}
+
+// BenchmarkRoundTrip compares skein's round trips with bare NATS and bare
+// JetStream on the same embedded server, in one process:
 //   - skein: the ping path: client → agent runtime → result, as `skein ping` does
 //     (a query: envelopes, schema validation both ways, core request/reply);
 //   - skein-durable: the same ping as a durable command: JetStream work queue →
-//     agent consumer → result stored in JetStream → client, as every state change goes;
+//     agent consumer (stored-result check, lock, deadline) → result stored in
+//     JetStream → client, as every state change goes;
+//   - jetstream: the same path with nothing of skein's: work-queue publish →
+//     consumer → result published to a stream → client, no JSON;
 //   - nats: plain request/reply of a payload of the same size.
 func BenchmarkRoundTrip(b *testing.B) {
 	conn, url := testutil.Bus(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-
-	agentConn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent", Log: zerolog.Nop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer agentConn.Close()
-	rt := workers.NewRuntime(agentConn, "s1", zerolog.Nop())
-	pong := func(ctx context.Context, req *workers.Request) (any, error) {
-		return events.Pong{Server: "s1", Time: time.Now().UTC()}, nil
-	}
-	rt.Handle(events.TypePing, pong)
-	rt.HandleQuery(events.TypePing, pong)
-	go rt.Run(ctx)
+	agentConn := pingAgent(b, ctx, url)
 	client := bus.NewClient(conn, "bench")
 
 	durable := func() error {
@@ -62,6 +75,9 @@ func BenchmarkRoundTrip(b *testing.B) {
 	}
 	// Warm up: the consumer and the query subscription are made by the runtime asynchronously.
 	testutil.Eventually(b, 10*time.Second, func() bool { return durable() == nil && query() == nil }, "agent never answered")
+	// A payload as large as a ping envelope, so the comparisons are of paths, not bytes.
+	env, _ := client.NewCommand("s1", events.TypePing, "", events.Ping{})
+	payload, _ := env.Marshal()
 
 	b.Run("skein", func(b *testing.B) {
 		for b.Loop() {
@@ -79,6 +95,15 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	})
 
+	round := bareJetStream(b, ctx, conn, agentConn)
+	b.Run("jetstream", func(b *testing.B) {
+		for b.Loop() {
+			if err := round(payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+
 	b.Run("nats", func(b *testing.B) {
 		sub, err := agentConn.NC.Subscribe("bench.echo", func(m *nats.Msg) { _ = m.Respond(m.Data) })
 		if err != nil {
@@ -88,13 +113,142 @@ func BenchmarkRoundTrip(b *testing.B) {
 		if err := agentConn.NC.Flush(); err != nil {
 			b.Fatal(err)
 		}
-		// A payload as large as a ping envelope, so the comparison is of paths, not bytes.
-		env, _ := client.NewCommand("s1", events.TypePing, "", events.Ping{})
-		payload, _ := env.Marshal()
 		for b.Loop() {
 			if _, err := conn.NC.Request("bench.echo", payload, 10*time.Second); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
+}
+
+// bareJetStream sets up skein's durable path with nothing of skein's in it: a
+// work-queue stream and its consumer on the agent's connection, which publishes
+// each result into a results stream and then acks; the client subscribes to the
+// result, publishes the command without waiting for its ack, and waits. It
+// returns one round trip.
+func bareJetStream(b *testing.B, ctx context.Context, client, agent *bus.Conn) func(payload []byte) error {
+	b.Helper()
+	for _, cfg := range []jetstream.StreamConfig{
+		{Name: "BENCH_CMDS", Subjects: []string{"bench.cmd.>"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage},
+		{Name: "BENCH_RES", Subjects: []string{"bench.res.>"}, Storage: jetstream.FileStorage, MaxMsgsPerSubject: 1},
+	} {
+		if _, err := client.JS.CreateOrUpdateStream(ctx, cfg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cons, err := agent.JS.CreateOrUpdateConsumer(ctx, "BENCH_CMDS", jetstream.ConsumerConfig{Durable: "bench", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		id := m.Headers().Get(nats.MsgIdHdr)
+		if _, err := agent.JS.PublishMsg(ctx, &nats.Msg{Subject: "bench.res." + id, Data: m.Data()}, jetstream.WithMsgID("r-"+id)); err == nil {
+			_ = m.DoubleAck(ctx)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cc.Stop)
+	return func(payload []byte) error {
+		id := events.NewID()
+		res := make(chan *nats.Msg, 1)
+		sub, err := client.NC.ChanSubscribe("bench.res."+id, res)
+		if err != nil {
+			return err
+		}
+		defer sub.Unsubscribe()
+		if _, err := client.JS.PublishMsgAsync(&nats.Msg{Subject: "bench.cmd." + id, Data: payload}, jetstream.WithMsgID(id)); err != nil {
+			return err
+		}
+		select {
+		case <-res:
+			return nil
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("no result for %s", id)
+		}
+	}
+}
+
+// BenchmarkThroughput sends no-op commands to one agent with many in flight
+// and reports commands per second; each must be answered exactly once.
+func BenchmarkThroughput(b *testing.B) {
+	conn, url := testutil.Bus(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pingAgent(b, ctx, url)
+	client := bus.NewClient(conn, "bench")
+	testutil.Eventually(b, 10*time.Second, func() bool {
+		env, _ := client.NewCommand("s1", events.TypePing, "", events.Ping{})
+		cctx, c := context.WithTimeout(ctx, 2*time.Second)
+		defer c()
+		_, err := client.Do(cctx, bus.Call{Envelope: env})
+		return err == nil
+	}, "agent never answered")
+
+	const inFlight = 256
+	var mu sync.Mutex
+	answers := map[string]int{}
+	var answered atomic.Int64
+	done := make(chan struct{}, 1)
+	var want int64
+	// One subscription for every result, as a busy client would have.
+	sub, err := conn.NC.Subscribe(bus.AllResults(), func(m *nats.Msg) {
+		env, err := events.Decode(m.Data)
+		if err != nil {
+			return
+		}
+		var r events.Result
+		if env.Payload(&r) != nil || !r.OK {
+			return
+		}
+		mu.Lock()
+		answers[r.Command]++
+		mu.Unlock()
+		if answered.Add(1) == want {
+			done <- struct{}{}
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	envs := make([][]byte, b.N)
+	ids := make([]string, b.N)
+	for i := range envs {
+		env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		envs[i], _ = env.Marshal()
+		ids[i] = env.ID
+	}
+	want = int64(b.N)
+	subject := bus.CommandSubject("s1", events.TypePing)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range envs {
+		// Keep at most inFlight commands unanswered.
+		for int64(i)-answered.Load() >= inFlight {
+			time.Sleep(50 * time.Microsecond)
+		}
+		if _, err := conn.JS.PublishMsgAsync(&nats.Msg{Subject: subject, Data: envs[i]}, jetstream.WithMsgID(ids[i])); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("%d of %d commands answered", answered.Load(), b.N)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "cmds/s")
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range ids {
+		if answers[id] != 1 {
+			b.Fatalf("command %s answered %d times, want once", id, answers[id])
+		}
+	}
 }

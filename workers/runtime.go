@@ -1,12 +1,21 @@
 // Package workers is the runtime every skein worker shares: it consumes one
 // server's commands, runs the handler registered for each type, publishes the
 // result and only then acknowledges. Domain handlers live in sub-packages.
+//
+// The handler contract (see Command): a handler declares its payload and output
+// types, the resource it locks and its deadline; the runtime decodes and
+// validates the payload once, serialises commands on one resource, answers a
+// command id that has a stored result from that result without running it
+// again, bounds each attempt by the deadline, and retries an attempt only when
+// its error says it is worth it.
 package workers
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -19,24 +28,127 @@ import (
 	"github.com/skeinhq/skein/events"
 )
 
-// Handler does one command and returns its output. It must be idempotent: a
-// redelivered command has to end with the same outcome as one delivery.
-type Handler func(ctx context.Context, req *Request) (any, error)
+// DefaultDeadline bounds one attempt of a command whose contract names none.
+const DefaultDeadline = 2 * time.Minute
 
-// Request is one delivery of a command to a handler.
+// deadlineGrace is how long a handler past its deadline may take to notice
+// before the runtime answers without it and frees its lock.
+const deadlineGrace = 2 * time.Second
+
+// unknownTries bounds the attempts at a command that fails with an error of no
+// known class: a few, in case it was passing, then it is final.
+const unknownTries = 3
+
+// Command is the contract of one command's handler.
+type Command[In, Out any] struct {
+	// Type is the command type; events registers it with payload In and output Out.
+	Type string
+	// Lock names the resource the command changes, e.g. "lb/ha1": commands with
+	// the same lock run one at a time on this agent. nil or "" locks nothing.
+	Lock func(In) string
+	// Deadline bounds one attempt; 0 is DefaultDeadline. An attempt past it is
+	// answered with a timeout error and its lock is freed.
+	Deadline time.Duration
+	// Run does the command. It must be idempotent: a redelivered command has to
+	// end as one delivery would. Errors: *Error (Transient for a retry), anything
+	// else is retried a few times, then answered as an internal error.
+	Run func(ctx context.Context, req *Request, in In) (Out, error)
+}
+
+// Query is the contract of a query's handler: core request/reply, answered only
+// while the agent is up, never stored or redelivered, for handlers that change nothing.
+type Query[In, Out any] struct {
+	// Type is the query type.
+	Type string
+	// Deadline bounds the answer; 0 is ten seconds.
+	Deadline time.Duration
+	// Run answers the query.
+	Run func(ctx context.Context, req *Request, in In) (Out, error)
+}
+
+// handler is a contract with its types erased, as the runtime dispatches it.
+type handler struct {
+	deadline time.Duration
+	decode   func(raw json.RawMessage) (any, error)
+	lock     func(in any) string
+	run      func(ctx context.Context, req *Request, in any) (any, error)
+}
+
+// Handle registers a command's handler. It panics when the contract does not
+// match the command's registration in events: that is a programming error.
+func Handle[In, Out any](r *Runtime, c Command[In, Out]) {
+	spec, ok := events.Lookup(c.Type)
+	if !ok || spec.Kind != events.KindCommand {
+		panic(fmt.Sprintf("workers: %q is not a registered command type", c.Type))
+	}
+	checkTypes[In, Out](spec)
+	h := erase(c.Type, c.Deadline, c.Run)
+	if c.Lock != nil {
+		h.lock = func(in any) string { return c.Lock(in.(In)) }
+	}
+	r.handlers[c.Type] = h
+}
+
+// HandleQuery registers a query's handler.
+func HandleQuery[In, Out any](r *Runtime, q Query[In, Out]) {
+	spec, ok := events.Lookup(q.Type)
+	if !ok {
+		panic(fmt.Sprintf("workers: %q is not a registered type", q.Type))
+	}
+	checkTypes[In, Out](spec)
+	d := q.Deadline
+	if d == 0 {
+		d = 10 * time.Second
+	}
+	r.queries[q.Type] = erase(q.Type, d, q.Run)
+}
+
+func checkTypes[In, Out any](spec events.Spec) {
+	if in := reflect.TypeFor[In](); spec.Go != in {
+		panic(fmt.Sprintf("workers: %s carries %v, not %v", spec.Type, spec.Go, in))
+	}
+	if out := reflect.TypeFor[Out](); spec.Output != nil && spec.Output != out {
+		panic(fmt.Sprintf("workers: %s answers %v, not %v", spec.Type, spec.Output, out))
+	}
+}
+
+func erase[In, Out any](typ string, deadline time.Duration, run func(context.Context, *Request, In) (Out, error)) *handler {
+	if deadline == 0 {
+		deadline = DefaultDeadline
+	}
+	return &handler{
+		deadline: deadline,
+		decode: func(raw json.RawMessage) (any, error) {
+			var in In
+			if err := json.Unmarshal(raw, &in); err != nil {
+				return nil, &events.ValidationError{Type: typ, Reason: err.Error()}
+			}
+			return in, nil
+		},
+		run: func(ctx context.Context, req *Request, in any) (any, error) {
+			return run(ctx, req, in.(In))
+		},
+	}
+}
+
+// Request is one delivery of a command to its handler.
 type Request struct {
 	// Envelope is the validated command.
 	Envelope *events.Envelope
-	// Attempt counts deliveries, from 1.
+	// Attempt counts deliveries, from 1. Handlers decide from state, never from it.
 	Attempt int
 	// Log is the handler's logger, with the command's id and type.
 	Log zerolog.Logger
 
 	progress func(step, msg string)
+	journal  *bus.Store[events.Journal]
+	mu       sync.Mutex
+	onFail   []func(context.Context)
+	defers   []func()
 }
 
-// Decode decodes the command's payload.
-func (r *Request) Decode(v any) error { return r.Envelope.Payload(v) }
+// ID is the command's id.
+func (r *Request) ID() string { return r.Envelope.ID }
 
 // Progress reports a step of long work to the caller.
 func (r *Request) Progress(step, msg string) {
@@ -45,44 +157,133 @@ func (r *Request) Progress(step, msg string) {
 	}
 }
 
+// Once returns what an earlier attempt of this command decided at step, or
+// decides now with decide and records it before returning: a generated name or
+// a container's boot before a restart stay the same across redeliveries.
+func (r *Request) Once(ctx context.Context, step string, decide func() (string, error)) (string, error) {
+	if r.journal == nil {
+		return decide()
+	}
+	id := r.Envelope.ID
+	j, err := r.journal.Find(ctx, id)
+	if err != nil {
+		return "", Transient("reading the journal of %s: %v", id, err)
+	}
+	if j != nil {
+		if v, ok := j.Value.Steps[step]; ok {
+			return v, nil
+		}
+	}
+	v, err := decide()
+	if err != nil {
+		return "", err
+	}
+	var kept string
+	_, err = r.journal.Modify(ctx, id, func(cur events.Journal, exists bool) (events.Journal, error) {
+		if !exists {
+			cur = events.Journal{Command: id, Steps: map[string]string{}}
+		}
+		if old, ok := cur.Steps[step]; ok {
+			// Another attempt decided first: its decision stands.
+			kept = old
+			return cur, nil
+		}
+		cur.Steps[step], cur.Updated, kept = v, time.Now().UTC(), v
+		return cur, nil
+	})
+	if err != nil {
+		return "", Transient("writing the journal of %s: %v", id, err)
+	}
+	return kept, nil
+}
+
+// Forget drops what the command decided at step, so that Once decides again.
+func (r *Request) Forget(ctx context.Context, step string) error {
+	if r.journal == nil {
+		return nil
+	}
+	_, err := r.journal.Modify(ctx, r.Envelope.ID, func(cur events.Journal, exists bool) (events.Journal, error) {
+		if exists {
+			delete(cur.Steps, step)
+		} else {
+			cur = events.Journal{Command: r.Envelope.ID, Steps: map[string]string{}}
+		}
+		cur.Updated = time.Now().UTC()
+		return cur, nil
+	})
+	if err != nil {
+		return Transient("writing the journal of %s: %v", r.Envelope.ID, err)
+	}
+	return nil
+}
+
+// Defer runs f when this attempt's handler returns, however it ends.
+func (r *Request) Defer(f func()) {
+	r.mu.Lock()
+	r.defers = append(r.defers, f)
+	r.mu.Unlock()
+}
+
+func (r *Request) ended() {
+	r.mu.Lock()
+	fs := r.defers
+	r.defers = nil
+	r.mu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
+}
+
+// FirstSaw returns whether the command's first attempt found what it is about
+// (what was says now, journaled under step on the first attempt): a delete that
+// finds nothing succeeds when an earlier attempt found it, fails when none did.
+func (r *Request) FirstSaw(ctx context.Context, step string, was bool) (bool, error) {
+	v, err := r.Once(ctx, step, func() (string, error) { return fmt.Sprint(was), nil })
+	return v == "true", err
+}
+
+// OnFail registers cleanup that runs when this attempt's error is the command's
+// final answer (not when it will be retried): undo a half-made resource.
+func (r *Request) OnFail(f func(ctx context.Context)) {
+	r.mu.Lock()
+	r.onFail = append(r.onFail, f)
+	r.mu.Unlock()
+}
+
+func (r *Request) failed(ctx context.Context) {
+	r.mu.Lock()
+	fs := r.onFail
+	r.onFail = nil
+	r.mu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i](ctx)
+	}
+}
+
 // Runtime consumes one server's commands and dispatches them to handlers.
 type Runtime struct {
 	server      string
 	conn        *bus.Conn
 	log         zerolog.Logger
-	handlers    map[string]Handler
-	queries     map[string]Handler
+	handlers    map[string]*handler
+	queries     map[string]*handler
 	concurrency int
-	locks       keyedMutex
+	locks       keyedLock
+	openMu      sync.Mutex
 	results     jetstream.Stream
+	journal     *bus.Store[events.Journal]
 }
 
 // NewRuntime returns a runtime for server's commands.
 func NewRuntime(conn *bus.Conn, server string, log zerolog.Logger) *Runtime {
-	return &Runtime{server: server, conn: conn, log: log, handlers: map[string]Handler{}, queries: map[string]Handler{}, concurrency: 16}
-}
-
-// Handle registers the handler of one command type.
-func (r *Runtime) Handle(typ string, h Handler) {
-	spec, ok := events.Lookup(typ)
-	if !ok || spec.Kind != events.KindCommand {
-		panic(fmt.Sprintf("workers: %q is not a registered command type", typ))
-	}
-	r.handlers[typ] = h
-}
-
-// HandleQuery registers a handler for queries of one type: core request/reply,
-// answered only while the agent is up, never stored or redelivered. Only for
-// handlers that change nothing.
-func (r *Runtime) HandleQuery(typ string, h Handler) {
-	if _, ok := events.Lookup(typ); !ok {
-		panic(fmt.Sprintf("workers: %q is not a registered type", typ))
-	}
-	r.queries[typ] = h
+	return &Runtime{server: server, conn: conn, log: log, handlers: map[string]*handler{}, queries: map[string]*handler{}, concurrency: 64}
 }
 
 // Run consumes commands and answers queries until ctx ends.
 func (r *Runtime) Run(ctx context.Context) error {
+	if err := r.open(ctx); err != nil {
+		return err
+	}
 	if len(r.queries) > 0 {
 		// A queue group lets a standby agent of the same server share the load.
 		qsub, err := r.conn.NC.QueueSubscribe(bus.ServerQueries(r.server), bus.AgentConsumerName(r.server), func(m *nats.Msg) {
@@ -96,9 +297,6 @@ func (r *Runtime) Run(ctx context.Context) error {
 	cons, err := bus.EnsureAgentConsumer(ctx, r.conn.JS, r.server)
 	if err != nil {
 		return fmt.Errorf("workers: consumer for %s: %w", r.server, err)
-	}
-	if r.results, err = r.conn.JS.Stream(ctx, bus.StreamResults); err != nil {
-		return fmt.Errorf("workers: results stream: %w", err)
 	}
 	sem := make(chan struct{}, r.concurrency)
 	var wg sync.WaitGroup
@@ -126,7 +324,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 	return nil
 }
 
-// process is the one path every command takes: decode → validate → dedupe → act → respond → ack.
+// process is the one path every command takes:
+// decode → validate → answered already? → lock → act within the deadline → respond → ack.
 func (r *Runtime) process(ctx context.Context, msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -134,51 +333,79 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
+	attempt := int(meta.NumDelivered)
 	env, err := events.Decode(msg.Data())
 	if err == nil && env.Server != r.server {
 		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("addressed to server %q but delivered to %q", env.Server, r.server)}
 	}
+	var h *handler
+	var in any
+	if err == nil {
+		var ok bool
+		if h, ok = r.handlers[env.Type]; !ok {
+			err = Invalid("server %s does not handle %s commands (is the agent older than the CLI?)", r.server, env.Type)
+		} else {
+			in, err = h.decode(env.Data)
+		}
+	}
 	if err != nil {
 		id, typ := fallbackID(env, msg, meta)
 		r.log.Warn().Str("cmd", id).Err(err).Msg("rejecting invalid command")
-		r.respond(ctx, id, typ, nil, &Error{Code: CodeInvalid, Message: err.Error()})
+		if _, ok := err.(*Error); !ok {
+			err = &Error{Code: CodeInvalid, Message: err.Error()}
+		}
+		_ = r.respond(ctx, id, typ, nil, err)
 		_ = msg.TermWithReason("invalid: " + err.Error())
 		return
 	}
 	log := r.log.With().Str("cmd", env.ID).Str("type", env.Type).Logger()
-	// A redelivery may follow a crash after the result went out: never answer twice.
-	if meta.NumDelivered > 1 && r.hasResult(ctx, env.ID) {
-		log.Info().Msg("already answered, acknowledging duplicate")
+
+	// An id that was answered is answered again from its result, whenever it
+	// comes back: after a crash, or sent again after JetStream's duplicate window.
+	stored, err := r.storedResult(ctx, env.ID)
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot tell whether the command was answered; retrying")
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if stored != nil {
+		log.Info().Int("attempt", attempt).Msg("already answered: repeating the stored result")
+		_ = r.conn.NC.Publish(bus.ResultSubject(env.ID), stored)
 		_ = msg.DoubleAck(ctx)
 		return
 	}
-	h, ok := r.handlers[env.Type]
-	if !ok {
-		r.respond(ctx, env.ID, env.Type, nil, Invalid("server %s does not handle %s commands (is the agent older than the CLI?)", r.server, env.Type))
-		_ = msg.TermWithReason("no handler")
-		return
-	}
-	unlock := r.locks.lock(lockKey(env))
-	defer unlock()
 
-	hctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go keepAlive(hctx, msg)
-	req := &Request{Envelope: env, Attempt: int(meta.NumDelivered), Log: log}
+	alive, stopAlive := context.WithCancel(ctx)
+	defer stopAlive()
+	go keepAlive(alive, msg)
+	var unlock func()
+	if h.lock != nil {
+		key := h.lock(in)
+		if unlock, err = r.locks.lock(ctx, key); err != nil {
+			return // shutting down: leave the command for redelivery
+		}
+	}
+	req := &Request{Envelope: env, Attempt: attempt, Log: log, journal: r.journal}
 	req.progress = func(step, m string) { r.progress(env.ID, step, m) }
-	out, herr := safeCall(hctx, h, req)
+	out, herr := r.call(ctx, h, req, in)
+	if unlock != nil {
+		unlock()
+	}
 	if ctx.Err() != nil {
 		// Shutting down: leave the command for redelivery rather than guess.
 		return
 	}
-	if herr != nil && IsTransient(herr) && int(meta.NumDelivered) < bus.MaxDeliver {
-		delay := backoff(int(meta.NumDelivered))
-		log.Warn().Err(herr).Dur("retry_in", delay).Int("attempt", int(meta.NumDelivered)).Msg("transient failure")
+	if herr != nil && r.retry(herr, attempt) {
+		delay := backoff(attempt)
+		log.Warn().Err(herr).Dur("retry_in", delay).Int("attempt", attempt).Msg("transient failure")
 		_ = msg.NakWithDelay(delay)
 		return
 	}
 	if herr != nil {
-		log.Warn().Err(herr).Msg("command failed")
+		log.Warn().Err(herr).Int("attempt", attempt).Msg("command failed")
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		req.failed(cctx)
+		cancel()
 	} else {
 		log.Info().Msg("command done")
 	}
@@ -191,6 +418,50 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg) {
 	if err := msg.DoubleAck(ctx); err != nil {
 		log.Warn().Err(err).Msg("ack not confirmed; a redelivery will find the result")
 	}
+}
+
+// retry says whether a failed attempt is worth another: transient errors until
+// the delivery bound, errors of unknown kind a few times, nothing else.
+func (r *Runtime) retry(err error, attempt int) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Transient && attempt < bus.MaxDeliver
+	}
+	return attempt < unknownTries
+}
+
+// call runs one attempt within the handler's deadline. A handler that does not
+// return within the deadline and a grace is left behind: the command is answered
+// with a timeout and its lock freed, so the next command on the resource runs.
+func (r *Runtime) call(ctx context.Context, h *handler, req *Request, in any) (any, error) {
+	hctx, cancel := context.WithTimeout(ctx, h.deadline)
+	defer cancel()
+	type outcome struct {
+		out any
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		out, err := safeCall(hctx, h, req, in)
+		req.ended()
+		done <- outcome{out, err}
+	}()
+	var o outcome
+	select {
+	case o = <-done:
+	case <-hctx.Done():
+		select {
+		case o = <-done:
+		case <-time.After(deadlineGrace):
+			req.Log.Error().Dur("deadline", h.deadline).Msg("handler did not return after its deadline; answering without it")
+			o = outcome{err: hctx.Err()}
+		}
+	}
+	if o.err != nil && ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
+		return nil, &Error{Code: CodeTimeout, Message: fmt.Sprintf("%s did not finish within its deadline of %s (last error: %v); what it did so far stays: run it again to resume",
+			req.Envelope.Type, h.deadline, o.err)}
+	}
+	return o.out, o.err
 }
 
 // query answers one query on its reply subject: decode → validate → act → respond.
@@ -215,7 +486,13 @@ func (r *Runtime) query(ctx context.Context, m *nats.Msg) {
 		err = Invalid("server %s does not answer %s queries (is the agent older than the CLI?)", r.server, env.Type)
 	} else {
 		id, typ = env.ID, env.Type
-		out, err = safeCall(ctx, h, &Request{Envelope: env, Attempt: 1, Log: r.log.With().Str("query", env.ID).Str("type", env.Type).Logger()})
+		var in any
+		if in, err = h.decode(env.Data); err != nil {
+			err = &Error{Code: CodeInvalid, Message: err.Error()}
+		} else {
+			req := &Request{Envelope: env, Attempt: 1, Log: r.log.With().Str("query", env.ID).Str("type", env.Type).Logger()}
+			out, err = r.call(ctx, h, req, in)
+		}
 	}
 	raw, rerr := r.resultEnvelope(id, typ, out, err)
 	if rerr != nil {
@@ -225,18 +502,18 @@ func (r *Runtime) query(ctx context.Context, m *nats.Msg) {
 	_ = m.Respond(raw)
 }
 
-func safeCall(ctx context.Context, h Handler, req *Request) (out any, err error) {
+func safeCall(ctx context.Context, h *handler, req *Request, in any) (out any, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			req.Log.Error().Str("stack", string(debug.Stack())).Msgf("handler panic: %v", p)
 			err = &Error{Code: CodeInternal, Message: fmt.Sprintf("internal error in %s handler: %v", req.Envelope.Type, p)}
 		}
 	}()
-	return h(ctx, req)
+	return h.run(ctx, req, in)
 }
 
-// keepAlive tells JetStream the command is still being worked on, so that a slow
-// handler is not redelivered while a crashed one is, after AckWait.
+// keepAlive tells JetStream the command is still being worked on (or waits for
+// its resource's lock), so that it is not redelivered while a crashed one is, after AckWait.
 func keepAlive(ctx context.Context, msg jetstream.Msg) {
 	t := time.NewTicker(bus.AckWait / 3)
 	defer t.Stop()
@@ -291,9 +568,62 @@ func (r *Runtime) respond(ctx context.Context, id, typ string, out any, herr err
 	return err
 }
 
-func (r *Runtime) hasResult(ctx context.Context, id string) bool {
-	_, err := r.results.GetLastMsgForSubject(ctx, bus.ResultSubject(id))
-	return err == nil
+// open finds the results stream and the journal, once.
+func (r *Runtime) open(ctx context.Context) error {
+	r.openMu.Lock()
+	defer r.openMu.Unlock()
+	if r.results != nil {
+		return nil
+	}
+	results, err := r.conn.JS.Stream(ctx, bus.StreamResults)
+	if err != nil {
+		return fmt.Errorf("workers: results stream: %w", err)
+	}
+	if r.journal, err = bus.OpenStore[events.Journal](ctx, r.conn.JS); err != nil {
+		return fmt.Errorf("workers: %w", err)
+	}
+	r.results = results
+	return nil
+}
+
+// Lock takes the lock of a resource as a command on it would, or gives up when
+// ctx ends: reconcilers repair a resource under it.
+func (r *Runtime) Lock(ctx context.Context, key string) (func(), error) {
+	return r.locks.lock(ctx, key)
+}
+
+// Answered returns the stored result of command id, nil when it has none.
+func (r *Runtime) Answered(ctx context.Context, id string) (*events.Result, error) {
+	if err := r.open(ctx); err != nil {
+		return nil, err
+	}
+	raw, err := r.storedResult(ctx, id)
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	env, err := events.Decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	var res events.Result
+	if err := env.Payload(&res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// storedResult returns the stored result of command id, nil when it has none.
+func (r *Runtime) storedResult(ctx context.Context, id string) ([]byte, error) {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := r.results.GetLastMsgForSubject(lctx, bus.ResultSubject(id))
+	if bus.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m.Data, nil
 }
 
 func (r *Runtime) progress(id, step, m string) {
@@ -327,30 +657,22 @@ func fallbackID(env *events.Envelope, msg jetstream.Msg, meta *jetstream.MsgMeta
 	return fmt.Sprintf("seq-%d", meta.Sequence.Stream), typ
 }
 
-// lockKey serialises commands about the same container; others run in parallel.
-func lockKey(env *events.Envelope) string {
-	var probe struct {
-		Name string `json:"name"`
-	}
-	if json.Unmarshal(env.Data, &probe) == nil && probe.Name != "" {
-		return probe.Name
-	}
-	return ""
-}
-
-type keyedMutex struct {
+// keyedLock serialises commands on one resource; others run in parallel.
+// Waiters are served in the order they came (a channel's senders queue FIFO).
+type keyedLock struct {
 	mu    sync.Mutex
 	locks map[string]*keyLock
 }
 
 type keyLock struct {
-	mu   sync.Mutex
+	ch   chan struct{}
 	refs int
 }
 
-func (k *keyedMutex) lock(key string) func() {
+// lock takes key's lock, or gives up when ctx ends; "" locks nothing.
+func (k *keyedLock) lock(ctx context.Context, key string) (func(), error) {
 	if key == "" {
-		return func() {}
+		return func() {}, nil
 	}
 	k.mu.Lock()
 	if k.locks == nil {
@@ -358,19 +680,24 @@ func (k *keyedMutex) lock(key string) func() {
 	}
 	l := k.locks[key]
 	if l == nil {
-		l = &keyLock{}
+		l = &keyLock{ch: make(chan struct{}, 1)}
 		k.locks[key] = l
 	}
 	l.refs++
 	k.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
+	drop := func() {
 		k.mu.Lock()
 		l.refs--
 		if l.refs == 0 {
 			delete(k.locks, key)
 		}
 		k.mu.Unlock()
+	}
+	select {
+	case l.ch <- struct{}{}:
+		return func() { <-l.ch; drop() }, nil
+	case <-ctx.Done():
+		drop()
+		return nil, ctx.Err()
 	}
 }

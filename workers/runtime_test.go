@@ -152,7 +152,7 @@ func wantCode(t *testing.T, res *events.Result, err error, code string) {
 	}
 }
 
-func pong(ctx context.Context, req *workers.Request) (any, error) {
+func pong(ctx context.Context, req *workers.Request, p events.Ping) (events.Pong, error) {
 	return events.Pong{Server: server, Time: time.Now().UTC()}, nil
 }
 
@@ -170,10 +170,10 @@ func TestPermanentErrorIsNotRetried(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var calls atomic.Int32
 			h := newHarness(t, func(rt *workers.Runtime) {
-				rt.Handle(events.TypeStop, func(ctx context.Context, req *workers.Request) (any, error) {
+				workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeStop, Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
 					calls.Add(1)
-					return nil, tc.err
-				})
+					return events.Container{}, tc.err
+				}})
 			})
 			env, res, err := h.do(t, events.TypeStop, "", events.ContainerAction{Name: "web"})
 			wantCode(t, res, err, tc.code)
@@ -204,15 +204,15 @@ func TestTransientErrorIsRetried(t *testing.T) {
 			var mu sync.Mutex
 			var attempts []int
 			h := newHarness(t, func(rt *workers.Runtime) {
-				rt.Handle(events.TypeStart, func(ctx context.Context, req *workers.Request) (any, error) {
+				workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeStart, Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
 					mu.Lock()
 					attempts = append(attempts, req.Attempt)
 					mu.Unlock()
 					if req.Attempt < 2 {
-						return nil, tc.err
+						return events.Container{}, tc.err
 					}
 					return events.Container{Name: "web", Server: server, Status: "Running", Updated: time.Now().UTC()}, nil
-				})
+				}})
 			})
 			_, res, err := h.do(t, events.TypeStart, "", events.ContainerAction{Name: "web"})
 			if err != nil {
@@ -286,10 +286,10 @@ func TestInvalidMessageIsAnsweredAndDropped(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var calls atomic.Int32
 			h := newHarness(t, func(rt *workers.Runtime) {
-				rt.Handle(events.TypeLaunch, func(ctx context.Context, req *workers.Request) (any, error) {
+				workers.Handle(rt, workers.Command[events.Launch, events.Container]{Type: events.TypeLaunch, Run: func(ctx context.Context, req *workers.Request, p events.Launch) (events.Container, error) {
 					calls.Add(1)
-					return nil, nil
-				})
+					return events.Container{}, nil
+				}})
 			})
 			raw, msgID, resultID := tc.make(t)
 			ack := h.publishRaw(t, bus.CommandSubject(server, events.TypeLaunch), raw, msgID)
@@ -312,10 +312,10 @@ func TestInvalidMessageIsAnsweredAndDropped(t *testing.T) {
 func TestCommandForAnotherServerIsRejected(t *testing.T) {
 	var calls atomic.Int32
 	h := newHarness(t, func(rt *workers.Runtime) {
-		rt.Handle(events.TypeStop, func(ctx context.Context, req *workers.Request) (any, error) {
+		workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeStop, Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
 			calls.Add(1)
-			return nil, nil
-		})
+			return events.Container{}, nil
+		}})
 	})
 	env, err := events.New(events.TypeStop, "cli", "s2", events.ContainerAction{Name: "web"})
 	if err != nil {
@@ -336,7 +336,9 @@ func TestCommandForAnotherServerIsRejected(t *testing.T) {
 }
 
 func TestCommandWithoutHandlerIsRejected(t *testing.T) {
-	h := newHarness(t, func(rt *workers.Runtime) { rt.Handle(events.TypePing, pong) })
+	h := newHarness(t, func(rt *workers.Runtime) {
+		workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: pong})
+	})
 
 	t.Run("registered type without a handler here", func(t *testing.T) {
 		env, res, err := h.do(t, events.TypeLaunch, "", events.Launch{Name: "web", Image: "img"})
@@ -378,7 +380,7 @@ func TestHandleRefusesNonCommands(t *testing.T) {
 					t.Errorf("Handle(%q) did not panic", typ)
 				}
 			}()
-			workers.NewRuntime(nil, server, zerolog.Nop()).Handle(typ, pong)
+			workers.Handle(workers.NewRuntime(nil, server, zerolog.Nop()), workers.Command[events.Ping, events.Pong]{Type: typ, Run: pong})
 		})
 	}
 }
@@ -386,13 +388,13 @@ func TestHandleRefusesNonCommands(t *testing.T) {
 func TestHandlerPanicBecomesInternalError(t *testing.T) {
 	var calls atomic.Int32
 	h := newHarness(t, func(rt *workers.Runtime) {
-		rt.Handle(events.TypeRestart, func(ctx context.Context, req *workers.Request) (any, error) {
+		workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeRestart, Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
 			calls.Add(1)
 			var m map[string]int
 			m["boom"]++ // nil map write
-			return nil, nil
-		})
-		rt.Handle(events.TypePing, pong)
+			return events.Container{}, nil
+		}})
+		workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: pong})
 	})
 	_, res, err := h.do(t, events.TypeRestart, "", events.ContainerAction{Name: "web"})
 	wantCode(t, res, err, workers.CodeInternal)
@@ -411,10 +413,10 @@ func TestHandlerPanicBecomesInternalError(t *testing.T) {
 func TestSameMsgIDRunsOnce(t *testing.T) {
 	var calls atomic.Int32
 	h := newHarness(t, func(rt *workers.Runtime) {
-		rt.Handle(events.TypeStop, func(ctx context.Context, req *workers.Request) (any, error) {
+		workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeStop, Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
 			n := calls.Add(1)
 			return events.Container{Name: "web", Server: server, Status: "Stopped", Image: fmt.Sprint(n), Updated: time.Now().UTC()}, nil
-		})
+		}})
 	})
 	env, err := h.client.NewCommand(server, events.TypeStop, "stop-web-1", events.ContainerAction{Name: "web"})
 	if err != nil {
@@ -453,16 +455,16 @@ func TestRedeliveryAfterAnswerIsNotRerun(t *testing.T) {
 	var calls atomic.Int32
 	var h *harness
 	h = newHarness(t, func(rt *workers.Runtime) {
-		rt.Handle(events.TypeDelete, func(ctx context.Context, req *workers.Request) (any, error) {
+		workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeDelete, Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
 			calls.Add(1)
 			// Emulate an earlier incarnation that answered and died before its ack.
 			res, _ := events.New(events.TypeResult, "agent/"+server, server, events.Result{Command: req.Envelope.ID, CommandType: events.TypeDelete, OK: false, Error: &events.ErrorInfo{Code: workers.CodeConflict, Message: "earlier answer"}})
 			raw, _ := res.Marshal()
 			if _, err := h.conn.JS.Publish(ctx, bus.ResultSubject(req.Envelope.ID), raw); err != nil {
-				return nil, workers.Invalid("test could not store a result: %v", err)
+				return events.Container{}, workers.Invalid("test could not store a result: %v", err)
 			}
-			return nil, workers.Transient("crash")
-		})
+			return events.Container{}, workers.Transient("crash")
+		}})
 	})
 	env, err := h.client.NewCommand(server, events.TypeDelete, "", events.ContainerAction{Name: "web"})
 	if err != nil {
@@ -484,12 +486,14 @@ func TestRedeliveryAfterAnswerIsNotRerun(t *testing.T) {
 	}
 }
 
-func TestCommandsOnOneContainerAreSerialised(t *testing.T) {
+// TestCommandsOnOneResourceAreSerialised: commands whose contract names the
+// same lock run one at a time; others run side by side.
+func TestCommandsOnOneResourceAreSerialised(t *testing.T) {
 	var inFlight, maxInFlight atomic.Int32
 	started := make(chan string, 4)
 	release := map[string]chan struct{}{"a": make(chan struct{}), "b": make(chan struct{}), "c": make(chan struct{})}
 	h := newHarness(t, func(rt *workers.Runtime) {
-		rt.Handle(events.TypeStop, func(ctx context.Context, req *workers.Request) (any, error) {
+		workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeStop, Lock: func(p events.ContainerAction) string { return "container/" + p.Name }, Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
 			n := inFlight.Add(1)
 			defer inFlight.Add(-1)
 			for {
@@ -498,15 +502,13 @@ func TestCommandsOnOneContainerAreSerialised(t *testing.T) {
 					break
 				}
 			}
-			var p events.ContainerAction
-			_ = req.Decode(&p)
 			started <- p.Name
 			select {
 			case <-release[p.Name]:
 			case <-ctx.Done():
 			}
 			return events.Container{Name: p.Name, Server: server, Status: "Stopped", Updated: time.Now().UTC()}, nil
-		})
+		}})
 	})
 	send := func(name string) *events.Envelope {
 		env, err := h.client.NewCommand(server, events.TypeStop, "", events.ContainerAction{Name: name})

@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
@@ -64,39 +60,69 @@ func (c *cli) do(ctx context.Context, server, typ string, payload any) (*events.
 	return res, err
 }
 
-// heartbeats reads every server's heartbeat.
-func (c *cli) heartbeats(ctx context.Context) ([]events.Heartbeat, error) {
-	kv, err := c.conn.JS.KeyValue(ctx, bus.BucketServers)
+// open opens the store of record type T, with an error a user can act on.
+func open[T any](ctx context.Context, c *cli) (*bus.Store[T], error) {
+	st, err := bus.OpenStore[T](ctx, c.conn.JS)
 	if err != nil {
 		return nil, notReady(err)
 	}
-	var out []events.Heartbeat
-	err = eachValue(ctx, kv, func(b []byte) {
-		var hb events.Heartbeat
-		if json.Unmarshal(b, &hb) == nil {
-			out = append(out, hb)
-		}
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return st, nil
+}
+
+// find reads the record of type T named key; missing is the error when there is none.
+func find[T any](ctx context.Context, c *cli, key string, missing error) (T, error) {
+	var zero T
+	st, err := open[T](ctx, c)
+	if err != nil {
+		return zero, err
+	}
+	e, err := st.Get(ctx, key)
+	if errors.Is(err, bus.ErrNoRecord) {
+		return zero, missing
+	}
+	if err != nil {
+		return zero, err
+	}
+	return e.Value, nil
+}
+
+// all reads every record of type T, sorted by key.
+func all[T any](ctx context.Context, c *cli) ([]T, error) {
+	st, err := open[T](ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	out, err := st.Values(ctx)
+	if out == nil {
+		out = []T{}
+	}
 	return out, err
+}
+
+// heartbeats reads every server's heartbeat.
+func (c *cli) heartbeats(ctx context.Context) ([]events.Heartbeat, error) {
+	return all[events.Heartbeat](ctx, c)
 }
 
 // serverUp finds a server and refuses one that is unknown or, unless --async, down.
 func (c *cli) serverUp(ctx context.Context, name string) (*events.Heartbeat, error) {
-	all, err := c.heartbeats(ctx)
+	hb, err := find[events.Heartbeat](ctx, c, name, bus.ErrNoRecord)
+	if err == nil {
+		if !alive(&hb) && !c.g.async {
+			return nil, fmt.Errorf("server %s is down (last heartbeat %s ago): start its agent, or pass --async to queue the command until it is back", name, time.Since(hb.Time).Round(time.Second))
+		}
+		return &hb, nil
+	}
+	if !errors.Is(err, bus.ErrNoRecord) {
+		return nil, err
+	}
+	known, err := c.heartbeats(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var names []string
-	for i := range all {
-		if all[i].Name == name {
-			hb := &all[i]
-			if !alive(hb) && !c.g.async {
-				return nil, fmt.Errorf("server %s is down (last heartbeat %s ago): start its agent, or pass --async to queue the command until it is back", name, time.Since(hb.Time).Round(time.Second))
-			}
-			return hb, nil
-		}
-		names = append(names, all[i].Name)
+	for _, k := range known {
+		names = append(names, k.Name)
 	}
 	if len(names) == 0 {
 		return nil, fmt.Errorf("unknown server %q: no agent has registered yet (start one with `skein agent --name NAME`)", name)
@@ -106,54 +132,11 @@ func (c *cli) serverUp(ctx context.Context, name string) (*events.Heartbeat, err
 
 // container finds a container's record by name.
 func (c *cli) container(ctx context.Context, name string) (*events.Container, error) {
-	kv, err := c.conn.JS.KeyValue(ctx, bus.BucketContainers)
+	rec, err := find[events.Container](ctx, c, name, fmt.Errorf("no container named %q: `skein list` shows what exists", name))
 	if err != nil {
-		return nil, notReady(err)
-	}
-	e, err := kv.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, fmt.Errorf("no container named %q: `skein list` shows what exists", name)
-	}
-	if err != nil {
-		return nil, err
-	}
-	var rec events.Container
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
 		return nil, err
 	}
 	return &rec, nil
-}
-
-// containers reads every container record.
-func (c *cli) containers(ctx context.Context) ([]events.Container, error) {
-	kv, err := c.conn.JS.KeyValue(ctx, bus.BucketContainers)
-	if err != nil {
-		return nil, notReady(err)
-	}
-	var out []events.Container
-	err = eachValue(ctx, kv, func(b []byte) {
-		var rec events.Container
-		if json.Unmarshal(b, &rec) == nil {
-			out = append(out, rec)
-		}
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, err
-}
-
-func eachValue(ctx context.Context, kv jetstream.KeyValue, f func([]byte)) error {
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return err
-	}
-	defer w.Stop()
-	for e := range w.Updates() {
-		if e == nil {
-			return nil
-		}
-		f(e.Value())
-	}
-	return ctx.Err()
 }
 
 func alive(hb *events.Heartbeat) bool {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -133,38 +134,24 @@ func printContainer(g *globals, did string, res *events.Result) error {
 
 func listCmd(g *globals) *cobra.Command {
 	var server string
-	c := &cobra.Command{
-		Use:   "list [-s SERVER]",
-		Short: "List containers across the cluster",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cl.close()
-			all, err := cl.containers(cmd.Context())
-			if err != nil {
-				return err
-			}
+	return listCommand(g, listing[events.Container]{
+		use: "list [-s SERVER]", short: "List containers across the cluster",
+		headers: []string{"NAME", "SERVER", "STATUS", "IPV4", "IMAGE", "PUBLISHED"},
+		read: func(ctx context.Context, cl *cli, _ []string) ([]events.Container, error) {
+			recs, err := all[events.Container](ctx, cl)
 			out := []events.Container{}
-			for _, ct := range all {
-				if server == "" || ct.Server == server {
+			for _, ct := range recs {
+				if (server == "" || ct.Server == server) && ct.Status != "Deleted" {
 					out = append(out, ct)
 				}
 			}
-			if g.output == "json" {
-				return printJSON(out)
-			}
-			var rows [][]string
-			for _, ct := range out {
-				rows = append(rows, []string{ct.Name, ct.Server, ct.Status, orDash(ct.IPv4), orDash(ct.Image), orDash(strings.Join(ct.Published, " "))})
-			}
-			table([]string{"NAME", "SERVER", "STATUS", "IPV4", "IMAGE", "PUBLISHED"}, rows)
-			return nil
+			return out, err
 		},
-	}
-	c.Flags().StringVarP(&server, "server", "s", "", "only containers on this server")
-	g.addOutputFlag(c)
-	return c
+		row: func(ct events.Container) []string {
+			return []string{ct.Name, ct.Server, ct.Status, orDash(ct.IPv4), orDash(ct.Image), orDash(strings.Join(ct.Published, " "))}
+		},
+		flags: func(c *cobra.Command) {
+			c.Flags().StringVarP(&server, "server", "s", "", "only containers on this server")
+		},
+	})
 }

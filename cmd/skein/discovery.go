@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/skeinhq/skein/bus"
@@ -23,19 +21,7 @@ var serviceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$`)
 
 // endpoints reads every endpoint record.
 func (c *cli) endpoints(ctx context.Context) ([]events.Endpoint, error) {
-	kv, err := c.conn.JS.KeyValue(ctx, bus.BucketEndpoints)
-	if err != nil {
-		return nil, notReady(err)
-	}
-	out := []events.Endpoint{}
-	err = eachValue(ctx, kv, func(b []byte) {
-		var e events.Endpoint
-		if json.Unmarshal(b, &e) == nil {
-			out = append(out, e)
-		}
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, err
+	return all[events.Endpoint](ctx, c)
 }
 
 func printEndpoint(g *globals, did string, res *events.Result) error {
@@ -105,33 +91,16 @@ a raft quorum). Every server's containers resolve NAME.service.consul through th
 }
 
 func listepCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
-		Use:   "listep",
-		Short: "List the Consul endpoints",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cl.close()
-			eps, err := cl.endpoints(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				return printJSON(eps)
-			}
-			var rows [][]string
-			for _, e := range eps {
-				rows = append(rows, []string{e.Name, e.Server, e.IP, e.Status, fmt.Sprintf("http://%s:%d/ui", e.IP, discovery.HTTPPort)})
-			}
-			table([]string{"NAME", "SERVER", "IP", "STATUS", "UI"}, rows)
-			return nil
+	return listCommand(g, listing[events.Endpoint]{
+		use: "listep", short: "List the Consul endpoints",
+		headers: []string{"NAME", "SERVER", "IP", "STATUS", "UI"},
+		read: func(ctx context.Context, cl *cli, _ []string) ([]events.Endpoint, error) {
+			return cl.endpoints(ctx)
 		},
-	}
-	g.addOutputFlag(c)
-	return c
+		row: func(e events.Endpoint) []string {
+			return []string{e.Name, e.Server, e.IP, e.Status, fmt.Sprintf("http://%s:%d/ui", e.IP, discovery.HTTPPort)}
+		},
+	})
 }
 
 func delepCmd(g *globals) *cobra.Command {
@@ -141,16 +110,8 @@ func delepCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ofEndpoint := func(ctx context.Context, cl *cli) (string, error) {
-				eps, err := cl.endpoints(ctx)
-				if err != nil {
-					return "", err
-				}
-				for _, e := range eps {
-					if e.Name == args[0] {
-						return e.Server, nil
-					}
-				}
-				return "", fmt.Errorf("no endpoint named %q: `skein listep` shows them", args[0])
+				e, err := find[events.Endpoint](ctx, cl, args[0], fmt.Errorf("no endpoint named %q: `skein listep` shows them", args[0]))
+				return e.Server, err
 			}
 			return g.send(cmd.Context(), ofEndpoint, events.TypeEndpointDelete, events.EndpointRef{Name: args[0]}, func(res *events.Result) error {
 				return printEndpoint(g, "deleted", res)
@@ -252,17 +213,11 @@ func listserviceCmd(g *globals) *cobra.Command {
 			if _, err := cl.container(ctx, args[0]); err != nil {
 				return err
 			}
-			kv, err := cl.conn.JS.KeyValue(ctx, bus.BucketServices)
-			if err != nil {
-				return notReady(err)
+			d, err := find[events.Definitions](ctx, cl, args[0], bus.ErrNoRecord)
+			if errors.Is(err, bus.ErrNoRecord) {
+				d, err = events.Definitions{Container: args[0], Services: []events.ServiceDef{}, Checks: []events.CheckDef{}}, nil
 			}
-			d := events.Definitions{Container: args[0], Services: []events.ServiceDef{}, Checks: []events.CheckDef{}}
-			e, err := kv.Get(ctx, args[0])
-			if err == nil {
-				if err := json.Unmarshal(e.Value(), &d); err != nil {
-					return err
-				}
-			} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			if err != nil {
 				return err
 			}
 			return printDefinitions(g, d)
@@ -317,70 +272,45 @@ func delcheckCmd(g *globals) *cobra.Command {
 }
 
 func servicesCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
-		Use:   "services",
-		Short: "List every service and check the endpoints know, with health",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			cl, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer cl.close()
+	return listCommand(g, listing[consul.Entry]{
+		use: "services", short: "List every service and check the endpoints know, with health",
+		headers: []string{"SERVICE", "NODE", "ADDRESS", "HEALTH", "CHECKS", "TAGS"},
+		read: func(ctx context.Context, cl *cli, _ []string) ([]consul.Entry, error) {
 			eps, err := cl.endpoints(ctx)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			var addrs []string
 			for _, e := range eps {
-				if e.Status == events.EndpointReady {
+				if e.Status == events.StatusReady {
 					addrs = append(addrs, fmt.Sprintf("%s:%d", e.IP, discovery.HTTPPort))
 				}
 			}
 			if len(addrs) == 0 {
-				return fmt.Errorf("no endpoint yet: add one with `skein addep SERVER IP`")
+				return nil, fmt.Errorf("no endpoint yet: add one with `skein addep SERVER IP`")
 			}
-			entries, err := consul.New(func() []string { return addrs }).Entries(ctx)
-			if err != nil {
-				return err
-			}
-			if entries == nil {
-				entries = []consul.Entry{}
-			}
-			if g.output == "json" {
-				return printJSON(entries)
-			}
-			var rows [][]string
-			for _, e := range entries {
-				var checks []string
-				for _, ch := range e.Checks {
-					checks = append(checks, ch.Name+"="+ch.Status)
-				}
-				rows = append(rows, []string{e.Service, e.Node, fmt.Sprintf("%s:%d", e.Address, e.Port), e.Health, strings.Join(checks, " "), strings.Join(e.Tags, ",")})
-			}
-			table([]string{"SERVICE", "NODE", "ADDRESS", "HEALTH", "CHECKS", "TAGS"}, rows)
-			return nil
+			return consul.New(func() []string { return addrs }).Entries(ctx)
 		},
-	}
-	g.addOutputFlag(c)
-	return c
+		row: func(e consul.Entry) []string {
+			var checks []string
+			for _, ch := range e.Checks {
+				checks = append(checks, ch.Name+"="+ch.Status)
+			}
+			return []string{e.Service, e.Node, fmt.Sprintf("%s:%d", e.Address, e.Port), e.Health, strings.Join(checks, " "), strings.Join(e.Tags, ",")}
+		},
+	})
 }
 
 // owner picks the server that keeps an ad-hoc entry: -s, the entry's owner, or the first up server.
 func (c *cli) owner(ctx context.Context, name, server string) (string, error) {
-	kv, err := c.conn.JS.KeyValue(ctx, bus.BucketAdhoc)
-	if err != nil {
-		return "", notReady(err)
-	}
-	if e, err := kv.Get(ctx, name); err == nil {
-		var a events.Adhoc
-		if json.Unmarshal(e.Value(), &a) == nil {
-			if server != "" && server != a.Server {
-				return "", fmt.Errorf("ad-hoc entry %s belongs to server %s: leave out -s or use -s %s", name, a.Server, a.Server)
-			}
-			server = a.Server
+	a, err := find[events.Adhoc](ctx, c, name, bus.ErrNoRecord)
+	if err == nil {
+		if server != "" && server != a.Server {
+			return "", fmt.Errorf("ad-hoc entry %s belongs to server %s: leave out -s or use -s %s", name, a.Server, a.Server)
 		}
+		server = a.Server
+	} else if !errors.Is(err, bus.ErrNoRecord) {
+		return "", err
 	}
 	if server != "" {
 		_, err := c.serverUp(ctx, server)

@@ -6,45 +6,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 )
 
-// lbs reads every load balancer record.
-func (c *cli) lbs(ctx context.Context) ([]events.LB, error) {
-	kv, err := c.conn.JS.KeyValue(ctx, bus.BucketLBs)
-	if err != nil {
-		return nil, notReady(err)
-	}
-	out := []events.LB{}
-	err = eachValue(ctx, kv, func(b []byte) {
-		var l events.LB
-		if json.Unmarshal(b, &l) == nil {
-			out = append(out, l)
-		}
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, err
-}
-
-// lb finds one load balancer.
+// lb finds one load balancer by name.
 func (c *cli) lb(ctx context.Context, name string) (*events.LB, error) {
-	all, err := c.lbs(ctx)
+	l, err := find[events.LB](ctx, c, name, fmt.Errorf("no load balancer named %q: `skein listlbs` shows them", name))
 	if err != nil {
 		return nil, err
 	}
-	for i := range all {
-		if all[i].Name == name {
-			return &all[i], nil
-		}
-	}
-	return nil, fmt.Errorf("no load balancer named %q: `skein listlbs` shows them", name)
+	return &l, nil
 }
 
 func printLB(g *globals, did string, res *events.Result) error {
@@ -174,23 +150,16 @@ type lbView struct {
 }
 
 func listlbsCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
-		Use:   "listlbs",
-		Short: "List the load balancers with their mode, backends and published ports",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			cl, err := g.connect(ctx)
+	return listCommand(g, listing[lbView]{
+		use: "listlbs", short: "List the load balancers with their mode, backends and published ports",
+		headers: []string{"NAME", "KIND", "SERVER", "IP", "MODE", "BACKENDS", "PUBLISHED"},
+		read: func(ctx context.Context, cl *cli, _ []string) ([]lbView, error) {
+			lbs, err := all[events.LB](ctx, cl)
 			if err != nil {
-				return err
-			}
-			defer cl.close()
-			all, err := cl.lbs(ctx)
-			if err != nil {
-				return err
+				return nil, err
 			}
 			views := []lbView{}
-			for _, l := range all {
+			for _, l := range lbs {
 				v := lbView{LB: l, Published: []string{}}
 				if rec, err := cl.container(ctx, l.Name); err == nil {
 					v.IP = rec.IPv4
@@ -200,23 +169,16 @@ func listlbsCmd(g *globals) *cobra.Command {
 				}
 				views = append(views, v)
 			}
-			if g.output == "json" {
-				return printJSON(views)
-			}
-			var rows [][]string
-			for _, v := range views {
-				var bes []string
-				for _, b := range v.Backends {
-					bes = append(bes, fmt.Sprintf("%s=%s:%d", b.Name, b.Host, b.Port))
-				}
-				rows = append(rows, []string{v.Name, v.Kind, v.Server, orDash(v.IP), v.Mode, orDash(strings.Join(bes, " ")), orDash(strings.Join(v.Published, " "))})
-			}
-			table([]string{"NAME", "KIND", "SERVER", "IP", "MODE", "BACKENDS", "PUBLISHED"}, rows)
-			return nil
+			return views, nil
 		},
-	}
-	g.addOutputFlag(c)
-	return c
+		row: func(v lbView) []string {
+			var bes []string
+			for _, b := range v.Backends {
+				bes = append(bes, fmt.Sprintf("%s=%s:%d", b.Name, b.Host, b.Port))
+			}
+			return []string{v.Name, v.Kind, v.Server, orDash(v.IP), v.Mode, orDash(strings.Join(bes, " ")), orDash(strings.Join(v.Published, " "))}
+		},
+	})
 }
 
 func dellbCmd(g *globals) *cobra.Command {

@@ -20,20 +20,11 @@ type serverView struct {
 }
 
 func serversCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
-		Use:   "servers",
-		Short: "List the servers whose agents have registered, up or down",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cl.close()
-			hbs, err := cl.heartbeats(cmd.Context())
-			if err != nil {
-				return err
-			}
+	return listCommand(g, listing[serverView]{
+		use: "servers", short: "List the servers whose agents have registered, up or down",
+		headers: []string{"NAME", "STATUS", "ADDRESS", "SUBNET", "CPUS", "LOAD", "MEM FREE", "CONTAINERS", "SEEN"},
+		read: func(ctx context.Context, cl *cli, _ []string) ([]serverView, error) {
+			hbs, err := cl.heartbeats(ctx)
 			views := make([]serverView, 0, len(hbs))
 			for i := range hbs {
 				st := "down"
@@ -42,20 +33,13 @@ func serversCmd(g *globals) *cobra.Command {
 				}
 				views = append(views, serverView{Heartbeat: hbs[i], Status: st, LastSeen: time.Since(hbs[i].Time).Round(time.Millisecond).Seconds()})
 			}
-			if g.output == "json" {
-				return printJSON(views)
-			}
-			var rows [][]string
-			for _, v := range views {
-				rows = append(rows, []string{v.Name, v.Status, orDash(v.Address), orDash(v.Subnet), fmt.Sprint(v.CPUs), fmt.Sprintf("%.2f", v.Load1),
-					fmt.Sprintf("%d/%d MiB", v.MemAvailable>>20, v.MemTotal>>20), fmt.Sprint(v.Containers), fmt.Sprintf("%.0fs ago", v.LastSeen)})
-			}
-			table([]string{"NAME", "STATUS", "ADDRESS", "SUBNET", "CPUS", "LOAD", "MEM FREE", "CONTAINERS", "SEEN"}, rows)
-			return nil
+			return views, err
 		},
-	}
-	g.addOutputFlag(c)
-	return c
+		row: func(v serverView) []string {
+			return []string{v.Name, v.Status, orDash(v.Address), orDash(v.Subnet), fmt.Sprint(v.CPUs), fmt.Sprintf("%.2f", v.Load1),
+				fmt.Sprintf("%d/%d MiB", v.MemAvailable>>20, v.MemTotal>>20), fmt.Sprint(v.Containers), fmt.Sprintf("%.0fs ago", v.LastSeen)}
+		},
+	})
 }
 
 func pingCmd(g *globals) *cobra.Command {

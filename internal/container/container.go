@@ -39,6 +39,9 @@ type Instance struct {
 	Command string
 	// Published are the host ports forwarded into it, "HOSTPORT->PORT".
 	Published []string
+	// Boot identifies the current run of a running container: it changes when
+	// the container restarts ("" when stopped).
+	Boot string
 }
 
 // CreateSpec describes a container to create (stopped).

@@ -30,6 +30,12 @@ type Fake struct {
 	Execs []string
 	// DNS holds the forwarding set per domain.
 	DNS map[string][]string
+	// Hang makes calls to the named methods block until their context ends,
+	// as a hung Incus call would.
+	Hang map[string]bool
+	// ExecHook, when set, answers Exec instead of the default success.
+	ExecHook func(name string, argv []string) (ExecResult, error)
+	boots    int
 }
 
 var _ Runtime = (*Fake)(nil)
@@ -37,11 +43,30 @@ var _ Runtime = (*Fake)(nil)
 // NewFake returns a fake server with the subnet and images given.
 func NewFake(prefix string, images ...string) *Fake {
 	p := netip.MustParsePrefix(prefix)
-	f := &Fake{subnet: Subnet{Prefix: p.Masked(), Gateway: p.Masked().Addr().Next()}, images: map[string]bool{}, insts: map[string]*Instance{}, Calls: map[string]int{}, next: 50, Files: map[string][]byte{}, DNS: map[string][]string{}}
+	f := &Fake{subnet: Subnet{Prefix: p.Masked(), Gateway: p.Masked().Addr().Next()}, images: map[string]bool{}, insts: map[string]*Instance{}, Calls: map[string]int{}, next: 50, Files: map[string][]byte{}, DNS: map[string][]string{}, Hang: map[string]bool{}}
 	for _, i := range images {
 		f.images[i] = true
 	}
 	return f
+}
+
+// hang blocks a call to method until ctx ends when the test asked it to.
+func (f *Fake) hang(ctx context.Context, method string) error {
+	f.mu.Lock()
+	h := f.Hang[method]
+	f.mu.Unlock()
+	if !h {
+		return nil
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// SetHang makes calls to method block until their context ends (or not).
+func (f *Fake) SetHang(method string, on bool) {
+	f.mu.Lock()
+	f.Hang[method] = on
+	f.mu.Unlock()
 }
 
 func (f *Fake) emit(name, action string) {
@@ -55,6 +80,9 @@ func (f *Fake) emit(name, action string) {
 
 // List implements Runtime.
 func (f *Fake) List(ctx context.Context) ([]Instance, error) {
+	if err := f.hang(ctx, "List"); err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.Calls["List"]++
@@ -68,6 +96,9 @@ func (f *Fake) List(ctx context.Context) ([]Instance, error) {
 
 // Get implements Runtime.
 func (f *Fake) Get(ctx context.Context, name string) (*Instance, error) {
+	if err := f.hang(ctx, "Get"); err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	i, ok := f.insts[name]
@@ -80,6 +111,9 @@ func (f *Fake) Get(ctx context.Context, name string) (*Instance, error) {
 
 // Create implements Runtime.
 func (f *Fake) Create(ctx context.Context, s CreateSpec) error {
+	if err := f.hang(ctx, "Create"); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.Calls["Create"]++
@@ -100,6 +134,9 @@ func (f *Fake) Create(ctx context.Context, s CreateSpec) error {
 
 // Start implements Runtime.
 func (f *Fake) Start(ctx context.Context, name string) error {
+	if err := f.hang(ctx, "Start"); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.Calls["Start"]++
@@ -111,6 +148,8 @@ func (f *Fake) Start(ctx context.Context, name string) error {
 		return &PermanentError{Err: fmt.Errorf("the instance is already running")}
 	}
 	i.Status = "Running"
+	f.boots++
+	i.Boot = fmt.Sprint(f.boots)
 	if i.StaticIPv4 != "" {
 		i.IPv4 = i.StaticIPv4
 	} else {
@@ -125,6 +164,9 @@ func (f *Fake) Start(ctx context.Context, name string) error {
 
 // Stop implements Runtime.
 func (f *Fake) Stop(ctx context.Context, name string, force bool) error {
+	if err := f.hang(ctx, "Stop"); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.Calls["Stop"]++
@@ -132,25 +174,34 @@ func (f *Fake) Stop(ctx context.Context, name string, force bool) error {
 	if !ok {
 		return ErrNotFound
 	}
-	i.Status, i.IPv4 = "Stopped", ""
+	i.Status, i.IPv4, i.Boot = "Stopped", "", ""
 	f.emit(name, "instance-stopped")
 	return nil
 }
 
 // Restart implements Runtime.
 func (f *Fake) Restart(ctx context.Context, name string, force bool) error {
+	if err := f.hang(ctx, "Restart"); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.Calls["Restart"]++
-	if _, ok := f.insts[name]; !ok {
+	i, ok := f.insts[name]
+	if !ok {
 		return ErrNotFound
 	}
+	f.boots++
+	i.Boot = fmt.Sprint(f.boots)
 	f.emit(name, "instance-restarted")
 	return nil
 }
 
 // Delete implements Runtime.
 func (f *Fake) Delete(ctx context.Context, name string) error {
+	if err := f.hang(ctx, "Delete"); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.Calls["Delete"]++
@@ -212,6 +263,9 @@ func (f *Fake) SetStatusBehindBack(name, status, action string) {
 
 // Exec implements Runtime: it records the command and succeeds.
 func (f *Fake) Exec(ctx context.Context, name string, argv ...string) (ExecResult, error) {
+	if err := f.hang(ctx, "Exec"); err != nil {
+		return ExecResult{}, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	i, ok := f.insts[name]
@@ -222,11 +276,17 @@ func (f *Fake) Exec(ctx context.Context, name string, argv ...string) (ExecResul
 		return ExecResult{}, &PermanentError{Err: fmt.Errorf("instance %s is not running", name)}
 	}
 	f.Execs = append(f.Execs, name+": "+strings.Join(argv, " "))
+	if f.ExecHook != nil {
+		return f.ExecHook(name, argv)
+	}
 	return ExecResult{}, nil
 }
 
 // PushFile implements Runtime.
 func (f *Fake) PushFile(ctx context.Context, name, path string, data []byte, mode os.FileMode) error {
+	if err := f.hang(ctx, "PushFile"); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.insts[name]; !ok {

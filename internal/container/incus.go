@@ -45,6 +45,9 @@ func fromIncus(name, status string, config map[string]string, devices map[string
 	sort.Strings(in.Published)
 	if st != nil {
 		in.Status = st.Status
+		if st.Pid > 0 {
+			in.Boot = fmt.Sprintf("%d@%d", st.Pid, st.StartedAt.UnixNano())
+		}
 		if eth, ok := st.Network["eth0"]; ok {
 			for _, a := range eth.Addresses {
 				if a.Family == "inet" && a.Scope == "global" {

@@ -119,3 +119,61 @@ func (c Client) currentSessions(ctx context.Context, backend, name string) (int,
 	}
 	return 0, nil
 }
+
+// Server is one server of a backend as haproxy runs it.
+type Server struct {
+	// Name is the server's name.
+	Name string
+	// Addr is its address.
+	Addr string
+}
+
+// Servers lists the servers of a backend as haproxy runs them ("show servers
+// state"), whatever its configuration file says.
+func (c Client) Servers(ctx context.Context, backend string) ([]Server, error) {
+	out, err := c.Command(ctx, "show servers state "+backend)
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) == 0 || strings.TrimSpace(lines[0]) != "1" {
+		return nil, fmt.Errorf("haproxy: show servers state %s: %s", backend, out)
+	}
+	var servers []Server
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		if len(f) < 5 || strings.HasPrefix(f[0], "#") || f[1] != backend {
+			continue
+		}
+		servers = append(servers, Server{Name: f[3], Addr: f[4]})
+	}
+	return servers, nil
+}
+
+// Sessions is how many connections the servers of a backend hold now.
+func (c Client) Sessions(ctx context.Context, backend string) (int, error) {
+	out, err := c.Command(ctx, "show stat")
+	if err != nil {
+		return 0, err
+	}
+	lines := strings.Split(out, "\n")
+	header := strings.Split(strings.TrimPrefix(lines[0], "# "), ",")
+	col := -1
+	for i, h := range header {
+		if h == "scur" {
+			col = i
+		}
+	}
+	if col < 0 {
+		return 0, fmt.Errorf("haproxy: show stat without scur: %s", lines[0])
+	}
+	total := 0
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		if len(f) > col && f[0] == backend && f[1] != "BACKEND" && f[1] != "FRONTEND" {
+			n, _ := strconv.Atoi(f[col])
+			total += n
+		}
+	}
+	return total, nil
+}

@@ -124,6 +124,8 @@ func (f *fakeHAProxy) exec(cmd string) string {
 	switch {
 	case len(w) >= 2 && w[0] == "show" && w[1] == "stat":
 		return f.showStat()
+	case len(w) == 4 && w[0] == "show" && w[1] == "servers" && w[2] == "state":
+		return f.showServersState(w[3])
 	case len(w) >= 3 && w[0] == "add" && w[1] == "server":
 		be, name, ok := strings.Cut(w[2], "/")
 		if !ok {
@@ -225,6 +227,31 @@ func (f *fakeHAProxy) showStat() string {
 			}
 		}
 		fmt.Fprintf(&b, "%s,BACKEND,0,0,0,0,200,0,0,0,0,0,,0,0,0,0,UP,%d,\n", be, len(names))
+	}
+	return b.String()
+}
+
+// showServersState renders "show servers state BACKEND" as haproxy 2.6 does
+// (version line, header, one line per server; ids made up).
+func (f *fakeHAProxy) showServersState(be string) string {
+	srvs, ok := f.backends[be]
+	if !ok {
+		return "Can't find backend."
+	}
+	var b strings.Builder
+	b.WriteString("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n")
+	names := make([]string, 0, len(srvs))
+	for n := range srvs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for i, n := range names {
+		host, port, _ := strings.Cut(srvs[n].addr, ":")
+		admin := 0
+		if srvs[n].maint {
+			admin = 1
+		}
+		fmt.Fprintf(&b, "3 %s %d %s %s 2 %d 1 1 5 6 3 4 6 0 0 0 - %s - 0 0 - - 0\n", be, i+1, n, host, admin, port)
 	}
 	return b.String()
 }
@@ -468,5 +495,30 @@ func TestRemoveServerStuckConnections(t *testing.T) {
 	}
 	if s := f.server("be", "web1"); s == nil || !s.maint {
 		t.Errorf("be/web1 after the timeout: %+v, want it kept in maintenance", s)
+	}
+}
+
+// TestServersAndSessionsReadWhatRuns: the servers haproxy runs in a backend
+// (show servers state) and the connections they hold (show stat), other
+// backends and the FRONTEND/BACKEND rows left out.
+func TestServersAndSessionsReadWhatRuns(t *testing.T) {
+	f := newFakeHAProxy(t)
+	f.put("be", "web1", fakeServer{addr: "10.77.1.5:80", scur: 2})
+	f.put("be", "web2", fakeServer{addr: "10.77.2.6:8080", scur: 1})
+	f.put("other", "x", fakeServer{addr: "10.77.3.7:80", scur: 5})
+	ctx := testCtx(t, 5*time.Second)
+	got, err := f.client().Servers(ctx, "be")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[{web1 10.77.1.5} {web2 10.77.2.6}]" {
+		t.Errorf("Servers(be) = %v", got)
+	}
+	if _, err := f.client().Servers(ctx, "nope"); err == nil || !strings.Contains(err.Error(), "Can't find backend") {
+		t.Errorf("Servers of a missing backend = %v, want haproxy's refusal", err)
+	}
+	n, err := f.client().Sessions(ctx, "be")
+	if err != nil || n != 3 {
+		t.Errorf("Sessions(be) = %d %v, want 3", n, err)
 	}
 }

@@ -3,7 +3,9 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os/exec"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
@@ -85,12 +88,50 @@ func TestAgentKilledMidLaunch(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("%d containers named crash1, want 1", n)
 	}
-	// Any late duplicate would arrive with the next heartbeat of work: check the agent is idle first.
-	mustSkein(t, "ping", "s1")
+	// A late duplicate could only come from a delivery still in the queue: wait
+	// until s1's command queue holds nothing pending or unacknowledged.
+	queueIdle(t, "s1")
 	if got := results.Load(); got != 1 {
 		t.Fatalf("%d results published for one launch, want 1", got)
 	}
 }
+
+// queueIdle waits until a server's command consumer has nothing pending, nothing
+// waiting for an ack and nothing waiting for redelivery.
+func queueIdle(t *testing.T, server string) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	eventually(t, 60*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cons, err := js.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName(server))
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		last = fmt.Sprintf("pending %d, ack pending %d, waiting %d", ci.NumPending, ci.NumAckPending, ci.NumWaiting)
+		return ci.NumPending == 0 && ci.NumAckPending == 0
+	}, "the command queue of %s is not idle: %s", server, lazyString(func() string { return last }))
+}
+
+// lazyString formats its value when printed, so a failure shows the state at failure.
+type lazyString func() string
+
+func (l lazyString) String() string { return l() }
 
 // kill -9 of `skein server` and a restart: no acknowledged command is lost, and
 // agents and waiting clients reconnect on their own.

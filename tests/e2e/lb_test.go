@@ -96,11 +96,38 @@ func TestLoadBalancerHAProxy(t *testing.T) {
 		}, "20 requests from one client went to %v, want one backend", lazyMap{&h})
 	})
 
-	t.Run("leastconn spreads idle requests", func(t *testing.T) {
+	t.Run("leastconn sends new requests to the idle backend", func(t *testing.T) {
 		mustSkein(t, "setlb", "ha1", "mode", "leastconn")
-		h, err := hits(30, url)
-		if err != nil || len(h) < 2 {
-			t.Fatalf("30 sequential requests with leastconn: %v %v", h, err)
+		// Two slow requests keep two backends busy for 8 s; under leastconn every
+		// quick request meanwhile goes to the third, under roundrobin to all three.
+		busy := make(chan string, 2)
+		for i := range 2 {
+			go func() {
+				cl := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+				resp, err := cl.Get(url + "cgi-bin/slow?8")
+				if err != nil {
+					busy <- "error: " + err.Error()
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				busy <- strings.TrimSpace(string(b))
+			}()
+			// haproxy must count the first slow request before the second comes.
+			eventually(t, 5*time.Second, func() bool { return activeSessions(t, "s1", "ha1") > i }, "slow request %d not in haproxy", i+1)
+		}
+		h, err := hits(12, url)
+		slow := []string{<-busy, <-busy}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(h) != 1 {
+			t.Fatalf("12 quick requests while two backends were busy went to %v, want one idle backend", h)
+		}
+		for idle := range h {
+			if idle == slow[0] || idle == slow[1] || slow[0] == slow[1] {
+				t.Fatalf("quick requests went to %s, the slow ones to %v: want three different backends", idle, slow)
+			}
 		}
 	})
 

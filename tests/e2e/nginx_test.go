@@ -83,12 +83,17 @@ func TestLoadBalancerNginx(t *testing.T) {
 		if strings.Contains(mustSkein(t, "listlbs"), "ngbad") || contains(incusNames(t, "skein-s2"), "ngbad") {
 			t.Fatal("a refused load balancer was created")
 		}
-		for _, args := range [][]string{
-			{"addlb", "nginx", "s2", "-u", "x.test"},
-			{"addlb", "nginx", "s2", "-b", ip1 + ":80"},
-			{"addlb", "haproxy", "s2", "-u", "x.test"},
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"addlb", "nginx", "s2", "-u", "x.test"}, "an nginx load balancer needs -u URL and at least one -b IP:PORT"},
+			{[]string{"addlb", "nginx", "s2", "-b", ip1 + ":80"}, "an nginx load balancer needs -u URL and at least one -b IP:PORT"},
+			{[]string{"addlb", "haproxy", "s2", "-u", "x.test"}, "-u and -b are for nginx load balancers"},
 		} {
-			skeinFails(t, args...)
+			if errOut := skeinFails(t, tc.args...); !strings.Contains(errOut, tc.want) {
+				t.Errorf("skein %v: %q does not say %q", tc.args, strings.TrimSpace(errOut), tc.want)
+			}
 		}
 	})
 

@@ -5,7 +5,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -15,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
@@ -25,6 +23,7 @@ import (
 	"github.com/skeinhq/skein/workers/containers"
 	"github.com/skeinhq/skein/workers/discovery"
 	"github.com/skeinhq/skein/workers/lb"
+	"github.com/skeinhq/skein/workers/svc"
 )
 
 // HeartbeatEvery is how often an agent reports; a server is down after three missed beats.
@@ -81,37 +80,34 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := bus.WaitReady(ctx, js); err != nil {
 		return err
 	}
-	ckv, err := js.KeyValue(ctx, bus.BucketContainers)
+	cstore, err := bus.OpenStore[events.Container](ctx, js)
 	if err != nil {
 		return err
 	}
-	skv, err := js.KeyValue(ctx, bus.BucketServers)
+	skv, err := bus.OpenStore[events.Heartbeat](ctx, js)
 	if err != nil {
 		return err
 	}
 	pub := bus.NewPublisher(js, "agent/"+a.cfg.Name, a.cfg.Name)
 	rt := workers.NewRuntime(a.conn, a.cfg.Name, a.log)
 
-	// Every command type this agent serves, in one block.
-	rt.HandleQuery(events.TypePing, a.ping)
-	rt.Handle(events.TypePing, a.ping)
-	cw := containers.New(a.cfg.Name, a.cfg.Runtime, ckv, pub, a.log.With().Str("worker", "containers").Logger())
+	ping := workers.Query[events.Ping, events.Pong]{Type: events.TypePing, Run: a.ping}
+	workers.HandleQuery(rt, ping)
+	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: a.ping})
+	cw := containers.New(a.cfg.Name, a.cfg.Runtime, cstore, pub, a.log.With().Str("worker", "containers").Logger())
 	cw.Register(rt)
-	dw, err := discovery.New(ctx, js, discovery.Config{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw, Publisher: pub,
-		Log: a.log.With().Str("worker", "discovery").Logger()})
-	if err != nil {
-		return err
+	deps := svc.Deps{JS: js, Publisher: pub, Host: &svc.Host{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw,
+		Locks: rt, Answered: rt.Answered, Log: a.log}}
+	for _, newCap := range capabilities {
+		c, err := newCap(ctx, deps)
+		if err != nil {
+			return err
+		}
+		c.Register(rt)
+		cw.OnGone(c.Gone)
+		go c.Run(ctx)
 	}
-	dw.Register(rt)
-	lw, err := lb.New(ctx, js, lb.Config{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw, Publisher: pub,
-		Log: a.log.With().Str("worker", "lb").Logger()})
-	if err != nil {
-		return err
-	}
-	lw.Register(rt)
-
 	go cw.Run(ctx)
-	go dw.Run(ctx)
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHB()
 	go a.heartbeats(hbCtx, skv)
@@ -132,16 +128,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
+// capabilities are the domain workers every agent runs beside its containers:
+// adding a capability is one line here.
+var capabilities = []func(context.Context, svc.Deps) (svc.Capability, error){
+	discovery.Capability,
+	lb.Capability,
+}
+
 // ping answers without touching any container.
-func (a *Agent) ping(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.Ping
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
+func (a *Agent) ping(ctx context.Context, req *workers.Request, p events.Ping) (events.Pong, error) {
 	return events.Pong{Server: a.cfg.Name, Note: p.Note, Time: time.Now().UTC()}, nil
 }
 
-func (a *Agent) heartbeats(ctx context.Context, kv jetstream.KeyValue) {
+func (a *Agent) heartbeats(ctx context.Context, kv *bus.Store[events.Heartbeat]) {
 	t := time.NewTicker(HeartbeatEvery)
 	defer t.Stop()
 	for {
@@ -154,12 +153,8 @@ func (a *Agent) heartbeats(ctx context.Context, kv jetstream.KeyValue) {
 	}
 }
 
-func (a *Agent) putHeartbeat(ctx context.Context, kv jetstream.KeyValue, hb events.Heartbeat) {
-	b, err := json.Marshal(hb)
-	if err != nil {
-		return
-	}
-	if _, err := kv.Put(ctx, a.cfg.Name, b); err != nil && ctx.Err() == nil {
+func (a *Agent) putHeartbeat(ctx context.Context, kv *bus.Store[events.Heartbeat], hb events.Heartbeat) {
+	if _, err := kv.Put(ctx, a.cfg.Name, hb); err != nil && ctx.Err() == nil {
 		a.log.Debug().Err(err).Msg("heartbeat")
 	}
 }

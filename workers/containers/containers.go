@@ -5,7 +5,6 @@ package containers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -13,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
@@ -32,7 +30,7 @@ const addressWait = 20 * time.Second
 type Worker struct {
 	server string
 	rt     container.Runtime
-	kv     jetstream.KeyValue
+	store  *bus.Store[events.Container]
 	pub    *bus.Publisher
 	log    zerolog.Logger
 
@@ -40,42 +38,53 @@ type Worker struct {
 	mu sync.Mutex
 	// told is what was last announced per container, so nothing is told twice or missed.
 	told map[string]told
+	// gone are called with a container's name when it is deleted.
+	gone []func(name string)
 }
 
 // New returns the container worker of server.
-func New(server string, rt container.Runtime, kv jetstream.KeyValue, pub *bus.Publisher, log zerolog.Logger) *Worker {
-	return &Worker{server: server, rt: rt, kv: kv, pub: pub, log: log, told: map[string]told{}}
+func New(server string, rt container.Runtime, store *bus.Store[events.Container], pub *bus.Publisher, log zerolog.Logger) *Worker {
+	return &Worker{server: server, rt: rt, store: store, pub: pub, log: log, told: map[string]told{}}
 }
+
+// Lock is the lock key of container name: its commands run one at a time.
+func Lock(name string) string { return "container/" + name }
+
+func byName(p events.ContainerAction) string { return Lock(p.Name) }
 
 // Register adds the worker's handlers to the runtime, in one visible block.
 func (w *Worker) Register(r *workers.Runtime) {
-	r.Handle(events.TypeLaunch, w.Launch)
-	r.Handle(events.TypeStart, w.Start)
-	r.Handle(events.TypeStop, w.Stop)
-	r.Handle(events.TypeRestart, w.Restart)
-	r.Handle(events.TypeDelete, w.Delete)
-	r.Handle(events.TypePublishPort, w.PublishPort)
-	r.Handle(events.TypeUnpublishPort, w.UnpublishPort)
+	workers.Handle(r, workers.Command[events.Launch, events.Container]{Type: events.TypeLaunch, Lock: func(p events.Launch) string { return Lock(p.Name) }, Run: w.Launch})
+	workers.Handle(r, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeStart, Lock: byName, Run: w.Start})
+	workers.Handle(r, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeStop, Lock: byName, Run: w.Stop})
+	workers.Handle(r, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeRestart, Lock: byName, Run: w.Restart})
+	workers.Handle(r, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeDelete, Lock: byName, Run: w.Delete})
+	workers.Handle(r, workers.Command[events.PortForward, events.Container]{Type: events.TypePublishPort, Lock: func(p events.PortForward) string { return Lock(p.Name) }, Run: w.PublishPort})
+	workers.Handle(r, workers.Command[events.PortForward, events.Container]{Type: events.TypeUnpublishPort, Lock: func(p events.PortForward) string { return Lock(p.Name) }, Run: w.UnpublishPort})
+}
+
+// OnGone calls f with a container's name whenever one of this server's
+// containers is deleted, by skein or behind its back.
+func (w *Worker) OnGone(f func(name string)) {
+	w.mu.Lock()
+	w.gone = append(w.gone, f)
+	w.mu.Unlock()
 }
 
 // PublishPort forwards a host port into a container; the same forward again is a no-op.
-func (w *Worker) PublishPort(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.PortForward
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
+func (w *Worker) PublishPort(ctx context.Context, req *workers.Request, p events.PortForward) (events.Container, error) {
 	if p.Port < 1 {
-		return nil, workers.Invalid("which port of %s? give a port from 1 to 65535", p.Name)
+		return events.Container{}, workers.Invalid("which port of %s? give a port from 1 to 65535", p.Name)
 	}
 	list, err := w.rt.List(ctx)
 	if err != nil {
-		return nil, workers.Transient("listing containers: %v", err)
+		return events.Container{}, workers.Transient("listing containers: %v", err)
 	}
 	prefix := fmt.Sprintf("%d->", p.HostPort)
 	for _, i := range list {
 		for _, pub := range i.Published {
 			if strings.HasPrefix(pub, prefix) && (i.Name != p.Name || pub != fmt.Sprintf("%d->%d", p.HostPort, p.Port)) {
-				return nil, workers.Conflict("host port %d of server %s already forwards to %s (%s): pick another with --host-port, or unpub it", p.HostPort, w.server, i.Name, pub)
+				return events.Container{}, workers.Conflict("host port %d of server %s already forwards to %s (%s): pick another with --host-port, or unpub it", p.HostPort, w.server, i.Name, pub)
 			}
 		}
 	}
@@ -83,35 +92,27 @@ func (w *Worker) PublishPort(ctx context.Context, req *workers.Request) (any, er
 }
 
 // UnpublishPort removes a forwarded host port; removing one that is gone succeeds.
-func (w *Worker) UnpublishPort(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.PortForward
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
+func (w *Worker) UnpublishPort(ctx context.Context, req *workers.Request, p events.PortForward) (events.Container, error) {
 	return w.forward(ctx, p.Name, p.HostPort, 0)
 }
 
-func (w *Worker) forward(ctx context.Context, name string, hostPort, port int) (any, error) {
+func (w *Worker) forward(ctx context.Context, name string, hostPort, port int) (events.Container, error) {
 	err := w.rt.Publish(ctx, name, hostPort, port)
 	if errors.Is(err, container.ErrNotFound) {
-		return nil, workers.NotFound("no container %s on server %s: `skein list` shows what exists", name, w.server)
+		return events.Container{}, workers.NotFound("no container %s on server %s: `skein list` shows what exists", name, w.server)
 	}
 	if err != nil {
 		if container.IsPermanent(err) {
-			return nil, workers.Conflict("forwarding host port %d to %s: %v", hostPort, name, err)
+			return events.Container{}, workers.Conflict("forwarding host port %d to %s: %v", hostPort, name, err)
 		}
-		return nil, workers.Transient("forwarding host port %d to %s: %v", hostPort, name, err)
+		return events.Container{}, workers.Transient("forwarding host port %d to %s: %v", hostPort, name, err)
 	}
 	return w.syncOne(ctx, name)
 }
 
 // Launch creates and starts a container. A redelivered launch resumes where the
 // last attempt stopped instead of creating a second container.
-func (w *Worker) Launch(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.Launch
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
+func (w *Worker) Launch(ctx context.Context, req *workers.Request, p events.Launch) (events.Container, error) {
 	return w.LaunchContainer(ctx, req, p)
 }
 
@@ -119,7 +120,7 @@ func (w *Worker) Launch(ctx context.Context, req *workers.Request) (any, error) 
 // launch command does; other workers (endpoints, load balancers) build on it.
 func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p events.Launch) (events.Container, error) {
 	var none events.Container
-	id := req.Envelope.ID
+	id := req.ID()
 	if p.IPv4 != "" {
 		if err := w.CheckAddress(ctx, p.Name, p.IPv4); err != nil {
 			return none, err
@@ -182,8 +183,8 @@ func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p ev
 }
 
 // Start starts a container; starting a running one is a no-op.
-func (w *Worker) Start(ctx context.Context, req *workers.Request) (any, error) {
-	return w.act(ctx, req, func(inst *container.Instance) error {
+func (w *Worker) Start(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
+	return w.act(ctx, req, p.Name, func(inst *container.Instance) error {
 		if inst.Status == "Running" {
 			return nil
 		}
@@ -192,10 +193,8 @@ func (w *Worker) Start(ctx context.Context, req *workers.Request) (any, error) {
 }
 
 // Stop stops a container; stopping a stopped one is a no-op.
-func (w *Worker) Stop(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.ContainerAction
-	_ = req.Decode(&p)
-	return w.act(ctx, req, func(inst *container.Instance) error {
+func (w *Worker) Stop(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
+	return w.act(ctx, req, p.Name, func(inst *container.Instance) error {
 		if inst.Status == "Stopped" {
 			return nil
 		}
@@ -203,15 +202,21 @@ func (w *Worker) Stop(ctx context.Context, req *workers.Request) (any, error) {
 	}, false)
 }
 
-// Restart restarts a running container, or starts a stopped one.
-func (w *Worker) Restart(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.ContainerAction
-	_ = req.Decode(&p)
-	// A redelivered restart must not bounce the container a second time.
-	if req.Attempt > 1 {
-		return w.Start(ctx, req)
-	}
-	return w.act(ctx, req, func(inst *container.Instance) error {
+// Restart restarts a running container, or starts a stopped one. The boot it
+// found is journaled first: a redelivered restart that finds another boot knows
+// the restart happened and does not bounce the container a second time.
+func (w *Worker) Restart(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
+	return w.act(ctx, req, p.Name, func(inst *container.Instance) error {
+		before, err := req.Once(ctx, "boot", func() (string, error) { return "boot:" + inst.Boot, nil })
+		if err != nil {
+			return err
+		}
+		if before != "boot:"+inst.Boot {
+			if inst.Status == "Running" {
+				return nil // restarted by an earlier attempt
+			}
+			return w.rt.Start(ctx, inst.Name)
+		}
 		if inst.Status != "Running" {
 			return w.rt.Start(ctx, inst.Name)
 		}
@@ -220,11 +225,7 @@ func (w *Worker) Restart(ctx context.Context, req *workers.Request) (any, error)
 }
 
 // Delete stops and deletes a container; deleting a missing one succeeds.
-func (w *Worker) Delete(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.ContainerAction
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
+func (w *Worker) Delete(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
 	return w.DeleteContainer(ctx, req, p.Name)
 }
 
@@ -248,40 +249,39 @@ func (w *Worker) DeleteContainer(ctx context.Context, req *workers.Request, name
 			return none, workers.Transient("deleting %s: %v", p.Name, err)
 		}
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if rec, _ := w.record(ctx, p.Name); rec != nil && rec.Server == w.server {
-		if err := w.kv.Delete(ctx, p.Name); err != nil {
-			return none, workers.Transient("forgetting %s: %v", p.Name, err)
-		}
+	// The lifecycle follower tells the deletion and then forgets the record, so
+	// the event cannot be lost; until it does, the record says Deleted.
+	if _, err := w.syncOne(ctx, p.Name); err != nil {
+		return none, err
 	}
 	return events.Container{Name: p.Name, Server: w.server, Status: "Deleted", Updated: time.Now().UTC()}, nil
 }
 
 // act runs a state change on an existing container and returns its record after.
-func (w *Worker) act(ctx context.Context, req *workers.Request, change func(*container.Instance) error, wantAddress bool) (any, error) {
-	var p events.ContainerAction
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
-	inst, err := w.rt.Get(ctx, p.Name)
+func (w *Worker) act(ctx context.Context, req *workers.Request, name string, change func(*container.Instance) error, wantAddress bool) (events.Container, error) {
+	var none events.Container
+	inst, err := w.rt.Get(ctx, name)
 	if errors.Is(err, container.ErrNotFound) {
-		return nil, workers.NotFound("no container %s on server %s: `skein list` shows what exists", p.Name, w.server)
+		return none, workers.NotFound("no container %s on server %s: `skein list` shows what exists", name, w.server)
 	}
 	if err != nil {
-		return nil, workers.Transient("reading container %s: %v", p.Name, err)
+		return none, workers.Transient("reading container %s: %v", name, err)
 	}
 	if err := change(inst); err != nil {
-		if container.IsPermanent(err) {
-			return nil, workers.Conflict("%s %s: %v", req.Envelope.Type, p.Name, err)
+		var we *workers.Error
+		if errors.As(err, &we) {
+			return none, err
 		}
-		return nil, workers.Transient("%s %s: %v", req.Envelope.Type, p.Name, err)
+		if container.IsPermanent(err) {
+			return none, workers.Conflict("%s %s: %v", req.Envelope.Type, name, err)
+		}
+		return none, workers.Transient("%s %s: %v", req.Envelope.Type, name, err)
 	}
 	if wantAddress {
 		req.Progress("address", "waiting for an IPv4 address")
-		return w.settle(ctx, p.Name)
+		return w.settle(ctx, name)
 	}
-	return w.syncOne(ctx, p.Name)
+	return w.syncOne(ctx, name)
 }
 
 // settle waits (bounded) for a running container to get its address, then records it.
@@ -332,9 +332,8 @@ func (w *Worker) CheckAddress(ctx context.Context, name, ip string) error {
 // reserve claims a container name cluster-wide before anything is created.
 func (w *Worker) reserve(ctx context.Context, p events.Launch, id string) error {
 	rec := events.Container{Name: p.Name, Server: w.server, Status: StatusCreating, Image: p.Image, Command: id, Updated: time.Now().UTC()}
-	b, _ := json.Marshal(rec)
-	if _, err := w.kv.Create(ctx, p.Name, b); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+	if _, err := w.store.Create(ctx, p.Name, rec); err != nil {
+		if errors.Is(err, bus.ErrExists) {
 			other, _ := w.record(ctx, p.Name)
 			if other != nil && other.Command == id {
 				return nil
@@ -352,23 +351,19 @@ func (w *Worker) reserve(ctx context.Context, p events.Launch, id string) error 
 
 // release drops a reservation made by command id after a launch that created nothing.
 func (w *Worker) release(ctx context.Context, name, id string) {
-	if rec, _ := w.record(ctx, name); rec != nil && rec.Command == id && rec.Status == StatusCreating {
-		_ = w.kv.Delete(ctx, name)
+	if e, _ := w.store.Find(ctx, name); e != nil && e.Value.Command == id && e.Value.Status == StatusCreating {
+		_ = w.store.Delete(ctx, name, e.Revision)
 	}
 }
 
 // record reads a container's record; nil when there is none.
 func (w *Worker) record(ctx context.Context, name string) (*events.Container, error) {
-	e, err := w.kv.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
-	}
+	e, err := w.store.Find(ctx, name)
 	if err != nil {
 		return nil, workers.Transient("reading record of %s: %v", name, err)
 	}
-	var rec events.Container
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+	if e == nil {
 		return nil, nil
 	}
-	return &rec, nil
+	return &e.Value, nil
 }

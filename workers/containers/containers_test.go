@@ -45,7 +45,7 @@ func (f *watchedFake) Watch(ctx context.Context) (<-chan container.Event, error)
 type rig struct {
 	fake   *container.Fake
 	w      *Worker
-	kv     jetstream.KeyValue
+	store  *bus.Store[events.Container]
 	conn   *bus.Conn // the client's connection
 	client *bus.Client
 	ctx    context.Context
@@ -67,6 +67,10 @@ func (e event) String() string {
 type rigOptions struct {
 	follow bool                  // run the lifecycle follower (Worker.Run)
 	before func(*container.Fake) // set the fake up before anything runs
+	// wrap stands between the worker and the fake (to inject failures).
+	wrap func(container.Runtime) container.Runtime
+	// js wraps the agent's JetStream (to inject publish failures).
+	js func(jetstream.JetStream) jetstream.JetStream
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -81,7 +85,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if o.before != nil {
 		o.before(r.fake)
 	}
-	r.kv, err = aconn.JS.KeyValue(ctx, bus.BucketContainers)
+	r.store, err = bus.OpenStore[events.Container](ctx, aconn.JS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +110,15 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if o.follow {
 		rtm = wf
 	}
-	pub := bus.NewPublisher(aconn.JS, "agent/"+server, server)
-	r.w = New(server, rtm, r.kv, pub, zerolog.Nop())
+	if o.wrap != nil {
+		rtm = o.wrap(rtm)
+	}
+	js := aconn.JS
+	if o.js != nil {
+		js = o.js(js)
+	}
+	pub := bus.NewPublisher(js, "agent/"+server, server)
+	r.w = New(server, rtm, r.store, pub, zerolog.Nop())
 	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
 	r.w.Register(rt)
 
@@ -213,18 +224,14 @@ func (r *rig) calls(method string) int {
 
 func (r *rig) record(t *testing.T, name string) *events.Container {
 	t.Helper()
-	e, err := r.kv.Get(r.ctx, name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil
-	}
+	e, err := r.store.Find(r.ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c events.Container
-	if err := json.Unmarshal(e.Value(), &c); err != nil {
-		t.Fatalf("record %s: %v", name, err)
+	if e == nil {
+		return nil
 	}
-	return &c
+	return &e.Value
 }
 
 // do sends a command to s1 and waits for its result; the error is the command's.
@@ -374,11 +381,11 @@ func TestLaunchSameCommandTwiceCreatesOnce(t *testing.T) {
 		t.Errorf("retry answered %+v, want %+v", c2, c1)
 	}
 	// A redelivery reaching the handler again resumes instead of creating.
-	out, err := r.w.Launch(r.ctx, &workers.Request{Envelope: env, Attempt: 2, Log: zerolog.Nop()})
+	c3, err := r.w.Launch(r.ctx, &workers.Request{Envelope: env, Attempt: 2, Log: zerolog.Nop()}, p)
 	if err != nil {
 		t.Fatalf("redelivered launch: %v", err)
 	}
-	if c3 := out.(events.Container); c3.Status != "Running" || c3.IPv4 != c1.IPv4 {
+	if c3.Status != "Running" || c3.IPv4 != c1.IPv4 {
 		t.Errorf("redelivered launch = %+v", c3)
 	}
 	if n := r.calls("Create"); n != 1 {
@@ -544,24 +551,68 @@ func TestActionsAreIdempotent(t *testing.T) {
 	}
 }
 
-func TestRedeliveredRestartDoesNotBounce(t *testing.T) {
-	r := newRig(t, rigOptions{})
-	if _, _, err := r.do(t, events.TypeLaunch, "", events.Launch{Name: "web", Image: image}); err != nil {
-		t.Fatal(err)
+// restartOnce makes the first Restart fail, before or after restarting.
+type restartOnce struct {
+	container.Runtime
+	fake  *container.Fake
+	after bool // restart, then fail: the answer was lost
+	mu    sync.Mutex
+	done  bool
+}
+
+func (f *restartOnce) Restart(ctx context.Context, name string, force bool) error {
+	f.mu.Lock()
+	first := !f.done
+	f.done = true
+	f.mu.Unlock()
+	if !first {
+		return f.Runtime.Restart(ctx, name, force)
 	}
-	env, err := events.New(events.TypeRestart, "cli", server, events.ContainerAction{Name: "web"})
-	if err != nil {
-		t.Fatal(err)
+	if f.after {
+		if err := f.Runtime.Restart(ctx, name, force); err != nil {
+			return err
+		}
 	}
-	out, err := r.w.Restart(r.ctx, &workers.Request{Envelope: env, Attempt: 2, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := out.(events.Container); c.Status != "Running" {
-		t.Errorf("output = %+v", c)
-	}
-	if n := r.calls("Restart"); n != 0 {
-		t.Errorf("a redelivered restart bounced the container %d times", n)
+	return errors.New("incus: connection reset")
+}
+
+// TestRedeliveredRestartRestartsOnce: whether the first attempt failed before
+// or after restarting, the command ends with exactly one restart. Idempotency
+// comes from the container's boot, journaled, not from the delivery count.
+func TestRedeliveredRestartRestartsOnce(t *testing.T) {
+	for _, after := range []bool{false, true} {
+		t.Run(fmt.Sprintf("failed after restarting=%v", after), func(t *testing.T) {
+			var flaky *restartOnce
+			r := newRig(t, rigOptions{wrap: func(rt container.Runtime) container.Runtime {
+				flaky = &restartOnce{Runtime: rt, after: after}
+				return flaky
+			}})
+			_, c, err := r.do(t, events.TypeLaunch, "", events.Launch{Name: "web", Image: image})
+			if err != nil {
+				t.Fatal(err)
+			}
+			boot := func() string {
+				inst, err := r.fake.Get(r.ctx, "web")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return inst.Boot
+			}
+			before := boot()
+			_, out, err := r.do(t, events.TypeRestart, "", events.ContainerAction{Name: "web"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.Status != "Running" || out.Name != c.Name {
+				t.Errorf("output = %+v", out)
+			}
+			if n := r.calls("Restart"); n != 1 {
+				t.Errorf("the container was restarted %d times, want exactly 1", n)
+			}
+			if boot() == before {
+				t.Errorf("the container was not restarted: boot still %s", before)
+			}
+		})
 	}
 }
 
@@ -695,8 +746,7 @@ func TestReconcile(t *testing.T) {
 func TestReconcileReservations(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	put := func(c events.Container) {
-		b, _ := json.Marshal(c)
-		if _, err := r.kv.Put(r.ctx, c.Name, b); err != nil {
+		if _, err := r.store.Put(r.ctx, c.Name, c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -783,9 +833,14 @@ func TestChangesWhileNotFollowingAreToldOnce(t *testing.T) {
 	if got := types(reconcile()); got != "" {
 		t.Fatalf("second reconcile told again: %s", got)
 	}
+	// A delete by skein tells the deletion itself, before the record goes.
+	before := len(r.stored(t))
 	r.mustDo(t, events.TypeDelete, "web")
-	if got := types(reconcile()); got != "container.deleted" {
+	if got := types(r.stored(t)[before:]); got != "container.deleted" {
 		t.Fatalf("after delete: %s", got)
+	}
+	if got := types(reconcile()); got != "" {
+		t.Fatalf("reconcile after delete told again: %s", got)
 	}
 	r.mustLaunch(t, "web")
 	if got := types(reconcile()); got != "container.created,container.started" {
@@ -798,4 +853,104 @@ func (r *rig) mustLaunch(t *testing.T, name string) {
 	if _, _, err := r.do(t, events.TypeLaunch, "", events.Launch{Name: name, Image: image}); err != nil {
 		t.Fatalf("launch %s: %v", name, err)
 	}
+}
+
+// flakyJS fails publishes of events: the first fails of them, optionally
+// after the event reached the stream (the ack lost on the way back).
+type flakyJS struct {
+	jetstream.JetStream
+	mu        sync.Mutex
+	fails     int
+	delivered bool
+	failed    int
+}
+
+func (f *flakyJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	f.mu.Lock()
+	fail := strings.HasPrefix(m.Subject, "skein.event.") && f.failed < f.fails
+	if fail {
+		f.failed++
+	}
+	f.mu.Unlock()
+	if !fail {
+		return f.JetStream.PublishMsg(ctx, m, opts...)
+	}
+	if f.delivered {
+		if _, err := f.JetStream.PublishMsg(ctx, m, opts...); err != nil {
+			return nil, err
+		}
+	}
+	return nil, errors.New("nats: timeout")
+}
+
+// TestEventPublishFailureIsRetried: a lifecycle change whose event cannot be
+// published at first is told once the bus takes it, exactly once id-wise, also
+// when the first try reached the stream and only its ack was lost.
+func TestEventPublishFailureIsRetried(t *testing.T) {
+	for _, delivered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("first try reached the stream=%v", delivered), func(t *testing.T) {
+			flaky := &flakyJS{fails: 2, delivered: delivered}
+			r := newRig(t, rigOptions{follow: true, js: func(js jetstream.JetStream) jetstream.JetStream {
+				flaky.JetStream = js
+				return flaky
+			}})
+			r.mustLaunch(t, "web")
+			r.fake.SetStatusBehindBack("web", "Stopped", "instance-stopped")
+			testutil.Eventually(t, 10*time.Second, func() bool {
+				return len(only(r.stored(t), events.TypeContainerStopped)) > 0
+			}, "the stop was never told; stored %v", lazy(func() any { return r.stored(t) }))
+			flaky.mu.Lock()
+			failed := flaky.failed
+			flaky.mu.Unlock()
+			if failed != 2 {
+				t.Fatalf("%d publishes failed, want 2", failed)
+			}
+			// Every change told once: created, started, stopped, whatever failed on the way.
+			got := r.stored(t)
+			var types []string
+			for _, e := range got {
+				types = append(types, e.Type)
+			}
+			if strings.Join(types, ",") != "container.created,container.started,container.stopped" {
+				t.Errorf("stored events %v, want created, started, stopped once each", types)
+			}
+			ids := map[string]int{}
+			for _, e := range r.storedIDs(t) {
+				ids[e]++
+			}
+			for id, n := range ids {
+				if n != 1 {
+					t.Errorf("event %s stored %d times", id, n)
+				}
+			}
+		})
+	}
+}
+
+// storedIDs returns the ids of the events in the events stream, oldest first.
+func (r *rig) storedIDs(t *testing.T) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := r.conn.JS.Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := events.Decode(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, env.ID)
+	}
+	return out
 }

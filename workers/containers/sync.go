@@ -2,12 +2,12 @@ package containers
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/container"
@@ -49,6 +49,17 @@ type told struct {
 	status string
 	// ipv4 is the address last told.
 	ipv4 string
+	// seq counts the container's events told; the next event's id derives from it.
+	seq int
+	// gen tells this container from an earlier one of the same name.
+	gen string
+}
+
+// eventID is the id of a container's seq-th event: the same on every attempt to
+// tell it, also by an agent that restarted, so that repeats can be dropped.
+func eventID(server, name, gen string, seq int) string {
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%s/%s/%d", server, name, gen, seq)))
+	return "ev-" + hex.EncodeToString(sum[:12])
 }
 
 // Run follows the runtime's lifecycle events and reconciles records until ctx ends.
@@ -83,7 +94,13 @@ func (w *Worker) loadTold(ctx context.Context) {
 		return
 	}
 	for name, rec := range recs {
-		if rec.Server == w.server && rec.Status != StatusCreating {
+		if rec.Server != w.server {
+			continue
+		}
+		if rec.Told != nil {
+			w.told[name] = told{status: rec.Told.Event, ipv4: rec.Told.IPv4, seq: rec.Told.Seq, gen: rec.Told.Gen}
+		} else if rec.Status != StatusCreating {
+			// A record from before events were journaled: take it as told.
 			w.told[name] = told{status: statusEvent(rec.Status), ipv4: rec.IPv4}
 		}
 	}
@@ -142,7 +159,7 @@ func (w *Worker) syncOne(ctx context.Context, name string) (events.Container, er
 	if err != nil {
 		return events.Container{}, err
 	}
-	rec, _, err := w.apply(ctx, name, inst, old)
+	rec, _, err := w.apply(ctx, name, inst, old, "instance-deleted")
 	return rec, err
 }
 
@@ -155,7 +172,7 @@ func (w *Worker) observe(ctx context.Context, name, typ, action string) (events.
 	if err != nil {
 		return events.Container{}, err
 	}
-	rec, mine, err := w.apply(ctx, name, inst, old)
+	rec, mine, err := w.apply(ctx, name, inst, old, action)
 	if err != nil || !mine {
 		return rec, err
 	}
@@ -193,7 +210,7 @@ func (w *Worker) Reconcile(ctx context.Context) error {
 	for i := range list {
 		inst := list[i]
 		seen[inst.Name] = true
-		rec, mine, err := w.apply(ctx, inst.Name, &inst, recs[inst.Name])
+		rec, mine, err := w.apply(ctx, inst.Name, &inst, recs[inst.Name], "")
 		if err != nil {
 			w.log.Warn().Err(err).Str("container", inst.Name).Msg("reconcile")
 			continue
@@ -210,25 +227,27 @@ func (w *Worker) Reconcile(ctx context.Context) error {
 		if rec.Status == StatusCreating && time.Since(rec.Updated) < staleReservation {
 			continue
 		}
-		gone, _, err := w.apply(ctx, name, nil, rec)
-		if err != nil {
+		if _, _, err := w.apply(ctx, name, nil, rec, ""); err != nil {
 			w.log.Warn().Err(err).Str("container", name).Msg("reconcile")
-			continue
 		}
-		w.announceChange(ctx, gone)
 	}
 	// Announced once, now neither in Incus nor recorded: deleted while we were not looking.
 	for name := range w.told {
 		if !seen[name] {
-			w.announceChange(ctx, events.Container{Name: name, Server: w.server, Status: "Deleted", Updated: time.Now().UTC()})
+			if err := w.tellDeleted(ctx, name, ""); err != nil {
+				w.log.Warn().Err(err).Str("container", name).Msg("reconcile")
+				continue
+			}
+			w.forget(name)
 		}
 	}
 	return nil
 }
 
 // apply writes the record that inst (nil: gone) implies. mine is false when the
-// name belongs to another server, or to a launch still in progress.
-func (w *Worker) apply(ctx context.Context, name string, inst *container.Instance, old *events.Container) (events.Container, bool, error) {
+// name belongs to another server, or to a launch still in progress. action is
+// the Incus action that showed the change, "" when reconciliation found it.
+func (w *Worker) apply(ctx context.Context, name string, inst *container.Instance, old *events.Container, action string) (events.Container, bool, error) {
 	if old != nil && old.Server != w.server {
 		// The name belongs to another server: a duplicate made behind skein's back.
 		w.log.Warn().Str("container", name).Str("owner", old.Server).Msg("container name already used by another server; not recorded")
@@ -241,23 +260,57 @@ func (w *Worker) apply(ctx context.Context, name string, inst *container.Instanc
 		}
 		rec := events.Container{Name: name, Server: w.server, Status: "Deleted", Updated: now}
 		if old != nil {
-			if err := w.kv.Delete(ctx, name); err != nil {
-				return rec, false, workers.Transient("forgetting %s: %v", name, err)
-			}
 			rec.Image, rec.Command = old.Image, old.Command
 		}
+		// The deletion is told before the record goes: a record is what makes an
+		// agent that restarts tell what it had not told yet.
+		if _, known := w.told[name]; known {
+			if err := w.tellDeleted(ctx, rec.Name, action); err != nil {
+				return rec, false, err
+			}
+		}
+		if old != nil {
+			if err := w.store.Delete(ctx, name, 0); err != nil {
+				return rec, false, workers.Transient("forgetting %s: %v", name, err)
+			}
+		}
+		w.forget(name)
 		return rec, true, nil
 	}
 	rec := events.Container{Name: name, Server: w.server, Status: inst.Status, IPv4: inst.IPv4, Image: inst.Image, Command: inst.Command, Published: inst.Published, Updated: now}
+	if old != nil {
+		rec.Told = old.Told
+	}
 	if old != nil && old.Status == rec.Status && old.IPv4 == rec.IPv4 && old.Image == rec.Image && strings.Join(old.Published, ",") == strings.Join(rec.Published, ",") {
 		rec.Updated = old.Updated
 		return rec, true, nil
 	}
-	b, _ := json.Marshal(rec)
-	if _, err := w.kv.Put(ctx, name, b); err != nil {
+	if _, err := w.store.Put(ctx, name, rec); err != nil {
 		return rec, false, workers.Transient("recording %s: %v", name, err)
 	}
 	return rec, true, nil
+}
+
+// forget tells the OnGone listeners that a container is gone.
+func (w *Worker) forget(name string) {
+	for _, f := range w.gone {
+		go f(name)
+	}
+}
+
+// tellDeleted announces a container's deletion under its next event id; action
+// is the Incus action that showed it, "" when reconciliation found it.
+func (w *Worker) tellDeleted(ctx context.Context, name, action string) error {
+	t := w.told[name]
+	ev := events.ContainerEvent{Name: name, Status: "Deleted", Cause: "reconcile"}
+	if action != "" {
+		ev.Cause, ev.Action = "incus", action
+	}
+	if err := w.pub.Tell(ctx, eventID(w.server, name, t.gen, t.seq+1), events.TypeContainerDeleted, ev); err != nil {
+		return workers.Transient("telling the deletion of %s: %v", name, err)
+	}
+	delete(w.told, name)
+	return nil
 }
 
 // announceLifecycle tells a lifecycle event as it came, unless its status was
@@ -270,21 +323,16 @@ func (w *Worker) announceLifecycle(ctx context.Context, rec events.Container, ty
 		if known {
 			return
 		}
-		t = told{status: events.TypeContainerStopped}
+		w.tell(ctx, rec, t, told{status: events.TypeContainerStopped}, tale{typ, ev})
+		return
 	case events.TypeContainerDeleted:
-		if !known {
-			return
-		}
-		delete(w.told, rec.Name)
-		w.publish(ctx, typ, ev)
+		// A deletion is told where it is recorded (apply), before the record goes.
 		return
 	case events.TypeContainerStarted, events.TypeContainerStopped:
 		if known && t.status == typ {
 			if rec.Status == statusOf(typ) && rec.IPv4 != t.ipv4 {
-				t.ipv4 = rec.IPv4
-				w.told[rec.Name] = t
 				ev.Cause = "reconcile"
-				w.publish(ctx, events.TypeContainerUpdated, ev)
+				w.tell(ctx, rec, t, told{status: t.status, ipv4: rec.IPv4}, tale{events.TypeContainerUpdated, ev})
 			}
 			return
 		}
@@ -292,35 +340,68 @@ func (w *Worker) announceLifecycle(ctx context.Context, rec events.Container, ty
 		if rec.Status != statusOf(typ) {
 			ev.Status, ev.IPv4 = statusOf(typ), ""
 		}
-		t = told{status: typ, ipv4: ev.IPv4}
+		w.tell(ctx, rec, t, told{status: typ, ipv4: ev.IPv4}, tale{typ, ev})
+		return
 	}
-	w.told[rec.Name] = t
-	w.publish(ctx, typ, ev)
+	w.tell(ctx, rec, t, t, tale{typ, ev})
+}
+
+// tale is one event to tell.
+type tale struct {
+	typ string
+	ev  events.ContainerEvent
+}
+
+// tell announces tales in order, each under the container's next event id,
+// retrying each until it is stored; only then is now what was told, written
+// into the record so that an agent that restarts starts from it.
+func (w *Worker) tell(ctx context.Context, rec events.Container, was, now told, tales ...tale) {
+	seq, gen := was.seq, was.gen
+	if gen == "" {
+		gen = events.NewID()[:8]
+	}
+	for _, tl := range tales {
+		if err := w.pub.Tell(ctx, eventID(w.server, rec.Name, gen, seq+1), tl.typ, tl.ev); err != nil {
+			w.log.Warn().Err(err).Str("type", tl.typ).Str("container", rec.Name).Msg("telling an event")
+			return
+		}
+		seq++
+	}
+	now.seq, now.gen = seq, gen
+	w.told[rec.Name] = now
+	e, err := w.store.Find(ctx, rec.Name)
+	if err != nil || e == nil || e.Value.Server != w.server {
+		return
+	}
+	e.Value.Told = &events.ContainerTold{Event: now.status, IPv4: now.ipv4, Seq: now.seq, Gen: now.gen}
+	if _, err := w.store.Update(ctx, rec.Name, e.Value, e.Revision); err != nil {
+		w.log.Warn().Err(err).Str("container", rec.Name).Msg("recording what was told")
+	}
 }
 
 // announceChange tells what differs between rec and the last announcement.
 func (w *Worker) announceChange(ctx context.Context, rec events.Container) {
-	t, known := w.told[rec.Name]
+	was, known := w.told[rec.Name]
 	ev := events.ContainerEvent{Name: rec.Name, Status: rec.Status, IPv4: rec.IPv4, Cause: "reconcile"}
 	if rec.Status == "Deleted" {
-		if known {
-			delete(w.told, rec.Name)
-			w.publish(ctx, events.TypeContainerDeleted, ev)
-		}
-		return
+		return // told where it is recorded (apply)
 	}
+	now := was
+	var tales []tale
 	if !known {
-		w.publish(ctx, events.TypeContainerCreated, ev)
-		t = told{status: events.TypeContainerStopped}
+		tales = append(tales, tale{events.TypeContainerCreated, ev})
+		now = told{status: events.TypeContainerStopped}
 	}
-	if st := statusEvent(rec.Status); st != "" && st != t.status {
-		t = told{status: st, ipv4: rec.IPv4}
-		w.publish(ctx, st, ev)
-	} else if rec.IPv4 != t.ipv4 {
-		t.ipv4 = rec.IPv4
-		w.publish(ctx, events.TypeContainerUpdated, ev)
+	if st := statusEvent(rec.Status); st != "" && st != now.status {
+		now = told{status: st, ipv4: rec.IPv4}
+		tales = append(tales, tale{st, ev})
+	} else if rec.IPv4 != now.ipv4 {
+		now.ipv4 = rec.IPv4
+		tales = append(tales, tale{events.TypeContainerUpdated, ev})
 	}
-	w.told[rec.Name] = t
+	if len(tales) > 0 {
+		w.tell(ctx, rec, was, now, tales...)
+	}
 }
 
 // statusOf is the status a status event announces.
@@ -336,27 +417,15 @@ func statusOf(typ string) string {
 	return ""
 }
 
-func (w *Worker) publish(ctx context.Context, typ string, ev events.ContainerEvent) {
-	if err := w.pub.Publish(ctx, typ, ev); err != nil {
-		w.log.Warn().Err(err).Str("type", typ).Str("container", ev.Name).Msg("publishing event")
-	}
-}
-
 // records returns every container record, by name.
 func (w *Worker) records(ctx context.Context) (map[string]*events.Container, error) {
 	out := map[string]*events.Container{}
-	lister, err := w.kv.ListKeys(ctx)
+	all, err := w.store.List(ctx)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return out, nil
-		}
 		return nil, err
 	}
-	for k := range lister.Keys() {
-		rec, err := w.record(ctx, k)
-		if err == nil && rec != nil {
-			out[k] = rec
-		}
+	for i := range all {
+		out[all[i].Key] = &all[i].Value
 	}
 	return out, nil
 }

@@ -87,7 +87,7 @@ func (w *Worker) runCheck(ctx context.Context, container, key string, def events
 	w.mu.Unlock()
 	if changed {
 		w.publish(ctx, events.TypeCheckStatus, events.CheckStatus{Container: container, Check: def.Name, Status: status, Output: output})
-		w.kick()
+		w.poked()
 	}
 }
 

@@ -7,23 +7,19 @@ package discovery
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/consul"
-	"github.com/skeinhq/skein/internal/container"
 	"github.com/skeinhq/skein/workers"
-	"github.com/skeinhq/skein/workers/containers"
+	"github.com/skeinhq/skein/workers/svc"
 )
 
 // Ports of an endpoint.
@@ -53,16 +49,7 @@ var _ Catalog = (*consul.Client)(nil)
 
 // Config configures the discovery worker of one server.
 type Config struct {
-	// Server is the server's name.
-	Server string
-	// Image is the image endpoints run from.
-	Image string
-	// Runtime is the server's container runtime.
-	Runtime container.Runtime
-	// Containers launches and deletes endpoint containers.
-	Containers *containers.Worker
-	// Publisher publishes the worker's events.
-	Publisher *bus.Publisher
+	svc.Deps
 	// Log is the worker's logger.
 	Log zerolog.Logger
 	// Catalog overrides the Consul catalog client (tests); nil uses the endpoints.
@@ -72,11 +59,13 @@ type Config struct {
 // Worker is the discovery worker of one server.
 type Worker struct {
 	cfg       Config
-	endpoints jetstream.KeyValue
-	services  jetstream.KeyValue
-	ctrs      jetstream.KeyValue
-	adhoc     jetstream.KeyValue
+	host      *svc.Host
+	endpoints *svc.Kind[events.Endpoint, *events.Endpoint]
+	services  *bus.Store[events.Definitions]
+	ctrs      *bus.Store[events.Container]
+	adhoc     *bus.Store[events.Adhoc]
 	catalog   Catalog
+	kick      chan struct{}
 
 	mu      sync.Mutex
 	eps     map[string]events.Endpoint
@@ -91,21 +80,32 @@ type Worker struct {
 	poke    chan struct{}
 }
 
-// New returns the discovery worker; js gives it its buckets.
-func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, error) {
-	w := &Worker{cfg: cfg, eps: map[string]events.Endpoint{}, defs: map[string]events.Definitions{}, cts: map[string]events.Container{}, ads: map[string]events.Adhoc{},
-		applied: map[string]string{}, status: map[string]string{}, told: map[string][]consul.Service{}, checks: map[string]*checkState{}, poke: make(chan struct{}, 1), dns: "\x00"}
-	var err error
-	if w.endpoints, err = js.KeyValue(ctx, bus.BucketEndpoints); err != nil {
+// Capability is the service discovery capability of an agent.
+func Capability(ctx context.Context, d svc.Deps) (svc.Capability, error) {
+	return New(ctx, Config{Deps: d, Log: d.Host.Log.With().Str("worker", "discovery").Logger()})
+}
+
+// New returns the discovery worker.
+func New(ctx context.Context, cfg Config) (*Worker, error) {
+	js := cfg.JS
+	w := &Worker{cfg: cfg, host: cfg.Host, eps: map[string]events.Endpoint{}, defs: map[string]events.Definitions{}, cts: map[string]events.Container{}, ads: map[string]events.Adhoc{},
+		applied: map[string]string{}, status: map[string]string{}, told: map[string][]consul.Service{}, checks: map[string]*checkState{}, poke: make(chan struct{}, 1), dns: "\x00",
+		kick: make(chan struct{}, 1)}
+	eps, err := bus.OpenStore[events.Endpoint](ctx, js)
+	if err != nil {
 		return nil, err
 	}
-	if w.services, err = js.KeyValue(ctx, bus.BucketServices); err != nil {
+	w.endpoints = &svc.Kind[events.Endpoint, *events.Endpoint]{Noun: "endpoint", Prefix: "endpoint", ListCmd: "skein listep", Store: eps,
+		Gone: func(ctx context.Context, e events.Endpoint) {
+			w.publish(ctx, events.TypeEndpointDeleted, events.EndpointEvent{Name: e.Name, IP: e.IP, Cause: "reconcile"})
+		}}
+	if w.services, err = bus.OpenStore[events.Definitions](ctx, js); err != nil {
 		return nil, err
 	}
-	if w.ctrs, err = js.KeyValue(ctx, bus.BucketContainers); err != nil {
+	if w.ctrs, err = bus.OpenStore[events.Container](ctx, js); err != nil {
 		return nil, err
 	}
-	if w.adhoc, err = js.KeyValue(ctx, bus.BucketAdhoc); err != nil {
+	if w.adhoc, err = bus.OpenStore[events.Adhoc](ctx, js); err != nil {
 		return nil, err
 	}
 	w.catalog = cfg.Catalog
@@ -115,16 +115,21 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, erro
 	return w, nil
 }
 
+// defsLock is the lock key of a container's definitions.
+func defsLock(container string) string { return "definitions/" + container }
+
 // Register adds the worker's handlers to the runtime, in one visible block.
 func (w *Worker) Register(r *workers.Runtime) {
-	r.Handle(events.TypeEndpointAdd, w.AddEndpoint)
-	r.Handle(events.TypeEndpointDelete, w.DeleteEndpoint)
-	r.Handle(events.TypeServiceAdd, w.AddService)
-	r.Handle(events.TypeServiceDelete, w.DeleteService)
-	r.Handle(events.TypeCheckAdd, w.AddCheck)
-	r.Handle(events.TypeCheckDelete, w.DeleteCheck)
-	r.Handle(events.TypePublish, w.Publish)
-	r.Handle(events.TypeUnpublish, w.Unpublish)
+	epLock := func(p events.EndpointRef) string { return w.endpoints.Lock(p.Name) }
+	workers.Handle(r, workers.Command[events.EndpointAdd, events.Endpoint]{Type: events.TypeEndpointAdd, Lock: func(p events.EndpointAdd) string { return w.endpoints.Lock(endpointName(p)) },
+		Deadline: 3 * time.Minute, Run: w.AddEndpoint})
+	workers.Handle(r, workers.Command[events.EndpointRef, events.Endpoint]{Type: events.TypeEndpointDelete, Lock: epLock, Run: w.DeleteEndpoint})
+	workers.Handle(r, workers.Command[events.ServiceAdd, events.Definitions]{Type: events.TypeServiceAdd, Lock: func(p events.ServiceAdd) string { return defsLock(p.Container) }, Run: w.AddService})
+	workers.Handle(r, workers.Command[events.ServiceDelete, events.Definitions]{Type: events.TypeServiceDelete, Lock: func(p events.ServiceDelete) string { return defsLock(p.Container) }, Run: w.DeleteService})
+	workers.Handle(r, workers.Command[events.CheckAdd, events.Definitions]{Type: events.TypeCheckAdd, Lock: func(p events.CheckAdd) string { return defsLock(p.Container) }, Run: w.AddCheck})
+	workers.Handle(r, workers.Command[events.CheckDelete, events.Definitions]{Type: events.TypeCheckDelete, Lock: func(p events.CheckDelete) string { return defsLock(p.Container) }, Run: w.DeleteCheck})
+	workers.Handle(r, workers.Command[events.Publish, events.Adhoc]{Type: events.TypePublish, Lock: func(p events.Publish) string { return "adhoc/" + p.Name }, Run: w.Publish})
+	workers.Handle(r, workers.Command[events.Unpublish, events.Adhoc]{Type: events.TypeUnpublish, Lock: func(p events.Unpublish) string { return "adhoc/" + p.Name }, Run: w.Unpublish})
 }
 
 // endpointAddrs are the HTTP addresses of the ready endpoints.
@@ -133,7 +138,7 @@ func (w *Worker) endpointAddrs() []string {
 	defer w.mu.Unlock()
 	var out []string
 	for _, e := range w.eps {
-		if e.Status == events.EndpointReady {
+		if e.Status == events.StatusReady {
 			out = append(out, fmt.Sprintf("%s:%d", e.IP, HTTPPort))
 		}
 	}
@@ -141,7 +146,7 @@ func (w *Worker) endpointAddrs() []string {
 	return out
 }
 
-func (w *Worker) kick() {
+func (w *Worker) poked() {
 	select {
 	case w.poke <- struct{}{}:
 	default:
@@ -152,41 +157,36 @@ func (w *Worker) kick() {
 // state until ctx ends: it follows the endpoints, definitions and container
 // records as they change, and resyncs now and then.
 func (w *Worker) Run(ctx context.Context) {
-	go w.watch(ctx, w.endpoints, func(key string, val []byte) {
-		if val == nil {
+	go watch(ctx, w, w.endpoints.Store, func(key string, e *events.Endpoint) {
+		if e == nil {
 			delete(w.eps, key)
 			return
 		}
-		var e events.Endpoint
-		if json.Unmarshal(val, &e) == nil {
-			w.eps[key] = e
-		}
+		w.eps[key] = *e
 	})
-	go w.watch(ctx, w.services, func(key string, val []byte) {
-		var d events.Definitions
-		if val == nil || json.Unmarshal(val, &d) != nil || d.Server != w.cfg.Server {
+	go watch(ctx, w, w.services, func(key string, d *events.Definitions) {
+		if d == nil || d.Server != w.host.Server {
 			delete(w.defs, key)
 			return
 		}
-		w.defs[key] = d
+		w.defs[key] = *d
 	})
-	go w.watch(ctx, w.ctrs, func(key string, val []byte) {
-		var c events.Container
-		if val == nil || json.Unmarshal(val, &c) != nil || c.Server != w.cfg.Server {
+	go watch(ctx, w, w.ctrs, func(key string, c *events.Container) {
+		if c == nil || c.Server != w.host.Server {
 			delete(w.cts, key)
 			return
 		}
-		w.cts[key] = c
+		w.cts[key] = *c
 	})
-	go w.watch(ctx, w.adhoc, func(key string, val []byte) {
-		var a events.Adhoc
-		if val == nil || json.Unmarshal(val, &a) != nil || a.Server != w.cfg.Server {
+	go watch(ctx, w, w.adhoc, func(key string, a *events.Adhoc) {
+		if a == nil || a.Server != w.host.Server {
 			delete(w.ads, key)
 			return
 		}
-		w.ads[key] = a
+		w.ads[key] = *a
 	})
 	go w.runChecks(ctx)
+	go svc.Follow(ctx, w.host, w.endpoints, w.kick, 30*time.Second)
 	tick := time.NewTicker(resyncEvery)
 	defer tick.Stop()
 	for {
@@ -201,30 +201,31 @@ func (w *Worker) Run(ctx context.Context) {
 	}
 }
 
-// watch follows a bucket, applying each change under the lock and poking the sync.
-func (w *Worker) watch(ctx context.Context, kv jetstream.KeyValue, apply func(key string, val []byte)) {
+// watch follows a store, applying each change under the lock and poking the sync.
+func watch[T any](ctx context.Context, w *Worker, st *bus.Store[T], apply func(key string, v *T)) {
 	for ctx.Err() == nil {
-		wt, err := kv.WatchAll(ctx)
+		ch, err := st.Watch(ctx)
 		if err != nil {
 			sleep(ctx, time.Second)
 			continue
 		}
-		for e := range wt.Updates() {
-			if e == nil {
-				w.kick()
-				continue
+		for c := range ch {
+			if !c.Synced {
+				w.mu.Lock()
+				apply(c.Key, c.Value)
+				w.mu.Unlock()
 			}
-			w.mu.Lock()
-			if e.Operation() == jetstream.KeyValuePut {
-				apply(e.Key(), e.Value())
-			} else {
-				apply(e.Key(), nil)
-			}
-			w.mu.Unlock()
-			w.kick()
+			w.poked()
 		}
-		_ = wt.Stop()
 		sleep(ctx, 250*time.Millisecond)
+	}
+}
+
+// Gone tells the worker a container is gone: an endpoint's record may be a ghost now.
+func (w *Worker) Gone(string) {
+	select {
+	case w.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -273,7 +274,7 @@ func (w *Worker) targets() []target {
 func (w *Worker) desired() map[string]consul.Node {
 	out := map[string]consul.Node{}
 	for _, t := range w.targets() {
-		n := consul.Node{Name: t.node, Address: t.address, Meta: map[string]string{consul.MetaExternal: "true", consul.MetaServer: w.cfg.Server, consul.MetaKind: t.kind}}
+		n := consul.Node{Name: t.node, Address: t.address, Meta: map[string]string{consul.MetaExternal: "true", consul.MetaServer: w.host.Server, consul.MetaKind: t.kind}}
 		for _, s := range t.services {
 			n.Services = append(n.Services, consul.Service{Name: s.Name, Port: s.Port, Tags: s.Tags})
 		}
@@ -358,7 +359,7 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 	w.mu.Lock()
 	var fwd []string
 	for _, e := range w.eps {
-		if e.Status == events.EndpointReady {
+		if e.Status == events.StatusReady {
 			fwd = append(fwd, fmt.Sprintf("%s#%d", e.IP, DNSPort))
 		}
 	}
@@ -376,7 +377,7 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 
 	log := w.cfg.Log
 	if dnsChanged {
-		if err := w.cfg.Runtime.ForwardDNS(ctx, "consul", fwd); err != nil {
+		if err := w.host.Runtime.ForwardDNS(ctx, "consul", fwd); err != nil {
 			log.Warn().Err(err).Msg("forwarding the consul domain")
 		} else {
 			w.mu.Lock()
@@ -390,7 +391,7 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 		return
 	}
 	if full {
-		nodes, err := w.catalog.Nodes(ctx, map[string]string{consul.MetaServer: w.cfg.Server})
+		nodes, err := w.catalog.Nodes(ctx, map[string]string{consul.MetaServer: w.host.Server})
 		if err != nil {
 			log.Warn().Err(err).Msg("reading the catalog")
 			return
@@ -452,135 +453,120 @@ func (w *Worker) publish(ctx context.Context, typ string, payload any) {
 	}
 }
 
-// definitions reads a container's definitions with their revision (0: none).
-func (w *Worker) definitions(ctx context.Context, name string) (events.Definitions, uint64, error) {
-	e, err := w.services.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return events.Definitions{Container: name, Server: w.cfg.Server, Services: []events.ServiceDef{}, Checks: []events.CheckDef{}}, 0, nil
-	}
-	if err != nil {
-		return events.Definitions{}, 0, workers.Transient("reading definitions of %s: %v", name, err)
-	}
-	var d events.Definitions
-	if err := json.Unmarshal(e.Value(), &d); err != nil {
-		return events.Definitions{}, 0, workers.Transient("bad definitions of %s: %v", name, err)
-	}
-	return d, e.Revision(), nil
-}
-
-// editDefinitions changes a container's definitions with compare-and-set.
+// editDefinitions changes a container's definitions, at the revision read.
 func (w *Worker) editDefinitions(ctx context.Context, name string, edit func(*events.Definitions) error) (events.Definitions, error) {
 	if err := w.ownContainer(ctx, name); err != nil {
 		return events.Definitions{}, err
 	}
-	for attempt := 0; attempt < 5; attempt++ {
-		d, rev, err := w.definitions(ctx, name)
-		if err != nil {
-			return d, err
+	e, err := w.services.Modify(ctx, name, func(d events.Definitions, exists bool) (events.Definitions, error) {
+		if !exists {
+			d = events.Definitions{Container: name}
 		}
 		if err := edit(&d); err != nil {
 			return d, err
 		}
-		d.Server, d.Updated = w.cfg.Server, time.Now().UTC()
+		d.Server, d.Updated = w.host.Server, time.Now().UTC()
 		if d.Services == nil {
 			d.Services = []events.ServiceDef{}
 		}
 		if d.Checks == nil {
 			d.Checks = []events.CheckDef{}
 		}
-		b, _ := json.Marshal(d)
-		if rev == 0 {
-			_, err = w.services.Create(ctx, name, b)
-		} else {
-			_, err = w.services.Update(ctx, name, b, rev)
-		}
-		if err == nil {
-			return d, nil
-		}
+		return d, nil
+	})
+	if err != nil {
+		return events.Definitions{}, workers.FromStore(err, "definitions of "+name)
 	}
-	return events.Definitions{}, workers.Transient("definitions of %s changed concurrently", name)
+	return e.Value, nil
 }
 
 // ownContainer refuses definitions for a container that is not on this server.
 func (w *Worker) ownContainer(ctx context.Context, name string) error {
-	e, err := w.ctrs.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return workers.NotFound("no container %s: `skein list` shows what exists", name)
-	}
+	e, err := w.ctrs.Find(ctx, name)
 	if err != nil {
 		return workers.Transient("reading container %s: %v", name, err)
 	}
-	var c events.Container
-	if err := json.Unmarshal(e.Value(), &c); err != nil || c.Server != w.cfg.Server {
-		return workers.Invalid("container %s is not on server %s", name, w.cfg.Server)
+	if e == nil {
+		return workers.NotFound("no container %s: `skein list` shows what exists", name)
+	}
+	if e.Value.Server != w.host.Server {
+		return workers.Invalid("container %s is not on server %s", name, w.host.Server)
 	}
 	return nil
 }
 
-// AddService defines a service of a container; the same definition again is a no-op.
-func (w *Worker) AddService(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.ServiceAdd
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
-	return w.editDefinitions(ctx, p.Container, func(d *events.Definitions) error {
-		for i, s := range d.Services {
-			if s.Name == p.Name {
-				d.Services[i] = events.ServiceDef{Name: p.Name, Port: p.Port, Tags: p.Tags}
-				return nil
-			}
+// upsert replaces the item with v's key in list, or appends v.
+func upsert[T any](list []T, v T, key func(T) string) []T {
+	for i := range list {
+		if key(list[i]) == key(v) {
+			list[i] = v
+			return list
 		}
-		d.Services = append(d.Services, events.ServiceDef{Name: p.Name, Port: p.Port, Tags: p.Tags})
+	}
+	return append(list, v)
+}
+
+// drop removes the items with key k; found says whether there was one.
+func drop[T any](list []T, k string, key func(T) string) (kept []T, found bool) {
+	kept = []T{}
+	for _, x := range list {
+		if key(x) == k {
+			found = true
+			continue
+		}
+		kept = append(kept, x)
+	}
+	return kept, found
+}
+
+func serviceName(s events.ServiceDef) string { return s.Name }
+func checkName(c events.CheckDef) string     { return c.Name }
+
+// AddService defines a service of a container; the same definition again is a no-op.
+func (w *Worker) AddService(ctx context.Context, req *workers.Request, p events.ServiceAdd) (events.Definitions, error) {
+	return w.editDefinitions(ctx, p.Container, func(d *events.Definitions) error {
+		d.Services = upsert(d.Services, events.ServiceDef{Name: p.Name, Port: p.Port, Tags: p.Tags}, serviceName)
 		return nil
 	})
 }
 
 // DeleteService removes one service definition of a container, or all of them.
-func (w *Worker) DeleteService(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.ServiceDelete
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
+// Removing one that this command already removed on an earlier attempt succeeds.
+func (w *Worker) DeleteService(ctx context.Context, req *workers.Request, p events.ServiceDelete) (events.Definitions, error) {
 	return w.editDefinitions(ctx, p.Container, func(d *events.Definitions) error {
 		if p.Name == "" {
 			d.Services = nil
 			return nil
 		}
-		kept := d.Services[:0]
-		found := false
-		for _, s := range d.Services {
-			if s.Name == p.Name {
-				found = true
-				continue
-			}
-			kept = append(kept, s)
-		}
-		// A redelivered delete finds nothing left: that is success, not an error.
-		if !found && req.Attempt == 1 {
-			return workers.NotFound("container %s has no service %s: `skein listservice %s` shows its services", p.Container, p.Name, p.Container)
+		kept, found := drop(d.Services, p.Name, serviceName)
+		if err := w.absent(ctx, req, found, "container %s has no service %s: `skein listservice %s` shows its services", p.Container, p.Name, p.Container); err != nil {
+			return err
 		}
 		d.Services = kept
 		return nil
 	})
 }
 
-// AddCheck defines a health check of a container.
-func (w *Worker) AddCheck(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.CheckAdd
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
+// absent refuses to remove what is not there, unless an earlier attempt of the
+// same command found it (and so removed it).
+func (w *Worker) absent(ctx context.Context, req *workers.Request, found bool, format string, args ...any) error {
+	first, err := req.FirstSaw(ctx, "found", found)
+	if err != nil {
+		return err
 	}
+	if !found && !first {
+		return workers.NotFound(format, args...)
+	}
+	return nil
+}
+
+// AddCheck defines a health check of a container.
+func (w *Worker) AddCheck(ctx context.Context, req *workers.Request, p events.CheckAdd) (events.Definitions, error) {
 	if err := validCheck(p.Check); err != nil {
-		return nil, err
+		return events.Definitions{}, err
 	}
 	return w.editDefinitions(ctx, p.Container, func(d *events.Definitions) error {
-		for i, c := range d.Checks {
-			if c.Name == p.Check.Name {
-				d.Checks[i] = p.Check
-				return nil
-			}
-		}
-		d.Checks = append(d.Checks, p.Check)
+		d.Checks = upsert(d.Checks, p.Check, checkName)
 		return nil
 	})
 }
@@ -608,23 +594,11 @@ func validCheck(c events.CheckDef) error {
 }
 
 // DeleteCheck removes a check of a container.
-func (w *Worker) DeleteCheck(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.CheckDelete
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
+func (w *Worker) DeleteCheck(ctx context.Context, req *workers.Request, p events.CheckDelete) (events.Definitions, error) {
 	return w.editDefinitions(ctx, p.Container, func(d *events.Definitions) error {
-		kept := d.Checks[:0]
-		found := false
-		for _, c := range d.Checks {
-			if c.Name == p.Name {
-				found = true
-				continue
-			}
-			kept = append(kept, c)
-		}
-		if !found && req.Attempt == 1 {
-			return workers.NotFound("container %s has no check %s", p.Container, p.Name)
+		kept, found := drop(d.Checks, p.Name, checkName)
+		if err := w.absent(ctx, req, found, "container %s has no check %s", p.Container, p.Name); err != nil {
+			return err
 		}
 		d.Checks = kept
 		return nil

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rs/zerolog"
-
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/consul"
 	"github.com/skeinhq/skein/internal/testutil"
@@ -23,9 +21,9 @@ func TestRegistrationWaitsForEndpoint(t *testing.T) {
 	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80, Tags: []string{"v1"}}, nil)
 	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "metrics", Port: 9100}, nil)
 	// An endpoint still being created does not count either.
-	r.seedEndpoint(t, rigEPName, rigEPIP, events.EndpointCreating)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusCreating)
 	r.knows(t, func(w *Worker) bool {
-		return len(w.defs["web"].Services) == 2 && w.cts["web"].Status == "Running" && w.eps[rigEPName].Status == events.EndpointCreating
+		return len(w.defs["web"].Services) == 2 && w.cts["web"].Status == "Running" && w.eps[rigEPName].Status == events.StatusCreating
 	}, "the worker never saw web's services, its record and the creating endpoint")
 	// The worker knows everything: a sync now must leave the catalog alone.
 	r.dw.sync(r.ctx, true)
@@ -36,7 +34,7 @@ func TestRegistrationWaitsForEndpoint(t *testing.T) {
 		t.Errorf("consul domain forwarded to %v with no ready endpoint", fwd)
 	}
 
-	r.seedEndpoint(t, rigEPName, rigEPIP, events.EndpointReady)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
 	n := r.waitNode(t, "web", func(n consul.Node) bool { return len(n.Services) == 2 }, "web not registered once the endpoint is ready")
 	if n.Address != c.IPv4 {
 		t.Errorf("web registered at %q, want its address %s", n.Address, c.IPv4)
@@ -70,7 +68,7 @@ func TestRegistrationWaitsForEndpoint(t *testing.T) {
 // or by command) leaves the catalog and comes back when started, with events.
 func TestStoppedContainerIsDeregistered(t *testing.T) {
 	r := newRig(t)
-	r.seedEndpoint(t, rigEPName, rigEPIP, events.EndpointReady)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
 	c := r.launch(t, "web")
 	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
 	r.waitNode(t, "web", func(n consul.Node) bool { return n.Address == c.IPv4 && len(n.Services) == 1 }, "web not registered")
@@ -112,7 +110,7 @@ func TestStoppedContainerIsDeregistered(t *testing.T) {
 // and that a refused command writes nothing.
 func TestServiceDefinitions(t *testing.T) {
 	r := newRig(t)
-	r.seedEndpoint(t, rigEPName, rigEPIP, events.EndpointReady)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
 	r.launch(t, "web")
 
 	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
@@ -135,15 +133,6 @@ func TestServiceDefinitions(t *testing.T) {
 	if got := r.revision(t, r.services, "web"); got != rev {
 		t.Errorf("definitions rewritten by a refused delete: revision %d, was %d", got, rev)
 	}
-	// A redelivered delete finds nothing left: success.
-	env, err := r.client.NewCommand(rigServer, events.TypeServiceDelete, "", events.ServiceDelete{Container: "web", Name: "nope"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.dw.DeleteService(r.ctx, &workers.Request{Envelope: env, Attempt: 2, Log: zerolog.Nop()}); err != nil {
-		t.Errorf("redelivered delete of a removed service: %v", err)
-	}
-
 	// Deleting without a name removes them all, and the node.
 	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "metrics", Port: 9100}, nil)
 	r.waitNode(t, "web", func(n consul.Node) bool { return len(n.Services) == 2 }, "metrics not registered")
@@ -210,7 +199,7 @@ func TestServiceDefinitions(t *testing.T) {
 // catalog, one against a listener becomes passing, and changes are told.
 func TestCheckStatuses(t *testing.T) {
 	r := newRig(t)
-	r.seedEndpoint(t, rigEPName, rigEPIP, events.EndpointReady)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
 	c := r.launch(t, "web")
 	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
 	// Nothing listens in the fake container.
@@ -274,7 +263,7 @@ func (l lazyStatuses) String() string { return fmt.Sprint(l.r.checkStatuses(l.t)
 // an entry owned by another server is refused.
 func TestAdhoc(t *testing.T) {
 	r := newRig(t)
-	r.seedEndpoint(t, rigEPName, rigEPIP, events.EndpointReady)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
 
 	var a events.Adhoc
 	r.mustDo(t, events.TypePublish, events.Publish{Name: "db", IP: "10.1.2.3", Port: 5432}, &a)
@@ -363,7 +352,7 @@ func TestAdhoc(t *testing.T) {
 // server's nodes skein does not want and registers again what went missing.
 func TestFullResync(t *testing.T) {
 	r := newRig(t)
-	r.seedEndpoint(t, rigEPName, rigEPIP, events.EndpointReady)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
 	c := r.launch(t, "web")
 	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
 	r.waitNode(t, "web", func(n consul.Node) bool { return len(n.Services) == 1 }, "web not registered")

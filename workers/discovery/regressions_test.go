@@ -18,7 +18,7 @@ import (
 // replaces the placeholder.
 func TestCheckOutputReachesCatalog(t *testing.T) {
 	r := newRig(t)
-	r.seedEndpoint(t, rigEPName, rigEPIP, events.EndpointReady)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
 	r.launch(t, "web")
 	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
 	r.mustDo(t, events.TypeCheckAdd, events.CheckAdd{Container: "web", Check: events.CheckDef{Name: "port", Kind: "tcp", Port: 80, Interval: "200ms", Timeout: "100ms"}}, nil)
@@ -33,7 +33,7 @@ func TestCheckOutputReachesCatalog(t *testing.T) {
 // no service.deregistered, and adding a second service tells no service.registered.
 func TestServiceEventsFollowDefinitions(t *testing.T) {
 	r := newRig(t)
-	r.seedEndpoint(t, rigEPName, rigEPIP, events.EndpointReady)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
 	r.launch(t, "web")
 	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
 	r.waitNode(t, "web", func(n consul.Node) bool { return len(n.Services) == 1 }, "web not registered")
@@ -48,7 +48,7 @@ func TestServiceEventsFollowDefinitions(t *testing.T) {
 // an ad-hoc entry NAME then replaces its node in the catalog.
 func TestAdhocNodeDoesNotTakeContainersNode(t *testing.T) {
 	r := newRig(t)
-	r.seedEndpoint(t, rigEPName, rigEPIP, events.EndpointReady)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
 	c := r.launch(t, "pub-db")
 	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "pub-db", Name: "pg", Port: 5432}, nil)
 	r.waitNode(t, "pub-db", func(n consul.Node) bool { return len(n.Services) == 1 }, "pub-db not registered")

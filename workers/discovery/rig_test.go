@@ -23,6 +23,7 @@ import (
 	"github.com/skeinhq/skein/internal/testutil"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/containers"
+	"github.com/skeinhq/skein/workers/svc"
 )
 
 const (
@@ -239,7 +240,7 @@ func newRig(t *testing.T) *rig {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &rig{ctx: ctx, cat: newFakeCatalog(), client: bus.NewClient(conn, "cli"),
 		rt: &rigRuntime{Fake: container.NewFake(rigSubnet, rigImage, "skein-service"), watching: make(chan struct{})}}
-	for name, kv := range map[string]*jetstream.KeyValue{bus.BucketEndpoints: &r.endpoints, bus.BucketServices: &r.services, bus.BucketContainers: &r.ctrs, bus.BucketAdhoc: &r.adhoc} {
+	for name, kv := range map[string]*jetstream.KeyValue{bucket[events.Endpoint](): &r.endpoints, bucket[events.Definitions](): &r.services, bucket[events.Container](): &r.ctrs, bucket[events.Adhoc](): &r.adhoc} {
 		if *kv, err = conn.JS.KeyValue(ctx, name); err != nil {
 			t.Fatal(err)
 		}
@@ -261,17 +262,18 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 
-	ckv, err := aconn.JS.KeyValue(ctx, bus.BucketContainers)
+	cstore, err := bus.OpenStore[events.Container](ctx, aconn.JS)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pub := bus.NewPublisher(aconn.JS, "agent/"+rigServer, rigServer)
-	cw := containers.New(rigServer, r.rt, ckv, pub, zerolog.Nop())
-	r.dw, err = New(ctx, aconn.JS, Config{Server: rigServer, Image: "skein-service", Runtime: r.rt, Containers: cw, Publisher: pub, Log: zerolog.Nop(), Catalog: r.cat})
+	cw := containers.New(rigServer, r.rt, cstore, pub, zerolog.Nop())
+	wrt := workers.NewRuntime(aconn, rigServer, zerolog.Nop())
+	host := &svc.Host{Server: rigServer, Image: "skein-service", Runtime: r.rt, Containers: cw, Locks: wrt, Answered: wrt.Answered, Log: zerolog.Nop()}
+	r.dw, err = New(ctx, Config{Deps: svc.Deps{Host: host, JS: aconn.JS, Publisher: pub}, Log: zerolog.Nop(), Catalog: r.cat})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrt := workers.NewRuntime(aconn, rigServer, zerolog.Nop())
 	cw.Register(wrt)
 	r.dw.Register(wrt)
 
@@ -370,7 +372,13 @@ func (r *rig) putJSON(t *testing.T, kv jetstream.KeyValue, key string, v any) {
 // seedEndpoint writes an endpoint record, as AddEndpoint would once Consul answers.
 func (r *rig) seedEndpoint(t *testing.T, name, ip, status string) {
 	t.Helper()
-	r.putJSON(t, r.endpoints, name, events.Endpoint{Name: name, Server: rigServer, IP: ip, Status: status, Updated: time.Now().UTC()})
+	r.putJSON(t, r.endpoints, name, events.Endpoint{Resource: events.Resource{Name: name, Server: rigServer, Status: status, Updated: time.Now().UTC()}, IP: ip})
+}
+
+// bucket is the name of the bucket of record type T.
+func bucket[T any]() string {
+	spec, _ := events.StateOf[T]()
+	return spec.Bucket
 }
 
 // revision is the revision of key in kv, 0 when it has none.

@@ -1,14 +1,13 @@
-// Package lb runs load balancers on one server: haproxy in a service container,
-// its configuration rendered from skein's state by a pure function, checked by
-// haproxy itself before it replaces the running one, and rolled back when the
-// reload fails.
+// Package lb runs load balancers on one server: haproxy or nginx in a service
+// container (through the svc layer), their configuration rendered from skein's
+// state by pure functions, checked by the tool itself before it replaces the
+// running one, and rolled back when it fails. haproxy backend changes go through
+// its runtime API: no reload, no request dropped.
 package lb
 
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"regexp"
@@ -17,215 +16,182 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
-	"github.com/skeinhq/skein/internal/container"
 	"github.com/skeinhq/skein/internal/haproxy"
 	"github.com/skeinhq/skein/workers"
-	"github.com/skeinhq/skein/workers/containers"
 	"github.com/skeinhq/skein/workers/discovery"
+	"github.com/skeinhq/skein/workers/svc"
 )
 
-// Paths in a load balancer's container.
-const (
-	haproxyConfig = "/etc/haproxy/haproxy.cfg"
-	haproxyNext   = "/etc/haproxy/haproxy.cfg.next"
-	haproxyPrev   = "/etc/haproxy/haproxy.cfg.prev"
-	nginxNext     = "/etc/nginx/skein/site.next"
-	nginxPrev     = "/etc/nginx/skein/site.prev"
-)
+// RuntimeAPI is what the worker needs of a haproxy's runtime API.
+type RuntimeAPI interface {
+	// AddServer adds a server to a backend and puts it in service.
+	AddServer(ctx context.Context, backend, name, addr string, port int) error
+	// RemoveServer drains a server, then deletes it.
+	RemoveServer(ctx context.Context, backend, name string) error
+}
+
+var _ RuntimeAPI = haproxy.Client{}
 
 // Config configures the load balancer worker of one server.
 type Config struct {
-	// Server is the server's name.
-	Server string
-	// Image is the image load balancers run from.
-	Image string
-	// Runtime is the server's container runtime.
-	Runtime container.Runtime
-	// Containers launches and deletes load balancer containers.
-	Containers *containers.Worker
-	// Publisher publishes the worker's events.
-	Publisher *bus.Publisher
+	svc.Deps
 	// Log is the worker's logger.
 	Log zerolog.Logger
+	// API returns the runtime API behind a socket; nil speaks to haproxy (tests fake it).
+	API func(socket string) RuntimeAPI
+}
+
+// Capability is the load balancer capability of an agent.
+func Capability(ctx context.Context, d svc.Deps) (svc.Capability, error) {
+	return New(ctx, Config{Deps: d, Log: d.Host.Log.With().Str("worker", "lb").Logger()})
 }
 
 // Worker is the load balancer worker of one server.
 type Worker struct {
-	cfg Config
-	js  jetstream.JetStream
-	kv  jetstream.KeyValue
+	cfg       Config
+	host      *svc.Host
+	kind      *svc.Kind[events.LB, *events.LB]
+	endpoints *bus.Store[events.Endpoint]
+	kick      chan struct{}
 }
 
-// New returns the load balancer worker; js gives it its bucket.
-func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Worker, error) {
-	kv, err := js.KeyValue(ctx, bus.BucketLBs)
+// New returns the load balancer worker.
+func New(ctx context.Context, cfg Config) (*Worker, error) {
+	st, err := bus.OpenStore[events.LB](ctx, cfg.JS)
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, js: js, kv: kv}, nil
+	eps, err := bus.OpenStore[events.Endpoint](ctx, cfg.JS)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.API == nil {
+		cfg.API = func(socket string) RuntimeAPI { return haproxy.Client{Socket: socket} }
+	}
+	w := &Worker{cfg: cfg, host: cfg.Host, endpoints: eps, kick: make(chan struct{}, 1)}
+	w.kind = &svc.Kind[events.LB, *events.LB]{Noun: "load balancer", Prefix: "lb", ListCmd: "skein listlbs", Store: st,
+		Gone: func(ctx context.Context, l events.LB) {
+			w.publish(ctx, events.LBChange{Name: l.Name, Change: "deleted", Mode: l.Mode, Cause: "reconcile"})
+		}}
+	return w, nil
 }
 
 // Register adds the worker's handlers to the runtime, in one visible block.
 func (w *Worker) Register(r *workers.Runtime) {
-	r.Handle(events.TypeLBAdd, w.Add)
-	r.Handle(events.TypeLBDelete, w.Delete)
-	r.Handle(events.TypeLBBackendsAdd, w.AddBackends)
-	r.Handle(events.TypeLBBackendsDelete, w.DeleteBackends)
-	r.Handle(events.TypeLBSet, w.Set)
+	k := w.kind
+	workers.Handle(r, workers.Command[events.LBAdd, events.LB]{Type: events.TypeLBAdd, Lock: func(p events.LBAdd) string { return svc.NameLock(k, p.Name) }, Deadline: 3 * time.Minute, Run: w.Add})
+	workers.Handle(r, workers.Command[events.LBRef, events.LB]{Type: events.TypeLBDelete, Lock: func(p events.LBRef) string { return k.Lock(p.Name) }, Run: w.Delete})
+	workers.Handle(r, workers.Command[events.LBBackends, events.LB]{Type: events.TypeLBBackendsAdd, Lock: func(p events.LBBackends) string { return k.Lock(p.LB) }, Run: w.AddBackends})
+	workers.Handle(r, workers.Command[events.LBBackendNames, events.LB]{Type: events.TypeLBBackendsDelete, Lock: func(p events.LBBackendNames) string { return k.Lock(p.LB) }, Run: w.DeleteBackends})
+	workers.Handle(r, workers.Command[events.LBSet, events.LB]{Type: events.TypeLBSet, Lock: func(p events.LBSet) string { return k.Lock(p.LB) }, Run: w.Set})
 }
 
-// Add runs a load balancer in a container on this server with no backends yet.
-func (w *Worker) Add(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.LBAdd
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
+// Run repairs the load balancer records from what runs until ctx ends: at
+// start, when a container goes, and every 30 s.
+func (w *Worker) Run(ctx context.Context) { svc.Follow(ctx, w.host, w.kind, w.kick, 30*time.Second) }
+
+// Gone tells the worker a container is gone: a load balancer's record may be a ghost now.
+func (w *Worker) Gone(string) {
+	select {
+	case w.kick <- struct{}{}:
+	default:
 	}
+}
+
+// Add runs a load balancer in a container on this server.
+func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.LBAdd) (events.LB, error) {
+	var none events.LB
 	if p.Kind == "nginx" {
 		if p.URL == "" || len(p.Backends) == 0 {
-			return nil, workers.Invalid("an nginx load balancer needs a URL and at least one backend: addlb nginx SERVER -u URL -b IP:PORT")
+			return none, workers.Invalid("an nginx load balancer needs a URL and at least one backend: addlb nginx SERVER -u URL -b IP:PORT")
+		}
+		if !hostRE.MatchString(p.URL) {
+			return none, workers.Invalid("url %q: want a host name such as mywordpress.org", p.URL)
 		}
 	} else if p.URL != "" || len(p.Backends) > 0 {
-		return nil, workers.Invalid("-u and -b are for nginx load balancers; haproxy ones get backends with addbackends")
+		return none, workers.Invalid("-u and -b are for nginx load balancers; haproxy ones get backends with addbackends")
 	}
 	if p.TLS != nil {
 		if _, err := tls.X509KeyPair([]byte(p.TLS.Cert), []byte(p.TLS.Key)); err != nil {
-			return nil, workers.Invalid("the certificate and key do not make a pair: %v", err)
+			return none, workers.Invalid("the certificate and key do not make a pair: %v", err)
 		}
 	}
 	var resolvers []string
 	for _, b := range p.Backends {
+		if err := checkBackend(b); err != nil {
+			return none, err
+		}
 		if IsName(b.Host) {
-			if !strings.HasSuffix(b.Host, ".consul") {
-				return nil, workers.Invalid("backend %q is neither an IPv4 address nor a Consul name (NAME.service.consul)", b.Host)
-			}
 			rs, err := w.endpointResolvers(ctx)
 			if err != nil {
-				return nil, err
+				return none, err
 			}
 			resolvers = rs
 		}
 	}
 	if err := checkNginxNames(events.LB{Kind: p.Kind, Backends: p.Backends}); err != nil {
-		return nil, err
+		return none, err
 	}
-	id := req.Envelope.ID
-	if p.Name == "" {
-		name, err := w.freeName(ctx, p.Kind)
-		if err != nil {
-			return nil, err
-		}
-		p.Name = name
-	}
-	lb, rev, err := w.get(ctx, p.Name)
+	rec := events.LB{Resource: events.Resource{Name: p.Name}, Kind: p.Kind, Mode: modes(p.Kind)[0], URL: p.URL, TLS: p.TLS != nil, Resolvers: resolvers,
+		Backends: append([]events.Backend{}, p.Backends...)}
+	e, err := svc.Claim(ctx, req, w.host, w.kind, p.Name, p.Kind, rec)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
-	if lb != nil && lb.Command != id {
-		return nil, workers.Conflict("a load balancer named %s already exists on server %s: pick another name with -n", p.Name, lb.Server)
+	if e.Value.Status == events.StatusReady {
+		return e.Value, nil
 	}
-	if lb == nil {
-		rec := events.LB{Name: p.Name, Kind: p.Kind, Server: w.cfg.Server, Status: events.EndpointCreating, Mode: modes(p.Kind)[0], URL: p.URL, TLS: p.TLS != nil, Resolvers: resolvers,
-			Backends: append([]events.Backend{}, p.Backends...), Command: id, Updated: time.Now().UTC()}
-		b, _ := json.Marshal(rec)
-		if rev, err = w.kv.Create(ctx, p.Name, b); err != nil {
-			if errors.Is(err, jetstream.ErrKeyExists) {
-				return nil, workers.Conflict("a load balancer named %s already exists: pick another name with -n", p.Name)
-			}
-			return nil, workers.Transient("reserving %s: %v", p.Name, err)
-		}
-		lb = &rec
-	}
-	if lb.Status == events.EndpointReady {
-		return *lb, nil
-	}
-	req.Progress("container", fmt.Sprintf("launching %s (%s) on %s", p.Name, w.cfg.Image, w.cfg.Server))
-	if _, err := w.cfg.Containers.LaunchContainer(ctx, req, events.Launch{Name: p.Name, Image: w.cfg.Image}); err != nil {
-		var we *workers.Error
-		if errors.As(err, &we) && !we.Transient {
-			_ = w.kv.Delete(ctx, p.Name, jetstream.LastRevision(rev))
-		}
-		return nil, err
+	name := e.Key
+	if _, err := svc.Launch(ctx, req, w.host, name, ""); err != nil {
+		return none, err
 	}
 	req.Progress("configure", "configuring "+p.Kind)
-	if p.TLS != nil {
-		if err := w.writeTLS(ctx, *lb, p.TLS); err != nil {
-			return nil, err
-		}
+	applied, err := svc.Apply(ctx, w.host.Runtime, name, component(p.Kind), files(e.Value, p.TLS), svc.Reload, e.Value.Applied)
+	if err != nil {
+		return none, err
 	}
-	if err := w.apply(ctx, *lb); err != nil {
-		if errors.Is(err, errRefused) {
-			// A configuration the tool refuses at creation will not get better: undo.
-			_, _ = w.cfg.Containers.DeleteContainer(ctx, req, p.Name)
-			_ = w.kv.Delete(ctx, p.Name)
-		}
-		return nil, err
-	}
+	e.Value.Applied = applied
 	if p.Kind == "haproxy" {
 		// The runtime API, reachable from the agent: backend changes need no reload.
-		if err := w.cfg.Runtime.ExposeSocket(ctx, p.Name, w.socketPath(p.Name), "/run/haproxy/admin.sock"); err != nil {
-			return nil, workers.Transient("exposing the haproxy socket of %s: %v", p.Name, err)
+		if err := w.host.Runtime.ExposeSocket(ctx, name, w.socketPath(name), "/run/haproxy/admin.sock"); err != nil {
+			return none, workers.Transient("exposing the haproxy socket of %s: %v", name, err)
 		}
 	}
-	lb.Status = events.EndpointReady
-	if err := w.save(ctx, lb, "added"); err != nil {
-		return nil, err
+	lb, err := svc.Ready(ctx, w.kind, e)
+	if err != nil {
+		return none, err
 	}
-	return *lb, nil
+	w.publish(ctx, events.LBChange{Name: name, Change: "added", Backends: len(lb.Backends), Mode: lb.Mode})
+	return lb, nil
 }
 
 // Delete removes a load balancer and its container.
-func (w *Worker) Delete(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.LBRef
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
-	lb, _, err := w.get(ctx, p.Name)
+func (w *Worker) Delete(ctx context.Context, req *workers.Request, p events.LBRef) (events.LB, error) {
+	lb, err := svc.Remove(ctx, req, w.host, w.kind, p.Name, nil)
 	if err != nil {
-		return nil, err
+		return lb, err
 	}
-	if lb == nil {
-		if req.Attempt > 1 {
-			return events.LB{Name: p.Name, Server: w.cfg.Server, Status: events.EndpointReady, Backends: []events.Backend{}, Updated: time.Now().UTC()}, nil
-		}
-		return nil, workers.NotFound("no load balancer named %s: `skein listlbs` shows them", p.Name)
-	}
-	if _, err := w.cfg.Containers.DeleteContainer(ctx, req, p.Name); err != nil {
-		return nil, err
-	}
-	if err := w.kv.Delete(ctx, p.Name); err != nil {
-		return nil, workers.Transient("forgetting %s: %v", p.Name, err)
-	}
-	w.publish(ctx, events.LBChange{Name: p.Name, Change: "deleted"})
-	return *lb, nil
+	w.publish(ctx, events.LBChange{Name: p.Name, Change: "deleted", Mode: lb.Mode})
+	return lb, nil
 }
 
 // AddBackends adds backends; a backend with a name already there is replaced.
-func (w *Worker) AddBackends(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.LBBackends
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
-	return w.change(ctx, p.LB, "backends", func(lb *events.LB) error {
+func (w *Worker) AddBackends(ctx context.Context, req *workers.Request, p events.LBBackends) (events.LB, error) {
+	return w.change(ctx, p.LB, "backends", nil, func(lb *events.LB) error {
 		for _, nb := range p.Backends {
-			if nb.Host == "" || nb.Port == 0 {
-				return workers.Invalid("backend %s needs NAME:IP:PORT", nb.Name)
+			if err := checkBackend(nb); err != nil {
+				return err
 			}
-			if IsName(nb.Host) {
-				if !strings.HasSuffix(nb.Host, ".consul") {
-					return workers.Invalid("backend %s: %q is neither an IPv4 address nor a Consul name (NAME.service.consul)", nb.Name, nb.Host)
+			if IsName(nb.Host) && len(lb.Resolvers) == 0 {
+				rs, err := w.endpointResolvers(ctx)
+				if err != nil {
+					return err
 				}
-				if len(lb.Resolvers) == 0 {
-					rs, err := w.endpointResolvers(ctx)
-					if err != nil {
-						return err
-					}
-					lb.Resolvers = rs
-				}
+				lb.Resolvers = rs
 			}
 			replaced := false
 			for i, b := range lb.Backends {
@@ -242,6 +208,28 @@ func (w *Worker) AddBackends(ctx context.Context, req *workers.Request) (any, er
 	})
 }
 
+// checkBackend refuses a backend the renderers cannot take: its name and host
+// land in configuration files, so they are checked here too, not only by the schema.
+func checkBackend(b events.Backend) error {
+	if !backendNameRE.MatchString(b.Name) {
+		return workers.Invalid("backend name %q: use letters, digits, - and _", b.Name)
+	}
+	if b.Port < 1 || b.Port > 65535 {
+		return workers.Invalid("backend %s needs NAME:IP:PORT with a port from 1 to 65535", b.Name)
+	}
+	if IsName(b.Host) {
+		if !hostRE.MatchString(b.Host) || !strings.HasSuffix(b.Host, ".consul") {
+			return workers.Invalid("backend %s: %q is neither an IPv4 address nor a Consul name (NAME.service.consul)", b.Name, b.Host)
+		}
+	} else if ip := net.ParseIP(b.Host); ip.To4() == nil {
+		return workers.Invalid("backend %s: %q is not an IPv4 address", b.Name, b.Host)
+	}
+	return nil
+}
+
+// backendNameRE is a backend name haproxy and nginx take as it is.
+var backendNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$`)
+
 // checkNginxNames refuses what nginx cannot do: a Consul-name backend beside others.
 func checkNginxNames(lb events.LB) error {
 	if lb.Kind != "nginx" || len(lb.Backends) < 2 {
@@ -256,17 +244,13 @@ func checkNginxNames(lb events.LB) error {
 }
 
 // DeleteBackends removes backends by name; removing one that is gone succeeds.
-func (w *Worker) DeleteBackends(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.LBBackendNames
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
-	}
-	return w.change(ctx, p.LB, "backends", func(lb *events.LB) error {
+func (w *Worker) DeleteBackends(ctx context.Context, req *workers.Request, p events.LBBackendNames) (events.LB, error) {
+	return w.change(ctx, p.LB, "backends", nil, func(lb *events.LB) error {
 		drop := map[string]bool{}
 		for _, n := range p.Names {
 			drop[n] = true
 		}
-		kept := lb.Backends[:0]
+		kept := []events.Backend{}
 		for _, b := range lb.Backends {
 			if !drop[b.Name] {
 				kept = append(kept, b)
@@ -278,18 +262,19 @@ func (w *Worker) DeleteBackends(ctx context.Context, req *workers.Request) (any,
 }
 
 // Set changes a setting of a load balancer.
-func (w *Worker) Set(ctx context.Context, req *workers.Request) (any, error) {
-	var p events.LBSet
-	if err := req.Decode(&p); err != nil {
-		return nil, workers.Invalid("%v", err)
+func (w *Worker) Set(ctx context.Context, req *workers.Request, p events.LBSet) (events.LB, error) {
+	var pair *events.TLSPair
+	if p.Key == "ssl" {
+		pair = p.TLS
 	}
-	return w.change(ctx, p.LB, p.Key, func(lb *events.LB) error {
+	return w.change(ctx, p.LB, p.Key, pair, func(lb *events.LB) error {
 		switch p.Key {
 		case "resolvers":
 			var rs []string
 			for _, r := range strings.Split(p.Value, ",") {
 				host, port, err := net.SplitHostPort(strings.TrimSpace(r))
-				if err != nil || net.ParseIP(host) == nil || port == "" {
+				pn, perr := strconv.Atoi(port)
+				if err != nil || net.ParseIP(host).To4() == nil || perr != nil || pn < 1 || pn > 65535 {
 					return workers.Invalid("resolver %q: want IP:PORT, e.g. 10.77.1.10:8600", r)
 				}
 				rs = append(rs, net.JoinHostPort(host, port))
@@ -311,9 +296,6 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request) (any, error) {
 			}
 			if _, err := tls.X509KeyPair([]byte(p.TLS.Cert), []byte(p.TLS.Key)); err != nil {
 				return workers.Invalid("the certificate and key do not make a pair: %v", err)
-			}
-			if err := w.writeTLS(ctx, *lb, p.TLS); err != nil {
-				return err
 			}
 			lb.TLS = true
 			return nil
@@ -337,96 +319,62 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request) (any, error) {
 	})
 }
 
-// change edits a ready load balancer, applies the new configuration and only
-// then records it: the record always says what is running. Backend changes go
-// through haproxy's runtime API (no reload, nothing dropped) with the new file
-// written for later restarts; anything else, or a runtime API refusal, reloads.
-func (w *Worker) change(ctx context.Context, name, what string, edit func(*events.LB) error) (any, error) {
-	lb, _, err := w.get(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	if lb == nil {
-		return nil, workers.NotFound("no load balancer named %s: `skein listlbs` shows them", name)
-	}
-	if lb.Server != w.cfg.Server {
-		return nil, workers.Invalid("load balancer %s is on server %s, not %s", name, lb.Server, w.cfg.Server)
-	}
-	if lb.Status != events.EndpointReady {
-		return nil, workers.Transient("load balancer %s is still being created", name)
-	}
-	next := *lb
-	next.Backends = append([]events.Backend(nil), lb.Backends...)
-	if err := edit(&next); err != nil {
-		return nil, err
-	}
-	applied := false
-	if what == "backends" && next.Kind == "haproxy" {
-		if err := w.check(ctx, next); err != nil {
-			return nil, err
+// change edits a ready load balancer and makes it run the result before it is
+// recorded. haproxy backend changes go live through the runtime API first (no
+// reload, nothing dropped) and the files follow, checked but not reloaded; if
+// the files are refused the live change is undone. Anything else reloads.
+func (w *Worker) change(ctx context.Context, name, what string, pair *events.TLSPair, edit func(*events.LB) error) (events.LB, error) {
+	lb, err := svc.Change(ctx, w.host, w.kind, name, edit, func(old, next events.LB) (string, error) {
+		comp, set := component(next.Kind), files(next, pair)
+		if what != "backends" || next.Kind != "haproxy" || anyName(old, next) {
+			return svc.Apply(ctx, w.host.Runtime, name, comp, set, svc.Reload, old.Applied)
 		}
-		if err := w.live(ctx, *lb, next); err != nil {
+		api := w.cfg.API(w.socketPath(name))
+		if err := live(ctx, api, old, next); err != nil {
 			w.cfg.Log.Info().Err(err).Str("lb", name).Msg("runtime API change refused; reloading instead")
-		} else if err := w.install(ctx, next, false); err != nil {
-			return nil, err
-		} else {
-			applied = true
+			_ = live(ctx, api, next, old)
+			return svc.Apply(ctx, w.host.Runtime, name, comp, set, svc.Reload, old.Applied)
 		}
-	}
-	if !applied {
-		if err := w.apply(ctx, next); err != nil {
-			return nil, err
+		applied, err := svc.Apply(ctx, w.host.Runtime, name, comp, set, svc.NoReload, old.Applied)
+		if err != nil {
+			if uerr := live(ctx, api, next, old); uerr != nil {
+				w.cfg.Log.Error().Err(uerr).Str("lb", name).Msg("undoing a refused runtime API change")
+			}
+			return "", err
 		}
+		return applied, nil
+	})
+	if err != nil {
+		return lb, err
 	}
-	if err := w.save(ctx, &next, what); err != nil {
-		return nil, err
-	}
-	return next, nil
+	w.publish(ctx, events.LBChange{Name: name, Change: what, Backends: len(lb.Backends), Mode: lb.Mode})
+	return lb, nil
 }
 
-// hostRE is a host name an nginx load balancer can answer for.
-var hostRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*$`)
-
-// writeTLS puts a certificate and key into the load balancer's container, where
-// only its server reads them: they are in no record, log or event.
-func (w *Worker) writeTLS(ctx context.Context, lb events.LB, pair *events.TLSPair) error {
-	rt := w.cfg.Runtime
-	if lb.Kind == "haproxy" {
-		if err := rt.PushFile(ctx, lb.Name, haproxyPEM, []byte(pair.Cert+"\n"+pair.Key), 0o600); err != nil {
-			return workers.Transient("writing the certificate of %s: %v", lb.Name, err)
+// anyName says whether either side has a Consul-name backend: those are
+// followed by resolvers and server templates, which need a reload.
+func anyName(a, b events.LB) bool {
+	for _, x := range append(append([]events.Backend(nil), a.Backends...), b.Backends...) {
+		if IsName(x.Host) {
+			return true
 		}
-		return nil
 	}
-	if res, err := rt.Exec(ctx, lb.Name, "mkdir", "-p", "/etc/nginx/skein"); err != nil || res.Code != 0 {
-		return workers.Transient("preparing %s: %v", lb.Name, err)
-	}
-	if err := rt.PushFile(ctx, lb.Name, nginxCert, []byte(pair.Cert), 0o644); err != nil {
-		return workers.Transient("writing the certificate of %s: %v", lb.Name, err)
-	}
-	if err := rt.PushFile(ctx, lb.Name, nginxKey, []byte(pair.Key), 0o600); err != nil {
-		return workers.Transient("writing the key of %s: %v", lb.Name, err)
-	}
-	return nil
+	return false
 }
+
+// hostRE is a host name: letters, digits and hyphens in dot-separated labels.
+var hostRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
 
 // endpointResolvers are the DNS addresses of the ready Consul endpoints.
 func (w *Worker) endpointResolvers(ctx context.Context) ([]string, error) {
-	kv, err := w.js.KeyValue(ctx, bus.BucketEndpoints)
+	all, err := w.endpoints.Values(ctx)
 	if err != nil {
 		return nil, workers.Transient("reading endpoints: %v", err)
 	}
 	var out []string
-	lister, err := kv.ListKeys(ctx)
-	if err == nil {
-		for k := range lister.Keys() {
-			e, err := kv.Get(ctx, k)
-			if err != nil {
-				continue
-			}
-			var ep events.Endpoint
-			if json.Unmarshal(e.Value(), &ep) == nil && ep.Status == events.EndpointReady {
-				out = append(out, fmt.Sprintf("%s:%d", ep.IP, discovery.DNSPort))
-			}
+	for _, ep := range all {
+		if ep.Status == events.StatusReady {
+			out = append(out, fmt.Sprintf("%s:%d", ep.IP, discovery.DNSPort))
 		}
 	}
 	if len(out) == 0 {
@@ -438,12 +386,11 @@ func (w *Worker) endpointResolvers(ctx context.Context) ([]string, error) {
 
 // socketPath is where the agent reaches a load balancer's haproxy runtime API.
 func (w *Worker) socketPath(name string) string {
-	return fmt.Sprintf("/run/skein/lb/%s-%s.sock", w.cfg.Server, name)
+	return fmt.Sprintf("/run/skein/lb/%s-%s.sock", w.host.Server, name)
 }
 
 // live changes the running haproxy's servers from old's backends to next's.
-func (w *Worker) live(ctx context.Context, old, next events.LB) error {
-	api := haproxy.Client{Socket: w.socketPath(old.Name)}
+func live(ctx context.Context, api RuntimeAPI, old, next events.LB) error {
 	was := map[string]events.Backend{}
 	for _, b := range old.Backends {
 		was[b.Name] = b
@@ -452,23 +399,18 @@ func (w *Worker) live(ctx context.Context, old, next events.LB) error {
 	for _, b := range next.Backends {
 		now[b.Name] = b
 	}
-	for _, b := range append(append([]events.Backend(nil), old.Backends...), next.Backends...) {
-		if IsName(b.Host) {
-			return errors.New("Consul-name backends are followed by resolvers: reload")
-		}
-	}
-	for name, b := range was {
-		if nb, ok := now[name]; !ok || nb != b {
+	for _, b := range old.Backends {
+		if nb, ok := now[b.Name]; !ok || nb != b {
 			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := api.RemoveServer(dctx, "be", name)
+			err := api.RemoveServer(dctx, "be", b.Name)
 			cancel()
 			if err != nil {
 				return err
 			}
 		}
 	}
-	for name, b := range now {
-		if ob, ok := was[name]; !ok || ob != b {
+	for _, b := range next.Backends {
+		if ob, ok := was[b.Name]; !ok || ob != b {
 			if err := api.AddServer(ctx, "be", b.Name, b.Host, b.Port); err != nil {
 				return err
 			}
@@ -476,17 +418,6 @@ func (w *Worker) live(ctx context.Context, old, next events.LB) error {
 	}
 	return nil
 }
-
-// workersSed is the sed expression that sets nginx's worker_processes, or none.
-func workersSed(lb events.LB) string {
-	if lb.Workers == 0 {
-		return ""
-	}
-	return fmt.Sprintf("-e 's/^worker_processes .*;/worker_processes %d;/'", lb.Workers)
-}
-
-// errRefused marks a configuration the load balancer's own tool refused.
-var errRefused = errors.New("refused by the tool")
 
 // modes are the balancing modes of a kind of load balancer; the first is the default.
 func modes(kind string) []string {
@@ -496,127 +427,40 @@ func modes(kind string) []string {
 	return HAProxyModes
 }
 
-// check writes the rendered configuration next to the running one and has the
-// tool check it (haproxy -c, nginx -t); a refusal leaves the running one untouched.
-func (w *Worker) check(ctx context.Context, lb events.LB) error {
-	rt := w.cfg.Runtime
-	var cfg, next string
-	var argv []string
+// component is how a kind of load balancer checks and reloads its files.
+func component(kind string) svc.Component {
+	if kind == "nginx" {
+		return svc.Component{Name: "nginx", Unit: "nginx", Check: "nginx -t -q"}
+	}
+	return svc.Component{Name: "haproxy", Unit: "haproxy", Check: "haproxy -c -q -f " + haproxyConfig}
+}
+
+// files is a load balancer's whole configuration: the rendered files, and the
+// certificate and key when they are being (re)placed. A key is written only
+// into the container, never into skein's state, logs or events.
+func files(lb events.LB, pair *events.TLSPair) []svc.File {
 	if lb.Kind == "nginx" {
-		cfg, next = RenderNginx(lb), nginxNext
-		// nginx -t checks a whole configuration: the main file with the candidate site.
-		argv = []string{"sh", "-c", fmt.Sprintf("sed -e 's#/etc/nginx/sites-enabled/\\*#%s#' %s /etc/nginx/nginx.conf > /etc/nginx/skein/test.conf && nginx -t -q -c /etc/nginx/skein/test.conf", nginxNext, workersSed(lb))}
-		if res, err := rt.Exec(ctx, lb.Name, "mkdir", "-p", "/etc/nginx/skein"); err != nil || res.Code != 0 {
-			return workers.Transient("preparing %s: %v", lb.Name, err)
+		out := []svc.File{
+			{Path: nginxMain, Data: []byte(RenderNginxMain(lb)), Mode: 0o644},
+			{Path: nginxSite, Data: []byte(RenderNginx(lb)), Mode: 0o644},
 		}
-	} else {
-		cfg, next = RenderHAProxy(lb), haproxyNext
-		argv = []string{"haproxy", "-c", "-f", haproxyNext}
+		if pair != nil {
+			out = append(out, svc.File{Path: nginxCert, Data: []byte(pair.Cert), Mode: 0o644}, svc.File{Path: nginxKey, Data: []byte(pair.Key), Mode: 0o600})
+		}
+		return out
 	}
-	if err := rt.PushFile(ctx, lb.Name, next, []byte(cfg), 0o644); err != nil {
-		return workers.Transient("writing the configuration of %s: %v", lb.Name, err)
+	out := []svc.File{{Path: haproxyConfig, Data: []byte(RenderHAProxy(lb)), Mode: 0o644}}
+	if pair != nil {
+		out = append(out, svc.File{Path: haproxyPEM, Data: []byte(pair.Cert + "\n" + pair.Key), Mode: 0o600})
 	}
-	res, err := rt.Exec(ctx, lb.Name, argv...)
-	if err != nil {
-		return workers.Transient("checking the configuration of %s: %v", lb.Name, err)
-	}
-	if res.Code != 0 {
-		return fmt.Errorf("%w: %w", errRefused, workers.Invalid("%s refused the new configuration of %s (the old one keeps serving): %s", lb.Kind, lb.Name, strings.TrimSpace(string(res.Stdout)+string(res.Stderr))))
-	}
-	return nil
+	return out
 }
 
-// apply checks and installs a configuration with a reload.
-func (w *Worker) apply(ctx context.Context, lb events.LB) error {
-	if err := w.check(ctx, lb); err != nil {
-		return err
-	}
-	return w.install(ctx, lb, true)
-}
-
-// install makes the checked configuration the running one's file, keeping the
-// previous as .prev; with reload, the service reloads gracefully and the previous
-// file is restored if the reload fails.
-func (w *Worker) install(ctx context.Context, lb events.LB, reload bool) error {
-	conf, prev, next, unit := haproxyConfig, haproxyPrev, haproxyNext, "haproxy"
-	if lb.Kind == "nginx" {
-		conf, prev, next, unit = nginxSite, nginxPrev, nginxNext, "nginx"
-	}
-	main := ":"
-	if lb.Kind == "nginx" && lb.Workers > 0 {
-		main = fmt.Sprintf("sed -i %s /etc/nginx/nginx.conf", workersSed(lb))
-	}
-	script := fmt.Sprintf(`set -e
-[ -f %[1]s ] && cp %[1]s %[2]s || true
-cp %[3]s %[1]s
-%[6]s
-[ %[4]q = yes ] || exit 0
-if systemctl is-active -q %[5]s; then
-  systemctl reload %[5]s || { [ -f %[2]s ] && cp %[2]s %[1]s; systemctl reload %[5]s || true; exit 3; }
-else
-  systemctl enable -q %[5]s 2>/dev/null || true
-  systemctl restart %[5]s || exit 4
-fi`, conf, prev, next, map[bool]string{true: "yes", false: "no"}[reload], unit, main)
-	res, err := w.cfg.Runtime.Exec(ctx, lb.Name, "sh", "-c", script)
-	if err != nil {
-		return workers.Transient("installing the configuration of %s: %v", lb.Name, err)
-	}
-	switch res.Code {
-	case 0:
-		return nil
-	case 3:
-		return workers.Invalid("%s of %s failed to reload; the previous configuration was restored: %s", unit, lb.Name, strings.TrimSpace(string(res.Stderr)))
-	default:
-		return workers.Transient("starting %s in %s: exit %d: %s", unit, lb.Name, res.Code, strings.TrimSpace(string(res.Stderr)))
-	}
-}
-
-func (w *Worker) save(ctx context.Context, lb *events.LB, what string) error {
-	lb.Updated = time.Now().UTC()
-	b, _ := json.Marshal(lb)
-	if _, err := w.kv.Put(ctx, lb.Name, b); err != nil {
-		return workers.Transient("recording %s: %v", lb.Name, err)
-	}
-	w.publish(ctx, events.LBChange{Name: lb.Name, Change: what, Backends: len(lb.Backends), Mode: lb.Mode})
-	return nil
-}
+// haproxyConfig is a haproxy load balancer's configuration file.
+const haproxyConfig = "/etc/haproxy/haproxy.cfg"
 
 func (w *Worker) publish(ctx context.Context, ch events.LBChange) {
 	if err := w.cfg.Publisher.Publish(ctx, events.TypeLBChanged, ch); err != nil {
 		w.cfg.Log.Warn().Err(err).Msg("publishing event")
 	}
-}
-
-// freeName picks KIND-N with the lowest N not taken by a load balancer.
-func (w *Worker) freeName(ctx context.Context, kind string) (string, error) {
-	taken := map[string]bool{}
-	lister, err := w.kv.ListKeys(ctx)
-	if err == nil {
-		for k := range lister.Keys() {
-			taken[k] = true
-		}
-	} else if !errors.Is(err, jetstream.ErrNoKeysFound) {
-		return "", workers.Transient("listing load balancers: %v", err)
-	}
-	for n := 1; ; n++ {
-		if name := fmt.Sprintf("%s-%d", kind, n); !taken[name] {
-			return name, nil
-		}
-	}
-}
-
-// get reads a load balancer's record with its revision; nil when there is none.
-func (w *Worker) get(ctx context.Context, name string) (*events.LB, uint64, error) {
-	e, err := w.kv.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, workers.Transient("reading %s: %v", name, err)
-	}
-	var lb events.LB
-	if err := json.Unmarshal(e.Value(), &lb); err != nil {
-		return nil, 0, workers.Transient("bad record of %s: %v", name, err)
-	}
-	return &lb, e.Revision(), nil
 }

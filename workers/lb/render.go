@@ -86,10 +86,44 @@ var NginxModes = []string{"default", "ip_hash", "least_conn"}
 
 // Paths of an nginx load balancer's files in its container.
 const (
+	nginxMain = "/etc/nginx/nginx.conf"
 	nginxSite = "/etc/nginx/sites-enabled/default"
 	nginxCert = "/etc/nginx/skein/tls.crt"
 	nginxKey  = "/etc/nginx/skein/tls.key"
 )
+
+// RenderNginxMain renders nginx's main configuration file of a load balancer:
+// Debian's, with the number of worker processes the record asks for.
+func RenderNginxMain(lb events.LB) string {
+	workers := "auto"
+	if lb.Workers > 0 {
+		workers = fmt.Sprint(lb.Workers)
+	}
+	return fmt.Sprintf(`# Written by skein for load balancer %s; skein rewrites it.
+user www-data;
+worker_processes %s;
+pid /run/nginx.pid;
+error_log /var/log/nginx/error.log;
+include /etc/nginx/modules-enabled/*.conf;
+
+events {
+    worker_connections 768;
+}
+
+http {
+    sendfile on;
+    tcp_nopush on;
+    types_hash_max_size 2048;
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers on;
+    access_log /var/log/nginx/access.log;
+    include /etc/nginx/conf.d/*.conf;
+    include /etc/nginx/sites-enabled/*;
+}
+`, lb.Name, workers)
+}
 
 // RenderNginx renders the nginx site of a load balancer: one upstream, the URL's
 // server on 80 (and 443 with TLS), and a default server that answers 404 to any

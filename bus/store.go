@@ -1,0 +1,314 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/skeinhq/skein/events"
+)
+
+// Errors of the store, wrapped with the key they are about.
+var (
+	// ErrNoRecord means the key has no record.
+	ErrNoRecord = errors.New("no record")
+	// ErrExists means Create found a record already there.
+	ErrExists = errors.New("record exists")
+	// ErrConflict means the record changed since it was read: read it again.
+	ErrConflict = errors.New("record changed concurrently")
+)
+
+// modifyTries bounds the read-change-write rounds of Modify under contention.
+const modifyTries = 16
+
+// Entry is one record with the revision it was read at.
+type Entry[T any] struct {
+	// Key is the record's key (a name).
+	Key string
+	// Value is the record.
+	Value T
+	// Revision is what Update and Delete compare against.
+	Revision uint64
+}
+
+// Change is one change seen by Watch.
+type Change[T any] struct {
+	// Key is the record's key.
+	Key string
+	// Value is the record after the change; nil when it was deleted.
+	Value *T
+	// Revision is the change's revision.
+	Revision uint64
+	// Synced marks the end of the records that existed when the watch began
+	// (Key and Value are empty then).
+	Synced bool
+}
+
+// Store is the one typed access to a bucket of records of type T: reads decode,
+// writes are validated against T's schema, and every change of a record that
+// several writers share is compared against the revision it was read at.
+type Store[T any] struct {
+	kv   jetstream.KeyValue
+	spec events.Spec
+}
+
+// OpenStore opens the bucket of the record type T (see events.StateOf).
+func OpenStore[T any](ctx context.Context, js jetstream.JetStream) (*Store[T], error) {
+	spec, ok := events.StateOf[T]()
+	if !ok {
+		var zero T
+		return nil, fmt.Errorf("bus: %T is not a registered record type", zero)
+	}
+	kv, err := js.KeyValue(ctx, spec.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("bus: bucket %s: %w", spec.Bucket, err)
+	}
+	return &Store[T]{kv: kv, spec: spec}, nil
+}
+
+// Bucket is the name of the store's bucket.
+func (s *Store[T]) Bucket() string { return s.spec.Bucket }
+
+// Get reads one record; ErrNoRecord when there is none.
+func (s *Store[T]) Get(ctx context.Context, key string) (Entry[T], error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
+		return Entry[T]{Key: key}, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
+	}
+	if err != nil {
+		return Entry[T]{Key: key}, fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
+	}
+	return s.decode(key, e.Value(), e.Revision())
+}
+
+// Find reads one record; nil when there is none.
+func (s *Store[T]) Find(ctx context.Context, key string) (*Entry[T], error) {
+	e, err := s.Get(ctx, key)
+	if errors.Is(err, ErrNoRecord) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+func (s *Store[T]) decode(key string, raw []byte, rev uint64) (Entry[T], error) {
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return Entry[T]{Key: key}, fmt.Errorf("bad %s record %q: %w", s.spec.Type, key, err)
+	}
+	return Entry[T]{Key: key, Value: v, Revision: rev}, nil
+}
+
+func (s *Store[T]) encode(key string, v T) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s %q: %w", s.spec.Type, key, err)
+	}
+	if err := events.ValidateState(s.spec.Type, b); err != nil {
+		return nil, fmt.Errorf("refusing to store %s %q: %w", s.spec.Type, key, err)
+	}
+	return b, nil
+}
+
+// List reads every record, sorted by key.
+func (s *Store[T]) List(ctx context.Context) ([]Entry[T], error) {
+	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", s.spec.Bucket, err)
+	}
+	defer w.Stop()
+	var out []Entry[T]
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("listing %s: %w", s.spec.Bucket, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok || e == nil {
+				sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+				return out, nil
+			}
+			if d, err := s.decode(e.Key(), e.Value(), e.Revision()); err == nil {
+				out = append(out, d)
+			}
+		}
+	}
+}
+
+// Values reads every record's value, sorted by key.
+func (s *Store[T]) Values(ctx context.Context) ([]T, error) {
+	all, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(all))
+	for _, e := range all {
+		out = append(out, e.Value)
+	}
+	return out, nil
+}
+
+// Create writes a record where there is none: the way to reserve a name exactly
+// once. ErrExists when the key has a record.
+func (s *Store[T]) Create(ctx context.Context, key string, v T) (uint64, error) {
+	b, err := s.encode(key, v)
+	if err != nil {
+		return 0, err
+	}
+	rev, err := s.kv.Create(ctx, key, b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrExists)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("creating %s %q: %w", s.spec.Type, key, err)
+	}
+	return rev, nil
+}
+
+// Update replaces a record read at revision rev; ErrConflict when it changed since.
+func (s *Store[T]) Update(ctx context.Context, key string, v T, rev uint64) (uint64, error) {
+	b, err := s.encode(key, v)
+	if err != nil {
+		return 0, err
+	}
+	nrev, err := s.kv.Update(ctx, key, b, rev)
+	if isWrongRevision(err) {
+		return 0, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("writing %s %q: %w", s.spec.Type, key, err)
+	}
+	return nrev, nil
+}
+
+// Put writes a record whatever is there: only for records with a single writer
+// (a server's heartbeat, a container's record written by its server).
+func (s *Store[T]) Put(ctx context.Context, key string, v T) (uint64, error) {
+	b, err := s.encode(key, v)
+	if err != nil {
+		return 0, err
+	}
+	rev, err := s.kv.Put(ctx, key, b)
+	if err != nil {
+		return 0, fmt.Errorf("writing %s %q: %w", s.spec.Type, key, err)
+	}
+	return rev, nil
+}
+
+// Delete removes a record read at revision rev (0: whatever is there);
+// ErrConflict when it changed since. Deleting a missing record succeeds.
+func (s *Store[T]) Delete(ctx context.Context, key string, rev uint64) error {
+	var opts []jetstream.KVDeleteOpt
+	if rev > 0 {
+		opts = append(opts, jetstream.LastRevision(rev))
+	}
+	err := s.kv.Delete(ctx, key, opts...)
+	if isWrongRevision(err) {
+		return fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrConflict)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("deleting %s %q: %w", s.spec.Type, key, err)
+	}
+	return nil
+}
+
+// Modify reads a record, lets edit change it and writes it back at the revision
+// it read, again from the read when someone wrote in between. edit gets the
+// zero T and false when there is no record; its error ends Modify unwritten.
+func (s *Store[T]) Modify(ctx context.Context, key string, edit func(cur T, exists bool) (T, error)) (Entry[T], error) {
+	for try := 0; ; try++ {
+		cur, err := s.Find(ctx, key)
+		if err != nil {
+			return Entry[T]{Key: key}, err
+		}
+		var v T
+		if cur != nil {
+			v = cur.Value
+		}
+		next, err := edit(v, cur != nil)
+		if err != nil {
+			return Entry[T]{Key: key}, err
+		}
+		var rev uint64
+		if cur == nil {
+			rev, err = s.Create(ctx, key, next)
+		} else {
+			rev, err = s.Update(ctx, key, next, cur.Revision)
+		}
+		if err == nil {
+			return Entry[T]{Key: key, Value: next, Revision: rev}, nil
+		}
+		if !errors.Is(err, ErrConflict) && !errors.Is(err, ErrExists) || try+1 >= modifyTries {
+			return Entry[T]{Key: key}, err
+		}
+		// Someone wrote in between: back off a little, at random, and read again.
+		select {
+		case <-ctx.Done():
+			return Entry[T]{Key: key}, ctx.Err()
+		case <-time.After(time.Duration(rand.IntN(5*(try+1))) * time.Millisecond):
+		}
+	}
+}
+
+// Watch streams the records that exist, then a Synced change, then every change
+// until ctx ends or the watch breaks (the channel closes).
+func (s *Store[T]) Watch(ctx context.Context) (<-chan Change[T], error) {
+	w, err := s.kv.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("watching %s: %w", s.spec.Bucket, err)
+	}
+	out := make(chan Change[T], 64)
+	go func() {
+		defer close(out)
+		defer w.Stop()
+		for {
+			var c Change[T]
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				switch {
+				case e == nil:
+					c.Synced = true
+				case e.Operation() == jetstream.KeyValuePut:
+					d, err := s.decode(e.Key(), e.Value(), e.Revision())
+					if err != nil {
+						continue
+					}
+					c = Change[T]{Key: e.Key(), Value: &d.Value, Revision: e.Revision()}
+				default:
+					c = Change[T]{Key: e.Key(), Revision: e.Revision()}
+				}
+			}
+			select {
+			case out <- c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// isWrongRevision reports a failed compare-and-set.
+func isWrongRevision(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}

@@ -1,0 +1,151 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/haproxy"
+)
+
+// runtimeAPI is the haproxy runtime API of a load balancer, as its agent reaches it.
+func runtimeAPI(server, lb string) haproxy.Client {
+	return haproxy.Client{Socket: fmt.Sprintf("/run/skein/lb/%s-%s.sock", server, lb)}
+}
+
+// activeSessions is how many connections the backends of a load balancer hold now.
+func activeSessions(t *testing.T, server, lb string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	n, err := runtimeAPI(server, lb).Sessions(ctx, "be")
+	if err != nil {
+		t.Logf("haproxy sessions: %v", err)
+	}
+	return n
+}
+
+type lbJSON struct {
+	Name     string `json:"name"`
+	Backends []struct {
+		Name string `json:"name"`
+	} `json:"backends"`
+}
+
+func listLBs(t *testing.T) []lbJSON {
+	t.Helper()
+	var out []lbJSON
+	if err := json.Unmarshal([]byte(mustSkein(t, "listlbs", "-o", "json")), &out); err != nil {
+		t.Fatalf("listlbs -o json: %v", err)
+	}
+	return out
+}
+
+// TestConcurrentAddBackendsAllLand: 20 `skein addbackends` run at once with
+// distinct names on one haproxy all land, in the record and in haproxy's
+// running state (show servers state), which agree.
+func TestConcurrentAddBackendsAllLand(t *testing.T) {
+	dumpOnFailure(t)
+	t.Cleanup(func() { _, _, _ = skein("dellb", "haconc") })
+	mustSkein(t, "addlb", "haproxy", "s1", "-n", "haconc")
+	var wg sync.WaitGroup
+	errs := make(chan string, 20)
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if out, errOut, err := skein("addbackends", "haconc", fmt.Sprintf("x%d:10.77.1.%d:80", i, 100+i)); err != nil {
+				errs <- fmt.Sprintf("x%d: %v %s %s", i, err, out, errOut)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Errorf("addbackends: %s", e)
+	}
+	var recorded []string
+	for _, l := range listLBs(t) {
+		if l.Name == "haconc" {
+			for _, b := range l.Backends {
+				recorded = append(recorded, b.Name)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	state, err := runtimeAPI("s1", "haconc").Servers(ctx, "be")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var running []string
+	for _, s := range state {
+		running = append(running, s.Name)
+	}
+	sort.Strings(recorded)
+	sort.Strings(running)
+	if len(recorded) != 20 || fmt.Sprint(recorded) != fmt.Sprint(running) {
+		t.Fatalf("listlbs records %d backends %v, haproxy runs %d %v: want the same 20", len(recorded), recorded, len(running), running)
+	}
+}
+
+// TestGhostLoadBalancerIsRemoved: a load balancer whose container is deleted
+// with the incus CLI leaves `skein listlbs`, and an lb.changed event says so.
+func TestGhostLoadBalancerIsRemoved(t *testing.T) {
+	dumpOnFailure(t)
+	t.Cleanup(func() { _, _, _ = skein("dellb", "ghost1") })
+	mustSkein(t, "addlb", "haproxy", "s2", "-n", "ghost1")
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	changes := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe(bus.EventSubject("s2", events.TypeLBChanged), changes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if out, err := incusCmd("delete", "-f", "ghost1", "--project", "skein-s2"); err != nil {
+		t.Fatalf("incus delete: %v %s", err, out)
+	}
+	eventually(t, 30*time.Second, func() bool {
+		for _, l := range listLBs(t) {
+			if l.Name == "ghost1" {
+				return false
+			}
+		}
+		return true
+	}, "ghost1 still in listlbs after its container was deleted")
+	t.Logf("gone from listlbs %s after incus delete", time.Since(start).Round(time.Millisecond))
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case m := <-changes:
+			env, err := events.Decode(m.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ch events.LBChange
+			if env.Payload(&ch) == nil && ch.Name == "ghost1" && ch.Change == "deleted" && ch.Cause == "reconcile" {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no lb.changed event (deleted, cause reconcile) for ghost1")
+		}
+	}
+}
