@@ -280,6 +280,50 @@ func (c *Client) Nodes(ctx context.Context, meta map[string]string) ([]string, e
 	return out, err
 }
 
+// NodeChecks lists the nodes whose meta has every key and value of meta, with
+// their address and their checks as the catalog has them: status, output and
+// definition (Consul gives durations back in Go's form: "1m" as "1m0s").
+// Services are left out.
+func (c *Client) NodeChecks(ctx context.Context, meta map[string]string) ([]Node, error) {
+	var out []Node
+	err := c.do(ctx, func(cl *api.Client) error {
+		q := qopts(ctx)
+		q.NodeMeta = meta
+		nodes, _, err := cl.Catalog().Nodes(q)
+		if err != nil {
+			return err
+		}
+		checks, _, err := cl.Health().State(api.HealthAny, q)
+		if err != nil {
+			return err
+		}
+		byName := map[string]int{}
+		out = out[:0]
+		for _, n := range nodes {
+			byName[n.Node] = len(out)
+			out = append(out, Node{Name: n.Node, Address: n.Address, Meta: n.Meta})
+		}
+		for _, ch := range checks {
+			i, ok := byName[ch.Node]
+			if !ok {
+				continue // a node registered between the two reads
+			}
+			d := ch.Definition
+			out[i].Checks = append(out[i].Checks, Check{ID: ch.CheckID, Name: ch.Name, Status: ch.Status, Output: ch.Output,
+				TCP: d.TCP, HTTP: d.HTTP, Interval: duration(d.IntervalDuration), Timeout: duration(d.TimeoutDuration)})
+		}
+		return nil
+	})
+	return out, err
+}
+
+func duration(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
 // Entries lists every service instance the catalog knows, with its health.
 func (c *Client) Entries(ctx context.Context) ([]Entry, error) {
 	var out []Entry

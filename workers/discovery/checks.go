@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/consul"
 )
 
 // notRun is the output of a check that has not run yet.
@@ -18,6 +19,7 @@ const notRun = "not run yet"
 // checkState is the last result of one check of one container.
 type checkState struct {
 	def     events.CheckDef
+	address string // the node's address when the state was made
 	status  string
 	output  string
 	next    time.Time
@@ -25,16 +27,82 @@ type checkState struct {
 	ran     bool
 }
 
-// checkState returns the state of a check, made critical until it first runs,
-// as Consul does for a new check. Called with w.mu held.
-func (w *Worker) checkState(container string, def events.CheckDef) *checkState {
-	key := container + "/" + def.Name
+// knownCheck is a check as the catalog had it when the worker started.
+type knownCheck struct {
+	address string // its node's address
+	check   consul.Check
+}
+
+// checkState returns the state of a check of a node at address. A new state
+// starts from the status the catalog had for that very check when the worker
+// started (an agent restart keeps passing checks passing); a check the catalog
+// did not have starts critical until it first runs, as Consul does. Called
+// with w.mu held.
+func (w *Worker) checkState(node, address string, def events.CheckDef) *checkState {
+	key := node + "/" + def.Name
 	st, ok := w.checks[key]
 	if !ok || st.def != def {
-		st = &checkState{def: def, status: "critical", output: notRun}
+		st = &checkState{def: def, address: address, status: "critical", output: notRun}
+		w.fromCatalog(key, st)
 		w.checks[key] = st
 	}
 	return st
+}
+
+// fromCatalog gives a state that has not run the status the catalog had at
+// start for the same check: same node address, id and definition. Each known
+// status is used once. Called with w.mu held.
+func (w *Worker) fromCatalog(key string, st *checkState) {
+	k, ok := w.known[key]
+	if !ok || st.ran {
+		return
+	}
+	delete(w.known, key)
+	if k.address == st.address && sameDefinition(k.check, catalogCheck(st.def, st.address)) {
+		st.status, st.output = k.check.Status, k.check.Output
+	}
+}
+
+// sameDefinition tells whether two catalog checks describe the same check,
+// whatever the spelling of their durations ("1m" is read back as "1m0s").
+func sameDefinition(a, b consul.Check) bool {
+	sameDur := func(x, y string) bool {
+		dx, errx := time.ParseDuration(x)
+		dy, erry := time.ParseDuration(y)
+		return x == y || (errx == nil && erry == nil && dx == dy)
+	}
+	return a.ID == b.ID && a.TCP == b.TCP && a.HTTP == b.HTTP && sameDur(a.Interval, b.Interval) && sameDur(a.Timeout, b.Timeout)
+}
+
+// seed reads, once, the checks the catalog has for this server's nodes, so that
+// the states made from now on, and those made before that have not run yet,
+// start from them.
+func (w *Worker) seed(ctx context.Context) error {
+	w.mu.Lock()
+	done := w.seeded
+	w.mu.Unlock()
+	if done {
+		return nil
+	}
+	nodes, err := w.catalog.NodeChecks(ctx, map[string]string{consul.MetaServer: w.cfg.Server})
+	if err != nil {
+		return err
+	}
+	known := map[string]knownCheck{}
+	for _, n := range nodes {
+		for _, c := range n.Checks {
+			if name, ok := strings.CutPrefix(c.ID, "skein:"); ok {
+				known[n.Name+"/"+name] = knownCheck{address: n.Address, check: c}
+			}
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.known, w.seeded = known, true
+	for key, st := range w.checks {
+		w.fromCatalog(key, st)
+	}
+	return nil
 }
 
 // runChecks runs every due check of the containers that are published.
@@ -54,7 +122,7 @@ func (w *Worker) runChecks(ctx context.Context) {
 			for _, def := range t.checks {
 				key := t.node + "/" + def.Name
 				live[key] = true
-				st := w.checkState(t.node, def)
+				st := w.checkState(t.node, t.address, def)
 				if st.running || now.Before(st.next) {
 					continue
 				}
