@@ -62,6 +62,8 @@ type Check struct {
 	Output string
 	// TCP or HTTP describes the check for the UI.
 	TCP, HTTP string
+	// TLSSkipVerify says an https check does not verify the certificate.
+	TLSSkipVerify bool
 	// Interval and Timeout describe the check for the UI.
 	Interval, Timeout string
 }
@@ -166,8 +168,8 @@ type regCheck struct {
 	CheckID    string
 	Name       string
 	Status     string
-	Output     string            `json:",omitempty"`
-	Definition map[string]string `json:",omitempty"`
+	Output     string         `json:",omitempty"`
+	Definition map[string]any `json:",omitempty"`
 }
 
 func (c *Client) register(ctx context.Context, cl *api.Client, r registration) error {
@@ -235,12 +237,15 @@ func (c *Client) UpdateChecks(ctx context.Context, node, address string, checks 
 func regChecks(node string, checks []Check) []regCheck {
 	var out []regCheck
 	for _, ch := range checks {
-		def := map[string]string{}
+		def := map[string]any{}
 		if ch.TCP != "" {
 			def["TCP"] = ch.TCP
 		}
 		if ch.HTTP != "" {
 			def["HTTP"] = ch.HTTP
+		}
+		if ch.TLSSkipVerify {
+			def["TLSSkipVerify"] = true
 		}
 		if ch.Interval != "" {
 			def["Interval"] = ch.Interval
@@ -310,7 +315,7 @@ func (c *Client) NodeChecks(ctx context.Context, meta map[string]string) ([]Node
 			}
 			d := ch.Definition
 			out[i].Checks = append(out[i].Checks, Check{ID: ch.CheckID, Name: ch.Name, Status: ch.Status, Output: ch.Output,
-				TCP: d.TCP, HTTP: d.HTTP, Interval: duration(d.IntervalDuration), Timeout: duration(d.TimeoutDuration)})
+				TCP: d.TCP, HTTP: d.HTTP, TLSSkipVerify: d.TLSSkipVerify, Interval: duration(d.IntervalDuration), Timeout: duration(d.TimeoutDuration)})
 		}
 		return nil
 	})

@@ -303,7 +303,7 @@ func (w *Worker) desired() map[string]consul.Node {
 
 // catalogCheck is how a check of a node at address is described in the catalog, status aside.
 func catalogCheck(ch events.CheckDef, address string) consul.Check {
-	cc := consul.Check{ID: "skein:" + ch.Name, Name: ch.Name, Interval: ch.Interval, Timeout: ch.Timeout}
+	cc := consul.Check{ID: "skein:" + ch.Name, Name: ch.Name, Interval: ch.Interval, Timeout: ch.Timeout, TLSSkipVerify: ch.TLSSkipVerify}
 	if ch.Kind == "tcp" {
 		cc.TCP = fmt.Sprintf("%s:%d", checkHost(ch, address), ch.Port)
 	} else {
@@ -328,7 +328,7 @@ func fingerprint(n consul.Node) string {
 		fmt.Fprintf(&b, "%s:%d:%s|", s.Name, s.Port, strings.Join(s.Tags, ","))
 	}
 	for _, c := range n.Checks {
-		fmt.Fprintf(&b, "%s:%s:%s:%s:%s|", c.ID, c.TCP, c.HTTP, c.Interval, c.Timeout)
+		fmt.Fprintf(&b, "%s:%s:%s:%t:%s:%s|", c.ID, c.TCP, c.HTTP, c.TLSSkipVerify, c.Interval, c.Timeout)
 	}
 	return b.String()
 }
@@ -625,6 +625,9 @@ func validCheck(c events.CheckDef) error {
 	case "tcp":
 		if c.Port < 1 {
 			return workers.Invalid("tcp check %s needs a port: addcheck CONTAINER %s tcp PORT", c.Name, c.Name)
+		}
+		if c.TLSSkipVerify {
+			return workers.Invalid("tcp check %s: tls_skip_verify is for http checks", c.Name)
 		}
 	case "http":
 		if c.URL == "" {

@@ -181,6 +181,7 @@ func TestServiceDefinitions(t *testing.T) {
 		"zero timeout":       {Name: "c", Kind: "tcp", Port: 80, Interval: "1s", Timeout: "0s"},
 		"overflowing":        {Name: "c", Kind: "tcp", Port: 80, Interval: "99999999999999999999s", Timeout: "1s"},
 		"timeout > interval": {Name: "c", Kind: "http", URL: "/health", Interval: "1s", Timeout: "2s"},
+		"tcp skipping TLS":   {Name: "c", Kind: "tcp", Port: 80, TLSSkipVerify: true, Interval: "1s", Timeout: "1s"},
 	}
 	rev = r.revision(t, r.services, "web")
 	for name, c := range bad {
