@@ -138,9 +138,13 @@ type CheckDef struct {
 	Port int `json:"port,omitempty" jsonschema:"minimum=0,maximum=65535"`
 	// Address is the tcp check's host when it is not the container (ad-hoc checks).
 	Address string `json:"address,omitempty" jsonschema:"maxLength=15"`
-	// URL is the http check's URL; a host name that is not an address is sent as
-	// the Host header to the container itself.
+	// URL is the http check's URL; a host name that is not an address is asked of
+	// the container itself: it is the Host header, and for https the TLS server
+	// name the certificate must be valid for.
 	URL string `json:"url,omitempty" jsonschema:"maxLength=2048"`
+	// TLSSkipVerify makes an https check accept any certificate (Consul's
+	// tls_skip_verify); by default the certificate is verified.
+	TLSSkipVerify bool `json:"tls_skip_verify,omitempty"`
 	// Interval is how often it runs, e.g. "10s".
 	Interval string `json:"interval" jsonschema:"pattern=^[0-9]+(ms|s|m)$"`
 	// Timeout bounds one run, e.g. "2s".

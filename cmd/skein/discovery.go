@@ -150,7 +150,11 @@ func printDefinitions(g *globals, d events.Definitions) error {
 		if c.Kind == "tcp" {
 			target = strconv.Itoa(c.Port)
 		}
-		rows = append(rows, []string{"check", c.Name, c.Kind + " " + target, "every " + c.Interval + ", timeout " + c.Timeout})
+		details := "every " + c.Interval + ", timeout " + c.Timeout
+		if c.TLSSkipVerify {
+			details += ", tls_skip_verify"
+		}
+		rows = append(rows, []string{"check", c.Name, c.Kind + " " + target, details})
 	}
 	fmt.Printf("%s (server %s):\n", d.Container, d.Server)
 	table([]string{"KIND", "NAME", "PORT/TARGET", "DETAILS"}, rows)
@@ -229,17 +233,25 @@ func listserviceCmd(g *globals) *cobra.Command {
 
 func addcheckCmd(g *globals) *cobra.Command {
 	var interval, timeout string
+	var skipVerify bool
 	c := &cobra.Command{
 		Use:   "addcheck CONTAINER NAME tcp PORT | addcheck CONTAINER NAME http URL",
 		Short: "Define a health check of a container: while it fails, the container's services leave DNS",
-		Args:  cobra.ExactArgs(4),
+		Long: `Define a health check of a container: while it fails, the container's services leave DNS.
+An http URL whose host is a name (mywordpress.org, https://mywordpress.org/health) is asked
+of the container itself, with that name as Host header and, for https, as the name its
+certificate must be valid for (--tls-skip-verify accepts any certificate).`,
+		Args: cobra.ExactArgs(4),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			def := events.CheckDef{Name: args[1], Kind: args[2], Interval: interval, Timeout: timeout}
+			def := events.CheckDef{Name: args[1], Kind: args[2], Interval: interval, Timeout: timeout, TLSSkipVerify: skipVerify}
 			switch args[2] {
 			case "tcp":
 				port, err := strconv.Atoi(args[3])
 				if err != nil || port < 1 || port > 65535 {
 					return fmt.Errorf("bad port %q for a tcp check: a number from 1 to 65535", args[3])
+				}
+				if skipVerify {
+					return fmt.Errorf("--tls-skip-verify is for http checks")
 				}
 				def.Port = port
 			case "http":
@@ -252,6 +264,7 @@ func addcheckCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().StringVar(&interval, "interval", "5s", "how often the check runs")
 	c.Flags().StringVar(&timeout, "timeout", "2s", "how long one run may take")
+	c.Flags().BoolVar(&skipVerify, "tls-skip-verify", false, "https: accept any certificate instead of verifying it")
 	g.addCommandFlags(c)
 	g.addOutputFlag(c)
 	return c
@@ -392,11 +405,15 @@ func pubserviceCmd(g *globals) *cobra.Command {
 
 func pubcheckCmd(g *globals) *cobra.Command {
 	var interval, timeout string
+	var skipVerify bool
 	c := adhocCmd(g, "pubcheck NAME tcp IP:PORT | pubcheck NAME http URL", "Publish a check that belongs to no container, on the ad-hoc entry NAME",
 		cobra.ExactArgs(3), func(args []string) (string, string, any, error) {
-			def := events.CheckDef{Name: args[0], Kind: args[1], Interval: interval, Timeout: timeout}
+			def := events.CheckDef{Name: args[0], Kind: args[1], Interval: interval, Timeout: timeout, TLSSkipVerify: skipVerify}
 			switch args[1] {
 			case "tcp":
+				if skipVerify {
+					return "", "", nil, fmt.Errorf("--tls-skip-verify is for http checks")
+				}
 				host, portStr, ok := strings.Cut(args[2], ":")
 				port, err := strconv.Atoi(portStr)
 				if !ok || err != nil || port < 1 || port > 65535 || checkIPv4(host) != nil {
@@ -415,6 +432,7 @@ func pubcheckCmd(g *globals) *cobra.Command {
 		})
 	c.Flags().StringVar(&interval, "interval", "5s", "how often the check runs")
 	c.Flags().StringVar(&timeout, "timeout", "2s", "how long one run may take")
+	c.Flags().BoolVar(&skipVerify, "tls-skip-verify", false, "https: accept any certificate instead of verifying it")
 	return c
 }
 

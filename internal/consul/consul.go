@@ -62,6 +62,8 @@ type Check struct {
 	Output string
 	// TCP or HTTP describes the check for the UI.
 	TCP, HTTP string
+	// TLSSkipVerify says an https check does not verify the certificate.
+	TLSSkipVerify bool
 	// Interval and Timeout describe the check for the UI.
 	Interval, Timeout string
 }
@@ -167,8 +169,8 @@ type regCheck struct {
 	CheckID    string
 	Name       string
 	Status     string
-	Output     string            `json:",omitempty"`
-	Definition map[string]string `json:",omitempty"`
+	Output     string         `json:",omitempty"`
+	Definition map[string]any `json:",omitempty"`
 }
 
 func (c *Client) register(ctx context.Context, cl *api.Client, r registration) error {
@@ -236,12 +238,15 @@ func (c *Client) UpdateChecks(ctx context.Context, node, address string, checks 
 func regChecks(node string, checks []Check) []regCheck {
 	var out []regCheck
 	for _, ch := range checks {
-		def := map[string]string{}
+		def := map[string]any{}
 		if ch.TCP != "" {
 			def["TCP"] = ch.TCP
 		}
 		if ch.HTTP != "" {
 			def["HTTP"] = ch.HTTP
+		}
+		if ch.TLSSkipVerify {
+			def["TLSSkipVerify"] = true
 		}
 		if ch.Interval != "" {
 			def["Interval"] = ch.Interval
@@ -279,6 +284,50 @@ func (c *Client) Nodes(ctx context.Context, meta map[string]string) ([]string, e
 		return nil
 	})
 	return out, err
+}
+
+// NodeChecks lists the nodes whose meta has every key and value of meta, with
+// their address and their checks as the catalog has them: status, output and
+// definition (Consul gives durations back in Go's form: "1m" as "1m0s").
+// Services are left out.
+func (c *Client) NodeChecks(ctx context.Context, meta map[string]string) ([]Node, error) {
+	var out []Node
+	err := c.do(ctx, func(cl *api.Client) error {
+		q := qopts(ctx)
+		q.NodeMeta = meta
+		nodes, _, err := cl.Catalog().Nodes(q)
+		if err != nil {
+			return err
+		}
+		checks, _, err := cl.Health().State(api.HealthAny, q)
+		if err != nil {
+			return err
+		}
+		byName := map[string]int{}
+		out = out[:0]
+		for _, n := range nodes {
+			byName[n.Node] = len(out)
+			out = append(out, Node{Name: n.Node, Address: n.Address, Meta: n.Meta})
+		}
+		for _, ch := range checks {
+			i, ok := byName[ch.Node]
+			if !ok {
+				continue // a node registered between the two reads
+			}
+			d := ch.Definition
+			out[i].Checks = append(out[i].Checks, Check{ID: ch.CheckID, Name: ch.Name, Status: ch.Status, Output: ch.Output,
+				TCP: d.TCP, HTTP: d.HTTP, TLSSkipVerify: d.TLSSkipVerify, Interval: duration(d.IntervalDuration), Timeout: duration(d.TimeoutDuration)})
+		}
+		return nil
+	})
+	return out, err
+}
+
+func duration(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 // Entries lists every service instance the catalog knows, with its health.

@@ -5,11 +5,16 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"os/exec"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/skeinhq/skein/events"
 )
@@ -268,6 +273,151 @@ func TestDiscovery(t *testing.T) {
 			t.Error("listep still shows consul-30")
 		}
 	})
+}
+
+// An agent restart, clean or a crash, keeps a passing check passing: its
+// container never leaves Consul DNS and its check never turns critical, while
+// the agent is down and after it returns (the new agent used to write every
+// check critical until its first run).
+func TestCheckSurvivesAgentRestart(t *testing.T) {
+	dumpOnFailure(t)
+	const ep, name = "10.77.2.42", "restartsvc.service.consul"
+	cleanup(t, "rs1", "consul-42")
+	t.Cleanup(func() { _, _, _ = skein("delep", "consul-42") })
+	mustSkein(t, "addep", "s2", ep, "-n", "consul-42")
+	mustSkein(t, "launch", "skein-busybox", "rs1", "-s", "s1")
+	ip := find(list(t), "rs1").IPv4
+	mustSkein(t, "addservice", "rs1", "restartsvc", "80")
+	mustSkein(t, "addcheck", "rs1", "up", "tcp", "80", "--interval", "1s", "--timeout", "500ms")
+	cl, err := api.NewClient(&api.Config{Address: ep + ":8500", HttpClient: &http.Client{Timeout: 10 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upStatus := func(checks api.HealthChecks) string {
+		for _, c := range checks {
+			if c.CheckID == "skein:up" {
+				return c.Status
+			}
+		}
+		return "missing"
+	}
+	eventually(t, 20*time.Second, func() bool {
+		checks, _, err := cl.Health().Node("rs1", nil)
+		return err == nil && upStatus(checks) == "passing" && same(dig(ep, name), []string{ip})
+	}, "rs1's check never passed with rs1 in DNS")
+
+	var mu sync.Mutex
+	var bad []string
+	seen := map[string]int{}
+	note := func(what string, ok bool, format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[what]++
+		if !ok {
+			bad = append(bad, time.Now().Format("15:04:05.000")+" "+fmt.Sprintf(format, args...))
+		}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { stop(); wg.Wait() }) // the watchers end with the test, even a failed one
+	wg.Add(3)
+	// Consul blocking queries return on every change of the node's checks: a
+	// critical status is seen however briefly it lasts.
+	go func() {
+		defer wg.Done()
+		var index uint64
+		for ctx.Err() == nil {
+			checks, meta, err := cl.Health().Node("rs1", (&api.QueryOptions{WaitIndex: index, WaitTime: 2 * time.Second}).WithContext(ctx))
+			if err != nil {
+				time.Sleep(100 * time.Millisecond) // the endpoint is not what restarts: retry soon
+				continue
+			}
+			if meta.LastIndex < index {
+				index = 0
+			} else {
+				index = meta.LastIndex
+			}
+			st := upStatus(checks)
+			note("consul", st == "passing", "the catalog has rs1's check %s", st)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond) // a DNS client asking 20 times a second
+		defer tick.Stop()
+		for ctx.Err() == nil {
+			if ips, ok := digAnswer(ep, name); ok {
+				note("dns", same(ips, []string{ip}), "DNS answers %v for %s, want %s", ips, name, ip)
+			}
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond) // a user asking 10 times a second
+		defer tick.Stop()
+		for ; ctx.Err() == nil; <-tick.C {
+			out, _, err := skein("services", "-o", "json")
+			var entries []struct{ Service, Node, Health string }
+			if err != nil || json.Unmarshal([]byte(out), &entries) != nil {
+				continue
+			}
+			health := "missing"
+			for _, e := range entries {
+				if e.Service == "restartsvc" && e.Node == "rs1" {
+					health = e.Health
+				}
+			}
+			note("services", health == "passing", "skein services: restartsvc on rs1 %s", health)
+		}
+	}()
+
+	for _, restart := range []struct {
+		how  string
+		down func()
+	}{{"stopped", agents["s1"].stop}, {"killed", agents["s1"].kill9}} {
+		restart.down()
+		agents["s1"].start()
+		back := time.Now()
+		if !allUp(30 * time.Second) {
+			t.Fatalf("agent s1 not up again after it was %s", restart.how)
+		}
+		// The watchers above observe for 10 s: the new agent's first syncs and several runs of the check.
+		time.Sleep(time.Until(back.Add(10 * time.Second)))
+		t.Logf("agent s1 %s and started again; watched for %s", restart.how, time.Since(back).Round(time.Millisecond))
+	}
+	stop()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("observations: %v", seen)
+	if len(bad) > 0 {
+		t.Errorf("rs1 left DNS or its check was not passing across the restarts (%d times):\n%s", len(bad), strings.Join(bad, "\n"))
+	}
+	if seen["consul"] < 3 || seen["dns"] < 20 || seen["services"] < 3 {
+		t.Errorf("too few observations to tell: %v", seen)
+	}
+}
+
+// digAnswer asks an endpoint's DNS for name; ok is false when dig got no
+// answer at all (a timeout), which says nothing about the name.
+func digAnswer(server, name string) (ips []string, ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "dig", "+short", "+time=1", "+tries=1", "@"+server, "-p", "8600", name).Output()
+	if err != nil || strings.Contains(string(out), ";;") {
+		return nil, false
+	}
+	for _, l := range strings.Fields(string(out)) {
+		if strings.Count(l, ".") == 3 {
+			ips = append(ips, l)
+		}
+	}
+	sort.Strings(ips)
+	return ips, true
 }
 
 type lazyDigT struct{ server, name string }

@@ -2,6 +2,9 @@ package discovery
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/consul"
 )
 
 // notRun is the output of a check that has not run yet.
@@ -18,6 +22,7 @@ const notRun = "not run yet"
 // checkState is the last result of one check of one container.
 type checkState struct {
 	def     events.CheckDef
+	address string // the node's address when the state was made
 	status  string
 	output  string
 	next    time.Time
@@ -25,16 +30,82 @@ type checkState struct {
 	ran     bool
 }
 
-// checkState returns the state of a check, made critical until it first runs,
-// as Consul does for a new check. Called with w.mu held.
-func (w *Worker) checkState(container string, def events.CheckDef) *checkState {
-	key := container + "/" + def.Name
+// knownCheck is a check as the catalog had it when the worker started.
+type knownCheck struct {
+	address string // its node's address
+	check   consul.Check
+}
+
+// checkState returns the state of a check of a node at address. A new state
+// starts from the status the catalog had for that very check when the worker
+// started (an agent restart keeps passing checks passing); a check the catalog
+// did not have starts critical until it first runs, as Consul does. Called
+// with w.mu held.
+func (w *Worker) checkState(node, address string, def events.CheckDef) *checkState {
+	key := node + "/" + def.Name
 	st, ok := w.checks[key]
 	if !ok || st.def != def {
-		st = &checkState{def: def, status: "critical", output: notRun}
+		st = &checkState{def: def, address: address, status: "critical", output: notRun}
+		w.fromCatalog(key, st)
 		w.checks[key] = st
 	}
 	return st
+}
+
+// fromCatalog gives a state that has not run the status the catalog had at
+// start for the same check: same node address, id and definition. Each known
+// status is used once. Called with w.mu held.
+func (w *Worker) fromCatalog(key string, st *checkState) {
+	k, ok := w.known[key]
+	if !ok || st.ran {
+		return
+	}
+	delete(w.known, key)
+	if k.address == st.address && sameDefinition(k.check, catalogCheck(st.def, st.address)) {
+		st.status, st.output = k.check.Status, k.check.Output
+	}
+}
+
+// sameDefinition tells whether two catalog checks describe the same check,
+// whatever the spelling of their durations ("1m" is read back as "1m0s").
+func sameDefinition(a, b consul.Check) bool {
+	sameDur := func(x, y string) bool {
+		dx, errx := time.ParseDuration(x)
+		dy, erry := time.ParseDuration(y)
+		return x == y || (errx == nil && erry == nil && dx == dy)
+	}
+	return a.ID == b.ID && a.TCP == b.TCP && a.HTTP == b.HTTP && a.TLSSkipVerify == b.TLSSkipVerify && sameDur(a.Interval, b.Interval) && sameDur(a.Timeout, b.Timeout)
+}
+
+// seed reads, once, the checks the catalog has for this server's nodes, so that
+// the states made from now on, and those made before that have not run yet,
+// start from them.
+func (w *Worker) seed(ctx context.Context) error {
+	w.mu.Lock()
+	done := w.seeded
+	w.mu.Unlock()
+	if done {
+		return nil
+	}
+	nodes, err := w.catalog.NodeChecks(ctx, map[string]string{consul.MetaServer: w.host.Server})
+	if err != nil {
+		return err
+	}
+	known := map[string]knownCheck{}
+	for _, n := range nodes {
+		for _, c := range n.Checks {
+			if name, ok := strings.CutPrefix(c.ID, "skein:"); ok {
+				known[n.Name+"/"+name] = knownCheck{address: n.Address, check: c}
+			}
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.known, w.seeded = known, true
+	for key, st := range w.checks {
+		w.fromCatalog(key, st)
+	}
+	return nil
 }
 
 // runChecks runs every due check of the containers that are published.
@@ -54,7 +125,7 @@ func (w *Worker) runChecks(ctx context.Context) {
 			for _, def := range t.checks {
 				key := t.node + "/" + def.Name
 				live[key] = true
-				st := w.checkState(t.node, def)
+				st := w.checkState(t.node, t.address, def)
 				if st.running || now.Before(st.next) {
 					continue
 				}
@@ -106,7 +177,7 @@ func probe(ctx context.Context, def events.CheckDef, addr string) (status, outpu
 		c.Close()
 		return "passing", "TCP connect " + target + ": Success"
 	case "http":
-		target, host, err := httpTarget(def.URL, addr)
+		target, dial, err := httpTarget(def.URL, addr)
 		if err != nil {
 			return "critical", err.Error()
 		}
@@ -114,12 +185,9 @@ func probe(ctx context.Context, def events.CheckDef, addr string) (status, outpu
 		if err != nil {
 			return "critical", err.Error()
 		}
-		if host != "" {
-			req.Host = host
-		}
-		resp, err := checkClient.Do(req)
+		resp, err := checkClient(dial, def.TLSSkipVerify).Do(req)
 		if err != nil {
-			return "critical", fmt.Sprintf("HTTP GET %s: %v", def.URL, err)
+			return "critical", httpFailure(def.URL, err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
@@ -130,35 +198,66 @@ func probe(ctx context.Context, def events.CheckDef, addr string) (status, outpu
 	return "critical", "unknown check kind " + def.Kind
 }
 
-// checkClient follows no redirects and keeps no connections: a check is one request.
-var checkClient = &http.Client{
-	Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+// checkRoots are the CAs that https checks trust: nil is the system's (tests set their own).
+var checkRoots *x509.CertPool
+
+// checkClient makes the client of one http check run: it connects to dial
+// whatever the URL's host, so the URL's host name stays the Host header and, for
+// https, the server name sent (SNI) and verified against the certificate. It
+// follows no redirects and keeps no connections: a check is one request.
+func checkClient(dial string, skipVerify bool) *http.Client {
+	d := &net.Dialer{}
+	return &http.Client{
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			Proxy:             nil,
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return d.DialContext(ctx, network, dial)
+			},
+			TLSClientConfig: &tls.Config{RootCAs: checkRoots, InsecureSkipVerify: skipVerify},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
-// httpTarget turns a check's URL into the URL to fetch and a Host header. A URL
-// whose host is a name ("mywordpress.org", as in `addcheck c1 web http
-// mywordpress.org`) is fetched from the container itself with that Host header.
-func httpTarget(raw, addr string) (target, host string, err error) {
+// httpFailure is the output of a request that got no response: the cause, and
+// for a certificate that does not verify, what to do about it.
+func httpFailure(rawURL string, err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // it repeats the method and URL
+	}
+	out := fmt.Sprintf("HTTP GET %s: %v", rawURL, err)
+	var ve *tls.CertificateVerificationError
+	if errors.As(err, &ve) {
+		out += " (trust its CA on the server, or add the check with --tls-skip-verify)"
+	}
+	return out
+}
+
+// httpTarget turns a check's URL into the URL to fetch and the address to
+// connect to. A path is fetched from the container; a URL whose host is an
+// address from that address; a URL whose host is a name ("mywordpress.org", as
+// in `addcheck c1 web http mywordpress.org`) from the container itself, the
+// URL kept as it is so that the name is the Host header and the TLS server name.
+func httpTarget(raw, addr string) (target, dial string, err error) {
 	if strings.HasPrefix(raw, "/") {
-		return "http://" + addr + raw, "", nil
+		raw = "http://" + addr + raw
 	}
 	if !strings.Contains(raw, "://") {
 		raw = "http://" + raw
 	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "", "", fmt.Errorf("bad check URL %q", raw)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", "", fmt.Errorf("bad check URL %q: want http(s)://HOST[:PORT]/PATH or /PATH", raw)
 	}
-	h := u.Hostname()
-	if net.ParseIP(h) != nil {
-		return u.String(), "", nil
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
-	host = u.Host
-	if p := u.Port(); p != "" {
-		u.Host = net.JoinHostPort(addr, p)
-	} else {
-		u.Host = addr
+	host := u.Hostname()
+	if net.ParseIP(host) == nil {
+		host = addr
 	}
-	return u.String(), host, nil
+	return u.String(), net.JoinHostPort(host, port), nil
 }

@@ -22,6 +22,9 @@ import (
 	"github.com/skeinhq/skein/workers/svc"
 )
 
+// followed is the number of buckets the worker follows (Run's watches).
+const followed = 4
+
 // Ports of an endpoint.
 const (
 	// HTTPPort serves Consul's API and UI.
@@ -43,6 +46,9 @@ type Catalog interface {
 	Deregister(ctx context.Context, node string) error
 	// Nodes lists the nodes whose meta matches.
 	Nodes(ctx context.Context, meta map[string]string) ([]string, error)
+	// NodeChecks lists the nodes whose meta matches with their address and
+	// their checks as the catalog has them (status, output, definition).
+	NodeChecks(ctx context.Context, meta map[string]string) ([]consul.Node, error)
 }
 
 var _ Catalog = (*consul.Client)(nil)
@@ -76,7 +82,10 @@ type Worker struct {
 	status  map[string]string           // node → check statuses the catalog has
 	told    map[string][]consul.Service // node → services announced as registered
 	checks  map[string]*checkState
-	dns     string // forwarding last set on the bridge
+	loaded  map[string]bool       // buckets whose values the followers have all read
+	seeded  bool                  // the catalog's check statuses were read once
+	known   map[string]knownCheck // container/check → as the catalog had it at start
+	dns     string                // forwarding last set on the bridge
 	poke    chan struct{}
 }
 
@@ -89,7 +98,7 @@ func Capability(ctx context.Context, d svc.Deps) (svc.Capability, error) {
 func New(ctx context.Context, cfg Config) (*Worker, error) {
 	js := cfg.JS
 	w := &Worker{cfg: cfg, host: cfg.Host, eps: map[string]events.Endpoint{}, defs: map[string]events.Definitions{}, cts: map[string]events.Container{}, ads: map[string]events.Adhoc{},
-		applied: map[string]string{}, status: map[string]string{}, told: map[string][]consul.Service{}, checks: map[string]*checkState{}, poke: make(chan struct{}, 1), dns: "\x00",
+		applied: map[string]string{}, status: map[string]string{}, told: map[string][]consul.Service{}, checks: map[string]*checkState{}, loaded: map[string]bool{}, poke: make(chan struct{}, 1), dns: "\x00",
 		kick: make(chan struct{}, 1)}
 	eps, err := bus.OpenStore[events.Endpoint](ctx, js)
 	if err != nil {
@@ -210,11 +219,14 @@ func watch[T any](ctx context.Context, w *Worker, st *bus.Store[T], apply func(k
 			continue
 		}
 		for c := range ch {
-			if !c.Synced {
-				w.mu.Lock()
+			w.mu.Lock()
+			if c.Synced {
+				// Every value the bucket had is read: sync may trust what it knows of it.
+				w.loaded[st.Bucket()] = true
+			} else {
 				apply(c.Key, c.Value)
-				w.mu.Unlock()
 			}
+			w.mu.Unlock()
 			w.poked()
 		}
 		sleep(ctx, 250*time.Millisecond)
@@ -279,18 +291,25 @@ func (w *Worker) desired() map[string]consul.Node {
 			n.Services = append(n.Services, consul.Service{Name: s.Name, Port: s.Port, Tags: s.Tags})
 		}
 		for _, ch := range t.checks {
-			st := w.checkState(t.node, ch)
-			cc := consul.Check{ID: "skein:" + ch.Name, Name: ch.Name, Status: st.status, Output: st.output, Interval: ch.Interval, Timeout: ch.Timeout}
-			if ch.Kind == "tcp" {
-				cc.TCP = fmt.Sprintf("%s:%d", checkHost(ch, t.address), ch.Port)
-			} else {
-				cc.HTTP = ch.URL
-			}
+			st := w.checkState(t.node, t.address, ch)
+			cc := catalogCheck(ch, t.address)
+			cc.Status, cc.Output = st.status, st.output
 			n.Checks = append(n.Checks, cc)
 		}
 		out[t.node] = n
 	}
 	return out
+}
+
+// catalogCheck is how a check of a node at address is described in the catalog, status aside.
+func catalogCheck(ch events.CheckDef, address string) consul.Check {
+	cc := consul.Check{ID: "skein:" + ch.Name, Name: ch.Name, Interval: ch.Interval, Timeout: ch.Timeout, TLSSkipVerify: ch.TLSSkipVerify}
+	if ch.Kind == "tcp" {
+		cc.TCP = fmt.Sprintf("%s:%d", checkHost(ch, address), ch.Port)
+	} else {
+		cc.HTTP = ch.URL
+	}
+	return cc
 }
 
 // checkHost is where a tcp check connects: its own address, or its node's.
@@ -309,7 +328,7 @@ func fingerprint(n consul.Node) string {
 		fmt.Fprintf(&b, "%s:%d:%s|", s.Name, s.Port, strings.Join(s.Tags, ","))
 	}
 	for _, c := range n.Checks {
-		fmt.Fprintf(&b, "%s:%s:%s:%s:%s|", c.ID, c.TCP, c.HTTP, c.Interval, c.Timeout)
+		fmt.Fprintf(&b, "%s:%s:%s:%t:%s:%s|", c.ID, c.TCP, c.HTTP, c.TLSSkipVerify, c.Interval, c.Timeout)
 	}
 	return b.String()
 }
@@ -357,6 +376,11 @@ func statuses(n consul.Node) string {
 // full also rereads the catalog, to repair what changed behind skein's back.
 func (w *Worker) sync(ctx context.Context, full bool) {
 	w.mu.Lock()
+	if len(w.loaded) < followed {
+		// Half-read buckets would look like containers gone: wait for all of them.
+		w.mu.Unlock()
+		return
+	}
 	var fwd []string
 	for _, e := range w.eps {
 		if e.Status == events.StatusReady {
@@ -365,14 +389,6 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 	}
 	sort.Strings(fwd)
 	dnsChanged := strings.Join(fwd, ",") != w.dns
-	want := w.desired()
-	applied, status := map[string]string{}, map[string]string{}
-	for k, v := range w.applied {
-		applied[k] = v
-	}
-	for k, v := range w.status {
-		status[k] = v
-	}
 	w.mu.Unlock()
 
 	log := w.cfg.Log
@@ -390,6 +406,23 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 	if len(fwd) == 0 {
 		return
 	}
+	// Nothing is written before the statuses the catalog has are known: a
+	// passing check must not be written critical while it waits for its first run.
+	if err := w.seed(ctx); err != nil {
+		log.Warn().Err(err).Msg("reading the catalog's check statuses")
+		return
+	}
+	w.mu.Lock()
+	want := w.desired()
+	w.known = nil // every check published now has its state: the rest is stale
+	applied, status := map[string]string{}, map[string]string{}
+	for k, v := range w.applied {
+		applied[k] = v
+	}
+	for k, v := range w.status {
+		status[k] = v
+	}
+	w.mu.Unlock()
 	if full {
 		nodes, err := w.catalog.Nodes(ctx, map[string]string{consul.MetaServer: w.host.Server})
 		if err != nil {
@@ -577,6 +610,9 @@ func validCheck(c events.CheckDef) error {
 	case "tcp":
 		if c.Port < 1 {
 			return workers.Invalid("tcp check %s needs a port: addcheck CONTAINER %s tcp PORT", c.Name, c.Name)
+		}
+		if c.TLSSkipVerify {
+			return workers.Invalid("tcp check %s: tls_skip_verify is for http checks", c.Name)
 		}
 	case "http":
 		if c.URL == "" {

@@ -170,6 +170,7 @@ func TestServiceDefinitions(t *testing.T) {
 		"zero timeout":       {Name: "c", Kind: "tcp", Port: 80, Interval: "1s", Timeout: "0s"},
 		"overflowing":        {Name: "c", Kind: "tcp", Port: 80, Interval: "99999999999999999999s", Timeout: "1s"},
 		"timeout > interval": {Name: "c", Kind: "http", URL: "/health", Interval: "1s", Timeout: "2s"},
+		"tcp skipping TLS":   {Name: "c", Kind: "tcp", Port: 80, TLSSkipVerify: true, Interval: "1s", Timeout: "1s"},
 	}
 	rev = r.revision(t, r.services, "web")
 	for name, c := range bad {
@@ -241,6 +242,44 @@ func TestCheckStatuses(t *testing.T) {
 			return cs.Container == "0pub-api" && cs.Check == "api-up" && cs.Status == "critical"
 		})
 	}, "no critical check.status for api-up: %v", lazyStatuses{r, t})
+}
+
+// TestNewCheckStartsCritical: a check the catalog does not have, or has with
+// another definition, is critical ("not run yet") until its first run, as in
+// Consul: only the very same check keeps the status the catalog has.
+func TestNewCheckStartsCritical(t *testing.T) {
+	r := newRig(t)
+	c := r.launch(t, "web")
+	site := newHeldSite(t)
+	site.hold()
+	fresh := events.CheckDef{Name: "fresh", Kind: "http", URL: site.URL + "/a", Interval: "1m", Timeout: "10s"}
+	changed := events.CheckDef{Name: "changed", Kind: "http", URL: site.URL + "/b", Interval: "1m", Timeout: "10s"}
+	// The catalog has "changed" passing, as it was before its interval changed.
+	old := consul.Check{ID: "skein:changed", Name: "changed", Status: "passing", Output: "HTTP GET: 200 OK", HTTP: changed.URL, Interval: "30s", Timeout: "10s"}
+	r.cat.plant(consul.Node{Name: "web", Address: c.IPv4, Meta: map[string]string{consul.MetaServer: rigServer, consul.MetaExternal: "true"}, Checks: []consul.Check{old}})
+	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
+	r.mustDo(t, events.TypeCheckAdd, events.CheckAdd{Container: "web", Check: fresh}, nil)
+	r.mustDo(t, events.TypeCheckAdd, events.CheckAdd{Container: "web", Check: changed}, nil)
+	r.knows(t, func(w *Worker) bool { return len(w.defs["web"].Checks) == 2 }, "the worker never saw web's checks")
+	// Only now is there an endpoint: the worker reads the catalog and writes web.
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
+	n := r.waitNode(t, "web", func(n consul.Node) bool { return len(n.Checks) == 2 && len(n.Services) == 1 }, "web not registered with its two checks")
+	for _, id := range []string{"skein:fresh", "skein:changed"} {
+		if ch, _ := checkByID(n, id); ch.Status != "critical" || ch.Output != notRun {
+			t.Errorf("before its first run, %s = %+v, want critical %q", id, ch, notRun)
+		}
+	}
+	for _, w := range r.cat.statusWrites() {
+		if strings.HasSuffix(w, "=passing") {
+			t.Errorf("a check was written passing before it ran: %v", r.cat.statusWrites())
+		}
+	}
+	site.release()
+	r.waitNode(t, "web", func(n consul.Node) bool {
+		a, _ := checkByID(n, "skein:fresh")
+		b, _ := checkByID(n, "skein:changed")
+		return a.Status == "passing" && b.Status == "passing"
+	}, "the checks never passed once they ran")
 }
 
 func anyStatus(cs []events.CheckStatus, f func(events.CheckStatus) bool) bool {

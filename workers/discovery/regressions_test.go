@@ -59,3 +59,46 @@ func TestAdhocNodeDoesNotTakeContainersNode(t *testing.T) {
 		t.Errorf("container pub-db's node replaced by the ad-hoc entry db: %+v", n)
 	}
 }
+
+// TestPassingCheckSurvivesRestart: when the agent restarts, a check passing in
+// the catalog stays passing. The new worker used to register every checked node
+// with its checks critical ("not run yet") until they ran again, so each service
+// left DNS at every agent restart.
+func TestPassingCheckSurvivesRestart(t *testing.T) {
+	r := newRig(t)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
+	r.launch(t, "web")
+	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
+	site := newHeldSite(t)
+	// "1m" comes back from Consul as "1m0s": still the same definition.
+	chk := events.CheckDef{Name: "site", Kind: "http", URL: site.URL + "/health", Interval: "1m", Timeout: "10s"}
+	r.mustDo(t, events.TypeCheckAdd, events.CheckAdd{Container: "web", Check: chk}, nil)
+	r.waitNode(t, "web", func(n consul.Node) bool {
+		ch, ok := checkByID(n, "skein:site")
+		return ok && ch.Status == "passing"
+	}, "the check never passed before the restart")
+
+	// The new worker's probes hang until released: what it writes before that
+	// cannot come from a run of the check.
+	site.hold()
+	before := len(r.cat.statusWrites())
+	registers := r.cat.count("register web")
+	r.restartDiscovery(t)
+	testutil.Eventually(t, waitLong, func() bool { return r.cat.count("register web") > registers }, "the restarted worker never registered web: %v", r.cat)
+	site.release()
+	r.knows(t, func(w *Worker) bool { st := w.checks["web/site"]; return st != nil && st.ran }, "the restarted worker never ran the check")
+	r.dw.sync(r.ctx, true)
+
+	writes := r.cat.statusWrites()[before:]
+	for _, w := range writes {
+		if strings.HasPrefix(w, "web/skein:site=") && w != "web/skein:site=passing" {
+			t.Errorf("across the restart the catalog was written %s; all writes since: %v", w, writes)
+		}
+	}
+	if n := r.cat.count("deregister web"); n != 0 {
+		t.Errorf("web deregistered %d times across the restart: %v", n, r.cat.callLog())
+	}
+	if n, _ := r.cat.node("web"); len(n.Checks) != 1 || n.Checks[0].Status != "passing" {
+		t.Errorf("after the restart and the check's run, web = %+v, want its check passing", n)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"sync"
@@ -39,9 +41,10 @@ const (
 
 // fakeCatalog is an in-memory Consul catalog that records what it was asked.
 type fakeCatalog struct {
-	mu    sync.Mutex
-	nodes map[string]consul.Node
-	calls []string // "register web", "checks web", "deregister web"
+	mu     sync.Mutex
+	nodes  map[string]consul.Node
+	calls  []string // "register web", "checks web", "deregister web"
+	writes []string // every check status written: "web/skein:port=passing"
 }
 
 var _ Catalog = (*fakeCatalog)(nil)
@@ -66,7 +69,22 @@ func (c *fakeCatalog) Register(ctx context.Context, n consul.Node) error {
 	defer c.mu.Unlock()
 	c.calls = append(c.calls, "register "+n.Name)
 	c.nodes[n.Name] = cloneNode(n)
+	c.wrote(n.Name, n.Checks)
 	return nil
+}
+
+// wrote records check statuses written. Called with c.mu held.
+func (c *fakeCatalog) wrote(node string, checks []consul.Check) {
+	for _, ch := range checks {
+		c.writes = append(c.writes, node+"/"+ch.ID+"="+ch.Status)
+	}
+}
+
+// statusWrites returns every check status written so far.
+func (c *fakeCatalog) statusWrites() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.writes...)
 }
 
 // UpdateChecks writes check statuses as Consul does: by check ID, creating the
@@ -75,6 +93,7 @@ func (c *fakeCatalog) UpdateChecks(ctx context.Context, node, address string, ch
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls = append(c.calls, "checks "+node)
+	c.wrote(node, checks)
 	n, ok := c.nodes[node]
 	if !ok {
 		n = consul.Node{Name: node, Address: address, Meta: map[string]string{}}
@@ -120,6 +139,33 @@ func (c *fakeCatalog) Nodes(ctx context.Context, meta map[string]string) ([]stri
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// NodeChecks returns the matching nodes with their checks, durations spelled
+// back as Consul does ("1m" as "1m0s").
+func (c *fakeCatalog) NodeChecks(ctx context.Context, meta map[string]string) ([]consul.Node, error) {
+	names, _ := c.Nodes(ctx, meta)
+	var out []consul.Node
+	for _, name := range names {
+		n, ok := c.node(name)
+		if !ok {
+			continue
+		}
+		n.Services = nil
+		for i := range n.Checks {
+			n.Checks[i].Interval, n.Checks[i].Timeout = consulDuration(n.Checks[i].Interval), consulDuration(n.Checks[i].Timeout)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func consulDuration(s string) string {
+	d, err := time.ParseDuration(s)
+	if err != nil || d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 // node returns a copy of a node the catalog holds.
@@ -224,6 +270,10 @@ type rig struct {
 	dw     *Worker
 	client *bus.Client
 
+	// What a new discovery worker is made of, and how to stop the running one.
+	dwConfig Config
+	stopDW   func()
+
 	endpoints, services, ctrs, adhoc jetstream.KeyValue
 
 	mu   sync.Mutex
@@ -270,7 +320,8 @@ func newRig(t *testing.T) *rig {
 	cw := containers.New(rigServer, r.rt, cstore, pub, zerolog.Nop())
 	wrt := workers.NewRuntime(aconn, rigServer, zerolog.Nop())
 	host := &svc.Host{Server: rigServer, Image: "skein-service", Runtime: r.rt, Containers: cw, Locks: wrt, Answered: wrt.Answered, Log: zerolog.Nop()}
-	r.dw, err = New(ctx, Config{Deps: svc.Deps{Host: host, JS: aconn.JS, Publisher: pub}, Log: zerolog.Nop(), Catalog: r.cat})
+	r.dwConfig = Config{Deps: svc.Deps{Host: host, JS: aconn.JS, Publisher: pub}, Log: zerolog.Nop(), Catalog: r.cat}
+	r.dw, err = New(ctx, r.dwConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,11 +329,12 @@ func newRig(t *testing.T) *rig {
 	r.dw.Register(wrt)
 
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(2)
 	go func() { defer wg.Done(); _ = wrt.Run(ctx) }()
 	go func() { defer wg.Done(); cw.Run(ctx) }()
-	go func() { defer wg.Done(); r.dw.Run(ctx) }()
+	r.runDW()
 	t.Cleanup(func() {
+		r.stopDW()
 		cancel()
 		done := make(chan struct{})
 		go func() { wg.Wait(); close(done) }()
@@ -300,6 +352,28 @@ func newRig(t *testing.T) *rig {
 		t.Fatal("the containers worker never watched the runtime")
 	}
 	return r
+}
+
+// runDW runs r.dw until stopDW.
+func (r *rig) runDW() {
+	ctx, cancel := context.WithCancel(r.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); r.dw.Run(ctx) }()
+	r.stopDW = func() { cancel(); <-done }
+}
+
+// restartDiscovery stops the discovery worker and runs a new one on the same bus
+// and catalog, as an agent restart does. Commands still reach the first worker's
+// handlers, which only write the buckets the new one follows.
+func (r *rig) restartDiscovery(t *testing.T) {
+	t.Helper()
+	r.stopDW()
+	dw, err := New(r.ctx, r.dwConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dw = dw
+	r.runDW()
 }
 
 // do sends a command to s1 and waits for its result: the output, or the command's error.
@@ -519,4 +593,50 @@ func checkByID(n consul.Node, id string) (consul.Check, bool) {
 		}
 	}
 	return consul.Check{}, false
+}
+
+// heldSite is an HTTP server for http checks: it answers 200 at once, or holds
+// every request while held, so that a test decides when a check's run ends.
+type heldSite struct {
+	*httptest.Server
+	mu   sync.Mutex
+	gate chan struct{} // nil: answer at once; else closed by release
+}
+
+func newHeldSite(t *testing.T) *heldSite {
+	t.Helper()
+	s := &heldSite{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		s.mu.Lock()
+		gate := s.gate
+		s.mu.Unlock()
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-req.Context().Done():
+				return
+			}
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(s.Close)
+	t.Cleanup(s.release) // runs first: Close waits for the requests it holds
+	return s
+}
+
+func (s *heldSite) hold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gate == nil {
+		s.gate = make(chan struct{})
+	}
+}
+
+func (s *heldSite) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gate != nil {
+		close(s.gate)
+		s.gate = nil
+	}
 }
