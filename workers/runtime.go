@@ -334,6 +334,8 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	attempt := int(meta.NumDelivered)
+	// Whether the id was answered is asked at once, while the message is validated.
+	lookup := r.lookup(ctx, msg.Data())
 	env, err := events.Decode(msg.Data())
 	if err == nil && env.Server != r.server {
 		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("addressed to server %q but delivered to %q", env.Server, r.server)}
@@ -362,7 +364,7 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg) {
 
 	// An id that was answered is answered again from its result, whenever it
 	// comes back: after a crash, or sent again after JetStream's duplicate window.
-	stored, err := r.storedResult(ctx, env.ID)
+	stored, err := lookup(env.ID)
 	if err != nil {
 		log.Warn().Err(err).Msg("cannot tell whether the command was answered; retrying")
 		_ = msg.NakWithDelay(time.Second)
@@ -610,6 +612,33 @@ func (r *Runtime) Answered(ctx context.Context, id string) (*events.Result, erro
 		return nil, err
 	}
 	return &res, nil
+}
+
+// lookup starts reading the stored result of the command in raw and returns
+// the wait for it; the wait reads again if the id turns out to be another.
+func (r *Runtime) lookup(ctx context.Context, raw []byte) func(id string) ([]byte, error) {
+	var probe struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(raw, &probe) != nil || !bus.ValidToken(probe.ID) {
+		return func(id string) ([]byte, error) { return r.storedResult(ctx, id) }
+	}
+	type found struct {
+		raw []byte
+		err error
+	}
+	ch := make(chan found, 1)
+	go func() {
+		b, err := r.storedResult(ctx, probe.ID)
+		ch <- found{b, err}
+	}()
+	return func(id string) ([]byte, error) {
+		f := <-ch
+		if id != probe.ID {
+			return r.storedResult(ctx, id)
+		}
+		return f.raw, f.err
+	}
 }
 
 // storedResult returns the stored result of command id, nil when it has none.

@@ -153,6 +153,15 @@ type resolver func(ctx context.Context, cl *cli) (string, error)
 // send is the shape of every command that acts: resolve the server, check it is
 // up, send the command, wait and print its result.
 func (g *globals) send(ctx context.Context, resolve resolver, typ string, payload any, print func(*events.Result) error) error {
+	return g.sendChecked(ctx, resolve, nil, typ, payload, print)
+}
+
+// precheck refuses a command before it is sent, from what the CLI can see: the
+// server's heartbeat (its subnet) and the records (a name already taken).
+type precheck func(ctx context.Context, cl *cli, hb *events.Heartbeat) error
+
+// sendChecked is send with a precheck run once the server is known to be up.
+func (g *globals) sendChecked(ctx context.Context, resolve resolver, check precheck, typ string, payload any, print func(*events.Result) error) error {
 	cl, err := g.connect(ctx)
 	if err != nil {
 		return err
@@ -162,14 +171,25 @@ func (g *globals) send(ctx context.Context, resolve resolver, typ string, payloa
 	if err != nil {
 		return err
 	}
-	if _, err := cl.serverUp(ctx, server); err != nil {
+	hb, err := cl.serverUp(ctx, server)
+	if err != nil {
 		return err
+	}
+	if check != nil {
+		if err := check(ctx, cl, hb); err != nil {
+			return err
+		}
 	}
 	res, err := cl.do(ctx, server, typ, payload)
 	if err != nil || res == nil {
 		return err
 	}
 	return print(res)
+}
+
+// onServer resolves to the server named on the command line.
+func onServer(name string) resolver {
+	return func(context.Context, *cli) (string, error) { return name, nil }
 }
 
 // ofContainer resolves the server a container runs on.

@@ -37,38 +37,27 @@ func launchCmd(g *globals) *cobra.Command {
 			if server == "" {
 				return fmt.Errorf("which server? pass -s SERVER (see `skein servers`)")
 			}
-			ctx := cmd.Context()
-			cl, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer cl.close()
-			hb, err := cl.serverUp(ctx, server)
-			if err != nil {
-				return err
-			}
-			if ip != "" {
-				if err := checkIP(ip, hb); err != nil {
-					return err
+			check := func(ctx context.Context, cl *cli, hb *events.Heartbeat) error {
+				if ip != "" {
+					if err := checkIP(ip, hb); err != nil {
+						return err
+					}
 				}
-			}
-			if g.id == "" {
-				if rec, err := cl.container(ctx, name); err == nil {
-					return fmt.Errorf("a container named %s already exists on server %s: pick another name or `skein delete %s` first", name, rec.Server, name)
+				if g.id == "" {
+					if rec, err := cl.container(ctx, name); err == nil {
+						return fmt.Errorf("a container named %s already exists on server %s: pick another name or `skein delete %s` first", name, rec.Server, name)
+					}
 				}
+				return nil
 			}
-			res, err := cl.do(ctx, server, events.TypeLaunch, events.Launch{Name: name, Image: image, IPv4: ip})
-			if err != nil || res == nil {
-				return err
-			}
-			return printContainer(g, "launched", res)
+			return g.sendChecked(cmd.Context(), onServer(server), check, events.TypeLaunch, events.Launch{Name: name, Image: image, IPv4: ip}, func(res *events.Result) error {
+				return printContainer(g, "launched", res)
+			})
 		},
 	}
 	c.Flags().StringVarP(&server, "server", "s", "", "server to launch on")
 	c.Flags().StringVar(&ip, "ip", "", "static IPv4 address inside the server's container subnet")
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	return g.acts(c)
 }
 
 // checkIP refuses an address outside the server's container subnet before anything is sent.
@@ -111,9 +100,7 @@ func actionCmd(g *globals, verb string) *cobra.Command {
 	if verb == "stop" || verb == "restart" {
 		c.Flags().BoolVarP(&force, "force", "f", false, "do not wait for a clean shutdown")
 	}
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	return g.acts(c)
 }
 
 func printContainer(g *globals, did string, res *events.Result) error {

@@ -52,42 +52,31 @@ a raft quorum). Every server's containers resolve NAME.service.consul through th
 					return err
 				}
 			}
-			ctx := cmd.Context()
-			cl, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer cl.close()
-			hb, err := cl.serverUp(ctx, server)
-			if err != nil {
-				return err
-			}
-			if err := checkIP(ip, hb); err != nil {
-				return fmt.Errorf("endpoint %w", err)
-			}
-			eps, err := cl.endpoints(ctx)
-			if err != nil {
-				return err
-			}
-			for _, e := range eps {
-				if name != "" && e.Name == name {
-					return fmt.Errorf("an endpoint named %s already exists on server %s: pick another name with -n", name, e.Server)
+			check := func(ctx context.Context, cl *cli, hb *events.Heartbeat) error {
+				if err := checkIP(ip, hb); err != nil {
+					return fmt.Errorf("endpoint %w", err)
 				}
-				if e.IP == ip {
-					return fmt.Errorf("endpoint %s already uses %s", e.Name, ip)
+				eps, err := cl.endpoints(ctx)
+				if err != nil {
+					return err
 				}
+				for _, e := range eps {
+					if name != "" && e.Name == name {
+						return fmt.Errorf("an endpoint named %s already exists on server %s: pick another name with -n", name, e.Server)
+					}
+					if e.IP == ip {
+						return fmt.Errorf("endpoint %s already uses %s", e.Name, ip)
+					}
+				}
+				return nil
 			}
-			res, err := cl.do(ctx, server, events.TypeEndpointAdd, events.EndpointAdd{Name: name, IP: ip})
-			if err != nil || res == nil {
-				return err
-			}
-			return printEndpoint(g, "added", res)
+			return g.sendChecked(cmd.Context(), onServer(server), check, events.TypeEndpointAdd, events.EndpointAdd{Name: name, IP: ip}, func(res *events.Result) error {
+				return printEndpoint(g, "added", res)
+			})
 		},
 	}
 	c.Flags().StringVarP(&name, "name", "n", "", "endpoint name (default consul-<last octet of IP>)")
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	return g.acts(c)
 }
 
 func listepCmd(g *globals) *cobra.Command {
@@ -104,7 +93,7 @@ func listepCmd(g *globals) *cobra.Command {
 }
 
 func delepCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
+	return g.acts(&cobra.Command{
 		Use:   "delep NAME",
 		Short: "Remove a Consul endpoint (it leaves the Consul cluster first)",
 		Args:  cobra.ExactArgs(1),
@@ -117,10 +106,7 @@ func delepCmd(g *globals) *cobra.Command {
 				return printEndpoint(g, "deleted", res)
 			})
 		},
-	}
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	})
 }
 
 // onContainer sends a definitions command to the server of a container.
@@ -179,13 +165,11 @@ func addserviceCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().StringArrayVar(&tags, "tag", nil, "Consul tag (repeatable)")
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	return g.acts(c)
 }
 
 func delserviceCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
+	return g.acts(&cobra.Command{
 		Use:   "delservice CONTAINER [NAME]",
 		Short: "Remove a service definition of a container, or all of them",
 		Args:  cobra.RangeArgs(1, 2),
@@ -196,10 +180,7 @@ func delserviceCmd(g *globals) *cobra.Command {
 			}
 			return onContainer(cmd, g, args[0], events.TypeServiceDelete, events.ServiceDelete{Container: args[0], Name: name})
 		},
-	}
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	})
 }
 
 func listserviceCmd(g *globals) *cobra.Command {
@@ -265,23 +246,18 @@ certificate must be valid for (--tls-skip-verify accepts any certificate).`,
 	c.Flags().StringVar(&interval, "interval", "5s", "how often the check runs")
 	c.Flags().StringVar(&timeout, "timeout", "2s", "how long one run may take")
 	c.Flags().BoolVar(&skipVerify, "tls-skip-verify", false, "https: accept any certificate instead of verifying it")
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	return g.acts(c)
 }
 
 func delcheckCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
+	return g.acts(&cobra.Command{
 		Use:   "delcheck CONTAINER NAME",
 		Short: "Remove a health check of a container",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return onContainer(cmd, g, args[0], events.TypeCheckDelete, events.CheckDelete{Container: args[0], Name: args[1]})
 		},
-	}
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	})
 }
 
 func servicesCmd(g *globals) *cobra.Command {
@@ -380,9 +356,7 @@ func adhocCmd(g *globals, use, short string, args cobra.PositionalArgs, build fu
 		},
 	}
 	c.Flags().StringVarP(&server, "server", "s", "", "server that keeps the entry and runs its checks (default: its owner, or the first up server)")
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	return g.acts(c)
 }
 
 func pubserviceCmd(g *globals) *cobra.Command {

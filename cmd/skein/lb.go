@@ -84,25 +84,18 @@ nginx:   addlb nginx SERVER -u URL -b IP:PORT [-b ...] [-c CERT -k KEY] [-n NAME
 					return err
 				}
 			}
-			ctx := cmd.Context()
-			cl, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer cl.close()
-			if _, err := cl.serverUp(ctx, server); err != nil {
-				return err
-			}
-			if name != "" {
+			check := func(ctx context.Context, cl *cli, _ *events.Heartbeat) error {
+				if name == "" {
+					return nil
+				}
 				if _, err := cl.container(ctx, name); err == nil {
 					return fmt.Errorf("a container named %s already exists: pick another name with -n", name)
 				}
+				return nil
 			}
-			res, err := cl.do(ctx, server, events.TypeLBAdd, p)
-			if err != nil || res == nil {
-				return err
-			}
-			return printLB(g, "added", res)
+			return g.sendChecked(cmd.Context(), onServer(server), check, events.TypeLBAdd, p, func(res *events.Result) error {
+				return printLB(g, "added", res)
+			})
 		},
 	}
 	c.Flags().StringVarP(&name, "name", "n", "", "load balancer name (default KIND-N)")
@@ -110,9 +103,7 @@ nginx:   addlb nginx SERVER -u URL -b IP:PORT [-b ...] [-c CERT -k KEY] [-n NAME
 	c.Flags().StringArrayVarP(&backends, "backend", "b", nil, "nginx backend IP:PORT (repeatable)")
 	c.Flags().StringVarP(&certFile, "cert", "c", "", "PEM certificate file: serve HTTPS on 443 too")
 	c.Flags().StringVarP(&keyFile, "key", "k", "", "PEM key file of the certificate")
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	return g.acts(c)
 }
 
 // readTLS reads a certificate and key and refuses a pair that does not match.
@@ -182,17 +173,14 @@ func listlbsCmd(g *globals) *cobra.Command {
 }
 
 func dellbCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
+	return g.acts(&cobra.Command{
 		Use:   "dellb NAME",
 		Short: "Remove a load balancer and its container",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return onLB(cmd, g, args[0], "deleted", events.TypeLBDelete, events.LBRef{Name: args[0]})
 		},
-	}
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	})
 }
 
 func onLB(cmd *cobra.Command, g *globals, name, did, typ string, payload any) error {
@@ -220,7 +208,7 @@ func parseBackend(s string) (events.Backend, error) {
 }
 
 func addbackendsCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
+	return g.acts(&cobra.Command{
 		Use:   "addbackends LB NAME:IP:PORT ... | addbackends LB IP:PORT ...",
 		Short: "Add backends to a load balancer",
 		Args:  cobra.MinimumNArgs(2),
@@ -240,14 +228,11 @@ func addbackendsCmd(g *globals) *cobra.Command {
 			}
 			return onLB(cmd, g, args[0], "changed", events.TypeLBBackendsAdd, events.LBBackends{LB: args[0], Backends: bes})
 		},
-	}
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	})
 }
 
 func delbackendsCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
+	return g.acts(&cobra.Command{
 		Use:   "delbackends LB NAME ...",
 		Short: "Remove backends from a load balancer, by name",
 		Args:  cobra.MinimumNArgs(2),
@@ -263,14 +248,11 @@ func delbackendsCmd(g *globals) *cobra.Command {
 			}
 			return onLB(cmd, g, args[0], "changed", events.TypeLBBackendsDelete, events.LBBackendNames{LB: args[0], Names: names})
 		},
-	}
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	})
 }
 
 func setlbCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
+	return g.acts(&cobra.Command{
 		Use:   "setlb LB mode MODE | url URL | ssl CERT KEY | workers N | resolvers IP:PORT,...",
 		Short: "Change a setting of a load balancer",
 		Long: `Change a setting of a load balancer.
@@ -303,10 +285,7 @@ func setlbCmd(g *globals) *cobra.Command {
 			}
 			return onLB(cmd, g, args[0], "changed", events.TypeLBSet, p)
 		},
-	}
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	})
 }
 
 // splitTarget reads [SERVER:]CONTAINER.
@@ -338,13 +317,11 @@ func pubCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().IntVar(&hostPort, "host-port", 0, "host port (default: the same as PORT)")
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	return g.acts(c)
 }
 
 func unpubCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{
+	return g.acts(&cobra.Command{
 		Use:   "unpub [SERVER:]CONTAINER HOSTPORT",
 		Short: "Remove a forwarded host port",
 		Args:  cobra.ExactArgs(2),
@@ -355,10 +332,7 @@ func unpubCmd(g *globals) *cobra.Command {
 			}
 			return onPort(cmd, g, args[0], "unpublished", events.TypeUnpublishPort, 0, hostPort)
 		},
-	}
-	g.addCommandFlags(c)
-	g.addOutputFlag(c)
-	return c
+	})
 }
 
 func onPort(cmd *cobra.Command, g *globals, target, did, typ string, port, hostPort int) error {

@@ -32,6 +32,18 @@ type globals struct {
 
 func main() {
 	g := &globals{}
+	root := newRoot(g)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+// newRoot builds the command tree.
+func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "skein",
 		Short:         "skein runs the managed services of a container cluster",
@@ -59,13 +71,7 @@ func main() {
 		pubserviceCmd(g), pubcheckCmd(g), unpubserviceCmd(g), unpubcheckCmd(g),
 		addlbCmd(g), listlbsCmd(g), dellbCmd(g), addbackendsCmd(g), delbackendsCmd(g), setlbCmd(g), pubCmd(g), unpubCmd(g),
 	)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := root.ExecuteContext(ctx)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
-		os.Exit(1)
-	}
+	return root
 }
 
 // logger returns the logger of long-running commands, on stderr.
@@ -88,4 +94,12 @@ func (g *globals) addCommandFlags(c *cobra.Command) {
 // addOutputFlag adds -o to list commands.
 func (g *globals) addOutputFlag(c *cobra.Command) {
 	c.Flags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+}
+
+// acts finishes a command that sends a command to an agent: it takes --async,
+// --id and -o.
+func (g *globals) acts(c *cobra.Command) *cobra.Command {
+	g.addCommandFlags(c)
+	g.addOutputFlag(c)
+	return c
 }

@@ -30,7 +30,7 @@ type Client struct {
 	socketPath string
 	// project is added as ?project= to every request when not empty.
 	project string
-	// http is shared by copies made with WithProject so connections are reused.
+	// http is shared by copies made with WithProject (one transport, no keep-alive: see New).
 	http *http.Client
 }
 
@@ -44,8 +44,18 @@ func New(socketPath string) *Client {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dialer.DialContext(ctx, "unix", socketPath)
 		},
-		MaxIdleConnsPerHost: 16,
-		IdleConnTimeout:     90 * time.Second,
+		// No keep-alive: a connection lives only while its request does.
+		// incusd (6.0) reads the first bytes of every new unix-socket
+		// connection inside its accept loop, with no deadline, to look for
+		// STARTTLS. A connection that is open but has sent nothing therefore
+		// stops incusd from accepting any other connection: its own liblxc
+		// hooks time out (30 s each, a failed start after 90 s) and every new
+		// client waits. Keep-alive connections did exactly that: a dial that
+		// finished after its request was cancelled or served by another
+		// connection went to the idle pool unused, silent, for IdleConnTimeout
+		// (90 s). Without keep-alive such a connection is closed at once, and
+		// a new one always carries its request right after the dial.
+		DisableKeepAlives: true,
 	}
 	// No client timeout: operation waits are long polls bounded by the caller's ctx instead.
 	return &Client{socketPath: socketPath, http: &http.Client{Transport: transport}}

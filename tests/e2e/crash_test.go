@@ -63,9 +63,8 @@ func TestAgentKilledMidLaunch(t *testing.T) {
 	}
 	agents["s1"].start()
 
-	// Incus has been seen to hang a start for ~80 s after such a crash; the agent's
-	// retries carry the command through it, so the bound is generous.
-	waited := mustSkein(t, "wait", id, "-o", "json", "--timeout", "180s")
+	// The redelivery comes after AckWait (10 s); the launch resumes where it stopped.
+	waited := mustSkein(t, "wait", id, "-o", "json", "--timeout", "60s")
 	var res events.Result
 	if err := json.Unmarshal([]byte(waited), &res); err != nil || !res.OK {
 		t.Fatalf("skein wait: %s (%v)", waited, err)

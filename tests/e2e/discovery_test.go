@@ -216,7 +216,7 @@ func TestDiscovery(t *testing.T) {
 			{[]string{"addservice", "nope", "wordpress", "80"}, `no container named "nope"`},
 			{[]string{"addservice", "d1", "wordpress", "0"}, "bad port"},
 			{[]string{"addcheck", "d1", "x", "udp", "80"}, `bad check type "udp": use tcp PORT or http URL`},
-			{[]string{"addcheck", "d1", "x", "tcp", "80", "--interval", "1s", "--timeout", "5s"}, "timeout"},
+			{[]string{"addcheck", "d1", "x", "tcp", "80", "--interval", "1s", "--timeout", "5s"}, "0 < timeout <= interval"},
 			{[]string{"delcheck", "d1", "nosuch"}, "container d1 has no check nosuch"},
 			{[]string{"pubservice", "x", "10.77.1"}, "is not an IPv4 address"},
 			{[]string{"pubcheck", "x", "tcp", "10.77.1.5"}, "want IP:PORT"},

@@ -233,10 +233,11 @@ func waitPort(port int, total time.Duration) bool {
 
 // skein runs the CLI against the test cluster.
 func skein(args ...string) (stdout, stderr string, err error) {
-	// Incus here sometimes stalls an operation for ~90 s: give each command room for one stall.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// A command waits at most 60 s for its result (the ~90 s Incus stalls are gone:
+	// see the notes on internal/incus.New); the process gets a little more to print it.
+	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, skeinBin, append([]string{"--nats", natsURL, "--timeout", "4m"}, args...)...)
+	cmd := exec.CommandContext(ctx, skeinBin, append([]string{"--nats", natsURL, "--timeout", "60s"}, args...)...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
