@@ -58,13 +58,28 @@ func (c *Client) NewCommand(server, typ, id string, payload any) (*events.Envelo
 	if err != nil {
 		return nil, err
 	}
+	env.Fresh = true
 	if id != "" {
 		if !ValidToken(id) || len(id) > 128 || !idSafe(id) {
 			return nil, fmt.Errorf("bad command id %q: use up to 128 of A-Z a-z 0-9 _ -", id)
 		}
-		env.ID = id
+		env.ID, env.Fresh = id, false
 	}
 	return env, nil
+}
+
+// HeaderFreshID marks a command whose id its client made for it: the agent
+// then needs not look for an earlier result of it on its first delivery.
+const HeaderFreshID = "Skein-Fresh-Id"
+
+// commandMsg is the message that carries a command.
+func commandMsg(env *events.Envelope, raw []byte) *nats.Msg {
+	m := nats.NewMsg(CommandSubject(env.Server, env.Type))
+	m.Data = raw
+	if env.Fresh {
+		m.Header.Set(HeaderFreshID, "1")
+	}
+	return m
 }
 
 // Send publishes a command and returns once JetStream has stored it.
@@ -73,8 +88,7 @@ func (c *Client) Send(ctx context.Context, env *events.Envelope) error {
 	if err != nil {
 		return err
 	}
-	msg := &nats.Msg{Subject: CommandSubject(env.Server, env.Type), Data: raw}
-	_, err = c.conn.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(env.ID))
+	_, err = c.conn.JS.PublishMsg(ctx, commandMsg(env, raw), jetstream.WithMsgID(env.ID))
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", env.Type, err)
 	}
@@ -110,7 +124,7 @@ func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 		return nil, err
 	}
 	// Publish without blocking on the ack: the ack and the result travel in parallel.
-	fut, err := c.conn.JS.PublishMsgAsync(&nats.Msg{Subject: CommandSubject(env.Server, env.Type), Data: raw}, jetstream.WithMsgID(env.ID))
+	fut, err := c.conn.JS.PublishMsgAsync(commandMsg(env, raw), jetstream.WithMsgID(env.ID))
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", env.Type, err)
 	}
@@ -133,7 +147,7 @@ func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 			if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 				time.Sleep(250 * time.Millisecond)
 			}
-			fut, err = c.conn.JS.PublishMsgAsync(&nats.Msg{Subject: CommandSubject(env.Server, env.Type), Data: raw}, jetstream.WithMsgID(env.ID))
+			fut, err = c.conn.JS.PublishMsgAsync(commandMsg(env, raw), jetstream.WithMsgID(env.ID))
 			if err != nil {
 				return nil, fmt.Errorf("publish %s: %w", env.Type, err)
 			}

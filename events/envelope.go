@@ -26,6 +26,10 @@ type Envelope struct {
 	Server string `json:"server,omitempty"`
 	// Data is the typed payload, validated against the schema of Type.
 	Data json.RawMessage `json:"data"`
+	// Fresh says that ID was made for this message and never sent before (the
+	// client generated it), so no earlier result of it can exist. Not sent
+	// in the envelope: the bus carries it as a header.
+	Fresh bool `json:"-"`
 }
 
 // NewID returns a random, URL- and subject-safe message id.
@@ -79,9 +83,29 @@ func Decode(raw []byte) (*Envelope, error) {
 			return nil, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: missing", k)}
 		}
 	}
+	// Each field from its own bytes: the payload is not scanned again here.
 	var env Envelope
-	if err := json.Unmarshal(raw, &env); err != nil {
-		return nil, &ValidationError{Type: "envelope", Reason: err.Error()}
+	for k, v := range fields {
+		var err error
+		switch k {
+		case "id":
+			err = json.Unmarshal(v, &env.ID)
+		case "type":
+			err = json.Unmarshal(v, &env.Type)
+		case "v":
+			err = json.Unmarshal(v, &env.V)
+		case "time":
+			err = json.Unmarshal(v, &env.Time)
+		case "source":
+			err = json.Unmarshal(v, &env.Source)
+		case "server":
+			err = json.Unmarshal(v, &env.Server)
+		case "data":
+			env.Data = v
+		}
+		if err != nil {
+			return nil, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: %v", k, err)}
+		}
 	}
 	if err := env.check(); err != nil {
 		return &env, err

@@ -334,8 +334,13 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	attempt := int(meta.NumDelivered)
-	// Whether the id was answered is asked at once, while the message is validated.
-	lookup := r.lookup(ctx, msg.Data())
+	// Whether the id was answered is asked at once, while the message is
+	// validated; unless its client made the id for it and this is its first
+	// delivery: then no earlier result can exist.
+	lookup := func(string) ([]byte, error) { return nil, nil }
+	if attempt > 1 || msg.Headers().Get(bus.HeaderFreshID) != "1" {
+		lookup = r.lookup(ctx, msg.Data())
+	}
 	env, err := events.Decode(msg.Data())
 	if err == nil && env.Server != r.server {
 		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("addressed to server %q but delivered to %q", env.Server, r.server)}
@@ -492,8 +497,11 @@ func (r *Runtime) query(ctx context.Context, m *nats.Msg) {
 		if in, err = h.decode(env.Data); err != nil {
 			err = &Error{Code: CodeInvalid, Message: err.Error()}
 		} else {
+			// A query changes nothing: it runs inline, bounded by its deadline.
 			req := &Request{Envelope: env, Attempt: 1, Log: r.log.With().Str("query", env.ID).Str("type", env.Type).Logger()}
-			out, err = r.call(ctx, h, req, in)
+			qctx, cancel := context.WithTimeout(ctx, h.deadline)
+			out, err = safeCall(qctx, h, req, in)
+			cancel()
 		}
 	}
 	raw, rerr := r.resultEnvelope(id, typ, out, err)
@@ -550,11 +558,13 @@ func (r *Runtime) resultEnvelope(id, typ string, out any, herr error) ([]byte, e
 			res.Output = b
 		}
 	}
-	env, err := events.New(events.TypeResult, "agent/"+r.server, r.server, res)
+	// Built from typed values, so it is not walked against its schema here:
+	// clients validate what they receive.
+	data, err := json.Marshal(res)
 	if err != nil {
 		return nil, err
 	}
-	env.ID = "result-" + id
+	env := events.Envelope{ID: "result-" + id, Type: events.TypeResult, V: 1, Time: time.Now().UTC(), Source: "agent/" + r.server, Server: r.server, Data: data}
 	return env.Marshal()
 }
 
