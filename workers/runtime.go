@@ -18,6 +18,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -304,8 +305,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			r.process(ctx, msg)
+			// A handler left behind by its watchdog holds neither a slot nor the shutdown.
+			var once sync.Once
+			release := func() { once.Do(func() { <-sem; wg.Done() }) }
+			defer release()
+			r.process(ctx, msg, release)
 		}()
 	},
 		jetstream.PullMaxMessages(r.concurrency),
@@ -326,7 +330,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 
 // process is the one path every command takes:
 // decode → validate → answered already? → lock → act within the deadline → respond → ack.
-func (r *Runtime) process(ctx context.Context, msg jetstream.Msg) {
+// release frees the command's consumer slot (and its part in Run's wait for
+// the work in flight); it runs once, at the latest when process returns.
+func (r *Runtime) process(ctx context.Context, msg jetstream.Msg, release func()) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		r.log.Error().Err(err).Msg("message without metadata")
@@ -382,10 +388,9 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
-	alive, stopAlive := context.WithCancel(ctx)
+	stopAlive := keepAlive(msg)
 	defer stopAlive()
-	go keepAlive(alive, msg)
-	var unlock func()
+	unlock := func() {}
 	if h.lock != nil {
 		key := h.lock(in)
 		if unlock, err = r.locks.lock(ctx, key); err != nil {
@@ -394,10 +399,46 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg) {
 	}
 	req := &Request{Envelope: env, Attempt: attempt, Log: log, journal: r.journal}
 	req.progress = func(step, m string) { r.progress(env.ID, step, m) }
-	out, herr := r.call(ctx, h, req, in)
-	if unlock != nil {
+
+	// The handler runs here; a watchdog answers for it if it is still running
+	// a grace after its deadline (deaf to its context), freeing the resource's
+	// lock and the consumer slot, so the next command on the resource runs.
+	var settled atomic.Bool
+	settle := func(out any, herr error) {
+		if !settled.CompareAndSwap(false, true) {
+			return
+		}
 		unlock()
+		r.finish(ctx, msg, req, attempt, out, herr)
+		release()
 	}
+	hctx, cancel := context.WithTimeout(ctx, h.deadline)
+	defer cancel()
+	watchdog := time.AfterFunc(h.deadline+deadlineGrace, func() {
+		log.Error().Dur("deadline", h.deadline).Msg("handler did not return after its deadline; answering without it")
+		settle(nil, timeoutError(req, h.deadline, hctx.Err()))
+	})
+	out, herr := safeCall(hctx, h, req, in)
+	req.ended()
+	if !watchdog.Stop() {
+		log.Warn().Msg("a handler answered for by its watchdog has returned")
+	}
+	if herr != nil && ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
+		herr = timeoutError(req, h.deadline, herr)
+	}
+	settle(out, herr)
+}
+
+// timeoutError is the answer of an attempt that passed its deadline.
+func timeoutError(req *Request, deadline time.Duration, last error) error {
+	return &Error{Code: CodeTimeout, Message: fmt.Sprintf("%s did not finish within its deadline of %s (last error: %v); what it did so far stays: run it again to resume",
+		req.Envelope.Type, deadline, last)}
+}
+
+// finish ends one attempt: a retry for an error worth it, otherwise the
+// cleanup of a failed command, the result, and only then the ack.
+func (r *Runtime) finish(ctx context.Context, msg jetstream.Msg, req *Request, attempt int, out any, herr error) {
+	log, env := req.Log, req.Envelope
 	if ctx.Err() != nil {
 		// Shutting down: leave the command for redelivery rather than guess.
 		return
@@ -435,40 +476,6 @@ func (r *Runtime) retry(err error, attempt int) bool {
 		return e.Transient && attempt < bus.MaxDeliver
 	}
 	return attempt < unknownTries
-}
-
-// call runs one attempt within the handler's deadline. A handler that does not
-// return within the deadline and a grace is left behind: the command is answered
-// with a timeout and its lock freed, so the next command on the resource runs.
-func (r *Runtime) call(ctx context.Context, h *handler, req *Request, in any) (any, error) {
-	hctx, cancel := context.WithTimeout(ctx, h.deadline)
-	defer cancel()
-	type outcome struct {
-		out any
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		out, err := safeCall(hctx, h, req, in)
-		req.ended()
-		done <- outcome{out, err}
-	}()
-	var o outcome
-	select {
-	case o = <-done:
-	case <-hctx.Done():
-		select {
-		case o = <-done:
-		case <-time.After(deadlineGrace):
-			req.Log.Error().Dur("deadline", h.deadline).Msg("handler did not return after its deadline; answering without it")
-			o = outcome{err: hctx.Err()}
-		}
-	}
-	if o.err != nil && ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
-		return nil, &Error{Code: CodeTimeout, Message: fmt.Sprintf("%s did not finish within its deadline of %s (last error: %v); what it did so far stays: run it again to resume",
-			req.Envelope.Type, h.deadline, o.err)}
-	}
-	return o.out, o.err
 }
 
 // query answers one query on its reply subject: decode → validate → act → respond.
@@ -523,18 +530,19 @@ func safeCall(ctx context.Context, h *handler, req *Request, in any) (out any, e
 }
 
 // keepAlive tells JetStream the command is still being worked on (or waits for
-// its resource's lock), so that it is not redelivered while a crashed one is, after AckWait.
-func keepAlive(ctx context.Context, msg jetstream.Msg) {
-	t := time.NewTicker(bus.AckWait / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+// its resource's lock), so that it is not redelivered while a crashed one is,
+// after AckWait. It returns the function that stops it.
+func keepAlive(msg jetstream.Msg) func() {
+	var stopped atomic.Bool
+	var t *time.Timer
+	t = time.AfterFunc(bus.AckWait/3, func() {
+		if stopped.Load() {
 			return
-		case <-t.C:
-			_ = msg.InProgress()
 		}
-	}
+		_ = msg.InProgress()
+		t.Reset(bus.AckWait / 3)
+	})
+	return func() { stopped.Store(true); t.Stop() }
 }
 
 func backoff(attempt int) time.Duration {
