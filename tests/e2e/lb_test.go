@@ -98,6 +98,8 @@ func TestLoadBalancerHAProxy(t *testing.T) {
 
 	t.Run("leastconn sends new requests to the idle backend", func(t *testing.T) {
 		mustSkein(t, "setlb", "ha1", "mode", "leastconn")
+		// A reload hands the listeners over to a new worker: start once it serves.
+		eventually(t, 10*time.Second, func() bool { return backendAlgo(t, "s1", "ha1") == "leastconn" }, "haproxy does not run leastconn: %q", backendAlgo(t, "s1", "ha1"))
 		// Two slow requests keep two backends busy for 8 s; under leastconn every
 		// quick request meanwhile goes to the third, under roundrobin to all three.
 		busy := make(chan string, 2)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,34 @@ func activeSessions(t *testing.T, server, lb string) int {
 		t.Logf("haproxy sessions: %v", err)
 	}
 	return n
+}
+
+// backendAlgo is the balancing algorithm of a load balancer's backend as the
+// haproxy answering its runtime API runs it ("algo" of show stat): once it is
+// the new one after a reload, new connections go to the new worker.
+func backendAlgo(t *testing.T, server, lb string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	out, err := runtimeAPI(server, lb).Command(ctx, "show stat")
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(out, "\n")
+	header := strings.Split(strings.TrimPrefix(lines[0], "# "), ",")
+	col := -1
+	for i, h := range header {
+		if h == "algo" {
+			col = i
+		}
+	}
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		if col >= 0 && len(f) > col && f[0] == "be" && f[1] == "BACKEND" {
+			return f[col]
+		}
+	}
+	return ""
 }
 
 type lbJSON struct {

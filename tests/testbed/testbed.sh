@@ -138,8 +138,15 @@ ensure_incusd() {
     mkdir -p /var/lib/incus /var/log
     # INCUS_SKIP_INSTANCE_TYPES: no daily download of instance types from the
     # internet (there is none here, and no traffic may leave the machine).
-    INCUS_SKIP_INSTANCE_TYPES=true setsid nohup /usr/libexec/incus/incusd --group root --logfile "$INCUSD_LOG" \
-      </dev/null >>"$INCUSD_LOG" 2>&1 9>&- &
+    # Every inherited descriptor above 2 is closed first: a daemon that kept
+    # one would hold whatever it is (a flock of the e2e lock, say) for ever.
+    (
+      for fd in $(ls "/proc/$BASHPID/fd"); do
+        [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+      done 2>/dev/null
+      INCUS_SKIP_INSTANCE_TYPES=true exec setsid nohup /usr/libexec/incus/incusd --group root --logfile "$INCUSD_LOG" \
+        </dev/null >>"$INCUSD_LOG" 2>&1
+    ) &
   else
     log "incusd: process present, waiting for it"
   fi
