@@ -444,8 +444,15 @@ func (r *rig) putJSON(t *testing.T, kv jetstream.KeyValue, key string, v any) {
 }
 
 // seedEndpoint writes an endpoint record, as AddEndpoint would once Consul answers.
+// Its container is made too (without a record): an endpoint record whose
+// container is gone is a ghost that the endpoints' reconciler removes.
 func (r *rig) seedEndpoint(t *testing.T, name, ip, status string) {
 	t.Helper()
+	if _, err := r.rt.Fake.Get(r.ctx, name); err != nil {
+		if err := r.rt.Fake.Create(r.ctx, container.CreateSpec{Name: name, Image: "skein-service", IPv4: ip}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r.putJSON(t, r.endpoints, name, events.Endpoint{Resource: events.Resource{Name: name, Server: rigServer, Status: status, Updated: time.Now().UTC()}, IP: ip})
 }
 
