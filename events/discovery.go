@@ -64,48 +64,48 @@ func init() {
 // EndpointAdd asks for a Consul endpoint at a static address.
 type EndpointAdd struct {
 	// Name is the endpoint's name; "" picks consul-<last octet of IP>.
-	Name string `json:"name,omitempty" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	Name string `json:"name,omitempty" valid:"name"`
 	// IP is the endpoint's static address in the server's container subnet.
-	IP string `json:"ip" jsonschema:"pattern=^[0-9.]+$,maxLength=15"`
+	IP string `json:"ip" valid:"ipv4"`
 }
 
 // EndpointRef names an endpoint.
 type EndpointRef struct {
 	// Name is the endpoint.
-	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	Name string `json:"name" valid:"name"`
 }
 
 // Endpoint is a Consul endpoint as skein knows it.
 type Endpoint struct {
 	Resource
 	// IP is its address: HTTP API and UI on :8500, DNS on :8600.
-	IP string `json:"ip"`
+	IP string `json:"ip" valid:"ipv4"`
 }
 
 // ServiceAdd defines a service published by a container while it runs.
 type ServiceAdd struct {
 	// Container publishes the service.
-	Container string `json:"container" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	Container string `json:"container" valid:"name"`
 	// Name is the service name, resolvable as NAME.service.consul.
-	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9-]*$,maxLength=63"`
+	Name string `json:"name" valid:"service"`
 	// Port is the service port.
 	Port int `json:"port" jsonschema:"minimum=1,maximum=65535"`
 	// Tags are Consul tags.
-	Tags []string `json:"tags,omitempty" jsonschema:"maxItems=32"`
+	Tags []string `json:"tags,omitempty" jsonschema:"maxItems=32" valid:"tag"`
 }
 
 // ServiceDelete removes one service definition, or all of a container's when Name is "".
 type ServiceDelete struct {
 	// Container is the container.
-	Container string `json:"container" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	Container string `json:"container" valid:"name"`
 	// Name is the service, or "" for all.
-	Name string `json:"name,omitempty" jsonschema:"maxLength=63"`
+	Name string `json:"name,omitempty" valid:"service"`
 }
 
 // CheckAdd defines a health check of a container.
 type CheckAdd struct {
 	// Container is the container checked.
-	Container string `json:"container" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	Container string `json:"container" valid:"name"`
 	// Check is the check's definition.
 	Check CheckDef `json:"check"`
 }
@@ -113,9 +113,9 @@ type CheckAdd struct {
 // CheckDelete removes a check of a container.
 type CheckDelete struct {
 	// Container is the container.
-	Container string `json:"container" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	Container string `json:"container" valid:"name"`
 	// Name is the check.
-	Name string `json:"name" jsonschema:"minLength=1,maxLength=63"`
+	Name string `json:"name" jsonschema:"minLength=1" valid:"ident"`
 }
 
 // ServiceDef is one service a container publishes.
@@ -131,24 +131,24 @@ type ServiceDef struct {
 // CheckDef is one health check: tcp to the container's port, or http to a URL.
 type CheckDef struct {
 	// Name is the check's name.
-	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9_-]*$,maxLength=63"`
+	Name string `json:"name" valid:"ident"`
 	// Kind is tcp or http.
 	Kind string `json:"kind" jsonschema:"enum=tcp,enum=http"`
 	// Port is the tcp check's port on the container.
 	Port int `json:"port,omitempty" jsonschema:"minimum=0,maximum=65535"`
 	// Address is the tcp check's host when it is not the container (ad-hoc checks).
-	Address string `json:"address,omitempty" jsonschema:"maxLength=15"`
+	Address string `json:"address,omitempty" valid:"ipv4"`
 	// URL is the http check's URL; a host name that is not an address is asked of
 	// the container itself: it is the Host header, and for https the TLS server
 	// name the certificate must be valid for.
-	URL string `json:"url,omitempty" jsonschema:"maxLength=2048"`
+	URL string `json:"url,omitempty" valid:"checkurl"`
 	// TLSSkipVerify makes an https check accept any certificate (Consul's
 	// tls_skip_verify); by default the certificate is verified.
 	TLSSkipVerify bool `json:"tls_skip_verify,omitempty"`
 	// Interval is how often it runs, e.g. "10s".
-	Interval string `json:"interval" jsonschema:"pattern=^[0-9]+(ms|s|m)$"`
+	Interval string `json:"interval" valid:"duration"`
 	// Timeout bounds one run, e.g. "2s".
-	Timeout string `json:"timeout" jsonschema:"pattern=^[0-9]+(ms|s|m)$"`
+	Timeout string `json:"timeout" valid:"duration"`
 }
 
 // Definitions are a container's services and checks, kept in skein's state.
@@ -203,9 +203,9 @@ type EndpointEvent struct {
 // of it, that belongs to no container.
 type Publish struct {
 	// Name is the entry's name; a service is resolvable as NAME.service.consul.
-	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9-]*$,maxLength=63"`
+	Name string `json:"name" valid:"service"`
 	// IP is the entry's address (for a service).
-	IP string `json:"ip,omitempty" jsonschema:"pattern=^[0-9.]+$,maxLength=15"`
+	IP string `json:"ip,omitempty" valid:"ipv4"`
 	// Port is the service's port; 0 for none.
 	Port int `json:"port,omitempty" jsonschema:"minimum=0,maximum=65535"`
 	// Check, when set, is added to the entry instead of a service.
@@ -215,7 +215,7 @@ type Publish struct {
 // Unpublish removes an ad-hoc entry, or only its checks.
 type Unpublish struct {
 	// Name is the entry.
-	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9-]*$,maxLength=63"`
+	Name string `json:"name" valid:"service"`
 	// ChecksOnly keeps the service and removes the checks.
 	ChecksOnly bool `json:"checks_only,omitempty"`
 }

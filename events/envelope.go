@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/skeinhq/skein/internal/validate"
 )
 
 // Envelope is the one shape on the bus for commands, results, progress and events.
@@ -55,7 +57,31 @@ func New(typ, source, server string, payload any) (*Envelope, error) {
 	if err := validatePayload(spec, data); err != nil {
 		return nil, err
 	}
+	// What the schema's patterns cannot say (address ranges, label lengths).
+	if err := validate.Struct(payload); err != nil {
+		return nil, &ValidationError{Type: typ, Reason: err.Error()}
+	}
 	return env, nil
+}
+
+// Check validates payload as a message of type typ would be, without making
+// one: the CLI refuses bad input before it connects anywhere.
+func Check(typ string, payload any) error {
+	spec, ok := Lookup(typ)
+	if !ok {
+		return fmt.Errorf("events: unknown type %q", typ)
+	}
+	data, err := json.Marshal(payload)
+	if err != nil {
+		return fmt.Errorf("events: encode %s: %w", typ, err)
+	}
+	if err := validatePayload(spec, data); err != nil {
+		return err
+	}
+	if err := validate.Struct(payload); err != nil {
+		return &ValidationError{Type: typ, Reason: err.Error()}
+	}
+	return nil
 }
 
 // Marshal encodes the envelope.

@@ -31,11 +31,11 @@ func init() {
 // LBAdd asks for a load balancer.
 type LBAdd struct {
 	// Name is the load balancer's name; "" picks KIND-N.
-	Name string `json:"name,omitempty" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	Name string `json:"name,omitempty" valid:"name"`
 	// Kind is haproxy or nginx.
 	Kind string `json:"kind" jsonschema:"enum=haproxy,enum=nginx"`
 	// URL is the host name an nginx load balancer answers for.
-	URL string `json:"url,omitempty" jsonschema:"maxLength=253"`
+	URL string `json:"url,omitempty" valid:"host"`
 	// Backends are the first backends (nginx needs at least one).
 	Backends []Backend `json:"backends,omitempty" jsonschema:"maxItems=256"`
 	// TLS is a certificate and key to serve HTTPS with; never logged or stored in skein's state.
@@ -53,16 +53,16 @@ type TLSPair struct {
 // LBRef names a load balancer.
 type LBRef struct {
 	// Name is the load balancer.
-	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	Name string `json:"name" valid:"name"`
 }
 
 // Backend is one server behind a load balancer.
 type Backend struct {
 	// Name identifies the backend in the load balancer.
-	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9_-]*$,maxLength=63"`
+	Name string `json:"name" valid:"ident"`
 	// Host is the backend's IPv4 address, or a Consul service name
 	// (NAME.service.consul) that the load balancer resolves through the endpoints.
-	Host string `json:"host" jsonschema:"pattern=^[a-zA-Z0-9][a-zA-Z0-9.-]*$,maxLength=253"`
+	Host string `json:"host" valid:"backendhost"`
 	// Port is the backend's port.
 	Port int `json:"port" jsonschema:"minimum=1,maximum=65535"`
 }
@@ -70,7 +70,7 @@ type Backend struct {
 // LBBackends adds backends.
 type LBBackends struct {
 	// LB is the load balancer.
-	LB string `json:"lb" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	LB string `json:"lb" valid:"name"`
 	// Backends are added; one with a name already there replaces it.
 	Backends []Backend `json:"backends" jsonschema:"minItems=1,maxItems=256"`
 }
@@ -78,20 +78,20 @@ type LBBackends struct {
 // LBBackendNames removes backends by name.
 type LBBackendNames struct {
 	// LB is the load balancer.
-	LB string `json:"lb" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	LB string `json:"lb" valid:"name"`
 	// Names are the backends to remove.
-	Names []string `json:"names" jsonschema:"minItems=1,maxItems=256"`
+	Names []string `json:"names" jsonschema:"minItems=1,maxItems=256" valid:"ident"`
 }
 
 // LBSet changes one setting of a load balancer.
 type LBSet struct {
 	// LB is the load balancer.
-	LB string `json:"lb" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	LB string `json:"lb" valid:"name"`
 	// Key is the setting: mode, url, ssl, workers, or resolvers (the DNS servers of
 	// Consul-name backends, comma-separated IP:PORT).
 	Key string `json:"key" jsonschema:"enum=mode,enum=url,enum=ssl,enum=workers,enum=resolvers"`
 	// Value is the new value (unused for ssl).
-	Value string `json:"value,omitempty" jsonschema:"maxLength=1024"`
+	Value string `json:"value,omitempty" valid:"text"`
 	// TLS is the certificate and key for ssl; never logged or stored in skein's state.
 	TLS *TLSPair `json:"tls,omitempty"`
 }
@@ -104,11 +104,11 @@ type LB struct {
 	// Mode is the balancing algorithm.
 	Mode string `json:"mode"`
 	// URL is the host name an nginx load balancer answers for.
-	URL string `json:"url,omitempty"`
+	URL string `json:"url,omitempty" valid:"host"`
 	// TLS says whether it serves HTTPS on 443 (the key stays in its container).
 	TLS bool `json:"tls,omitempty"`
 	// Resolvers are the DNS servers (IP:PORT) that resolve Consul-name backends.
-	Resolvers []string `json:"resolvers,omitempty"`
+	Resolvers []string `json:"resolvers,omitempty" valid:"addrport"`
 	// Workers is the number of worker processes (nginx) or threads (haproxy); 0 is the default.
 	Workers int `json:"workers,omitempty"`
 	// Backends are the servers it balances over.

@@ -15,7 +15,7 @@ const (
 // command made it and which configuration it runs.
 type Resource struct {
 	// Name is the resource (also its container's name).
-	Name string `json:"name"`
+	Name string `json:"name" valid:"name"`
 	// Server is where it runs.
 	Server string `json:"server"`
 	// Status is creating or ready.

@@ -10,9 +10,11 @@ import (
 
 	"github.com/invopop/jsonschema"
 	sjs "github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 
+	"github.com/skeinhq/skein/internal/validate"
 	"github.com/skeinhq/skein/schemas"
 )
 
@@ -25,6 +27,7 @@ func schemaName(typ string, version int) string { return fmt.Sprintf("%s.v%d.jso
 func GenerateSchema(name, title string, t reflect.Type) ([]byte, error) {
 	r := &jsonschema.Reflector{DoNotReference: true, ExpandedStruct: true}
 	s := r.ReflectFromType(t)
+	applyKinds(s, t)
 	s.ID = jsonschema.ID(schemas.BaseURL + name)
 	s.Title = title
 	s.Version = "https://json-schema.org/draft/2020-12/schema"
@@ -35,6 +38,54 @@ func GenerateSchema(name, title string, t reflect.Type) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// applyKinds gives every field tagged `valid:"KIND"` the pattern and maximum
+// length of that kind from internal/validate: the schemas and the Go checks are
+// one set of rules.
+func applyKinds(s *jsonschema.Schema, t reflect.Type) {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+		if s.Items != nil {
+			s = s.Items
+		}
+	}
+	if t.Kind() != reflect.Struct || s == nil || s.Properties == nil {
+		return
+	}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		if f.Anonymous {
+			applyKinds(s, f.Type)
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		prop, ok := s.Properties.Get(name)
+		if !ok {
+			continue
+		}
+		tag := f.Tag.Get("valid")
+		if tag == "" {
+			applyKinds(prop, f.Type)
+			continue
+		}
+		k, ok := validate.Lookup(tag)
+		if !ok {
+			panic(fmt.Sprintf("events: unknown kind %q on %s.%s", tag, t.Name(), f.Name))
+		}
+		target := prop
+		if f.Type.Kind() == reflect.Slice && prop.Items != nil {
+			target = prop.Items
+		}
+		max := uint64(k.MaxLength)
+		target.Pattern, target.MaxLength = k.Pattern, &max
+	}
 }
 
 // GenerateAll renders every schema: the envelope's and each registered type's, by file name.
@@ -128,10 +179,24 @@ func flatten(err error) string {
 	}
 	var parts []string
 	var walk func(e *sjs.ValidationError)
+	seen := map[string]bool{}
 	walk = func(e *sjs.ValidationError) {
 		if len(e.Causes) == 0 {
 			loc := "/" + strings.Join(e.InstanceLocation, "/")
-			parts = append(parts, fmt.Sprintf("%s: %s", loc, e.ErrorKind.LocalizedString(printer)))
+			msg := e.ErrorKind.LocalizedString(printer)
+			// A kind's pattern is told as what the value must be, not as a regexp.
+			if p, ok := e.ErrorKind.(*kind.Pattern); ok {
+				if k, ok := validate.ByPattern(p.Want); ok {
+					msg = fmt.Sprintf("%q is not %s", p.Got, k.What)
+				}
+			}
+			if m, ok := e.ErrorKind.(*kind.MaxLength); ok {
+				msg = fmt.Sprintf("longer than %d characters", m.Want)
+			}
+			if line := loc + ": " + msg; !seen[line] {
+				seen[line] = true
+				parts = append(parts, line)
+			}
 			return
 		}
 		for _, c := range e.Causes {

@@ -81,17 +81,17 @@ type Pong struct {
 // Launch creates a container from an image on the addressed server and starts it.
 type Launch struct {
 	// Name is the container name, unique across the cluster.
-	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	Name string `json:"name" valid:"name"`
 	// Image is the image alias on the server.
-	Image string `json:"image" jsonschema:"minLength=1,maxLength=256"`
+	Image string `json:"image" jsonschema:"minLength=1" valid:"image"`
 	// IPv4 is an optional static address inside the server's container subnet.
-	IPv4 string `json:"ipv4,omitempty" jsonschema:"pattern=^[0-9.]+$,maxLength=15"`
+	IPv4 string `json:"ipv4,omitempty" valid:"ipv4"`
 }
 
 // ContainerAction addresses one container by name.
 type ContainerAction struct {
 	// Name is the container.
-	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	Name string `json:"name" valid:"name"`
 	// Force stops without waiting for a clean shutdown.
 	Force bool `json:"force,omitempty"`
 }
@@ -99,7 +99,7 @@ type ContainerAction struct {
 // PortForward forwards a host port of the container's server into the container.
 type PortForward struct {
 	// Name is the container.
-	Name string `json:"name" jsonschema:"pattern=^[a-zA-Z][a-zA-Z0-9-]*$,maxLength=63"`
+	Name string `json:"name" valid:"name"`
 	// Port is the container's port; 0 when removing.
 	Port int `json:"port,omitempty" jsonschema:"minimum=0,maximum=65535"`
 	// HostPort is the server's port.

@@ -27,6 +27,7 @@ import (
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/validate"
 )
 
 // DefaultDeadline bounds one attempt of a command whose contract names none.
@@ -122,6 +123,10 @@ func erase[In, Out any](typ string, deadline time.Duration, run func(context.Con
 		decode: func(raw json.RawMessage) (any, error) {
 			var in In
 			if err := json.Unmarshal(raw, &in); err != nil {
+				return nil, &events.ValidationError{Type: typ, Reason: err.Error()}
+			}
+			// What the schema's patterns cannot say (address ranges, label lengths).
+			if err := validate.Struct(in); err != nil {
 				return nil, &events.ValidationError{Type: typ, Reason: err.Error()}
 			}
 			return in, nil

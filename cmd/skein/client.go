@@ -162,6 +162,9 @@ type precheck func(ctx context.Context, cl *cli, hb *events.Heartbeat) error
 
 // sendChecked is send with a precheck run once the server is known to be up.
 func (g *globals) sendChecked(ctx context.Context, resolve resolver, check precheck, typ string, payload any, print func(*events.Result) error) error {
+	if err := events.Check(typ, payload); err != nil {
+		return err
+	}
 	cl, err := g.connect(ctx)
 	if err != nil {
 		return err

@@ -5,20 +5,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/internal/validate"
 )
 
-var nameRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9-]{0,62}$`)
-
+// checkName refuses a name that is not a container's or resource's name.
 func checkName(name string) error {
-	if !nameRE.MatchString(name) {
-		return fmt.Errorf("bad container name %q: use 1-63 letters, digits and '-', starting with a letter", name)
+	if !validate.Name.Valid(name) {
+		return fmt.Errorf("bad container name %q: use %s", name, validate.Name.What)
 	}
 	return nil
 }

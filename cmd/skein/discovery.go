@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -14,10 +13,9 @@ import (
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/consul"
+	"github.com/skeinhq/skein/internal/validate"
 	"github.com/skeinhq/skein/workers/discovery"
 )
-
-var serviceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$`)
 
 // endpoints reads every endpoint record.
 func (c *cli) endpoints(ctx context.Context) ([]events.Endpoint, error) {
@@ -154,7 +152,7 @@ func addserviceCmd(g *globals) *cobra.Command {
 		Short: "Define a service a container publishes to the endpoints while it runs",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !serviceRE.MatchString(args[1]) {
+			if !validate.Service.Valid(args[1]) {
 				return fmt.Errorf("bad service name %q: letters, digits and '-', up to 63", args[1])
 			}
 			port, err := strconv.Atoi(args[2])
@@ -344,7 +342,7 @@ func adhocCmd(g *globals, use, short string, args cobra.PositionalArgs, build fu
 			if err != nil {
 				return err
 			}
-			if !serviceRE.MatchString(name) {
+			if !validate.Service.Valid(name) {
 				return fmt.Errorf("bad name %q: letters, digits and '-', up to 63", name)
 			}
 			did := "published"
@@ -424,16 +422,10 @@ func unpubcheckCmd(g *globals) *cobra.Command {
 		})
 }
 
+// checkIPv4 refuses what is not an IPv4 address.
 func checkIPv4(s string) error {
-	ip := strings.Split(s, ".")
-	if len(ip) != 4 {
+	if !validate.IPv4.Valid(s) {
 		return fmt.Errorf("%q is not an IPv4 address", s)
-	}
-	for _, p := range ip {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 || n > 255 {
-			return fmt.Errorf("%q is not an IPv4 address", s)
-		}
 	}
 	return nil
 }

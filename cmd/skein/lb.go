@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/validate"
 )
 
 // lb finds one load balancer by name.
@@ -197,7 +198,7 @@ func onLB(cmd *cobra.Command, g *globals, name, did, typ string, payload any) er
 // parseBackend reads NAME:IP:PORT.
 func parseBackend(s string) (events.Backend, error) {
 	parts := strings.Split(s, ":")
-	if len(parts) != 3 || !serviceRE.MatchString(parts[0]) || (checkIPv4(parts[1]) != nil && !strings.HasSuffix(parts[1], ".consul")) {
+	if len(parts) != 3 || !validate.Ident.Valid(parts[0]) || !validate.BackendHost.Valid(parts[1]) {
 		return events.Backend{}, fmt.Errorf("bad backend %q: want NAME:IP:PORT or NAME:SERVICE.service.consul:PORT, e.g. web1:10.77.1.5:80", s)
 	}
 	port, err := strconv.Atoi(parts[2])
@@ -280,12 +281,37 @@ func setlbCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("%s takes one value", args[1])
 				}
 				p.Value = args[2]
+				if err := checkSetting(p.Key, p.Value); err != nil {
+					return err
+				}
 			default:
 				return fmt.Errorf("unknown setting %q: use mode, url, ssl, workers or resolvers", args[1])
 			}
 			return onLB(cmd, g, args[0], "changed", events.TypeLBSet, p)
 		},
 	})
+}
+
+// checkSetting refuses a setting's value that its kind refuses (the agent
+// checks again, with the modes of the load balancer's kind).
+func checkSetting(key, value string) error {
+	switch key {
+	case "url":
+		if err := validate.Host.Check(value); err != nil {
+			return fmt.Errorf("url: %w", err)
+		}
+	case "resolvers":
+		for _, r := range strings.Split(value, ",") {
+			if err := validate.AddrPort.Check(strings.TrimSpace(r)); err != nil {
+				return fmt.Errorf("resolvers: %w", err)
+			}
+		}
+	case "workers":
+		if n, err := strconv.Atoi(value); err != nil || n < 1 || n > 64 {
+			return fmt.Errorf("workers %q: a number from 1 to 64", value)
+		}
+	}
+	return nil
 }
 
 // splitTarget reads [SERVER:]CONTAINER.

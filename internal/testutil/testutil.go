@@ -4,12 +4,14 @@ package testutil
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
 )
 
 // Bus starts an embedded NATS server with skein's streams in t's temp dir and
@@ -47,4 +49,15 @@ func Eventually(t testing.TB, total time.Duration, cond func() bool, msg string,
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// UncheckedCommand builds a command envelope without validating its payload, as
+// a misbehaving client would send it: for tests of what the agent refuses.
+func UncheckedCommand(server, typ string, payload any) *events.Envelope {
+	data, err := json.Marshal(payload)
+	if err != nil {
+		panic(err)
+	}
+	spec, _ := events.Lookup(typ)
+	return &events.Envelope{ID: events.NewID(), Type: typ, V: spec.Version, Time: time.Now().UTC(), Source: "test", Server: server, Data: data}
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/skeinhq/skein/events"
 )
 
 // hits sends n requests through the published port and counts the answering hostnames.
@@ -143,6 +145,9 @@ func TestLoadBalancerHAProxy(t *testing.T) {
 			{[]string{"addbackends", "nolb", "web4:10.77.1.5:80"}, `no load balancer named "nolb"`},
 			{[]string{"setlb", "ha1", "mode", "ip_hash"}, `haproxy load balancers have no mode "ip_hash": use roundrobin, leastconn, source`},
 			{[]string{"addlb", "haproxy", "s1", "-n", "ha1"}, "already exists"},
+			{[]string{"setlb", "ha1", "resolvers", "10.77.1.10:53\n  program x"}, "is not IP:PORT"},
+			{[]string{"addbackends", "ha1", "web4:10.77.1.5\n  program x:80"}, "bad backend"},
+			{[]string{"addlb", "haproxy", "s1", "-n", "ha9\nglobal"}, "bad container name"},
 			{[]string{"pub", "w2", "80", "--host-port", "18080"}, "host port 18080"},
 		}
 		for _, tc := range cases {
@@ -150,6 +155,13 @@ func TestLoadBalancerHAProxy(t *testing.T) {
 			if !strings.Contains(errOut, tc.want) {
 				t.Errorf("skein %v: %q does not say %q", tc.args, strings.TrimSpace(errOut), tc.want)
 			}
+		}
+		// The same, past the CLI: the agent refuses them too.
+		refusedRaw(t, "s1", events.TypeLBSet, events.LBSet{LB: "ha1", Key: "resolvers", Value: "10.77.1.10:53\n  program x"}, "is not printable characters on one line")
+		refusedRaw(t, "s1", events.TypeLBBackendsAdd, events.LBBackends{LB: "ha1", Backends: []events.Backend{{Name: "web4", Host: "10.77.1.5\n  program x", Port: 80}}}, "is not")
+		refusedRaw(t, "s1", events.TypeLBSet, events.LBSet{LB: "ha1", Key: "mode", Value: "roundrobin\n  program x"}, "is not printable characters on one line")
+		if out, err := incusCmd("exec", "ha1", "--project", "skein-s1", "--", "grep", "-c", "program", "/etc/haproxy/haproxy.cfg"); err == nil {
+			t.Fatalf("haproxy.cfg holds a program section: %s", out)
 		}
 		if err := json.Unmarshal([]byte(mustSkein(t, "listlbs", "-o", "json")), &views); err != nil || views[0].Mode != "leastconn" || len(views[0].Backends) != 3 {
 			t.Fatalf("the load balancer changed: %+v %v", views, err)

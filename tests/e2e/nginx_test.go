@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skeinhq/skein/events"
 )
 
 // testCA makes a CA and a certificate for host signed by it, as PEM files.
@@ -157,6 +159,30 @@ func TestLoadBalancerNginx(t *testing.T) {
 			return len(got) == 1
 		}, "ip_hash does not keep one client on one backend")
 		mustSkein(t, "setlb", "ng1", "mode", "default")
+	})
+
+	t.Run("injections are refused by the CLI and by the agent, and change nothing", func(t *testing.T) {
+		const evil = `evil.test; location /pwn { return 200 "owned"; } #`
+		for _, args := range [][]string{
+			{"setlb", "ng1", "url", evil},
+			{"addlb", "nginx", "s2", "-n", "ngevil", "-u", evil, "-b", ip1 + ":80"},
+		} {
+			if errOut := skeinFails(t, args...); !strings.Contains(errOut, "is not a host name") {
+				t.Errorf("skein %v: %q does not say it is not a host name", args, errOut)
+			}
+		}
+		refusedRaw(t, "s2", events.TypeLBSet, events.LBSet{LB: "ng1", Key: "url", Value: evil}, "want a host name")
+		refusedRaw(t, "s2", events.TypeLBAdd, events.LBAdd{Name: "ngevil", Kind: "nginx", URL: evil, Backends: []events.Backend{{Name: "a", Host: ip1, Port: 80}}}, "is not a host name")
+		refusedRaw(t, "s2", events.TypeLBBackendsAdd, events.LBBackends{LB: "ng1", Backends: []events.Backend{{Name: "a;", Host: ip1 + ";", Port: 80}}}, "is not")
+		if code, body, err := getHost(plain, url+"pwn", "evil.test"); err == nil && (code == 200 || strings.Contains(body, "owned")) {
+			t.Fatalf("the injected location answers: %d %q", code, body)
+		}
+		if strings.Contains(mustSkein(t, "listlbs"), "ngevil") || contains(incusNames(t, "skein-s2"), "ngevil") {
+			t.Fatal("a refused load balancer was created")
+		}
+		if code, _, err := getHost(plain, url, "mywordpress.test"); err != nil || code != 200 {
+			t.Fatalf("the site stopped serving: %d %v", code, err)
+		}
 	})
 
 	t.Run("url, workers and ssl can change; a bad pair changes nothing", func(t *testing.T) {

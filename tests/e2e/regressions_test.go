@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -13,10 +14,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/haproxy"
+	"github.com/skeinhq/skein/internal/testutil"
 )
 
 // runtimeAPI is the haproxy runtime API of a load balancer, as its agent reaches it.
@@ -62,6 +65,39 @@ func backendAlgo(t *testing.T, server, lb string) string {
 		}
 	}
 	return ""
+}
+
+// rawCommand publishes a command as a client that skips every check would,
+// and returns the agent's answer.
+func rawCommand(t *testing.T, server, typ string, payload any) *events.Result {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	conn := &bus.Conn{NC: nc}
+	if conn.JS, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	env := testutil.UncheckedCommand(server, typ, payload)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := bus.NewClient(conn, "raw").Do(ctx, bus.Call{Envelope: env})
+	var ce *bus.CommandError
+	if err != nil && !errors.As(err, &ce) {
+		t.Fatalf("%s: %v", typ, err)
+	}
+	return res
+}
+
+// refusedRaw sends a raw command and wants the agent to refuse it saying says.
+func refusedRaw(t *testing.T, server, typ string, payload any, says string) {
+	t.Helper()
+	res := rawCommand(t, server, typ, payload)
+	if res.OK || res.Error == nil || !strings.Contains(res.Error.Message, says) {
+		t.Errorf("raw %s %+v: answered %+v, want a refusal saying %q", typ, payload, res, says)
+	}
 }
 
 type lbJSON struct {

@@ -3,6 +3,8 @@ package discovery
 import (
 	"fmt"
 	"strings"
+
+	"github.com/skeinhq/skein/internal/validate"
 )
 
 // consulConfigPath is where an endpoint's Consul reads its configuration.
@@ -12,8 +14,17 @@ const consulConfigPath = "/etc/consul.d/skein.hcl"
 const consulUnitPath = "/etc/systemd/system/skein-consul.service"
 
 // ConsulConfig renders an endpoint's Consul server configuration. The first
-// endpoint bootstraps the cluster alone; later ones join those in join.
-func ConsulConfig(name, ip string, join []string) string {
+// endpoint bootstraps the cluster alone; later ones join those in join. It
+// refuses a name or an address that could not land in the file as it is.
+func ConsulConfig(name, ip string, join []string) (string, error) {
+	if err := validate.Name.Check(name); err != nil {
+		return "", err
+	}
+	for _, a := range append([]string{ip}, join...) {
+		if err := validate.IPv4.Check(a); err != nil {
+			return "", err
+		}
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by skein for endpoint %s; skein rewrites it.\n", name)
 	b.WriteString("datacenter = \"skein\"\n")
@@ -41,7 +52,7 @@ func ConsulConfig(name, ip string, join []string) string {
 	// Answers are never cached, so a stopped container leaves DNS at once; any
 	// server answers from its own copy, even without a leader (Consul's advice).
 	b.WriteString("dns_config {\n  node_ttl = \"0s\"\n  allow_stale = true\n  max_stale = \"87600h\"\n}\n")
-	return b.String()
+	return b.String(), nil
 }
 
 // ConsulUnit is the systemd unit of an endpoint's Consul.

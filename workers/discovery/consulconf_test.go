@@ -24,7 +24,11 @@ func TestConsulConfigGolden(t *testing.T) {
 	for file, tc := range cases {
 		t.Run(file, func(t *testing.T) {
 			input := tc.name + " " + tc.ip + " join=" + strings.Join(tc.join, ",")
-			got := input + "\n---\n" + ConsulConfig(tc.name, tc.ip, tc.join)
+			conf, err := ConsulConfig(tc.name, tc.ip, tc.join)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := input + "\n---\n" + conf
 			path := filepath.Join("testdata", file+".golden")
 			if *update {
 				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {

@@ -59,8 +59,12 @@ func (w *Worker) AddEndpoint(ctx context.Context, req *workers.Request, p events
 		return none, err
 	}
 	req.Progress("consul", "configuring consul (joining "+orNone(join)+")")
+	conf, err := ConsulConfig(name, p.IP, join)
+	if err != nil {
+		return none, workers.Invalid("%v", err)
+	}
 	files := []svc.File{
-		{Path: consulConfigPath, Data: []byte(ConsulConfig(name, p.IP, join)), Mode: 0o644},
+		{Path: consulConfigPath, Data: []byte(conf), Mode: 0o644},
 		{Path: consulUnitPath, Data: []byte(ConsulUnit), Mode: 0o644},
 	}
 	if _, err := w.host.Runtime.Exec(ctx, name, "mkdir", "-p", "/var/lib/consul"); err != nil {

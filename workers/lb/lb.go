@@ -9,8 +9,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +19,7 @@ import (
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/haproxy"
+	"github.com/skeinhq/skein/internal/validate"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/discovery"
 	"github.com/skeinhq/skein/workers/svc"
@@ -109,7 +108,7 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.LBAdd) 
 		if p.URL == "" || len(p.Backends) == 0 {
 			return none, workers.Invalid("an nginx load balancer needs a URL and at least one backend: addlb nginx SERVER -u URL -b IP:PORT")
 		}
-		if !hostRE.MatchString(p.URL) {
+		if !validate.Host.Valid(p.URL) {
 			return none, workers.Invalid("url %q: want a host name such as mywordpress.org", p.URL)
 		}
 	} else if p.URL != "" || len(p.Backends) > 0 {
@@ -150,7 +149,11 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.LBAdd) 
 		return none, err
 	}
 	req.Progress("configure", "configuring "+p.Kind)
-	applied, err := svc.Apply(ctx, w.host.Runtime, name, component(p.Kind), files(e.Value, p.TLS), svc.Reload, e.Value.Applied)
+	set, err := files(e.Value, p.TLS)
+	if err != nil {
+		return none, err
+	}
+	applied, err := svc.Apply(ctx, w.host.Runtime, name, component(p.Kind), set, svc.Reload, e.Value.Applied)
 	if err != nil {
 		return none, err
 	}
@@ -211,24 +214,17 @@ func (w *Worker) AddBackends(ctx context.Context, req *workers.Request, p events
 // checkBackend refuses a backend the renderers cannot take: its name and host
 // land in configuration files, so they are checked here too, not only by the schema.
 func checkBackend(b events.Backend) error {
-	if !backendNameRE.MatchString(b.Name) {
-		return workers.Invalid("backend name %q: use letters, digits, - and _", b.Name)
+	if err := validate.Ident.Check(b.Name); err != nil {
+		return workers.Invalid("backend name: %v", err)
 	}
-	if b.Port < 1 || b.Port > 65535 {
-		return workers.Invalid("backend %s needs NAME:IP:PORT with a port from 1 to 65535", b.Name)
+	if err := validate.Port(b.Port); err != nil {
+		return workers.Invalid("backend %s needs NAME:IP:PORT: %v", b.Name, err)
 	}
-	if IsName(b.Host) {
-		if !hostRE.MatchString(b.Host) || !strings.HasSuffix(b.Host, ".consul") {
-			return workers.Invalid("backend %s: %q is neither an IPv4 address nor a Consul name (NAME.service.consul)", b.Name, b.Host)
-		}
-	} else if ip := net.ParseIP(b.Host); ip.To4() == nil {
-		return workers.Invalid("backend %s: %q is not an IPv4 address", b.Name, b.Host)
+	if !validate.BackendHost.Valid(b.Host) {
+		return workers.Invalid("backend %s: %q is neither an IPv4 address nor a Consul name (NAME.service.consul)", b.Name, b.Host)
 	}
 	return nil
 }
-
-// backendNameRE is a backend name haproxy and nginx take as it is.
-var backendNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$`)
 
 // checkNginxNames refuses what nginx cannot do: a Consul-name backend beside others.
 func checkNginxNames(lb events.LB) error {
@@ -272,12 +268,11 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request, p events.LBSet) 
 		case "resolvers":
 			var rs []string
 			for _, r := range strings.Split(p.Value, ",") {
-				host, port, err := net.SplitHostPort(strings.TrimSpace(r))
-				pn, perr := strconv.Atoi(port)
-				if err != nil || net.ParseIP(host).To4() == nil || perr != nil || pn < 1 || pn > 65535 {
+				r = strings.TrimSpace(r)
+				if !validate.AddrPort.Valid(r) {
 					return workers.Invalid("resolver %q: want IP:PORT, e.g. 10.77.1.10:8600", r)
 				}
-				rs = append(rs, net.JoinHostPort(host, port))
+				rs = append(rs, r)
 			}
 			lb.Resolvers = rs
 			return nil
@@ -285,7 +280,7 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request, p events.LBSet) 
 			if lb.Kind != "nginx" {
 				return workers.Invalid("haproxy load balancers answer for any host name: url is for nginx ones")
 			}
-			if !hostRE.MatchString(p.Value) {
+			if !validate.Host.Valid(p.Value) {
 				return workers.Invalid("url %q: want a host name such as mywordpress.org", p.Value)
 			}
 			lb.URL = p.Value
@@ -325,7 +320,11 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request, p events.LBSet) 
 // the files are refused the live change is undone. Anything else reloads.
 func (w *Worker) change(ctx context.Context, name, what string, pair *events.TLSPair, edit func(*events.LB) error) (events.LB, error) {
 	lb, err := svc.Change(ctx, w.host, w.kind, name, edit, func(old, next events.LB) (string, error) {
-		comp, set := component(next.Kind), files(next, pair)
+		comp := component(next.Kind)
+		set, err := files(next, pair)
+		if err != nil {
+			return "", err
+		}
 		if what != "backends" || next.Kind != "haproxy" || anyName(old, next) {
 			return svc.Apply(ctx, w.host.Runtime, name, comp, set, svc.Reload, old.Applied)
 		}
@@ -361,9 +360,6 @@ func anyName(a, b events.LB) bool {
 	}
 	return false
 }
-
-// hostRE is a host name: letters, digits and hyphens in dot-separated labels.
-var hostRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
 
 // endpointResolvers are the DNS addresses of the ready Consul endpoints.
 func (w *Worker) endpointResolvers(ctx context.Context) ([]string, error) {
@@ -438,22 +434,31 @@ func component(kind string) svc.Component {
 // files is a load balancer's whole configuration: the rendered files, and the
 // certificate and key when they are being (re)placed. A key is written only
 // into the container, never into skein's state, logs or events.
-func files(lb events.LB, pair *events.TLSPair) []svc.File {
+func files(lb events.LB, pair *events.TLSPair) ([]svc.File, error) {
 	if lb.Kind == "nginx" {
-		out := []svc.File{
-			{Path: nginxMain, Data: []byte(RenderNginxMain(lb)), Mode: 0o644},
-			{Path: nginxSite, Data: []byte(RenderNginx(lb)), Mode: 0o644},
+		main, err := RenderNginxMain(lb)
+		if err != nil {
+			return nil, workers.Invalid("%v", err)
 		}
+		site, err := RenderNginx(lb)
+		if err != nil {
+			return nil, workers.Invalid("%v", err)
+		}
+		out := []svc.File{{Path: nginxMain, Data: []byte(main), Mode: 0o644}, {Path: nginxSite, Data: []byte(site), Mode: 0o644}}
 		if pair != nil {
 			out = append(out, svc.File{Path: nginxCert, Data: []byte(pair.Cert), Mode: 0o644}, svc.File{Path: nginxKey, Data: []byte(pair.Key), Mode: 0o600})
 		}
-		return out
+		return out, nil
 	}
-	out := []svc.File{{Path: haproxyConfig, Data: []byte(RenderHAProxy(lb)), Mode: 0o644}}
+	cfg, err := RenderHAProxy(lb)
+	if err != nil {
+		return nil, workers.Invalid("%v", err)
+	}
+	out := []svc.File{{Path: haproxyConfig, Data: []byte(cfg), Mode: 0o644}}
 	if pair != nil {
 		out = append(out, svc.File{Path: haproxyPEM, Data: []byte(pair.Cert + "\n" + pair.Key), Mode: 0o600})
 	}
-	return out
+	return out, nil
 }
 
 // haproxyConfig is a haproxy load balancer's configuration file.

@@ -188,7 +188,8 @@ func (r *rig) do(t *testing.T, typ string, payload any) (events.LB, error) {
 	t.Helper()
 	env, err := r.client.NewCommand(server, typ, "", payload)
 	if err != nil {
-		t.Fatalf("%s: %v", typ, err)
+		// Refused by the client: sent anyway, to see the agent refuse it too.
+		env = testutil.UncheckedCommand(server, typ, payload)
 	}
 	return r.send(t, env)
 }
@@ -471,7 +472,8 @@ func TestBadInputIsRefusedWithTheFix(t *testing.T) {
 		{"haproxy mode on nginx", events.TypeLBSet, events.LBSet{LB: "ng1", Key: "mode", Value: "leastconn"}, workers.CodeInvalid, "use default, ip_hash, least_conn"},
 		{"url on haproxy", events.TypeLBSet, events.LBSet{LB: "ha1", Key: "url", Value: "x.test"}, workers.CodeInvalid, "url is for nginx ones"},
 		{"url that is not a host name", events.TypeLBSet, events.LBSet{LB: "ng1", Key: "url", Value: "evil.test; location /pwn"}, workers.CodeInvalid, "want a host name"},
-		{"resolver with a new line", events.TypeLBSet, events.LBSet{LB: "ha1", Key: "resolvers", Value: "10.77.1.10:53\n  program x"}, workers.CodeInvalid, "want IP:PORT"},
+		{"resolver with a new line", events.TypeLBSet, events.LBSet{LB: "ha1", Key: "resolvers", Value: "10.77.1.10:53\n  program x"}, workers.CodeInvalid, "is not printable characters on one line"},
+		{"resolver that is no address", events.TypeLBSet, events.LBSet{LB: "ha1", Key: "resolvers", Value: "10.77.1.10:53 program x"}, workers.CodeInvalid, "want IP:PORT"},
 		{"workers out of range", events.TypeLBSet, events.LBSet{LB: "ha1", Key: "workers", Value: "0"}, workers.CodeInvalid, "a number from 1 to 64"},
 		{"Consul name without an endpoint", events.TypeLBBackendsAdd, events.LBBackends{LB: "ha1", Backends: []events.Backend{{Name: "wp", Host: "wp.service.consul", Port: 80}}}, workers.CodeInvalid, "add one with `skein addep SERVER IP`"},
 		{"second backend beside a Consul name on nginx", events.TypeLBAdd, events.LBAdd{Name: "ng3", Kind: "nginx", URL: "x.test", Backends: []events.Backend{{Name: "a", Host: "10.77.1.5", Port: 80}, {Name: "b", Host: "x.service.consul", Port: 80}}}, workers.CodeInvalid, "add one with `skein addep"},

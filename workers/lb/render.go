@@ -3,17 +3,44 @@ package lb
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/validate"
 )
 
 // HAProxyModes are the balancing modes of haproxy load balancers; the first is the default.
 var HAProxyModes = []string{"roundrobin", "leastconn", "source"}
 
+// Check refuses a record whose values could not land in a configuration file
+// as they are: every string that does is validated (internal/validate), the
+// mode is one of its kind's, the workers a small number. The renderers call it.
+func Check(lb events.LB) error {
+	if err := validate.Struct(lb); err != nil {
+		return err
+	}
+	if lb.Mode != "" && !slices.Contains(modes(lb.Kind), lb.Mode) {
+		return fmt.Errorf("%w: mode %q is not one of %s", validate.ErrInvalid, lb.Mode, strings.Join(modes(lb.Kind), ", "))
+	}
+	if lb.Workers < 0 || lb.Workers > 64 {
+		return fmt.Errorf("%w: workers %d: want 1 to 64", validate.ErrInvalid, lb.Workers)
+	}
+	for _, be := range lb.Backends {
+		if err := validate.Port(be.Port); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RenderHAProxy renders the haproxy configuration of a load balancer. It is a
-// pure function of the record, so the same state always gives the same file.
-func RenderHAProxy(lb events.LB) string {
+// pure function of the record, so the same state always gives the same file,
+// and refuses a record that Check refuses.
+func RenderHAProxy(lb events.LB) (string, error) {
+	if err := Check(lb); err != nil {
+		return "", err
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by skein for load balancer %s; skein rewrites it.\n", lb.Name)
 	b.WriteString(`global
@@ -69,7 +96,7 @@ frontend fe
 		}
 		fmt.Fprintf(&b, "    server %s %s:%d check inter 1s fall 2 rise 1\n", be.Name, be.Host, be.Port)
 	}
-	return b.String()
+	return b.String(), nil
 }
 
 // nameSlots bounds how many instances of a Consul-name backend haproxy follows.
@@ -94,7 +121,10 @@ const (
 
 // RenderNginxMain renders nginx's main configuration file of a load balancer:
 // Debian's, with the number of worker processes the record asks for.
-func RenderNginxMain(lb events.LB) string {
+func RenderNginxMain(lb events.LB) (string, error) {
+	if err := Check(lb); err != nil {
+		return "", err
+	}
 	workers := "auto"
 	if lb.Workers > 0 {
 		workers = fmt.Sprint(lb.Workers)
@@ -122,17 +152,21 @@ http {
     include /etc/nginx/conf.d/*.conf;
     include /etc/nginx/sites-enabled/*;
 }
-`, lb.Name, workers)
+`, lb.Name, workers), nil
 }
 
 // RenderNginx renders the nginx site of a load balancer: one upstream, the URL's
 // server on 80 (and 443 with TLS), and a default server that answers 404 to any
-// other host name. A pure function of the record.
-func RenderNginx(lb events.LB) string {
+// other host name. A pure function of the record; it refuses a record that
+// Check refuses.
+func RenderNginx(lb events.LB) (string, error) {
+	if err := Check(lb); err != nil {
+		return "", err
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by skein for load balancer %s; skein rewrites it.\n", lb.Name)
 	if len(lb.Backends) == 1 && IsName(lb.Backends[0].Host) {
-		return renderNginxByName(&b, lb)
+		return renderNginxByName(&b, lb), nil
 	}
 	b.WriteString("upstream be {\n")
 	switch lb.Mode {
@@ -163,7 +197,7 @@ func RenderNginx(lb events.LB) string {
 	if lb.TLS {
 		fmt.Fprintf(&b, "\nserver {\n    listen 443 ssl;\n    server_name %s;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n%s}\n", lb.URL, nginxCert, nginxKey, proxy)
 	}
-	return b.String()
+	return b.String(), nil
 }
 
 // renderNginxByName renders a site whose one backend is a Consul name: nginx

@@ -31,7 +31,11 @@ func TestRenderGolden(t *testing.T) {
 	for name, lb := range cases {
 		t.Run(name, func(t *testing.T) {
 			got := goldenInput(lb) + "\n---\n"
-			for i, f := range files(lb, nil) {
+			set, err := files(lb, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, f := range set {
 				if i > 0 {
 					got += "\n"
 				}
