@@ -42,12 +42,13 @@ type LBAdd struct {
 	TLS *TLSPair `json:"tls,omitempty"`
 }
 
-// TLSPair is a PEM certificate (chain) and its private key.
+// TLSPair is a PEM certificate (chain) and its private key, sealed to the
+// agent that installs it: the key is in clear nowhere on the bus.
 type TLSPair struct {
 	// Cert is the PEM certificate chain.
 	Cert string `json:"cert" jsonschema:"minLength=1,maxLength=65536"`
-	// Key is the PEM private key.
-	Key string `json:"key" jsonschema:"minLength=1,maxLength=65536"`
+	// Key is the PEM private key, sealed to the target server's agent.
+	Key Sealed `json:"key"`
 }
 
 // LBRef names a load balancer.

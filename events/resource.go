@@ -50,3 +50,12 @@ type Journal struct {
 	// Updated is when it last changed.
 	Updated time.Time `json:"updated"`
 }
+
+// Sealed is a secret sealed to one agent's curve key (nkeys xkeys): only that
+// agent's private key opens Box. Sender is the one-time key it was sealed with.
+type Sealed struct {
+	// Sender is the public curve key the secret was sealed with.
+	Sender string `json:"sender,omitempty" valid:"xkey"`
+	// Box is the sealed secret, base64.
+	Box string `json:"box,omitempty" valid:"base64"`
+}

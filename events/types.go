@@ -222,6 +222,8 @@ type Heartbeat struct {
 	Containers int `json:"containers"`
 	// Version is the agent's version.
 	Version string `json:"version,omitempty"`
+	// SealKey is the agent's public curve key: secrets for this server are sealed to it.
+	SealKey string `json:"seal_key,omitempty" valid:"xkey"`
 	// Time is when the heartbeat was sent.
 	Time time.Time `json:"time"`
 }

@@ -33,7 +33,7 @@ say "starting skein server on 127.0.0.1:$PORT (data $DEMO/data)"
 setsid "$BIN" server --data "$DEMO/data" --listen "127.0.0.1:$PORT" >"$DEMO/logs/server.log" 2>&1 < /dev/null &
 echo $! >"$DEMO/server.pid"
 for i in 1 2 3; do
-  setsid "$BIN" agent --name "s$i" --network "skeinbr$i" --incus-project "skein-s$i" --pool skein \
+  setsid "$BIN" agent --name "s$i" --network "skeinbr$i" --incus-project "skein-s$i" --pool skein --state "$DEMO/agent-s$i" \
     >"$DEMO/logs/agent-s$i.log" 2>&1 < /dev/null &
   echo $! >"$DEMO/agent-s$i.pid"
 done

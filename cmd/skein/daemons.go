@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
@@ -11,6 +12,7 @@ import (
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/internal/container"
 	"github.com/skeinhq/skein/internal/incus"
+	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/workers/agent"
 )
 
@@ -81,6 +83,7 @@ type agentFlags struct {
 	socket  string
 	address string
 	image   string
+	state   string
 }
 
 func (f *agentFlags) add(c *cobra.Command, defName string) {
@@ -91,6 +94,7 @@ func (f *agentFlags) add(c *cobra.Command, defName string) {
 	c.Flags().StringVar(&f.socket, "incus-socket", "/var/lib/incus/unix.socket", "Incus API socket")
 	c.Flags().StringVar(&f.address, "address", "", "the server's address to report (default: first global IPv4)")
 	c.Flags().StringVar(&f.image, "service-image", "skein-service", "image of service containers (Consul endpoints, load balancers, ...)")
+	c.Flags().StringVar(&f.state, "state", "", "the agent's own directory: its key pair for sealed secrets (default /var/lib/skein/agent-NAME)")
 }
 
 func (f *agentFlags) run(ctx context.Context, g *globals, url string, log zerolog.Logger) error {
@@ -105,9 +109,17 @@ func (f *agentFlags) run(ctx context.Context, g *globals, url string, log zerolo
 		return err
 	}
 	defer conn.Close()
+	state := f.state
+	if state == "" {
+		state = filepath.Join("/var/lib/skein", "agent-"+f.name)
+	}
+	keys, err := seal.LoadOrCreate(filepath.Join(state, "seal.key"))
+	if err != nil {
+		return fmt.Errorf("the agent's key pair: %w (choose another directory with --state)", err)
+	}
 	ic := incus.New(f.socket).WithProject(f.project)
 	rt := container.NewIncus(ic, f.network, f.pool)
-	return agent.New(conn, agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt, ServiceImage: f.image}, log).Run(ctx)
+	return agent.New(conn, agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt, ServiceImage: f.image, Keys: keys}, log).Run(ctx)
 }
 
 func agentCmd(g *globals) *cobra.Command {
@@ -138,6 +150,9 @@ func upCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer stop()
+			if af.state == "" {
+				af.state = filepath.Join(sf.data, "agent")
+			}
 			return af.run(cmd.Context(), g, url, log)
 		},
 	}

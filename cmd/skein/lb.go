@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/internal/validate"
 )
 
@@ -73,26 +74,25 @@ nginx:   addlb nginx SERVER -u URL -b IP:PORT [-b ...] [-c CERT -k KEY] [-n NAME
 			if (certFile == "") != (keyFile == "") {
 				return fmt.Errorf("TLS needs both -c CERT and -k KEY")
 			}
+			var key []byte
 			if certFile != "" {
-				pair, err := readTLS(certFile, keyFile)
-				if err != nil {
+				var err error
+				if p.TLS, key, err = readTLS(certFile, keyFile); err != nil {
 					return err
 				}
-				p.TLS = pair
 			}
 			if name != "" {
 				if err := checkName(name); err != nil {
 					return err
 				}
 			}
-			check := func(ctx context.Context, cl *cli, _ *events.Heartbeat) error {
-				if name == "" {
-					return nil
+			check := func(ctx context.Context, cl *cli, hb *events.Heartbeat) error {
+				if name != "" {
+					if _, err := cl.container(ctx, name); err == nil {
+						return fmt.Errorf("a container named %s already exists: pick another name with -n", name)
+					}
 				}
-				if _, err := cl.container(ctx, name); err == nil {
-					return fmt.Errorf("a container named %s already exists: pick another name with -n", name)
-				}
-				return nil
+				return sealKey(p.TLS, key, hb)
 			}
 			return g.sendChecked(cmd.Context(), onServer(server), check, events.TypeLBAdd, p, func(res *events.Result) error {
 				return printLB(g, "added", res)
@@ -108,19 +108,37 @@ nginx:   addlb nginx SERVER -u URL -b IP:PORT [-b ...] [-c CERT -k KEY] [-n NAME
 }
 
 // readTLS reads a certificate and key and refuses a pair that does not match.
-func readTLS(certFile, keyFile string) (*events.TLSPair, error) {
+// The key is returned apart: it goes on the bus only sealed (sealKey).
+func readTLS(certFile, keyFile string) (*events.TLSPair, []byte, error) {
 	cert, err := os.ReadFile(certFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading the certificate: %w", err)
+		return nil, nil, fmt.Errorf("reading the certificate: %w", err)
 	}
 	key, err := os.ReadFile(keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading the key: %w", err)
+		return nil, nil, fmt.Errorf("reading the key: %w", err)
 	}
 	if _, err := tls.X509KeyPair(cert, key); err != nil {
-		return nil, fmt.Errorf("the certificate %s and key %s do not make a pair: %v", certFile, keyFile, err)
+		return nil, nil, fmt.Errorf("the certificate %s and key %s do not make a pair: %v", certFile, keyFile, err)
 	}
-	return &events.TLSPair{Cert: string(cert), Key: string(key)}, nil
+	return &events.TLSPair{Cert: string(cert)}, key, nil
+}
+
+// sealKey seals key into pair for the agent whose heartbeat is hb: only that
+// agent can open it. Nothing to do without a pair.
+func sealKey(pair *events.TLSPair, key []byte, hb *events.Heartbeat) error {
+	if pair == nil {
+		return nil
+	}
+	if hb.SealKey == "" {
+		return fmt.Errorf("server %s publishes no key to seal secrets to: its agent is older than this CLI, upgrade it", hb.Name)
+	}
+	sealed, err := seal.To(hb.SealKey, key)
+	if err != nil {
+		return fmt.Errorf("sealing the key for %s: %w", hb.Name, err)
+	}
+	pair.Key = sealed
+	return nil
 }
 
 // parseAddrBackend reads an nginx backend IP:PORT; its name is derived from it.
@@ -185,6 +203,11 @@ func dellbCmd(g *globals) *cobra.Command {
 }
 
 func onLB(cmd *cobra.Command, g *globals, name, did, typ string, payload any) error {
+	return onLBChecked(cmd, g, name, did, typ, payload, nil)
+}
+
+// onLBChecked sends a command to a load balancer's server after check.
+func onLBChecked(cmd *cobra.Command, g *globals, name, did, typ string, payload any, check precheck) error {
 	ofLB := func(ctx context.Context, cl *cli) (string, error) {
 		l, err := cl.lb(ctx, name)
 		if err != nil {
@@ -192,7 +215,7 @@ func onLB(cmd *cobra.Command, g *globals, name, did, typ string, payload any) er
 		}
 		return l.Server, nil
 	}
-	return g.send(cmd.Context(), ofLB, typ, payload, func(res *events.Result) error { return printLB(g, did, res) })
+	return g.sendChecked(cmd.Context(), ofLB, check, typ, payload, func(res *events.Result) error { return printLB(g, did, res) })
 }
 
 // parseBackend reads NAME:IP:PORT.
@@ -266,16 +289,16 @@ func setlbCmd(g *globals) *cobra.Command {
 		Args: cobra.RangeArgs(3, 4),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p := events.LBSet{LB: args[0], Key: args[1]}
+			var key []byte
 			switch args[1] {
 			case "ssl":
 				if len(args) != 4 {
 					return fmt.Errorf("ssl takes a certificate and a key: setlb LB ssl CERT KEY")
 				}
-				pair, err := readTLS(args[2], args[3])
-				if err != nil {
+				var err error
+				if p.TLS, key, err = readTLS(args[2], args[3]); err != nil {
 					return err
 				}
-				p.TLS = pair
 			case "mode", "url", "workers", "resolvers":
 				if len(args) != 3 {
 					return fmt.Errorf("%s takes one value", args[1])
@@ -287,7 +310,9 @@ func setlbCmd(g *globals) *cobra.Command {
 			default:
 				return fmt.Errorf("unknown setting %q: use mode, url, ssl, workers or resolvers", args[1])
 			}
-			return onLB(cmd, g, args[0], "changed", events.TypeLBSet, p)
+			return onLBChecked(cmd, g, args[0], "changed", events.TypeLBSet, p, func(_ context.Context, _ *cli, hb *events.Heartbeat) error {
+				return sealKey(p.TLS, key, hb)
+			})
 		},
 	})
 }

@@ -72,6 +72,10 @@ var (
 	Image = kind(&Kind{Name: "image", What: "an image alias: letters, digits, '.', '_', '-', '/' and ':'", Pattern: `^[a-zA-Z0-9][a-zA-Z0-9._/:-]*$`, MaxLength: 256})
 	// Tag is a Consul tag.
 	Tag = kind(&Kind{Name: "tag", What: "1-63 letters, digits and '.', '_', ':', '=', '-'", Pattern: `^[a-zA-Z0-9][a-zA-Z0-9._:=-]{0,62}$`, MaxLength: 63})
+	// XKey is a public curve key (nkeys xkeys): X and 55 base32 characters.
+	XKey = kind(&Kind{Name: "xkey", What: "a public curve key (X...)", Pattern: `^X[A-Z2-7]{55}$`, MaxLength: 56})
+	// Base64 is standard base64.
+	Base64 = kind(&Kind{Name: "base64", What: "base64", Pattern: `^[A-Za-z0-9+/]*={0,2}$`, MaxLength: 262144})
 	// Text is a setting's value: printable ASCII on one line.
 	Text = kind(&Kind{Name: "text", What: "printable characters on one line", Pattern: `^[ -~]*$`, MaxLength: 1024})
 	// CheckURL is an http check's target: a path on the container, or an http(s) URL.

@@ -101,7 +101,7 @@ func run(m *testing.M) int {
 func startAgent(name string) *proc {
 	for _, s := range servers {
 		if s.name == name {
-			return startProc("agent-"+name, "agent", "--name", name, "--nats", natsURL, "--network", s.network, "--incus-project", s.project, "--pool", "skein", "--log-level", "debug")
+			return startProc("agent-"+name, "agent", "--name", name, "--nats", natsURL, "--network", s.network, "--incus-project", s.project, "--pool", "skein", "--log-level", "debug", "--state", filepath.Join(dataDir, "agent-"+name))
 		}
 	}
 	panic("unknown server " + name)

@@ -74,7 +74,9 @@ func TestLoadBalancerNginx(t *testing.T) {
 	cs := list(t)
 	ip1, ip2 := find(cs, "n1").IPv4, find(cs, "n2").IPv4
 	dir := t.TempDir()
+	w := tap(t)
 	pool, certFile, keyFile := testCA(t, dir, "mywordpress.test")
+	var newKeyFile string
 	_, _, otherKey := testCA(t, dir, "other.test")
 
 	t.Run("a certificate that does not match its key is refused and creates nothing", func(t *testing.T) {
@@ -207,6 +209,7 @@ func TestLoadBalancerNginx(t *testing.T) {
 			return err == nil && strings.TrimSpace(out) == "2"
 		}, "nginx does not run 2 workers")
 		newPool, newCert, newKey := testCA(t, dir, "newsite.test")
+		newKeyFile = newKey
 		if errOut := skeinFails(t, "setlb", "ng1", "ssl", newCert, otherKey); !strings.Contains(errOut, "do not make a pair") {
 			t.Fatalf("mismatched pair: %q", errOut)
 		}
@@ -218,6 +221,19 @@ func TestLoadBalancerNginx(t *testing.T) {
 			return err == nil && code == 200
 		}, "HTTPS with the new certificate does not verify")
 		mustSkein(t, "setlb", "ng1", "url", "mywordpress.test")
+	})
+
+	t.Run("the TLS keys are in clear nowhere but in the load balancer", func(t *testing.T) {
+		for _, f := range []string{keyFile, newKeyFile} {
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			secretNowhere(t, w, strings.Split(string(pem), "\n")[1])
+		}
+		if out, err := incusCmd("exec", "ng1", "--project", "skein-s2", "--", "stat", "-c", "%a", "/etc/nginx/skein/tls.key"); err != nil || strings.TrimSpace(out) != "600" {
+			t.Errorf("the key in the container: %q %v, want mode 600", out, err)
+		}
 	})
 
 	t.Run("50 backend changes under load drop no request", func(t *testing.T) {

@@ -6,6 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"fmt"
 	"sort"
 	"strings"
@@ -213,4 +216,95 @@ func TestGhostLoadBalancerIsRemoved(t *testing.T) {
 			t.Fatal("no lb.changed event (deleted, cause reconcile) for ghost1")
 		}
 	}
+}
+
+// wiretap records every message that crosses the bus from now on.
+type wiretap struct {
+	mu   sync.Mutex
+	msgs []*nats.Msg
+	sub  *nats.Subscription
+	nc   *nats.Conn
+}
+
+func tap(t *testing.T) *wiretap {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &wiretap{nc: nc}
+	if w.sub, err = nc.Subscribe(">", func(m *nats.Msg) {
+		w.mu.Lock()
+		w.msgs = append(w.msgs, m)
+		w.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return w
+}
+
+// secretNowhere fails the test if secret is in clear in what crossed the bus
+// since w began, in any stream (commands, results, events, every KV bucket), in
+// the server's and agents' logs, or in any process's arguments.
+func secretNowhere(t *testing.T, w *wiretap, secret string) {
+	t.Helper()
+	_ = w.nc.Flush()
+	w.mu.Lock()
+	seen := len(w.msgs)
+	for _, m := range w.msgs {
+		if strings.Contains(string(m.Data), secret) {
+			t.Errorf("in clear on the bus, subject %s", m.Subject)
+		}
+	}
+	w.mu.Unlock()
+	if seen == 0 {
+		t.Fatal("the wiretap saw nothing: it cannot tell")
+	}
+	js, err := jetstream.New(w.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	streams := 0
+	for name := range js.StreamNames(ctx).Name() {
+		streams++
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+			if m, err := st.GetMsg(ctx, seq); err == nil && strings.Contains(string(m.Data), secret) {
+				t.Errorf("in clear in stream %s, message %d (%s)", name, seq, m.Subject)
+			}
+		}
+	}
+	if streams < 5 {
+		t.Fatalf("only %d streams found", streams)
+	}
+	logs, _ := filepath.Glob(filepath.Join(logDir, "*.log"))
+	if len(logs) == 0 {
+		t.Fatal("no logs to search")
+	}
+	for _, l := range logs {
+		if b, err := os.ReadFile(l); err == nil && strings.Contains(string(b), secret) {
+			t.Errorf("in clear in the log %s", l)
+		}
+	}
+	out, err := exec.Command("ps", "axww", "-o", "args").CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), secret) {
+		t.Error("in clear in a process's arguments")
+	}
+	t.Logf("searched %d messages, %d streams, %d logs and ps: the secret is in none", seen, streams, len(logs))
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/containers"
 	"github.com/skeinhq/skein/workers/discovery"
@@ -48,6 +49,8 @@ type Config struct {
 	Runtime container.Runtime
 	// ServiceImage is the image of service containers (Consul endpoints, ...).
 	ServiceImage string
+	// Keys open the secrets sealed to this server; their public half is in the heartbeat.
+	Keys *seal.Keys
 }
 
 // Agent is one server's worker.
@@ -96,8 +99,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: a.ping})
 	cw := containers.New(a.cfg.Name, a.cfg.Runtime, cstore, pub, a.log.With().Str("worker", "containers").Logger())
 	cw.Register(rt)
-	deps := svc.Deps{JS: js, Publisher: pub, Host: &svc.Host{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw,
-		Locks: rt, Answered: rt.Answered, Log: a.log}}
+	host := &svc.Host{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw, Locks: rt, Answered: rt.Answered, Log: a.log}
+	if a.cfg.Keys != nil {
+		host.Secrets = a.cfg.Keys
+	}
+	deps := svc.Deps{JS: js, Publisher: pub, Host: host}
 	for _, newCap := range capabilities {
 		c, err := newCap(ctx, deps)
 		if err != nil {
@@ -166,6 +172,9 @@ func (a *Agent) heartbeat(ctx context.Context) events.Heartbeat {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	hb := events.Heartbeat{Name: a.cfg.Name, Status: "up", Address: a.cfg.Address, Network: a.cfg.Network, Project: a.cfg.Project, CPUs: runtime.NumCPU(), Version: a.cfg.Version, Time: time.Now().UTC()}
+	if a.cfg.Keys != nil {
+		hb.SealKey = a.cfg.Keys.Public()
+	}
 	qctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if sn, err := a.cfg.Runtime.Subnet(qctx); err == nil {

@@ -114,10 +114,9 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.LBAdd) 
 	} else if p.URL != "" || len(p.Backends) > 0 {
 		return none, workers.Invalid("-u and -b are for nginx load balancers; haproxy ones get backends with addbackends")
 	}
-	if p.TLS != nil {
-		if _, err := tls.X509KeyPair([]byte(p.TLS.Cert), []byte(p.TLS.Key)); err != nil {
-			return none, workers.Invalid("the certificate and key do not make a pair: %v", err)
-		}
+	pair, err := w.openPair(p.TLS)
+	if err != nil {
+		return none, err
 	}
 	var resolvers []string
 	for _, b := range p.Backends {
@@ -149,7 +148,7 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.LBAdd) 
 		return none, err
 	}
 	req.Progress("configure", "configuring "+p.Kind)
-	set, err := files(e.Value, p.TLS)
+	set, err := files(e.Value, pair)
 	if err != nil {
 		return none, err
 	}
@@ -259,9 +258,15 @@ func (w *Worker) DeleteBackends(ctx context.Context, req *workers.Request, p eve
 
 // Set changes a setting of a load balancer.
 func (w *Worker) Set(ctx context.Context, req *workers.Request, p events.LBSet) (events.LB, error) {
-	var pair *events.TLSPair
+	var pair *pemPair
 	if p.Key == "ssl" {
-		pair = p.TLS
+		if p.TLS == nil {
+			return events.LB{}, workers.Invalid("ssl needs a certificate and its key: setlb LB ssl CERT KEY")
+		}
+		var err error
+		if pair, err = w.openPair(p.TLS); err != nil {
+			return events.LB{}, err
+		}
 	}
 	return w.change(ctx, p.LB, p.Key, pair, func(lb *events.LB) error {
 		switch p.Key {
@@ -286,12 +291,6 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request, p events.LBSet) 
 			lb.URL = p.Value
 			return nil
 		case "ssl":
-			if p.TLS == nil {
-				return workers.Invalid("ssl needs a certificate and its key: setlb LB ssl CERT KEY")
-			}
-			if _, err := tls.X509KeyPair([]byte(p.TLS.Cert), []byte(p.TLS.Key)); err != nil {
-				return workers.Invalid("the certificate and key do not make a pair: %v", err)
-			}
 			lb.TLS = true
 			return nil
 		case "workers":
@@ -318,7 +317,7 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request, p events.LBSet) 
 // recorded. haproxy backend changes go live through the runtime API first (no
 // reload, nothing dropped) and the files follow, checked but not reloaded; if
 // the files are refused the live change is undone. Anything else reloads.
-func (w *Worker) change(ctx context.Context, name, what string, pair *events.TLSPair, edit func(*events.LB) error) (events.LB, error) {
+func (w *Worker) change(ctx context.Context, name, what string, pair *pemPair, edit func(*events.LB) error) (events.LB, error) {
 	lb, err := svc.Change(ctx, w.host, w.kind, name, edit, func(old, next events.LB) (string, error) {
 		comp := component(next.Kind)
 		set, err := files(next, pair)
@@ -434,7 +433,7 @@ func component(kind string) svc.Component {
 // files is a load balancer's whole configuration: the rendered files, and the
 // certificate and key when they are being (re)placed. A key is written only
 // into the container, never into skein's state, logs or events.
-func files(lb events.LB, pair *events.TLSPair) ([]svc.File, error) {
+func files(lb events.LB, pair *pemPair) ([]svc.File, error) {
 	if lb.Kind == "nginx" {
 		main, err := RenderNginxMain(lb)
 		if err != nil {
@@ -446,7 +445,7 @@ func files(lb events.LB, pair *events.TLSPair) ([]svc.File, error) {
 		}
 		out := []svc.File{{Path: nginxMain, Data: []byte(main), Mode: 0o644}, {Path: nginxSite, Data: []byte(site), Mode: 0o644}}
 		if pair != nil {
-			out = append(out, svc.File{Path: nginxCert, Data: []byte(pair.Cert), Mode: 0o644}, svc.File{Path: nginxKey, Data: []byte(pair.Key), Mode: 0o600})
+			out = append(out, svc.File{Path: nginxCert, Data: pair.cert, Mode: 0o644}, svc.File{Path: nginxKey, Data: pair.key, Mode: 0o600})
 		}
 		return out, nil
 	}
@@ -456,9 +455,34 @@ func files(lb events.LB, pair *events.TLSPair) ([]svc.File, error) {
 	}
 	out := []svc.File{{Path: haproxyConfig, Data: []byte(cfg), Mode: 0o644}}
 	if pair != nil {
-		out = append(out, svc.File{Path: haproxyPEM, Data: []byte(pair.Cert + "\n" + pair.Key), Mode: 0o600})
+		out = append(out, svc.File{Path: haproxyPEM, Data: append(append(append([]byte(nil), pair.cert...), '\n'), pair.key...), Mode: 0o600})
 	}
 	return out, nil
+}
+
+// pemPair is a certificate and its key, opened: it lives only in memory and in
+// the load balancer's container.
+type pemPair struct {
+	cert, key []byte
+}
+
+// openPair opens the key sealed to this agent and checks that it makes a pair
+// with the certificate; nil when no TLS was given.
+func (w *Worker) openPair(t *events.TLSPair) (*pemPair, error) {
+	if t == nil {
+		return nil, nil
+	}
+	if w.host.Secrets == nil {
+		return nil, workers.Internal("this agent cannot open sealed secrets")
+	}
+	key, err := w.host.Secrets.Open(t.Key)
+	if err != nil {
+		return nil, workers.Invalid("the TLS key: %v", err)
+	}
+	if _, err := tls.X509KeyPair([]byte(t.Cert), key); err != nil {
+		return nil, workers.Invalid("the certificate and key do not make a pair: %v", err)
+	}
+	return &pemPair{cert: []byte(t.Cert), key: key}, nil
 }
 
 // haproxyConfig is a haproxy load balancer's configuration file.

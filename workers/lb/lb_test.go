@@ -24,6 +24,7 @@ import (
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/internal/testutil"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/containers"
@@ -98,6 +99,7 @@ type rig struct {
 	client *bus.Client
 	store  *bus.Store[events.LB]
 	conn   *bus.Conn
+	keys   *seal.Keys // the agent's
 
 	mu     sync.Mutex
 	refuse string // an apply whose staged files contain this is refused by the "tool"
@@ -136,7 +138,10 @@ func newRig(t *testing.T) *rig {
 	pub := bus.NewPublisher(aconn.JS, "agent/"+server, server)
 	cw := containers.New(server, r.fake, cstore, pub, zerolog.Nop())
 	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
-	host := &svc.Host{Server: server, Image: "skein-service", Runtime: r.fake, Containers: cw, Locks: rt, Answered: rt.Answered, Log: zerolog.Nop()}
+	if r.keys, err = seal.New(); err != nil {
+		t.Fatal(err)
+	}
+	host := &svc.Host{Server: server, Image: "skein-service", Runtime: r.fake, Containers: cw, Locks: rt, Answered: rt.Answered, Log: zerolog.Nop(), Secrets: r.keys}
 	r.w, err = New(ctx, Config{Deps: svc.Deps{Host: host, JS: aconn.JS, Publisher: pub}, Log: zerolog.Nop(),
 		API: func(socket string) RuntimeAPI { return apiClient{f: r.api, socket: socket} }})
 	if err != nil {
@@ -456,6 +461,16 @@ func TestBadInputIsRefusedWithTheFix(t *testing.T) {
 	r.mustDo(t, events.TypeLBAdd, events.LBAdd{Name: "ng1", Kind: "nginx", URL: "site.test", Backends: []events.Backend{{Name: "a", Host: "10.77.1.5", Port: 80}}})
 	certA, _ := pair(t, "a.test")
 	_, keyB := pair(t, "b.test")
+	sealedB, err := seal.To(r.keys.Public(), []byte(keyB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certC, keyC := pair(t, "c.test")
+	other, _ := seal.New()
+	sealedElsewhere, err := seal.To(other.Public(), []byte(keyC))
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		typ     string
@@ -466,7 +481,9 @@ func TestBadInputIsRefusedWithTheFix(t *testing.T) {
 		{"nginx without a URL", events.TypeLBAdd, events.LBAdd{Name: "ng2", Kind: "nginx", Backends: []events.Backend{{Name: "a", Host: "10.77.1.5", Port: 80}}}, workers.CodeInvalid, "needs a URL and at least one backend"},
 		{"URL on haproxy", events.TypeLBAdd, events.LBAdd{Name: "ha2", Kind: "haproxy", URL: "x.test"}, workers.CodeInvalid, "-u and -b are for nginx"},
 		{"taken name", events.TypeLBAdd, events.LBAdd{Name: "ha1", Kind: "haproxy"}, workers.CodeConflict, "pick another name with -n"},
-		{"certificate of another key", events.TypeLBAdd, events.LBAdd{Name: "ha3", Kind: "haproxy", TLS: &events.TLSPair{Cert: certA, Key: keyB}}, workers.CodeInvalid, "do not make a pair"},
+		{"certificate of another key", events.TypeLBAdd, events.LBAdd{Name: "ha3", Kind: "haproxy", TLS: &events.TLSPair{Cert: certA, Key: sealedB}}, workers.CodeInvalid, "do not make a pair"},
+		{"key sealed for another server", events.TypeLBAdd, events.LBAdd{Name: "ha4", Kind: "haproxy", TLS: &events.TLSPair{Cert: certC, Key: sealedElsewhere}}, workers.CodeInvalid, "sealed for another key"},
+		{"key not sealed at all", events.TypeLBAdd, events.LBAdd{Name: "ha5", Kind: "haproxy", TLS: &events.TLSPair{Cert: certC}}, workers.CodeInvalid, "nothing sealed"},
 		{"unknown load balancer", events.TypeLBBackendsAdd, events.LBBackends{LB: "nope", Backends: []events.Backend{{Name: "a", Host: "10.77.1.5", Port: 80}}}, workers.CodeNotFound, "`skein listlbs` shows them"},
 		{"nginx mode on haproxy", events.TypeLBSet, events.LBSet{LB: "ha1", Key: "mode", Value: "ip_hash"}, workers.CodeInvalid, "use roundrobin, leastconn, source"},
 		{"haproxy mode on nginx", events.TypeLBSet, events.LBSet{LB: "ng1", Key: "mode", Value: "leastconn"}, workers.CodeInvalid, "use default, ip_hash, least_conn"},
@@ -509,4 +526,71 @@ func pair(t *testing.T, host string) (cert, key string) {
 		t.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}))
+}
+
+// TestTLSKeyIsSealedEverywhereButTheContainer: a key sent sealed reaches the
+// load balancer's container, and is in clear in no record, event, result or
+// journal entry on the bus.
+func TestTLSKeyIsSealedEverywhereButTheContainer(t *testing.T) {
+	r := newRig(t)
+	cert, key := pair(t, "secure.test")
+	body := strings.Split(key, "\n")[1] // a line of the key's base64
+	// Everything that crosses the bus while the key travels, as it travels:
+	// the command stream is a work queue and forgets a command once it is done.
+	var mu sync.Mutex
+	var leaks []string
+	sub, err := r.conn.NC.Subscribe(">", func(m *nats.Msg) {
+		if strings.Contains(string(m.Data), body) {
+			mu.Lock()
+			leaks = append(leaks, m.Subject)
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	sealed, err := seal.To(r.keys.Public(), []byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mustDo(t, events.TypeLBAdd, events.LBAdd{Name: "ha1", Kind: "haproxy", TLS: &events.TLSPair{Cert: cert, Key: sealed}})
+	cert2, key2 := pair(t, "secure.test")
+	sealed2, _ := seal.To(r.keys.Public(), []byte(key2))
+	r.mustDo(t, events.TypeLBSet, events.LBSet{LB: "ha1", Key: "ssl", TLS: &events.TLSPair{Cert: cert2, Key: sealed2}})
+	_ = r.conn.NC.Flush()
+	mu.Lock()
+	if len(leaks) > 0 {
+		t.Errorf("the key crossed the bus in clear on %v", leaks)
+	}
+	mu.Unlock()
+	found := false
+	for path, data := range r.fake.Files {
+		if strings.Contains(string(data), body) {
+			found = strings.HasPrefix(path, "ha1:/tmp/skein-stage-")
+		}
+	}
+	if !found {
+		t.Fatal("the key never reached the container")
+	}
+	ctx := r.ctx
+	for _, name := range []string{bus.StreamCommands, bus.StreamResults, bus.StreamEvents, "KV_skein_lbs", "KV_skein_journal", "KV_skein_containers"} {
+		st, err := r.conn.JS.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+			m, err := st.GetMsg(ctx, seq)
+			if err != nil {
+				continue
+			}
+			if strings.Contains(string(m.Data), body) {
+				t.Errorf("the key is in clear in %s, message %d on %s", name, seq, m.Subject)
+			}
+		}
+	}
 }

@@ -58,6 +58,10 @@ type Host struct {
 	}
 	// Answered reads the stored result of a command, if it has one.
 	Answered func(ctx context.Context, id string) (*events.Result, error)
+	// Secrets opens what was sealed to this server's agent (TLS keys, passwords).
+	Secrets interface {
+		Open(events.Sealed) ([]byte, error)
+	}
 	// Log is the layer's logger.
 	Log zerolog.Logger
 }
