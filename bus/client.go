@@ -100,13 +100,13 @@ func (c *Client) Send(ctx context.Context, env *events.Envelope) error {
 func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 	env := call.Envelope
 	resCh := make(chan *nats.Msg, 4)
-	rsub, err := c.conn.NC.ChanSubscribe(ResultSubject(env.ID), resCh)
+	rsub, err := c.conn.NC.ChanSubscribe(ResultSubject(env.Server, env.ID), resCh)
 	if err != nil {
 		return nil, err
 	}
 	defer rsub.Unsubscribe()
 	if call.Progress != nil {
-		psub, err := c.conn.NC.Subscribe(ProgressSubject(env.ID), func(m *nats.Msg) {
+		psub, err := c.conn.NC.Subscribe(ProgressSubject(env.Server, env.ID), func(m *nats.Msg) {
 			if pe, err := events.Decode(m.Data); err == nil {
 				var p events.Progress
 				if pe.Payload(&p) == nil {
@@ -208,7 +208,7 @@ func (c *Client) Query(ctx context.Context, env *events.Envelope) (*events.Resul
 // if not nil, is called once the live result can no longer be missed.
 func (c *Client) WaitResult(ctx context.Context, id string, waiting func()) (*events.Result, error) {
 	resCh := make(chan *nats.Msg, 1)
-	sub, err := c.conn.NC.ChanSubscribe(ResultSubject(id), resCh)
+	sub, err := c.conn.NC.ChanSubscribe(AnyResultSubject(id), resCh)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +241,7 @@ func (c *Client) LookupResult(ctx context.Context, id string) (*events.Result, b
 	if err != nil {
 		return nil, false, err
 	}
-	m, err := st.GetLastMsgForSubject(ctx, ResultSubject(id))
+	m, err := st.GetLastMsgForSubject(ctx, AnyResultSubject(id))
 	if err != nil {
 		if IsNotFound(err) {
 			return nil, false, nil

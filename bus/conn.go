@@ -1,8 +1,15 @@
 package bus
 
 import (
+	"crypto/tls"
+	"errors"
+	"crypto/x509"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,6 +29,12 @@ type ConnOptions struct {
 	Wait bool
 	// Log receives connection state changes.
 	Log zerolog.Logger
+	// Creds are the client's credentials (a NATS creds file's content); none
+	// for a server that asks for none.
+	Creds []byte
+	// CA is the PEM certificate of the CA that signed the server's TLS
+	// certificate; with it the connection uses TLS.
+	CA []byte
 }
 
 // Conn is a NATS connection with its JetStream context.
@@ -54,11 +67,47 @@ func Connect(o ConnOptions) (*Conn, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("nats reconnected")
 		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn().Err(err).Msg("nats")
+		}),
 	}
 	if o.Wait {
 		opts = append(opts, nats.RetryOnFailedConnect(true))
 	}
+	if len(o.Creds) > 0 {
+		token, err := jwt.ParseDecoratedJWT(o.Creds)
+		if err != nil {
+			return nil, fmt.Errorf("bus: the credentials hold no JWT: %w", err)
+		}
+		kp, err := nkeys.ParseDecoratedNKey(o.Creds)
+		if err != nil {
+			return nil, fmt.Errorf("bus: the credentials hold no key: %w", err)
+		}
+		seed, err := kp.Seed()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.UserJWTAndSeed(token, string(seed)))
+		// Replies go to the role's own inbox, the one subject it may read them on.
+		if uc, err := jwt.DecodeUserClaims(token); err == nil {
+			for _, tag := range uc.Tags {
+				if kind, ok := strings.CutPrefix(tag, "skein-role:"); ok && kind != "admin" {
+					opts = append(opts, nats.CustomInboxPrefix("_INBOX."+uc.Name))
+				}
+			}
+		}
+	}
+	if len(o.CA) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(o.CA) {
+			return nil, fmt.Errorf("bus: the CA holds no PEM certificate")
+		}
+		opts = append(opts, nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+	}
 	nc, err := nats.Connect(o.URL, opts...)
+	if errors.Is(err, nats.ErrAuthorization) || (err != nil && strings.Contains(strings.ToLower(err.Error()), "authorization")) {
+		return nil, fmt.Errorf("the bus at %s refused these credentials (%v): pass --creds FILE or SKEIN_CREDS; `skein creds` on the server's machine makes them", o.URL, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach NATS at %s: %w (start one with `skein server` or `skein up`, or pass --nats / SKEIN_NATS)", o.URL, err)
 	}

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -18,6 +19,10 @@ type ServerOptions struct {
 	Listen string
 	// Name is the NATS server name; keep it stable so JetStream finds its data again.
 	Name string
+	// Authority, when set, is trusted and required of every client.
+	Authority *Authority
+	// TLS, when set, is required of every client.
+	TLS *tls.Config
 }
 
 // StartServer runs an embedded nats-server with JetStream and waits until it accepts clients.
@@ -45,6 +50,14 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 		NoSigs:     true,
 		// A restarted server must not wait for clients still holding the old port.
 		MaxPayload: 8 << 20,
+	}
+	if o.Authority != nil {
+		if err := o.Authority.Configure(opts); err != nil {
+			return nil, fmt.Errorf("bus: the authority: %w", err)
+		}
+	}
+	if o.TLS != nil {
+		opts.TLSConfig, opts.TLS, opts.TLSTimeout = o.TLS, true, 5
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,6 +73,43 @@ func OpenStore[T any](ctx context.Context, js jetstream.JetStream) (*Store[T], e
 	return &Store[T]{kv: kv, spec: spec}, nil
 }
 
+// Key is the key of the record of server named name. Records live under
+// their server's name, so that an agent's permission to write its own records
+// is one subject prefix ($KV.<bucket>.<server>.>).
+func Key(server, name string) string { return server + "." + name }
+
+// ErrAmbiguous means a name has records on more than one server.
+var ErrAmbiguous = errors.New("name used on more than one server")
+
+// FindByName reads the record named name on whichever server holds it; nil
+// when none does, ErrAmbiguous when several do.
+func (s *Store[T]) FindByName(ctx context.Context, name string) (*Entry[T], error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, "*."+name)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("looking up %s %q: %w", s.spec.Type, name, err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	switch len(keys) {
+	case 0:
+		return nil, nil
+	case 1:
+		return s.Find(ctx, keys[0])
+	}
+	sort.Strings(keys)
+	return nil, fmt.Errorf("%s %q: %w (%s)", s.spec.Type, name, ErrAmbiguous, strings.Join(keys, ", "))
+}
+
+// ListServer reads the records of one server, sorted by key.
+func (s *Store[T]) ListServer(ctx context.Context, server string) ([]Entry[T], error) {
+	return s.list(ctx, server+".>")
+}
+
 // Bucket is the name of the store's bucket.
 func (s *Store[T]) Bucket() string { return s.spec.Bucket }
 
@@ -120,7 +158,11 @@ func (s *Store[T]) encode(key string, v T) ([]byte, error) {
 
 // List reads every record, sorted by key.
 func (s *Store[T]) List(ctx context.Context) ([]Entry[T], error) {
-	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	return s.list(ctx, ">")
+}
+
+func (s *Store[T]) list(ctx context.Context, filter string) ([]Entry[T], error) {
+	w, err := s.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("listing %s: %w", s.spec.Bucket, err)
 	}
@@ -260,7 +302,16 @@ func (s *Store[T]) Modify(ctx context.Context, key string, edit func(cur T, exis
 // Watch streams the records that exist, then a Synced change, then every change
 // until ctx ends or the watch breaks (the channel closes).
 func (s *Store[T]) Watch(ctx context.Context) (<-chan Change[T], error) {
-	w, err := s.kv.WatchAll(ctx)
+	return s.watch(ctx, ">")
+}
+
+// WatchServer is Watch of one server's records.
+func (s *Store[T]) WatchServer(ctx context.Context, server string) (<-chan Change[T], error) {
+	return s.watch(ctx, server+".>")
+}
+
+func (s *Store[T]) watch(ctx context.Context, filter string) (<-chan Change[T], error) {
+	w, err := s.kv.Watch(ctx, filter)
 	if err != nil {
 		return nil, fmt.Errorf("watching %s: %w", s.spec.Bucket, err)
 	}

@@ -37,20 +37,37 @@ func QuerySubject(server, typ string) string {
 //	skein.query.<server>.>
 func ServerQueries(server string) string { return Prefix + ".query." + server + ".>" }
 
-// ResultSubject carries the result of command id.
+// ResultSubject carries the result of command id, answered by server's agent:
+// an agent may publish results for its own server only.
 //
-//	skein.result.<id>
-func ResultSubject(id string) string { return Prefix + ".result." + id }
+//	skein.result.<server>.<id>
+func ResultSubject(server, id string) string { return Prefix + ".result." + server + "." + id }
+
+// AnyResultSubject matches the result of command id, whatever its server.
+//
+//	skein.result.*.<id>
+func AnyResultSubject(id string) string { return Prefix + ".result.*." + id }
+
+// ServerResults matches every result of one server.
+//
+//	skein.result.<server>.>
+func ServerResults(server string) string { return Prefix + ".result." + server + ".>" }
 
 // AllResults matches every result.
 //
 //	skein.result.>
 func AllResults() string { return Prefix + ".result.>" }
 
-// ProgressSubject carries progress reports of command id; core NATS, not stored.
+// ProgressSubject carries progress reports of command id from server's agent;
+// core NATS, not stored.
 //
-//	skein.progress.<id>
-func ProgressSubject(id string) string { return Prefix + ".progress." + id }
+//	skein.progress.<server>.<id>
+func ProgressSubject(server, id string) string { return Prefix + ".progress." + server + "." + id }
+
+// ServerProgress matches every progress report of one server.
+//
+//	skein.progress.<server>.>
+func ServerProgress(server string) string { return Prefix + ".progress." + server + ".>" }
 
 // EventSubject carries events of type typ about server.
 //

@@ -32,9 +32,14 @@ rm -rf "$DEMO/data"
 say "starting skein server on 127.0.0.1:$PORT (data $DEMO/data)"
 setsid "$BIN" server --data "$DEMO/data" --listen "127.0.0.1:$PORT" >"$DEMO/logs/server.log" 2>&1 < /dev/null &
 echo $! >"$DEMO/server.pid"
+# The bus refuses anonymous clients: the CLI uses the admin's credentials the
+# server writes, each agent credentials of its own (skein creds).
+export SKEIN_CREDS=$DEMO/data/auth/admin.creds
+for _ in $(seq 1 100); do [ -s "$SKEIN_CREDS" ] && break; sleep 0.1; done
 for i in 1 2 3; do
+  "$BIN" creds agent "s$i" --data "$DEMO/data" -o "$DEMO/creds" >/dev/null
   setsid "$BIN" agent --name "s$i" --network "skeinbr$i" --incus-project "skein-s$i" --pool skein --state "$DEMO/agent-s$i" \
-    >"$DEMO/logs/agent-s$i.log" 2>&1 < /dev/null &
+    --creds "$DEMO/creds/agent-s$i.creds" >"$DEMO/logs/agent-s$i.log" 2>&1 < /dev/null &
   echo $! >"$DEMO/agent-s$i.pid"
 done
 for _ in $(seq 1 100); do

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
@@ -107,7 +108,7 @@ func TestSameIDAfterTheDuplicateWindowIsAnsweredFromItsResult(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, func() bool { return time.Since(sent) > 3*window }, "time stood still")
 
 	live := make(chan *nats.Msg, 2)
-	sub, err := h.conn.NC.ChanSubscribe(bus.ResultSubject(env.ID), live)
+	sub, err := h.conn.NC.ChanSubscribe(bus.ResultSubject(server, env.ID), live)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,5 +226,41 @@ func TestOnFailRunsOnlyOnTheFinalFailure(t *testing.T) {
 	h.drained(t)
 	if undone.Load() != 1 || undoneAt.Load() != 2 {
 		t.Errorf("cleanup ran %d times (last after attempt %d), want once after attempt 2", undone.Load(), undoneAt.Load())
+	}
+}
+
+// TestRuntimeWorksWithAgentCredentials: everything the runtime does for a
+// command (its consumer, the stored-result lookup, the journal, the result,
+// progress, the ack) fits in an agent's permissions.
+func TestRuntimeWorksWithAgentCredentials(t *testing.T) {
+	admin, url, a := testutil.AuthBus(t)
+	agent := testutil.Connect(t, url, a, bus.Role{Kind: "agent", Server: server})
+	rt := workers.NewRuntime(agent, server, zerolog.Nop())
+	var decided atomic.Int32
+	workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeRestart, Lock: func(p events.ContainerAction) string { return p.Name },
+		Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
+			req.Progress("work", "working")
+			if _, err := req.Once(ctx, "boot", func() (string, error) { decided.Add(1); return "1", nil }); err != nil {
+				return events.Container{}, err
+			}
+			return stopped(p.Name), nil
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = rt.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	client := bus.NewClient(admin, "cli")
+	for _, id := range []string{"", "chosen-id-1", "chosen-id-1"} {
+		env, err := client.NewCommand(server, events.TypeRestart, id, events.ContainerAction{Name: "web"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := client.Do(ctxT(t, 20*time.Second), bus.Call{Envelope: env})
+		if err != nil || !res.OK {
+			t.Fatalf("command %q under agent credentials: %+v %v", id, res, err)
+		}
+	}
+	if n := decided.Load(); n != 2 {
+		t.Errorf("decided %d times, want 2 (the same id twice is answered once)", n)
 	}
 }

@@ -171,7 +171,7 @@ func (r *Request) Once(ctx context.Context, step string, decide func() (string, 
 		return decide()
 	}
 	id := r.Envelope.ID
-	j, err := r.journal.Find(ctx, id)
+	j, err := r.journal.Find(ctx, bus.Key(r.Envelope.Server, id))
 	if err != nil {
 		return "", Transient("reading the journal of %s: %v", id, err)
 	}
@@ -185,7 +185,7 @@ func (r *Request) Once(ctx context.Context, step string, decide func() (string, 
 		return "", err
 	}
 	var kept string
-	_, err = r.journal.Modify(ctx, id, func(cur events.Journal, exists bool) (events.Journal, error) {
+	_, err = r.journal.Modify(ctx, bus.Key(r.Envelope.Server, id), func(cur events.Journal, exists bool) (events.Journal, error) {
 		if !exists {
 			cur = events.Journal{Command: id, Steps: map[string]string{}}
 		}
@@ -208,7 +208,7 @@ func (r *Request) Forget(ctx context.Context, step string) error {
 	if r.journal == nil {
 		return nil
 	}
-	_, err := r.journal.Modify(ctx, r.Envelope.ID, func(cur events.Journal, exists bool) (events.Journal, error) {
+	_, err := r.journal.Modify(ctx, bus.Key(r.Envelope.Server, r.Envelope.ID), func(cur events.Journal, exists bool) (events.Journal, error) {
 		if exists {
 			delete(cur.Steps, step)
 		} else {
@@ -388,7 +388,7 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg, release func()
 	}
 	if stored != nil {
 		log.Info().Int("attempt", attempt).Msg("already answered: repeating the stored result")
-		_ = r.conn.NC.Publish(bus.ResultSubject(env.ID), stored)
+		_ = r.conn.NC.Publish(bus.ResultSubject(r.server, env.ID), stored)
 		_ = msg.DoubleAck(ctx)
 		return
 	}
@@ -589,7 +589,7 @@ func (r *Runtime) respond(ctx context.Context, id, typ string, out any, herr err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = r.conn.JS.PublishMsg(pctx, &nats.Msg{Subject: bus.ResultSubject(id), Data: raw}, jetstream.WithMsgID("result-"+id))
+	_, err = r.conn.JS.PublishMsg(pctx, &nats.Msg{Subject: bus.ResultSubject(r.server, id), Data: raw}, jetstream.WithMsgID("result-"+id))
 	return err
 }
 
@@ -668,7 +668,7 @@ func (r *Runtime) lookup(ctx context.Context, raw []byte) func(id string) ([]byt
 func (r *Runtime) storedResult(ctx context.Context, id string) ([]byte, error) {
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	m, err := r.results.GetLastMsgForSubject(lctx, bus.ResultSubject(id))
+	m, err := r.results.GetLastMsgForSubject(lctx, bus.ResultSubject(r.server, id))
 	if bus.IsNotFound(err) {
 		return nil, nil
 	}
@@ -684,7 +684,7 @@ func (r *Runtime) progress(id, step, m string) {
 		return
 	}
 	if raw, err := env.Marshal(); err == nil {
-		_ = r.conn.NC.Publish(bus.ProgressSubject(id), raw)
+		_ = r.conn.NC.Publish(bus.ProgressSubject(r.server, id), raw)
 	}
 }
 

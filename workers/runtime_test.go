@@ -460,7 +460,7 @@ func TestRedeliveryAfterAnswerIsNotRerun(t *testing.T) {
 			// Emulate an earlier incarnation that answered and died before its ack.
 			res, _ := events.New(events.TypeResult, "agent/"+server, server, events.Result{Command: req.Envelope.ID, CommandType: events.TypeDelete, OK: false, Error: &events.ErrorInfo{Code: workers.CodeConflict, Message: "earlier answer"}})
 			raw, _ := res.Marshal()
-			if _, err := h.conn.JS.Publish(ctx, bus.ResultSubject(req.Envelope.ID), raw); err != nil {
+			if _, err := h.conn.JS.Publish(ctx, bus.ResultSubject(server, req.Envelope.ID), raw); err != nil {
 				return events.Container{}, workers.Invalid("test could not store a result: %v", err)
 			}
 			return events.Container{}, workers.Transient("crash")

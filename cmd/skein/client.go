@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/workers/agent"
@@ -24,7 +26,11 @@ func (g *globals) connect(ctx context.Context) (*cli, error) {
 	if g.output != "" && g.output != "table" && g.output != "json" {
 		return nil, fmt.Errorf("unknown output format %q: use -o table or -o json", g.output)
 	}
-	conn, err := bus.Connect(bus.ConnOptions{URL: g.nats, Name: "skein-cli", Wait: g.waitConnect})
+	o, err := g.connOptions("skein-cli", g.waitConnect, zerolog.Nop())
+	if err != nil {
+		return nil, err
+	}
+	conn, err := bus.Connect(o)
 	if err != nil {
 		return nil, err
 	}
@@ -69,19 +75,20 @@ func open[T any](ctx context.Context, c *cli) (*bus.Store[T], error) {
 	return st, nil
 }
 
-// find reads the record of type T named key; missing is the error when there is none.
-func find[T any](ctx context.Context, c *cli, key string, missing error) (T, error) {
+// find reads the record of type T named name, on whichever server holds it;
+// missing is the error when there is none.
+func find[T any](ctx context.Context, c *cli, name string, missing error) (T, error) {
 	var zero T
 	st, err := open[T](ctx, c)
 	if err != nil {
 		return zero, err
 	}
-	e, err := st.Get(ctx, key)
-	if errors.Is(err, bus.ErrNoRecord) {
-		return zero, missing
-	}
+	e, err := st.FindByName(ctx, name)
 	if err != nil {
 		return zero, err
+	}
+	if e == nil {
+		return zero, missing
 	}
 	return e.Value, nil
 }
@@ -99,6 +106,19 @@ func all[T any](ctx context.Context, c *cli) ([]T, error) {
 	return out, err
 }
 
+// heartbeat reads one server's heartbeat (keyed by the server's name alone).
+func heartbeat(ctx context.Context, c *cli, server string) (events.Heartbeat, error) {
+	st, err := open[events.Heartbeat](ctx, c)
+	if err != nil {
+		return events.Heartbeat{}, err
+	}
+	e, err := st.Get(ctx, server)
+	if err != nil {
+		return events.Heartbeat{}, err
+	}
+	return e.Value, nil
+}
+
 // heartbeats reads every server's heartbeat.
 func (c *cli) heartbeats(ctx context.Context) ([]events.Heartbeat, error) {
 	return all[events.Heartbeat](ctx, c)
@@ -106,7 +126,7 @@ func (c *cli) heartbeats(ctx context.Context) ([]events.Heartbeat, error) {
 
 // serverUp finds a server and refuses one that is unknown or, unless --async, down.
 func (c *cli) serverUp(ctx context.Context, name string) (*events.Heartbeat, error) {
-	hb, err := find[events.Heartbeat](ctx, c, name, bus.ErrNoRecord)
+	hb, err := heartbeat(ctx, c, name)
 	if err == nil {
 		if !alive(&hb) && !c.g.async {
 			return nil, fmt.Errorf("server %s is down (last heartbeat %s ago): start its agent, or pass --async to queue the command until it is back", name, time.Since(hb.Time).Round(time.Second))

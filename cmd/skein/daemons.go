@@ -2,9 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
@@ -17,37 +24,115 @@ import (
 )
 
 type serverFlags struct {
-	data   string
-	listen string
+	data    string
+	listen  string
+	noTLS   bool
+	tlsCert string
+	tlsKey  string
 }
 
 func (f *serverFlags) add(c *cobra.Command) {
-	c.Flags().StringVar(&f.data, "data", "/var/lib/skein", "data directory (JetStream file storage)")
-	c.Flags().StringVar(&f.listen, "listen", "127.0.0.1:4222", "client address HOST:PORT")
+	c.Flags().StringVar(&f.data, "data", defaultData, "data directory: JetStream's storage, the bus's keys (auth/) and TLS (tls/)")
+	c.Flags().StringVar(&f.listen, "listen", "127.0.0.1:4222", "client address HOST:PORT; beyond loopback the bus speaks TLS")
+	c.Flags().BoolVar(&f.noTLS, "no-tls", false, "plain TCP (refused beyond loopback)")
+	c.Flags().StringVar(&f.tlsCert, "tls-cert", "", "the server's TLS certificate (default: one made under DATA/tls, with its CA)")
+	c.Flags().StringVar(&f.tlsKey, "tls-key", "", "the key of --tls-cert")
 }
 
-// runServer starts the embedded NATS server and creates skein's streams and buckets.
-func runServer(ctx context.Context, f *serverFlags, log zerolog.Logger) (string, func(), error) {
+// bus is what runServer started: the URL, the authority, the CA clients need
+// (nil without TLS) and how to stop it.
+type runningBus struct {
+	url       string
+	authority *bus.Authority
+	ca        []byte
+	stop      func()
+}
+
+// runServer starts the embedded NATS server, with the bus's authority (made
+// on first start) and TLS beyond loopback, and creates skein's streams and
+// buckets; the admin's credentials are written to DATA/auth/admin.creds.
+func runServer(ctx context.Context, f *serverFlags, log zerolog.Logger) (*runningBus, error) {
 	if err := os.MkdirAll(f.data, 0o700); err != nil {
-		return "", nil, fmt.Errorf("data directory %s: %w", f.data, err)
+		return nil, fmt.Errorf("data directory %s: %w", f.data, err)
 	}
-	ns, err := bus.StartServer(bus.ServerOptions{DataDir: f.data, Listen: f.listen})
+	host, _, err := net.SplitHostPort(f.listen)
 	if err != nil {
-		return "", nil, err
+		return nil, fmt.Errorf("--listen %q: want HOST:PORT, e.g. 127.0.0.1:4222", f.listen)
 	}
-	url := ns.ClientURL()
-	conn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "skein-server", Log: log})
+	rb := &runningBus{}
+	var tlsConf *tls.Config
+	switch {
+	case f.noTLS && !bus.Loopback(host):
+		return nil, fmt.Errorf("--no-tls on %s: beyond loopback the bus must speak TLS (drop --no-tls, or listen on 127.0.0.1)", f.listen)
+	case !f.noTLS && (!bus.Loopback(host) || f.tlsCert != ""):
+		if tlsConf, rb.ca, err = bus.ServerTLS(filepath.Join(f.data, "tls"), host, f.tlsCert, f.tlsKey, ""); err != nil {
+			return nil, err
+		}
+	}
+	if rb.authority, err = bus.LoadAuthority(filepath.Join(f.data, "auth")); err != nil {
+		return nil, err
+	}
+	ns, err := bus.StartServer(bus.ServerOptions{DataDir: f.data, Listen: f.listen, Authority: rb.authority, TLS: tlsConf})
 	if err != nil {
-		ns.Shutdown()
-		return "", nil, err
+		return nil, err
+	}
+	rb.url = ns.ClientURL()
+	if tlsConf != nil {
+		rb.url = strings.Replace(rb.url, "nats://", "tls://", 1)
+	}
+	rb.stop = func() { ns.Shutdown(); ns.WaitForShutdown() }
+	admin, err := rb.authority.Creds(bus.Role{Kind: "admin"})
+	if err != nil {
+		rb.stop()
+		return nil, err
+	}
+	adminFile := filepath.Join(f.data, "auth", "admin.creds")
+	if _, err := os.Stat(adminFile); errors.Is(err, os.ErrNotExist) {
+		if err := os.WriteFile(adminFile, admin, 0o600); err != nil {
+			rb.stop()
+			return nil, err
+		}
+	}
+	conn, err := bus.Connect(bus.ConnOptions{URL: rb.url, Name: "skein-server", Log: log, Creds: admin, CA: rb.ca})
+	if err != nil {
+		rb.stop()
+		return nil, err
 	}
 	defer conn.Close()
 	if err := bus.Ensure(ctx, conn.JS, 1); err != nil {
-		ns.Shutdown()
-		return "", nil, err
+		rb.stop()
+		return nil, err
 	}
-	log.Info().Str("url", url).Str("data", f.data).Msg("skein server ready")
-	return url, func() { ns.Shutdown(); ns.WaitForShutdown() }, nil
+	go followRevocations(ctx, rb.authority, ns, log)
+	ev := log.Info().Str("url", rb.url).Str("data", f.data).Str("admin_creds", adminFile)
+	if tlsConf != nil {
+		ev = ev.Str("tls_ca", bus.CAFile(filepath.Join(f.data, "tls")))
+	}
+	ev.Msg("skein server ready")
+	return rb, nil
+}
+
+// followRevocations applies `skein creds revoke` to the running server: the
+// revoked credentials are disconnected and refused.
+func followRevocations(ctx context.Context, a *bus.Authority, ns *server.Server, log zerolog.Logger) {
+	last := a.LedgerModified()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if m := a.LedgerModified(); !m.Equal(last) {
+			last = m
+			if err := a.ApplyRevocations(ns); err != nil {
+				log.Warn().Err(err).Msg("applying revocations")
+				continue
+			}
+			log.Info().Int("revoked", len(a.Revoked())).Msg("revocations applied")
+		}
+	}
 }
 
 func serverCmd(g *globals) *cobra.Command {
@@ -57,17 +142,19 @@ func serverCmd(g *globals) *cobra.Command {
 		Short: "Run the bus: an embedded NATS server with JetStream",
 		Long: `Run the bus: an embedded NATS server with JetStream, with skein's streams and buckets.
 
+Every client must present credentials the server's authority issued (skein creds);
+beyond loopback the bus speaks TLS (a CA and certificate are made under DATA/tls).
 To outgrow one node, run a NATS cluster instead and point every skein component at
 it with --nats (or SKEIN_NATS); any component may then create the streams.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := g.logger()
-			_, stop, err := runServer(cmd.Context(), f, log)
+			rb, err := runServer(cmd.Context(), f, log)
 			if err != nil {
 				return err
 			}
 			<-cmd.Context().Done()
-			stop()
+			rb.stop()
 			return nil
 		},
 	}
@@ -97,14 +184,15 @@ func (f *agentFlags) add(c *cobra.Command, defName string) {
 	c.Flags().StringVar(&f.state, "state", "", "the agent's own directory: its key pair for sealed secrets (default /var/lib/skein/agent-NAME)")
 }
 
-func (f *agentFlags) run(ctx context.Context, g *globals, url string, log zerolog.Logger) error {
+func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, log zerolog.Logger) error {
 	if f.name == "" {
 		return fmt.Errorf("--name is required: the server's name, e.g. --name s1")
 	}
 	if !bus.ValidToken(f.name) {
 		return fmt.Errorf("bad --name %q: no dots, spaces, '*' or '>'", f.name)
 	}
-	conn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "skein-agent-" + f.name, Wait: true, Log: log})
+	o.Name, o.Wait, o.Log = "skein-agent-"+f.name, true, log
+	conn, err := bus.Connect(o)
 	if err != nil {
 		return err
 	}
@@ -129,7 +217,12 @@ func agentCmd(g *globals) *cobra.Command {
 		Short: "Run the agent of one server: it serves that server's commands",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.run(cmd.Context(), g, g.nats, g.logger())
+			log := g.logger()
+			o, err := g.connOptions("", true, log)
+			if err != nil {
+				return err
+			}
+			return f.run(cmd.Context(), g, o, log)
 		},
 	}
 	f.add(c, "")
@@ -145,15 +238,23 @@ func upCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := g.logger()
-			url, stop, err := runServer(cmd.Context(), sf, log)
+			rb, err := runServer(cmd.Context(), sf, log)
 			if err != nil {
 				return err
 			}
-			defer stop()
+			defer rb.stop()
 			if af.state == "" {
 				af.state = filepath.Join(sf.data, "agent")
 			}
-			return af.run(cmd.Context(), g, url, log)
+			// The agent in the same process gets its own credentials, held to its server.
+			if !bus.ValidToken(af.name) {
+				return fmt.Errorf("bad --name %q: no dots, spaces, '*' or '>'", af.name)
+			}
+			creds, err := rb.authority.Creds(bus.Role{Kind: "agent", Server: af.name})
+			if err != nil {
+				return err
+			}
+			return af.run(cmd.Context(), g, bus.ConnOptions{URL: rb.url, Creds: creds, CA: rb.ca}, log)
 		},
 	}
 	sf.add(c)
@@ -172,7 +273,11 @@ func initCmd(g *globals) *cobra.Command {
 			if replicas < 1 || replicas > 5 {
 				return fmt.Errorf("--replicas %d: use 1 to 5 (3 on a three-node cluster)", replicas)
 			}
-			conn, err := bus.Connect(bus.ConnOptions{URL: g.nats, Name: "skein-init", Log: g.logger()})
+			o, err := g.connOptions("skein-init", false, g.logger())
+			if err != nil {
+				return err
+			}
+			conn, err := bus.Connect(o)
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -28,6 +29,8 @@ type globals struct {
 	logLevel string
 	// waitConnect keeps retrying the first connection (commands that wait anyway).
 	waitConnect bool
+	// creds is the credentials file; tlsCA the CA of the bus's TLS certificate.
+	creds, tlsCA string
 }
 
 func main() {
@@ -60,6 +63,8 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.nats, "nats", def, "NATS URL(s), comma-separated; env SKEIN_NATS")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for a command's result")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level of server and agent: debug, info, warn, error")
+	pf.StringVar(&g.creds, "creds", os.Getenv("SKEIN_CREDS"), "credentials file (`skein creds`); env SKEIN_CREDS; default "+defaultCreds+" when it exists")
+	pf.StringVar(&g.tlsCA, "tls-ca", os.Getenv("SKEIN_TLS_CA"), "CA certificate of the bus's TLS (the server's DATA/tls/ca.pem); env SKEIN_TLS_CA")
 
 	root.AddCommand(
 		serverCmd(g), upCmd(g), agentCmd(g), initCmd(g),
@@ -70,8 +75,43 @@ func newRoot(g *globals) *cobra.Command {
 		addserviceCmd(g), listserviceCmd(g), delserviceCmd(g), addcheckCmd(g), delcheckCmd(g), servicesCmd(g),
 		pubserviceCmd(g), pubcheckCmd(g), unpubserviceCmd(g), unpubcheckCmd(g),
 		addlbCmd(g), listlbsCmd(g), dellbCmd(g), addbackendsCmd(g), delbackendsCmd(g), setlbCmd(g), pubCmd(g), unpubCmd(g),
+		credsCmd(g),
 	)
 	return root
+}
+
+// defaultData is the server's data directory unless --data says otherwise.
+const defaultData = "/var/lib/skein"
+
+// defaultCreds are the admin credentials `skein server` writes in its data directory.
+var defaultCreds = filepath.Join(defaultData, "auth", "admin.creds")
+
+// connOptions are the options of a connection to the bus as name: the URL,
+// the credentials (--creds, SKEIN_CREDS, or the default admin's when readable)
+// and the CA when the bus speaks TLS.
+func (g *globals) connOptions(name string, wait bool, log zerolog.Logger) (bus.ConnOptions, error) {
+	o := bus.ConnOptions{URL: g.nats, Name: name, Wait: wait, Log: log}
+	path := g.creds
+	if path == "" {
+		if _, err := os.Stat(defaultCreds); err == nil {
+			path = defaultCreds
+		}
+	}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return o, fmt.Errorf("the credentials: %w (make them with `skein creds` on the server's machine)", err)
+		}
+		o.Creds = b
+	}
+	if g.tlsCA != "" {
+		b, err := os.ReadFile(g.tlsCA)
+		if err != nil {
+			return o, fmt.Errorf("the bus's CA: %w", err)
+		}
+		o.CA = b
+	}
+	return o, nil
 }
 
 // logger returns the logger of long-running commands, on stderr.

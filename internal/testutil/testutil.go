@@ -61,3 +61,41 @@ func UncheckedCommand(server, typ string, payload any) *events.Envelope {
 	spec, _ := events.Lookup(typ)
 	return &events.Envelope{ID: events.NewID(), Type: typ, V: spec.Version, Time: time.Now().UTC(), Source: "test", Server: server, Data: data}
 }
+
+// AuthBus is Bus with authentication: the server trusts a fresh authority and
+// refuses anonymous clients. It returns an admin connection, the URL and the
+// authority, to connect more roles with Connect.
+func AuthBus(t testing.TB) (*bus.Conn, string, *bus.Authority) {
+	t.Helper()
+	a, err := bus.LoadAuthority(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := bus.StartServer(bus.ServerOptions{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Authority: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	admin := Connect(t, ns.ClientURL(), a, bus.Role{Kind: "admin"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := bus.Ensure(ctx, admin.JS, 1); err != nil {
+		t.Fatal(err)
+	}
+	return admin, ns.ClientURL(), a
+}
+
+// Connect connects to url with new credentials of role r.
+func Connect(t testing.TB, url string, a *bus.Authority, r bus.Role) *bus.Conn {
+	t.Helper()
+	creds, err := a.Creds(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := bus.Connect(bus.ConnOptions{URL: url, Name: r.Name(), Log: zerolog.Nop(), Creds: creds})
+	if err != nil {
+		t.Fatalf("%s: %v", r.Name(), err)
+	}
+	t.Cleanup(conn.Close)
+	return conn
+}

@@ -25,7 +25,7 @@ import (
 func TestAgentKilledMidLaunch(t *testing.T) {
 	dumpOnFailure(t)
 	cleanup(t, "crash1")
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsConnect()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,10 +33,10 @@ func TestAgentKilledMidLaunch(t *testing.T) {
 	id := "crash-" + events.NewID()
 	var results atomic.Int32
 	var last atomic.Value
-	rsub, _ := nc.Subscribe(bus.ResultSubject(id), func(m *nats.Msg) { results.Add(1); last.Store(m.Data) })
+	rsub, _ := nc.Subscribe(bus.ResultSubject("s1", id), func(m *nats.Msg) { results.Add(1); last.Store(m.Data) })
 	defer rsub.Unsubscribe()
 	creating := make(chan struct{}, 1)
-	psub, _ := nc.Subscribe(bus.ProgressSubject(id), func(m *nats.Msg) {
+	psub, _ := nc.Subscribe(bus.ProgressSubject("s1", id), func(m *nats.Msg) {
 		if strings.Contains(string(m.Data), `"step":"create"`) {
 			select {
 			case creating <- struct{}{}:
@@ -99,7 +99,7 @@ func TestAgentKilledMidLaunch(t *testing.T) {
 // waiting for an ack and nothing waiting for redelivery.
 func queueIdle(t *testing.T, server string) {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsConnect()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestServerKilledAndRestarted(t *testing.T) {
 	id := strings.TrimSpace(mustSkein(t, "launch", "skein-busybox", "queued1", "-s", "s2", "--async"))
 
 	// A client waiting for that result across the server's crash.
-	waiter := exec.Command(skeinBin, "--nats", natsURL, "wait", id, "--timeout", "120s", "-o", "json")
+	waiter := exec.Command(skeinBin, "--nats", natsURL, "--creds", adminCreds, "wait", id, "--timeout", "120s", "-o", "json")
 	var wout strings.Builder
 	waiter.Stdout = &wout
 	werr, _ := waiter.StderrPipe()

@@ -180,7 +180,7 @@ func TestIncusCLIChangesBecomeEvents(t *testing.T) {
 	cleanup(t, "ev1")
 	mustSkein(t, "launch", "skein-busybox", "ev1", "-s", "s2")
 
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsConnect()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestIncusCLIChangesBecomeEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	follow := exec.Command(skeinBin, "--nats", natsURL, "events", "--follow", "--type", "container.*", "-o", "json")
+	follow := exec.Command(skeinBin, "--nats", natsURL, "--creds", adminCreds, "events", "--follow", "--type", "container.*", "-o", "json")
 	stdout, err := follow.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +293,7 @@ func TestSameCommandIDTwiceCreatesOne(t *testing.T) {
 		t.Errorf("second delivery answered differently: %q vs %q", out1, out2)
 	}
 	// And straight onto the subject, twice, with the NATS dedup header.
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsConnect()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +305,7 @@ func TestSameCommandIDTwiceCreatesOne(t *testing.T) {
 	cleanup(t, "dup2")
 	raw, _ := env.Marshal()
 	var results atomic.Int32
-	sub, _ := nc.Subscribe(bus.ResultSubject(env.ID), func(*nats.Msg) { results.Add(1) })
+	sub, _ := nc.Subscribe(bus.ResultSubject("s1", env.ID), func(*nats.Msg) { results.Add(1) })
 	defer sub.Unsubscribe()
 	for i := 0; i < 2; i++ {
 		m := nats.NewMsg(bus.CommandSubject("s1", events.TypeLaunch))
@@ -343,7 +343,7 @@ func TestSameCommandIDTwiceCreatesOne(t *testing.T) {
 // error result and is not redelivered.
 func TestInvalidMessageIsTerminated(t *testing.T) {
 	dumpOnFailure(t)
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsConnect()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +352,7 @@ func TestInvalidMessageIsTerminated(t *testing.T) {
 	raw := fmt.Sprintf(`{"id":%q,"type":"container.launch","v":1,"time":%q,"source":"test","server":"s1","data":{"name":"9 bad!","image":""}}`, id, time.Now().UTC().Format(time.RFC3339Nano))
 	var results atomic.Int32
 	got := make(chan *nats.Msg, 4)
-	sub, _ := nc.Subscribe(bus.ResultSubject(id), func(m *nats.Msg) { results.Add(1); got <- m })
+	sub, _ := nc.Subscribe(bus.ResultSubject("s1", id), func(m *nats.Msg) { results.Add(1); got <- m })
 	defer sub.Unsubscribe()
 	_ = nc.Flush()
 	m := nats.NewMsg(bus.CommandSubject("s1", events.TypeLaunch))

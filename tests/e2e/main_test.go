@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/skeinhq/skein/events"
 )
 
@@ -31,7 +33,9 @@ var servers = []struct{ name, network, project, subnet string }{
 }
 
 var (
-	skeinBin string
+	// adminCreds are the CLI's credentials; credsDir holds each agent's.
+	adminCreds, credsDir string
+	skeinBin             string
 	natsURL  string
 	dataDir  string
 	logDir   string
@@ -80,6 +84,15 @@ func run(m *testing.M) int {
 		server.dumpLog()
 		return 1
 	}
+	// The CLI is the admin; each agent gets its own credentials, held to its server.
+	adminCreds = filepath.Join(dataDir, "auth", "admin.creds")
+	credsDir = filepath.Join(tmp, "creds")
+	for _, s := range servers {
+		if out, err := exec.Command(skeinBin, "creds", "agent", s.name, "--data", dataDir, "-o", credsDir).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: creds for %s: %v\n%s", s.name, err, out)
+			return 1
+		}
+	}
 	for _, s := range servers {
 		agents[s.name] = startAgent(s.name)
 	}
@@ -101,10 +114,16 @@ func run(m *testing.M) int {
 func startAgent(name string) *proc {
 	for _, s := range servers {
 		if s.name == name {
-			return startProc("agent-"+name, "agent", "--name", name, "--nats", natsURL, "--network", s.network, "--incus-project", s.project, "--pool", "skein", "--log-level", "debug", "--state", filepath.Join(dataDir, "agent-"+name))
+			return startProc("agent-"+name, "agent", "--name", name, "--nats", natsURL, "--network", s.network, "--incus-project", s.project, "--pool", "skein", "--log-level", "debug", "--state", filepath.Join(dataDir, "agent-"+name),
+				"--creds", filepath.Join(credsDir, "agent-"+name+".creds"))
 		}
 	}
 	panic("unknown server " + name)
+}
+
+// natsConnect connects a plain NATS client as the admin.
+func natsConnect() (*nats.Conn, error) {
+	return nats.Connect(natsURL, nats.UserCredentials(adminCreds))
 }
 
 // resetTestbed deletes every container of the test projects.
@@ -237,7 +256,7 @@ func skein(args ...string) (stdout, stderr string, err error) {
 	// see the notes on internal/incus.New); the process gets a little more to print it.
 	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, skeinBin, append([]string{"--nats", natsURL, "--timeout", "60s"}, args...)...)
+	cmd := exec.CommandContext(ctx, skeinBin, append([]string{"--nats", natsURL, "--creds", adminCreds, "--timeout", "60s"}, args...)...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()

@@ -74,7 +74,7 @@ func backendAlgo(t *testing.T, server, lb string) string {
 // and returns the agent's answer.
 func rawCommand(t *testing.T, server, typ string, payload any) *events.Result {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsConnect()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestGhostLoadBalancerIsRemoved(t *testing.T) {
 	dumpOnFailure(t)
 	t.Cleanup(func() { _, _, _ = skein("dellb", "ghost1") })
 	mustSkein(t, "addlb", "haproxy", "s2", "-n", "ghost1")
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsConnect()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ type wiretap struct {
 
 func tap(t *testing.T) *wiretap {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsConnect()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,8 @@ func TestUpRunsServerAndAgent(t *testing.T) {
 	}
 	defer logf.Close()
 	// Its own bus; it watches s3's project, whose containers it must leave alone.
-	up := exec.Command(skeinBin, "up", "--data", t.TempDir(), "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+	data := t.TempDir()
+	up := exec.Command(skeinBin, "up", "--data", data, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--name", "solo", "--network", "skeinbr3", "--incus-project", "skein-s3", "--pool", "skein")
 	up.Stdout, up.Stderr = logf, logf
 	if err := up.Start(); err != nil {
@@ -34,7 +35,8 @@ func TestUpRunsServerAndAgent(t *testing.T) {
 	defer func() { _ = up.Process.Signal(syscall.SIGTERM); _ = up.Wait() }()
 
 	run := func(args ...string) (string, error) {
-		out, err := exec.Command(skeinBin, append([]string{"--nats", url}, args...)...).CombinedOutput()
+		// The admin's credentials that skein up wrote in its data directory.
+		out, err := exec.Command(skeinBin, append([]string{"--nats", url, "--creds", filepath.Join(data, "auth", "admin.creds")}, args...)...).CombinedOutput()
 		return string(out), err
 	}
 	eventually(t, 20*time.Second, func() bool {

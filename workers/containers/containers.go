@@ -126,9 +126,14 @@ func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p ev
 			return none, err
 		}
 	}
-	rec, err := w.record(ctx, p.Name)
+	// Names are unique across the cluster: look on every server.
+	named, err := w.store.FindByName(ctx, p.Name)
 	if err != nil {
-		return none, err
+		return none, workers.Transient("looking up %s: %v", p.Name, err)
+	}
+	var rec *events.Container
+	if named != nil {
+		rec = &named.Value
 	}
 	if rec != nil && rec.Command != id {
 		return none, workers.Conflict("a container named %s already exists on server %s: pick another name or `skein delete %s` first", p.Name, rec.Server, p.Name)
@@ -332,7 +337,7 @@ func (w *Worker) CheckAddress(ctx context.Context, name, ip string) error {
 // reserve claims a container name cluster-wide before anything is created.
 func (w *Worker) reserve(ctx context.Context, p events.Launch, id string) error {
 	rec := events.Container{Name: p.Name, Server: w.server, Status: StatusCreating, Image: p.Image, Command: id, Updated: time.Now().UTC()}
-	if _, err := w.store.Create(ctx, p.Name, rec); err != nil {
+	if _, err := w.store.Create(ctx, bus.Key(w.server, p.Name), rec); err != nil {
 		if errors.Is(err, bus.ErrExists) {
 			other, _ := w.record(ctx, p.Name)
 			if other != nil && other.Command == id {
@@ -351,14 +356,14 @@ func (w *Worker) reserve(ctx context.Context, p events.Launch, id string) error 
 
 // release drops a reservation made by command id after a launch that created nothing.
 func (w *Worker) release(ctx context.Context, name, id string) {
-	if e, _ := w.store.Find(ctx, name); e != nil && e.Value.Command == id && e.Value.Status == StatusCreating {
-		_ = w.store.Delete(ctx, name, e.Revision)
+	if e, _ := w.store.Find(ctx, bus.Key(w.server, name)); e != nil && e.Value.Command == id && e.Value.Status == StatusCreating {
+		_ = w.store.Delete(ctx, bus.Key(w.server, name), e.Revision)
 	}
 }
 
-// record reads a container's record; nil when there is none.
+// record reads the record of a container of this server; nil when there is none.
 func (w *Worker) record(ctx context.Context, name string) (*events.Container, error) {
-	e, err := w.store.Find(ctx, name)
+	e, err := w.store.Find(ctx, bus.Key(w.server, name))
 	if err != nil {
 		return nil, workers.Transient("reading record of %s: %v", name, err)
 	}

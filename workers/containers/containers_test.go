@@ -224,7 +224,7 @@ func (r *rig) calls(method string) int {
 
 func (r *rig) record(t *testing.T, name string) *events.Container {
 	t.Helper()
-	e, err := r.store.Find(r.ctx, name)
+	e, err := r.store.Find(r.ctx, bus.Key(server, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -747,7 +747,7 @@ func TestReconcile(t *testing.T) {
 func TestReconcileReservations(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	put := func(c events.Container) {
-		if _, err := r.store.Put(r.ctx, c.Name, c); err != nil {
+		if _, err := r.store.Put(r.ctx, bus.Key(server, c.Name), c); err != nil {
 			t.Fatal(err)
 		}
 	}

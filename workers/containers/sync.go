@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/container"
 	"github.com/skeinhq/skein/workers"
@@ -270,7 +271,7 @@ func (w *Worker) apply(ctx context.Context, name string, inst *container.Instanc
 			}
 		}
 		if old != nil {
-			if err := w.store.Delete(ctx, name, 0); err != nil {
+			if err := w.store.Delete(ctx, bus.Key(w.server, name), 0); err != nil {
 				return rec, false, workers.Transient("forgetting %s: %v", name, err)
 			}
 		}
@@ -285,7 +286,7 @@ func (w *Worker) apply(ctx context.Context, name string, inst *container.Instanc
 		rec.Updated = old.Updated
 		return rec, true, nil
 	}
-	if _, err := w.store.Put(ctx, name, rec); err != nil {
+	if _, err := w.store.Put(ctx, bus.Key(w.server, name), rec); err != nil {
 		return rec, false, workers.Transient("recording %s: %v", name, err)
 	}
 	return rec, true, nil
@@ -369,12 +370,12 @@ func (w *Worker) tell(ctx context.Context, rec events.Container, was, now told, 
 	}
 	now.seq, now.gen = seq, gen
 	w.told[rec.Name] = now
-	e, err := w.store.Find(ctx, rec.Name)
+	e, err := w.store.Find(ctx, bus.Key(w.server, rec.Name))
 	if err != nil || e == nil || e.Value.Server != w.server {
 		return
 	}
 	e.Value.Told = &events.ContainerTold{Event: now.status, IPv4: now.ipv4, Seq: now.seq, Gen: now.gen}
-	if _, err := w.store.Update(ctx, rec.Name, e.Value, e.Revision); err != nil {
+	if _, err := w.store.Update(ctx, bus.Key(w.server, rec.Name), e.Value, e.Revision); err != nil {
 		w.log.Warn().Err(err).Str("container", rec.Name).Msg("recording what was told")
 	}
 }
@@ -417,15 +418,15 @@ func statusOf(typ string) string {
 	return ""
 }
 
-// records returns every container record, by name.
+// records returns the records of this server's containers, by name.
 func (w *Worker) records(ctx context.Context) (map[string]*events.Container, error) {
 	out := map[string]*events.Container{}
-	all, err := w.store.List(ctx)
+	all, err := w.store.ListServer(ctx, w.server)
 	if err != nil {
 		return nil, err
 	}
 	for i := range all {
-		out[all[i].Key] = &all[i].Value
+		out[all[i].Value.Name] = &all[i].Value
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/workers"
 )
@@ -22,10 +23,12 @@ func (w *Worker) Publish(ctx context.Context, req *workers.Request, p events.Pub
 	} else if p.IP == "" {
 		return events.Adhoc{}, workers.Invalid("pubservice %s needs an IP", p.Name)
 	}
-	e, err := w.adhoc.Modify(ctx, p.Name, func(a events.Adhoc, exists bool) (events.Adhoc, error) {
-		if exists && a.Server != w.host.Server {
-			return a, workers.Conflict("ad-hoc entry %s belongs to server %s: send it there (-s %s)", p.Name, a.Server, a.Server)
-		}
+	if other, err := w.adhoc.FindByName(ctx, p.Name); err != nil {
+		return events.Adhoc{}, workers.FromStore(err, "ad-hoc entry "+p.Name)
+	} else if other != nil && other.Value.Server != w.host.Server {
+		return events.Adhoc{}, workers.Conflict("ad-hoc entry %s belongs to server %s: send it there (-s %s)", p.Name, other.Value.Server, other.Value.Server)
+	}
+	e, err := w.adhoc.Modify(ctx, bus.Key(w.host.Server, p.Name), func(a events.Adhoc, exists bool) (events.Adhoc, error) {
 		a.Name, a.Server, a.Updated = p.Name, w.host.Server, time.Now().UTC()
 		if p.Check == nil {
 			a.IP, a.Port, a.Service = p.IP, p.Port, true
@@ -49,7 +52,7 @@ func (w *Worker) Publish(ctx context.Context, req *workers.Request, p events.Pub
 // Unpublish removes an ad-hoc entry, or only its checks; removing what this
 // command already removed on an earlier attempt succeeds.
 func (w *Worker) Unpublish(ctx context.Context, req *workers.Request, p events.Unpublish) (events.Adhoc, error) {
-	cur, err := w.adhoc.Find(ctx, p.Name)
+	cur, err := w.adhoc.Find(ctx, bus.Key(w.host.Server, p.Name))
 	if err != nil {
 		return events.Adhoc{}, workers.FromStore(err, "ad-hoc entry "+p.Name)
 	}
@@ -66,12 +69,12 @@ func (w *Worker) Unpublish(ctx context.Context, req *workers.Request, p events.U
 	a := cur.Value
 	if p.ChecksOnly && a.Service {
 		a.Checks, a.Updated = []events.CheckDef{}, time.Now().UTC()
-		if _, err := w.adhoc.Update(ctx, p.Name, a, cur.Revision); err != nil {
+		if _, err := w.adhoc.Update(ctx, cur.Key, a, cur.Revision); err != nil {
 			return events.Adhoc{}, workers.FromStore(err, "ad-hoc entry "+p.Name)
 		}
 		return a, nil
 	}
-	if err := w.adhoc.Delete(ctx, p.Name, cur.Revision); err != nil {
+	if err := w.adhoc.Delete(ctx, cur.Key, cur.Revision); err != nil {
 		return events.Adhoc{}, workers.FromStore(err, "ad-hoc entry "+p.Name)
 	}
 	return a, nil

@@ -166,28 +166,28 @@ func (w *Worker) poked() {
 // state until ctx ends: it follows the endpoints, definitions and container
 // records as they change, and resyncs now and then.
 func (w *Worker) Run(ctx context.Context) {
-	go watch(ctx, w, w.endpoints.Store, func(key string, e *events.Endpoint) {
+	go watch(ctx, w, w.endpoints.Store, "", func(key string, e *events.Endpoint) {
 		if e == nil {
 			delete(w.eps, key)
 			return
 		}
 		w.eps[key] = *e
 	})
-	go watch(ctx, w, w.services, func(key string, d *events.Definitions) {
+	go watch(ctx, w, w.services, w.host.Server, func(key string, d *events.Definitions) {
 		if d == nil || d.Server != w.host.Server {
 			delete(w.defs, key)
 			return
 		}
 		w.defs[key] = *d
 	})
-	go watch(ctx, w, w.ctrs, func(key string, c *events.Container) {
+	go watch(ctx, w, w.ctrs, w.host.Server, func(key string, c *events.Container) {
 		if c == nil || c.Server != w.host.Server {
 			delete(w.cts, key)
 			return
 		}
 		w.cts[key] = *c
 	})
-	go watch(ctx, w, w.adhoc, func(key string, a *events.Adhoc) {
+	go watch(ctx, w, w.adhoc, w.host.Server, func(key string, a *events.Adhoc) {
 		if a == nil || a.Server != w.host.Server {
 			delete(w.ads, key)
 			return
@@ -210,10 +210,17 @@ func (w *Worker) Run(ctx context.Context) {
 	}
 }
 
-// watch follows a store, applying each change under the lock and poking the sync.
-func watch[T any](ctx context.Context, w *Worker, st *bus.Store[T], apply func(key string, v *T)) {
+// watch follows a store (the records of one server, or all when server is ""),
+// applying each change by record name under the lock and poking the sync.
+func watch[T any](ctx context.Context, w *Worker, st *bus.Store[T], server string, apply func(name string, v *T)) {
 	for ctx.Err() == nil {
-		ch, err := st.Watch(ctx)
+		var ch <-chan bus.Change[T]
+		var err error
+		if server == "" {
+			ch, err = st.Watch(ctx)
+		} else {
+			ch, err = st.WatchServer(ctx, server)
+		}
 		if err != nil {
 			sleep(ctx, time.Second)
 			continue
@@ -224,7 +231,9 @@ func watch[T any](ctx context.Context, w *Worker, st *bus.Store[T], apply func(k
 				// Every value the bucket had is read: sync may trust what it knows of it.
 				w.loaded[st.Bucket()] = true
 			} else {
-				apply(c.Key, c.Value)
+				// Keys are SERVER.NAME: the maps hold records by name.
+				_, name, _ := strings.Cut(c.Key, ".")
+				apply(name, c.Value)
 			}
 			w.mu.Unlock()
 			w.poked()
@@ -491,7 +500,7 @@ func (w *Worker) editDefinitions(ctx context.Context, name string, edit func(*ev
 	if err := w.ownContainer(ctx, name); err != nil {
 		return events.Definitions{}, err
 	}
-	e, err := w.services.Modify(ctx, name, func(d events.Definitions, exists bool) (events.Definitions, error) {
+	e, err := w.services.Modify(ctx, bus.Key(w.host.Server, name), func(d events.Definitions, exists bool) (events.Definitions, error) {
 		if !exists {
 			d = events.Definitions{Container: name}
 		}
@@ -515,7 +524,7 @@ func (w *Worker) editDefinitions(ctx context.Context, name string, edit func(*ev
 
 // ownContainer refuses definitions for a container that is not on this server.
 func (w *Worker) ownContainer(ctx context.Context, name string) error {
-	e, err := w.ctrs.Find(ctx, name)
+	e, err := w.ctrs.FindByName(ctx, name)
 	if err != nil {
 		return workers.Transient("reading container %s: %v", name, err)
 	}

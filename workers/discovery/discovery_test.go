@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/consul"
 	"github.com/skeinhq/skein/internal/testutil"
@@ -55,7 +56,7 @@ func TestRegistrationWaitsForEndpoint(t *testing.T) {
 	}, "consul domain not forwarded to %s", rigEPDNS)
 	_, calls := r.rt.forwarding()
 
-	if err := r.endpoints.Delete(r.ctx, rigEPName); err != nil {
+	if err := r.endpoints.Delete(r.ctx, bus.Key(rigServer, rigEPName)); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, waitLong, func() bool {
@@ -127,10 +128,10 @@ func TestServiceDefinitions(t *testing.T) {
 	}, "catalog does not hold the updated http service only")
 
 	// Deleting a service that is not there: not found, nothing written.
-	rev := r.revision(t, r.services, "web")
+	rev := r.revision(t, r.services, bus.Key(rigServer, "web"))
 	_, err := r.do(t, events.TypeServiceDelete, events.ServiceDelete{Container: "web", Name: "nope"})
 	wantCode(t, err, workers.CodeNotFound)
-	if got := r.revision(t, r.services, "web"); got != rev {
+	if got := r.revision(t, r.services, bus.Key(rigServer, "web")); got != rev {
 		t.Errorf("definitions rewritten by a refused delete: revision %d, was %d", got, rev)
 	}
 	// Deleting without a name removes them all, and the node.
@@ -151,14 +152,14 @@ func TestServiceDefinitions(t *testing.T) {
 	good := events.CheckDef{Name: "up", Kind: "tcp", Port: 80, Interval: "1s", Timeout: "1s"}
 	_, err = r.do(t, events.TypeCheckAdd, events.CheckAdd{Container: "ghost", Check: good})
 	wantCode(t, err, workers.CodeNotFound)
-	if rev := r.revision(t, r.services, "ghost"); rev != 0 {
+	if rev := r.revision(t, r.services, bus.Key(rigServer, "ghost")); rev != 0 {
 		t.Errorf("definitions written for a container that does not exist (revision %d)", rev)
 	}
 	// A container on another server is not this server's to define.
-	r.putJSON(t, r.ctrs, "far", events.Container{Name: "far", Server: "s2", Status: "Running", IPv4: "10.77.8.5"})
+	r.putJSON(t, r.ctrs, bus.Key("s2", "far"), events.Container{Name: "far", Server: "s2", Status: "Running", IPv4: "10.77.8.5"})
 	_, err = r.do(t, events.TypeServiceAdd, events.ServiceAdd{Container: "far", Name: "http", Port: 80})
 	wantCode(t, err, workers.CodeInvalid)
-	if rev := r.revision(t, r.services, "far"); rev != 0 {
+	if rev := r.revision(t, r.services, bus.Key(rigServer, "far")); rev != 0 {
 		t.Errorf("definitions written for another server's container (revision %d)", rev)
 	}
 
@@ -172,7 +173,7 @@ func TestServiceDefinitions(t *testing.T) {
 		"timeout > interval": {Name: "c", Kind: "http", URL: "/health", Interval: "1s", Timeout: "2s"},
 		"tcp skipping TLS":   {Name: "c", Kind: "tcp", Port: 80, TLSSkipVerify: true, Interval: "1s", Timeout: "1s"},
 	}
-	rev = r.revision(t, r.services, "web")
+	rev = r.revision(t, r.services, bus.Key(rigServer, "web"))
 	for name, c := range bad {
 		_, err := r.do(t, events.TypeCheckAdd, events.CheckAdd{Container: "web", Check: c})
 		if err == nil {
@@ -181,7 +182,7 @@ func TestServiceDefinitions(t *testing.T) {
 		}
 		wantCode(t, err, workers.CodeInvalid)
 	}
-	if got := r.revision(t, r.services, "web"); got != rev {
+	if got := r.revision(t, r.services, bus.Key(rigServer, "web")); got != rev {
 		t.Errorf("definitions rewritten by refused checks: revision %d, was %d", got, rev)
 	}
 	r.mustDo(t, events.TypeCheckAdd, events.CheckAdd{Container: "web", Check: good}, &d)
@@ -344,7 +345,7 @@ func TestAdhoc(t *testing.T) {
 
 	r.mustDo(t, events.TypeUnpublish, events.Unpublish{Name: "db"}, nil)
 	r.waitNode(t, "0pub-db", nil, "ad-hoc db still registered after unpublish")
-	if rev := r.revision(t, r.adhoc, "db"); rev != 0 {
+	if rev := r.revision(t, r.adhoc, bus.Key(rigServer, "db")); rev != 0 {
 		t.Errorf("ad-hoc entry still stored after unpublish (revision %d)", rev)
 	}
 	testutil.Eventually(t, waitLong, func() bool {
@@ -363,18 +364,18 @@ func TestAdhoc(t *testing.T) {
 	wantCode(t, err, workers.CodeInvalid)
 	_, err = r.do(t, events.TypePublish, events.Publish{Name: "x", Check: &events.CheckDef{Name: "c", Kind: "tcp", Port: 80, Interval: "1s", Timeout: "1s"}})
 	wantCode(t, err, workers.CodeInvalid)
-	if rev := r.revision(t, r.adhoc, "x"); rev != 0 {
+	if rev := r.revision(t, r.adhoc, bus.Key(rigServer, "x")); rev != 0 {
 		t.Errorf("refused publish stored an entry (revision %d)", rev)
 	}
 
 	// An entry owned by s2 is s2's to change.
-	r.putJSON(t, r.adhoc, "cache", events.Adhoc{Name: "cache", Server: "s2", IP: "10.1.2.4", Port: 6379, Service: true, Checks: []events.CheckDef{}})
-	rev := r.revision(t, r.adhoc, "cache")
+	r.putJSON(t, r.adhoc, bus.Key("s2", "cache"), events.Adhoc{Name: "cache", Server: "s2", IP: "10.1.2.4", Port: 6379, Service: true, Checks: []events.CheckDef{}})
+	rev := r.revision(t, r.adhoc, bus.Key("s2", "cache"))
 	_, err = r.do(t, events.TypePublish, events.Publish{Name: "cache", IP: "10.1.2.5", Port: 6380})
 	wantCode(t, err, workers.CodeConflict)
 	_, err = r.do(t, events.TypePublish, events.Publish{Name: "cache", Check: &chk})
 	wantCode(t, err, workers.CodeConflict)
-	if got := r.revision(t, r.adhoc, "cache"); got != rev {
+	if got := r.revision(t, r.adhoc, bus.Key("s2", "cache")); got != rev {
 		t.Errorf("s2's entry rewritten by s1: revision %d, was %d", got, rev)
 	}
 	// The bucket is watched in order: once an entry published after s2's is in

@@ -40,7 +40,7 @@ func (w *Worker) AddEndpoint(ctx context.Context, req *workers.Request, p events
 		return none, workers.Invalid("%q is not an IPv4 address", p.IP)
 	}
 	name := endpointName(p)
-	if cur, err := w.endpoints.Store.Find(ctx, name); err != nil {
+	if cur, err := w.endpoints.Store.FindByName(ctx, name); err != nil {
 		return none, workers.FromStore(err, "endpoint "+name)
 	} else if cur == nil || cur.Value.Command != req.ID() {
 		if err := w.host.Containers.CheckAddress(ctx, name, p.IP); err != nil {

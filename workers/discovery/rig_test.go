@@ -454,7 +454,7 @@ func (r *rig) seedEndpoint(t *testing.T, name, ip, status string) {
 			t.Fatal(err)
 		}
 	}
-	r.putJSON(t, r.endpoints, name, events.Endpoint{Resource: events.Resource{Name: name, Server: rigServer, Status: status, Updated: time.Now().UTC()}, IP: ip})
+	r.putJSON(t, r.endpoints, bus.Key(rigServer, name), events.Endpoint{Resource: events.Resource{Name: name, Server: rigServer, Status: status, Updated: time.Now().UTC()}, IP: ip})
 }
 
 // bucket is the name of the bucket of record type T.
@@ -478,7 +478,7 @@ func (r *rig) revision(t *testing.T, kv jetstream.KeyValue, key string) uint64 {
 
 func (r *rig) definitions(t *testing.T, name string) events.Definitions {
 	t.Helper()
-	e, err := r.services.Get(r.ctx, name)
+	e, err := r.services.Get(r.ctx, bus.Key(rigServer, name))
 	if err != nil {
 		t.Fatalf("definitions of %s: %v", name, err)
 	}

@@ -143,7 +143,7 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.LBAdd) 
 	if e.Value.Status == events.StatusReady {
 		return e.Value, nil
 	}
-	name := e.Key
+	name := e.Value.Name
 	if _, err := svc.Launch(ctx, req, w.host, name, ""); err != nil {
 		return none, err
 	}

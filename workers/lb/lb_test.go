@@ -229,7 +229,7 @@ func (r *rig) mustDo(t *testing.T, typ string, payload any) events.LB {
 
 func (r *rig) record(t *testing.T, name string) *events.LB {
 	t.Helper()
-	e, err := r.store.Find(r.ctx, name)
+	e, err := r.store.Find(r.ctx, bus.Key(server, name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/container"
 )
@@ -20,17 +21,15 @@ const staleCreating = time.Hour
 // is left of its container, and Gone announces it. Each record is repaired
 // under its resource's lock, so no command on it runs meanwhile.
 func Reconcile[T any, P Ptr[T]](ctx context.Context, h *Host, k *Kind[T, P]) {
-	all, err := k.Store.List(ctx)
+	all, err := k.Store.ListServer(ctx, h.Server)
 	if err != nil {
 		h.Log.Warn().Err(err).Str("kind", k.Prefix).Msg("reconcile: listing records")
 		return
 	}
 	for _, e := range all {
-		if P(&e.Value).Res().Server != h.Server {
-			continue
-		}
-		if err := repair(ctx, h, k, e.Key); err != nil {
-			h.Log.Warn().Err(err).Str(k.Prefix, e.Key).Msg("reconcile")
+		name := P(&e.Value).Res().Name
+		if err := repair(ctx, h, k, name); err != nil {
+			h.Log.Warn().Err(err).Str(k.Prefix, name).Msg("reconcile")
 		}
 	}
 }
@@ -42,7 +41,7 @@ func repair[T any, P Ptr[T]](ctx context.Context, h *Host, k *Kind[T, P], name s
 		return err
 	}
 	defer unlock()
-	e, err := k.Store.Find(ctx, name)
+	e, err := k.Store.Find(ctx, bus.Key(h.Server, name))
 	if err != nil || e == nil {
 		return err
 	}
@@ -75,7 +74,7 @@ func repair[T any, P Ptr[T]](ctx context.Context, h *Host, k *Kind[T, P], name s
 			}
 		}
 	}
-	if err := k.Store.Delete(ctx, name, e.Revision); err != nil {
+	if err := k.Store.Delete(ctx, e.Key, e.Revision); err != nil {
 		return err
 	}
 	h.Log.Info().Str(k.Prefix, name).Str("status", r.Status).Msg("reconcile: removed a record whose container is gone")

@@ -120,7 +120,7 @@ func Claim[T any, P Ptr[T]](ctx context.Context, req *workers.Request, h *Host, 
 	if err != nil {
 		return bus.Entry[T]{}, err
 	}
-	held, err := h.Locks.Lock(ctx, k.Lock(e.Key))
+	held, err := h.Locks.Lock(ctx, k.Lock(P(&e.Value).Res().Name))
 	if err != nil {
 		return bus.Entry[T]{}, err
 	}
@@ -136,7 +136,7 @@ func FreeName[T any, P Ptr[T]](ctx context.Context, k *Kind[T, P], prefix string
 	}
 	taken := map[string]bool{}
 	for _, e := range all {
-		taken[e.Key] = true
+		taken[P(&e.Value).Res().Name] = true
 	}
 	for n := 1; ; n++ {
 		if name := fmt.Sprintf("%s-%d", prefix, n); !taken[name] {
@@ -152,9 +152,10 @@ func FreeName[T any, P Ptr[T]](ctx context.Context, k *Kind[T, P], prefix string
 func Reserve[T any, P Ptr[T]](ctx context.Context, req *workers.Request, h *Host, k *Kind[T, P], rec T) (bus.Entry[T], error) {
 	r := P(&rec).Res()
 	r.Server, r.Status, r.Command, r.Updated = h.Server, events.StatusCreating, req.ID(), time.Now().UTC()
-	name := r.Name
+	name, key := r.Name, bus.Key(h.Server, r.Name)
 	for try := 0; try < 2; try++ {
-		cur, err := k.Store.Find(ctx, name)
+		// Names are unique across the cluster: look on every server.
+		cur, err := k.Store.FindByName(ctx, name)
 		if err != nil {
 			return bus.Entry[T]{}, workers.Transient("reading %s %s: %v", k.Noun, name, err)
 		}
@@ -165,7 +166,7 @@ func Reserve[T any, P Ptr[T]](ctx context.Context, req *workers.Request, h *Host
 			release(req, h, k, name)
 			return *cur, nil
 		}
-		rev, err := k.Store.Create(ctx, name, rec)
+		rev, err := k.Store.Create(ctx, key, rec)
 		if errors.Is(err, bus.ErrExists) {
 			continue // created in between: read whose it is
 		}
@@ -173,7 +174,7 @@ func Reserve[T any, P Ptr[T]](ctx context.Context, req *workers.Request, h *Host
 			return bus.Entry[T]{}, workers.Transient("reserving %s %s: %v", k.Noun, name, err)
 		}
 		release(req, h, k, name)
-		return bus.Entry[T]{Key: name, Value: rec, Revision: rev}, nil
+		return bus.Entry[T]{Key: key, Value: rec, Revision: rev}, nil
 	}
 	return bus.Entry[T]{}, workers.Conflict("a %s named %s already exists: pick another name with -n", k.Noun, name)
 }
@@ -182,7 +183,7 @@ func Reserve[T any, P Ptr[T]](ctx context.Context, req *workers.Request, h *Host
 // launched for it, if the command finally fails while it is still creating.
 func release[T any, P Ptr[T]](req *workers.Request, h *Host, k *Kind[T, P], name string) {
 	req.OnFail(func(ctx context.Context) {
-		cur, err := k.Store.Find(ctx, name)
+		cur, err := k.Store.Find(ctx, bus.Key(h.Server, name))
 		if err != nil || cur == nil {
 			return
 		}
@@ -196,7 +197,7 @@ func release[T any, P Ptr[T]](req *workers.Request, h *Host, k *Kind[T, P], name
 				return
 			}
 		}
-		if err := k.Store.Delete(ctx, name, cur.Revision); err != nil {
+		if err := k.Store.Delete(ctx, cur.Key, cur.Revision); err != nil {
 			req.Log.Warn().Err(err).Str(k.Prefix, name).Msg("releasing a failed setup")
 		}
 	})
@@ -214,7 +215,7 @@ func Ready[T any, P Ptr[T]](ctx context.Context, k *Kind[T, P], e bus.Entry[T]) 
 	r := P(&e.Value).Res()
 	r.Status, r.Updated = events.StatusReady, time.Now().UTC()
 	if _, err := k.Store.Update(ctx, e.Key, e.Value, e.Revision); err != nil {
-		return e.Value, workers.Transient("recording %s %s as ready: %v", k.Noun, e.Key, err)
+		return e.Value, workers.Transient("recording %s %s as ready: %v", k.Noun, P(&e.Value).Res().Name, err)
 	}
 	return e.Value, nil
 }
@@ -224,12 +225,12 @@ func Ready[T any, P Ptr[T]](ctx context.Context, k *Kind[T, P], e bus.Entry[T]) 
 // the revision it was read, so the record always says what runs.
 func Change[T any, P Ptr[T]](ctx context.Context, h *Host, k *Kind[T, P], name string, edit func(next P) error, apply func(old, next T) (string, error)) (T, error) {
 	var zero T
-	e, err := k.Store.Find(ctx, name)
+	e, err := k.Store.Find(ctx, bus.Key(h.Server, name))
 	if err != nil {
 		return zero, workers.Transient("reading %s %s: %v", k.Noun, name, err)
 	}
 	if e == nil {
-		return zero, workers.NotFound("no %s named %s: `%s` shows them", k.Noun, name, k.ListCmd)
+		return zero, workers.NotFound("no %s named %s on server %s: `%s` shows them", k.Noun, name, h.Server, k.ListCmd)
 	}
 	r := P(&e.Value).Res()
 	if r.Server != h.Server {
@@ -251,7 +252,7 @@ func Change[T any, P Ptr[T]](ctx context.Context, h *Host, k *Kind[T, P], name s
 	}
 	nr := P(&next).Res()
 	nr.Applied, nr.Updated = applied, time.Now().UTC()
-	if _, err := k.Store.Update(ctx, name, next, e.Revision); err != nil {
+	if _, err := k.Store.Update(ctx, e.Key, next, e.Revision); err != nil {
 		// Applied but not recorded: a retry reads the record again and converges.
 		return zero, workers.Transient("recording %s %s: %v", k.Noun, name, err)
 	}
@@ -263,7 +264,7 @@ func Change[T any, P Ptr[T]](ctx context.Context, h *Host, k *Kind[T, P], name s
 // earlier attempt succeeds; one that never existed is not found.
 func Remove[T any, P Ptr[T]](ctx context.Context, req *workers.Request, h *Host, k *Kind[T, P], name string, before func(rec T)) (T, error) {
 	var zero T
-	e, err := k.Store.Find(ctx, name)
+	e, err := k.Store.Find(ctx, bus.Key(h.Server, name))
 	if err != nil {
 		return zero, workers.Transient("reading %s %s: %v", k.Noun, name, err)
 	}
@@ -293,7 +294,7 @@ func Remove[T any, P Ptr[T]](ctx context.Context, req *workers.Request, h *Host,
 	if _, err := h.Containers.DeleteContainer(ctx, req, name); err != nil {
 		return zero, err
 	}
-	if err := k.Store.Delete(ctx, name, 0); err != nil {
+	if err := k.Store.Delete(ctx, e.Key, 0); err != nil {
 		return zero, workers.Transient("forgetting %s %s: %v", k.Noun, name, err)
 	}
 	return e.Value, nil

@@ -1,0 +1,399 @@
+package bus
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+)
+
+// Account names on the bus.
+const (
+	// AccountName is the account every skein component uses.
+	AccountName = "SKEIN"
+	// SystemAccountName is the NATS system account.
+	SystemAccountName = "SYS"
+)
+
+// Role is what one set of credentials may do.
+type Role struct {
+	// Kind is admin (everything: the CLI), agent (one server's share) or
+	// observer (read events and state, publish nothing).
+	Kind string
+	// Server is the agent's server.
+	Server string
+}
+
+// Name is the role's user name, e.g. "agent-s1"; it also makes the role's
+// inbox prefix, so that no role reads another's replies.
+func (r Role) Name() string {
+	if r.Kind == "agent" {
+		return "agent-" + r.Server
+	}
+	return r.Kind
+}
+
+// InboxPrefix is where the role's replies go: a subject only it may read.
+// Admins keep the default.
+func (r Role) InboxPrefix() string {
+	if r.Kind == "admin" {
+		return ""
+	}
+	return "_INBOX." + r.Name()
+}
+
+// ParseRole reads "admin", "observer" or "agent NAME".
+func ParseRole(kind, server string) (Role, error) {
+	switch kind {
+	case "admin", "observer":
+		if server != "" {
+			return Role{}, fmt.Errorf("%s credentials are for no server: leave out %q", kind, server)
+		}
+		return Role{Kind: kind}, nil
+	case "agent":
+		if !ValidToken(server) {
+			return Role{}, fmt.Errorf("agent credentials need the server's name: skein creds agent NAME")
+		}
+		return Role{Kind: kind, Server: server}, nil
+	}
+	return Role{}, fmt.Errorf("unknown role %q: use agent NAME, admin or observer", kind)
+}
+
+// Permissions are what the role may publish and subscribe to. Each is a
+// subject prefix: an agent's own commands, results, progress, events and
+// records all carry its server's name.
+func (r Role) Permissions() jwt.Permissions {
+	var p jwt.Permissions
+	switch r.Kind {
+	case "agent":
+		s, c := r.Server, AgentConsumerName(r.Server)
+		p.Pub.Allow.Add(
+			ServerResults(s), ServerProgress(s), EventFilter(s, ""),
+			"$KV."+heartbeatBucket+"."+s, "$KV.*."+s+".>",
+			"$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
+			"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
+			"$JS.API.CONSUMER.CREATE."+StreamCommands+"."+c, "$JS.API.CONSUMER.CREATE."+StreamCommands+"."+c+".>",
+			"$JS.API.CONSUMER.DURABLE.CREATE."+StreamCommands+"."+c, "$JS.API.CONSUMER.INFO."+StreamCommands+"."+c,
+			"$JS.API.CONSUMER.MSG.NEXT."+StreamCommands+"."+c, "$JS.ACK."+StreamCommands+"."+c+".>",
+			"$JS.FC.>",
+		)
+		p.Pub.Allow.Add(readConsumers()...)
+		p.Sub.Allow.Add(ServerQueries(s), r.InboxPrefix()+".>")
+		// Answers to the queries it is sent, and to those only.
+		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
+	case "observer":
+		p.Pub.Allow.Add(
+			"$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
+			"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
+			"$JS.API.CONSUMER.CREATE."+StreamEvents+".>", "$JS.API.CONSUMER.DELETE."+StreamEvents+".>", "$JS.FC.>",
+		)
+		p.Pub.Allow.Add(readConsumers()...)
+		p.Sub.Allow.Add(AllEvents(), r.InboxPrefix()+".>")
+	}
+	return p
+}
+
+// readConsumers are the JetStream API subjects of watching and listing the KV
+// buckets (ephemeral consumers that only read); one bucket each, since a
+// wildcard is a whole subject token.
+func readConsumers() []string {
+	var out []string
+	for _, b := range BucketConfigs(1) {
+		s := "KV_" + b.Bucket
+		out = append(out, "$JS.API.CONSUMER.CREATE."+s+".>", "$JS.API.CONSUMER.DELETE."+s+".>", "$JS.API.CONSUMER.INFO."+s+".>")
+	}
+	return out
+}
+
+// heartbeatBucket is the bucket of heartbeats, keyed by server name alone.
+const heartbeatBucket = "skein_servers"
+
+// Authority holds skein's keys on the bus, under DIR: the operator that the
+// server trusts, the SKEIN account every component uses, the system account,
+// and the users issued and revoked. Only the machine of `skein server` has it.
+type Authority struct {
+	dir                       string
+	operator, account, system nkeys.KeyPair
+
+	mu     sync.Mutex
+	ledger ledger
+}
+
+// ledger is what was issued and revoked, kept in DIR/users.json.
+type ledger struct {
+	// Issued are the users' public keys by role name.
+	Issued map[string][]string `json:"issued"`
+	// Revoked are users' public keys with the time they were revoked (unix seconds).
+	Revoked map[string]int64 `json:"revoked"`
+}
+
+// LoadAuthority reads the keys under dir, making them (0600 files in a 0700
+// directory) on first use.
+func LoadAuthority(dir string) (*Authority, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("bus: %w", err)
+	}
+	a := &Authority{dir: dir, ledger: ledger{Issued: map[string][]string{}, Revoked: map[string]int64{}}}
+	var err error
+	if a.operator, err = loadKey(filepath.Join(dir, "operator.nk"), nkeys.CreateOperator); err != nil {
+		return nil, err
+	}
+	if a.account, err = loadKey(filepath.Join(dir, "account.nk"), nkeys.CreateAccount); err != nil {
+		return nil, err
+	}
+	if a.system, err = loadKey(filepath.Join(dir, "system.nk"), nkeys.CreateAccount); err != nil {
+		return nil, err
+	}
+	if err := a.readLedger(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func loadKey(path string, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, error) {
+	seed, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		kp, err := create()
+		if err != nil {
+			return nil, err
+		}
+		if seed, err = kp.Seed(); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, seed, 0o600); err != nil {
+			return nil, fmt.Errorf("bus: %w", err)
+		}
+		return kp, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: %w", err)
+	}
+	kp, err := nkeys.FromSeed(seed)
+	if err != nil {
+		return nil, fmt.Errorf("bus: %s: %w", path, err)
+	}
+	return kp, nil
+}
+
+func (a *Authority) ledgerPath() string { return filepath.Join(a.dir, "users.json") }
+
+func (a *Authority) readLedger() error {
+	b, err := os.ReadFile(a.ledgerPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("bus: %w", err)
+	}
+	var l ledger
+	if err := json.Unmarshal(b, &l); err != nil {
+		return fmt.Errorf("bus: %s: %w", a.ledgerPath(), err)
+	}
+	if l.Issued == nil {
+		l.Issued = map[string][]string{}
+	}
+	if l.Revoked == nil {
+		l.Revoked = map[string]int64{}
+	}
+	a.ledger = l
+	return nil
+}
+
+func (a *Authority) writeLedger() error {
+	b, err := json.MarshalIndent(a.ledger, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := a.ledgerPath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("bus: %w", err)
+	}
+	return os.Rename(tmp, a.ledgerPath())
+}
+
+func pub(kp nkeys.KeyPair) string {
+	p, _ := kp.PublicKey()
+	return p
+}
+
+// operatorClaims are the claims of skein's operator.
+func (a *Authority) operatorClaims() (*jwt.OperatorClaims, error) {
+	oc := jwt.NewOperatorClaims(pub(a.operator))
+	oc.Name = "skein"
+	oc.SystemAccount = pub(a.system)
+	token, err := oc.Encode(a.operator)
+	if err != nil {
+		return nil, err
+	}
+	return jwt.DecodeOperatorClaims(token)
+}
+
+// accountJWT is the SKEIN account's JWT: JetStream on, the users revoked.
+func (a *Authority) accountJWT() (string, error) {
+	ac := jwt.NewAccountClaims(pub(a.account))
+	ac.Name = AccountName
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit, Streams: jwt.NoLimit, Consumer: jwt.NoLimit}
+	a.mu.Lock()
+	for user, at := range a.ledger.Revoked {
+		ac.Revoke(user) // revokes every JWT of the user issued up to now
+		ac.Revocations[user] = at
+	}
+	a.mu.Unlock()
+	return ac.Encode(a.operator)
+}
+
+func (a *Authority) systemJWT() (string, error) {
+	sc := jwt.NewAccountClaims(pub(a.system))
+	sc.Name = SystemAccountName
+	return sc.Encode(a.operator)
+}
+
+// Configure makes server options trust the authority: every client must then
+// present credentials it issued, and is held to their permissions.
+func (a *Authority) Configure(opts *server.Options) error {
+	oc, err := a.operatorClaims()
+	if err != nil {
+		return err
+	}
+	accJWT, err := a.accountJWT()
+	if err != nil {
+		return err
+	}
+	sysJWT, err := a.systemJWT()
+	if err != nil {
+		return err
+	}
+	resolver := &server.MemAccResolver{}
+	if err := resolver.Store(pub(a.account), accJWT); err != nil {
+		return err
+	}
+	if err := resolver.Store(pub(a.system), sysJWT); err != nil {
+		return err
+	}
+	opts.TrustedOperators = []*jwt.OperatorClaims{oc}
+	opts.SystemAccount = pub(a.system)
+	opts.AccountResolver = resolver
+	return nil
+}
+
+// NATSConfig is the part of a nats-server configuration that makes an
+// external NATS (a cluster of three, say) trust the authority as the embedded
+// server does: the operator, the system account, and the accounts preloaded
+// with their revocations. Write it again and reload the servers after a revocation.
+func (a *Authority) NATSConfig() (string, error) {
+	oc := jwt.NewOperatorClaims(pub(a.operator))
+	oc.Name = "skein"
+	oc.SystemAccount = pub(a.system)
+	op, err := oc.Encode(a.operator)
+	if err != nil {
+		return "", err
+	}
+	acc, err := a.accountJWT()
+	if err != nil {
+		return "", err
+	}
+	sys, err := a.systemJWT()
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("# skein's bus authority; include it in each node's nats-server.conf.\noperator: %q\nsystem_account: %s\nresolver: MEMORY\nresolver_preload: {\n  %s: %q\n  %s: %q\n}\n",
+		op, pub(a.system), pub(a.account), acc, pub(a.system), sys), nil
+}
+
+// Creds issues credentials for a role: a NATS creds file (a user JWT signed
+// by the account, and the user's seed), recorded so it can be revoked.
+func (a *Authority) Creds(r Role) ([]byte, error) {
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, err
+	}
+	uc := jwt.NewUserClaims(pub(user))
+	uc.Name = r.Name()
+	uc.IssuerAccount = ""
+	uc.Permissions = r.Permissions()
+	uc.Tags.Add("skein-role:" + r.Kind)
+	token, err := uc.Encode(a.account)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := user.Seed()
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.ledger.Issued[r.Name()] = append(a.ledger.Issued[r.Name()], pub(user))
+	err = a.writeLedger()
+	a.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return jwt.FormatUserConfig(token, seed)
+}
+
+// Revoke revokes every credential issued for a role so far; it returns how
+// many. A server that runs with the authority applies it (ApplyRevocations).
+func (a *Authority) Revoke(r Role) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	users := a.ledger.Issued[r.Name()]
+	now := time.Now().Unix()
+	for _, u := range users {
+		a.ledger.Revoked[u] = now
+	}
+	return len(users), a.writeLedger()
+}
+
+// Revoked lists the revoked users, sorted.
+func (a *Authority) Revoked() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for u := range a.ledger.Revoked {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ApplyRevocations rereads the ledger and gives the running server the
+// account's claims with its revocations: the clients of revoked users are
+// disconnected and refused from then on.
+func (a *Authority) ApplyRevocations(ns *server.Server) error {
+	a.mu.Lock()
+	err := a.readLedger()
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	token, err := a.accountJWT()
+	if err != nil {
+		return err
+	}
+	ac, err := jwt.DecodeAccountClaims(token)
+	if err != nil {
+		return err
+	}
+	acc, err := ns.LookupAccount(pub(a.account))
+	if err != nil {
+		return err
+	}
+	ns.UpdateAccountClaims(acc, ac)
+	return nil
+}
+
+// LedgerModified is when the ledger last changed (zero when it never did).
+func (a *Authority) LedgerModified() time.Time {
+	fi, err := os.Stat(a.ledgerPath())
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}

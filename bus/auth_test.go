@@ -1,0 +1,232 @@
+package bus_test
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+)
+
+// authBus starts a server that trusts a fresh authority, with skein's streams
+// made by an admin, and returns its URL and the authority.
+func authBus(t *testing.T) (string, *bus.Authority) {
+	t.Helper()
+	a, err := bus.LoadAuthority(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := bus.StartServer(bus.ServerOptions{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Authority: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	admin := connectAs(t, ns.ClientURL(), a, bus.Role{Kind: "admin"})
+	ctx := ctxT(t, 20*time.Second)
+	if err := bus.Ensure(ctx, admin.JS, 1); err != nil {
+		t.Fatal(err)
+	}
+	return ns.ClientURL(), a
+}
+
+func connectAs(t *testing.T, url string, a *bus.Authority, r bus.Role) *bus.Conn {
+	t.Helper()
+	creds, err := a.Creds(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := bus.Connect(bus.ConnOptions{URL: url, Name: r.Name(), Log: zerolog.Nop(), Creds: creds})
+	if err != nil {
+		t.Fatalf("%s: %v", r.Name(), err)
+	}
+	t.Cleanup(conn.Close)
+	return conn
+}
+
+func TestAnonymousClientIsRefused(t *testing.T) {
+	url, _ := authBus(t)
+	_, err := nats.Connect(url)
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("anonymous connect = %v, want an authorization error", err)
+	}
+}
+
+// TestAgentIsHeldToItsServer: agent s2 cannot command s1, answer or tell for
+// s1, or write s1's heartbeat or records; it can do all that for s2.
+func TestAgentIsHeldToItsServer(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 30*time.Second)
+
+	heartbeats, err := bus.OpenStore[events.Heartbeat](ctx, admin.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := events.Heartbeat{Name: "s1", Status: "up", CPUs: 2, Time: time.Now().UTC()}
+	if _, err := heartbeats.Put(ctx, "s1", hb); err != nil {
+		t.Fatal(err)
+	}
+	lbs, err := bus.OpenStore[events.LB](ctx, s2.JS)
+	if err != nil {
+		t.Fatalf("agent s2 cannot open a store: %v", err)
+	}
+	s2heartbeats, err := bus.OpenStore[events.Heartbeat](ctx, s2.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := events.LB{Resource: events.Resource{Name: "ha1", Server: "s1", Status: events.StatusReady, Updated: time.Now().UTC()}, Kind: "haproxy", Backends: []events.Backend{}}
+	mine := rec
+	mine.Server, mine.Name = "s2", "ha2"
+
+	denied := func(what string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Errorf("agent s2 could %s", what)
+		}
+	}
+	short := func() context.Context { c, cancel := context.WithTimeout(ctx, 2*time.Second); t.Cleanup(cancel); return c }
+	_, err = s2.JS.Publish(short(), bus.CommandSubject("s1", events.TypeStop), []byte("{}"))
+	denied("publish a command for s1", err)
+	_, err = s2.JS.Publish(short(), bus.ResultSubject("s1", "x"), []byte("{}"))
+	denied("publish a result for s1", err)
+	_, err = s2.JS.Publish(short(), bus.EventSubject("s1", events.TypeContainerStarted), []byte("{}"))
+	denied("publish an event about s1", err)
+	_, err = s2heartbeats.Put(short(), "s1", events.Heartbeat{Name: "s1", Status: "down", CPUs: 1, Time: time.Now().UTC()})
+	denied("write s1's heartbeat", err)
+	_, err = lbs.Create(short(), bus.Key("s1", "ha1"), rec)
+	denied("write a record of s1", err)
+
+	// Its own share works.
+	if _, err := s2.JS.Publish(short(), bus.ResultSubject("s2", "x"), []byte("{}")); err != nil {
+		t.Errorf("agent s2 cannot publish its own result: %v", err)
+	}
+	if _, err := s2.JS.Publish(short(), bus.EventSubject("s2", events.TypeContainerStarted), []byte("{}")); err != nil {
+		t.Errorf("agent s2 cannot publish its own event: %v", err)
+	}
+	if _, err := lbs.Create(short(), bus.Key("s2", "ha2"), mine); err != nil {
+		t.Errorf("agent s2 cannot write its own record: %v", err)
+	}
+	if _, err := s2heartbeats.Put(short(), "s2", events.Heartbeat{Name: "s2", Status: "up", CPUs: 1, Time: time.Now().UTC()}); err != nil {
+		t.Errorf("agent s2 cannot beat: %v", err)
+	}
+	// And s1's state is as it was.
+	got, err := heartbeats.Get(ctx, "s1")
+	if err != nil || got.Value.Status != "up" {
+		t.Errorf("s1's heartbeat = %+v %v", got.Value, err)
+	}
+	if e, _ := lbs.Find(ctx, bus.Key("s1", "ha1")); e != nil {
+		t.Errorf("a record of s1 was written by s2: %+v", e.Value)
+	}
+}
+
+func TestObserverReadsAndPublishesNothing(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	obs := connectAs(t, url, a, bus.Role{Kind: "observer"})
+	ctx := ctxT(t, 30*time.Second)
+	var mu sync.Mutex
+	var got []string
+	sub, err := obs.NC.Subscribe(bus.AllEvents(), func(m *nats.Msg) { mu.Lock(); got = append(got, m.Subject); mu.Unlock() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	_ = obs.NC.Flush()
+	pub := bus.NewPublisher(admin.JS, "test", "s1")
+	if err := pub.Publish(ctx, events.TypeServerUp, events.ServerEvent{Name: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the observer saw no event")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// It reads state.
+	st, err := bus.OpenStore[events.Heartbeat](ctx, obs.JS)
+	if err != nil {
+		t.Fatalf("the observer cannot open a store: %v", err)
+	}
+	if _, err := st.List(ctx); err != nil {
+		t.Errorf("the observer cannot list: %v", err)
+	}
+	// It publishes nothing.
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := obs.JS.Publish(short, bus.EventSubject("s1", events.TypeServerUp), []byte("{}")); err == nil {
+		t.Error("the observer published an event")
+	}
+	if _, err := st.Put(short, "s1", events.Heartbeat{Name: "s1", Status: "up", CPUs: 1, Time: time.Now().UTC()}); err == nil {
+		t.Error("the observer wrote a heartbeat")
+	}
+	if _, err := obs.JS.Publish(short, bus.CommandSubject("s1", events.TypePing), []byte("{}")); err == nil {
+		t.Error("the observer sent a command")
+	}
+}
+
+
+// TestNATSConfigMakesAnExternalServerTrustTheAuthority: a nats-server started
+// from the exported configuration refuses anonymous clients and takes skein's
+// credentials, as the embedded one does.
+func TestNATSConfigMakesAnExternalServerTrustTheAuthority(t *testing.T) {
+	a, err := bus.LoadAuthority(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := a.NATSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := t.TempDir() + "/auth.conf"
+	if err := os.WriteFile(path, []byte("listen: 127.0.0.1:-1\njetstream { store_dir: "+strconvQuote(t.TempDir())+" }\n"+conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("the exported configuration does not parse: %v\n%s", err, conf)
+	}
+	opts.NoSigs, opts.Port = true, -1
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("not ready")
+	}
+	if _, err := nats.Connect(ns.ClientURL()); err == nil {
+		t.Fatal("an anonymous client connected")
+	}
+	creds, err := a.Creds(bus.Role{Kind: "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := bus.Connect(bus.ConnOptions{URL: ns.ClientURL(), Log: zerolog.Nop(), Creds: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := bus.Ensure(ctxT(t, 20*time.Second), conn.JS, 1); err != nil {
+		t.Fatalf("JetStream under the exported authority: %v", err)
+	}
+}
+
+func strconvQuote(s string) string { return strconv.Quote(s) }
