@@ -94,7 +94,11 @@ func TestAgentIsHeldToItsServer(t *testing.T) {
 			t.Errorf("agent s2 could %s", what)
 		}
 	}
-	short := func() context.Context { c, cancel := context.WithTimeout(ctx, 2*time.Second); t.Cleanup(cancel); return c }
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
 	_, err = s2.JS.Publish(short(), bus.CommandSubject("s1", events.TypeStop), []byte("{}"))
 	denied("publish a command for s1", err)
 	_, err = s2.JS.Publish(short(), bus.ResultSubject("s1", "x"), []byte("{}"))
@@ -180,7 +184,6 @@ func TestObserverReadsAndPublishesNothing(t *testing.T) {
 		t.Error("the observer sent a command")
 	}
 }
-
 
 // TestNATSConfigMakesAnExternalServerTrustTheAuthority: a nats-server started
 // from the exported configuration refuses anonymous clients and takes skein's

@@ -2,8 +2,8 @@ package bus
 
 import (
 	"crypto/tls"
-	"errors"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"strings"
 	"time"

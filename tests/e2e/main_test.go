@@ -36,11 +36,11 @@ var (
 	// adminCreds are the CLI's credentials; credsDir holds each agent's.
 	adminCreds, credsDir string
 	skeinBin             string
-	natsURL  string
-	dataDir  string
-	logDir   string
-	server   *proc
-	agents   = map[string]*proc{}
+	natsURL              string
+	dataDir              string
+	logDir               string
+	server               *proc
+	agents               = map[string]*proc{}
 )
 
 func TestMain(m *testing.M) {
