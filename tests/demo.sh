@@ -106,7 +106,7 @@ run "$BIN" launch skein-busybox c1 -s s3 || true
 cat <<MSG
 
 The demo cluster is still running:
-  bin/skein servers | list | events --follow       (SKEIN_NATS=$SKEIN_NATS)
+  bin/skein servers | list | events --follow       (SKEIN_NATS=$SKEIN_NATS SKEIN_CREDS=$SKEIN_CREDS)
   logs in $DEMO/logs/
   nats subject for events: skein.event.<server>.<type>
   Consul UI: http://10.77.1.10:8500/ui
