@@ -40,6 +40,12 @@ const (
 	TypeDefinitions = "definitions"
 	// TypeAdhoc is an ad-hoc entry.
 	TypeAdhoc = "adhoc"
+	// TypeConsulToken is a Consul ACL token record.
+	TypeConsulToken = "consul.token"
+	// TypeEndpointReseal asks for the management token sealed to another agent.
+	TypeEndpointReseal = "endpoint.reseal"
+	// TypeSealed is a sealed secret, as a query's output.
+	TypeSealed = "sealed"
 )
 
 func init() {
@@ -59,6 +65,9 @@ func init() {
 	registerState[Endpoint](TypeEndpoint, "skein_endpoints", 0, "An endpoint, kept in the endpoints bucket")
 	registerState[Definitions](TypeDefinitions, "skein_services", 0, "A container's services and checks, kept in the services bucket")
 	registerState[Adhoc](TypeAdhoc, "skein_adhoc", 0, "An ad-hoc entry, kept in the ad-hoc bucket")
+	registerState[ConsulToken](TypeConsulToken, "skein_tokens", 0, "A Consul ACL token for one server, sealed to its agent, kept in the tokens bucket")
+	registerCommand[EndpointReseal, Sealed](TypeEndpointReseal, "Seal the endpoints' management token to another agent (a query)")
+	register[Sealed](TypeSealed, KindOutput, "A secret sealed to one agent's key")
 }
 
 // EndpointAdd asks for a Consul endpoint at a static address.
@@ -67,6 +76,37 @@ type EndpointAdd struct {
 	Name string `json:"name,omitempty" valid:"name"`
 	// IP is the endpoint's static address in the server's container subnet.
 	IP string `json:"ip" valid:"ipv4"`
+	// Management is the endpoints' ACL management token, sealed to the agent
+	// of the addressed server: made by the CLI for the first endpoint, sealed
+	// again by an endpoint's agent for the next ones (endpoint.reseal).
+	Management *Sealed `json:"management,omitempty"`
+}
+
+// EndpointReseal asks the agent of an endpoint's server for the endpoints'
+// management token sealed to another agent's key (a query: nothing is stored).
+type EndpointReseal struct {
+	// Name is the endpoint whose token is asked for.
+	Name string `json:"name" valid:"name"`
+	// To is the public curve key of the agent it is sealed to.
+	To string `json:"to" valid:"xkey"`
+}
+
+// ConsulToken is a Consul ACL token an endpoint's agent made for one server,
+// sealed to that server's agent: with it the agent may register and
+// deregister its own server's nodes, and nothing else.
+type ConsulToken struct {
+	// For is the server whose agent uses the token.
+	For string `json:"for"`
+	// Holder is the server whose agent made it (the record's key starts with it).
+	Holder string `json:"holder"`
+	// Accessor is the token's public id.
+	Accessor string `json:"accessor" valid:"uuid"`
+	// To is the public curve key of the agent of For that Token is sealed to.
+	To string `json:"to" valid:"xkey"`
+	// Token is the token's secret, sealed to the agent of For.
+	Token Sealed `json:"token"`
+	// Updated is when it was made.
+	Updated time.Time `json:"updated"`
 }
 
 // EndpointRef names an endpoint.
@@ -80,6 +120,9 @@ type Endpoint struct {
 	Resource
 	// IP is its address: HTTP API and UI on :8500, DNS on :8600.
 	IP string `json:"ip" valid:"ipv4"`
+	// Management is the endpoints' ACL management token, sealed to the agent
+	// of the endpoint's server: in clear nowhere but in the endpoint's container.
+	Management *Sealed `json:"management,omitempty"`
 }
 
 // ServiceAdd defines a service published by a container while it runs.

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/consul"
+	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/internal/validate"
 	"github.com/skeinhq/skein/workers/discovery"
 )
@@ -50,6 +52,8 @@ a raft quorum). Every server's containers resolve NAME.service.consul through th
 					return err
 				}
 			}
+			// The management token is filled in by check, sealed to the server's agent.
+			p := events.EndpointAdd{Name: name, IP: ip, Management: &events.Sealed{}}
 			check := func(ctx context.Context, cl *cli, hb *events.Heartbeat) error {
 				if err := checkIP(ip, hb); err != nil {
 					return fmt.Errorf("endpoint %w", err)
@@ -58,6 +62,7 @@ a raft quorum). Every server's containers resolve NAME.service.consul through th
 				if err != nil {
 					return err
 				}
+				var ready *events.Endpoint
 				for _, e := range eps {
 					if name != "" && e.Name == name {
 						return fmt.Errorf("an endpoint named %s already exists on server %s: pick another name with -n", name, e.Server)
@@ -65,16 +70,56 @@ a raft quorum). Every server's containers resolve NAME.service.consul through th
 					if e.IP == ip {
 						return fmt.Errorf("endpoint %s already uses %s", e.Name, ip)
 					}
+					if e.Status == events.StatusReady && e.Management != nil && ready == nil {
+						e := e
+						ready = &e
+					}
 				}
+				sealed, err := cl.managementFor(ctx, ready, hb)
+				if err != nil {
+					return err
+				}
+				*p.Management = sealed
 				return nil
 			}
-			return g.sendChecked(cmd.Context(), onServer(server), check, events.TypeEndpointAdd, events.EndpointAdd{Name: name, IP: ip}, func(res *events.Result) error {
+			return g.sendChecked(cmd.Context(), onServer(server), check, events.TypeEndpointAdd, p, func(res *events.Result) error {
 				return printEndpoint(g, "added", res)
 			})
 		},
 	}
 	c.Flags().StringVarP(&name, "name", "n", "", "endpoint name (default consul-<last octet of IP>)")
 	return g.acts(c)
+}
+
+// managementFor is the endpoints' management token sealed to the agent of
+// hb: a new one for the first endpoint, else the one the agent of an existing
+// endpoint seals again (it never leaves the agents in clear).
+func (c *cli) managementFor(ctx context.Context, existing *events.Endpoint, hb *events.Heartbeat) (events.Sealed, error) {
+	if hb.SealKey == "" {
+		return events.Sealed{}, fmt.Errorf("server %s publishes no key to seal secrets to: its agent is older than this CLI, upgrade it", hb.Name)
+	}
+	if existing == nil {
+		s, err := seal.To(hb.SealKey, []byte(discovery.NewUUID()))
+		if err != nil {
+			return events.Sealed{}, fmt.Errorf("sealing the management token for %s: %w", hb.Name, err)
+		}
+		return s, nil
+	}
+	env, err := c.client.NewCommand(existing.Server, events.TypeEndpointReseal, "", events.EndpointReseal{Name: existing.Name, To: hb.SealKey})
+	if err != nil {
+		return events.Sealed{}, err
+	}
+	qctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	res, err := c.client.Query(qctx, env)
+	if err != nil {
+		return events.Sealed{}, fmt.Errorf("asking endpoint %s on %s for the management token: %w", existing.Name, existing.Server, err)
+	}
+	var s events.Sealed
+	if err := json.Unmarshal(res.Output, &s); err != nil {
+		return events.Sealed{}, fmt.Errorf("bad result: %w", err)
+	}
+	return s, nil
 }
 
 func listepCmd(g *globals) *cobra.Command {
@@ -276,7 +321,14 @@ func servicesCmd(g *globals) *cobra.Command {
 			if len(addrs) == 0 {
 				return nil, fmt.Errorf("no endpoint yet: add one with `skein addep SERVER IP`")
 			}
-			return consul.New(func() []string { return addrs }).Entries(ctx)
+			entries, err := consul.New(func() []string { return addrs }).Entries(ctx)
+			for i := range entries {
+				// Catalog nodes are SERVER.NAME (each agent's token writes its own).
+				if _, n, ok := strings.Cut(entries[i].Node, "."); ok {
+					entries[i].Node = n
+				}
+			}
+			return entries, err
 		},
 		row: func(e consul.Entry) []string {
 			var checks []string

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -99,14 +100,21 @@ type CheckEntry struct {
 // Client reaches the catalog through whichever endpoint answers.
 type Client struct {
 	addrs func() []string
+	token func() string
 	mu    sync.Mutex
 	last  string
 	http  *http.Client
 }
 
-// New returns a client over the endpoint addresses (host:port) that addrs reports.
+// New returns a client over the endpoint addresses (host:port) that addrs
+// reports, anonymous: it may read what the endpoints' anonymous policy allows.
 func New(addrs func() []string) *Client {
-	return &Client{addrs: addrs, http: &http.Client{Timeout: 5 * time.Second}}
+	return &Client{addrs: addrs, token: func() string { return "" }, http: &http.Client{Timeout: 5 * time.Second}}
+}
+
+// WithToken returns a client that presents the ACL token token reports.
+func (c *Client) WithToken(token func() string) *Client {
+	return &Client{addrs: c.addrs, token: token, http: c.http}
 }
 
 // ErrNoEndpoint means no endpoint is defined yet.
@@ -125,7 +133,7 @@ func (c *Client) do(ctx context.Context, f func(*api.Client) error) error {
 	sort.SliceStable(addrs, func(i, j int) bool { return addrs[i] == last && addrs[j] != last })
 	var errs []error
 	for _, a := range addrs {
-		cl, err := api.NewClient(&api.Config{Address: a, HttpClient: c.http})
+		cl, err := api.NewClient(&api.Config{Address: a, HttpClient: c.http, Token: c.token()})
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -374,9 +382,10 @@ func Leader(ctx context.Context, addr string) (string, error) {
 	return cl.Status().LeaderWithQueryOptions(qopts(ctx))
 }
 
-// Voters returns the raft voters as the endpoint at addr sees them, by node name.
-func Voters(ctx context.Context, addr string) ([]string, error) {
-	cl, err := api.NewClient(&api.Config{Address: addr, HttpClient: &http.Client{Timeout: 3 * time.Second}})
+// Voters returns the raft voters as the endpoint at addr sees them, by node
+// name; token may read the operator's state.
+func Voters(ctx context.Context, addr, token string) ([]string, error) {
+	cl, err := api.NewClient(&api.Config{Address: addr, HttpClient: &http.Client{Timeout: 3 * time.Second}, Token: token})
 	if err != nil {
 		return nil, err
 	}
@@ -392,4 +401,102 @@ func Voters(ctx context.Context, addr string) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// AnonymousToken is the accessor of Consul's anonymous token: the one a
+// request without a token (and DNS) is held to.
+const AnonymousToken = "00000000-0000-0000-0000-000000000002"
+
+// Policy is an ACL policy: its name and its rules (HCL).
+type Policy struct {
+	// Name identifies the policy.
+	Name string
+	// Rules are the policy's rules.
+	Rules string
+}
+
+// ACL manages the endpoints' ACL policies and tokens as the holder of the
+// management token, through the endpoint at one address.
+type ACL struct {
+	cl *api.Client
+}
+
+// NewACL returns the ACL manager of the endpoint at addr (host:port) for the
+// holder of the management token mgmt.
+func NewACL(addr, mgmt string) (*ACL, error) {
+	cl, err := api.NewClient(&api.Config{Address: addr, HttpClient: &http.Client{Timeout: 5 * time.Second}, Token: mgmt})
+	if err != nil {
+		return nil, err
+	}
+	return &ACL{cl: cl}, nil
+}
+
+// EnsurePolicy creates the policy, or gives the one of that name these rules.
+func (a *ACL) EnsurePolicy(ctx context.Context, p Policy) error {
+	var list []struct{ ID, Name, Description string }
+	if _, err := a.cl.Raw().Query("/v1/acl/policies", &list, qopts(ctx)); err != nil {
+		return fmt.Errorf("listing ACL policies: %w", err)
+	}
+	body := map[string]string{"Name": p.Name, "Rules": p.Rules, "Description": "skein"}
+	path := "/v1/acl/policy"
+	for _, have := range list {
+		if have.Name == p.Name {
+			path += "/" + have.ID
+			body["ID"] = have.ID
+		}
+	}
+	if _, err := a.cl.Raw().Write(path, body, nil, wopts(ctx)); err != nil {
+		return fmt.Errorf("writing ACL policy %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+// TokenExists reports whether the token with that accessor exists.
+func (a *ACL) TokenExists(ctx context.Context, accessor string) (bool, error) {
+	var tok map[string]any
+	_, err := a.cl.Raw().Query("/v1/acl/token/"+accessor, &tok, qopts(ctx))
+	if err == nil {
+		return tok != nil, nil
+	}
+	var se api.StatusError
+	if errors.As(err, &se) && (se.Code == http.StatusNotFound || se.Code == http.StatusForbidden) {
+		return false, nil // 1.8 answers 403 "ACL not found" for an unknown accessor
+	}
+	if strings.Contains(err.Error(), "ACL not found") || strings.Contains(err.Error(), "404") {
+		return false, nil
+	}
+	return false, err
+}
+
+// EnsureToken creates the token with the accessor and secret given, held to
+// the policy named policy, or gives it that policy when it exists. With the
+// anonymous token's accessor (and no secret) it sets what anonymous requests
+// and DNS may do.
+func (a *ACL) EnsureToken(ctx context.Context, accessor, secret, description, policy string) error {
+	body := map[string]any{"AccessorID": accessor, "Description": description, "Policies": []map[string]string{{"Name": policy}}}
+	exists, err := a.TokenExists(ctx, accessor)
+	if err != nil {
+		return err
+	}
+	path := "/v1/acl/token"
+	if exists {
+		path += "/" + accessor
+	} else if secret != "" {
+		body["SecretID"] = secret
+	}
+	if _, err := a.cl.Raw().Write(path, body, nil, wopts(ctx)); err != nil {
+		return fmt.Errorf("writing ACL token %s: %w", description, err)
+	}
+	return nil
+}
+
+// DeleteToken deletes the token with that accessor; a missing one is no error.
+func (a *ACL) DeleteToken(ctx context.Context, accessor string) error {
+	if _, err := a.cl.Raw().Delete("/v1/acl/token/"+accessor, qopts(ctx)); err != nil {
+		if ok, _ := a.TokenExists(ctx, accessor); !ok {
+			return nil
+		}
+		return fmt.Errorf("deleting ACL token %s: %w", accessor, err)
+	}
+	return nil
 }

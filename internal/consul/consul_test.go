@@ -696,7 +696,7 @@ func TestVoters(t *testing.T) {
 			{ID: "2", Node: "consul-s2", Address: "10.0.0.2:8300", Voter: true},
 		}
 	})
-	got, err := Voters(testCtx(t, 10*time.Second), f.addr())
+	got, err := Voters(testCtx(t, 10*time.Second), f.addr(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -704,7 +704,7 @@ func TestVoters(t *testing.T) {
 		t.Errorf("Voters = %q, want %q (sorted, non-voter left out)", got, want)
 	}
 	bad, _ := failing(t)
-	if _, err := Voters(testCtx(t, 10*time.Second), bad); err == nil {
+	if _, err := Voters(testCtx(t, 10*time.Second), bad, ""); err == nil {
 		t.Error("Voters succeeded against a failing endpoint")
 	}
 }

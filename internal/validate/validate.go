@@ -76,6 +76,8 @@ var (
 	XKey = kind(&Kind{Name: "xkey", What: "a public curve key (X...)", Pattern: `^X[A-Z2-7]{55}$`, MaxLength: 56})
 	// Base64 is standard base64.
 	Base64 = kind(&Kind{Name: "base64", What: "base64", Pattern: `^[A-Za-z0-9+/]*={0,2}$`, MaxLength: 262144})
+	// UUID is a lower-case UUID, e.g. a Consul ACL token.
+	UUID = kind(&Kind{Name: "uuid", What: "a UUID", Pattern: `^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`, MaxLength: 36})
 	// Text is a setting's value: printable ASCII on one line.
 	Text = kind(&Kind{Name: "text", What: "printable characters on one line", Pattern: `^[ -~]*$`, MaxLength: 1024})
 	// CheckURL is an http check's target: a path on the container, or an http(s) URL.

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
@@ -99,15 +98,7 @@ func TestAgentKilledMidLaunch(t *testing.T) {
 // waiting for an ack and nothing waiting for redelivery.
 func queueIdle(t *testing.T, server string) {
 	t.Helper()
-	nc, err := natsConnect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := adminJS(t)
 	var last string
 	eventually(t, 60*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -59,7 +59,7 @@ func nslookupIn(project, container, name string) []string {
 
 // voters counts the raft voters with the consul CLI against one endpoint.
 func voters(endpoint string) int {
-	out, err := exec.Command("consul", "operator", "raft", "list-peers", "-http-addr="+endpoint+":8500").CombinedOutput()
+	out, err := consulCLI(endpoint, "operator", "raft", "list-peers")
 	if err != nil {
 		return -1
 	}
@@ -302,7 +302,7 @@ func TestCheckSurvivesAgentRestart(t *testing.T) {
 		return "missing"
 	}
 	eventually(t, 20*time.Second, func() bool {
-		checks, _, err := cl.Health().Node("rs1", nil)
+		checks, _, err := cl.Health().Node("s1.rs1", nil)
 		return err == nil && upStatus(checks) == "passing" && same(dig(ep, name), []string{ip})
 	}, "rs1's check never passed with rs1 in DNS")
 
@@ -327,7 +327,7 @@ func TestCheckSurvivesAgentRestart(t *testing.T) {
 		defer wg.Done()
 		var index uint64
 		for ctx.Err() == nil {
-			checks, meta, err := cl.Health().Node("rs1", (&api.QueryOptions{WaitIndex: index, WaitTime: 2 * time.Second}).WithContext(ctx))
+			checks, meta, err := cl.Health().Node("s1.rs1", (&api.QueryOptions{WaitIndex: index, WaitTime: 2 * time.Second}).WithContext(ctx))
 			if err != nil {
 				time.Sleep(100 * time.Millisecond) // the endpoint is not what restarts: retry soon
 				continue

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/events"
 )
@@ -124,6 +125,21 @@ func startAgent(name string) *proc {
 // natsConnect connects a plain NATS client as the admin.
 func natsConnect() (*nats.Conn, error) {
 	return nats.Connect(natsURL, nats.UserCredentials(adminCreds))
+}
+
+// adminJS is JetStream as the admin, closed when the test ends.
+func adminJS(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	nc, err := natsConnect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
 
 // resetTestbed deletes every container of the test projects.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/skeinhq/skein/internal/consul"
 	"github.com/skeinhq/skein/internal/validate"
 )
 
@@ -71,3 +72,58 @@ RestartSec=1
 [Install]
 WantedBy=multi-user.target
 `
+
+// consulACLPath holds the endpoints' ACL settings and the management token:
+// readable by root only, in the endpoint's container only.
+const consulACLPath = "/etc/consul.d/acl.hcl"
+
+// consulTokenPath holds the management token for the consul CLI in the
+// endpoint's container (consul leave -token-file).
+const consulTokenPath = "/etc/skein/consul.token"
+
+// ConsulACL renders an endpoint's ACL settings: ACLs on, default deny, and
+// the management token mgmt (a UUID) as the master and the agent's own token.
+// Every endpoint of the cluster gets the same one.
+func ConsulACL(mgmt string) (string, error) {
+	if err := validate.UUID.Check(mgmt); err != nil {
+		return "", fmt.Errorf("management token: %w", err)
+	}
+	var b strings.Builder
+	b.WriteString("# Written by skein: the endpoints' ACLs. Secret: root only.\n")
+	b.WriteString("primary_datacenter = \"skein\"\n")
+	b.WriteString("acl {\n  enabled = true\n  default_policy = \"deny\"\n  down_policy = \"extend-cache\"\n")
+	fmt.Fprintf(&b, "  tokens {\n    master = %q\n    agent = %q\n  }\n}\n", mgmt, mgmt)
+	return b.String(), nil
+}
+
+// anonymousPolicy is what a request without a token may do, DNS included:
+// read the catalog's nodes and services, and nothing else (no KV, no writes).
+var anonymousPolicy = consul.Policy{Name: "skein-anonymous", Rules: `node_prefix "" {
+  policy = "read"
+}
+service_prefix "" {
+  policy = "read"
+}
+`}
+
+// ServerPolicy is the policy of server's agent token: it writes the catalog
+// nodes whose names start with "server." (its own: names hold no dots) and
+// reads the rest; service names are the users', so services are writable.
+func ServerPolicy(server string) (consul.Policy, error) {
+	if err := validate.Name.Check(server); err != nil {
+		return consul.Policy{}, fmt.Errorf("server: %w", err)
+	}
+	return consul.Policy{Name: "skein-server-" + server, Rules: fmt.Sprintf(`node_prefix %q {
+  policy = "write"
+}
+node_prefix "" {
+  policy = "read"
+}
+service_prefix "" {
+  policy = "write"
+}
+`, NodePrefix(server))}, nil
+}
+
+// NodePrefix starts the names of a server's nodes in the Consul catalog.
+func NodePrefix(server string) string { return server + "." }

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -46,3 +47,33 @@ func keys(conf string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// FuzzConsulACL: whatever token and server name reach them, the endpoints' ACL
+// file and a server's policy have the lines of plain ones, or are refused.
+func FuzzConsulACL(f *testing.F) {
+	f.Add("11111111-2222-4333-8444-555555555555", "s1")
+	f.Add("1\"\n  }\n  default_policy = \"allow\"\n#", "s1\" {\n policy = \"write\"\n}\nkey_prefix \"")
+	f.Add("11111111-2222-4333-8444-55555555555", "s1.")
+	f.Fuzz(func(t *testing.T, token, server string) {
+		if got, err := ConsulACL(token); err == nil {
+			want, _ := ConsulACL("00000000-0000-4000-8000-000000000000")
+			if skeleton(got) != skeleton(want) {
+				t.Fatalf("token %q changed the ACL file:\n%s", token, got)
+			}
+		}
+		if got, err := ServerPolicy(server); err == nil {
+			want, _ := ServerPolicy("s")
+			if skeleton(got.Rules) != skeleton(want.Rules) {
+				t.Fatalf("server %q changed the policy:\n%s", server, got.Rules)
+			}
+			if !strings.HasPrefix(got.Rules, `node_prefix "`+server+`." {`) {
+				t.Fatalf("server %q: the policy writes other nodes:\n%s", server, got.Rules)
+			}
+		}
+	})
+}
+
+// skeleton is a configuration with every quoted value emptied.
+func skeleton(conf string) string { return quoted.ReplaceAllString(conf, `""`) }
+
+var quoted = regexp.MustCompile(`"[^"\n]*"`)

@@ -2,10 +2,10 @@ package discovery
 
 import (
 	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/skeinhq/skein/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -29,19 +29,44 @@ func TestConsulConfigGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := input + "\n---\n" + conf
-			path := filepath.Join("testdata", file+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if got != string(want) {
-				t.Errorf("rendered config differs from %s:\n%s", path, got)
-			}
+			testutil.Golden(t, file, got, *update)
 		})
+	}
+}
+
+// TestConsulACLGolden: ACLs on, default deny, the management token as the
+// master and the agent's token; a token that is not a UUID is refused.
+func TestConsulACLGolden(t *testing.T) {
+	const mgmt = "11111111-2222-4333-8444-555555555555"
+	conf, err := ConsulACL(mgmt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := mgmt + "\n---\n" + conf
+	testutil.Golden(t, "consul-acl", got, *update)
+	for _, bad := range []string{"", "root", "11111111-2222-4333-8444-555555555555\"", "11111111-2222-4333-8444-55555555555G"} {
+		if _, err := ConsulACL(bad); err == nil {
+			t.Errorf("ConsulACL(%q) accepted", bad)
+		}
+	}
+}
+
+// TestServerPolicy: a server's token writes the nodes named after it, and
+// a server whose name is a prefix of another's does not reach the other's.
+func TestServerPolicy(t *testing.T) {
+	p, err := ServerPolicy("s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Name != "skein-server-s1" || !strings.HasPrefix(p.Rules, "node_prefix \"s1.\" {\n  policy = \"write\"") {
+		t.Errorf("policy of s1: %s\n%s", p.Name, p.Rules)
+	}
+	if strings.HasPrefix("s10.web", NodePrefix("s1")) {
+		t.Error("s1's prefix covers s10's nodes")
+	}
+	for _, bad := range []string{"", "s1.x", "s1\"", "-s"} {
+		if _, err := ServerPolicy(bad); err == nil {
+			t.Errorf("ServerPolicy(%q) accepted", bad)
+		}
 	}
 }

@@ -70,7 +70,10 @@ type Worker struct {
 	services  *bus.Store[events.Definitions]
 	ctrs      *bus.Store[events.Container]
 	adhoc     *bus.Store[events.Adhoc]
+	tokens    *bus.Store[events.ConsulToken]
+	hbs       *bus.Store[events.Heartbeat]
 	catalog   Catalog
+	tok       tokens
 	kick      chan struct{}
 
 	mu      sync.Mutex
@@ -117,9 +120,16 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	if w.adhoc, err = bus.OpenStore[events.Adhoc](ctx, js); err != nil {
 		return nil, err
 	}
+	if w.tokens, err = bus.OpenStore[events.ConsulToken](ctx, js); err != nil {
+		return nil, err
+	}
+	if w.hbs, err = bus.OpenStore[events.Heartbeat](ctx, js); err != nil {
+		return nil, err
+	}
+	w.tok.mine, w.tok.verified = map[string]events.ConsulToken{}, map[string]time.Time{}
 	w.catalog = cfg.Catalog
 	if w.catalog == nil {
-		w.catalog = consul.New(w.endpointAddrs)
+		w.catalog = prefixed{Catalog: consul.New(w.endpointAddrs).WithToken(w.catalogToken), prefix: NodePrefix(w.host.Server)}
 	}
 	return w, nil
 }
@@ -133,6 +143,7 @@ func (w *Worker) Register(r *workers.Runtime) {
 	workers.Handle(r, workers.Command[events.EndpointAdd, events.Endpoint]{Type: events.TypeEndpointAdd, Lock: func(p events.EndpointAdd) string { return w.endpoints.Lock(endpointName(p)) },
 		Deadline: 3 * time.Minute, Run: w.AddEndpoint})
 	workers.Handle(r, workers.Command[events.EndpointRef, events.Endpoint]{Type: events.TypeEndpointDelete, Lock: epLock, Run: w.DeleteEndpoint})
+	workers.HandleQuery(r, workers.Query[events.EndpointReseal, events.Sealed]{Type: events.TypeEndpointReseal, Run: w.Reseal})
 	workers.Handle(r, workers.Command[events.ServiceAdd, events.Definitions]{Type: events.TypeServiceAdd, Lock: func(p events.ServiceAdd) string { return defsLock(p.Container) }, Run: w.AddService})
 	workers.Handle(r, workers.Command[events.ServiceDelete, events.Definitions]{Type: events.TypeServiceDelete, Lock: func(p events.ServiceDelete) string { return defsLock(p.Container) }, Run: w.DeleteService})
 	workers.Handle(r, workers.Command[events.CheckAdd, events.Definitions]{Type: events.TypeCheckAdd, Lock: func(p events.CheckAdd) string { return defsLock(p.Container) }, Run: w.AddCheck})
@@ -195,6 +206,8 @@ func (w *Worker) Run(ctx context.Context) {
 		w.ads[key] = *a
 	})
 	go w.runChecks(ctx)
+	go w.followTokens(ctx)
+	go w.runMinter(ctx)
 	go svc.Follow(ctx, w.host, w.endpoints, w.kick, 30*time.Second)
 	tick := time.NewTicker(resyncEvery)
 	defer tick.Stop()

@@ -3,11 +3,11 @@ package lb
 import (
 	"encoding/json"
 	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/skeinhq/skein/events"
+
+	"github.com/skeinhq/skein/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -41,19 +41,7 @@ func TestRenderGolden(t *testing.T) {
 				}
 				got += "==> " + f.Path + " <==\n" + string(f.Data)
 			}
-			path := filepath.Join("testdata", name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if got != string(want) {
-				t.Errorf("rendering differs from %s:\n%s", path, got)
-			}
+			testutil.Golden(t, name, got, *update)
 		})
 	}
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/skeinhq/skein/internal/container"
 	"github.com/skeinhq/skein/workers"
+
+	"github.com/skeinhq/skein/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -25,19 +27,7 @@ func TestScriptGolden(t *testing.T) {
 	for name, mode := range map[string]Mode{"reload": Reload, "noreload": NoReload} {
 		t.Run(name, func(t *testing.T) {
 			got := "haproxy.cfg and skein.pem, mode " + name + "\n---\n" + Script(c, files, staged, mode)
-			path := filepath.Join("testdata", "script-"+name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if got != string(want) {
-				t.Errorf("script differs from %s:\n%s", path, got)
-			}
+			testutil.Golden(t, "script-"+name, got, *update)
 		})
 	}
 }
