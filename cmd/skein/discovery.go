@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -37,18 +38,29 @@ func printEndpoint(g *globals, did string, res *events.Result) error {
 }
 
 func addepCmd(g *globals) *cobra.Command {
-	var name string
+	var name, tokenFile string
 	c := &cobra.Command{
-		Use:   "addep SERVER IP [-n NAME]",
+		Use:   "addep SERVER IP [-n NAME] [--token-file FILE]",
 		Short: "Add a Consul endpoint: a Consul server in a container at a static IP on a server",
 		Long: `Add a Consul endpoint: a Consul server in a container at a static IP of the server's
 container subnet. The first endpoint bootstraps Consul; later ones join it (three make
-a raft quorum). Every server's containers resolve NAME.service.consul through them.`,
+a raft quorum). Every server's containers resolve NAME.service.consul through them.
+
+Consul runs with ACLs on. The first endpoint makes the management token: a new
+one, or the UUID in --token-file (to use with the consul CLI and the UI); later
+endpoints share it.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			server, ip := args[0], args[1]
 			if name != "" {
 				if err := checkName(name); err != nil {
+					return err
+				}
+			}
+			var chosen string
+			if tokenFile != "" {
+				var err error
+				if chosen, err = readToken(tokenFile); err != nil {
 					return err
 				}
 			}
@@ -75,7 +87,10 @@ a raft quorum). Every server's containers resolve NAME.service.consul through th
 						ready = &e
 					}
 				}
-				sealed, err := cl.managementFor(ctx, ready, hb)
+				if ready != nil && chosen != "" {
+					return fmt.Errorf("the endpoints already have a management token (endpoint %s holds it): --token-file applies to the first endpoint only", ready.Name)
+				}
+				sealed, err := cl.managementFor(ctx, ready, hb, chosen)
 				if err != nil {
 					return err
 				}
@@ -88,18 +103,35 @@ a raft quorum). Every server's containers resolve NAME.service.consul through th
 		},
 	}
 	c.Flags().StringVarP(&name, "name", "n", "", "endpoint name (default consul-<last octet of IP>)")
+	c.Flags().StringVar(&tokenFile, "token-file", "", "file holding the management token (a UUID) the first endpoint takes (default: a new one)")
 	return g.acts(c)
 }
 
+// readToken reads a management token from a file: a UUID, alone on its line.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading the management token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if err := validate.UUID.Check(tok); err != nil {
+		return "", fmt.Errorf("the management token in %s is not a UUID (make one with uuidgen): %v", path, err)
+	}
+	return tok, nil
+}
+
 // managementFor is the endpoints' management token sealed to the agent of
-// hb: a new one for the first endpoint, else the one the agent of an existing
-// endpoint seals again (it never leaves the agents in clear).
-func (c *cli) managementFor(ctx context.Context, existing *events.Endpoint, hb *events.Heartbeat) (events.Sealed, error) {
+// hb: for the first endpoint the chosen one or a new one, else the one the
+// agent of an existing endpoint seals again (it never leaves the agents in clear).
+func (c *cli) managementFor(ctx context.Context, existing *events.Endpoint, hb *events.Heartbeat, chosen string) (events.Sealed, error) {
 	if hb.SealKey == "" {
 		return events.Sealed{}, fmt.Errorf("server %s publishes no key to seal secrets to: its agent is older than this CLI, upgrade it", hb.Name)
 	}
 	if existing == nil {
-		s, err := seal.To(hb.SealKey, []byte(discovery.NewUUID()))
+		if chosen == "" {
+			chosen = discovery.NewUUID()
+		}
+		s, err := seal.To(hb.SealKey, []byte(chosen))
 		if err != nil {
 			return events.Sealed{}, fmt.Errorf("sealing the management token for %s: %w", hb.Name, err)
 		}

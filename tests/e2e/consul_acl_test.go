@@ -98,13 +98,29 @@ func TestConsulACLs(t *testing.T) {
 	w := tap(t)
 	cleanup(t, "acl1", "consul-44")
 	t.Cleanup(func() { _, _, _ = skein("delep", "consul-44") })
-	mustSkein(t, "addep", "s1", ep, "-n", "consul-44")
+	// The operator picks the management token, a secret the test knows.
+	dir := t.TempDir()
+	const known = "5e1f0c2a-9b7d-4e3f-8a61-2c4d6e8f0a1b"
+	tokenFile, badFile := filepath.Join(dir, "token"), filepath.Join(dir, "bad")
+	if err := os.WriteFile(tokenFile, []byte(known+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(badFile, []byte("root\"\n  default_policy = \"allow\""), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if errOut := skeinFails(t, "addep", "s1", ep, "-n", "consul-44", "--token-file", badFile); !strings.Contains(errOut, "is not a UUID") {
+		t.Fatalf("a token that is not a UUID: %q", errOut)
+	}
+	mustSkein(t, "addep", "s1", ep, "-n", "consul-44", "--token-file", tokenFile)
 	mustSkein(t, "launch", "skein-busybox", "acl1", "-s", "s2")
 	ip := find(list(t), "acl1").IPv4
 	mustSkein(t, "addservice", "acl1", "aclsvc", "80")
 	mgmt, err := managementToken(ep)
-	if err != nil || len(mgmt) != 36 {
-		t.Fatalf("management token %q: %v", mgmt, err)
+	if err != nil || mgmt != known {
+		t.Fatalf("the endpoint's management token is %q (%v), want the one in --token-file", mgmt, err)
+	}
+	if errOut := skeinFails(t, "addep", "s2", "10.77.2.44", "--token-file", tokenFile); !strings.Contains(errOut, "applies to the first endpoint only") {
+		t.Errorf("--token-file beside an endpoint: %q", errOut)
 	}
 	admin := consulAPI(t, ep, mgmt)
 
