@@ -224,6 +224,10 @@ type Heartbeat struct {
 	Version string `json:"version,omitempty"`
 	// SealKey is the agent's public curve key: secrets for this server are sealed to it.
 	SealKey string `json:"seal_key,omitempty" valid:"xkey"`
+	// Degraded says what the server lacks to run containers, each with its
+	// fix (Incus, its network, pool, project, the service image); empty when
+	// it has all it needs.
+	Degraded []string `json:"degraded,omitempty"`
 	// Time is when the heartbeat was sent.
 	Time time.Time `json:"time"`
 }

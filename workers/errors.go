@@ -56,6 +56,12 @@ func Transient(format string, args ...any) error {
 	return &Error{Code: CodeUnavailable, Message: fmt.Sprintf(format, args...), Transient: true}
 }
 
+// Unready is a permanent error for a server that lacks what the command
+// needs (its network, pool, project or an image); message names the fix.
+func Unready(format string, args ...any) error {
+	return &Error{Code: CodeUnavailable, Message: fmt.Sprintf(format, args...)}
+}
+
 // Internal is a permanent error for something that should not happen.
 func Internal(format string, args ...any) error {
 	return &Error{Code: CodeInternal, Message: fmt.Sprintf(format, args...)}

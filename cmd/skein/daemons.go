@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,6 +172,11 @@ type agentFlags struct {
 	address string
 	image   string
 	state   string
+	// prepare makes what the server lacks; cmd names the command in the fixes.
+	prepare  bool
+	cmd      string
+	subnet   string
+	supernet string
 }
 
 func (f *agentFlags) add(c *cobra.Command, defName string) {
@@ -182,6 +188,24 @@ func (f *agentFlags) add(c *cobra.Command, defName string) {
 	c.Flags().StringVar(&f.address, "address", "", "the server's address to report (default: first global IPv4)")
 	c.Flags().StringVar(&f.image, "service-image", "skein-service", "image of service containers (Consul endpoints, load balancers, ...)")
 	c.Flags().StringVar(&f.state, "state", "", "the agent's own directory: its key pair for sealed secrets (default /var/lib/skein/agent-NAME)")
+	c.Flags().BoolVar(&f.prepare, "prepare", f.prepare, "create what the server lacks: the storage pool, a NAT-free bridge on a free /24, the project (nothing that exists is changed)")
+	c.Flags().StringVar(&f.subnet, "subnet", "", "the /24 a new bridge gets with --prepare (default: a free one in --supernet)")
+	c.Flags().StringVar(&f.supernet, "supernet", "10.77.0.0/16", "where --prepare looks for a free /24")
+}
+
+// prepareSpec reads --subnet and --supernet.
+func (f *agentFlags) prepareSpec() (container.PrepareSpec, error) {
+	var spec container.PrepareSpec
+	var err error
+	if spec.Supernet, err = netip.ParsePrefix(f.supernet); err != nil || !spec.Supernet.Addr().Is4() || spec.Supernet.Bits() > 24 {
+		return spec, fmt.Errorf("--supernet %q: give an IPv4 prefix of /24 or wider, e.g. 10.77.0.0/16", f.supernet)
+	}
+	if f.subnet != "" {
+		if spec.Subnet, err = netip.ParsePrefix(f.subnet); err != nil || !spec.Subnet.Addr().Is4() || spec.Subnet.Bits() != 24 || spec.Subnet.Masked() != spec.Subnet {
+			return spec, fmt.Errorf("--subnet %q: give an IPv4 /24 such as 10.77.9.0/24", f.subnet)
+		}
+	}
+	return spec, nil
 }
 
 func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, log zerolog.Logger) error {
@@ -190,6 +214,10 @@ func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, log
 	}
 	if !bus.ValidToken(f.name) {
 		return fmt.Errorf("bad --name %q: no dots, spaces, '*' or '>'", f.name)
+	}
+	spec, err := f.prepareSpec()
+	if err != nil {
+		return err
 	}
 	o.Name, o.Wait, o.Log = "skein-agent-"+f.name, true, log
 	conn, err := bus.Connect(o)
@@ -207,11 +235,25 @@ func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, log
 	}
 	ic := incus.New(f.socket).WithProject(f.project)
 	rt := container.NewIncus(ic, f.network, f.pool)
-	return agent.New(conn, agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt, ServiceImage: f.image, Keys: keys}, log).Run(ctx)
+	if f.prepare {
+		made, err := rt.Prepare(ctx, spec)
+		for _, m := range made {
+			log.Info().Str("created", m).Msg("prepared")
+		}
+		switch {
+		case err != nil:
+			// The agent runs anyway: its heartbeat says what lacks, and how to fix it.
+			log.Error().Err(err).Msg("preparing the server")
+		case len(made) == 0:
+			log.Info().Msg("prepared: nothing to create, the server has its pool, network and project")
+		}
+	}
+	return agent.New(conn, agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt, ServiceImage: f.image, Keys: keys,
+		Prereqs: rt, Prepare: f.cmd}, log).Run(ctx)
 }
 
 func agentCmd(g *globals) *cobra.Command {
-	f := &agentFlags{}
+	f := &agentFlags{cmd: "skein agent --prepare"}
 	c := &cobra.Command{
 		Use:   "agent --name NAME",
 		Short: "Run the agent of one server: it serves that server's commands",
@@ -231,7 +273,7 @@ func agentCmd(g *globals) *cobra.Command {
 
 func upCmd(g *globals) *cobra.Command {
 	sf := &serverFlags{}
-	af := &agentFlags{}
+	af := &agentFlags{prepare: true, cmd: "skein up --prepare"}
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Run a server and one agent in one process: the single-machine default",

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,7 +14,8 @@ import (
 // serverView is a server as `skein servers` shows it.
 type serverView struct {
 	events.Heartbeat
-	// Status is "up" or "down", from the heartbeat's age.
+	// Status is "up", "degraded" (up, lacking what its heartbeat's degraded
+	// list says) or "down", from the heartbeat's age.
 	Status string `json:"status"`
 	// LastSeen is the heartbeat's age in seconds.
 	LastSeen float64 `json:"last_seen_seconds"`
@@ -30,13 +32,20 @@ func serversCmd(g *globals) *cobra.Command {
 				st := "down"
 				if alive(&hbs[i]) {
 					st = "up"
+					if len(hbs[i].Degraded) > 0 {
+						st = "degraded"
+					}
 				}
 				views = append(views, serverView{Heartbeat: hbs[i], Status: st, LastSeen: time.Since(hbs[i].Time).Round(time.Millisecond).Seconds()})
 			}
 			return views, err
 		},
 		row: func(v serverView) []string {
-			return []string{v.Name, v.Status, orDash(v.Address), orDash(v.Subnet), fmt.Sprint(v.CPUs), fmt.Sprintf("%.2f", v.Load1),
+			status := v.Status
+			if status == "degraded" {
+				status += ": " + strings.Join(v.Degraded, "; ")
+			}
+			return []string{v.Name, status, orDash(v.Address), orDash(v.Subnet), fmt.Sprint(v.CPUs), fmt.Sprintf("%.2f", v.Load1),
 				fmt.Sprintf("%d/%d MiB", v.MemAvailable>>20, v.MemTotal>>20), fmt.Sprint(v.Containers), fmt.Sprintf("%.0fs ago", v.LastSeen)}
 		},
 	})

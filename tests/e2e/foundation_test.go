@@ -20,9 +20,10 @@ import (
 )
 
 type serverView struct {
-	Name   string `json:"name"`
-	Status string `json:"status"`
-	Subnet string `json:"subnet"`
+	Name     string   `json:"name"`
+	Status   string   `json:"status"`
+	Subnet   string   `json:"subnet"`
+	Degraded []string `json:"degraded"`
 }
 
 func serverStatus(t *testing.T) map[string]serverView {

@@ -51,6 +51,11 @@ type Config struct {
 	ServiceImage string
 	// Keys open the secrets sealed to this server; their public half is in the heartbeat.
 	Keys *seal.Keys
+	// Prereqs checks what the server needs (nil: nothing is checked).
+	Prereqs container.Prereqs
+	// Prepare is the command that makes what is missing, named in the fixes
+	// (e.g. "skein up --prepare").
+	Prepare string
 }
 
 // Agent is one server's worker.
@@ -59,8 +64,10 @@ type Agent struct {
 	conn *bus.Conn
 	log  zerolog.Logger
 
-	mu   sync.Mutex
-	last events.Heartbeat // the runtime's last known figures
+	mu    sync.Mutex
+	last  events.Heartbeat // the runtime's last known figures
+	lacks []container.Lack // what the server lacked at the last check
+	beats int              // heartbeats since the last check
 }
 
 // New returns an agent on conn.
@@ -98,7 +105,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	workers.HandleQuery(rt, ping)
 	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: a.ping})
 	cw := containers.New(a.cfg.Name, a.cfg.Runtime, cstore, pub, a.log.With().Str("worker", "containers").Logger())
+	cw.SetReadiness(a.ready)
 	cw.Register(rt)
+	a.check(ctx)
 	host := &svc.Host{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw, Locks: rt, Answered: rt.Answered, Log: a.log}
 	if a.cfg.Keys != nil {
 		host.Secrets = a.cfg.Keys
@@ -161,7 +170,7 @@ func (a *Agent) heartbeats(ctx context.Context, kv *bus.Store[events.Heartbeat])
 
 func (a *Agent) putHeartbeat(ctx context.Context, kv *bus.Store[events.Heartbeat], hb events.Heartbeat) {
 	if _, err := kv.Put(ctx, a.cfg.Name, hb); err != nil && ctx.Err() == nil {
-		a.log.Debug().Err(err).Msg("heartbeat")
+		a.log.Warn().Err(err).Msg("heartbeat not written")
 	}
 }
 
@@ -184,6 +193,13 @@ func (a *Agent) heartbeat(ctx context.Context) events.Heartbeat {
 		a.last.Containers = len(list)
 	}
 	hb.Subnet, hb.Gateway, hb.Containers = a.last.Subnet, a.last.Gateway, a.last.Containers
+	// Checked every beat while something lacks (to tell its return at once), else every fifth.
+	if a.beats++; a.cfg.Prereqs != nil && (len(a.lacks) > 0 || a.beats >= 5) {
+		a.lacks, a.beats = a.cfg.Prereqs.Check(qctx, []string{a.cfg.ServiceImage}), 0
+	}
+	for _, l := range a.lacks {
+		hb.Degraded = append(hb.Degraded, a.fix(l))
+	}
 	hb.Load1 = load1()
 	hb.MemTotal, hb.MemAvailable = meminfo()
 	return hb

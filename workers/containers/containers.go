@@ -40,6 +40,22 @@ type Worker struct {
 	told map[string]told
 	// gone are called with a container's name when it is deleted.
 	gone []func(name string)
+	// ready refuses what the server cannot run (its network, pool, project
+	// or the image lacking), with the fix; nil checks nothing.
+	ready func(ctx context.Context, image string) error
+}
+
+// SetReadiness makes launches and starts ask ready first: a server that
+// lacks what they need refuses them with the fix, not with Incus's error.
+func (w *Worker) SetReadiness(ready func(ctx context.Context, image string) error) {
+	w.ready = ready
+}
+
+func (w *Worker) checkReady(ctx context.Context, image string) error {
+	if w.ready == nil {
+		return nil
+	}
+	return w.ready(ctx, image)
 }
 
 // New returns the container worker of server.
@@ -121,6 +137,9 @@ func (w *Worker) Launch(ctx context.Context, req *workers.Request, p events.Laun
 func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p events.Launch) (events.Container, error) {
 	var none events.Container
 	id := req.ID()
+	if err := w.checkReady(ctx, p.Image); err != nil {
+		return none, err
+	}
 	if p.IPv4 != "" {
 		if err := w.CheckAddress(ctx, p.Name, p.IPv4); err != nil {
 			return none, err
@@ -265,6 +284,12 @@ func (w *Worker) DeleteContainer(ctx context.Context, req *workers.Request, name
 // act runs a state change on an existing container and returns its record after.
 func (w *Worker) act(ctx context.Context, req *workers.Request, name string, change func(*container.Instance) error, wantAddress bool) (events.Container, error) {
 	var none events.Container
+	if wantAddress {
+		// Starting needs the server's network and pool.
+		if err := w.checkReady(ctx, ""); err != nil {
+			return none, err
+		}
+	}
 	inst, err := w.rt.Get(ctx, name)
 	if errors.Is(err, container.ErrNotFound) {
 		return none, workers.NotFound("no container %s on server %s: `skein list` shows what exists", name, w.server)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,6 +72,8 @@ type rigOptions struct {
 	wrap func(container.Runtime) container.Runtime
 	// js wraps the agent's JetStream (to inject publish failures).
 	js func(jetstream.JetStream) jetstream.JetStream
+	// ready is the server's readiness (nil: always ready).
+	ready func(ctx context.Context, image string) error
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -119,6 +122,9 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	}
 	pub := bus.NewPublisher(js, "agent/"+server, server)
 	r.w = New(server, rtm, r.store, pub, zerolog.Nop())
+	if o.ready != nil {
+		r.w.SetReadiness(o.ready)
+	}
 	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
 	r.w.Register(rt)
 
@@ -954,4 +960,42 @@ func (r *rig) storedIDs(t *testing.T) []string {
 		out = append(out, env.ID)
 	}
 	return out
+}
+
+// A server that lacks its network refuses launches and starts with the fix,
+// before Incus is asked, and creates nothing; stopping still works; once the
+// network is there the same launch works.
+func TestDegradedServerRefusesWithTheFix(t *testing.T) {
+	var lacking atomic.Bool
+	const fix = "network skeinbr9 not found: run skein up --prepare or pass --network"
+	r := newRig(t, rigOptions{ready: func(ctx context.Context, img string) error {
+		if lacking.Load() {
+			return workers.Unready("server %s is degraded: %s", server, fix)
+		}
+		return nil
+	}})
+	if _, _, err := r.do(t, events.TypeLaunch, "", events.Launch{Name: "old", Image: image}); err != nil {
+		t.Fatal(err)
+	}
+	lacking.Store(true)
+	_, _, err := r.do(t, events.TypeLaunch, "", events.Launch{Name: "web", Image: image})
+	wantCode(t, err, workers.CodeUnavailable)
+	if err == nil || !strings.Contains(err.Error(), fix) {
+		t.Errorf("launch on a degraded server: %v, want the fix %q", err, fix)
+	}
+	if n := r.calls("Create"); n != 1 {
+		t.Errorf("Create called %d times, want once (for old)", n)
+	}
+	if rec := r.record(t, "web"); rec != nil {
+		t.Errorf("a refused launch left a record: %+v", rec)
+	}
+	r.mustDo(t, events.TypeStop, "old")
+	_, _, err = r.do(t, events.TypeStart, "", events.ContainerAction{Name: "old"})
+	if err == nil || !strings.Contains(err.Error(), fix) {
+		t.Errorf("start on a degraded server: %v, want the fix", err)
+	}
+	lacking.Store(false)
+	if _, _, err := r.do(t, events.TypeLaunch, "", events.Launch{Name: "web", Image: image}); err != nil {
+		t.Errorf("launch once the network is there: %v", err)
+	}
 }

@@ -1,0 +1,95 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/workers"
+)
+
+// fakePrereqs lacks what it is told to.
+type fakePrereqs struct {
+	mu     sync.Mutex
+	lacks  []container.Lack
+	checks int
+}
+
+func (f *fakePrereqs) set(l ...container.Lack) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lacks = l
+}
+
+func (f *fakePrereqs) Check(ctx context.Context, images []string) []container.Lack {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.checks++
+	return append([]container.Lack(nil), f.lacks...)
+}
+
+func (f *fakePrereqs) Prepare(ctx context.Context, p container.PrepareSpec) ([]string, error) {
+	return nil, nil
+}
+
+func testAgent(p *fakePrereqs) *Agent {
+	rt := container.NewFake("10.77.1.0/24", "skein-busybox")
+	return &Agent{cfg: Config{Name: "s1", Prereqs: p, Prepare: "skein up --prepare", ServiceImage: "skein-service", Runtime: rt}, log: zerolog.Nop()}
+}
+
+// The heartbeat says what lacks with the fix; a launch is refused with the
+// same words, an image lacking refuses only launches of that image, and what
+// came back is seen at once.
+func TestDegradedHeartbeatAndRefusals(t *testing.T) {
+	ctx := context.Background()
+	p := &fakePrereqs{}
+	a := testAgent(p)
+	a.check(ctx)
+	if hb := a.heartbeat(ctx); len(hb.Degraded) != 0 {
+		t.Fatalf("a server with everything is degraded: %v", hb.Degraded)
+	}
+	p.set(container.Lack{What: "network", Name: "skeinbr9"})
+	a.check(ctx)
+	hb := a.heartbeat(ctx)
+	want := "network skeinbr9 not found: run skein up --prepare or pass --network"
+	if len(hb.Degraded) != 1 || hb.Degraded[0] != want {
+		t.Fatalf("heartbeat degraded %q, want [%q]", hb.Degraded, want)
+	}
+	err := a.ready(ctx, "skein-busybox")
+	var we *workers.Error
+	if err == nil || !strings.Contains(err.Error(), want) || !asError(err, &we) || we.Code != workers.CodeUnavailable || we.Transient {
+		t.Fatalf("ready: %v, want a permanent unavailable error with %q", err, want)
+	}
+	p.set(container.Lack{What: "image", Name: "skein-service"})
+	if err := a.ready(ctx, "skein-busybox"); err != nil {
+		t.Errorf("an app launch refused for lack of the service image: %v", err)
+	}
+	if err := a.ready(ctx, "skein-service"); err == nil || !strings.Contains(err.Error(), "image skein-service not found") {
+		t.Errorf("a service launch without its image: %v", err)
+	}
+	p.set()
+	if err := a.ready(ctx, "skein-service"); err != nil {
+		t.Errorf("still refused once everything is there: %v", err)
+	}
+	before := p.checks
+	if err := a.ready(ctx, "skein-service"); err != nil || p.checks != before {
+		t.Errorf("a healthy server is checked again on every launch (%d checks, %v)", p.checks-before, err)
+	}
+	for _, l := range []container.Lack{
+		{What: "incus", Name: "/var/lib/incus/unix.socket", Detail: "connection refused"},
+		{What: "project", Name: "skein-x"},
+		{What: "pool", Name: "skein", Detail: "permission denied"},
+	} {
+		msg := a.fix(l)
+		if !strings.Contains(msg, l.Name) || !strings.Contains(msg, "pass --") {
+			t.Errorf("fix for %+v does not name it and a flag: %q", l, msg)
+		}
+	}
+}
+
+func asError(err error, target **workers.Error) bool { return errors.As(err, target) }
