@@ -21,6 +21,8 @@ type listing[V any] struct {
 	row func(V) []string
 	// flags adds the command's own flags.
 	flags func(c *cobra.Command)
+	// local reads this machine, not the bus: read gets a nil client.
+	local bool
 }
 
 // listCommand is the one shape of every list command: connect, read, print.
@@ -34,11 +36,14 @@ func listCommand[V any](g *globals, l listing[V]) *cobra.Command {
 		Args:  l.args,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			cl, err := g.connect(ctx)
-			if err != nil {
-				return err
+			var cl *cli
+			if !l.local {
+				var err error
+				if cl, err = g.connect(ctx); err != nil {
+					return err
+				}
+				defer cl.close()
 			}
-			defer cl.close()
 			vs, err := l.read(ctx, cl, args)
 			if err != nil {
 				return err

@@ -213,139 +213,16 @@ ensure_incus_objects() {
 }
 
 # ---------------------------------------------------------------- images
-# Everything from here to "end of image section" is part of the image recipes:
-# the recipe hash covers these functions and the files under images/NAME/.
-recipe_hash() { # recipe_hash NAME
-  {
-    declare -f recipe_hash import_image write_metadata "build_$1"
-    echo "MIRROR=$MIRROR SERVICE_PKGS=$SERVICE_PKGS"
-    # host binaries copied into the images
-    case $1 in busybox) sha256sum /bin/busybox ;; service) sha256sum /usr/bin/consul ;; esac
-    (cd "$HERE/images/$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-  } | sha256sum | cut -c1-16
-}
-
-image_recipe() { # prints the skein.recipe property of the image with alias $1, or nothing
-  local fp
-  fp=$(api GET "/1.0/images/aliases/$1" | jq -r '.metadata.target // empty')
-  [ -n "$fp" ] || return 0
-  api GET "/1.0/images/$fp" | jq -r '.metadata.properties["skein.recipe"] // empty'
-}
-
-import_image() { # import_image ALIAS HASH METADATA_DIR ROOTFS_TARBALL
-  local alias=$1 hash=$2 mdir=$3 rootfs=$4 old fp meta
-  meta=$(mktemp /tmp/skein-meta.XXXXXX.tar.gz)
-  tar -C "$mdir" -czf "$meta" .
-  old=$(api GET "/1.0/images/aliases/$alias" | jq -r '.metadata.target // empty')
-  fp=$(incus image import "$meta" "$rootfs" -q | awk '/fingerprint/ {print $NF}' || true)
-  [ -n "$fp" ] || fp=$(cat "$meta" "$rootfs" | sha256sum | cut -d' ' -f1)
-  rm -f "$meta"
-  incus image info "$fp" >/dev/null || die "import of $alias failed"
-  incus image set-property "$fp" skein.recipe "$hash"
-  if [ -n "$old" ]; then incus image alias delete "$alias"; fi
-  incus image alias create "$alias" "$fp"
-  if [ -n "$old" ] && [ "$old" != "$fp" ]; then incus image delete "$old" || true; fi
-}
-
-write_metadata() { # write_metadata DIR NAME HASH DESCRIPTION
-  mkdir -p "$1"
-  cat >"$1/metadata.yaml" <<EOF
-architecture: $(uname -m)
-creation_date: $(date +%s)
-properties:
-  architecture: $(uname -m)
-  description: "$4"
-  os: $2
-  release: skein
-  skein.recipe: "$3"
-EOF
-}
-
-build_busybox() { # build_busybox HASH -> imports skein-busybox
-  local hash=$1 w rootfs tarball="$CACHE/skein-busybox-$1.rootfs.tar.zst" a
-  w=$(mktemp -d /tmp/skein-busybox.XXXXXX)
-  if [ ! -s "$tarball" ]; then
-    rootfs=$w/rootfs
-    mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,run,root,var/run,www}
-    chmod 1777 "$rootfs/tmp"
-    cp /bin/busybox "$rootfs/bin/busybox"
-    for a in $(/bin/busybox --list-full); do
-      [ "$a" = bin/busybox ] && continue
-      mkdir -p "$rootfs/$(dirname "$a")"
-      ln -sf /bin/busybox "$rootfs/$a"
-    done
-    cp -a "$HERE/images/busybox/rootfs/." "$rootfs/"
-    chmod 0755 "$rootfs/etc/init.d/rcS" "$rootfs/etc/init.d/net" "$rootfs/etc/udhcpc.script"
-    tar -C "$rootfs" --numeric-owner -cf - . | zstd -q -T0 -3 -o "$tarball.tmp"
-    mv "$tarball.tmp" "$tarball"
-  fi
-  write_metadata "$w/meta" busybox "$hash" "skein busybox app container (httpd on :80)"
-  import_image skein-busybox "$hash" "$w/meta" "$tarball"
-  rm -rf "$w"
-}
-
-SERVICE_PKGS=systemd-sysv,nginx-light,haproxy,keepalived,iproute2,ifupdown,isc-dhcp-client,ca-certificates,procps,mariadb-server,postgresql,openssl,curl,dnsutils
-build_service() { # build_service HASH -> imports skein-service
-  local hash=$1 w base rootfs tarball="$CACHE/skein-service-$1.rootfs.tar.zst" bkey
-  w=$(mktemp -d /var/tmp/skein-service.XXXXXX)
-  if [ ! -s "$tarball" ]; then
-    # stage 1: debootstrap, cached by (package list, mirror)
-    bkey=$(echo "bookworm minbase $SERVICE_PKGS $MIRROR" | sha256sum | cut -c1-16)
-    base="$CACHE/skein-service-debootstrap-$bkey.tar.zst"
-    rootfs=$w/rootfs
-    mkdir -p "$rootfs" "$CACHE/debs"
-    if [ ! -s "$base" ]; then
-      log "images: debootstrap bookworm (minbase + $SERVICE_PKGS), takes ~2-3 min"
-      debootstrap --variant=minbase --cache-dir="$CACHE/debs" --include="$SERVICE_PKGS" \
-        bookworm "$rootfs" "$MIRROR" >"$w/debootstrap.log" 2>&1 \
-        || { tail -30 "$w/debootstrap.log" >&2; die "debootstrap failed"; }
-      tar -C "$rootfs" --numeric-owner -cf - . | zstd -q -T0 -3 -o "$base.tmp"
-      mv "$base.tmp" "$base"
-    else
-      zstd -q -dc "$base" | tar -C "$rootfs" --numeric-owner -xf -
-    fi
-    # stage 2: customise (images/service/customize.sh runs on the host against ROOTFS)
-    install -m 0755 /usr/bin/consul "$rootfs/usr/bin/consul"
-    bash "$HERE/images/service/customize.sh" "$rootfs" "$HERE/images/service"
-    tar -C "$rootfs" --numeric-owner -cf - . | zstd -q -T0 -3 -o "$tarball.tmp"
-    mv "$tarball.tmp" "$tarball"
-  fi
-  write_metadata "$w/meta" debian "$hash" "skein service container (Debian bookworm, systemd)"
-  mkdir -p "$w/meta/templates"
-  cp "$HERE"/images/service/templates/*.tpl "$w/meta/templates/"
-  cat >>"$w/meta/metadata.yaml" <<'EOF'
-templates:
-  /etc/hostname:
-    when: [create, copy]
-    create_only: false
-    template: hostname.tpl
-  /etc/hosts:
-    when: [create, copy]
-    create_only: false
-    template: hosts.tpl
-EOF
-  import_image skein-service "$hash" "$w/meta" "$tarball"
-  rm -rf "$w"
-}
-# end of image section
-
+# The images are the product's: skein images build (recipes in internal/images).
+SKEIN=${SKEIN_BIN:-$HERE/../../bin/skein}
 ensure_images() {
-  local name hash t
-  mkdir -p "$CACHE"
-  for name in busybox service; do
-    hash=$(recipe_hash "$name")
-    if [ "$(image_recipe "skein-$name")" = "$hash" ]; then
-      log "image skein-$name: up to date (recipe $hash)"
-    else
-      log "image skein-$name: building (recipe $hash)"
-      t=$(now_us)
-      "build_$name" "$hash"
-      log "image skein-$name: imported in $(elapsed "$t")s"
-    fi
-    # keep only the current recipe's rootfs tarball (debootstrap bases and debs stay)
-    find "$CACHE" -maxdepth 1 -name "skein-$name-*.rootfs.tar.zst" \
-      ! -name "skein-$name-$hash.rootfs.tar.zst" -delete
+  local name
+  [ -x "$SKEIN" ] || die "no skein binary at $SKEIN: run go tool task build (or set SKEIN_BIN)"
+  for name in app service; do
+    "$SKEIN" images build "$name" --mirror "$MIRROR" 2>&1 | sed 's/^/testbed: /' || die "skein images build $name failed"
   done
+  # tarballs of the test bed's own recipes (before they moved into skein)
+  find "$CACHE" -maxdepth 1 -name 'skein-*.rootfs.tar.zst' -delete 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------- smoke tests

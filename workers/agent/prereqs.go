@@ -50,6 +50,9 @@ func (a *Agent) ready(ctx context.Context, image string) error {
 	return workers.Unready("server %s is degraded: %s", a.cfg.Name, strings.Join(why, "; "))
 }
 
+// imageRecipes are skein's images by alias, with the recipe that builds each.
+var imageRecipes = map[string]string{"skein-service": "service", "skein-busybox": "app"}
+
 // fix says what the server lacks and how to give it: the words `skein
 // servers` shows and a refused command answers.
 func (a *Agent) fix(l container.Lack) string {
@@ -71,6 +74,9 @@ func (a *Agent) fix(l container.Lack) string {
 	case "pool":
 		return fmt.Sprintf("storage pool %s %s: run %s or pass --pool", l.Name, state, prepare)
 	case "image":
+		if r, ok := imageRecipes[l.Name]; ok {
+			return fmt.Sprintf("image %s %s: run skein images build %s on this server, or pass --service-image", l.Name, state, r)
+		}
 		return fmt.Sprintf("image %s %s: import it (`incus image list` shows what is there) or pass --service-image", l.Name, state)
 	}
 	return fmt.Sprintf("%s %s %s", l.What, l.Name, state)
