@@ -102,12 +102,15 @@ func (r Role) Permissions() jwt.Permissions {
 }
 
 // readConsumers are the JetStream API subjects of watching and listing the KV
-// buckets (ephemeral consumers that only read); one bucket each, since a
-// wildcard is a whole subject token.
+// buckets and reading the images object store (ephemeral consumers that only
+// read); one stream each, since a wildcard is a whole subject token.
 func readConsumers() []string {
 	var out []string
+	streams := []string{"OBJ_" + ImagesBucket}
 	for _, b := range BucketConfigs(1) {
-		s := "KV_" + b.Bucket
+		streams = append(streams, "KV_"+b.Bucket)
+	}
+	for _, s := range streams {
 		out = append(out, "$JS.API.CONSUMER.CREATE."+s+".>", "$JS.API.CONSUMER.DELETE."+s+".>", "$JS.API.CONSUMER.INFO."+s+".>")
 	}
 	return out

@@ -1,6 +1,7 @@
 package bus_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"strconv"
@@ -233,3 +234,36 @@ func TestNATSConfigMakesAnExternalServerTrustTheAuthority(t *testing.T) {
 }
 
 func strconvQuote(s string) string { return strconv.Quote(s) }
+
+// An agent reads the images store (to fetch an image its server lacks) and
+// cannot write it.
+func TestAgentReadsImagesAndCannotStoreThem(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 30*time.Second)
+	image := bytes.Repeat([]byte("image "), 100000)
+	aobs, err := admin.JS.ObjectStore(ctx, bus.ImagesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := aobs.PutBytes(ctx, "skein-service", image); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := s2.JS.ObjectStore(ctx, bus.ImagesBucket)
+	if err != nil {
+		t.Fatalf("agent s2 cannot open the images store: %v", err)
+	}
+	got, err := obs.GetBytes(ctx, "skein-service")
+	if err != nil || !bytes.Equal(got, image) {
+		t.Fatalf("agent s2 reads %d bytes of %d: %v", len(got), len(image), err)
+	}
+	short, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := obs.PutBytes(short, "skein-service", []byte("forged")); err == nil {
+		t.Error("agent s2 replaced an image")
+	}
+	if got, _ := aobs.GetBytes(ctx, "skein-service"); !bytes.Equal(got, image) {
+		t.Error("the stored image changed")
+	}
+}

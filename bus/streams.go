@@ -79,6 +79,15 @@ func BucketConfigs(replicas int) []jetstream.KeyValueConfig {
 	return out
 }
 
+// ImagesBucket is the object store of skein's images: each built image is
+// stored once, under its alias, and agents whose server lacks it import it.
+const ImagesBucket = "skein_images"
+
+// ImagesStoreConfig configures the images object store.
+func ImagesStoreConfig(replicas int) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{Bucket: ImagesBucket, Description: "skein's images, by alias: unified Incus image tarballs", Storage: jetstream.FileStorage, Replicas: max(replicas, 1)}
+}
+
 // Ensure creates or updates every stream and bucket skein needs, with replicas
 // copies each; safe to call again.
 func Ensure(ctx context.Context, js jetstream.JetStream, replicas int) error {
@@ -91,6 +100,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, replicas int) error {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
 		}
+	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, ImagesStoreConfig(replicas)); err != nil {
+		return fmt.Errorf("bus: object store %s: %w", ImagesBucket, err)
 	}
 	return nil
 }
@@ -138,7 +150,8 @@ func checkReady(ctx context.Context, js jetstream.JetStream) error {
 			return err
 		}
 	}
-	return nil
+	_, err := js.ObjectStore(ctx, ImagesBucket)
+	return err
 }
 
 // IsNotFound reports whether err means a missing stream, consumer, key or message.

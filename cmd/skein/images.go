@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/internal/images"
 	"github.com/skeinhq/skein/internal/incus"
 )
@@ -54,7 +55,7 @@ func imagesCmd(g *globals) *cobra.Command {
 	c.Long = `List skein's images in this machine's Incus, with the version (recipe hash)
 each was built from and whether it is this skein's. Build them with
 ` + "`skein images build app|service`."
-	c.AddCommand(imagesBuildCmd(g, &socket))
+	c.AddCommand(imagesBuildCmd(g, &socket), imagesPushCmd(g, &socket))
 	return c
 }
 
@@ -80,6 +81,7 @@ func listImages(ctx context.Context, cl *incus.Client) ([]imageView, error) {
 
 func imagesBuildCmd(g *globals, socket *string) *cobra.Command {
 	var o images.Options
+	var noPush bool
 	c := &cobra.Command{
 		Use:   "build app|service",
 		Short: "Build an image from skein's recipe and import it into this machine's Incus (nothing to do when it is current)",
@@ -87,8 +89,9 @@ func imagesBuildCmd(g *globals, socket *string) *cobra.Command {
 Incus under its alias: app is skein-busybox (busybox, httpd on :80), service is
 skein-service (Debian bookworm with systemd, nginx, haproxy, keepalived,
 MariaDB, PostgreSQL and Consul). The image keeps its recipe's hash; a build
-whose recipe did not change does nothing. Needs root; the service image needs
-debootstrap, zstd and Debian's consul package on this machine.`,
+whose recipe did not change does nothing. It is then stored on the bus (once),
+where agents whose server lacks it fetch it. Needs root; the service image
+needs debootstrap, zstd and Debian's consul package on this machine.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := images.Lookup(args[0])
@@ -99,9 +102,20 @@ debootstrap, zstd and Debian's consul package on this machine.`,
 			o.Progress = func(s string) {
 				fmt.Fprintf(os.Stderr, "images: [%5.1fs] %s: %s\n", time.Since(start).Seconds(), r.Name, s)
 			}
-			res, err := images.Build(cmd.Context(), incus.New(*socket), r, o)
+			ic := incus.New(*socket)
+			res, err := images.Build(cmd.Context(), ic, r, o)
 			if err != nil {
 				return err
+			}
+			if !noPush {
+				// On the bus, agents whose server lacks the image import it from there.
+				if stored, err := g.pushImage(cmd.Context(), ic, r.Alias); err != nil {
+					o.Progress("not stored on the bus (" + err.Error() + "): `skein images push " + r.Name + "` does it once the bus is reachable")
+				} else if stored {
+					o.Progress("stored on the bus for the agents that lack it")
+				} else {
+					o.Progress("already on the bus")
+				}
 			}
 			if g.output == "json" {
 				return printJSON(res)
@@ -117,6 +131,46 @@ debootstrap, zstd and Debian's consul package on this machine.`,
 	c.Flags().StringVar(&o.Cache, "cache", "/var/cache/skein", "where built images and the debootstrap base are kept")
 	c.Flags().StringVar(&o.Mirror, "mirror", "", "Debian mirror (default: the system's apt mirror)")
 	c.Flags().BoolVar(&o.Force, "force", false, "build even when the image is current")
+	c.Flags().BoolVar(&noPush, "no-push", false, "do not store the image on the bus")
 	g.addOutputFlag(c)
 	return c
+}
+
+func imagesPushCmd(g *globals, socket *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "push app|service",
+		Short: "Store this machine's image on the bus, where agents whose server lacks it fetch it (once: nothing when it is there)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := images.Lookup(args[0])
+			if err != nil {
+				return err
+			}
+			stored, err := g.pushImage(cmd.Context(), incus.New(*socket), r.Alias)
+			if err != nil {
+				return err
+			}
+			if stored {
+				fmt.Printf("stored %s on the bus\n", r.Alias)
+			} else {
+				fmt.Printf("%s is on the bus already\n", r.Alias)
+			}
+			return nil
+		},
+	}
+}
+
+// pushImage stores the image alias of this machine's Incus in the bus's
+// images store, unless it is there already.
+func (g *globals) pushImage(ctx context.Context, ic *incus.Client, alias string) (bool, error) {
+	cl, err := g.connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer cl.close()
+	obs, err := cl.conn.JS.ObjectStore(ctx, bus.ImagesBucket)
+	if err != nil {
+		return false, fmt.Errorf("the images store: %w", err)
+	}
+	return images.Push(ctx, obs, ic, alias)
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/skeinhq/skein/internal/images"
 	"github.com/skeinhq/skein/internal/incus"
 )
 
@@ -38,6 +39,9 @@ type Prereqs interface {
 	// Prepare creates what is missing (never changing what exists) and says
 	// what it created.
 	Prepare(ctx context.Context, p PrepareSpec) ([]string, error)
+	// Import installs the unified image tarball at path under alias and
+	// returns its fingerprint.
+	Import(ctx context.Context, alias, path string) (string, error)
 }
 
 // PrepareSpec says how to make a missing network.
@@ -86,6 +90,17 @@ func (r *Incus) Check(ctx context.Context, images []string) []Lack {
 		}
 	}
 	return out
+}
+
+// Import implements Prereqs, in the images of the server's project.
+func (r *Incus) Import(ctx context.Context, alias, path string) (string, error) {
+	desc := ""
+	for _, rc := range images.Recipes {
+		if rc.Alias == alias {
+			desc = rc.Description
+		}
+	}
+	return images.Import(ctx, r.c, alias, desc, path)
 }
 
 // Prepare implements Prereqs: the storage pool (dir), a NAT-free bridge on a

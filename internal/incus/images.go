@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 )
 
 // GetImageAlias resolves an image alias to its target fingerprint, e.g. to check an image exists before creating instances.
@@ -86,4 +87,25 @@ func (c *Client) DeleteImage(ctx context.Context, fingerprint string) error {
 		return err
 	}
 	return op.Wait(ctx)
+}
+
+// ExportImage streams a unified image's tarball (GET /1.0/images/<fp>/export);
+// the caller closes it.
+func (c *Client) ExportImage(ctx context.Context, fingerprint string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, http.MethodGet, "/1.0/images/"+url.PathEscape(fingerprint)+"/export", nil, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 400 || isJSON(resp.Header) {
+		defer resp.Body.Close()
+		if _, err := parseResponse(resp); err != nil {
+			return nil, fmt.Errorf("GET /1.0/images/%s/export: %w", fingerprint, err)
+		}
+		return nil, fmt.Errorf("GET /1.0/images/%s/export: not an image file", fingerprint)
+	}
+	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "multipart/") {
+		resp.Body.Close()
+		return nil, fmt.Errorf("image %s is a split image: skein stores unified ones", fingerprint)
+	}
+	return resp.Body, nil
 }

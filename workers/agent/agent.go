@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
@@ -68,6 +69,11 @@ type Agent struct {
 	last  events.Heartbeat // the runtime's last known figures
 	lacks []container.Lack // what the server lacked at the last check
 	beats int              // heartbeats since the last check
+
+	images   jetstream.ObjectStore    // where images lacking here are fetched from
+	runCtx   context.Context          // the agent's lifetime, for fetches
+	fmu      sync.Mutex               // guards fetching; never held while taking mu
+	fetching map[string]chan struct{} // image alias → closed when its fetch ends
 }
 
 // New returns an agent on conn.
@@ -98,6 +104,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if a.images, err = js.ObjectStore(ctx, bus.ImagesBucket); err != nil {
+		return err
+	}
+	a.runCtx = ctx
 	pub := bus.NewPublisher(js, "agent/"+a.cfg.Name, a.cfg.Name)
 	rt := workers.NewRuntime(a.conn, a.cfg.Name, a.log)
 
@@ -196,6 +206,7 @@ func (a *Agent) heartbeat(ctx context.Context) events.Heartbeat {
 	// Checked every beat while something lacks (to tell its return at once), else every fifth.
 	if a.beats++; a.cfg.Prereqs != nil && (len(a.lacks) > 0 || a.beats >= 5) {
 		a.lacks, a.beats = a.cfg.Prereqs.Check(qctx, []string{a.cfg.ServiceImage}), 0
+		a.fetchLacking()
 	}
 	for _, l := range a.lacks {
 		hb.Degraded = append(hb.Degraded, a.fix(l))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/internal/images"
 	"github.com/skeinhq/skein/workers"
 )
 
@@ -20,6 +21,7 @@ func (a *Agent) check(ctx context.Context) []container.Lack {
 	lacks := a.cfg.Prereqs.Check(cctx, []string{a.cfg.ServiceImage})
 	a.mu.Lock()
 	a.lacks, a.beats = lacks, 0
+	a.fetchLacking()
 	a.mu.Unlock()
 	for _, l := range lacks {
 		a.log.Warn().Str("lacks", l.What).Str("name", l.Name).Msg(a.fix(l))
@@ -37,6 +39,17 @@ func (a *Agent) ready(ctx context.Context, image string) error {
 	a.mu.Unlock()
 	if n == 0 {
 		return nil
+	}
+	// An image on its way from the bus is waited for, not refused.
+	a.fmu.Lock()
+	done := a.fetching[image]
+	a.fmu.Unlock()
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	var why []string
 	for _, l := range a.check(ctx) {
@@ -61,6 +74,12 @@ func (a *Agent) fix(l container.Lack) string {
 		prepare = "skein agent --prepare"
 	}
 	state := "not found"
+	a.fmu.Lock()
+	fetching := a.fetching[l.Name] != nil
+	a.fmu.Unlock()
+	if l.What == "image" && fetching {
+		return fmt.Sprintf("image %s not found: fetching it from the bus", l.Name)
+	}
 	if l.Detail != "" {
 		state = "unusable (" + l.Detail + ")"
 	}
@@ -75,9 +94,55 @@ func (a *Agent) fix(l container.Lack) string {
 		return fmt.Sprintf("storage pool %s %s: run %s or pass --pool", l.Name, state, prepare)
 	case "image":
 		if r, ok := imageRecipes[l.Name]; ok {
-			return fmt.Sprintf("image %s %s: run skein images build %s on this server, or pass --service-image", l.Name, state, r)
+			return fmt.Sprintf("image %s %s: run skein images build %s (on this server, or on any machine with Incus that reaches the bus: the agent fetches it from there), or pass --service-image", l.Name, state, r)
 		}
 		return fmt.Sprintf("image %s %s: import it (`incus image list` shows what is there) or pass --service-image", l.Name, state)
 	}
 	return fmt.Sprintf("%s %s %s", l.What, l.Name, state)
+}
+
+// fetchLacking starts fetching from the bus each image the server lacks that
+// is stored there, one fetch per image at a time. The caller holds a.mu.
+func (a *Agent) fetchLacking() {
+	if a.images == nil || a.runCtx == nil {
+		return
+	}
+	a.fmu.Lock()
+	defer a.fmu.Unlock()
+	if a.fetching == nil {
+		a.fetching = map[string]chan struct{}{}
+	}
+	for _, l := range a.lacks {
+		if l.What != "image" || a.fetching[l.Name] != nil {
+			continue
+		}
+		done := make(chan struct{})
+		a.fetching[l.Name] = done
+		go a.fetch(l.Name, done)
+	}
+}
+
+// fetch imports image alias from the bus, when it is stored there.
+func (a *Agent) fetch(alias string, done chan struct{}) {
+	ctx := a.runCtx
+	defer func() {
+		a.fmu.Lock()
+		delete(a.fetching, alias)
+		a.fmu.Unlock()
+		close(done)
+	}()
+	if info, err := images.Stored(ctx, a.images, alias); err != nil || info == nil {
+		return // not there (yet): the next check looks again
+	}
+	start := time.Now()
+	a.log.Info().Str("image", alias).Msg("fetching the image from the bus")
+	fp, err := images.Fetch(ctx, a.images, alias, func(ctx context.Context, path string) (string, error) {
+		return a.cfg.Prereqs.Import(ctx, alias, path)
+	})
+	if err != nil {
+		a.log.Error().Err(err).Str("image", alias).Msg("fetching the image from the bus")
+		return
+	}
+	a.log.Info().Str("image", alias).Str("fingerprint", fp).Dur("took", time.Since(start)).Msg("image imported from the bus")
+	go a.check(ctx)
 }

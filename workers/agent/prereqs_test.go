@@ -37,6 +37,10 @@ func (f *fakePrereqs) Prepare(ctx context.Context, p container.PrepareSpec) ([]s
 	return nil, nil
 }
 
+func (f *fakePrereqs) Import(ctx context.Context, alias, path string) (string, error) {
+	return "", nil
+}
+
 func testAgent(p *fakePrereqs) *Agent {
 	rt := container.NewFake("10.77.1.0/24", "skein-busybox")
 	return &Agent{cfg: Config{Name: "s1", Prereqs: p, Prepare: "skein up --prepare", ServiceImage: "skein-service", Runtime: rt}, log: zerolog.Nop()}
