@@ -26,6 +26,7 @@ import (
 	"github.com/skeinhq/skein/workers/discovery"
 	"github.com/skeinhq/skein/workers/lb"
 	"github.com/skeinhq/skein/workers/svc"
+	"github.com/skeinhq/skein/workers/ws"
 )
 
 // HeartbeatEvery is how often an agent reports; a server is down after three missed beats.
@@ -158,6 +159,7 @@ func (a *Agent) Run(ctx context.Context) error {
 var capabilities = []func(context.Context, svc.Deps) (svc.Capability, error){
 	discovery.Capability,
 	lb.Capability,
+	ws.Capability,
 }
 
 // ping answers without touching any container.

@@ -264,3 +264,24 @@ func (w *Worker) Reseal(ctx context.Context, req *workers.Request, p events.Endp
 	}
 	return s, nil
 }
+
+// Resolvers are the DNS addresses (IP:PORT) of the ready Consul endpoints,
+// for a load balancer or web server that resolves Consul names; with none it
+// answers the fix.
+func Resolvers(ctx context.Context, eps *bus.Store[events.Endpoint]) ([]string, error) {
+	all, err := eps.Values(ctx)
+	if err != nil {
+		return nil, workers.Transient("reading endpoints: %v", err)
+	}
+	var out []string
+	for _, ep := range all {
+		if ep.Status == events.StatusReady {
+			out = append(out, fmt.Sprintf("%s:%d", ep.IP, DNSPort))
+		}
+	}
+	if len(out) == 0 {
+		return nil, workers.Invalid("a Consul name needs a Consul endpoint to resolve it: add one with `skein addep SERVER IP`")
+	}
+	sort.Strings(out)
+	return out, nil
+}

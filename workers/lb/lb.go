@@ -362,21 +362,7 @@ func anyName(a, b events.LB) bool {
 
 // endpointResolvers are the DNS addresses of the ready Consul endpoints.
 func (w *Worker) endpointResolvers(ctx context.Context) ([]string, error) {
-	all, err := w.endpoints.Values(ctx)
-	if err != nil {
-		return nil, workers.Transient("reading endpoints: %v", err)
-	}
-	var out []string
-	for _, ep := range all {
-		if ep.Status == events.StatusReady {
-			out = append(out, fmt.Sprintf("%s:%d", ep.IP, discovery.DNSPort))
-		}
-	}
-	if len(out) == 0 {
-		return nil, workers.Invalid("a Consul-name backend needs a Consul endpoint to resolve it: add one with `skein addep SERVER IP`")
-	}
-	sort.Strings(out)
-	return out, nil
+	return discovery.Resolvers(ctx, w.endpoints)
 }
 
 // socketPath is where the agent reaches a load balancer's haproxy runtime API.

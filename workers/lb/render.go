@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/nginx"
 	"github.com/skeinhq/skein/internal/validate"
 )
 
@@ -113,7 +114,7 @@ var NginxModes = []string{"default", "ip_hash", "least_conn"}
 
 // Paths of an nginx load balancer's files in its container.
 const (
-	nginxMain = "/etc/nginx/nginx.conf"
+	nginxMain = nginx.MainPath
 	nginxSite = "/etc/nginx/sites-enabled/default"
 	nginxCert = "/etc/nginx/skein/tls.crt"
 	nginxKey  = "/etc/nginx/skein/tls.key"
@@ -125,34 +126,7 @@ func RenderNginxMain(lb events.LB) (string, error) {
 	if err := Check(lb); err != nil {
 		return "", err
 	}
-	workers := "auto"
-	if lb.Workers > 0 {
-		workers = fmt.Sprint(lb.Workers)
-	}
-	return fmt.Sprintf(`# Written by skein for load balancer %s; skein rewrites it.
-user www-data;
-worker_processes %s;
-pid /run/nginx.pid;
-error_log /var/log/nginx/error.log;
-include /etc/nginx/modules-enabled/*.conf;
-
-events {
-    worker_connections 768;
-}
-
-http {
-    sendfile on;
-    tcp_nopush on;
-    types_hash_max_size 2048;
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_prefer_server_ciphers on;
-    access_log /var/log/nginx/access.log;
-    include /etc/nginx/conf.d/*.conf;
-    include /etc/nginx/sites-enabled/*;
-}
-`, lb.Name, workers), nil
+	return nginx.Main("load balancer "+lb.Name, lb.Workers), nil
 }
 
 // RenderNginx renders the nginx site of a load balancer: one upstream, the URL's
