@@ -75,7 +75,7 @@ func newRoot(g *globals) *cobra.Command {
 		addserviceCmd(g), listserviceCmd(g), delserviceCmd(g), addcheckCmd(g), delcheckCmd(g), servicesCmd(g),
 		pubserviceCmd(g), pubcheckCmd(g), unpubserviceCmd(g), unpubcheckCmd(g),
 		addlbCmd(g), listlbsCmd(g), dellbCmd(g), addbackendsCmd(g), delbackendsCmd(g), setlbCmd(g), pubCmd(g), unpubCmd(g),
-		addwsCmd(g), listwsCmd(g), delwsCmd(g), pubappCmd(g), delappCmd(g),
+		addwsCmd(g), listwsCmd(g), delwsCmd(g), pubappCmd(g), delappCmd(g), renewappCmd(g), wscaCmd(g), addhostsCmd(g), delhostsCmd(g),
 		credsCmd(g),
 	)
 	return root

@@ -66,6 +66,9 @@ var (
 	AddrPort = kind(&Kind{Name: "addrport", What: "IP:PORT, e.g. 10.77.1.10:8600", Pattern: `^` + ipv4 + `:` + port + `$`, MaxLength: 21, check: checkAddrPort})
 	// BackendHost is a backend's host: an IPv4 address, or a Consul service name NAME.service.consul.
 	BackendHost = kind(&Kind{Name: "backendhost", What: "an IPv4 address or a Consul name (NAME.service.consul)", Pattern: `^(` + ipv4 + `|` + hostPat + `\.service\.consul)$`, MaxLength: 253, check: checkBackendHost})
+	// TargetHost is an app's target host: an IPv4 address, a Consul name
+	// (NAME.service.consul) or a skein container's name.
+	TargetHost = kind(&Kind{Name: "targethost", What: "an IPv4 address, a Consul name (NAME.service.consul) or a container name", Pattern: `^(` + ipv4 + `|` + hostPat + `\.service\.consul|[a-zA-Z][a-zA-Z0-9-]{0,62})$`, MaxLength: 253, check: checkBackendHost})
 	// Duration is a check's interval or timeout, e.g. 500ms, 10s, 1m.
 	Duration = kind(&Kind{Name: "duration", What: "a duration such as 500ms, 10s or 1m", Pattern: `^[0-9]{1,6}(ms|s|m)$`, MaxLength: 8, check: checkDuration})
 	// Image is an Incus image alias.
@@ -82,7 +85,20 @@ var (
 	Text = kind(&Kind{Name: "text", What: "printable characters on one line", Pattern: `^[ -~]*$`, MaxLength: 1024})
 	// CheckURL is an http check's target: a path on the container, or an http(s) URL.
 	CheckURL = kind(&Kind{Name: "checkurl", What: "a path (/health), a host name (mywordpress.org) or an http(s) URL", Pattern: `^[!-~]+$`, MaxLength: 2048, check: checkURL})
+	// HTTPSURL is an https URL such as an ACME directory.
+	HTTPSURL = kind(&Kind{Name: "httpsurl", What: "an https URL such as https://acme-v02.api.letsencrypt.org/directory", Pattern: `^https://[!-~]+$`, MaxLength: 2048, check: checkHTTPSURL})
 )
+
+func checkHTTPSURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return errors.New("want https://HOST[:PORT]/PATH")
+	}
+	return nil
+}
 
 // ErrInvalid is what every refusal of this package wraps.
 var ErrInvalid = errors.New("invalid")

@@ -31,6 +31,9 @@ type File struct {
 	Data []byte
 	// Mode is its permission bits (0600 for keys).
 	Mode os.FileMode
+	// Remove removes the file instead (a certificate no app serves any more);
+	// a failed apply brings it back with the rest of the set.
+	Remove bool
 }
 
 // Component says how a component in a service container takes a configuration.
@@ -60,7 +63,7 @@ func Digest(files []File) string {
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
 	h := sha256.New()
 	for _, f := range sorted {
-		fmt.Fprintf(h, "%s\x00%o\x00%d\x00", f.Path, f.Mode.Perm(), len(f.Data))
+		fmt.Fprintf(h, "%s\x00%o\x00%t\x00%d\x00", f.Path, f.Mode.Perm(), f.Remove, len(f.Data))
 		h.Write(f.Data)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
@@ -98,6 +101,9 @@ func Apply(ctx context.Context, rt container.Runtime, name string, c Component, 
 	staged := make([]string, len(files))
 	for i, f := range files {
 		staged[i] = fmt.Sprintf("%s-%d", stage, i)
+		if f.Remove {
+			continue
+		}
 		if err := rt.PushFile(ctx, name, staged[i], f.Data, f.Mode); err != nil {
 			return applied, workers.Transient("writing %s into %s: %v", f.Path, name, err)
 		}
@@ -148,6 +154,10 @@ func Script(c Component, files []File, staged []string, mode Mode) string {
 	// Keep what is there, then move every staged file in: the set changes together.
 	b.WriteString("for f in $files; do\n  mkdir -p \"$bk${f%/*}\" || exit 1\n  rm -f \"$bk$f.prev\" \"$bk$f.none\"\n  if [ -e \"$f\" ]; then cp -p \"$f\" \"$bk$f.prev\" || exit 1; else : > \"$bk$f.none\"; fi\ndone\n")
 	for i, f := range files {
+		if f.Remove {
+			fmt.Fprintf(&b, "rm -f %s || { restore; exit 1; }\n", quote(f.Path))
+			continue
+		}
 		fmt.Fprintf(&b, "mv -f %s %s || { restore; exit 1; }\n", quote(staged[i]), quote(f.Path))
 	}
 	if c.Check != "" {

@@ -79,6 +79,9 @@ func (b *scriptBed) read(t *testing.T, name string) (string, bool) {
 	return string(data), true
 }
 
+// removeMark as a file's content in run asks for the file's removal.
+const removeMark = "\x00remove"
+
 // run stages files and runs the script; it returns the exit code and stderr.
 func (b *scriptBed) run(t *testing.T, c Component, files map[string]string, mode Mode) (int, string) {
 	t.Helper()
@@ -86,6 +89,11 @@ func (b *scriptBed) run(t *testing.T, c Component, files map[string]string, mode
 	var staged []string
 	i := 0
 	for name, data := range files {
+		if data == removeMark {
+			fs = append(fs, File{Path: b.file(name), Remove: true})
+			staged = append(staged, "")
+			continue
+		}
 		st := filepath.Join(b.dir, "stage-"+name)
 		if err := os.WriteFile(st, []byte(data), 0o600); err != nil {
 			t.Fatal(err)
@@ -172,6 +180,20 @@ func TestScriptSwapsChecksAndRestoresTheWholeSet(t *testing.T) {
 	}
 	if conf, _ := b.read(t, "tool.conf"); conf != "good v5" {
 		t.Errorf("tool.conf = %q, want v5", conf)
+	}
+	// A removal in a refused set is undone with the rest; in an accepted one it happens.
+	if code, _ := b.run(t, c, map[string]string{"tool.conf": "bad v6", "tool.key": removeMark}, Reload); code != exitRefused {
+		t.Fatalf("refused apply with a removal: exit %d", code)
+	}
+	if key, ok := b.read(t, "tool.key"); !ok || key != "key v5" {
+		t.Errorf("after a refused removal tool.key = %q (exists %v), want it back", key, ok)
+	}
+	c.Check = "grep -q good " + b.file("tool.conf")
+	if code, out := b.run(t, c, map[string]string{"tool.conf": "good v7", "tool.key": removeMark}, Reload); code != 0 {
+		t.Fatalf("apply with a removal: exit %d: %s", code, out)
+	}
+	if _, ok := b.read(t, "tool.key"); ok {
+		t.Error("an accepted removal left the file")
 	}
 	// No backup is left lying around, and none ever sat beside the files
 	// (nginx would read a backup in sites-enabled as a second site).

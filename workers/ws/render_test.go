@@ -3,6 +3,7 @@ package ws
 import (
 	"flag"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 
@@ -21,12 +22,29 @@ func sample() events.WS {
 		}}
 }
 
+// tlsSample has a container target and every kind of TLS: a redirecting
+// self-signed app with HSTS, a given one that keeps port 80, an ACME one still
+// waiting for its certificate (port 80 only, the challenge served).
+func tlsSample() events.WS {
+	fp := strings.Repeat("ab", 32)
+	return events.WS{Resource: events.Resource{Name: "ws-2", Server: "s1", Status: events.StatusReady},
+		Apps: []events.App{
+			{URL: "self.test", Target: events.Target{Kind: events.TargetContainer, Host: "web1", Port: 8080}, Addr: "10.77.1.20",
+				TLS: &events.AppTLS{Kind: events.TLSSelf, HSTS: true, Fingerprint: fp}},
+			{URL: "given.test", Target: events.Target{Kind: events.TargetAddress, Host: "10.77.2.5", Port: 80},
+				TLS: &events.AppTLS{Kind: events.TLSGiven, NoRedirect: true, Fingerprint: fp}},
+			{URL: "acme.test", Target: events.Target{Kind: events.TargetAddress, Host: "10.77.2.6", Port: 80},
+				TLS: &events.AppTLS{Kind: events.TLSACME, ACMEURL: "https://127.0.0.1:14000/dir"}},
+		}}
+}
+
 // The rendered files are golden: a default 404 server, then one server per
 // app by URL; Consul names through the resolvers, per request.
 func TestRenderGolden(t *testing.T) {
 	for name, ws := range map[string]events.WS{
 		"empty":    {Resource: events.Resource{Name: "ws-1"}, Apps: []events.App{}},
 		"two-apps": sample(),
+		"tls":      tlsSample(),
 	} {
 		main, err := RenderMain(ws)
 		if err != nil {
@@ -54,6 +72,13 @@ func TestCheckRefuses(t *testing.T) {
 		"no resolvers":           {func(w *events.WS) { w.Resolvers = nil }, "resolvers"},
 		"bad resolver":           {func(w *events.WS) { w.Resolvers = []string{"10.0.0.1:53;"} }, "resolvers"},
 		"unknown kind":           {func(w *events.WS) { w.Apps[1].Target.Kind = "file" }, "kind"},
+		"container, no address":  {func(w *events.WS) { w.Apps[1].Target = events.Target{Kind: events.TargetContainer, Host: "web1", Port: 80} }, "no IPv4"},
+		"container, bad name":     {func(w *events.WS) { w.Apps[1].Target = events.Target{Kind: events.TargetContainer, Host: "web1;", Port: 80}; w.Apps[1].Addr = "10.0.0.1" }, "host"},
+		"address apart":          {func(w *events.WS) { w.Apps[1].Addr = "10.0.0.1" }, "apart"},
+		"tls kind":               {func(w *events.WS) { w.Apps[1].TLS = &events.AppTLS{Kind: "plain", Fingerprint: strings.Repeat("a", 64)} }, "TLS kind"},
+		"given, no fingerprint":  {func(w *events.WS) { w.Apps[1].TLS = &events.AppTLS{Kind: events.TLSGiven} }, "fingerprint"},
+		"acme, no directory":     {func(w *events.WS) { w.Apps[1].TLS = &events.AppTLS{Kind: events.TLSACME} }, "directory"},
+		"acme, bad directory":    {func(w *events.WS) { w.Apps[1].TLS = &events.AppTLS{Kind: events.TLSACME, ACMEURL: "http://x/dir"} }, "https"},
 	} {
 		ws := sample()
 		c.edit(&ws)
@@ -67,10 +92,18 @@ func TestCheckRefuses(t *testing.T) {
 // site has the shape of a plain one (same lines once quoted and plain values
 // are blanked), or is refused.
 func FuzzRenderSite(f *testing.F) {
-	f.Add("myminio.org", "10.77.2.5", "wordpress.service.consul", "10.77.1.10:8600")
-	f.Add("a.com; location /pwn { return 200 owned; } #", "10.77.2.5", "x.service.consul", "10.77.1.10:8600")
-	f.Add("a.com", "10.77.2.5\n    location / {", "x.service.consul;\nserver {", "10.77.1.10:8600 valid=0")
-	f.Fuzz(func(t *testing.T, url, ip, name, resolver string) {
+	f.Add("myminio.org", "10.77.2.5", "wordpress.service.consul", "10.77.1.10:8600", "web1", "self.test")
+	f.Add("a.com; location /pwn { return 200 owned; } #", "10.77.2.5", "x.service.consul", "10.77.1.10:8600", "web1; return 200", "a.test;")
+	f.Add("a.com", "10.77.2.5\n    location / {", "x.service.consul;\nserver {", "10.77.1.10:8600 valid=0", "web1\n", "x.test/../../etc/passwd")
+	f.Fuzz(func(t *testing.T, url, ip, name, resolver, ctr, tlsURL string) {
+		tw := tlsSample()
+		tw.Apps[0].Target.Host, tw.Apps[0].URL = ctr, tlsURL
+		if got, err := RenderSite(tw); err == nil {
+			want, _ := RenderSite(tlsSample())
+			if blocks(got) != blocks(want) {
+				t.Fatalf("input changed the TLS site's shape:\n%s\n--- plain:\n%s", got, want)
+			}
+		}
 		ws := sample()
 		ws.Apps[1].URL, ws.Apps[1].Target.Host, ws.Apps[0].Target.Host, ws.Resolvers = url, ip, name, []string{resolver}
 		got, err := RenderSite(ws)
@@ -86,7 +119,17 @@ func FuzzRenderSite(f *testing.F) {
 	})
 }
 
-var values = regexp.MustCompile(`[A-Za-z0-9.:_-]+\.[A-Za-z0-9.:_-]+`)
+var values = regexp.MustCompile(`[A-Za-z0-9.:_/-]+\.[A-Za-z0-9.:_/-]+|container [A-Za-z0-9-]+`)
+
+// blocks is the shape of a site's server blocks in sorted order, so that a
+// URL that sorts elsewhere compares equal; names in server_name are blanked.
+func blocks(site string) string {
+	parts := strings.Split(shape(serverName.ReplaceAllString(site, "server_name V;")), "\nserver {")
+	sort.Strings(parts)
+	return strings.Join(parts, "\nserver {")
+}
+
+var serverName = regexp.MustCompile(`server_name [^;]*;`)
 
 // shape is a site with every dotted value (host names, addresses) blanked.
 func shape(site string) string { return values.ReplaceAllString(site, "V") }
