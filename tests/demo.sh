@@ -99,7 +99,23 @@ for _ in $(seq 1 50); do curl -s --max-time 1 http://127.0.0.1:8080/ >/dev/null 
 echo "  six requests to http://127.0.0.1:8080/ -> $(for i in 1 2 3 4 5 6; do curl -s --max-time 2 http://127.0.0.1:8080/ | tr -d '\n'; echo -n ' '; done)"
 run "$BIN" listlbs
 
+say "a web server on s2 publishing apps by URL: c3 by container name, wordpress by its Consul name, c4 over HTTPS"
+run "$BIN" addws s2 -n web1
+run "$BIN" pubapp web1 myapp.org c3:80
+run "$BIN" pubapp web1 mywordpress.org wordpress.service.consul:80
+run "$BIN" pubapp web1 secure.org c4:80 -s
+run "$BIN" pub s2:web1 80 --host-port 8081
+run "$BIN" pub s2:web1 443 --host-port 8443
+"$BIN" wsca web1 > "$DEMO/web1-ca.pem"
+for _ in $(seq 1 50); do curl -s --max-time 1 --resolve myapp.org:8081:127.0.0.1 http://myapp.org:8081/ >/dev/null && break; sleep 0.2; done
+echo "  http://myapp.org:8081/       -> $(curl -s --max-time 2 --resolve myapp.org:8081:127.0.0.1 http://myapp.org:8081/)"
+echo "  http://mywordpress.org:8081/ -> $(curl -s --max-time 2 --resolve mywordpress.org:8081:127.0.0.1 http://mywordpress.org:8081/)"
+echo "  https://secure.org:8443/     -> $(curl -s --max-time 2 --cacert "$DEMO/web1-ca.pem" --resolve secure.org:8443:127.0.0.1 https://secure.org:8443/) (verified with skein wsca web1)"
+echo "  http://secure.org:8081/      -> $(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' --max-time 2 --resolve secure.org:8081:127.0.0.1 http://secure.org:8081/)"
+run "$BIN" listws
+
 say "bad input is refused with the fix"
+run "$BIN" pubapp web1 'a.com; location / {}' c3:80 || true
 run "$BIN" launch skein-busybox c6 -s s2 --ip 10.77.1.30 || true
 run "$BIN" launch skein-busybox c1 -s s3 || true
 
@@ -111,5 +127,6 @@ The demo cluster is still running:
   nats subject for events: skein.event.<server>.<type>
   Consul UI: http://10.77.1.10:8500/ui
   load balancer ha1: http://127.0.0.1:8080/
+  web server web1: curl --resolve myapp.org:8081:127.0.0.1 http://myapp.org:8081/
   stop it with: bash tests/demo.sh stop
 MSG

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -205,6 +206,18 @@ func TestWebServer(t *testing.T) {
 		mustSkein(t, "delapp", "web1", "ctr.test")
 	})
 
+	t.Run("a WebSocket upgrade passes through to the app", func(t *testing.T) {
+		// wa2 answers the upgrade on 9001 and then echoes what it gets: busybox nc runs a script per connection.
+		script := `printf '%s\n' '#!/bin/sh' 'while read -r l; do [ "${#l}" -le 1 ] && break; done' 'printf "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"' 'exec cat' > /ws-echo && chmod +x /ws-echo && (setsid nc -ll -p 9001 -e /ws-echo </dev/null >/dev/null 2>&1 &)`
+		if out, err := incusCmd("exec", "wa2", "--project", "skein-s2", "--", "sh", "-c", script); err != nil {
+			t.Fatalf("starting the echo: %v %s", err, out)
+		}
+		mustSkein(t, "pubapp", "web1", "ws.test", "wa2:9001")
+		var got string
+		eventually(t, 10*time.Second, func() bool { got = upgradeEcho("127.0.0.1:18190", "ws.test", "hello-ws"); return got == "hello-ws" }, "no echo through the upgraded connection")
+		mustSkein(t, "delapp", "web1", "ws.test")
+	})
+
 	mustSkein(t, "pub", "s1:web1", "443", "--host-port", "18191")
 	noFollow := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -222,6 +235,12 @@ func TestWebServer(t *testing.T) {
 		}, "https://self.test does not verify with wsca's CA")
 		if resp.body != "wa1" || !strings.HasPrefix(resp.header.Get("Strict-Transport-Security"), "max-age=") {
 			t.Errorf("https://self.test answered %q, HSTS %q", resp.body, resp.header.Get("Strict-Transport-Security"))
+		}
+		// As a user checks it: curl with the CA that wsca printed, the name resolved to the published port.
+		caFile := filepath.Join(t.TempDir(), "ca.pem")
+		_ = os.WriteFile(caFile, []byte(mustSkein(t, "wsca", "web1")), 0o644)
+		if out, err := exec.Command("curl", "-sS", "--max-time", "5", "--cacert", caFile, "--resolve", "self.test:18191:127.0.0.1", "https://self.test:18191/").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "wa1" {
+			t.Errorf("curl --cacert (wsca) https://self.test:18191/: %v %s", err, out)
 		}
 		if r := httpsGet("127.0.0.1:18191", "app1.test", pool); r.err == nil {
 			t.Error("a name with no TLS app got a TLS handshake")
@@ -542,4 +561,41 @@ func redirect(t *testing.T, cl *http.Client, url, host string) (int, string) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, resp.Header.Get("Location")
+}
+
+// upgradeEcho asks addr for a WebSocket upgrade of host, sends msg on the
+// upgraded connection and returns the first line that comes back with it
+// ("" on any failure).
+func upgradeEcho(addr, host, msg string) string {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	fmt.Fprintf(c, "GET /chat HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", host)
+	r := bufio.NewReader(c)
+	status, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 101") {
+		return ""
+	}
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			return ""
+		}
+		if l == "\r\n" {
+			break
+		}
+	}
+	fmt.Fprintf(c, "%s\n", msg)
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			return ""
+		}
+		if strings.TrimSpace(l) == msg {
+			return msg
+		}
+	}
 }

@@ -72,13 +72,20 @@ func TestCheckRefuses(t *testing.T) {
 		"no resolvers":           {func(w *events.WS) { w.Resolvers = nil }, "resolvers"},
 		"bad resolver":           {func(w *events.WS) { w.Resolvers = []string{"10.0.0.1:53;"} }, "resolvers"},
 		"unknown kind":           {func(w *events.WS) { w.Apps[1].Target.Kind = "file" }, "kind"},
-		"container, no address":  {func(w *events.WS) { w.Apps[1].Target = events.Target{Kind: events.TargetContainer, Host: "web1", Port: 80} }, "no IPv4"},
-		"container, bad name":     {func(w *events.WS) { w.Apps[1].Target = events.Target{Kind: events.TargetContainer, Host: "web1;", Port: 80}; w.Apps[1].Addr = "10.0.0.1" }, "host"},
-		"address apart":          {func(w *events.WS) { w.Apps[1].Addr = "10.0.0.1" }, "apart"},
-		"tls kind":               {func(w *events.WS) { w.Apps[1].TLS = &events.AppTLS{Kind: "plain", Fingerprint: strings.Repeat("a", 64)} }, "TLS kind"},
-		"given, no fingerprint":  {func(w *events.WS) { w.Apps[1].TLS = &events.AppTLS{Kind: events.TLSGiven} }, "fingerprint"},
-		"acme, no directory":     {func(w *events.WS) { w.Apps[1].TLS = &events.AppTLS{Kind: events.TLSACME} }, "directory"},
-		"acme, bad directory":    {func(w *events.WS) { w.Apps[1].TLS = &events.AppTLS{Kind: events.TLSACME, ACMEURL: "http://x/dir"} }, "https"},
+		"container, no address": {func(w *events.WS) {
+			w.Apps[1].Target = events.Target{Kind: events.TargetContainer, Host: "web1", Port: 80}
+		}, "no IPv4"},
+		"container, bad name": {func(w *events.WS) {
+			w.Apps[1].Target = events.Target{Kind: events.TargetContainer, Host: "web1;", Port: 80}
+			w.Apps[1].Addr = "10.0.0.1"
+		}, "host"},
+		"address apart": {func(w *events.WS) { w.Apps[1].Addr = "10.0.0.1" }, "apart"},
+		"tls kind": {func(w *events.WS) {
+			w.Apps[1].TLS = &events.AppTLS{Kind: "plain", Fingerprint: strings.Repeat("a", 64)}
+		}, "TLS kind"},
+		"given, no fingerprint": {func(w *events.WS) { w.Apps[1].TLS = &events.AppTLS{Kind: events.TLSGiven} }, "fingerprint"},
+		"acme, no directory":    {func(w *events.WS) { w.Apps[1].TLS = &events.AppTLS{Kind: events.TLSACME} }, "directory"},
+		"acme, bad directory":   {func(w *events.WS) { w.Apps[1].TLS = &events.AppTLS{Kind: events.TLSACME, ACMEURL: "http://x/dir"} }, "https"},
 	} {
 		ws := sample()
 		c.edit(&ws)

@@ -36,9 +36,9 @@ func Capability(ctx context.Context, d svc.Deps) (svc.Capability, error) {
 
 // Worker is the web server worker of one server.
 type Worker struct {
-	cfg       Config
-	host      *svc.Host
-	kind      *svc.Kind[events.WS, *events.WS]
+	cfg        Config
+	host       *svc.Host
+	kind       *svc.Kind[events.WS, *events.WS]
 	endpoints  *bus.Store[events.Endpoint]
 	containers *bus.Store[events.Container]
 	kick       chan struct{}
