@@ -76,6 +76,7 @@ func newRoot(g *globals) *cobra.Command {
 		pubserviceCmd(g), pubcheckCmd(g), unpubserviceCmd(g), unpubcheckCmd(g),
 		addlbCmd(g), listlbsCmd(g), dellbCmd(g), addbackendsCmd(g), delbackendsCmd(g), setlbCmd(g), pubCmd(g), unpubCmd(g),
 		addwsCmd(g), listwsCmd(g), delwsCmd(g), pubappCmd(g), delappCmd(g), renewappCmd(g), wscaCmd(g), addhostsCmd(g), delhostsCmd(g),
+		adddbCmd(g), listdbsCmd(g), dbinfoCmd(g), deldbCmd(g), dbpasswdCmd(g), deldbinstanceCmd(g),
 		credsCmd(g),
 	)
 	return root

@@ -124,6 +124,13 @@ type Runtime interface {
 	// ForwardDNS makes the server's container DNS send queries for domain to
 	// servers (IP#PORT each); none stops forwarding it.
 	ForwardDNS(ctx context.Context, domain string, servers []string) error
+	// EnsureVolume makes sure the custom storage volume name exists in the
+	// server's pool; created says it was made now (it is empty).
+	EnsureVolume(ctx context.Context, name string) (created bool, err error)
+	// AttachVolume mounts the custom volume at path in a container, running or not.
+	AttachVolume(ctx context.Context, name, volume, path string) error
+	// DeleteVolume deletes a custom volume that no container uses; a missing one is no error.
+	DeleteVolume(ctx context.Context, name string) error
 }
 
 // ExecResult is the outcome of a command run in a container.

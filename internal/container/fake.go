@@ -20,6 +20,7 @@ type Fake struct {
 	insts    map[string]*Instance
 	next     int
 	watchers []chan Event
+	volumes  map[string]bool
 	// Calls counts calls by method name, to assert that a redelivery did no work twice.
 	Calls map[string]int
 	// FailCreate, when set, is returned by the next Create.
@@ -301,6 +302,41 @@ func (f *Fake) ForwardDNS(ctx context.Context, domain string, servers []string) 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.DNS[domain] = append([]string(nil), servers...)
+	return nil
+}
+
+// EnsureVolume implements Runtime.
+func (f *Fake) EnsureVolume(ctx context.Context, name string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.volumes == nil {
+		f.volumes = map[string]bool{}
+	}
+	if f.volumes[name] {
+		return false, nil
+	}
+	f.volumes[name] = true
+	return true, nil
+}
+
+// AttachVolume implements Runtime.
+func (f *Fake) AttachVolume(ctx context.Context, name, volume, path string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.insts[name]; !ok {
+		return ErrNotFound
+	}
+	if !f.volumes[volume] {
+		return fmt.Errorf("no volume %s", volume)
+	}
+	return nil
+}
+
+// DeleteVolume implements Runtime.
+func (f *Fake) DeleteVolume(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.volumes, name)
 	return nil
 }
 

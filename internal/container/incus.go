@@ -348,6 +348,35 @@ func (r *Incus) ExposeSocket(ctx context.Context, name, hostPath, containerPath 
 	return r.setDevice(ctx, name, "skein-sock", map[string]string{"type": "proxy", "bind": "host", "listen": "unix:" + hostPath, "connect": "unix:" + containerPath, "mode": "0600"})
 }
 
+// EnsureVolume implements Runtime.
+func (r *Incus) EnsureVolume(ctx context.Context, name string) (bool, error) {
+	_, err := r.c.GetStorageVolume(ctx, r.pool, name)
+	if err == nil {
+		return false, nil
+	}
+	if !incus.IsNotFound(err) {
+		return false, classify(err)
+	}
+	if err := r.c.CreateStorageVolume(ctx, r.pool, name); err != nil {
+		return false, classify(err)
+	}
+	return true, nil
+}
+
+// AttachVolume implements Runtime with a disk device named after the volume.
+func (r *Incus) AttachVolume(ctx context.Context, name, volume, path string) error {
+	return r.setDevice(ctx, name, "skein-vol-"+volume, map[string]string{"type": "disk", "pool": r.pool, "source": volume, "path": path})
+}
+
+// DeleteVolume implements Runtime.
+func (r *Incus) DeleteVolume(ctx context.Context, name string) error {
+	err := r.c.DeleteStorageVolume(ctx, r.pool, name)
+	if incus.IsNotFound(err) {
+		return nil
+	}
+	return classify(err)
+}
+
 // setDevice sets (want nil: removes) one device of an instance; the etag makes
 // concurrent changes retry instead of overwrite each other.
 func (r *Incus) setDevice(ctx context.Context, name, dev string, want map[string]string) error {

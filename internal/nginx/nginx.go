@@ -4,6 +4,19 @@ package nginx
 
 import "fmt"
 
+// nginx takes a reload asynchronously: until its old workers stop accepting,
+// a new request may still be answered by the old configuration. Before and
+// Settle (for svc.Component) make a reload return once the new workers have
+// taken over: the workers before the reload are noted, and Settle waits (at
+// most 3 s) until every worker is a new one (the old ones renamed themselves
+// "is shutting down" and accept no more).
+const (
+	// Before lists the worker processes before a reload.
+	Before = `pgrep -d' ' -f 'nginx: worker process$' || true`
+	// Settle waits until they are all replaced.
+	Settle = `i=0; while [ $i -lt 150 ]; do cur=$(pgrep -f 'nginx: worker process$'); ok=1; [ -n "$cur" ] || ok=0; for p in $skein_before; do echo "$cur" | grep -qx "$p" && ok=0; done; [ $ok = 1 ] && break; sleep 0.02; i=$((i+1)); done`
+)
+
 // MainPath is nginx's main configuration file in a service container.
 const MainPath = "/etc/nginx/nginx.conf"
 

@@ -85,9 +85,63 @@ var (
 	Text = kind(&Kind{Name: "text", What: "printable characters on one line", Pattern: `^[ -~]*$`, MaxLength: 1024})
 	// CheckURL is an http check's target: a path on the container, or an http(s) URL.
 	CheckURL = kind(&Kind{Name: "checkurl", What: "a path (/health), a host name (mywordpress.org) or an http(s) URL", Pattern: `^[!-~]+$`, MaxLength: 2048, check: checkURL})
+	// DBIdent is a database or database user name: lower-case letters, digits
+	// and '_', not a reserved word of MariaDB or PostgreSQL.
+	DBIdent = kind(&Kind{Name: "dbident", What: "1-63 lower-case letters, digits and '_', starting with a letter or '_', not an SQL reserved word", Pattern: `^[a-z_][a-z0-9_]{0,62}$`, MaxLength: 63, check: checkDBIdent})
+	// CIDR is an IPv4 network in CIDR notation, its host bits zero.
+	CIDR = kind(&Kind{Name: "cidr", What: "an IPv4 network such as 10.77.0.0/16 (host bits zero)", Pattern: `^` + ipv4 + `/[0-9]{1,2}$`, MaxLength: 18, check: checkCIDR})
 	// HTTPSURL is an https URL such as an ACME directory.
 	HTTPSURL = kind(&Kind{Name: "httpsurl", What: "an https URL such as https://acme-v02.api.letsencrypt.org/directory", Pattern: `^https://[!-~]+$`, MaxLength: 2048, check: checkHTTPSURL})
 )
+
+func checkCIDR(s string) error {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return err
+	}
+	if !p.Addr().Is4() || p != p.Masked() {
+		return fmt.Errorf("host bits set: the network is %s", p.Masked())
+	}
+	return nil
+}
+
+// reserved are words MariaDB or PostgreSQL reserve: a name among them needs
+// quoting everywhere a user types it, so skein refuses it.
+var reserved = map[string]bool{}
+
+func init() {
+	for _, w := range strings.Fields(`accessible add all alter analyse analyze and any array as asc asensitive asymmetric
+authorization before between bigint binary blob both by call cascade case cast change char character check collate
+collation column concurrently condition constraint continue convert create cross current_catalog current_date
+current_role current_schema current_time current_timestamp current_user cursor database databases day_hour
+day_microsecond day_minute day_second dec decimal declare default deferrable delayed delete delete_domain_id desc
+describe deterministic distinct distinctrow div do double drop dual each else elseif enclosed end escaped except
+exists exit explain false fetch float float4 float8 for force foreign freeze from full fulltext general grant group
+having high_priority hour_microsecond hour_minute hour_second if ignore ignore_domain_ids ignore_server_ids ilike
+in index infile initially inner inout insensitive insert int int1 int2 int3 int4 int8 integer intersect interval
+into is isnull iterate join key keys kill lateral leading leave left like limit linear lines load localtime
+localtimestamp lock long longblob longtext loop low_priority master_heartbeat_period master_ssl_verify_server_cert
+match maxvalue mediumblob mediumint mediumtext middleint minute_microsecond minute_second mod modifies natural not
+notnull no_write_to_binlog null numeric offset on only optimize option optionally or order out outer outfile over
+overlaps page_checksum parse_vcol_expr partition placing position precision primary procedure purge range read
+reads read_write real recursive ref_system_id references regexp release rename repeat replace require resignal
+restrict return returning revoke right rlike role rows schema schemas second_microsecond select sensitive
+separator session_user set show signal similar slow smallint some spatial specific sql sql_big_result
+sql_calc_found_rows sql_small_result sqlexception sqlstate sqlwarning ssl starting stats_auto_recalc
+stats_persistent stats_sample_pages straight_join symmetric system_user table tablesample terminated then tinyblob
+tinyint tinytext to trailing trigger true undo union unique unlock unsigned update usage use user using utc_date
+utc_time utc_timestamp values varbinary varchar varcharacter variadic varying verbose when where while window with
+write xor year_month zerofill postgres mysql root template0 template1 information_schema performance_schema sys`) {
+		reserved[w] = true
+	}
+}
+
+func checkDBIdent(s string) error {
+	if reserved[s] {
+		return fmt.Errorf("%q is a reserved word or a system name of MariaDB or PostgreSQL: pick another", s)
+	}
+	return nil
+}
 
 func checkHTTPSURL(s string) error {
 	u, err := url.Parse(s)

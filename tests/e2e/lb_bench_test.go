@@ -74,8 +74,15 @@ func timeToServe(b *testing.B, args []string, served func() bool) (time.Duration
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	type exit struct {
+		err error
+		at  time.Duration
+	}
+	exited := make(chan exit, 1)
+	go func() {
+		err := cmd.Wait()
+		exited <- exit{err, time.Since(start)}
+	}()
 	deadline := start.Add(10 * time.Second)
 	for !served() {
 		if time.Now().After(deadline) {
@@ -84,10 +91,11 @@ func timeToServe(b *testing.B, args []string, served func() bool) (time.Duration
 		time.Sleep(2 * time.Millisecond)
 	}
 	first := time.Since(start)
-	if err := <-exited; err != nil {
-		b.Fatalf("skein %v: %v: %s", args, err, out.String())
+	e := <-exited
+	if e.err != nil {
+		b.Fatalf("skein %v: %v: %s", args, e.err, out.String())
 	}
-	return first, time.Since(start)
+	return first, e.at
 }
 
 // report adds the median and p90 of lat, in ms, as metrics named NAME-median-ms and NAME-p90-ms.

@@ -99,7 +99,11 @@ func refusedRaw(t *testing.T, server, typ string, payload any, says string) {
 	t.Helper()
 	res := rawCommand(t, server, typ, payload)
 	if res.OK || res.Error == nil || !strings.Contains(res.Error.Message, says) {
-		t.Errorf("raw %s %+v: answered %+v, want a refusal saying %q", typ, payload, res, says)
+		msg := ""
+		if res.Error != nil {
+			msg = res.Error.Message
+		}
+		t.Errorf("raw %s %+v: answered ok=%v %q, want a refusal saying %q", typ, payload, res.OK, msg, says)
 	}
 }
 

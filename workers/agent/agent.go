@@ -23,6 +23,7 @@ import (
 	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/containers"
+	"github.com/skeinhq/skein/workers/db"
 	"github.com/skeinhq/skein/workers/discovery"
 	"github.com/skeinhq/skein/workers/lb"
 	"github.com/skeinhq/skein/workers/svc"
@@ -160,6 +161,7 @@ var capabilities = []func(context.Context, svc.Deps) (svc.Capability, error){
 	discovery.Capability,
 	lb.Capability,
 	ws.Capability,
+	db.Capability,
 }
 
 // ping answers without touching any container.

@@ -19,6 +19,7 @@ import (
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/haproxy"
+	"github.com/skeinhq/skein/internal/nginx"
 	"github.com/skeinhq/skein/internal/validate"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/discovery"
@@ -411,7 +412,7 @@ func modes(kind string) []string {
 // component is how a kind of load balancer checks and reloads its files.
 func component(kind string) svc.Component {
 	if kind == "nginx" {
-		return svc.Component{Name: "nginx", Unit: "nginx", Check: "nginx -t -q"}
+		return svc.Component{Name: "nginx", Unit: "nginx", Check: "nginx -t -q", Before: nginx.Before, Settle: nginx.Settle}
 	}
 	return svc.Component{Name: "haproxy", Unit: "haproxy", Check: "haproxy -c -q -f " + haproxyConfig}
 }

@@ -45,6 +45,11 @@ type Component struct {
 	// Check is the shell command that checks the installed files, e.g.
 	// "haproxy -c -f /etc/haproxy/haproxy.cfg"; "" checks nothing.
 	Check string
+	// Before, when set, runs before a reload; its output is $skein_before for Settle.
+	Before string
+	// Settle, when set, runs after a successful reload and returns once the
+	// component serves the new configuration (a reload it takes asynchronously).
+	Settle string
 }
 
 // ErrRefused marks a configuration that the component's own checker refused.
@@ -168,7 +173,14 @@ func Script(c Component, files []File, staged []string, mode Mode) string {
 		return b.String()
 	}
 	u := quote(c.Unit)
-	fmt.Fprintf(&b, "if systemctl is-active -q %[1]s; then\n  if ! out=$(systemctl reload %[1]s 2>&1) || ! systemctl is-active -q %[1]s; then\n    restore; systemctl reload %[1]s >/dev/null 2>&1 || systemctl restart %[1]s >/dev/null 2>&1\n    echo \"$out\" >&2; exit %[2]d\n  fi\n  done_ok\nfi\n", u, exitReload)
+	before, settle := "", ""
+	if c.Before != "" {
+		before = "  skein_before=$(" + c.Before + ")\n"
+	}
+	if c.Settle != "" {
+		settle = "  " + c.Settle + "\n"
+	}
+	fmt.Fprintf(&b, "if systemctl is-active -q %[1]s; then\n%[3]s  if ! out=$(systemctl reload %[1]s 2>&1) || ! systemctl is-active -q %[1]s; then\n    restore; systemctl reload %[1]s >/dev/null 2>&1 || systemctl restart %[1]s >/dev/null 2>&1\n    echo \"$out\" >&2; exit %[2]d\n  fi\n%[4]s  done_ok\nfi\n", u, exitReload, before, settle)
 	fmt.Fprintf(&b, "systemctl daemon-reload\nsystemctl enable -q %[1]s 2>/dev/null\nif ! out=$(systemctl restart %[1]s 2>&1); then restore; echo \"$out\" >&2; exit %[2]d; fi\ndone_ok\n", u, exitStart)
 	return b.String()
 }

@@ -267,3 +267,28 @@ func TestApplyMapsOutcomes(t *testing.T) {
 		t.Error("a path with a space was applied")
 	}
 }
+
+// Settle runs after a reload that worked, with what Before printed; never
+// after one that failed.
+func TestScriptSettlesAfterAReload(t *testing.T) {
+	b := newScriptBed(t)
+	settled := filepath.Join(b.dir, "settled")
+	c := Component{Name: "tool", Unit: "tool", Before: "echo workers-42", Settle: `echo "$skein_before" > ` + settled}
+	if err := os.WriteFile(filepath.Join(b.dir, "active"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := b.run(t, c, map[string]string{"tool.conf": "v1"}, Reload); code != 0 {
+		t.Fatalf("apply: exit %d: %s", code, out)
+	}
+	if got, err := os.ReadFile(settled); err != nil || strings.TrimSpace(string(got)) != "workers-42" {
+		t.Fatalf("Settle did not run with Before's output: %q %v", got, err)
+	}
+	_ = os.Remove(settled)
+	_ = os.WriteFile(filepath.Join(b.dir, "reload-fails"), nil, 0o644)
+	if code, _ := b.run(t, c, map[string]string{"tool.conf": "v2"}, Reload); code != exitReload {
+		t.Fatalf("failed reload: exit %d", code)
+	}
+	if _, err := os.Stat(settled); err == nil {
+		t.Error("Settle ran after a failed reload")
+	}
+}

@@ -14,13 +14,14 @@ import (
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/nginx"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/discovery"
 	"github.com/skeinhq/skein/workers/svc"
 )
 
 // component is how a web server checks and reloads its files.
-var component = svc.Component{Name: "nginx", Unit: "nginx", Check: "nginx -t -q"}
+var component = svc.Component{Name: "nginx", Unit: "nginx", Check: "nginx -t -q", Before: nginx.Before, Settle: nginx.Settle}
 
 // Config configures the web server worker of one server.
 type Config struct {

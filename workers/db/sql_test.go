@@ -1,0 +1,125 @@
+package db
+
+import (
+	"flag"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/testutil"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+const fixedHash = "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19"
+
+// MariaDB's hash of "password" is the one its PASSWORD() gives; the SCRAM
+// verifier has PostgreSQL's shape and changes with its salt.
+func TestHashes(t *testing.T) {
+	if got := mysqlHash([]byte("password")); got != fixedHash {
+		t.Errorf("mysqlHash = %s", got)
+	}
+	a, _ := scramVerifier([]byte("pencil"))
+	b, _ := scramVerifier([]byte("pencil"))
+	shape := regexp.MustCompile(`^SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]{24}\$[A-Za-z0-9+/=]{44}:[A-Za-z0-9+/=]{44}$`)
+	if !shape.MatchString(a) || a == b {
+		t.Errorf("verifiers %q %q", a, b)
+	}
+	if strings.Contains(a, "pencil") {
+		t.Error("the verifier holds the password")
+	}
+}
+
+// The statements are golden, per kind.
+func TestSQLGolden(t *testing.T) {
+	allow := []string{"10.77.0.0/16", "192.168.1.0/24"}
+	for _, kind := range []string{events.DBMySQL, events.DBPostgreSQL} {
+		pw := fixedHash
+		if kind == events.DBPostgreSQL {
+			pw = "SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0c2FsdA==$c3RvcmVkc3RvcmVkc3RvcmVkc3RvcmVkc3RvcmVkc3Q=:c2VydmVyc2VydmVyc2VydmVyc2VydmVyc2VydmVyc2U="
+		}
+		create, err := CreateSQL(kind, "wordpress", "wordpress", pw, allow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grant, _ := CreateSQL(kind, "wordpress", "blog", "", allow)
+		passwd, _ := PasswordSQL(kind, "wordpress", pw, allow)
+		drop, _ := DropSQL(kind, "wordpress", "wordpress", true, allow)
+		out := "-- create\n" + create + "-- existing user\n" + grant + "-- passwd\n" + passwd + "-- drop\n" + drop + "-- conf\n" + RenderConf(kind)
+		if kind == events.DBPostgreSQL {
+			hba, err := RenderHBA(events.DBInstance{Resource: events.Resource{Name: "pg-1"}, Kind: kind, Allow: allow,
+				Databases: []events.DBDatabase{{Name: "wordpress", Owner: "wordpress"}, {Name: "blog", Owner: "wp2"}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out += "-- pg_hba.conf\n" + hba
+		}
+		testutil.Golden(t, kind, out, *update)
+	}
+}
+
+// Names that are not identifiers, reserved words and bad networks are refused.
+func TestRefuses(t *testing.T) {
+	for _, bad := range []string{"x; DROP DATABASE y", "a'b", "select", "user", "Wordpress", "", "a-b", "1abc", strings.Repeat("a", 64), "a`b", `a"b`} {
+		for _, kind := range []string{events.DBMySQL, events.DBPostgreSQL} {
+			if _, err := CreateSQL(kind, bad, "db", "h", []string{"10.0.0.0/8"}); err == nil {
+				t.Errorf("%s user %q was taken", kind, bad)
+			}
+			if _, err := CreateSQL(kind, "u", bad, "h", []string{"10.0.0.0/8"}); err == nil {
+				t.Errorf("%s database %q was taken", kind, bad)
+			}
+		}
+	}
+	for _, a := range []string{"10.0.0.1/8", "10.0.0.0", "10.0.0.0/33", "::/0", "10.0.0.0/8'"} {
+		if _, err := CreateSQL(events.DBMySQL, "u", "d", "h", []string{a}); err == nil {
+			t.Errorf("network %q was taken", a)
+		}
+		if _, err := RenderHBA(events.DBInstance{Allow: []string{a}, Databases: []events.DBDatabase{{Name: "d", Owner: "u"}}}); err == nil {
+			t.Errorf("hba network %q was taken", a)
+		}
+	}
+}
+
+// No value, however made, ends its literal early: once every literal is
+// blanked the statements are the plain ones.
+func FuzzSQLLiterals(f *testing.F) {
+	f.Add("*ABC", "10.0.0.0/8")
+	f.Add("x'); DROP DATABASE y; --", "10.0.0.0/8")
+	f.Add(`\'; DROP`, "10.0.0.0/8")
+	f.Fuzz(func(t *testing.T, hash, network string) {
+		for _, kind := range []string{events.DBMySQL, events.DBPostgreSQL} {
+			got, err := CreateSQL(kind, "u", "d", hash, []string{network})
+			if err != nil {
+				continue
+			}
+			want, _ := CreateSQL(kind, "u", "d", "H", []string{network})
+			if blank(kind, got) != blank(kind, want) {
+				t.Fatalf("%s: a value changed the statements:\n%s\n--- plain:\n%s", kind, got, want)
+			}
+		}
+	})
+}
+
+// blank replaces each literal of the kind's dialect with L.
+func blank(kind, sql string) string {
+	var b strings.Builder
+	in := false
+	for i := 0; i < len(sql); i++ {
+		c := sql[i]
+		switch {
+		case !in && c == '\'':
+			in = true
+			b.WriteString("L")
+		case in && kind == events.DBMySQL && c == '\\':
+			i++
+		case in && c == '\'' && i+1 < len(sql) && sql[i+1] == '\'':
+			i++
+		case in && c == '\'':
+			in = false
+		case !in:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
