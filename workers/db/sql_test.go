@@ -88,6 +88,9 @@ func FuzzSQLLiterals(f *testing.F) {
 	f.Add("x'); DROP DATABASE y; --", "10.0.0.0/8")
 	f.Add(`\'; DROP`, "10.0.0.0/8")
 	f.Fuzz(func(t *testing.T, hash, network string) {
+		if hash == "" {
+			return // no password hash: an existing user, no CREATE USER at all
+		}
 		for _, kind := range []string{events.DBMySQL, events.DBPostgreSQL} {
 			got, err := CreateSQL(kind, "u", "d", hash, []string{network})
 			if err != nil {
