@@ -86,6 +86,9 @@ func (r Role) Permissions() jwt.Permissions {
 			"$JS.FC.>",
 		)
 		p.Pub.Allow.Add(readConsumers()...)
+		// Its own server's backups: the object store, made on first use, written and read.
+		obj := "OBJ_" + BackupsBucket(s)
+		p.Pub.Allow.Add("$O."+BackupsBucket(s)+".>", "$JS.API.STREAM.*."+obj, "$JS.API.CONSUMER.*."+obj+".>")
 		p.Sub.Allow.Add(ServerQueries(s), r.InboxPrefix()+".>")
 		// Answers to the queries it is sent, and to those only.
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
@@ -111,7 +114,9 @@ func readConsumers() []string {
 		streams = append(streams, "KV_"+b.Bucket)
 	}
 	for _, s := range streams {
-		out = append(out, "$JS.API.CONSUMER.CREATE."+s+".>", "$JS.API.CONSUMER.DELETE."+s+".>", "$JS.API.CONSUMER.INFO."+s+".>")
+		// CREATE, DELETE and INFO (and PAUSE) of a consumer of s, in one entry: a
+		// JWT travels in one control line, which NATS bounds at 4 KiB.
+		out = append(out, "$JS.API.CONSUMER.*."+s+".>")
 	}
 	return out
 }

@@ -267,3 +267,61 @@ func TestAgentReadsImagesAndCannotStoreThem(t *testing.T) {
 		t.Error("the stored image changed")
 	}
 }
+
+// An agent makes, writes and reads its own server's backups store, and
+// neither writes nor reads another server's.
+func TestAgentKeepsItsOwnBackups(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 30*time.Second)
+	dump := bytes.Repeat([]byte("INSERT INTO t VALUES (1);\n"), 20000)
+	obs2, err := s2.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig("s2"))
+	if err != nil {
+		t.Fatalf("agent s2 cannot make its backups store: %v", err)
+	}
+	if _, err := obs2.PutBytes(ctx, "db1.d.1", dump); err != nil {
+		t.Fatalf("agent s2 cannot store a backup: %v", err)
+	}
+	if got, err := obs2.GetBytes(ctx, "db1.d.1"); err != nil || !bytes.Equal(got, dump) {
+		t.Fatalf("agent s2 reads back %d bytes: %v", len(got), err)
+	}
+	if _, err := admin.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig("s1")); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := s2.JS.CreateOrUpdateObjectStore(short, bus.BackupsStoreConfig("s3")); err == nil {
+		t.Error("agent s2 made server s3's backups store")
+	}
+	obs1, err := s2.JS.ObjectStore(short, bus.BackupsBucket("s1"))
+	if err == nil {
+		if _, err := obs1.PutBytes(short, "forged", []byte("x")); err == nil {
+			t.Error("agent s2 wrote into s1's backups")
+		}
+		if _, err := obs1.GetBytes(short, "db1.d.1"); err == nil {
+			t.Error("agent s2 read s1's backups")
+		}
+	}
+	if _, err := s1.JS.ObjectStore(ctx, bus.BackupsBucket("s1")); err != nil {
+		t.Errorf("agent s1 cannot open its backups store: %v", err)
+	}
+}
+
+// A client sends its JWT in one control line, which NATS bounds (4 KiB by
+// default, an external cluster's too): every role's must fit with room left.
+func TestCredentialsFitAControlLine(t *testing.T) {
+	_, a := authBus(t)
+	for _, r := range []bus.Role{{Kind: "admin"}, {Kind: "observer"}, {Kind: "agent", Server: "a-long-server-name-of-forty-characters-x"}} {
+		creds, err := a.Creds(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jwtLine := strings.SplitN(string(creds), "\n", 3)[1]
+		if len(jwtLine) > 3600 {
+			t.Errorf("%s's JWT is %d bytes: near NATS's 4096-byte control line", r.Kind, len(jwtLine))
+		}
+		t.Logf("%s JWT: %d bytes", r.Kind, len(jwtLine))
+	}
+}

@@ -88,6 +88,18 @@ func ImagesStoreConfig(replicas int) jetstream.ObjectStoreConfig {
 	return jetstream.ObjectStoreConfig{Bucket: ImagesBucket, Description: "skein's images, by alias: unified Incus image tarballs", Storage: jetstream.FileStorage, Replicas: max(replicas, 1)}
 }
 
+// BackupsPrefix starts the name of every server's backups object store.
+const BackupsPrefix = "skein_backups_"
+
+// BackupsBucket is the object store of one server's database backups: each
+// agent writes its own server's only.
+func BackupsBucket(server string) string { return BackupsPrefix + server }
+
+// BackupsStoreConfig configures a server's backups object store.
+func BackupsStoreConfig(server string) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{Bucket: BackupsBucket(server), Description: "database backups of server " + server + ", gzip-compressed dumps", Storage: jetstream.FileStorage, Replicas: 1}
+}
+
 // Ensure creates or updates every stream and bucket skein needs, with replicas
 // copies each; safe to call again.
 func Ensure(ctx context.Context, js jetstream.JetStream, replicas int) error {

@@ -1,5 +1,7 @@
 package events
 
+import "time"
+
 // Database command, event and state types.
 const (
 	// TypeDBAdd runs a database instance on the addressed server with a first user and database.
@@ -14,6 +16,12 @@ const (
 	TypeDBReveal = "db.reveal"
 	// TypeDBInstanceDelete removes a database instance (its data only with Purge).
 	TypeDBInstanceDelete = "dbinstance.delete"
+	// TypeDBBackup takes a backup of a database into the server's backups store.
+	TypeDBBackup = "db.backup"
+	// TypeDBRestore restores a backup into a database.
+	TypeDBRestore = "db.restore"
+	// TypeDBBackedUp says a backup was taken, or failed.
+	TypeDBBackedUp = "db.backedup"
 	// TypeDBChanged says a database instance, database or user changed.
 	TypeDBChanged = "db.changed"
 	// TypeDBInstance is a database instance record.
@@ -27,6 +35,9 @@ func init() {
 	registerCommand[DBPasswd, DBInstance](TypeDBPasswd, "Set a database user's password")
 	registerCommand[DBReveal, Sealed](TypeDBReveal, "Seal a database user's password to the asker (a query)")
 	registerCommand[DBInstanceRef, DBInstance](TypeDBInstanceDelete, "Remove a database instance")
+	registerCommand[DBBackup, DBBackupInfo](TypeDBBackup, "Take a consistent backup of a database into the server's backups store")
+	registerCommand[DBRestore, DBInstance](TypeDBRestore, "Restore a backup into a database")
+	register[DBBackupEvent](TypeDBBackedUp, KindEvent, "A database backup was taken, or failed")
 	register[DBChange](TypeDBChanged, KindEvent, "A database instance, database or user was added, changed or removed")
 	registerState[DBInstance](TypeDBInstance, "skein_dbs", 0, "A database instance, kept in the databases bucket")
 }
@@ -124,6 +135,8 @@ type DBInstance struct {
 	Databases []DBDatabase `json:"databases"`
 	// Users are its users.
 	Users []DBUser `json:"users"`
+	// Size is the size of its data directory in bytes, as last measured (every minute).
+	Size int64 `json:"size,omitempty"`
 }
 
 // DBDatabase is one database of an instance.
@@ -146,12 +159,73 @@ type DBUser struct {
 type DBChange struct {
 	// Instance is the instance.
 	Instance string `json:"instance"`
-	// Change is added, deleted, database-added, database-removed or password.
-	Change string `json:"change" jsonschema:"enum=added,enum=deleted,enum=database-added,enum=database-removed,enum=password"`
+	// Change is added, deleted, database-added, database-removed, password or restored.
+	Change string `json:"change" jsonschema:"enum=added,enum=deleted,enum=database-added,enum=database-removed,enum=password,enum=restored"`
 	// DB is the database concerned, if any.
 	DB string `json:"db,omitempty"`
 	// User is the user concerned, if any.
 	User string `json:"user,omitempty"`
 	// Cause is "reconcile" when the agent repaired the record from what runs.
 	Cause string `json:"cause,omitempty" jsonschema:"enum=reconcile"`
+}
+
+// DBBackup asks for a backup of one database.
+type DBBackup struct {
+	// Instance is the database instance.
+	Instance string `json:"instance" valid:"name"`
+	// DB is the database.
+	DB string `json:"db" valid:"dbident"`
+}
+
+// DBBackupInfo is a backup in a server's backups store.
+type DBBackupInfo struct {
+	// Name is the backup's name in the store: INSTANCE.DB.TIME.
+	Name string `json:"name" valid:"backup"`
+	// Bucket is the object store it is in.
+	Bucket string `json:"bucket"`
+	// Instance is the instance it was taken of.
+	Instance string `json:"instance"`
+	// DB is the database it was taken of.
+	DB string `json:"db"`
+	// Kind is mysql or postgresql.
+	Kind string `json:"kind"`
+	// Owner is the user that owned the database.
+	Owner string `json:"owner"`
+	// Server is the server it was taken on.
+	Server string `json:"server"`
+	// Size is its size in bytes, compressed.
+	Size int64 `json:"size"`
+	// SHA256 is the hex SHA-256 of the stored (compressed) dump.
+	SHA256 string `json:"sha256"`
+	// Taken is when it was taken.
+	Taken time.Time `json:"taken"`
+}
+
+// DBRestore restores a backup of the instance's server's store into a database.
+type DBRestore struct {
+	// Instance is the database instance.
+	Instance string `json:"instance" valid:"name"`
+	// DB is the database restored into; made (owned by the backup's owner,
+	// who must be a user of the instance) when it does not exist.
+	DB string `json:"db" valid:"dbident"`
+	// Backup is the backup's name in the instance's server's store.
+	Backup string `json:"backup" valid:"backup"`
+}
+
+// DBBackupEvent says a backup was taken or failed.
+type DBBackupEvent struct {
+	// Instance is the instance.
+	Instance string `json:"instance"`
+	// DB is the database.
+	DB string `json:"db"`
+	// Backup is the backup's name (taken only).
+	Backup string `json:"backup,omitempty"`
+	// Size is its compressed size (taken only).
+	Size int64 `json:"size,omitempty"`
+	// SHA256 is its checksum (taken only).
+	SHA256 string `json:"sha256,omitempty"`
+	// OK is false for a failed backup.
+	OK bool `json:"ok"`
+	// Error says why it failed.
+	Error string `json:"error,omitempty"`
 }

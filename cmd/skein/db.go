@@ -237,12 +237,13 @@ type dbView struct {
 	Users     []string `json:"users"`
 	Allow     []string `json:"allow"`
 	Volume    string   `json:"volume"`
+	Size      int64    `json:"size"`
 }
 
 func listdbsCmd(g *globals) *cobra.Command {
 	return listCommand(g, listing[dbView]{
 		use: "listdbs", short: "List the database instances with their databases and users",
-		headers: []string{"NAME", "KIND", "VERSION", "SERVER", "IP", "PORT", "DATABASES", "USERS"},
+		headers: []string{"NAME", "KIND", "VERSION", "SERVER", "IP", "PORT", "DATABASES", "USERS", "SIZE"},
 		read: func(ctx context.Context, cl *cli, _ []string) ([]dbView, error) {
 			all, err := all[events.DBInstance](ctx, cl)
 			if err != nil {
@@ -250,7 +251,7 @@ func listdbsCmd(g *globals) *cobra.Command {
 			}
 			views := []dbView{}
 			for _, d := range all {
-				v := dbView{Name: d.Name, Kind: d.Kind, Version: d.Version, Server: d.Server, Status: d.Status, Port: d.Port, Allow: d.Allow, Volume: d.Volume, Databases: []string{}, Users: []string{}}
+				v := dbView{Name: d.Name, Kind: d.Kind, Version: d.Version, Server: d.Server, Status: d.Status, Port: d.Port, Allow: d.Allow, Volume: d.Volume, Size: d.Size, Databases: []string{}, Users: []string{}}
 				if rec, err := cl.container(ctx, d.Name); err == nil {
 					v.IP = rec.IPv4
 				}
@@ -268,7 +269,7 @@ func listdbsCmd(g *globals) *cobra.Command {
 			return views, nil
 		},
 		row: func(v dbView) []string {
-			return []string{v.Name, v.Kind, orDash(v.Version), v.Server, orDash(v.IP), strconv.Itoa(v.Port), orDash(strings.Join(v.Databases, " ")), orDash(strings.Join(v.Users, " "))}
+			return []string{v.Name, v.Kind, orDash(v.Version), v.Server, orDash(v.IP), strconv.Itoa(v.Port), orDash(strings.Join(v.Databases, " ")), orDash(strings.Join(v.Users, " ")), humanSize(v.Size)}
 		},
 	})
 }
@@ -424,4 +425,12 @@ func deldbinstanceCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().BoolVar(&purge, "purge", false, "delete its data volume too")
 	return g.acts(c)
+}
+
+// humanSize prints a byte count in MiB (or "-" when unknown).
+func humanSize(n int64) string {
+	if n <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
 }

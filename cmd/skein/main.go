@@ -77,6 +77,7 @@ func newRoot(g *globals) *cobra.Command {
 		addlbCmd(g), listlbsCmd(g), dellbCmd(g), addbackendsCmd(g), delbackendsCmd(g), setlbCmd(g), pubCmd(g), unpubCmd(g),
 		addwsCmd(g), listwsCmd(g), delwsCmd(g), pubappCmd(g), delappCmd(g), renewappCmd(g), wscaCmd(g), addhostsCmd(g), delhostsCmd(g),
 		adddbCmd(g), listdbsCmd(g), dbinfoCmd(g), deldbCmd(g), dbpasswdCmd(g), deldbinstanceCmd(g),
+		backupdbCmd(g), backupsCmd(g), restoredbCmd(g),
 		credsCmd(g),
 	)
 	return root

@@ -5,9 +5,12 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -69,6 +72,8 @@ type psWatch struct {
 
 func watchPS(secrets []string, containers map[string]string) *psWatch {
 	w := &psWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	first := make(chan struct{})
+	defer func() { <-first }() // one sample is taken before the command starts
 	go func() {
 		defer close(w.done)
 		for {
@@ -96,6 +101,9 @@ func watchPS(secrets []string, containers map[string]string) *psWatch {
 				}
 			}
 			w.mu.Unlock()
+			if w.samples == 1 {
+				close(first)
+			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
@@ -109,7 +117,7 @@ func (w *psWatch) end(t *testing.T) {
 	if len(w.found) > 0 {
 		t.Errorf("a password was in a process's arguments: %v", w.found)
 	}
-	if w.samples < 3 {
+	if w.samples < 2 {
 		t.Errorf("ps was sampled only %d times", w.samples)
 	}
 	t.Logf("ps sampled %d times on the host and in the containers while commands ran: no password", w.samples)
@@ -145,7 +153,7 @@ func TestDatabases(t *testing.T) {
 	allow := "10.77.2.0/24" // s2's containers: dbc2 is in, dbc3 (s3) is out
 	const pw1, pw2, pgpw = "Known-pw-1-aZ9x", "Rotated-pw-2-Qm7k", "Pg-known-pw-3-Lw4e"
 
-	ps := watchPS([]string{pw1, pw2, pgpw}, map[string]string{})
+	ps := watchPS([]string{pw1, pw2, pgpw}, map[string]string{"my1": "skein-s1", "pg1": "skein-s3"})
 	out := mustSkeinIn(t, pw1+"\n", "adddb", "mysql", "s1", "wpuser", "wpdb", "-n", "my1", "-a", allow, "-p", "-")
 	if !strings.Contains(out, "added mysql instance my1 on s1") || strings.Contains(out, pw1) {
 		t.Errorf("adddb said %q", out)
@@ -256,11 +264,12 @@ func TestDatabases(t *testing.T) {
 			Users     []string `json:"users"`
 			Version   string   `json:"version"`
 			IP        string   `json:"ip"`
+			Size      int64    `json:"size"`
 		}
 		if err := json.Unmarshal([]byte(mustSkein(t, "listdbs", "-o", "json")), &views); err != nil || len(views) != 2 {
 			t.Fatalf("listdbs -o json: %v %+v", err, views)
 		}
-		if v := views[0]; v.Name != "my1" || strings.Join(v.Databases, ",") != "db2,wpdb" || strings.Join(v.Users, ",") != "user2,wpuser" || !strings.Contains(v.Version, "MariaDB") || v.IP == "" {
+		if v := views[0]; v.Name != "my1" || strings.Join(v.Databases, ",") != "db2,wpdb" || strings.Join(v.Users, ",") != "user2,wpuser" || !strings.Contains(v.Version, "MariaDB") || v.IP == "" || v.Size < 1<<20 {
 			t.Errorf("listdbs: %+v", v)
 		}
 		// The same again changes nothing; a new database for an existing user needs no password.
@@ -275,6 +284,104 @@ func TestDatabases(t *testing.T) {
 		if got, _ := inContainer("my1", "skein-s1", `mariadb --batch --skip-column-names -e "SELECT COUNT(*) FROM mysql.user WHERE user = 'user2'"`); got != "0" {
 			t.Errorf("user2 is still in MariaDB: %q", got)
 		}
+	})
+
+	t.Run("a backup taken while a writer inserts restores consistently; a deleted database's backup fails", func(t *testing.T) {
+		nc, err := natsConnect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		backedUp, err := nc.SubscribeSync("skein.event.s1." + events.TypeDBBackedUp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := mysql("dbc2", "skein-s2", `-e "CREATE TABLE w (id INT PRIMARY KEY, v VARCHAR(24))"`); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		// The writer: 30,000 autocommitted inserts in order, in the background; it stops by itself.
+		if out, err := inContainer("dbc2", "skein-s2", `(setsid sh -c 'seq 1 30000 | sed "s/.*/INSERT INTO w VALUES (&, \"v&\");/" | mariadb > /root/writer.log 2>&1; echo done >> /root/writer.log' < /dev/null > /dev/null 2>&1 &)`); err != nil {
+			t.Fatalf("starting the writer: %v %s", err, out)
+		}
+		count := func(db, where string) string {
+			out, _ := mysql("dbc2", "skein-s2", `-e "SET SESSION group_concat_max_len = 16777216; SELECT COUNT(*), MAX(id), MD5(GROUP_CONCAT(id, ':', v ORDER BY id)) FROM `+db+`.w `+where+`"`)
+			return out
+		}
+		eventually(t, 30*time.Second, func() bool {
+			f := strings.Fields(count("wpdb", ""))
+			return len(f) == 3 && f[0] > "0" && len(f[0]) >= 3
+		}, "the writer does not write")
+		file := t.TempDir() + "/wpdb.sql.gz"
+		out := mustSkein(t, "backupdb", "my1", "wpdb", "--to", file)
+		name := strings.Fields(strings.SplitN(out, ": ", 2)[1])[0]
+		var list []events.DBBackupInfo
+		if err := json.Unmarshal([]byte(mustSkein(t, "backups", "-o", "json")), &list); err != nil {
+			t.Fatal(err)
+		}
+		var b *events.DBBackupInfo
+		for i := range list {
+			if list[i].Name == name {
+				b = &list[i]
+			}
+		}
+		data, _ := os.ReadFile(file)
+		sum := sha256.Sum256(data)
+		if b == nil || b.SHA256 != hex.EncodeToString(sum[:]) || b.Size != int64(len(data)) || b.Instance != "my1" || b.DB != "wpdb" {
+			t.Fatalf("backups lists %+v; the file has %d bytes, sha256 %x", b, len(data), sum)
+		}
+		m, err := backedUp.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("no db.backedup event: %v", err)
+		}
+		if env, err := events.Decode(m.Data); err != nil || !strings.Contains(string(env.Data), `"ok":true`) {
+			t.Errorf("db.backedup: %v %s", err, m.Data)
+		}
+
+		mustSkein(t, "restoredb", "my1", "wprestored", name)
+		got := strings.Fields(count("wprestored", ""))
+		if len(got) != 3 || got[0] != got[1] || got[0] == "0" {
+			t.Fatalf("restored rows: %q, want a count equal to the highest id (no row missing)", got)
+		}
+		if src := strings.Fields(count("wpdb", "WHERE id <= "+got[1])); strings.Join(src, " ") != strings.Join(got, " ") {
+			t.Errorf("restored %q, the source's first %s rows %q", got, got[1], src)
+		}
+		eventually(t, 60*time.Second, func() bool { out, _ := inContainer("dbc2", "skein-s2", "cat /root/writer.log"); return strings.Contains(out, "done") }, "the writer does not end")
+		final := strings.Fields(count("wpdb", ""))
+		t.Logf("backup of %s rows taken while the writer went on to %s; restored with equal checksums", got[0], final[0])
+
+		// The local file restores too, into a database made for it.
+		mustSkein(t, "adddb", "--on", "my1", "wpuser", "wpfile")
+		mustSkein(t, "restoredb", "my1", "wpfile", "--from", file)
+		if again := strings.Fields(count("wpfile", "")); strings.Join(again, " ") != strings.Join(got, " ") {
+			t.Errorf("restored from the file: %q, want %q", again, got)
+		}
+
+		// PostgreSQL's too.
+		pgout := mustSkein(t, "backupdb", "pg1", "pgdb")
+		pgname := strings.Fields(strings.SplitN(pgout, ": ", 2)[1])[0]
+		mustSkein(t, "restoredb", "pg1", "pgcopy", pgname)
+		pg := dsn(t, "pg1", "pgcopy")
+		pushFile(t, "dbc2", "skein-s2", "/root/.pgpass", fmt.Sprintf("%s:5432:pgcopy:pguser:%s\n", pg.Hostname(), pgpw))
+		if out, err := inContainer("dbc2", "skein-s2", fmt.Sprintf(`psql -X -A -t -h %s -U pguser -d pgcopy -c "SELECT sum(i) FROM t"`, pg.Hostname())); err != nil || out != "7" {
+			t.Errorf("the restored PostgreSQL database: %v %q", err, out)
+		}
+
+		// A deleted database: a clear error, and an event that says it failed.
+		mustSkein(t, "adddb", "--on", "my1", "wpuser", "gone")
+		mustSkein(t, "deldb", "my1", "gone")
+		if errOut := skeinFails(t, "backupdb", "my1", "gone"); !strings.Contains(errOut, "has no database gone to back up") {
+			t.Errorf("backup of a deleted database: %q", errOut)
+		}
+		failed := false
+		for !failed {
+			m, err := backedUp.NextMsg(10 * time.Second)
+			if err != nil {
+				t.Fatalf("no db.backedup event of the failure: %v", err)
+			}
+			failed = strings.Contains(string(m.Data), `"ok":false`) && strings.Contains(string(m.Data), "gone")
+		}
+		mustSkein(t, "deldb", "my1", "wprestored")
+		mustSkein(t, "deldb", "my1", "wpfile")
 	})
 
 	t.Run("bad input is refused with the fix and nothing is made or changed", func(t *testing.T) {

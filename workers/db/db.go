@@ -7,6 +7,7 @@ package db
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,6 +38,7 @@ type Worker struct {
 	host     *svc.Host
 	kind     *svc.Kind[events.DBInstance, *events.DBInstance]
 	services *bus.Store[events.Definitions]
+	backups  backups
 	kick     chan struct{}
 }
 
@@ -66,11 +68,58 @@ func (w *Worker) Register(r *workers.Runtime) {
 	workers.Handle(r, workers.Command[events.DBDrop, events.DBInstance]{Type: events.TypeDBDrop, Lock: func(p events.DBDrop) string { return k.Lock(p.Instance) }, Run: w.Drop})
 	workers.Handle(r, workers.Command[events.DBPasswd, events.DBInstance]{Type: events.TypeDBPasswd, Lock: func(p events.DBPasswd) string { return k.Lock(p.Instance) }, Run: w.Passwd})
 	workers.Handle(r, workers.Command[events.DBInstanceRef, events.DBInstance]{Type: events.TypeDBInstanceDelete, Lock: func(p events.DBInstanceRef) string { return k.Lock(p.Name) }, Run: w.Delete})
+	workers.Handle(r, workers.Command[events.DBBackup, events.DBBackupInfo]{Type: events.TypeDBBackup, Lock: func(p events.DBBackup) string { return k.Lock(p.Instance) }, Deadline: 10 * time.Minute, Run: w.Backup})
+	workers.Handle(r, workers.Command[events.DBRestore, events.DBInstance]{Type: events.TypeDBRestore, Lock: func(p events.DBRestore) string { return k.Lock(p.Instance) }, Deadline: 10 * time.Minute, Run: w.Restore})
 	workers.HandleQuery(r, workers.Query[events.DBReveal, events.Sealed]{Type: events.TypeDBReveal, Run: w.Reveal})
 }
 
-// Run repairs the instance records from what runs until ctx ends.
-func (w *Worker) Run(ctx context.Context) { svc.Follow(ctx, w.host, w.kind, w.kick, 30*time.Second) }
+// Run repairs the instance records from what runs, and measures their data
+// every minute, until ctx ends.
+func (w *Worker) Run(ctx context.Context) {
+	go w.measureLoop(ctx, time.Minute)
+	svc.Follow(ctx, w.host, w.kind, w.kick, 30*time.Second)
+}
+
+// measureLoop records the size of each ready instance's data directory when it changed.
+func (w *Worker) measureLoop(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		all, err := w.kind.Store.ListServer(ctx, w.host.Server)
+		if err != nil {
+			continue
+		}
+		for _, e := range all {
+			if e.Value.Status != events.StatusReady {
+				continue
+			}
+			size, err := w.measure(ctx, e.Value)
+			if err != nil || size == e.Value.Size {
+				continue
+			}
+			unlock, err := w.host.Locks.Lock(ctx, w.kind.Lock(e.Value.Name))
+			if err != nil {
+				return
+			}
+			_, _ = w.change(ctx, e.Value.Name, func(inst *events.DBInstance) error { inst.Size = size; return nil })
+			unlock()
+		}
+	}
+}
+
+// measure is the size in bytes of an instance's data directory.
+func (w *Worker) measure(ctx context.Context, inst events.DBInstance) (int64, error) {
+	out, err := w.output(ctx, inst.Name, "du -sb "+flavours[inst.Kind].dataDir+" | cut -f1")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(out, 10, 64)
+}
 
 // Gone tells the worker a container is gone: an instance's record may be a ghost now.
 func (w *Worker) Gone(string) {
@@ -194,6 +243,9 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.DBAdd) 
 		return none, err
 	}
 	e.Value = next
+	if size, err := w.measure(ctx, e.Value); err == nil {
+		e.Value.Size = size
+	}
 	if err := w.register(ctx, e.Value); err != nil {
 		return none, err
 	}

@@ -126,3 +126,35 @@ func blank(kind, sql string) string {
 	}
 	return b.String()
 }
+
+// The dump and restore commands: consistent dumps, failures that fail
+// (pipefail), the database name validated before it reaches a shell.
+func TestDumpAndRestoreScripts(t *testing.T) {
+	for _, kind := range []string{events.DBMySQL, events.DBPostgreSQL} {
+		d, err := dumpScript(kind, "wpdb")
+		if err != nil || !strings.HasPrefix(d, "set -o pipefail;") || !strings.HasSuffix(d, "| gzip -c") {
+			t.Errorf("%s dump: %q %v", kind, d, err)
+		}
+		if kind == events.DBMySQL && !strings.Contains(d, "--single-transaction") {
+			t.Errorf("the MariaDB dump is not one transaction: %q", d)
+		}
+		r, err := restoreScript(kind, "wpdb", "wpuser")
+		if err != nil || !strings.HasPrefix(r, "set -o pipefail;") || !strings.Contains(r, `gunzip -c "$F"`) {
+			t.Errorf("%s restore: %q %v", kind, r, err)
+		}
+		if kind == events.DBPostgreSQL && !strings.Contains(r, `SET ROLE "wpuser";`) {
+			t.Errorf("PostgreSQL restores as the owner: %q", r)
+		}
+		for _, bad := range []string{"x; rm -rf /", "a'b", "$(id)", "select"} {
+			if _, err := dumpScript(kind, bad); err == nil {
+				t.Errorf("%s dump of %q was rendered", kind, bad)
+			}
+			if _, err := restoreScript(kind, bad, "u"); err == nil {
+				t.Errorf("%s restore into %q was rendered", kind, bad)
+			}
+		}
+	}
+	if _, err := restoreScript(events.DBPostgreSQL, "d", "u'; DROP"); err == nil {
+		t.Error("an injected owner was rendered")
+	}
+}

@@ -1,0 +1,289 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/workers/db"
+)
+
+func backupdbCmd(g *globals) *cobra.Command {
+	var to string
+	c := &cobra.Command{
+		Use:   "backupdb INSTANCE [DB] [--to FILE]",
+		Short: "Take a consistent, compressed backup of a database (every database without DB) into the bus's backups store",
+		Long: `Take a consistent backup of a database (mariadb-dump --single-transaction, or
+pg_dump), gzip-compressed, into the object store of the instance's server on
+the bus, with its SHA-256; ` + "`skein backups`" + ` lists them. Without DB every
+database of the instance is backed up. --to FILE also writes it (compressed)
+to a local file, checked against its checksum. A failed backup is an error and
+a db.backedup event with ok false.`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var dbs []string
+			if len(args) == 2 {
+				if err := checkDBIdent("database", args[1]); err != nil {
+					return err
+				}
+				dbs = []string{args[1]}
+			} else {
+				if to != "" {
+					return fmt.Errorf("--to needs one database: skein backupdb %s DB --to FILE", args[0])
+				}
+				cl, err := g.connect(ctx)
+				if err != nil {
+					return err
+				}
+				d, err := find[events.DBInstance](ctx, cl, args[0], fmt.Errorf("no database instance named %q: `skein listdbs` shows them", args[0]))
+				cl.close()
+				if err != nil {
+					return err
+				}
+				for _, x := range d.Databases {
+					dbs = append(dbs, x.Name)
+				}
+				if len(dbs) == 0 {
+					return fmt.Errorf("instance %s has no database to back up", args[0])
+				}
+			}
+			for _, name := range dbs {
+				var info events.DBBackupInfo
+				err := g.sendChecked(ctx, ofDB(args[0]), nil, events.TypeDBBackup, events.DBBackup{Instance: args[0], DB: name}, func(res *events.Result) error {
+					if err := json.Unmarshal(res.Output, &info); err != nil {
+						return fmt.Errorf("bad result: %w", err)
+					}
+					if g.output == "json" {
+						return printJSON(info)
+					}
+					fmt.Printf("backed up %s of %s: %s (%d bytes, sha256 %s)\n", name, args[0], info.Name, info.Size, info.SHA256)
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				if to != "" {
+					if err := downloadBackup(ctx, g, info, to); err != nil {
+						return err
+					}
+					fmt.Fprintf(os.Stderr, "written to %s\n", to)
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&to, "to", "", "also write the backup (gzip) to this local file")
+	return g.acts(c)
+}
+
+// downloadBackup copies a backup from the bus into a local file, checking its checksum.
+func downloadBackup(ctx context.Context, g *globals, info events.DBBackupInfo, to string) error {
+	cl, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.close()
+	obs, err := cl.conn.JS.ObjectStore(ctx, info.Bucket)
+	if err != nil {
+		return fmt.Errorf("the backups store %s: %w", info.Bucket, err)
+	}
+	r, err := obs.Get(ctx, info.Name)
+	if err != nil {
+		return fmt.Errorf("reading backup %s: %w", info.Name, err)
+	}
+	defer r.Close()
+	tmp := to + ".part"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(f, h), r); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("reading backup %s: %w", info.Name, err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != info.SHA256 {
+		os.Remove(tmp)
+		return fmt.Errorf("backup %s read back with checksum %s, stored as %s: nothing written", info.Name, got, info.SHA256)
+	}
+	return os.Rename(tmp, to)
+}
+
+// allBackups lists the backups of every server's store, newest first.
+func allBackups(ctx context.Context, cl *cli) ([]events.DBBackupInfo, error) {
+	out := []events.DBBackupInfo{}
+	names := cl.conn.JS.ObjectStoreNames(ctx)
+	for bucket := range names.Name() {
+		if !strings.HasPrefix(bucket, bus.BackupsPrefix) {
+			continue
+		}
+		obs, err := cl.conn.JS.ObjectStore(ctx, bucket)
+		if err != nil {
+			return nil, err
+		}
+		list, err := obs.List(ctx)
+		if err != nil && err != jetstream.ErrNoObjectsFound {
+			return nil, err
+		}
+		for _, o := range list {
+			out = append(out, db.BackupInfo(o))
+		}
+	}
+	if err := names.Error(); err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Taken.After(out[j].Taken) })
+	return out, nil
+}
+
+func backupsCmd(g *globals) *cobra.Command {
+	return listCommand(g, listing[events.DBBackupInfo]{
+		use: "backups", short: "List the database backups on the bus, newest first",
+		headers: []string{"NAME", "INSTANCE", "DB", "KIND", "SERVER", "SIZE", "TAKEN", "SHA256"},
+		read: func(ctx context.Context, cl *cli, _ []string) ([]events.DBBackupInfo, error) {
+			return allBackups(ctx, cl)
+		},
+		row: func(b events.DBBackupInfo) []string {
+			return []string{b.Name, b.Instance, b.DB, b.Kind, b.Server, fmt.Sprint(b.Size), b.Taken.Format(time.RFC3339), b.SHA256[:min(16, len(b.SHA256))]}
+		},
+	})
+}
+
+func restoredbCmd(g *globals) *cobra.Command {
+	var from string
+	c := &cobra.Command{
+		Use:   "restoredb INSTANCE DB BACKUP | restoredb INSTANCE DB --from FILE",
+		Short: "Restore a backup (or a local file from backupdb --to) into a database, made when it does not exist",
+		Long: `Restore a backup into database DB of INSTANCE. DB is made when it does not
+exist, owned by the user that owned the backed-up database (it must be a user
+of INSTANCE). The backup is checked against its checksum first. A backup kept
+on another server's store is copied to the instance's server's store first;
+--from FILE uploads a file written by backupdb --to (DB must exist then).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if from != "" {
+				return cobra.ExactArgs(2)(cmd, args)
+			}
+			return cobra.ExactArgs(3)(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			inst, dbName := args[0], args[1]
+			if err := checkDBIdent("database", dbName); err != nil {
+				return err
+			}
+			// The backup's name is known once an upload has stored it; the
+			// placeholder passes the shape check until then.
+			p := events.DBRestore{Instance: inst, DB: dbName, Backup: "upload"}
+			if from == "" {
+				p.Backup = args[2]
+			}
+			check := func(ctx context.Context, cl *cli, hb *events.Heartbeat) error {
+				d, err := find[events.DBInstance](ctx, cl, inst, fmt.Errorf("no database instance named %q: `skein listdbs` shows them", inst))
+				if err != nil {
+					return err
+				}
+				if from != "" {
+					name, err := uploadBackup(ctx, cl, d, dbName, from)
+					p.Backup = name
+					return err
+				}
+				all, err := allBackups(ctx, cl)
+				if err != nil {
+					return err
+				}
+				for _, b := range all {
+					if b.Name != args[2] {
+						continue
+					}
+					if b.Kind != d.Kind {
+						return fmt.Errorf("backup %s is of a %s database: instance %s is %s", b.Name, b.Kind, inst, d.Kind)
+					}
+					p.Backup = b.Name
+					if b.Bucket != bus.BackupsBucket(d.Server) {
+						return copyBackup(ctx, cl, b, bus.BackupsBucket(d.Server))
+					}
+					return nil
+				}
+				return fmt.Errorf("no backup named %q: `skein backups` lists them", args[2])
+			}
+			return g.sendChecked(ctx, ofDB(inst), check, events.TypeDBRestore, &p, func(res *events.Result) error {
+				return printDB(g, "restored "+dbName+" into", res)
+			})
+		},
+	}
+	c.Flags().StringVar(&from, "from", "", "restore this local file (written by backupdb --to)")
+	return g.acts(c)
+}
+
+// uploadBackup stores a local backup file in the instance's server's store,
+// described as a backup of DB (which must exist, for its owner).
+func uploadBackup(ctx context.Context, cl *cli, d events.DBInstance, dbName, file string) (string, error) {
+	owner := ""
+	for _, x := range d.Databases {
+		if x.Name == dbName {
+			owner = x.Owner
+		}
+	}
+	if owner == "" {
+		return "", fmt.Errorf("instance %s has no database %s: `skein adddb --on %s USER %s` first, then restore into it", d.Name, dbName, d.Name, dbName)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+		return "", fmt.Errorf("%s is not a gzip file: restoredb --from takes what backupdb --to wrote", file)
+	}
+	obs, err := cl.conn.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig(d.Server))
+	if err != nil {
+		return "", fmt.Errorf("the backups store of %s: %w", d.Server, err)
+	}
+	sum := sha256.Sum256(data)
+	now := time.Now().UTC()
+	name := fmt.Sprintf("upload.%s.%s.%s", d.Name, dbName, now.Format("20060102T150405.000Z"))
+	meta := jetstream.ObjectMeta{Name: name, Description: "uploaded from " + file, Metadata: map[string]string{
+		"instance": d.Name, "db": dbName, "kind": d.Kind, "owner": owner, "server": d.Server, "sha256": hex.EncodeToString(sum[:]), "taken": now.Format(time.RFC3339Nano)}}
+	if _, err := obs.Put(ctx, meta, strings.NewReader(string(data))); err != nil {
+		return "", fmt.Errorf("uploading %s: %w", file, err)
+	}
+	return name, nil
+}
+
+// copyBackup copies a backup into another server's store, with its description.
+func copyBackup(ctx context.Context, cl *cli, b events.DBBackupInfo, bucket string) error {
+	src, err := cl.conn.JS.ObjectStore(ctx, b.Bucket)
+	if err != nil {
+		return err
+	}
+	oi, err := src.GetInfo(ctx, b.Name)
+	if err != nil {
+		return err
+	}
+	data, err := src.GetBytes(ctx, b.Name)
+	if err != nil {
+		return err
+	}
+	dst, err := cl.conn.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig(strings.TrimPrefix(bucket, bus.BackupsPrefix)))
+	if err != nil {
+		return err
+	}
+	_, err = dst.Put(ctx, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: oi.Metadata}, strings.NewReader(string(data)))
+	return err
+}

@@ -1,0 +1,226 @@
+package db
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/workers"
+)
+
+// Metadata keys of a backup in the store.
+const (
+	metaInstance = "instance"
+	metaDB       = "db"
+	metaKind     = "kind"
+	metaOwner    = "owner"
+	metaServer   = "server"
+	metaSHA256   = "sha256"
+	metaTaken    = "taken"
+)
+
+// dumpScript renders the command that writes a consistent, gzip-compressed
+// dump of db to standard output: MariaDB's in one transaction
+// (--single-transaction, no table locks), PostgreSQL's pg_dump (one snapshot),
+// without owners so that it restores into any database. The name is a
+// validated identifier; bash's pipefail makes a failed dump a failure.
+func dumpScript(kind, db string) (string, error) {
+	if _, err := ident(kind, db); err != nil {
+		return "", err
+	}
+	if kind == events.DBMySQL {
+		return "set -o pipefail; mariadb-dump --single-transaction --quick --routines --triggers --no-create-db --skip-add-locks " + db + " | gzip -c", nil
+	}
+	return "set -o pipefail; su postgres -s /bin/sh -c 'pg_dump --no-owner --no-acl -d " + db + "' | gzip -c", nil
+}
+
+// restoreScript renders the command that restores the compressed dump in file
+// F into db, as owner for PostgreSQL (the objects are the owner's).
+func restoreScript(kind, db, owner string) (string, error) {
+	if _, err := ident(kind, db); err != nil {
+		return "", err
+	}
+	if kind == events.DBMySQL {
+		return "set -o pipefail; gunzip -c \"$F\" | mariadb --batch " + db, nil
+	}
+	o, err := ident(kind, owner)
+	if err != nil {
+		return "", err
+	}
+	return "set -o pipefail; { echo 'SET ROLE " + o + ";'; gunzip -c \"$F\"; } | su postgres -s /bin/sh -c 'psql -X -q -v ON_ERROR_STOP=1 -d " + db + "'", nil
+}
+
+// backups is this server's backups store, made on first use.
+type backups struct {
+	mu  sync.Mutex
+	obs jetstream.ObjectStore
+}
+
+func (w *Worker) store(ctx context.Context) (jetstream.ObjectStore, error) {
+	w.backups.mu.Lock()
+	defer w.backups.mu.Unlock()
+	if w.backups.obs != nil {
+		return w.backups.obs, nil
+	}
+	obs, err := w.cfg.JS.ObjectStore(ctx, bus.BackupsBucket(w.host.Server))
+	if err != nil {
+		obs, err = w.cfg.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig(w.host.Server))
+	}
+	if err != nil {
+		return nil, workers.Transient("the backups store %s: %v", bus.BackupsBucket(w.host.Server), err)
+	}
+	w.backups.obs = obs
+	return obs, nil
+}
+
+// Backup takes a consistent dump of a database, compressed, into this
+// server's backups store with its checksum. A failure is an error and a
+// db.backedup event saying so.
+func (w *Worker) Backup(ctx context.Context, req *workers.Request, p events.DBBackup) (events.DBBackupInfo, error) {
+	info, err := w.backup(ctx, req, p)
+	ev := events.DBBackupEvent{Instance: p.Instance, DB: p.DB, OK: err == nil}
+	if err != nil {
+		ev.Error = err.Error()
+	} else {
+		ev.Backup, ev.Size, ev.SHA256 = info.Name, info.Size, info.SHA256
+	}
+	if perr := w.cfg.Publisher.Publish(ctx, events.TypeDBBackedUp, ev); perr != nil {
+		w.cfg.Log.Warn().Err(perr).Msg("publishing event")
+	}
+	return info, err
+}
+
+func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBackup) (events.DBBackupInfo, error) {
+	var none events.DBBackupInfo
+	e, err := w.kind.Store.Find(ctx, bus.Key(w.host.Server, p.Instance))
+	if err != nil {
+		return none, workers.FromStore(err, "database instance "+p.Instance)
+	}
+	if e == nil || e.Value.Status != events.StatusReady {
+		return none, workers.NotFound("no database instance named %s on server %s: `skein listdbs` shows them", p.Instance, w.host.Server)
+	}
+	inst := e.Value
+	owner := ""
+	for _, d := range inst.Databases {
+		if d.Name == p.DB {
+			owner = d.Owner
+		}
+	}
+	if owner == "" {
+		return none, workers.NotFound("instance %s has no database %s to back up: `skein dbinfo %s` shows its databases", inst.Name, p.DB, inst.Name)
+	}
+	script, err := dumpScript(inst.Kind, p.DB)
+	if err != nil {
+		return none, workers.Invalid("%v", err)
+	}
+	obs, err := w.store(ctx)
+	if err != nil {
+		return none, err
+	}
+	req.Progress("dump", "dumping "+p.DB)
+	taken := time.Now().UTC()
+	res, err := w.host.Runtime.Exec(ctx, inst.Name, "bash", "-c", script)
+	if err != nil {
+		return none, workers.Transient("dumping %s in %s: %v", p.DB, inst.Name, err)
+	}
+	if res.Code != 0 || len(res.Stdout) == 0 {
+		return none, workers.Invalid("the dump of %s failed (exit %d): %s", p.DB, res.Code, strings.TrimSpace(string(res.Stderr)))
+	}
+	sum := sha256.Sum256(res.Stdout)
+	info := events.DBBackupInfo{Name: fmt.Sprintf("%s.%s.%s", inst.Name, p.DB, taken.Format("20060102T150405.000Z")), Bucket: bus.BackupsBucket(w.host.Server),
+		Instance: inst.Name, DB: p.DB, Kind: inst.Kind, Owner: owner, Server: w.host.Server, Size: int64(len(res.Stdout)), SHA256: hex.EncodeToString(sum[:]), Taken: taken}
+	req.Progress("store", fmt.Sprintf("storing %d bytes as %s", info.Size, info.Name))
+	meta := jetstream.ObjectMeta{Name: info.Name, Description: "backup of " + inst.Kind + " database " + p.DB + " of " + inst.Name,
+		Metadata: map[string]string{metaInstance: inst.Name, metaDB: p.DB, metaKind: inst.Kind, metaOwner: owner, metaServer: w.host.Server, metaSHA256: info.SHA256, metaTaken: taken.Format(time.RFC3339Nano)}}
+	if _, err := obs.Put(ctx, meta, bytes.NewReader(res.Stdout)); err != nil {
+		return none, workers.Transient("storing backup %s: %v", info.Name, err)
+	}
+	return info, nil
+}
+
+// BackupInfo reads a backup's description from its object's metadata.
+func BackupInfo(o *jetstream.ObjectInfo) events.DBBackupInfo {
+	m := o.Metadata
+	taken, _ := time.Parse(time.RFC3339Nano, m[metaTaken])
+	size := int64(o.Size)
+	if s, err := strconv.ParseInt(m["size"], 10, 64); err == nil {
+		size = s
+	}
+	return events.DBBackupInfo{Name: o.Name, Bucket: o.Bucket, Instance: m[metaInstance], DB: m[metaDB], Kind: m[metaKind], Owner: m[metaOwner],
+		Server: m[metaServer], Size: size, SHA256: m[metaSHA256], Taken: taken}
+}
+
+// Restore restores a backup of this server's store into a database of an
+// instance: the dump is checked against its checksum first, and the database
+// is made (owned by the backup's owner) when it does not exist.
+func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBRestore) (events.DBInstance, error) {
+	obs, err := w.store(ctx)
+	if err != nil {
+		return events.DBInstance{}, err
+	}
+	oi, err := obs.GetInfo(ctx, p.Backup)
+	if err != nil {
+		return events.DBInstance{}, workers.NotFound("no backup %s in %s: `skein backups` lists them", p.Backup, bus.BackupsBucket(w.host.Server))
+	}
+	b := BackupInfo(oi)
+	data, err := obs.GetBytes(ctx, p.Backup)
+	if err != nil {
+		return events.DBInstance{}, workers.Transient("reading backup %s: %v", p.Backup, err)
+	}
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != b.SHA256 {
+		return events.DBInstance{}, workers.Invalid("backup %s is damaged: its checksum is %s, it was stored as %s", p.Backup, got, b.SHA256)
+	}
+	inst, err := w.change(ctx, p.Instance, func(inst *events.DBInstance) error {
+		if b.Kind != inst.Kind {
+			return workers.Invalid("backup %s is of a %s database: instance %s is %s", p.Backup, b.Kind, inst.Name, inst.Kind)
+		}
+		owner := ""
+		for _, d := range inst.Databases {
+			if d.Name == p.DB {
+				owner = d.Owner
+			}
+		}
+		if owner == "" {
+			if !hasUser(inst, b.Owner) {
+				return workers.Invalid("instance %s has no database %s and no user %s to own it: `skein adddb --on %s USER %s` first", inst.Name, p.DB, b.Owner, inst.Name, p.DB)
+			}
+			owner = b.Owner
+			req.Progress("database", "making database "+p.DB+" owned by "+owner)
+			if err := w.createIn(ctx, inst, owner, p.DB, nil, events.Sealed{}); err != nil {
+				return err
+			}
+		}
+		script, err := restoreScript(inst.Kind, p.DB, owner)
+		if err != nil {
+			return workers.Invalid("%v", err)
+		}
+		f := "/run/skein-restore-" + events.NewID()[:12]
+		if err := w.host.Runtime.PushFile(ctx, inst.Name, f, data, 0o600); err != nil {
+			return workers.Transient("writing the backup into %s: %v", inst.Name, err)
+		}
+		req.Progress("restore", fmt.Sprintf("restoring %s (%d bytes) into %s", p.Backup, len(data), p.DB))
+		res, err := w.host.Runtime.Exec(ctx, inst.Name, "bash", "-c", "F="+f+"; "+script+"; rc=$?; rm -f \"$F\"; exit $rc")
+		if err != nil {
+			return workers.Transient("restoring in %s: %v", inst.Name, err)
+		}
+		if res.Code != 0 {
+			return workers.Invalid("restoring %s into %s failed: %s", p.Backup, p.DB, strings.TrimSpace(string(res.Stderr)+string(res.Stdout)))
+		}
+		return nil
+	})
+	if err == nil {
+		w.publish(ctx, events.DBChange{Instance: inst.Name, Change: "restored", DB: p.DB})
+	}
+	return inst, err
+}
