@@ -202,6 +202,9 @@ type Heartbeat struct {
 	Status string `json:"status" jsonschema:"enum=up,enum=down"`
 	// Address is the server's host address.
 	Address string `json:"address,omitempty"`
+	// Interfaces are the server's own IPv4 addresses (a floating IP must lie
+	// in the network of one of them).
+	Interfaces []HostInterface `json:"interfaces,omitempty" jsonschema:"maxItems=64"`
 	// Subnet is the server's container subnet, e.g. 10.77.1.0/24.
 	Subnet string `json:"subnet,omitempty"`
 	// Gateway is the bridge's own address in the subnet.

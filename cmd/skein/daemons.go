@@ -248,7 +248,7 @@ func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, log
 			log.Info().Msg("prepared: nothing to create, the server has its pool, network and project")
 		}
 	}
-	return agent.New(conn, agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt, ServiceImage: f.image, Keys: keys,
+	return agent.New(conn, agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt, ServiceImage: f.image, Keys: keys, State: state,
 		Prereqs: rt, Prepare: f.cmd}, log).Run(ctx)
 }
 

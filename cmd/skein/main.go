@@ -78,6 +78,7 @@ func newRoot(g *globals) *cobra.Command {
 		addwsCmd(g), listwsCmd(g), delwsCmd(g), pubappCmd(g), delappCmd(g), renewappCmd(g), wscaCmd(g), addhostsCmd(g), delhostsCmd(g),
 		adddbCmd(g), listdbsCmd(g), dbinfoCmd(g), deldbCmd(g), dbpasswdCmd(g), deldbinstanceCmd(g),
 		backupdbCmd(g), backupsCmd(g), restoredbCmd(g),
+		addvipCmd(g), listvipsCmd(g), delvipCmd(g),
 		credsCmd(g),
 	)
 	return root

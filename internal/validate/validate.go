@@ -90,6 +90,8 @@ var (
 	DBIdent = kind(&Kind{Name: "dbident", What: "1-63 lower-case letters, digits and '_', starting with a letter or '_', not an SQL reserved word", Pattern: `^[a-z_][a-z0-9_]{0,62}$`, MaxLength: 63, check: checkDBIdent})
 	// Backup is a database backup's name: INSTANCE.DB.TIME, or an upload's.
 	Backup = kind(&Kind{Name: "backup", What: "a backup name such as my1.wordpress.20261126T101500.123Z (`skein backups` lists them)", Pattern: `^[a-zA-Z][a-zA-Z0-9_.-]{0,199}$`, MaxLength: 200})
+	// IfName is a network interface's name.
+	IfName = kind(&Kind{Name: "ifname", What: "an interface name such as eth0 (1-15 letters, digits, '.', '_', '-')", Pattern: `^[a-zA-Z0-9][a-zA-Z0-9._-]{0,14}$`, MaxLength: 15})
 	// CIDR is an IPv4 network in CIDR notation, its host bits zero.
 	CIDR = kind(&Kind{Name: "cidr", What: "an IPv4 network such as 10.77.0.0/16 (host bits zero)", Pattern: `^` + ipv4 + `/[0-9]{1,2}$`, MaxLength: 18, check: checkCIDR})
 	// HTTPSURL is an https URL such as an ACME directory.

@@ -179,10 +179,19 @@ type proc struct {
 	args []string
 	cmd  *exec.Cmd
 	done chan struct{}
+	// netns, when set, is the network namespace it runs in.
+	netns string
 }
 
 func startProc(name string, args ...string) *proc {
 	p := &proc{name: name, args: args}
+	p.start()
+	return p
+}
+
+// startProcIn starts skein with args inside the network namespace ns.
+func startProcIn(ns, name string, args ...string) *proc {
+	p := &proc{name: name, args: args, netns: ns}
 	p.start()
 	return p
 }
@@ -194,6 +203,10 @@ func (p *proc) start() {
 	}
 	fmt.Fprintf(f, "=== start %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(p.args, " "))
 	p.cmd = exec.Command(skeinBin, p.args...)
+	if p.netns != "" {
+		// ip netns exec execs skein in the namespace: signals reach skein itself.
+		p.cmd = exec.Command("ip", append([]string{"netns", "exec", p.netns, skeinBin}, p.args...)...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {

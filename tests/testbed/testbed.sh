@@ -15,7 +15,7 @@ CACHE=/var/cache/skein
 INCUSD_LOG=/var/log/incus-skein.log
 SUPERNET=10.77.0.0/16
 POOL=skein
-SERVERS=(1 2 3)
+SERVERS=(1 2 3 4 5)
 VERIFY_SERVICE=0
 for a in "$@"; do
   case $a in
@@ -72,7 +72,7 @@ Pin-Priority: 100"
 
   # commands (or files) that must be present; skip apt entirely when they are
   local missing=() c
-  for c in incus consul debootstrap dig jq curl ip nft zstd sha256sum setsid \
+  for c in incus consul debootstrap dig jq curl ip nft zstd sha256sum setsid keepalived \
            /usr/libexec/incus/incusd /bin/busybox /usr/sbin/dnsmasq; do
     if [[ $c == /* ]]; then [ -x "$c" ] || missing+=("$c")
     else command -v "$c" >/dev/null 2>&1 || missing+=("$c"); fi
@@ -95,10 +95,10 @@ Pin-Priority: 100"
   # stale package lists (a file moved on the mirror): update once and retry
   apt-get install -y -qq --no-install-recommends \
       debootstrap busybox-static dnsmasq-base iproute2 curl dnsutils jq nftables \
-      zstd procps util-linux ca-certificates >/dev/null \
+      zstd procps util-linux ca-certificates keepalived >/dev/null \
     || { apt-get update -qq; apt-get install -y -qq --no-install-recommends \
       debootstrap busybox-static dnsmasq-base iproute2 curl dnsutils jq nftables \
-      zstd procps util-linux ca-certificates >/dev/null; }
+      zstd procps util-linux ca-certificates keepalived >/dev/null; }
   # incus (its own dependencies include qemu; only containers are used here)
   apt-get install -y -qq -t bookworm-backports incus >/dev/null
   apt-get install -y -qq consul >/dev/null   # only bullseye has it (pin 100)
@@ -209,7 +209,37 @@ ensure_incus_objects() {
       log "created project skein-s$n"
     fi
   done
-  log "incus: pool $POOL, networks skeinbr{1,2,3}, projects skein-s{1,2,3} present"
+  log "incus: pool $POOL, networks skeinbr{1..5}, projects skein-s{1..5} present"
+}
+
+# ---------------------------------------------------------------- servers' LAN
+# Servers with a LAN of their own, for floating IPs: network namespaces
+# skein-ns1..3 (servers) and skein-nsc (a client) on the bridge skeinlan,
+# 10.77.100.0/24 (inside the blackholed supernet, no NAT); the host is
+# 10.77.100.1 on it, where a test's bus listens. ns N is 10.77.100.1N, the
+# client 10.77.100.20.
+LAN=skeinlan
+ensure_lan() {
+  if ! ip link show "$LAN" >/dev/null 2>&1; then
+    ip link add "$LAN" type bridge
+    ip addr add 10.77.100.1/24 dev "$LAN"
+  fi
+  ip link set "$LAN" up
+  local n ns host addr
+  for n in 1 2 3 c; do
+    ns="skein-ns$n"; host="vlan$n"
+    if [ "$n" = c ]; then addr=10.77.100.20/24; else addr="10.77.100.1$n/24"; fi
+    ip netns list | grep -qw "$ns" || ip netns add "$ns"
+    if ! ip link show "$host" >/dev/null 2>&1; then
+      ip link add "$host" type veth peer name eth0 netns "$ns"
+      ip link set "$host" master "$LAN"
+    fi
+    ip link set "$host" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" -4 addr show dev eth0 | grep -q "${addr%/*}/" || ip -n "$ns" addr add "$addr" dev eth0
+  done
+  log "lan: $LAN 10.77.100.1/24, namespaces skein-ns1..3 (10.77.100.11-13) and skein-nsc (10.77.100.20)"
 }
 
 # ---------------------------------------------------------------- images
@@ -292,6 +322,7 @@ ensure_packages
 ensure_host_net
 ensure_incusd
 ensure_incus_objects
+ensure_lan
 ensure_images
 [ "${SKEIN_TESTBED_SMOKE:-1}" = 0 ] || smoke_busybox
 [ "$VERIFY_SERVICE" = 0 ] || verify_service

@@ -27,6 +27,7 @@ import (
 	"github.com/skeinhq/skein/workers/discovery"
 	"github.com/skeinhq/skein/workers/lb"
 	"github.com/skeinhq/skein/workers/svc"
+	"github.com/skeinhq/skein/workers/vip"
 	"github.com/skeinhq/skein/workers/ws"
 )
 
@@ -54,6 +55,8 @@ type Config struct {
 	ServiceImage string
 	// Keys open the secrets sealed to this server; their public half is in the heartbeat.
 	Keys *seal.Keys
+	// State is the agent's own directory (keepalived's files live there).
+	State string
 	// Prereqs checks what the server needs (nil: nothing is checked).
 	Prereqs container.Prereqs
 	// Prepare is the command that makes what is missing, named in the fixes
@@ -124,7 +127,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Keys != nil {
 		host.Secrets = a.cfg.Keys
 	}
-	deps := svc.Deps{JS: js, Publisher: pub, Host: host}
+	deps := svc.Deps{JS: js, Publisher: pub, Host: host, State: a.cfg.State}
 	for _, newCap := range capabilities {
 		c, err := newCap(ctx, deps)
 		if err != nil {
@@ -162,6 +165,7 @@ var capabilities = []func(context.Context, svc.Deps) (svc.Capability, error){
 	lb.Capability,
 	ws.Capability,
 	db.Capability,
+	vip.Capability,
 }
 
 // ping answers without touching any container.
@@ -194,7 +198,7 @@ func (a *Agent) putHeartbeat(ctx context.Context, kv *bus.Store[events.Heartbeat
 func (a *Agent) heartbeat(ctx context.Context) events.Heartbeat {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	hb := events.Heartbeat{Name: a.cfg.Name, Status: "up", Address: a.cfg.Address, Network: a.cfg.Network, Project: a.cfg.Project, CPUs: runtime.NumCPU(), Version: a.cfg.Version, Time: time.Now().UTC()}
+	hb := events.Heartbeat{Name: a.cfg.Name, Status: "up", Address: a.cfg.Address, Interfaces: hostInterfaces(), Network: a.cfg.Network, Project: a.cfg.Project, CPUs: runtime.NumCPU(), Version: a.cfg.Version, Time: time.Now().UTC()}
 	if a.cfg.Keys != nil {
 		hb.SealKey = a.cfg.Keys.Public()
 	}
@@ -252,6 +256,28 @@ func meminfo() (total, avail uint64) {
 		}
 	}
 	return total, avail
+}
+
+// hostInterfaces are the server's own global IPv4 addresses, by interface
+// (bridges of Incus included: a floating IP is looked for in them all).
+func hostInterfaces() []events.HostInterface {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []events.HostInterface
+	for _, ifi := range ifs {
+		if ifi.Flags&net.FlagLoopback != 0 || len(ifi.Name) > 15 {
+			continue
+		}
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() && len(out) < 64 {
+				out = append(out, events.HostInterface{Name: ifi.Name, Addr: a.String()})
+			}
+		}
+	}
+	return out
 }
 
 // hostAddress guesses the server's address: the first global unicast IPv4.

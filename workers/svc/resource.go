@@ -308,6 +308,9 @@ type Deps struct {
 	JS jetstream.JetStream
 	// Publisher publishes its events.
 	Publisher *bus.Publisher
+	// State is the agent's own directory on the server (files of what runs
+	// on the server itself, such as keepalived's).
+	State string
 }
 
 // Capability is one domain worker of an agent: the handlers it registers and

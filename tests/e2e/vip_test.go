@@ -1,0 +1,299 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The servers' LAN of the test bed: skein-ns1..3 are servers (10.77.100.11-13),
+// skein-nsc a client (10.77.100.20), the host 10.77.100.1 (tests/testbed).
+const (
+	lanHost = "10.77.100.1"
+	vipAddr = "10.77.100.50"
+)
+
+// vipBed is a bus on the LAN with agents v1, v2 (and v3) each in its
+// server's namespace, and an HTTP responder per server answering its name.
+type vipBed struct {
+	t      *testing.T
+	data   string
+	url    string
+	ca     string
+	admin  string
+	agents map[string]*proc
+}
+
+func (b *vipBed) cli(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, skeinBin, append([]string{"--nats", b.url, "--creds", b.admin, "--tls-ca", b.ca, "--timeout", "60s"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (b *vipBed) must(args ...string) string {
+	b.t.Helper()
+	out, err := b.cli(args...)
+	if err != nil {
+		b.t.Fatalf("skein %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+func (b *vipBed) startAgent(n int) {
+	name := fmt.Sprintf("v%d", n)
+	creds := filepath.Join(b.data, "creds-"+name)
+	if out, err := exec.Command(skeinBin, "creds", "agent", name, "--data", b.data, "-o", creds).CombinedOutput(); err != nil {
+		b.t.Fatalf("creds agent %s: %v %s", name, err, out)
+	}
+	b.agents[name] = startProcIn(fmt.Sprintf("skein-ns%d", n), "vip-agent-"+name, "agent", "--name", name, "--nats", b.url,
+		"--creds", filepath.Join(creds, "agent-"+name+".creds"), "--tls-ca", filepath.Join(creds, "ca.pem"),
+		"--network", fmt.Sprintf("skeinbr%d", 4+(n+1)%2), "--incus-project", fmt.Sprintf("skein-s%d", 4+(n+1)%2), "--pool", "skein",
+		"--state", b.state(name))
+}
+
+func (b *vipBed) state(name string) string { return filepath.Join(b.data, "agent-"+name) }
+
+// keepalivedPIDs are the processes of an agent's keepalived (main and VRRP).
+func (b *vipBed) keepalivedPIDs(name string) []int {
+	var out []int
+	for _, f := range []string{"keepalived.pid", "vrrp.pid"} {
+		raw, err := os.ReadFile(filepath.Join(b.state(name), "keepalived", f))
+		if pid, e := strconv.Atoi(strings.TrimSpace(string(raw))); err == nil && e == nil && syscall.Kill(pid, 0) == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// holds says whether server n has the VIP on its interface.
+func holds(n int) bool {
+	out, _ := exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", n), "-4", "addr", "show", "dev", "eth0").CombinedOutput()
+	return strings.Contains(string(out), " "+vipAddr+"/")
+}
+
+// answer is who answers http://VIP/ from the client namespace ("" for none).
+func answer() string {
+	out, err := exec.Command("ip", "netns", "exec", "skein-nsc", "curl", "-s", "--max-time", "0.2", "http://"+vipAddr+"/").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// waitAnswer polls every 50 ms until want answers; it returns how long that took.
+func waitAnswer(t *testing.T, want string, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < limit {
+		if answer() == want {
+			return time.Since(start)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s does not answer for %s after %s (holders: v1 %v, v2 %v)", want, vipAddr, limit, holds(1), holds(2))
+	return 0
+}
+
+// oneHolder samples both namespaces every 50 ms for d: exactly one holds the IP each time.
+func oneHolder(t *testing.T, d time.Duration) {
+	t.Helper()
+	bad := 0
+	n := 0
+	for start := time.Now(); time.Since(start) < d; n++ {
+		if h1, h2 := holds(1), holds(2); h1 == h2 {
+			bad++
+			t.Errorf("sample %d: v1 holds %v, v2 holds %v", n, h1, h2)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d samples without exactly one holder", bad, n)
+	}
+}
+
+func (b *vipBed) holder() string {
+	var views []struct {
+		Name    string `json:"name"`
+		Holder  string `json:"holder"`
+		Holders int    `json:"holders"`
+	}
+	out, _ := b.cli("listvips", "-o", "json")
+	if json.Unmarshal([]byte(out), &views) != nil || len(views) != 1 || views[0].Holders < 1 {
+		return ""
+	}
+	return views[0].Holder
+}
+
+// A floating IP between v1 and v2, each an agent in its own namespace on the
+// servers' LAN: v1 holds it first; each kind of failure of the holder moves it
+// to the other within a second, seen from a client on the LAN; coming back
+// never makes two holders.
+func TestFloatingIP(t *testing.T) {
+	dumpOnFailure(t)
+	b := &vipBed{t: t, data: t.TempDir(), agents: map[string]*proc{}}
+	b.url = fmt.Sprintf("tls://%s:%d", lanHost, freePort())
+	srv := startProc("vip-server", "server", "--data", b.data, "--listen", strings.TrimPrefix(b.url, "tls://"))
+	defer srv.stop()
+	b.ca, b.admin = filepath.Join(b.data, "tls", "ca.pem"), filepath.Join(b.data, "auth", "admin.creds")
+	eventually(t, 20*time.Second, func() bool {
+		_, e1 := os.Stat(b.ca)
+		_, e2 := os.Stat(b.admin)
+		return e1 == nil && e2 == nil
+	}, "the server made no CA or admin credentials")
+	for n := 1; n <= 3; n++ {
+		b.startAgent(n)
+	}
+	t.Cleanup(func() {
+		for name, a := range b.agents {
+			a.stop()
+			for _, pid := range b.keepalivedPIDs(name) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		for n := 1; n <= 2; n++ {
+			_ = exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", n), "addr", "del", vipAddr+"/24", "dev", "eth0").Run()
+			_ = exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", n), "link", "set", "eth0", "up").Run()
+		}
+	})
+	eventually(t, 30*time.Second, func() bool {
+		out, err := b.cli("servers", "-o", "json")
+		return err == nil && strings.Count(out, `"status": "up"`) == 3
+	}, "the agents in the namespaces are not up over the LAN")
+	// The HTTP responders: one per server, answering its name on port 80.
+	for n := 1; n <= 2; n++ {
+		dir := t.TempDir()
+		_ = os.WriteFile(filepath.Join(dir, "index.html"), []byte(fmt.Sprintf("v%d\n", n)), 0o644)
+		httpd := exec.Command("ip", "netns", "exec", fmt.Sprintf("skein-ns%d", n), "busybox", "httpd", "-f", "-p", "80", "-h", dir)
+		if err := httpd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = httpd.Process.Kill(); _ = httpd.Wait() })
+	}
+
+	t.Run("bad input is refused and nothing is configured", func(t *testing.T) {
+		b.agents["v3"].stop()
+		eventually(t, 20*time.Second, func() bool { out, _ := b.cli("servers", "-o", "json"); return strings.Contains(out, `"status": "down"`) }, "v3 not down")
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"addvip", "v1", "v2", "10.77.101.50"}, "is in no network of server v1"},
+			{[]string{"addvip", "v1", "v1", vipAddr}, "two different servers"},
+			{[]string{"addvip", "v1", "nosuch", vipAddr}, "nosuch"},
+			{[]string{"addvip", "v1", "v3", vipAddr}, "v3"},
+			{[]string{"addvip", "v1", "v2", "10.77.100.11"}, "own address"},
+			{[]string{"addvip", "v1", "v2", "10.77.100.300"}, "not an IPv4 address"},
+		} {
+			if out, err := b.cli(tc.args...); err == nil || !strings.Contains(out, tc.want) {
+				t.Errorf("skein %q: %v %q does not say %q", tc.args, err, strings.TrimSpace(out), tc.want)
+			}
+		}
+		if out := b.must("listvips", "-o", "json"); strings.TrimSpace(out) != "[]" {
+			t.Errorf("a refused addvip left %s", out)
+		}
+		if holds(1) || holds(2) || len(b.keepalivedPIDs("v1")) > 0 {
+			t.Error("a refused addvip configured something")
+		}
+	})
+
+	t.Run("v1 holds the IP first; a second floating IP on the same address is refused", func(t *testing.T) {
+		out := b.must("addvip", "v1", "v2", vipAddr, "-n", "web-vip")
+		if !strings.Contains(out, "added floating IP web-vip "+vipAddr+" on v1 (eth0) and v2 (eth0)") {
+			t.Errorf("addvip said %q", out)
+		}
+		waitAnswer(t, "v1", 10*time.Second)
+		eventually(t, 5*time.Second, func() bool { return b.holder() == "v1" }, "listvips does not show v1 holding")
+		if out, err := b.cli("addvip", "v1", "v2", vipAddr, "-n", "other"); err == nil || !strings.Contains(out, "already") {
+			t.Errorf("the same IP twice: %v %s", err, out)
+		}
+		oneHolder(t, time.Second)
+	})
+
+	type failure struct {
+		name  string
+		fail  func(holder int)
+		heal  func(holder int)
+		times []time.Duration
+	}
+	kinds := []*failure{
+		{name: "kill -9 of its keepalived", fail: func(h int) {
+			for _, pid := range b.keepalivedPIDs(fmt.Sprintf("v%d", h)) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}, heal: func(int) {}},
+		{name: "its link down", fail: func(h int) {
+			_ = exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", h), "link", "set", "eth0", "down").Run()
+		}, heal: func(h int) {
+			_ = exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", h), "link", "set", "eth0", "up").Run()
+		}},
+		{name: "its agent and keepalived stopped", fail: func(h int) {
+			name := fmt.Sprintf("v%d", h)
+			pids := b.keepalivedPIDs(name)
+			b.agents[name].stop()
+			for _, pid := range pids {
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}, heal: func(h int) { b.startAgent(h) }},
+	}
+	rounds := 10
+	holder := 1
+	for _, k := range kinds {
+		t.Run("the holder's "+k.name+": the other answers within 1 s, one holder after", func(t *testing.T) {
+			for i := 0; i < rounds; i++ {
+				other := 3 - holder
+				start := time.Now()
+				k.fail(holder)
+				took := waitAnswer(t, fmt.Sprintf("v%d", other), 3*time.Second)
+				_ = start
+				k.times = append(k.times, took)
+				eventually(t, 5*time.Second, func() bool { return b.holder() == fmt.Sprintf("v%d", other) }, "listvips does not show v%d", other)
+				k.heal(holder)
+				// The healed server comes back as the backup: one holder all along, no flapping.
+				oneHolder(t, 1500*time.Millisecond)
+				if got := answer(); got != fmt.Sprintf("v%d", other) {
+					t.Fatalf("after v%d came back, %q answers (flapped)", holder, got)
+				}
+				holder = other
+			}
+			sorted := append([]time.Duration(nil), k.times...)
+			sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+			med, max := sorted[len(sorted)/2], sorted[len(sorted)-1]
+			t.Logf("%s, %d times: the other answered after median %s, max %s", k.name, len(sorted), med.Round(time.Millisecond), max.Round(time.Millisecond))
+			if max > time.Second {
+				t.Errorf("a failover took %s: more than 1 s", max)
+			}
+		})
+	}
+
+	t.Run("holder changes are events", func(t *testing.T) {
+		out := b.must("events", "--type", "vip.holder")
+		if strings.Count(out, "vip.holder") < 2*rounds {
+			t.Errorf("only %d vip.holder events:\n%s", strings.Count(out, "vip.holder"), tail(out, 1500))
+		}
+	})
+
+	t.Run("delvip: the IP is gone from both", func(t *testing.T) {
+		b.must("delvip", "web-vip")
+		if holds(1) || holds(2) {
+			t.Error("the IP is still on a server after delvip")
+		}
+		if answer() != "" {
+			t.Error("the IP still answers")
+		}
+		if out := b.must("listvips", "-o", "json"); strings.TrimSpace(out) != "[]" {
+			t.Errorf("listvips after delvip: %s", out)
+		}
+	})
+}
