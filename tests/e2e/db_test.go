@@ -345,7 +345,10 @@ func TestDatabases(t *testing.T) {
 		if src := strings.Fields(count("wpdb", "WHERE id <= "+got[1])); strings.Join(src, " ") != strings.Join(got, " ") {
 			t.Errorf("restored %q, the source's first %s rows %q", got, got[1], src)
 		}
-		eventually(t, 60*time.Second, func() bool { out, _ := inContainer("dbc2", "skein-s2", "cat /root/writer.log"); return strings.Contains(out, "done") }, "the writer does not end")
+		eventually(t, 60*time.Second, func() bool {
+			out, _ := inContainer("dbc2", "skein-s2", "cat /root/writer.log")
+			return strings.Contains(out, "done")
+		}, "the writer does not end")
 		final := strings.Fields(count("wpdb", ""))
 		t.Logf("backup of %s rows taken while the writer went on to %s; restored with equal checksums", got[0], final[0])
 
