@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -260,7 +261,7 @@ func uploadBackup(ctx context.Context, cl *cli, d events.DBInstance, dbName, fil
 	name := fmt.Sprintf("upload.%s.%s.%s", d.Name, dbName, now.Format("20060102T150405.000Z"))
 	meta := jetstream.ObjectMeta{Name: name, Description: "uploaded from " + file, Metadata: map[string]string{
 		"instance": d.Name, "db": dbName, "kind": d.Kind, "owner": owner, "server": d.Server, "sha256": hex.EncodeToString(sum[:]), "taken": now.Format(time.RFC3339Nano)}}
-	if _, err := obs.Put(ctx, meta, strings.NewReader(string(data))); err != nil {
+	if _, err := obs.Put(ctx, meta, bytes.NewReader(data)); err != nil {
 		return "", fmt.Errorf("uploading %s: %w", file, err)
 	}
 	return name, nil
@@ -284,6 +285,6 @@ func copyBackup(ctx context.Context, cl *cli, b events.DBBackupInfo, bucket stri
 	if err != nil {
 		return err
 	}
-	_, err = dst.Put(ctx, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: oi.Metadata}, strings.NewReader(string(data)))
+	_, err = dst.Put(ctx, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: oi.Metadata}, bytes.NewReader(data))
 	return err
 }

@@ -353,9 +353,6 @@ func reveal(ctx context.Context, cl *cli, d events.DBInstance, user string) ([]b
 	if err != nil {
 		return nil, fmt.Errorf("asking %s's agent for the password: %w", d.Server, err)
 	}
-	if !res.OK && res.Error != nil {
-		return nil, fmt.Errorf("%s", res.Error.Message)
-	}
 	var s events.Sealed
 	if err := json.Unmarshal(res.Output, &s); err != nil {
 		return nil, fmt.Errorf("bad result: %w", err)

@@ -508,15 +508,12 @@ func (w *Worker) runSQL(ctx context.Context, name, kind, sql string) error {
 
 // sh runs a script of skein's own in the instance's container.
 func (w *Worker) sh(ctx context.Context, name, script string) error {
-	_, err := w.shOut(ctx, name, script)
+	_, err := w.output(ctx, name, script)
 	return err
 }
 
+// output runs a script of skein's own in the container and returns what it printed.
 func (w *Worker) output(ctx context.Context, name, script string) (string, error) {
-	return w.shOut(ctx, name, script)
-}
-
-func (w *Worker) shOut(ctx context.Context, name, script string) (string, error) {
 	res, err := w.host.Runtime.Exec(ctx, name, "sh", "-c", script)
 	if err != nil {
 		return "", workers.Transient("running in %s: %v", name, err)

@@ -32,15 +32,15 @@ func TestCheckRefuses(t *testing.T) {
 		edit func(*events.VIPAdd)
 		want string
 	}{
-		"ip outside":       {func(v *events.VIPAdd) { v.IP = "10.77.101.50" }, "not in"},
-		"ip is self":       {func(v *events.VIPAdd) { v.IP = v.Self }, "own address"},
-		"network address":  {func(v *events.VIPAdd) { v.IP = "10.77.100.0" }, "network's"},
-		"broadcast":        {func(v *events.VIPAdd) { v.IP = "10.77.100.255" }, "broadcast"},
-		"self is peer":     {func(v *events.VIPAdd) { v.Peer = v.Self }, "both"},
-		"router id":        {func(v *events.VIPAdd) { v.RouterID = 0 }, "router id"},
-		"injected iface":   {func(v *events.VIPAdd) { v.Interface = "eth0\n}" }, "interface"},
-		"injected ip":      {func(v *events.VIPAdd) { v.IP = "10.77.100.50 dev lo" }, "ip"},
-		"prefix":           {func(v *events.VIPAdd) { v.Prefix = 31 }, "prefix"},
+		"ip outside":      {func(v *events.VIPAdd) { v.IP = "10.77.101.50" }, "not in"},
+		"ip is self":      {func(v *events.VIPAdd) { v.IP = v.Self }, "own address"},
+		"network address": {func(v *events.VIPAdd) { v.IP = "10.77.100.0" }, "network's"},
+		"broadcast":       {func(v *events.VIPAdd) { v.IP = "10.77.100.255" }, "broadcast"},
+		"self is peer":    {func(v *events.VIPAdd) { v.Peer = v.Self }, "both"},
+		"router id":       {func(v *events.VIPAdd) { v.RouterID = 0 }, "router id"},
+		"injected iface":  {func(v *events.VIPAdd) { v.Interface = "eth0\n}" }, "interface"},
+		"injected ip":     {func(v *events.VIPAdd) { v.IP = "10.77.100.50 dev lo" }, "ip"},
+		"prefix":          {func(v *events.VIPAdd) { v.Prefix = 31 }, "prefix"},
 	} {
 		v := sample()[0]
 		c.edit(&v)

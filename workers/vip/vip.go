@@ -43,6 +43,9 @@ type Worker struct {
 
 	mu      sync.Mutex
 	holding map[string]bool // name → the IP is on its interface, as last seen
+	// sides are this server's records, read once from the bucket: only this
+	// agent writes them, so the supervisor need not list the bucket every 50 ms.
+	sides map[string]events.VIP
 }
 
 // New returns the floating IP worker.
@@ -70,17 +73,39 @@ func (w *Worker) Gone(string) {}
 func (w *Worker) confPath() string { return filepath.Join(w.dir, "keepalived.conf") }
 func (w *Worker) pidPath() string  { return filepath.Join(w.dir, "keepalived.pid") }
 
-// mine lists this server's sides.
+// mine lists this server's sides (the caller holds the lock).
 func (w *Worker) mine(ctx context.Context) ([]events.VIP, error) {
-	es, err := w.store.ListServer(ctx, w.deps.Host.Server)
-	if err != nil {
-		return nil, err
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sides == nil {
+		es, err := w.store.ListServer(ctx, w.deps.Host.Server)
+		if err != nil {
+			return nil, err
+		}
+		w.sides = map[string]events.VIP{}
+		for _, e := range es {
+			w.sides[e.Value.Name] = e.Value
+		}
 	}
-	out := make([]events.VIP, 0, len(es))
-	for _, e := range es {
-		out = append(out, e.Value)
+	out := make([]events.VIP, 0, len(w.sides))
+	for _, v := range w.sides {
+		out = append(out, v)
 	}
 	return out, nil
+}
+
+// remember keeps a side as written to the bucket (nil forgets it).
+func (w *Worker) remember(name string, v *events.VIP) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sides == nil {
+		return // read whole on the next mine
+	}
+	if v == nil {
+		delete(w.sides, name)
+		return
+	}
+	w.sides[name] = *v
 }
 
 // Add configures this server's side of a floating IP: keepalived is
@@ -122,6 +147,7 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.VIPAdd)
 	if _, err := w.store.Put(ctx, bus.Key(w.deps.Host.Server, p.Name), rec); err != nil {
 		return events.VIP{}, workers.Transient("recording floating IP %s: %v", p.Name, err)
 	}
+	w.remember(p.Name, &rec)
 	return rec, nil
 }
 
@@ -150,6 +176,7 @@ func (w *Worker) Delete(ctx context.Context, req *workers.Request, p events.VIPR
 	if err := w.store.Delete(ctx, bus.Key(w.deps.Host.Server, p.Name), 0); err != nil {
 		return events.VIP{}, workers.Transient("forgetting floating IP %s: %v", p.Name, err)
 	}
+	w.remember(p.Name, nil)
 	w.mu.Lock()
 	delete(w.holding, p.Name)
 	w.mu.Unlock()
@@ -370,6 +397,8 @@ func (w *Worker) tell(ctx context.Context, v events.VIP, holder bool, cause stri
 	v.Holder, v.Since, v.Updated = holder, time.Now().UTC(), time.Now().UTC()
 	if _, err := w.store.Put(ctx, bus.Key(w.deps.Host.Server, v.Name), v); err != nil {
 		w.log.Warn().Err(err).Str("vip", v.Name).Msg("recording the holder")
+	} else {
+		w.remember(v.Name, &v)
 	}
 	ev := events.VIPHolderEvent{Name: v.Name, IP: v.IP, Server: w.deps.Host.Server, Holder: holder, Cause: cause}
 	if err := w.deps.Publisher.Publish(ctx, events.TypeVIPHolder, ev); err != nil {
