@@ -26,6 +26,12 @@ func Check(v events.VIPAdd) error {
 	if err := validate.Struct(v); err != nil {
 		return err
 	}
+	// validate.Struct passes empty strings; keepalived cannot use them.
+	for what, s := range map[string]string{"name": v.Name, "interface": v.Interface} {
+		if s == "" {
+			return fmt.Errorf("%w: the %s is empty", validate.ErrInvalid, what)
+		}
+	}
 	ip, err := netip.ParseAddr(v.IP)
 	if err != nil || !ip.Is4() {
 		return fmt.Errorf("%w: %q is not an IPv4 address", validate.ErrInvalid, v.IP)

@@ -39,6 +39,8 @@ func TestCheckRefuses(t *testing.T) {
 		"self is peer":    {func(v *events.VIPAdd) { v.Peer = v.Self }, "both"},
 		"router id":       {func(v *events.VIPAdd) { v.RouterID = 0 }, "router id"},
 		"injected iface":  {func(v *events.VIPAdd) { v.Interface = "eth0\n}" }, "interface"},
+		"empty iface":     {func(v *events.VIPAdd) { v.Interface = "" }, "interface"},
+		"empty name":      {func(v *events.VIPAdd) { v.Name = "" }, "name"},
 		"injected ip":     {func(v *events.VIPAdd) { v.IP = "10.77.100.50 dev lo" }, "ip"},
 		"prefix":          {func(v *events.VIPAdd) { v.Prefix = 31 }, "prefix"},
 	} {
@@ -59,6 +61,7 @@ func TestCheckRefuses(t *testing.T) {
 func FuzzRender(f *testing.F) {
 	f.Add("web-vip", "eth0", "10.77.100.50")
 	f.Add("a\n}\nvrrp_script x {", "eth0 }", "10.77.100.50\n")
+	f.Add("A", "", "10.77.100.1")
 	f.Fuzz(func(t *testing.T, name, iface, ip string) {
 		v := sample()[0]
 		v.Name, v.Interface, v.IP = name, iface, ip
