@@ -10,6 +10,8 @@ const (
 	TypeVIPDelete = "vip.delete"
 	// TypeVIPHolder says a server took or gave up a floating IP.
 	TypeVIPHolder = "vip.holder"
+	// TypeVIPCheck says a server's check for a floating IP started or stopped passing.
+	TypeVIPCheck = "vip.check"
 	// TypeVIP is one server's side of a floating IP.
 	TypeVIP = "vip"
 )
@@ -18,6 +20,7 @@ func init() {
 	registerCommand[VIPAdd, VIP](TypeVIPAdd, "Configure this server's side of a floating IP (keepalived, VRRP v3 unicast)")
 	registerCommand[VIPRef, VIP](TypeVIPDelete, "Remove this server's side of a floating IP")
 	register[VIPHolderEvent](TypeVIPHolder, KindEvent, "A server took or gave up a floating IP")
+	register[VIPCheckEvent](TypeVIPCheck, KindEvent, "A server's check for a floating IP started or stopped passing: while it fails the server gives the IP up")
 	registerState[VIP](TypeVIP, "skein_vips", 0, "One server's side of a floating IP, kept in the floating IPs bucket")
 }
 
@@ -41,6 +44,13 @@ type VIPAdd struct {
 	RouterID int `json:"router_id" jsonschema:"minimum=1,maximum=255"`
 	// Preferred makes this server the one that holds the IP first.
 	Preferred bool `json:"preferred,omitempty"`
+	// Check is a program and its arguments the agent runs on the server every
+	// second, without a shell: while it fails (exit status not 0, or over 2 s)
+	// the server gives the IP up.
+	Check []string `json:"check,omitempty" valid:"arg" jsonschema:"maxItems=32"`
+	// CheckService names a service: while no instance of it on this server
+	// passes all its checks, the server gives the IP up.
+	CheckService string `json:"check_service,omitempty" valid:"service"`
 }
 
 // VIPRef names a floating IP.
@@ -56,6 +66,8 @@ type VIP struct {
 	Server string `json:"server"`
 	// Holder says whether this server holds the IP now.
 	Holder bool `json:"holder"`
+	// CheckState is passing or failing for a side with a check, else empty.
+	CheckState string `json:"check_state,omitempty"`
 	// Since is when it last took or gave up the IP.
 	Since time.Time `json:"since,omitzero"`
 	// Updated is when the record last changed.
@@ -74,6 +86,18 @@ type VIPHolderEvent struct {
 	Holder bool `json:"holder"`
 	// Cause says why: keepalived, or cleanup when the agent removed an address a dead keepalived left.
 	Cause string `json:"cause" jsonschema:"enum=keepalived,enum=cleanup"`
+}
+
+// VIPCheckEvent says a server's check for a floating IP changed its state.
+type VIPCheckEvent struct {
+	// Name is the floating IP.
+	Name string `json:"name"`
+	// Server is the server concerned.
+	Server string `json:"server"`
+	// State is passing or failing.
+	State string `json:"state" jsonschema:"enum=passing,enum=failing"`
+	// Output says what the check saw.
+	Output string `json:"output"`
 }
 
 // HostInterface is one IPv4 address of a server's own interfaces.

@@ -36,16 +36,21 @@ func sideOf(hb *events.Heartbeat, ip netip.Addr, iface string) (events.HostInter
 }
 
 func addvipCmd(g *globals) *cobra.Command {
-	var name, iface string
+	var name, iface, check, checkService string
 	c := &cobra.Command{
-		Use:   "addvip S1 S2 IP [-n NAME] [--interface IF]",
+		Use:   "addvip S1 S2 IP [-n NAME] [--interface IF] [--check CMD | --check-service NAME]",
 		Short: "Float IP between two servers with keepalived (S1 holds it first; S2 takes it within a second when S1 fails)",
 		Long: `Float IP between servers S1 and S2: keepalived on each server (VRRP version 3,
 unicast between their addresses, adverts every 0.1 s, no preemption), S1
 holding it first. The IP must lie in the network of an interface of both
 servers (--interface picks one) and be reserved for this: skein does not
 manage that network. Each agent supervises its keepalived: one that dies has
-the IP removed before it is started again.`,
+the IP removed before it is started again.
+
+--check CMD runs CMD (a program and its arguments, no shell) on each server
+every second; --check-service NAME follows the checks of the service NAME's
+instances on each server (skein addcheck). While a server's check fails it
+gives the IP up, and the other server takes it if its own check passes.`,
 		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s1, s2 := args[0], args[1]
@@ -64,6 +69,10 @@ the IP removed before it is started again.`,
 			}
 			if iface != "" && !validate.IfName.Valid(iface) {
 				return fmt.Errorf("--interface %q: want %s", iface, validate.IfName.What)
+			}
+			argv, err := checkArgs(check, checkService)
+			if err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			cl, err := g.connect(ctx)
@@ -113,8 +122,8 @@ the IP removed before it is started again.`,
 			if rid == 0 {
 				return fmt.Errorf("every VRRP router id is in use: delete a floating IP first")
 			}
-			first := events.VIPAdd{Name: name, IP: ip.String(), Prefix: p1.Bits(), Interface: i1.Name, Self: p1.Addr().String(), Peer: p2.Addr().String(), PeerServer: s2, RouterID: rid, Preferred: true}
-			second := events.VIPAdd{Name: name, IP: ip.String(), Prefix: p2.Bits(), Interface: i2.Name, Self: p2.Addr().String(), Peer: p1.Addr().String(), PeerServer: s1, RouterID: rid}
+			first := events.VIPAdd{Name: name, IP: ip.String(), Prefix: p1.Bits(), Interface: i1.Name, Self: p1.Addr().String(), Peer: p2.Addr().String(), PeerServer: s2, RouterID: rid, Preferred: true, Check: argv, CheckService: checkService}
+			second := events.VIPAdd{Name: name, IP: ip.String(), Prefix: p2.Bits(), Interface: i2.Name, Self: p2.Addr().String(), Peer: p1.Addr().String(), PeerServer: s1, RouterID: rid, Check: argv, CheckService: checkService}
 			for _, v := range []events.VIPAdd{first, second} {
 				if err := vip.Check(v); err != nil {
 					return err
@@ -123,10 +132,12 @@ the IP removed before it is started again.`,
 					return err
 				}
 			}
-			if _, err := cl.do(ctx, s1, events.TypeVIPAdd, first); err != nil {
+			res1, err := cl.do(ctx, s1, events.TypeVIPAdd, first)
+			if err != nil {
 				return fmt.Errorf("%s: %w", s1, err)
 			}
-			if _, err := cl.do(ctx, s2, events.TypeVIPAdd, second); err != nil {
+			res2, err := cl.do(ctx, s2, events.TypeVIPAdd, second)
+			if err != nil {
 				// Nothing half-made: the first side goes again.
 				if _, uerr := cl.do(ctx, s1, events.TypeVIPDelete, events.VIPRef{Name: name}); uerr != nil {
 					return fmt.Errorf("%s: %w (and removing %s's side: %v)", s2, err, s1, uerr)
@@ -134,12 +145,45 @@ the IP removed before it is started again.`,
 				return fmt.Errorf("%s: %w", s2, err)
 			}
 			fmt.Printf("added floating IP %s %s on %s (%s) and %s (%s), router id %d\n", name, ip, s1, i1.Name, s2, i2.Name, rid)
+			for _, res := range []*events.Result{res1, res2} {
+				var v events.VIP
+				if json.Unmarshal(res.Output, &v) == nil && v.CheckState != "" {
+					fmt.Printf("check on %s: %s\n", v.Server, v.CheckState)
+				}
+			}
 			return nil
 		},
 	}
+	c.Flags().StringVar(&check, "check", "", "a program and its arguments run on each server every second (no shell); while it fails the server gives the IP up")
+	c.Flags().StringVar(&checkService, "check-service", "", "a service whose instances on each server must pass their checks for that server to hold the IP")
 	c.Flags().StringVarP(&name, "name", "n", "", "floating IP name (default vip-A-B-C-D)")
 	c.Flags().StringVar(&iface, "interface", "", "the servers' interface in the IP's network (default: the one whose network holds it)")
 	return g.acts(c)
+}
+
+// checkArgs validates a floating IP's check: a command split into words (it
+// runs without a shell, so each word is checked as it will be passed), or a
+// service name; not both.
+func checkArgs(check, service string) ([]string, error) {
+	if check != "" && service != "" {
+		return nil, fmt.Errorf("give --check or --check-service, not both")
+	}
+	if service != "" && !validate.Service.Valid(service) {
+		return nil, fmt.Errorf("--check-service %q: want %s", service, validate.Service.What)
+	}
+	argv := strings.Fields(check)
+	if check != "" && len(argv) == 0 {
+		return nil, fmt.Errorf("--check is empty: give a program and its arguments, e.g. --check \"curl -sf http://127.0.0.1/\"")
+	}
+	if len(argv) > 32 {
+		return nil, fmt.Errorf("--check has %d words: at most 32; put a longer check in a script", len(argv))
+	}
+	for _, a := range argv {
+		if !validate.Arg.Valid(a) {
+			return nil, fmt.Errorf("--check word %q: want %s", a, validate.Arg.What)
+		}
+	}
+	return argv, nil
 }
 
 // vipView is a floating IP as listvips shows it: both sides in one row.
@@ -152,12 +196,14 @@ type vipView struct {
 	// Holders is how many sides say they hold it: 2 while one of them is
 	// cut off from the bus (its claim is then the older one).
 	Holders int `json:"holders"`
+	// Check is each server's check state (passing, failing) for a floating IP with a check.
+	Check map[string]string `json:"check,omitempty"`
 }
 
 func listvipsCmd(g *globals) *cobra.Command {
 	return listCommand(g, listing[vipView]{
 		use: "listvips", short: "List the floating IPs: servers, which one holds each now and since when",
-		headers: []string{"NAME", "IP", "SERVERS", "HOLDER", "SINCE"},
+		headers: []string{"NAME", "IP", "SERVERS", "HOLDER", "SINCE", "CHECK"},
 		read: func(ctx context.Context, cl *cli, _ []string) ([]vipView, error) {
 			sides, err := all[events.VIP](ctx, cl)
 			if err != nil {
@@ -169,6 +215,12 @@ func listvipsCmd(g *globals) *cobra.Command {
 				if !ok {
 					v = &vipView{Name: s.Name, IP: s.IP}
 					by[s.Name] = v
+				}
+				if s.CheckState != "" {
+					if v.Check == nil {
+						v.Check = map[string]string{}
+					}
+					v.Check[s.Server] = s.CheckState
 				}
 				if s.Preferred {
 					v.Servers = append([]string{s.Server}, v.Servers...)
@@ -201,7 +253,13 @@ func listvipsCmd(g *globals) *cobra.Command {
 			if v.Holders > 1 {
 				holder += " (the other's agent has not said it gave the IP up)"
 			}
-			return []string{v.Name, v.IP, strings.Join(v.Servers, ","), holder, since}
+			var checks []string
+			for _, srv := range v.Servers {
+				if st, ok := v.Check[srv]; ok {
+					checks = append(checks, srv+" "+st)
+				}
+			}
+			return []string{v.Name, v.IP, strings.Join(v.Servers, ","), holder, since, orDash(strings.Join(checks, ", "))}
 		},
 	})
 }

@@ -94,6 +94,9 @@ var (
 	IfName = kind(&Kind{Name: "ifname", What: "an interface name such as eth0 (1-15 letters, digits, '.', '_', '-')", Pattern: `^[a-zA-Z0-9][a-zA-Z0-9._-]{0,14}$`, MaxLength: 15})
 	// CIDR is an IPv4 network in CIDR notation, its host bits zero.
 	CIDR = kind(&Kind{Name: "cidr", What: "an IPv4 network such as 10.77.0.0/16 (host bits zero)", Pattern: `^` + ipv4 + `/[0-9]{1,2}$`, MaxLength: 18, check: checkCIDR})
+	// Arg is one word of a command skein runs itself (no shell): a program
+	// or an argument, without quotes, spaces or shell syntax.
+	Arg = kind(&Kind{Name: "arg", What: "a program or an argument without spaces, quotes or shell syntax (letters, digits and _ . / : = , @ % + ? ~ ^ -); put a pipeline in a script", Pattern: `^[A-Za-z0-9_./:=,@%+?~^-]+$`, MaxLength: 1024})
 	// HTTPSURL is an https URL such as an ACME directory.
 	HTTPSURL = kind(&Kind{Name: "httpsurl", What: "an https URL such as https://acme-v02.api.letsencrypt.org/directory", Pattern: `^https://[!-~]+$`, MaxLength: 2048, check: checkHTTPSURL})
 )

@@ -35,6 +35,8 @@ type vipBed struct {
 	ca     string
 	admin  string
 	agents map[string]*proc
+	httpd  map[int]*exec.Cmd // the responders by server number
+	www    map[int]string    // their document roots
 }
 
 func (b *vipBed) cli(args ...string) (string, error) {
@@ -147,7 +149,7 @@ func (b *vipBed) holder() string {
 // newVIPBed starts a bus on the LAN (TLS, as beyond loopback it must), agents
 // v1..v3 in their namespaces, and a responder per server; all stop with tb.
 func newVIPBed(t testing.TB) *vipBed {
-	b := &vipBed{t: t, data: t.TempDir(), agents: map[string]*proc{}}
+	b := &vipBed{t: t, data: t.TempDir(), agents: map[string]*proc{}, httpd: map[int]*exec.Cmd{}, www: map[int]string{}}
 	b.url = fmt.Sprintf("tls://%s:%d", lanHost, freePort())
 	srv := startProc("vip-server", "server", "--data", b.data, "--listen", strings.TrimPrefix(b.url, "tls://"))
 	t.Cleanup(srv.stop)
@@ -158,6 +160,7 @@ func newVIPBed(t testing.TB) *vipBed {
 		return e1 == nil && e2 == nil
 	}, "the server made no CA or admin credentials")
 	for n := 1; n <= 3; n++ {
+		lanRoute(n)
 		b.startAgent(n)
 	}
 	t.Cleanup(func() {
@@ -170,6 +173,7 @@ func newVIPBed(t testing.TB) *vipBed {
 		for n := 1; n <= 2; n++ {
 			_ = exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", n), "addr", "del", vipAddr+"/24", "dev", "eth0").Run()
 			_ = exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", n), "link", "set", "eth0", "up").Run()
+			lanRoute(n)
 		}
 	})
 	testutil.Eventually(t, 30*time.Second, func() bool {
@@ -178,16 +182,53 @@ func newVIPBed(t testing.TB) *vipBed {
 	}, "the agents in the namespaces are not up over the LAN")
 	// The HTTP responders: one per server, answering its name on port 80.
 	for n := 1; n <= 2; n++ {
-		dir := t.TempDir()
-		_ = os.WriteFile(filepath.Join(dir, "index.html"), []byte(fmt.Sprintf("v%d\n", n)), 0o644)
-		httpd := exec.Command("ip", "netns", "exec", fmt.Sprintf("skein-ns%d", n), "busybox", "httpd", "-f", "-p", "80", "-h", dir)
-		if err := httpd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = httpd.Process.Kill(); _ = httpd.Wait() })
+		b.www[n] = t.TempDir()
+		_ = os.WriteFile(filepath.Join(b.www[n], "index.html"), []byte(fmt.Sprintf("v%d\n", n)), 0o644)
+		b.startHTTPD(n)
 	}
+	t.Cleanup(func() {
+		for n := range b.httpd {
+			b.stopHTTPD(n)
+		}
+	})
 
 	return b
+}
+
+// lanRoute routes server n's namespace to the containers' networks through
+// the host, as the test bed sets it up.
+func lanRoute(n int) {
+	_ = exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", n), "route", "replace", "10.77.0.0/16", "via", lanHost, "dev", "eth0").Run()
+}
+
+// startHTTPD starts server n's responder (busybox httpd on port 80 in its namespace).
+func (b *vipBed) startHTTPD(n int) {
+	httpd := exec.Command("ip", "netns", "exec", fmt.Sprintf("skein-ns%d", n), "busybox", "httpd", "-f", "-p", "80", "-h", b.www[n])
+	if err := httpd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	b.httpd[n] = httpd
+}
+
+// stopHTTPD stops server n's responder.
+func (b *vipBed) stopHTTPD(n int) {
+	if h := b.httpd[n]; h != nil {
+		_ = h.Process.Kill()
+		_ = h.Wait()
+		delete(b.httpd, n)
+	}
+}
+
+// checks is listvips' check column of the one floating IP, by server.
+func (b *vipBed) checks() map[string]string {
+	var views []struct {
+		Check map[string]string `json:"check"`
+	}
+	out, _ := b.cli("listvips", "-o", "json")
+	if json.Unmarshal([]byte(out), &views) != nil || len(views) != 1 {
+		return nil
+	}
+	return views[0].Check
 }
 
 // A floating IP between v1 and v2, each an agent in its own namespace on the
@@ -255,6 +296,7 @@ func TestFloatingIP(t *testing.T) {
 			_ = exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", h), "link", "set", "eth0", "down").Run()
 		}, heal: func(h int) {
 			_ = exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", h), "link", "set", "eth0", "up").Run()
+			lanRoute(h) // a link going down takes its routes with it
 		}},
 		{name: "its agent and keepalived stopped", fail: func(h int) {
 			name := fmt.Sprintf("v%d", h)
@@ -312,6 +354,88 @@ func TestFloatingIP(t *testing.T) {
 		}
 		if out := b.must("listvips", "-o", "json"); strings.TrimSpace(out) != "[]" {
 			t.Errorf("listvips after delvip: %s", out)
+		}
+	})
+
+	// checkFailover makes server from's check fail with fail and waits for
+	// server to to answer for the IP, then heals from: to keeps the IP.
+	checkFailover := func(t *testing.T, from, to int, fail, heal func()) time.Duration {
+		t.Helper()
+		fail()
+		took := waitAnswer(t, fmt.Sprintf("v%d", to), 15*time.Second)
+		if holds(from) {
+			t.Errorf("v%d still has the IP with its check failing", from)
+		}
+		eventually(t, 10*time.Second, func() bool {
+			return b.checks()[fmt.Sprintf("v%d", from)] == "failing" && b.holder() == fmt.Sprintf("v%d", to)
+		}, "listvips does not show v%d failing and v%d holding: %v", from, to, b.checks())
+		heal()
+		eventually(t, 15*time.Second, func() bool { return b.checks()[fmt.Sprintf("v%d", from)] == "passing" }, "v%d's check does not pass again", from)
+		oneHolder(t, time.Second)
+		if got := answer(); got != fmt.Sprintf("v%d", to) {
+			t.Errorf("after v%d's check passed again %q answers (no preemption expected)", from, got)
+		}
+		return took
+	}
+
+	t.Run("--check: a server whose check command fails gives the IP up", func(t *testing.T) {
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"--check", "curl -sf http://127.0.0.1/;reboot"}, "shell syntax"},
+			{[]string{"--check", "sh -c 'true'"}, "shell syntax"},
+			{[]string{"--check", "true", "--check-service", "web"}, "not both"},
+			{[]string{"--check", "/nonexistent/probe"}, "/nonexistent/probe is not on server v1"},
+			{[]string{"--check-service", "web.x"}, "--check-service"},
+		} {
+			args := append([]string{"addvip", "v1", "v2", vipAddr, "-n", "chk-vip"}, tc.args...)
+			if out, err := b.cli(args...); err == nil || !strings.Contains(out, tc.want) {
+				t.Errorf("skein %q: %v %q does not say %q", args, err, strings.TrimSpace(out), tc.want)
+			}
+		}
+		if out := b.must("listvips", "-o", "json"); strings.TrimSpace(out) != "[]" {
+			t.Fatalf("a refused addvip left %s", out)
+		}
+		out := b.must("addvip", "v1", "v2", vipAddr, "-n", "chk-vip", "--check", "curl -sf --max-time 1 -o /dev/null http://127.0.0.1/")
+		t.Cleanup(func() { _, _ = b.cli("delvip", "chk-vip") })
+		if !strings.Contains(out, "check on v1: passing") || !strings.Contains(out, "check on v2: passing") {
+			t.Errorf("addvip said %q", out)
+		}
+		waitAnswer(t, "v1", 10*time.Second)
+		// v1's responder stops: its check fails, v2 takes the IP (without
+		// the check v1 would keep it and nobody would answer).
+		took := checkFailover(t, 1, 2, func() { b.stopHTTPD(1) }, func() { b.startHTTPD(1) })
+		t.Logf("v1's check failing -> v2 answers: %s", took.Round(time.Millisecond))
+		took = checkFailover(t, 2, 1, func() { b.stopHTTPD(2) }, func() { b.startHTTPD(2) })
+		t.Logf("v2's check failing -> v1 answers: %s", took.Round(time.Millisecond))
+		if out := b.must("events", "--type", "vip.check"); strings.Count(out, `"failing"`) < 2 || strings.Count(out, `"passing"`) < 2 {
+			t.Errorf("vip.check events:\n%s", tail(out, 1500))
+		}
+		b.must("delvip", "chk-vip")
+	})
+
+	t.Run("--check-service: a server gives the IP up while its instance of the service fails", func(t *testing.T) {
+		for n, ct := range map[int]string{1: "vweb1", 2: "vweb2"} {
+			b.must("launch", "skein-busybox", ct, "-s", fmt.Sprintf("v%d", n))
+			b.must("addservice", ct, "vweb", "80")
+			b.must("addcheck", ct, "http", "tcp", "80", "--interval", "1s", "--timeout", "500ms")
+			t.Cleanup(func() { _, _ = b.cli("delete", ct) })
+		}
+		b.must("addvip", "v1", "v2", vipAddr, "-n", "svc-vip", "--check-service", "vweb")
+		t.Cleanup(func() { _, _ = b.cli("delvip", "svc-vip") })
+		eventually(t, 15*time.Second, func() bool {
+			c := b.checks()
+			return c["v1"] == "passing" && c["v2"] == "passing"
+		}, "the service's checks do not pass on both servers: %v", b.checks())
+		waitAnswer(t, "v1", 10*time.Second)
+		took := checkFailover(t, 1, 2, func() { b.must("stop", "vweb1", "--force") }, func() { b.must("start", "vweb1") })
+		t.Logf("v1's instance stopped -> v2 answers: %s", took.Round(time.Millisecond))
+		took = checkFailover(t, 2, 1, func() { b.must("stop", "vweb2", "--force") }, func() { b.must("start", "vweb2") })
+		t.Logf("v2's instance stopped -> v1 answers: %s", took.Round(time.Millisecond))
+		b.must("delvip", "svc-vip")
+		if holds(1) || holds(2) {
+			t.Error("the IP is still on a server after delvip")
 		}
 	})
 }

@@ -238,6 +238,9 @@ ensure_lan() {
     ip -n "$ns" link set lo up
     ip -n "$ns" link set eth0 up
     ip -n "$ns" -4 addr show dev eth0 | grep -q "${addr%/*}/" || ip -n "$ns" addr add "$addr" dev eth0
+    # the servers reach the containers' networks through the host (checks of
+    # the services a floating IP follows run from the server's namespace)
+    [ "$n" = c ] || ip -n "$ns" route replace "$SUPERNET" via 10.77.100.1 dev eth0
   done
   log "lan: $LAN 10.77.100.1/24, namespaces skein-ns1..3 (10.77.100.11-13) and skein-nsc (10.77.100.20)"
 }

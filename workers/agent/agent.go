@@ -123,7 +123,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	cw.SetReadiness(a.ready)
 	cw.Register(rt)
 	a.check(ctx)
-	host := &svc.Host{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw, Locks: rt, Answered: rt.Answered, Log: a.log}
+	host := &svc.Host{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw, Locks: rt, Answered: rt.Answered, Health: &svc.Health{}, Log: a.log}
 	if a.cfg.Keys != nil {
 		host.Secrets = a.cfg.Keys
 	}

@@ -140,8 +140,30 @@ func (w *Worker) runChecks(ctx context.Context) {
 				delete(w.checks, key)
 			}
 		}
+		if len(w.loaded) >= followed {
+			w.host.Health.Set(w.localHealth())
+		}
 		w.mu.Unlock()
 	}
+}
+
+// localHealth says, for each service with an instance on this server, whether
+// one of them passes all its checks (one without checks passes while it runs).
+// Called with w.mu held.
+func (w *Worker) localHealth() map[string]bool {
+	up := map[string]bool{}
+	for _, t := range w.targets() {
+		ok := true
+		for _, def := range t.checks {
+			if st := w.checks[t.node+"/"+def.Name]; st == nil || st.status != "passing" {
+				ok = false
+			}
+		}
+		for _, s := range t.services {
+			up[s.Name] = up[s.Name] || ok
+		}
+	}
+	return up
 }
 
 func (w *Worker) runCheck(ctx context.Context, container, key string, def events.CheckDef, addr string) {

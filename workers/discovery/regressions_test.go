@@ -1,6 +1,8 @@
 package discovery
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -101,4 +103,24 @@ func TestPassingCheckSurvivesRestart(t *testing.T) {
 	if n, _ := r.cat.node("web"); len(n.Checks) != 1 || n.Checks[0].Status != "passing" {
 		t.Errorf("after the restart and the check's run, web = %+v, want its check passing", n)
 	}
+}
+
+// TestLocalHealthFollowsChecks: the server's health board (what a floating IP
+// with --check-service follows) says a service is up while an instance of it
+// on this server passes all its checks, down when its check fails, and knows
+// nothing of a service no container here publishes.
+func TestLocalHealthFollowsChecks(t *testing.T) {
+	r := newRig(t)
+	health := r.dwConfig.Host.Health
+	r.launch(t, "web")
+	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer site.Close()
+	r.mustDo(t, events.TypeCheckAdd, events.CheckAdd{Container: "web", Check: events.CheckDef{Name: "site", Kind: "http", URL: site.URL + "/", Interval: "200ms", Timeout: "100ms"}}, nil)
+	testutil.Eventually(t, 10*time.Second, func() bool { up, known := health.Service("http"); return up && known }, "the service is not up on the board")
+	if up, known := health.Service("other"); up || !known {
+		t.Errorf("a service nobody publishes here: up %v known %v", up, known)
+	}
+	site.Close()
+	testutil.Eventually(t, 10*time.Second, func() bool { up, _ := health.Service("http"); return !up }, "the service stays up with its check failing")
 }

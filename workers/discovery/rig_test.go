@@ -319,7 +319,7 @@ func newRig(t *testing.T) *rig {
 	pub := bus.NewPublisher(aconn.JS, "agent/"+rigServer, rigServer)
 	cw := containers.New(rigServer, r.rt, cstore, pub, zerolog.Nop())
 	wrt := workers.NewRuntime(aconn, rigServer, zerolog.Nop())
-	host := &svc.Host{Server: rigServer, Image: "skein-service", Runtime: r.rt, Containers: cw, Locks: wrt, Answered: wrt.Answered, Log: zerolog.Nop()}
+	host := &svc.Host{Server: rigServer, Image: "skein-service", Runtime: r.rt, Containers: cw, Locks: wrt, Answered: wrt.Answered, Health: &svc.Health{}, Log: zerolog.Nop()}
 	r.dwConfig = Config{Deps: svc.Deps{Host: host, JS: aconn.JS, Publisher: pub}, Log: zerolog.Nop(), Catalog: r.cat}
 	r.dw, err = New(ctx, r.dwConfig)
 	if err != nil {

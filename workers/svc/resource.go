@@ -62,6 +62,8 @@ type Host struct {
 	Secrets interface {
 		Open(events.Sealed) ([]byte, error)
 	}
+	// Health is the health of this server's services, as its checks see them.
+	Health *Health
 	// Log is the layer's logger.
 	Log zerolog.Logger
 }

@@ -8,6 +8,8 @@ package vip
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -58,8 +60,26 @@ func Check(v events.VIPAdd) error {
 	if v.RouterID < 1 || v.RouterID > 255 {
 		return fmt.Errorf("%w: router id %d: want 1 to 255", validate.ErrInvalid, v.RouterID)
 	}
+	if len(v.Check) > 0 && v.CheckService != "" {
+		return fmt.Errorf("%w: give a check command or a service to follow, not both", validate.ErrInvalid)
+	}
+	for _, a := range v.Check {
+		if a == "" {
+			return fmt.Errorf("%w: the check command has an empty word", validate.ErrInvalid)
+		}
+	}
 	return nil
 }
+
+// checked says whether a side gives the IP up while a check fails.
+func checked(v events.VIPAdd) bool { return len(v.Check) > 0 || v.CheckService != "" }
+
+// CheckFile is where the agent writes a side's check result for keepalived
+// (0 passing, 1 failing).
+func CheckFile(dir, name string) string { return filepath.Join(dir, "check-"+name) }
+
+// safeDir is what a directory may look like to be quoted in keepalived.conf.
+var safeDir = regexp.MustCompile(`^/[A-Za-z0-9_./-]*$`)
 
 // lastAddr is the broadcast address of an IPv4 network.
 func lastAddr(p netip.Prefix) netip.Addr {
@@ -73,10 +93,15 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // VRRP v3, adverts every 0.1 s, unicast to the peer, both sides BACKUP with
 // nopreempt (the preferred one, with the higher priority, wins the first
 // election; after that the IP stays where it is until its holder fails).
-// A pure function of the records.
-func Render(server string, vips []events.VIPAdd) (string, error) {
+// A side with a check tracks its check file (weight 0: a failing check puts
+// the instance in FAULT, which gives the IP up at once). dir holds the check
+// files. A pure function of the records.
+func Render(server, dir string, vips []events.VIPAdd) (string, error) {
 	if !validate.Name.Valid(server) {
 		return "", fmt.Errorf("%w: server %q", validate.ErrInvalid, server)
+	}
+	if !safeDir.MatchString(dir) {
+		return "", fmt.Errorf("%w: state directory %q: want an absolute path of letters, digits and _ . / -", validate.ErrInvalid, dir)
 	}
 	sorted := append([]events.VIPAdd(nil), vips...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
@@ -96,9 +121,16 @@ func Render(server string, vips []events.VIPAdd) (string, error) {
 		if v.Preferred {
 			prio = preferredPriority
 		}
-		fmt.Fprintf(&b, "\nvrrp_instance skein_%s {\n", strings.ReplaceAll(v.Name, "-", "_"))
+		id := strings.ReplaceAll(v.Name, "-", "_")
+		if checked(v) {
+			fmt.Fprintf(&b, "\ntrack_file skein_%s_check {\n    file \"%s\"\n    weight 0\n}\n", id, CheckFile(dir, v.Name))
+		}
+		fmt.Fprintf(&b, "\nvrrp_instance skein_%s {\n", id)
 		fmt.Fprintf(&b, "    state BACKUP\n    interface %s\n    virtual_router_id %d\n    priority %d\n    nopreempt\n    advert_int 0.1\n", v.Interface, v.RouterID, prio)
 		fmt.Fprintf(&b, "    unicast_src_ip %s\n    unicast_peer {\n        %s\n    }\n", v.Self, v.Peer)
+		if checked(v) {
+			fmt.Fprintf(&b, "    track_file {\n        skein_%s_check weight 0\n    }\n", id)
+		}
 		fmt.Fprintf(&b, "    virtual_ipaddress {\n        %s/%d dev %s\n    }\n}\n", v.IP, v.Prefix, v.Interface)
 	}
 	return b.String(), nil

@@ -46,6 +46,8 @@ type Worker struct {
 	// sides are this server's records, read once from the bucket: only this
 	// agent writes them, so the supervisor need not list the bucket every 50 ms.
 	sides map[string]events.VIP
+	// checks are the sides' check runs by name (those with a check).
+	checks map[string]*checkRun
 }
 
 // New returns the floating IP worker.
@@ -58,7 +60,7 @@ func New(ctx context.Context, d svc.Deps, log zerolog.Logger) (*Worker, error) {
 	if d.State == "" {
 		dir = filepath.Join(os.TempDir(), "skein-keepalived-"+d.Host.Server)
 	}
-	return &Worker{deps: d, log: log, store: st, dir: dir, holding: map[string]bool{}}, nil
+	return &Worker{deps: d, log: log, store: st, dir: dir, holding: map[string]bool{}, checks: map[string]*checkRun{}}, nil
 }
 
 // Register adds the worker's handlers to the runtime, in one visible block.
@@ -125,7 +127,7 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.VIPAdd)
 	var sides []events.VIPAdd
 	for _, v := range all {
 		if v.Name == p.Name {
-			if v.VIPAdd == p {
+			if sameSide(v.VIPAdd, p) {
 				return v, nil
 			}
 			return events.VIP{}, workers.Conflict("floating IP %s exists with other settings: `skein delvip %s` first", p.Name, p.Name)
@@ -139,11 +141,26 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.VIPAdd)
 	if err := w.ensureInstalled(ctx, req); err != nil {
 		return events.VIP{}, err
 	}
+	state := ""
+	if checked(p) {
+		if len(p.Check) > 0 {
+			if _, err := exec.LookPath(p.Check[0]); err != nil {
+				return events.VIP{}, workers.Invalid("check program %s is not on server %s: give its full path, or install it", p.Check[0], w.deps.Host.Server)
+			}
+		}
+		req.Progress("check", "running the check once")
+		ok, out := w.evaluate(ctx, p)
+		if err := w.writeCheck(p.Name, ok); err != nil {
+			return events.VIP{}, workers.Internal("%v", err)
+		}
+		state = checkState(ok)
+		w.log.Info().Str("vip", p.Name).Str("check", state).Str("output", out).Msg("floating IP check")
+	}
 	req.Progress("configure", "checking and taking keepalived's configuration")
 	if err := w.apply(ctx, sides); err != nil {
 		return events.VIP{}, err
 	}
-	rec := events.VIP{VIPAdd: p, Server: w.deps.Host.Server, Updated: time.Now().UTC()}
+	rec := events.VIP{VIPAdd: p, Server: w.deps.Host.Server, CheckState: state, Updated: time.Now().UTC()}
 	if _, err := w.store.Put(ctx, bus.Key(w.deps.Host.Server, p.Name), rec); err != nil {
 		return events.VIP{}, workers.Transient("recording floating IP %s: %v", p.Name, err)
 	}
@@ -177,8 +194,10 @@ func (w *Worker) Delete(ctx context.Context, req *workers.Request, p events.VIPR
 		return events.VIP{}, workers.Transient("forgetting floating IP %s: %v", p.Name, err)
 	}
 	w.remember(p.Name, nil)
+	_ = os.Remove(CheckFile(w.dir, p.Name))
 	w.mu.Lock()
 	delete(w.holding, p.Name)
+	delete(w.checks, p.Name)
 	w.mu.Unlock()
 	return *gone, nil
 }
@@ -224,7 +243,7 @@ func (w *Worker) apply(ctx context.Context, sides []events.VIPAdd) error {
 		_ = os.Remove(w.confPath())
 		return nil
 	}
-	conf, err := Render(w.deps.Host.Server, sides)
+	conf, err := Render(w.deps.Host.Server, w.dir, sides)
 	if err != nil {
 		return workers.Invalid("%v", err)
 	}
@@ -353,6 +372,10 @@ func (w *Worker) supervise(ctx context.Context) {
 	defer unlock()
 	all, err := w.mine(ctx)
 	if err != nil || len(all) == 0 {
+		return
+	}
+	w.followChecks(ctx, all)
+	if all, err = w.mine(ctx); err != nil { // as the checks left them
 		return
 	}
 	if w.running() == 0 {
