@@ -32,6 +32,8 @@ const (
 	TypeServiceRegistered = "service.registered"
 	// TypeServiceDeregistered says a container's service was removed from the endpoints.
 	TypeServiceDeregistered = "service.deregistered"
+	// TypeHealth is a published container's health.
+	TypeHealth = "health"
 	// TypeCheckStatus says a check's status changed.
 	TypeCheckStatus = "check.status"
 	// TypeEndpoint is an endpoint record.
@@ -65,6 +67,7 @@ func init() {
 	registerState[Endpoint](TypeEndpoint, "skein_endpoints", 0, "An endpoint, kept in the endpoints bucket")
 	registerState[Definitions](TypeDefinitions, "skein_services", 0, "A container's services and checks, kept in the services bucket")
 	registerState[Adhoc](TypeAdhoc, "skein_adhoc", 0, "An ad-hoc entry, kept in the ad-hoc bucket")
+	registerState[Health](TypeHealth, "skein_health", 0, "A published container's health as its server's checks see it, kept in the health bucket")
 	registerState[ConsulToken](TypeConsulToken, "skein_tokens", 0, "A Consul ACL token for one server, sealed to its agent, kept in the tokens bucket")
 	registerCommand[EndpointReseal, Sealed](TypeEndpointReseal, "Seal the endpoints' management token to another agent (a query)")
 	register[Sealed](TypeSealed, KindOutput, "A secret sealed to one agent's key")
@@ -218,6 +221,20 @@ type Registration struct {
 	Address string `json:"address,omitempty"`
 	// Port is the service port.
 	Port int `json:"port"`
+}
+
+// Health is a published container's health as its server's checks see it.
+type Health struct {
+	// Container is the container.
+	Container string `json:"container"`
+	// Server runs it and its checks.
+	Server string `json:"server"`
+	// Passing says every check passes (a container without checks passes while it runs).
+	Passing bool `json:"passing"`
+	// Checks are the checks' statuses by name.
+	Checks map[string]string `json:"checks,omitempty"`
+	// Updated is when it last changed.
+	Updated time.Time `json:"updated"`
 }
 
 // CheckStatus says a check's status changed.

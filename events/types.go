@@ -86,6 +86,10 @@ type Launch struct {
 	Image string `json:"image" jsonschema:"minLength=1" valid:"image"`
 	// IPv4 is an optional static address inside the server's container subnet.
 	IPv4 string `json:"ipv4,omitempty" valid:"ipv4"`
+	// Job makes the container an instance of that job (the scheduler's).
+	Job string `json:"job,omitempty" valid:"name"`
+	// JobVersion is the version of the job the instance runs.
+	JobVersion int `json:"job_version,omitempty" jsonschema:"minimum=0"`
 }
 
 // ContainerAction addresses one container by name.
@@ -120,6 +124,10 @@ type Container struct {
 	Image string `json:"image,omitempty"`
 	// Command is the id of the command that launched it.
 	Command string `json:"command,omitempty"`
+	// Job is the job it is an instance of, if any.
+	Job string `json:"job,omitempty"`
+	// JobVersion is the version of the job it runs.
+	JobVersion int `json:"job_version,omitempty"`
 	// Published are the host ports forwarded into it, "HOSTPORT->PORT".
 	Published []string `json:"published,omitempty"`
 	// Told is what the container's events last announced: an agent that

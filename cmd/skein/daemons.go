@@ -30,6 +30,9 @@ type serverFlags struct {
 	noTLS   bool
 	tlsCert string
 	tlsKey  string
+	// noScheduler leaves the job scheduler to `skein scheduler` processes.
+	noScheduler bool
+	grace       time.Duration
 }
 
 func (f *serverFlags) add(c *cobra.Command) {
@@ -38,6 +41,8 @@ func (f *serverFlags) add(c *cobra.Command) {
 	c.Flags().BoolVar(&f.noTLS, "no-tls", false, "plain TCP (refused beyond loopback)")
 	c.Flags().StringVar(&f.tlsCert, "tls-cert", "", "the server's TLS certificate (default: one made under DATA/tls, with its CA)")
 	c.Flags().StringVar(&f.tlsKey, "tls-key", "", "the key of --tls-cert")
+	c.Flags().BoolVar(&f.noScheduler, "no-scheduler", false, "run no job scheduler here (run `skein scheduler` elsewhere)")
+	c.Flags().DurationVar(&f.grace, "scheduler-grace", 10*time.Second, "how long a server may be down before the scheduler places its instances elsewhere")
 }
 
 // bus is what runServer started: the URL, the authority, the CA clients need
@@ -105,6 +110,13 @@ func runServer(ctx context.Context, f *serverFlags, log zerolog.Logger) (*runnin
 		return nil, err
 	}
 	go followRevocations(ctx, rb.authority, ns, log)
+	if !f.noScheduler {
+		go func() {
+			if err := runScheduler(ctx, bus.ConnOptions{URL: rb.url, Creds: admin, CA: rb.ca}, "", f.grace, log); err != nil && ctx.Err() == nil {
+				log.Error().Err(err).Msg("the scheduler stopped")
+			}
+		}()
+	}
 	ev := log.Info().Str("url", rb.url).Str("data", f.data).Str("admin_creds", adminFile)
 	if tlsConf != nil {
 		ev = ev.Str("tls_ca", bus.CAFile(filepath.Join(f.data, "tls")))

@@ -21,6 +21,10 @@ const (
 	KeyImage = "user.skein.image"
 	// KeyCommand records the id of the command that launched it, for idempotent relaunch.
 	KeyCommand = "user.skein.command"
+	// KeyJob records the job a container is an instance of.
+	KeyJob = "user.skein.job"
+	// KeyJobVersion records the version of its job it runs.
+	KeyJobVersion = "user.skein.job-version"
 )
 
 // Instance is a container as the runtime reports it.
@@ -37,6 +41,10 @@ type Instance struct {
 	Image string
 	// Command is the id of the launching command.
 	Command string
+	// Job is the job it is an instance of, if any.
+	Job string
+	// JobVersion is the version of the job it runs.
+	JobVersion int
 	// Published are the host ports forwarded into it, "HOSTPORT->PORT".
 	Published []string
 	// Boot identifies the current run of a running container: it changes when
@@ -54,6 +62,10 @@ type CreateSpec struct {
 	IPv4 string
 	// Command is the id of the launching command.
 	Command string
+	// Job is the job it is an instance of, if any.
+	Job string
+	// JobVersion is the version of the job it runs.
+	JobVersion int
 }
 
 // Subnet is a server's container network.

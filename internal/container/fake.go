@@ -128,7 +128,7 @@ func (f *Fake) Create(ctx context.Context, s CreateSpec) error {
 	if !f.images[s.Image] {
 		return &PermanentError{Err: fmt.Errorf("image %q not found", s.Image)}
 	}
-	f.insts[s.Name] = &Instance{Name: s.Name, Status: "Stopped", StaticIPv4: s.IPv4, Image: s.Image, Command: s.Command}
+	f.insts[s.Name] = &Instance{Name: s.Name, Status: "Stopped", StaticIPv4: s.IPv4, Image: s.Image, Command: s.Command, Job: s.Job, JobVersion: s.JobVersion}
 	f.emit(s.Name, "instance-created")
 	return nil
 }

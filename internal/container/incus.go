@@ -33,7 +33,8 @@ func NewIncus(c *incus.Client, network, pool string) *Incus {
 }
 
 func fromIncus(name, status string, config map[string]string, devices map[string]map[string]string, st *incus.InstanceState) Instance {
-	in := Instance{Name: name, Status: status, Image: config[KeyImage], Command: config[KeyCommand]}
+	in := Instance{Name: name, Status: status, Image: config[KeyImage], Command: config[KeyCommand], Job: config[KeyJob]}
+	in.JobVersion, _ = strconv.Atoi(config[KeyJobVersion])
 	if nic, ok := devices["eth0"]; ok {
 		in.StaticIPv4 = nic["ipv4.address"]
 	}
@@ -106,7 +107,7 @@ func (r *Incus) Create(ctx context.Context, s CreateSpec) error {
 		Type:   incus.InstanceTypeContainer,
 		InstancePut: incus.InstancePut{
 			Profiles: []string{},
-			Config:   map[string]string{KeyImage: s.Image, KeyCommand: s.Command},
+			Config:   map[string]string{KeyImage: s.Image, KeyCommand: s.Command, KeyJob: s.Job, KeyJobVersion: strconv.Itoa(s.JobVersion)},
 			Devices: map[string]map[string]string{
 				"root": {"type": "disk", "path": "/", "pool": r.pool},
 				"eth0": nic,

@@ -42,6 +42,8 @@ var (
 	logDir               string
 	server               *proc
 	agents               = map[string]*proc{}
+	// schedulers are two job schedulers (the server runs none): one leads, one stands by.
+	schedulers = map[string]*proc{}
 )
 
 func TestMain(m *testing.M) {
@@ -78,7 +80,7 @@ func run(m *testing.M) int {
 	dataDir = filepath.Join(tmp, "data")
 	port := freePort()
 	natsURL = fmt.Sprintf("nats://127.0.0.1:%d", port)
-	server = startProc("server", "server", "--data", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+	server = startProc("server", "server", "--data", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--no-scheduler")
 	defer server.stop()
 	if !waitPort(port, 20*time.Second) {
 		fmt.Fprintln(os.Stderr, "e2e: skein server did not listen")
@@ -97,9 +99,15 @@ func run(m *testing.M) int {
 	for _, s := range servers {
 		agents[s.name] = startAgent(s.name)
 	}
+	for _, id := range []string{"sched-a", "sched-b"} {
+		schedulers[id] = startProc(id, "scheduler", "--nats", natsURL, "--creds", adminCreds, "--id", id, "--log-level", "debug")
+	}
 	defer func() {
 		for _, a := range agents {
 			a.stop()
+		}
+		for _, s := range schedulers {
+			s.stop()
 		}
 	}()
 	if !allUp(30 * time.Second) {

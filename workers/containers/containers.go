@@ -77,6 +77,16 @@ func (w *Worker) Register(r *workers.Runtime) {
 	workers.Handle(r, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeDelete, Lock: byName, Run: w.Delete})
 	workers.Handle(r, workers.Command[events.PortForward, events.Container]{Type: events.TypePublishPort, Lock: func(p events.PortForward) string { return Lock(p.Name) }, Run: w.PublishPort})
 	workers.Handle(r, workers.Command[events.PortForward, events.Container]{Type: events.TypeUnpublishPort, Lock: func(p events.PortForward) string { return Lock(p.Name) }, Run: w.UnpublishPort})
+	workers.HandleQuery(r, workers.Query[events.ImageAsk, events.ImageAnswer]{Type: events.TypeImageAsk, Run: w.HasImage})
+}
+
+// HasImage says whether this server has an image (the scheduler asks before it places).
+func (w *Worker) HasImage(ctx context.Context, _ *workers.Request, p events.ImageAsk) (events.ImageAnswer, error) {
+	ok, err := w.rt.ImageExists(ctx, p.Image)
+	if err != nil {
+		return events.ImageAnswer{}, workers.Transient("looking up image %s: %v", p.Image, err)
+	}
+	return events.ImageAnswer{Exists: ok}, nil
 }
 
 // OnGone calls f with a container's name whenever one of this server's
@@ -178,7 +188,7 @@ func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p ev
 			}
 		}
 		req.Progress("create", fmt.Sprintf("creating %s from %s on %s", p.Name, p.Image, w.server))
-		err = w.rt.Create(ctx, container.CreateSpec{Name: p.Name, Image: p.Image, IPv4: p.IPv4, Command: id})
+		err = w.rt.Create(ctx, container.CreateSpec{Name: p.Name, Image: p.Image, IPv4: p.IPv4, Command: id, Job: p.Job, JobVersion: p.JobVersion})
 		if err != nil {
 			// An earlier attempt's create may have finished meanwhile: then it is ours.
 			if again, gerr := w.rt.Get(ctx, p.Name); gerr == nil && again.Command == id {
@@ -361,7 +371,7 @@ func (w *Worker) CheckAddress(ctx context.Context, name, ip string) error {
 
 // reserve claims a container name cluster-wide before anything is created.
 func (w *Worker) reserve(ctx context.Context, p events.Launch, id string) error {
-	rec := events.Container{Name: p.Name, Server: w.server, Status: StatusCreating, Image: p.Image, Command: id, Updated: time.Now().UTC()}
+	rec := events.Container{Name: p.Name, Server: w.server, Status: StatusCreating, Image: p.Image, Command: id, Job: p.Job, JobVersion: p.JobVersion, Updated: time.Now().UTC()}
 	if _, err := w.store.Create(ctx, bus.Key(w.server, p.Name), rec); err != nil {
 		if errors.Is(err, bus.ErrExists) {
 			other, _ := w.record(ctx, p.Name)

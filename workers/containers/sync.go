@@ -261,7 +261,7 @@ func (w *Worker) apply(ctx context.Context, name string, inst *container.Instanc
 		}
 		rec := events.Container{Name: name, Server: w.server, Status: "Deleted", Updated: now}
 		if old != nil {
-			rec.Image, rec.Command = old.Image, old.Command
+			rec.Image, rec.Command, rec.Job, rec.JobVersion = old.Image, old.Command, old.Job, old.JobVersion
 		}
 		// The deletion is told before the record goes: a record is what makes an
 		// agent that restarts tell what it had not told yet.
@@ -278,11 +278,11 @@ func (w *Worker) apply(ctx context.Context, name string, inst *container.Instanc
 		w.forget(name)
 		return rec, true, nil
 	}
-	rec := events.Container{Name: name, Server: w.server, Status: inst.Status, IPv4: inst.IPv4, Image: inst.Image, Command: inst.Command, Published: inst.Published, Updated: now}
+	rec := events.Container{Name: name, Server: w.server, Status: inst.Status, IPv4: inst.IPv4, Image: inst.Image, Command: inst.Command, Job: inst.Job, JobVersion: inst.JobVersion, Published: inst.Published, Updated: now}
 	if old != nil {
 		rec.Told = old.Told
 	}
-	if old != nil && old.Status == rec.Status && old.IPv4 == rec.IPv4 && old.Image == rec.Image && strings.Join(old.Published, ",") == strings.Join(rec.Published, ",") {
+	if old != nil && old.Status == rec.Status && old.IPv4 == rec.IPv4 && old.Image == rec.Image && old.Job == rec.Job && old.JobVersion == rec.JobVersion && strings.Join(old.Published, ",") == strings.Join(rec.Published, ",") {
 		rec.Updated = old.Updated
 		return rec, true, nil
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/consul"
 )
@@ -140,10 +141,64 @@ func (w *Worker) runChecks(ctx context.Context) {
 				delete(w.checks, key)
 			}
 		}
+		var changed []events.Health
+		var gone []string
 		if len(w.loaded) >= followed {
 			w.host.Health.Set(w.localHealth())
+			changed, gone = w.healthChanges()
 		}
 		w.mu.Unlock()
+		w.writeHealth(ctx, changed, gone)
+	}
+}
+
+// healthChanges are the published containers whose health differs from what
+// the health bucket was last given, and those no longer published. Called
+// with w.mu held.
+func (w *Worker) healthChanges() (changed []events.Health, gone []string) {
+	live := map[string]bool{}
+	for _, t := range w.targets() {
+		if t.kind != "container" {
+			continue
+		}
+		live[t.node] = true
+		h := events.Health{Container: t.node, Server: w.host.Server, Passing: true, Checks: map[string]string{}}
+		for _, def := range t.checks {
+			st := w.checks[t.node+"/"+def.Name]
+			status := "critical"
+			if st != nil {
+				status = st.status
+			}
+			h.Checks[def.Name] = status
+			h.Passing = h.Passing && status == "passing"
+		}
+		if fp := fmt.Sprint(h.Passing, h.Checks); w.healthTold[t.node] != fp {
+			w.healthTold[t.node] = fp
+			changed = append(changed, h)
+		}
+	}
+	for node := range w.healthTold {
+		if !live[node] {
+			delete(w.healthTold, node)
+			gone = append(gone, node)
+		}
+	}
+	return changed, gone
+}
+
+// writeHealth writes health changes to the bucket; a failed write is
+// forgotten so that the next pass writes it again.
+func (w *Worker) writeHealth(ctx context.Context, changed []events.Health, gone []string) {
+	for _, h := range changed {
+		h.Updated = time.Now().UTC()
+		if _, err := w.health.Put(ctx, bus.Key(w.host.Server, h.Container), h); err != nil {
+			w.mu.Lock()
+			delete(w.healthTold, h.Container)
+			w.mu.Unlock()
+		}
+	}
+	for _, node := range gone {
+		_ = w.health.Delete(ctx, bus.Key(w.host.Server, node), 0)
 	}
 }
 

@@ -72,6 +72,7 @@ type Worker struct {
 	adhoc     *bus.Store[events.Adhoc]
 	tokens    *bus.Store[events.ConsulToken]
 	hbs       *bus.Store[events.Heartbeat]
+	health    *bus.Store[events.Health]
 	catalog   Catalog
 	tok       tokens
 	kick      chan struct{}
@@ -88,8 +89,10 @@ type Worker struct {
 	loaded  map[string]bool       // buckets whose values the followers have all read
 	seeded  bool                  // the catalog's check statuses were read once
 	known   map[string]knownCheck // container/check → as the catalog had it at start
-	dns     string                // forwarding last set on the bridge
-	poke    chan struct{}
+	// healthTold is what the health bucket was last given, by container.
+	healthTold map[string]string
+	dns        string // forwarding last set on the bridge
+	poke       chan struct{}
 }
 
 // Capability is the service discovery capability of an agent.
@@ -102,7 +105,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	js := cfg.JS
 	w := &Worker{cfg: cfg, host: cfg.Host, eps: map[string]events.Endpoint{}, defs: map[string]events.Definitions{}, cts: map[string]events.Container{}, ads: map[string]events.Adhoc{},
 		applied: map[string]string{}, status: map[string]string{}, told: map[string][]consul.Service{}, checks: map[string]*checkState{}, loaded: map[string]bool{}, poke: make(chan struct{}, 1), dns: "\x00",
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), healthTold: map[string]string{}}
 	eps, err := bus.OpenStore[events.Endpoint](ctx, js)
 	if err != nil {
 		return nil, err
@@ -115,6 +118,9 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	if w.ctrs, err = bus.OpenStore[events.Container](ctx, js); err != nil {
+		return nil, err
+	}
+	if w.health, err = bus.OpenStore[events.Health](ctx, js); err != nil {
 		return nil, err
 	}
 	if w.adhoc, err = bus.OpenStore[events.Adhoc](ctx, js); err != nil {

@@ -1,0 +1,389 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skeinhq/skein/events"
+)
+
+// jobState is a job as `listjobs -o json` shows it.
+type jobState struct {
+	Name      string `json:"name"`
+	Version   int    `json:"version"`
+	Count     int    `json:"count"`
+	Running   int    `json:"running"`
+	Status    string `json:"status"`
+	Instances []struct {
+		Name    string `json:"name"`
+		Server  string `json:"server"`
+		Status  string `json:"status"`
+		Version int    `json:"version"`
+	} `json:"instances"`
+}
+
+func jobsNow(t *testing.T) map[string]jobState {
+	t.Helper()
+	var views []jobState
+	if err := json.Unmarshal([]byte(mustSkein(t, "listjobs", "-o", "json")), &views); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]jobState{}
+	for _, v := range views {
+		out[v.Name] = v
+	}
+	return out
+}
+
+// perServer counts a job's running instances on each server.
+func perServer(j jobState) map[string]int {
+	out := map[string]int{}
+	for _, in := range j.Instances {
+		if in.Status == "Running" {
+			out[in.Server]++
+		}
+	}
+	return out
+}
+
+// jobContainers are the containers of a job, as the containers' records have them.
+func jobContainers(t *testing.T, job string) []events.Container {
+	var out []events.Container
+	for _, c := range list(t) {
+		if c.Job == job {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// leader is the id of the scheduler that leads.
+func leader(t *testing.T) string {
+	kv, err := adminJS(t).KeyValue(context.Background(), "skein_leader")
+	if err != nil {
+		return ""
+	}
+	e, err := kv.Get(context.Background(), "scheduler.leader")
+	if err != nil {
+		return ""
+	}
+	var l events.SchedulerLeader
+	_ = json.Unmarshal(e.Value(), &l)
+	return l.ID
+}
+
+func deljob(t *testing.T, name string) {
+	t.Helper()
+	mustSkein(t, "deljob", name, "--timeout", "90s")
+	if cs := jobContainers(t, name); len(cs) != 0 {
+		t.Errorf("deljob %s left %d containers", name, len(cs))
+	}
+}
+
+// Jobs on the three servers: replicas, groups, binpack and --plan place as
+// asked; bad input places nothing; a server lost has its instances placed
+// elsewhere and not twice when it returns; the scheduler's leader killed
+// during addjob leaves the job with COUNT instances, once.
+func TestJobs(t *testing.T) {
+	dumpOnFailure(t)
+	t.Cleanup(func() {
+		for name := range jobsNow(t) {
+			_, _, _ = skein("deljob", name, "--timeout", "90s")
+		}
+	})
+	eventually(t, 20*time.Second, func() bool { return leader(t) != "" }, "no scheduler leads")
+
+	t.Run("bad input is refused and nothing is placed", func(t *testing.T) {
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"addjob", "skein-busybox", "0"}, "bad count"},
+			{[]string{"addjob", "skein-busybox", "7", "-r", "2", "--name", "bad"}, "only 6 of 7 instances fit"},
+			{[]string{"addjob", "skein-busybox", "5000", "--name", "bad"}, "of 5000 instances fit"},
+			{[]string{"addjob", "no-such-image", "2", "--name", "bad"}, `image "no-such-image" is on none of the servers`},
+			{[]string{"addjob", "skein-busybox", "2", "-n", "nosuchnet", "--name", "bad"}, "no server has network nosuchnet"},
+			{[]string{"addjob", "skein-busybox", "2", "-s", "random"}, "spread or binpack"},
+			{[]string{"addjob", "skein-busybox", "3", "-g", "g", "-r", "2", "--name", "bad"}, "raise -r"},
+			{[]string{"addjob", "skein-busybox", "2", "--service", "web"}, "go together"},
+		} {
+			_, stderr, err := skein(tc.args...)
+			if err == nil || !strings.Contains(stderr, tc.want) {
+				t.Errorf("skein %q: %v %q does not say %q", tc.args, err, strings.TrimSpace(stderr), tc.want)
+			}
+		}
+		if js := jobsNow(t); len(js) != 0 {
+			t.Errorf("refused jobs left %v", js)
+		}
+		if cs := jobContainers(t, "bad"); len(cs) != 0 {
+			t.Errorf("refused jobs placed %d containers", len(cs))
+		}
+	})
+
+	t.Run("--plan prints the placement and changes nothing", func(t *testing.T) {
+		out := mustSkein(t, "addjob", "skein-busybox", "6", "-r", "2", "--name", "web", "--plan")
+		if !strings.Contains(out, "placement: s1 2, s2 2, s3 2") || !strings.Contains(out, "nothing was placed") {
+			t.Errorf("--plan said %q", out)
+		}
+		// Over 3 s (a leader would have placed by then), nothing appears.
+		for i := 0; i < 10; i++ {
+			if js := jobsNow(t); len(js) != 0 || len(jobContainers(t, "web")) != 0 {
+				t.Fatalf("--plan changed something: %v", js)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	})
+
+	t.Run("addjob 6 -r 2 puts two on each server", func(t *testing.T) {
+		start := time.Now()
+		out := mustSkein(t, "addjob", "skein-busybox", "6", "-r", "2", "--name", "web", "--timeout", "120s")
+		t.Logf("addjob 6 -r 2: all running %s after the CLI started", time.Since(start).Round(100*time.Millisecond))
+		if !strings.Contains(out, "6 of 6 running") {
+			t.Errorf("addjob said %q", out)
+		}
+		j := jobsNow(t)["web"]
+		if got := perServer(j); got["s1"] != 2 || got["s2"] != 2 || got["s3"] != 2 || j.Status != "running" || j.Version != 1 {
+			t.Errorf("web: %+v per server %v", j, got)
+		}
+		// The same addjob again changes nothing.
+		if out := mustSkein(t, "addjob", "skein-busybox", "6", "-r", "2", "--name", "web"); !strings.Contains(out, "nothing to do") {
+			t.Errorf("the same addjob again said %q", out)
+		}
+		if out, _, err := skein("addjob", "skein-busybox", "4", "--name", "web"); err == nil {
+			t.Errorf("a different job under the same name was taken: %s", out)
+		}
+		if n := len(jobContainers(t, "web")); n != 6 {
+			t.Errorf("web has %d containers", n)
+		}
+		deljob(t, "web")
+	})
+
+	t.Run("-g keeps a group on one server; -n keeps to one network", func(t *testing.T) {
+		mustSkein(t, "addjob", "skein-busybox", "3", "--name", "shop-api", "-g", "shop", "--timeout", "120s")
+		mustSkein(t, "addjob", "skein-busybox", "2", "--name", "shop-db", "-g", "shop", "--timeout", "120s")
+		js := jobsNow(t)
+		api, db := perServer(js["shop-api"]), perServer(js["shop-db"])
+		if len(api) != 1 || len(db) != 1 {
+			t.Fatalf("the group is spread: api %v, db %v", api, db)
+		}
+		for s := range api {
+			if db[s] != 2 || api[s] != 3 {
+				t.Errorf("api %v and db %v are not on one server", api, db)
+			}
+		}
+		mustSkein(t, "addjob", "skein-busybox", "2", "--name", "net2", "-n", "skeinbr2", "--timeout", "120s")
+		if got := perServer(jobsNow(t)["net2"]); got["s2"] != 2 {
+			t.Errorf("-n skeinbr2: %v", got)
+		}
+		deljob(t, "shop-api")
+		deljob(t, "shop-db")
+		deljob(t, "net2")
+	})
+
+	t.Run("-s binpack fills one server before the next", func(t *testing.T) {
+		var hbs []struct {
+			Name     string `json:"name"`
+			MemTotal int64  `json:"mem_total"`
+		}
+		if err := json.Unmarshal([]byte(mustSkein(t, "servers", "-o", "json")), &hbs); err != nil || len(hbs) == 0 {
+			t.Fatal(err)
+		}
+		// Each instance asks for 40% of a server's memory: two fit on one server.
+		ask := fmt.Sprintf("%dM", hbs[0].MemTotal*4/10>>20)
+		out := mustSkein(t, "addjob", "skein-busybox", "4", "--name", "bp", "-s", "binpack", "--mem", ask, "--timeout", "120s")
+		got := perServer(jobsNow(t)["bp"])
+		counts := []int{}
+		for _, n := range got {
+			counts = append(counts, n)
+		}
+		sort.Ints(counts)
+		if fmt.Sprint(counts) != "[2 2]" {
+			t.Errorf("binpack of 4 (two fit a server): %v\n%s", got, out)
+		}
+		// spread, for contrast, would use all three servers.
+		plan := mustSkein(t, "addjob", "skein-busybox", "4", "--name", "sp", "--mem", "64M", "--plan")
+		if !strings.Contains(plan, "s1 ") || !strings.Contains(plan, "s2 ") || !strings.Contains(plan, "s3 ") {
+			t.Errorf("spread plan of 4: %s", plan)
+		}
+		deljob(t, "bp")
+	})
+
+	t.Run("upgradejob -i 2 behind a load balancer with 4 keep-alive clients: 0 failed requests; a broken image reverts", func(t *testing.T) {
+		// A second alias of the app image stands for a new version of the app.
+		fp, err := incusCmd("image", "list", "skein-busybox", "--format", "csv", "-c", "F")
+		fp = strings.TrimSpace(fp)
+		if err != nil || fp == "" {
+			t.Fatalf("the app image's fingerprint: %v %q", err, fp)
+		}
+		_, _ = incusCmd("image", "alias", "delete", "skein-busybox-v2")
+		if out, err := incusCmd("image", "alias", "create", "skein-busybox-v2", fp); err != nil {
+			t.Fatalf("alias: %v %s", err, out)
+		}
+		t.Cleanup(func() { _, _ = incusCmd("image", "alias", "delete", "skein-busybox-v2") })
+		cleanup(t, "jlb")
+		mustSkein(t, "addlb", "haproxy", "s1", "-n", "jlb")
+		t.Cleanup(func() { _, _, _ = skein("dellb", "jlb") })
+		mustSkein(t, "pub", "s1:jlb", "80", "--host-port", "18090")
+		const url = "http://127.0.0.1:18090/"
+		if out, _, err := skein("addjob", "skein-busybox", "4", "--name", "up", "--lb", "nolb", "--service", "upweb", "--port", "80"); err == nil {
+			t.Errorf("--lb of a load balancer that is not there was taken: %s", out)
+		}
+		mustSkein(t, "addjob", "skein-busybox", "4", "--name", "up", "--service", "upweb", "--port", "80", "--lb", "jlb", "--timeout", "120s")
+		backends := func() int {
+			var views []struct {
+				Name     string `json:"name"`
+				Backends []struct {
+					Name string `json:"name"`
+				} `json:"backends"`
+			}
+			_ = json.Unmarshal([]byte(mustSkein(t, "listlbs", "-o", "json")), &views)
+			for _, v := range views {
+				if v.Name == "jlb" {
+					return len(v.Backends)
+				}
+			}
+			return -1
+		}
+		eventually(t, 30*time.Second, func() bool { return backends() == 4 }, "the load balancer does not have the 4 instances: %d", backends())
+		eventually(t, 10*time.Second, func() bool { _, err := httpGet("127.0.0.1:18090"); return err == nil }, "the load balancer does not answer")
+		if j := jobsNow(t)["up"]; j.Version != 1 {
+			t.Fatalf("up before: %+v", j)
+		}
+
+		var out string
+		start := time.Now()
+		res := loadDuring(t, url, 4, 2000, 4*time.Minute, func() {
+			out = mustSkein(t, "upgradejob", "up", "-i", "2", "--image", "skein-busybox-v2", "--deadline", "30", "--wait", "3m")
+		})
+		t.Logf("upgradejob -i 2 of 4 instances: %s; %d requests, %d failed (%v)", time.Since(start).Round(100*time.Millisecond), res.total, res.failed, res.firstErr)
+		if res.failed != 0 {
+			t.Errorf("%d of %d requests failed during the upgrade: %v", res.failed, res.total, res.firstErr)
+		}
+		if strings.Count(out, "retired") != 4 || strings.Count(out, "healthy ") < 4 || !strings.Contains(out, "done") {
+			t.Errorf("upgradejob said:\n%s", out)
+		}
+		j := jobsNow(t)["up"]
+		if j.Version != 2 || j.Running != 4 || len(j.Instances) != 4 {
+			t.Errorf("up after: %+v", j)
+		}
+		for _, in := range j.Instances {
+			if in.Version != 2 {
+				t.Errorf("instance %s runs version %d after the upgrade", in.Name, in.Version)
+			}
+		}
+		if n := backends(); n != 4 {
+			t.Errorf("the load balancer has %d backends after the upgrade", n)
+		}
+
+		// skein-service serves nothing on port 80: its instances never pass their check.
+		res = loadDuring(t, url, 4, 1000, 4*time.Minute, func() {
+			var stderr string
+			out, stderr, err = skein("upgradejob", "up", "-i", "2", "--image", "skein-service", "--deadline", "15", "--wait", "3m")
+			out += stderr
+		})
+		t.Logf("upgradejob to an image that does not answer: %d requests, %d failed (%v)", res.total, res.failed, res.firstErr)
+		if err == nil || !strings.Contains(out, "reverting") || !strings.Contains(out, "reverted") {
+			t.Errorf("the broken upgrade: %v\n%s", err, out)
+		}
+		if res.failed != 0 {
+			t.Errorf("%d of %d requests failed during the broken upgrade and its revert: %v", res.failed, res.total, res.firstErr)
+		}
+		j = jobsNow(t)["up"]
+		if j.Version != 2 || j.Running != 4 || len(j.Instances) != 4 {
+			t.Errorf("up after the revert: %+v", j)
+		}
+		for _, in := range j.Instances {
+			if in.Version != 2 {
+				t.Errorf("instance %s runs version %d after the revert", in.Name, in.Version)
+			}
+		}
+		if n := backends(); n != 4 {
+			t.Errorf("the load balancer has %d backends after the revert", n)
+		}
+		deljob(t, "up")
+	})
+
+	t.Run("a server killed and left down: its instances are placed elsewhere within 30 s, and not twice when it returns", func(t *testing.T) {
+		mustSkein(t, "addjob", "skein-busybox", "6", "--name", "ha", "--timeout", "120s")
+		if got := perServer(jobsNow(t)["ha"]); got["s3"] != 2 {
+			t.Fatalf("ha before: %v", got)
+		}
+		agents["s3"].kill9()
+		killed := time.Now()
+		restarted := false
+		defer func() {
+			if !restarted {
+				agents["s3"] = startAgent("s3")
+			}
+		}()
+		eventually(t, 45*time.Second, func() bool {
+			got := perServer(jobsNow(t)["ha"])
+			return got["s1"]+got["s2"] == 6
+		}, "the instances of s3 are not placed elsewhere: %v", perServer(jobsNow(t)["ha"]))
+		took := time.Since(killed)
+		t.Logf("kill -9 of s3's agent -> 6 instances running on s1 and s2 after %s", took.Round(100*time.Millisecond))
+		if took > 30*time.Second {
+			t.Errorf("replacing took %s: more than 30 s", took)
+		}
+		agents["s3"] = startAgent("s3")
+		restarted = true
+		eventually(t, 60*time.Second, func() bool {
+			j := jobsNow(t)["ha"]
+			return len(j.Instances) == 6 && j.Running == 6 && len(jobContainers(t, "ha")) == 6
+		}, "ha does not settle at 6 after s3 returns: %+v", jobsNow(t)["ha"])
+		// And stays there.
+		for i := 0; i < 6; i++ {
+			time.Sleep(500 * time.Millisecond)
+			if n := len(jobContainers(t, "ha")); n != 6 {
+				t.Fatalf("ha has %d instances after s3 returned", n)
+			}
+		}
+		if out := mustSkein(t, "events", "--type", "job.placed"); !strings.Contains(out, `"replaced"`) {
+			t.Errorf("no job.placed event with cause replaced:\n%s", tail(out, 1500))
+		}
+		if out := mustSkein(t, "events", "--type", "job.removed"); !strings.Contains(out, `"excess"`) {
+			t.Errorf("no job.removed event with cause excess:\n%s", tail(out, 1500))
+		}
+		deljob(t, "ha")
+	})
+
+	t.Run("the scheduler's leader killed during addjob: COUNT instances, once", func(t *testing.T) {
+		first := leader(t)
+		if schedulers[first] == nil {
+			t.Fatalf("the leader is %q, not one of the test's schedulers", first)
+		}
+		mustSkein(t, "addjob", "skein-busybox", "6", "--name", "lead", "--detach")
+		schedulers[first].kill9()
+		defer func() {
+			schedulers[first] = startProc(first, "scheduler", "--nats", natsURL, "--creds", adminCreds, "--id", first, "--log-level", "debug")
+		}()
+		eventually(t, 20*time.Second, func() bool { l := leader(t); return l != "" && l != first }, "no other scheduler took the lead from %s", first)
+		t.Logf("the lead went from %s to %s", first, leader(t))
+		eventually(t, 90*time.Second, func() bool {
+			j := jobsNow(t)["lead"]
+			return j.Running == 6 && len(jobContainers(t, "lead")) == 6
+		}, "lead does not reach 6 running: %+v", jobsNow(t)["lead"])
+		for i := 0; i < 6; i++ {
+			time.Sleep(500 * time.Millisecond)
+			if n := len(jobContainers(t, "lead")); n != 6 {
+				t.Fatalf("lead has %d instances", n)
+			}
+		}
+		names := []string{}
+		for _, c := range jobContainers(t, "lead") {
+			names = append(names, c.Name)
+		}
+		sort.Strings(names)
+		if strings.Join(names, ",") != "lead-1,lead-2,lead-3,lead-4,lead-5,lead-6" {
+			t.Errorf("instances %v, want lead-1..lead-6", names)
+		}
+		deljob(t, "lead")
+	})
+}

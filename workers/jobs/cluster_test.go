@@ -1,0 +1,62 @@
+package jobs
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/skeinhq/skein/events"
+)
+
+func TestClusterFromRecords(t *testing.T) {
+	now := time.Now()
+	hbs := []events.Heartbeat{
+		{Name: "s2", Status: "up", Time: now, CPUs: 4, MemTotal: 8 << 30, Containers: 10, Network: "br2"},
+		{Name: "s1", Status: "up", Time: now, CPUs: 2, MemTotal: 4 << 30, Containers: 3, Network: "br1"},
+		{Name: "s3", Status: "up", Time: now.Add(-time.Minute), CPUs: 2, MemTotal: 4 << 30},
+		{Name: "s4", Status: "up", Time: now, Degraded: []string{"no incus"}},
+	}
+	other := events.Job{JobAdd: events.JobAdd{Name: "db", CPU: 500, Mem: 1 << 30, Group: "shop"}}
+	job := events.Job{JobAdd: events.JobAdd{Name: "web", CPU: 100, Mem: 64 << 20}}
+	ctrs := []events.Container{
+		{Name: "db-1", Server: "s1", Job: "db"},
+		{Name: "db-2", Server: "s1", Job: "db"},
+		{Name: "plain", Server: "s2"},
+	}
+	live := []events.Container{{Name: "web-1", Server: "s2", Job: "web"}}
+	got := Cluster(hbs, ctrs, []events.Job{other, job}, job, live, now)
+	names := []string{}
+	for _, s := range got {
+		names = append(names, s.Name)
+	}
+	if !reflect.DeepEqual(names, []string{"s1", "s2", "s3", "s4"}) {
+		t.Fatalf("servers %v", names)
+	}
+	s1, s2, s3, s4 := got[0], got[1], got[2], got[3]
+	if s1.CPU != 2000 || s1.Mem != 4<<30 || s1.UsedCPU != 1000 || s1.UsedMem != 2<<30 || s1.Slots != MaxContainers-3 || !reflect.DeepEqual(s1.Groups, []string{"shop"}) || s1.Instances != 0 {
+		t.Errorf("s1 = %+v", s1)
+	}
+	if s2.Instances != 1 || s2.UsedCPU != 100 || s2.UsedMem != 64<<20 || s2.Down != "" {
+		t.Errorf("s2 = %+v", s2)
+	}
+	if s3.Down != "down" || s4.Down == "" {
+		t.Errorf("s3 %q, s4 %q: want both set aside", s3.Down, s4.Down)
+	}
+	job.Network = "br2"
+	got = Cluster(hbs, ctrs, nil, job, nil, now)
+	if got[0].Down == "" || got[1].Down != "" {
+		t.Errorf("-n br2: s1 %q, s2 %q", got[0].Down, got[1].Down)
+	}
+}
+
+func TestInstanceNames(t *testing.T) {
+	taken := []events.Container{{Name: "web-1"}, {Name: "web-3"}}
+	if got := FreeNames("web", taken, 3); !reflect.DeepEqual(got, []string{"web-2", "web-4", "web-5"}) {
+		t.Errorf("FreeNames = %v", got)
+	}
+	for name, want := range map[string]int{"web-3": 3, "web-api-1": 0, "web-0": 0, "web-": 0, "other-1": 0, "web-12": 12} {
+		if got := Index("web", name); got != want {
+			t.Errorf("Index(web, %s) = %d, want %d", name, got, want)
+		}
+	}
+}
