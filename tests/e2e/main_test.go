@@ -189,6 +189,8 @@ type proc struct {
 	done chan struct{}
 	// netns, when set, is the network namespace it runs in.
 	netns string
+	// bin is the program (default skein).
+	bin string
 }
 
 func startProc(name string, args ...string) *proc {
@@ -210,7 +212,11 @@ func (p *proc) start() {
 		panic(err)
 	}
 	fmt.Fprintf(f, "=== start %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(p.args, " "))
-	p.cmd = exec.Command(skeinBin, p.args...)
+	bin := skeinBin
+	if p.bin != "" {
+		bin = p.bin
+	}
+	p.cmd = exec.Command(bin, p.args...)
 	if p.netns != "" {
 		// ip netns exec execs skein in the namespace: signals reach skein itself.
 		p.cmd = exec.Command("ip", append([]string{"netns", "exec", p.netns, skeinBin}, p.args...)...)
