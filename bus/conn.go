@@ -111,7 +111,10 @@ func Connect(o ConnOptions) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach NATS at %s: %w (start one with `skein server` or `skein up`, or pass --nats / SKEIN_NATS)", o.URL, err)
 	}
-	js, err := jetstream.New(nc)
+	// An async publish not acknowledged within 2 s fails, and is published again
+	// by its caller (the message id makes it once): a stream whose leader was
+	// lost answers again after the election, not never.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(2*time.Second))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("bus: jetstream: %w", err)

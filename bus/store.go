@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/events"
@@ -66,7 +67,7 @@ func OpenStore[T any](ctx context.Context, js jetstream.JetStream) (*Store[T], e
 		var zero T
 		return nil, fmt.Errorf("bus: %T is not a registered record type", zero)
 	}
-	kv, err := js.KeyValue(ctx, spec.Bucket)
+	kv, err := retrying(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, spec.Bucket) })
 	if err != nil {
 		return nil, fmt.Errorf("bus: bucket %s: %w", spec.Bucket, err)
 	}
@@ -78,22 +79,76 @@ func OpenStore[T any](ctx context.Context, js jetstream.JetStream) (*Store[T], e
 // is one subject prefix ($KV.<bucket>.<server>.>).
 func Key(server, name string) string { return server + "." + name }
 
+// A read that finds its stream without a leader (a node of a NATS cluster
+// lost: the others elect a new one in a few seconds) is tried again, each
+// attempt bounded by readAttempt, for up to readPatience.
+const (
+	readAttempt  = time.Second
+	readPatience = 20 * time.Second
+)
+
+// errNoAnswer is a read that got no answer in time.
+var errNoAnswer = errors.New("no answer from the stream")
+
+// leaderless says whether a read failed for want of an answer (a stream
+// without a leader for the moment), not for good.
+func leaderless(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, errNoAnswer)
+}
+
+// retrying runs a read until it answers, fails for good, or readPatience or
+// ctx ends.
+func retrying[R any](ctx context.Context, read func(ctx context.Context) (R, error)) (R, error) {
+	deadline := time.Now().Add(readPatience)
+	for {
+		actx, cancel := context.WithTimeout(ctx, readAttempt)
+		r, err := read(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !leaderless(err) || time.Now().After(deadline) {
+			return r, err
+		}
+		if perr := pause(ctx); perr != nil {
+			return r, err
+		}
+	}
+}
+
+// pause waits a little before another attempt.
+func pause(ctx context.Context) error {
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // ErrAmbiguous means a name has records on more than one server.
 var ErrAmbiguous = errors.New("name used on more than one server")
 
 // FindByName reads the record named name on whichever server holds it; nil
 // when none does, ErrAmbiguous when several do.
 func (s *Store[T]) FindByName(ctx context.Context, name string) (*Entry[T], error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, "*."+name)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
+	keys, err := retrying(ctx, func(ctx context.Context) ([]string, error) {
+		lister, err := s.kv.ListKeysFiltered(ctx, "*."+name)
+		if err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("looking up %s %q: %w", s.spec.Type, name, err)
+		var keys []string
+		for k := range lister.Keys() {
+			keys = append(keys, k)
+		}
+		// The lister closes its channel early when its context ends.
+		return keys, ctx.Err()
+	})
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
+	if err != nil {
+		return nil, fmt.Errorf("looking up %s %q: %w", s.spec.Type, name, err)
 	}
 	switch len(keys) {
 	case 0:
@@ -115,7 +170,7 @@ func (s *Store[T]) Bucket() string { return s.spec.Bucket }
 
 // Get reads one record; ErrNoRecord when there is none.
 func (s *Store[T]) Get(ctx context.Context, key string) (Entry[T], error) {
-	e, err := s.kv.Get(ctx, key)
+	e, err := retrying(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.kv.Get(ctx, key) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
 		return Entry[T]{Key: key}, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
 	}
@@ -162,17 +217,42 @@ func (s *Store[T]) List(ctx context.Context) ([]Entry[T], error) {
 }
 
 func (s *Store[T]) list(ctx context.Context, filter string) ([]Entry[T], error) {
-	w, err := s.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	deadline := time.Now().Add(readPatience)
+	for {
+		out, err := s.listOnce(ctx, filter)
+		if !errors.Is(err, errNoAnswer) || time.Now().After(deadline) {
+			return out, err
+		}
+		if err := pause(ctx); err != nil {
+			return nil, fmt.Errorf("listing %s: %w", s.spec.Bucket, err)
+		}
+	}
+}
+
+// listOnce lists once; errNoAnswer when the bucket did not start answering
+// within readAttempt (its stream had no leader).
+func (s *Store[T]) listOnce(ctx context.Context, filter string) ([]Entry[T], error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := s.kv.Watch(wctx, filter, jetstream.IgnoreDeletes())
 	if err != nil {
+		if leaderless(err) && ctx.Err() == nil {
+			return nil, errNoAnswer
+		}
 		return nil, fmt.Errorf("listing %s: %w", s.spec.Bucket, err)
 	}
 	defer w.Stop()
+	first := time.NewTimer(readAttempt)
+	defer first.Stop()
 	var out []Entry[T]
 	for {
 		select {
+		case <-first.C:
+			return nil, errNoAnswer
 		case <-ctx.Done():
 			return nil, fmt.Errorf("listing %s: %w", s.spec.Bucket, ctx.Err())
 		case e, ok := <-w.Updates():
+			first.Stop()
 			if !ok || e == nil {
 				sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 				return out, nil

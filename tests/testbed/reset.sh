@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Delete every instance in the test-bed projects so a test starts clean.
-#   tests/testbed/reset.sh                 projects skein-s1 skein-s2 skein-s3
+#   tests/testbed/reset.sh                 projects skein-s1 .. skein-s5
 #   tests/testbed/reset.sh skein-s2 ...    only these projects
 # Stops (force) and deletes in parallel over the Incus REST API.
 set -euo pipefail
 
 SOCK=/var/lib/incus/unix.socket
 PROJECTS=("$@")
-[ ${#PROJECTS[@]} -gt 0 ] || PROJECTS=(skein-s1 skein-s2 skein-s3)
+[ ${#PROJECTS[@]} -gt 0 ] || PROJECTS=(skein-s1 skein-s2 skein-s3 skein-s4 skein-s5)
 
 api() { curl -sS --max-time 120 --unix-socket "$SOCK" -X "$1" ${3:+-H 'Content-Type: application/json' -d "$3"} "http://incus$2"; }
 curl -sf --max-time 3 --unix-socket "$SOCK" http://incus/1.0 >/dev/null 2>&1 ||

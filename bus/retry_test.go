@@ -1,0 +1,40 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A read that gets no answer is tried again until it answers; one that fails
+// for good is not.
+func TestRetryingReads(t *testing.T) {
+	ctx := context.Background()
+	calls := 0
+	got, err := retrying(ctx, func(context.Context) (int, error) {
+		calls++
+		if calls < 3 {
+			return 0, nats.ErrTimeout
+		}
+		return 7, nil
+	})
+	if got != 7 || err != nil || calls != 3 {
+		t.Errorf("after two timeouts: %d %v in %d calls", got, err, calls)
+	}
+	calls = 0
+	_, err = retrying(ctx, func(context.Context) (int, error) { calls++; return 0, jetstream.ErrKeyNotFound })
+	if !errors.Is(err, jetstream.ErrKeyNotFound) || calls != 1 {
+		t.Errorf("a missing key: %v in %d calls", err, calls)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = retrying(cctx, func(context.Context) (int, error) { return 0, nats.ErrNoResponders })
+	if err == nil || time.Since(start) > 2*time.Second {
+		t.Errorf("a caller's deadline ends the retries: %v after %s", err, time.Since(start))
+	}
+}
