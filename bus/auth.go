@@ -23,9 +23,14 @@ const (
 	SystemAccountName = "SYS"
 )
 
+// SchedulerName is the job scheduler's name on the bus: its commands are
+// skein.cmd._scheduler.* (no server's name starts with '_').
+const SchedulerName = "_scheduler"
+
 // Role is what one set of credentials may do.
 type Role struct {
-	// Kind is admin (everything: the CLI), agent (one server's share) or
+	// Kind is admin (everything: the CLI), agent (one server's share),
+	// scheduler (its own commands, the jobs, and the agents' commands) or
 	// observer (read events and state, publish nothing).
 	Kind string
 	// Server is the agent's server.
@@ -53,7 +58,7 @@ func (r Role) InboxPrefix() string {
 // ParseRole reads "admin", "observer" or "agent NAME".
 func ParseRole(kind, server string) (Role, error) {
 	switch kind {
-	case "admin", "observer":
+	case "admin", "observer", "scheduler":
 		if server != "" {
 			return Role{}, fmt.Errorf("%s credentials are for no server: leave out %q", kind, server)
 		}
@@ -64,7 +69,7 @@ func ParseRole(kind, server string) (Role, error) {
 		}
 		return Role{Kind: kind, Server: server}, nil
 	}
-	return Role{}, fmt.Errorf("unknown role %q: use agent NAME, admin or observer", kind)
+	return Role{}, fmt.Errorf("unknown role %q: use agent NAME, admin, scheduler or observer", kind)
 }
 
 // Permissions are what the role may publish and subscribe to. Each is a
@@ -91,6 +96,26 @@ func (r Role) Permissions() jwt.Permissions {
 		p.Pub.Allow.Add("$O."+BackupsBucket(s)+".>", "$JS.API.STREAM.*."+obj, "$JS.API.CONSUMER.*."+obj+".>")
 		p.Sub.Allow.Add(ServerQueries(s), r.InboxPrefix()+".>")
 		// Answers to the queries it is sent, and to those only.
+		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
+	case "scheduler":
+		// Its own commands, results, progress, events and journal as the
+		// agents have theirs; the jobs and the lease; commands and queries to
+		// every agent, and their results. Nothing of the bus's accounts.
+		s, c := SchedulerName, AgentConsumerName(SchedulerName)
+		p.Pub.Allow.Add(
+			ServerResults(s), ServerProgress(s), EventFilter(s, ""), "$KV.*."+s+".>",
+			"$KV.skein_jobs.job.>", "$KV.skein_leader.scheduler.>",
+			Prefix+".cmd.*.>", Prefix+".query.*.>",
+			"$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
+			"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
+			"$JS.API.CONSUMER.CREATE."+StreamCommands+"."+c, "$JS.API.CONSUMER.CREATE."+StreamCommands+"."+c+".>",
+			"$JS.API.CONSUMER.DURABLE.CREATE."+StreamCommands+"."+c, "$JS.API.CONSUMER.INFO."+StreamCommands+"."+c,
+			"$JS.API.CONSUMER.MSG.NEXT."+StreamCommands+"."+c, "$JS.ACK."+StreamCommands+"."+c+".>",
+			"$JS.API.CONSUMER.*."+StreamResults+".>", "$JS.API.CONSUMER.*."+StreamEvents+".>",
+			"$JS.FC.>",
+		)
+		p.Pub.Allow.Add(readConsumers()...)
+		p.Sub.Allow.Add(ServerQueries(s), r.InboxPrefix()+".>", Prefix+".result.>", Prefix+".progress.>")
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 	case "observer":
 		p.Pub.Allow.Add(

@@ -313,7 +313,7 @@ func TestAgentKeepsItsOwnBackups(t *testing.T) {
 // default, an external cluster's too): every role's must fit with room left.
 func TestCredentialsFitAControlLine(t *testing.T) {
 	_, a := authBus(t)
-	for _, r := range []bus.Role{{Kind: "admin"}, {Kind: "observer"}, {Kind: "agent", Server: "a-long-server-name-of-forty-characters-x"}} {
+	for _, r := range []bus.Role{{Kind: "admin"}, {Kind: "observer"}, {Kind: "scheduler"}, {Kind: "agent", Server: "a-long-server-name-of-forty-characters-x"}} {
 		creds, err := a.Creds(r)
 		if err != nil {
 			t.Fatal(err)
@@ -323,5 +323,44 @@ func TestCredentialsFitAControlLine(t *testing.T) {
 			t.Errorf("%s's JWT is %d bytes: near NATS's 4096-byte control line", r.Kind, len(jwtLine))
 		}
 		t.Logf("%s JWT: %d bytes", r.Kind, len(jwtLine))
+	}
+}
+
+// The scheduler writes jobs and its lease and sends commands to agents, but
+// writes no agent's records, answers for no agent and changes no stream.
+func TestSchedulerIsHeldToJobs(t *testing.T) {
+	url, a := authBus(t)
+	sc := connectAs(t, url, a, bus.Role{Kind: "scheduler"})
+	ctx := ctxT(t, 30*time.Second)
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
+	jobs, err := bus.OpenStore[events.Job](ctx, sc.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := events.Job{JobAdd: events.JobAdd{Name: "web", Image: "skein-busybox", Count: 1}, Version: 1, Created: time.Now().UTC(), Updated: time.Now().UTC()}
+	if _, err := jobs.Put(ctx, bus.Key("job", "web"), job); err != nil {
+		t.Errorf("the scheduler cannot write a job: %v", err)
+	}
+	if _, err := sc.JS.Publish(short(), bus.CommandSubject("s1", events.TypeStop), []byte("{}")); err != nil {
+		t.Errorf("the scheduler cannot send a command to s1: %v", err)
+	}
+	ctrs, err := bus.OpenStore[events.Container](ctx, sc.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctrs.Put(short(), bus.Key("s1", "x"), events.Container{Name: "x", Server: "s1", Status: "Running", Updated: time.Now().UTC()}); err == nil {
+		t.Error("the scheduler could write a container record of s1")
+	} else {
+		t.Logf("writing a container record of s1: %v", err)
+	}
+	if _, err := sc.JS.Publish(short(), bus.ResultSubject("s1", "x"), []byte("{}")); err == nil {
+		t.Error("the scheduler could publish a result for s1")
+	}
+	if err := sc.JS.DeleteStream(short(), bus.StreamCommands); err == nil {
+		t.Error("the scheduler could delete the commands stream")
 	}
 }

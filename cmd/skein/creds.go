@@ -13,7 +13,7 @@ import (
 func credsCmd(g *globals) *cobra.Command {
 	var data, out string
 	c := &cobra.Command{
-		Use:   "creds agent NAME | admin | observer | revoke ROLE...",
+		Use:   "creds agent NAME | admin | scheduler | observer | revoke ROLE...",
 		Short: "Issue or revoke credentials for the bus (on the server's machine)",
 		Long: `Issue or revoke credentials for the bus. Run it where skein server runs: it
 reads the bus's keys in DATA/auth.
@@ -21,6 +21,7 @@ reads the bus's keys in DATA/auth.
   skein creds agent s1      an agent: only server s1's commands, results, progress,
                             events and records
   skein creds admin         everything: the CLI
+  skein creds scheduler     a job scheduler: the jobs, and the agents' commands
   skein creds observer      read events and state, publish nothing
   skein creds revoke agent s1
                             every credential issued for the role so far is refused
@@ -46,7 +47,7 @@ with DIR/ca.pem beside them when the bus speaks TLS.`,
 			}
 			if args[0] == "revoke" {
 				if len(args) < 2 {
-					return fmt.Errorf("revoke which role? skein creds revoke agent NAME | admin | observer")
+					return fmt.Errorf("revoke which role? skein creds revoke agent NAME | admin | scheduler | observer")
 				}
 				r, err := roleOf(args[1:])
 				if err != nil {
@@ -94,7 +95,7 @@ with DIR/ca.pem beside them when the bus speaks TLS.`,
 	return c
 }
 
-// roleOf reads "agent NAME", "admin" or "observer".
+// roleOf reads "agent NAME", "admin", "scheduler" or "observer".
 func roleOf(args []string) (bus.Role, error) {
 	server := ""
 	if len(args) > 1 {

@@ -111,8 +111,13 @@ func runServer(ctx context.Context, f *serverFlags, log zerolog.Logger) (*runnin
 	}
 	go followRevocations(ctx, rb.authority, ns, log)
 	if !f.noScheduler {
+		sched, err := rb.authority.Creds(bus.Role{Kind: "scheduler"})
+		if err != nil {
+			rb.stop()
+			return nil, err
+		}
 		go func() {
-			if err := runScheduler(ctx, bus.ConnOptions{URL: rb.url, Creds: admin, CA: rb.ca}, "", f.grace, log); err != nil && ctx.Err() == nil {
+			if err := runScheduler(ctx, bus.ConnOptions{URL: rb.url, Creds: sched, CA: rb.ca}, "", f.grace, log); err != nil && ctx.Err() == nil {
 				log.Error().Err(err).Msg("the scheduler stopped")
 			}
 		}()

@@ -269,6 +269,8 @@ type instanceView struct {
 	IPv4    string `json:"ipv4,omitempty"`
 	Status  string `json:"status"`
 	Version int    `json:"version"`
+	// Health is passing or failing (its checks, for a job with a service), or empty.
+	Health string `json:"health,omitempty"`
 }
 
 // jobView is a job as listjobs shows it.
@@ -305,6 +307,15 @@ func jobViews(ctx context.Context, cl *cli) ([]jobView, error) {
 	for i := range hbs {
 		upNow[hbs[i].Name] = alive(&hbs[i])
 	}
+	healths, err := all[events.Health](ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	passing := map[string]bool{}
+	checked := map[string]bool{}
+	for _, h := range healths {
+		passing[h.Container], checked[h.Container] = h.Passing, true
+	}
 	out := []jobView{}
 	for _, j := range js {
 		v := jobView{Name: j.Name, Image: j.Image, Version: j.Version, Count: j.Count, Strategy: j.Strategy, Replicas: j.Replicas, Group: j.Group, Service: j.Service, LB: j.LB, Rollout: j.Rollout, Instances: []instanceView{}}
@@ -319,6 +330,14 @@ func jobViews(ctx context.Context, cl *cli) ([]jobView, error) {
 			if !upNow[c.Server] {
 				// What a down server last said is not what runs now.
 				in.Status = "unknown (server down)"
+			}
+			if j.Service != "" {
+				in.Health = "failing"
+				if passing[c.Name] && in.Status == "Running" {
+					in.Health = "passing"
+				} else if !checked[c.Name] {
+					in.Health = "not checked yet"
+				}
 			}
 			v.Instances = append(v.Instances, in)
 			if in.Status == "Running" {
@@ -374,7 +393,11 @@ func listjobsCmd(g *globals) *cobra.Command {
 		row: func(v jobView) []string {
 			var ins []string
 			for _, in := range v.Instances {
-				ins = append(ins, fmt.Sprintf("%s@%s(v%d)", in.Name, in.Server, in.Version))
+				h := ""
+				if in.Health != "" && in.Health != "passing" {
+					h = " " + in.Health
+				}
+				ins = append(ins, fmt.Sprintf("%s@%s(v%d%s)", in.Name, in.Server, in.Version, h))
 			}
 			up := "-"
 			if ro := v.Rollout; ro != nil {

@@ -26,6 +26,7 @@ type jobState struct {
 		Server  string `json:"server"`
 		Status  string `json:"status"`
 		Version int    `json:"version"`
+		Health  string `json:"health"`
 	} `json:"instances"`
 }
 
@@ -274,8 +275,8 @@ func TestJobs(t *testing.T) {
 			t.Errorf("up after: %+v", j)
 		}
 		for _, in := range j.Instances {
-			if in.Version != 2 {
-				t.Errorf("instance %s runs version %d after the upgrade", in.Name, in.Version)
+			if in.Version != 2 || in.Health != "passing" {
+				t.Errorf("instance %s runs version %d (health %q) after the upgrade", in.Name, in.Version, in.Health)
 			}
 		}
 		if n := backends(); n != 4 {
@@ -362,7 +363,7 @@ func TestJobs(t *testing.T) {
 		mustSkein(t, "addjob", "skein-busybox", "6", "--name", "lead", "--detach")
 		schedulers[first].kill9()
 		defer func() {
-			schedulers[first] = startProc(first, "scheduler", "--nats", natsURL, "--creds", adminCreds, "--id", first, "--log-level", "debug")
+			schedulers[first] = startProc(first, "scheduler", "--nats", natsURL, "--creds", schedulerCreds, "--id", first, "--log-level", "debug")
 		}()
 		eventually(t, 20*time.Second, func() bool { l := leader(t); return l != "" && l != first }, "no other scheduler took the lead from %s", first)
 		t.Logf("the lead went from %s to %s", first, leader(t))

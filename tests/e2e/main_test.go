@@ -44,6 +44,8 @@ var (
 	agents               = map[string]*proc{}
 	// schedulers are two job schedulers (the server runs none): one leads, one stands by.
 	schedulers = map[string]*proc{}
+	// schedulerCreds are theirs (skein creds scheduler).
+	schedulerCreds string
 )
 
 func TestMain(m *testing.M) {
@@ -99,8 +101,13 @@ func run(m *testing.M) int {
 	for _, s := range servers {
 		agents[s.name] = startAgent(s.name)
 	}
+	if out, err := exec.Command(skeinBin, "creds", "scheduler", "--data", dataDir, "-o", credsDir).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: creds for the schedulers: %v\n%s", err, out)
+		return 1
+	}
+	schedulerCreds = filepath.Join(credsDir, "scheduler.creds")
 	for _, id := range []string{"sched-a", "sched-b"} {
-		schedulers[id] = startProc(id, "scheduler", "--nats", natsURL, "--creds", adminCreds, "--id", id, "--log-level", "debug")
+		schedulers[id] = startProc(id, "scheduler", "--nats", natsURL, "--creds", schedulerCreds, "--id", id, "--log-level", "debug")
 	}
 	defer func() {
 		for _, a := range agents {

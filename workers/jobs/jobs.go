@@ -26,14 +26,14 @@ import (
 
 // Name is the scheduler's name on the bus: its commands are skein.cmd._scheduler.*.
 // It cannot be a server's (server names start with a letter).
-const Name = "_scheduler"
+const Name = bus.SchedulerName
 
 // leaderKey is the lease's key in the leader bucket.
 const leaderKey = "scheduler.leader"
 
 // Config configures a scheduler process.
 type Config struct {
-	// Conn is its bus connection (admin credentials: it commands every agent).
+	// Conn is its bus connection (scheduler credentials: `skein creds scheduler`).
 	Conn *bus.Conn
 	// ID tells this scheduler from the others.
 	ID string
