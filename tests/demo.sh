@@ -114,10 +114,19 @@ echo "  https://secure.org:8443/     -> $(curl -s --max-time 2 --cacert "$DEMO/w
 echo "  http://secure.org:8081/      -> $(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' --max-time 2 --resolve secure.org:8081:127.0.0.1 http://secure.org:8081/)"
 run "$BIN" listws
 
+say "the job scheduler: six instances of the app, at most two per server, behind a load balancer; then a rolling upgrade"
+run "$BIN" addlb haproxy s3 -n jobs-lb
+run "$BIN" addjob skein-busybox 6 -r 2 --name web --service web --port 80 --lb jobs-lb --plan
+run "$BIN" addjob skein-busybox 6 -r 2 --name web --service web --port 80 --lb jobs-lb
+run "$BIN" listjobs
+run "$BIN" upgradejob web -i 2
+run "$BIN" listjobs
+
 say "bad input is refused with the fix"
 run "$BIN" pubapp web1 'a.com; location / {}' c3:80 || true
 run "$BIN" launch skein-busybox c6 -s s2 --ip 10.77.1.30 || true
 run "$BIN" launch skein-busybox c1 -s s3 || true
+run "$BIN" addjob skein-busybox 7 -r 2 --name web2 || true
 
 cat <<MSG
 
@@ -128,5 +137,6 @@ The demo cluster is still running:
   Consul UI: http://10.77.1.10:8500/ui
   load balancer ha1: http://127.0.0.1:8080/
   web server web1: curl --resolve myapp.org:8081:127.0.0.1 http://myapp.org:8081/
+  job web: bin/skein listjobs; bin/skein upgradejob web -i 5
   stop it with: bash tests/demo.sh stop
 MSG

@@ -216,7 +216,7 @@ func TestJobs(t *testing.T) {
 		deljob(t, "bp")
 	})
 
-	t.Run("upgradejob -i 2 behind a load balancer with 4 keep-alive clients: 0 failed requests; a broken image reverts", func(t *testing.T) {
+	t.Run("upgradejob -i 2 of 6 at most 2 per server behind a load balancer with 4 keep-alive clients: 0 failed requests; a broken image reverts", func(t *testing.T) {
 		// A second alias of the app image stands for a new version of the app.
 		fp, err := incusCmd("image", "list", "skein-busybox", "--format", "csv", "-c", "F")
 		fp = strings.TrimSpace(fp)
@@ -236,7 +236,9 @@ func TestJobs(t *testing.T) {
 		if out, _, err := skein("addjob", "skein-busybox", "4", "--name", "up", "--lb", "nolb", "--service", "upweb", "--port", "80"); err == nil {
 			t.Errorf("--lb of a load balancer that is not there was taken: %s", out)
 		}
-		mustSkein(t, "addjob", "skein-busybox", "4", "--name", "up", "--service", "upweb", "--port", "80", "--lb", "jlb", "--timeout", "120s")
+		// Six at most two per server: no server has room for a new instance
+		// beside the old ones, so each step retires an old one first.
+		mustSkein(t, "addjob", "skein-busybox", "6", "-r", "2", "--name", "up", "--service", "upweb", "--port", "80", "--lb", "jlb", "--timeout", "120s")
 		backends := func() int {
 			var views []struct {
 				Name     string `json:"name"`
@@ -252,7 +254,7 @@ func TestJobs(t *testing.T) {
 			}
 			return -1
 		}
-		eventually(t, 30*time.Second, func() bool { return backends() == 4 }, "the load balancer does not have the 4 instances: %d", backends())
+		eventually(t, 30*time.Second, func() bool { return backends() == 6 }, "the load balancer does not have the 6 instances: %d", backends())
 		eventually(t, 10*time.Second, func() bool { _, err := httpGet("127.0.0.1:18090"); return err == nil }, "the load balancer does not answer")
 		if j := jobsNow(t)["up"]; j.Version != 1 {
 			t.Fatalf("up before: %+v", j)
@@ -263,23 +265,26 @@ func TestJobs(t *testing.T) {
 		res := loadDuring(t, url, 4, 2000, 4*time.Minute, func() {
 			out = mustSkein(t, "upgradejob", "up", "-i", "2", "--image", "skein-busybox-v2", "--deadline", "30", "--wait", "3m")
 		})
-		t.Logf("upgradejob -i 2 of 4 instances: %s; %d requests, %d failed (%v)", time.Since(start).Round(100*time.Millisecond), res.total, res.failed, res.firstErr)
+		t.Logf("upgradejob -i 2 of 6 instances (-r 2): %s; %d requests, %d failed (%v)", time.Since(start).Round(100*time.Millisecond), res.total, res.failed, res.firstErr)
 		if res.failed != 0 {
 			t.Errorf("%d of %d requests failed during the upgrade: %v", res.failed, res.total, res.firstErr)
 		}
-		if strings.Count(out, "retired") != 4 || strings.Count(out, "healthy ") < 4 || !strings.Contains(out, "done") {
+		if strings.Count(out, "retired") != 6 || strings.Count(out, "healthy ") < 6 || !strings.Contains(out, "done") {
 			t.Errorf("upgradejob said:\n%s", out)
 		}
 		j := jobsNow(t)["up"]
-		if j.Version != 2 || j.Running != 4 || len(j.Instances) != 4 {
+		if j.Version != 2 || j.Running != 6 || len(j.Instances) != 6 {
 			t.Errorf("up after: %+v", j)
+		}
+		if got := perServer(j); got["s1"] != 2 || got["s2"] != 2 || got["s3"] != 2 {
+			t.Errorf("-r 2 broken by the upgrade: %v", got)
 		}
 		for _, in := range j.Instances {
 			if in.Version != 2 || in.Health != "passing" {
 				t.Errorf("instance %s runs version %d (health %q) after the upgrade", in.Name, in.Version, in.Health)
 			}
 		}
-		if n := backends(); n != 4 {
+		if n := backends(); n != 6 {
 			t.Errorf("the load balancer has %d backends after the upgrade", n)
 		}
 
@@ -297,7 +302,7 @@ func TestJobs(t *testing.T) {
 			t.Errorf("%d of %d requests failed during the broken upgrade and its revert: %v", res.failed, res.total, res.firstErr)
 		}
 		j = jobsNow(t)["up"]
-		if j.Version != 2 || j.Running != 4 || len(j.Instances) != 4 {
+		if j.Version != 2 || j.Running != 6 || len(j.Instances) != 6 {
 			t.Errorf("up after the revert: %+v", j)
 		}
 		for _, in := range j.Instances {
@@ -305,7 +310,7 @@ func TestJobs(t *testing.T) {
 				t.Errorf("instance %s runs version %d after the revert", in.Name, in.Version)
 			}
 		}
-		if n := backends(); n != 4 {
+		if n := backends(); n != 6 {
 			t.Errorf("the load balancer has %d backends after the revert", n)
 		}
 		deljob(t, "up")

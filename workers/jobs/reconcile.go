@@ -276,8 +276,8 @@ func (s *Scheduler) ready(name string, now time.Time, d time.Duration) bool {
 }
 
 // place launches n more instances of job where the scheduler puts them
-// (as many as fit when not all do), at the job's version.
-func (s *Scheduler) place(ctx context.Context, v *view, job events.Job, live, mine []events.Container, n int, cause string) {
+// (as many as fit when not all do), at the job's version; it says how many.
+func (s *Scheduler) place(ctx context.Context, v *view, job events.Job, live, mine []events.Container, n int, cause string) int {
 	servers := Cluster(v.hbs, v.ctrs, v.jobs, job, live, v.now)
 	s.mu.Lock()
 	for i := range servers {
@@ -294,7 +294,7 @@ func (s *Scheduler) place(ctx context.Context, v *view, job events.Job, live, mi
 	}
 	if err != nil {
 		s.cfg.Log.Warn().Err(err).Str("job", job.Name).Msg("cannot place")
-		return
+		return 0
 	}
 	// Names taken by any instance, lost ones and launches in flight included:
 	// a lost server's instances come back under their names.
@@ -314,6 +314,7 @@ func (s *Scheduler) place(ctx context.Context, v *view, job events.Job, live, mi
 			go s.launch(context.WithoutCancel(ctx), job, name, server, cause)
 		}
 	}
+	return i
 }
 
 // launch launches one instance through its server's agent and publishes it.

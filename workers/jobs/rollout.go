@@ -121,6 +121,10 @@ func (s *Scheduler) roll(ctx context.Context, v *view, job events.Job, live, min
 		}
 	}
 	if leaving == 0 && len(old) == 0 && ready >= job.Count && len(fresh) == job.Count {
+		// Done once the load balancer has the last of them too.
+		if err := s.syncLB(ctx, v, job, live, nil); err != nil {
+			return
+		}
 		s.endRollout(ctx, job)
 		return
 	}
@@ -129,31 +133,15 @@ func (s *Scheduler) roll(ctx context.Context, v *view, job events.Job, live, min
 		return
 	}
 	// Retire one old instance for each new one ready, the unhealthy ones first.
-	if extra := len(old) - (job.Count - ready); extra > 0 {
-		sort.Slice(old, func(i, j int) bool {
-			hi, hj := v.healthy(job, old[i]), v.healthy(job, old[j])
-			if hi != hj {
-				return !hi
-			}
-			return Index(job.Name, old[i].Name) > Index(job.Name, old[j].Name)
-		})
-		retiring := map[string]bool{}
-		var out []events.Container
-		for _, c := range old[:extra] {
-			if _, busy := v.pending[c.Name]; busy || !v.up[c.Server] {
-				continue
-			}
-			retiring[c.Name] = true
-			out = append(out, c)
+	sort.Slice(old, func(i, j int) bool {
+		hi, hj := v.healthy(job, old[i]), v.healthy(job, old[j])
+		if hi != hj {
+			return !hi
 		}
-		if len(out) > 0 {
-			if err := s.syncLB(ctx, v, job, live, retiring); err != nil {
-				return
-			}
-			for _, c := range out {
-				s.tell(ctx, job, "retired", c.Name, c.Server, fmt.Sprintf("%s (version %d) left the load balancer and stops", c.Name, c.JobVersion))
-				s.drop(ctx, job, c, "upgraded", job.LB != "")
-			}
+		return Index(job.Name, old[i].Name) > Index(job.Name, old[j].Name)
+	})
+	if extra := len(old) - (job.Count - ready); extra > 0 {
+		if s.retire(ctx, v, job, live, old[:extra]) {
 			return
 		}
 	}
@@ -162,7 +150,13 @@ func (s *Scheduler) roll(ctx context.Context, v *view, job events.Job, live, min
 	}
 	// Start new instances: at most MaxParallel not yet ready at once.
 	if n := min(ro.MaxParallel-(len(fresh)-ready), job.Count-len(fresh)); n > 0 {
-		s.place(ctx, v, job, live, mine, n, "upgrade")
+		if s.place(ctx, v, job, live, mine, n, "upgrade") == 0 && len(fresh) == ready && len(old) > 0 {
+			// No room for a new instance beside the old ones (-r, or capacity):
+			// make room by retiring an old one first, one at a time, as
+			// Nomad's destructive updates do.
+			s.retire(ctx, v, job, live, old[:1])
+			return
+		}
 		var started []string
 		s.mu.Lock()
 		for name, f := range s.pending {
@@ -178,6 +172,31 @@ func (s *Scheduler) roll(ctx context.Context, v *view, job events.Job, live, min
 			s.tell(ctx, job, "launched", name, server, fmt.Sprintf("%s (version %d, %s) starting on %s", name, job.Version, job.Image, server))
 		}
 	}
+}
+
+// retire takes old instances out of the load balancer, then stops them; it
+// says whether any went.
+func (s *Scheduler) retire(ctx context.Context, v *view, job events.Job, live, old []events.Container) bool {
+	retiring := map[string]bool{}
+	var out []events.Container
+	for _, c := range old {
+		if _, busy := v.pending[c.Name]; busy || !v.up[c.Server] {
+			continue
+		}
+		retiring[c.Name] = true
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return false
+	}
+	if err := s.syncLB(ctx, v, job, live, retiring); err != nil {
+		return true
+	}
+	for _, c := range out {
+		s.tell(ctx, job, "retired", c.Name, c.Server, fmt.Sprintf("%s (version %d) left the load balancer and stops", c.Name, c.JobVersion))
+		s.drop(ctx, job, c, "upgraded", job.LB != "")
+	}
+	return true
 }
 
 // endRollout records a finished rollout: done, or reverted.
