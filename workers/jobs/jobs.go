@@ -70,7 +70,6 @@ type Scheduler struct {
 	toldReady  map[string]bool
 	toldLaunch map[string]bool
 	down       map[string]time.Time // server → when it was first seen down
-	leading    bool
 }
 
 // New returns a scheduler.

@@ -42,29 +42,16 @@ func (s *Scheduler) Run(ctx context.Context) {
 	}
 }
 
-// Leading says whether this scheduler leads now.
-func (s *Scheduler) Leading() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.leading
-}
-
 // lead renews the lease every third of its life and reconciles until the
 // lease is lost (another took it, or the bus would not renew it in time).
 func (s *Scheduler) lead(ctx context.Context, rev uint64) {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.mu.Lock()
-	s.leading = true
 	s.down = map[string]time.Time{}
 	s.healthySince = map[string]time.Time{}
 	s.progress = map[string]time.Time{}
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.leading = false
-		s.mu.Unlock()
-	}()
 	s.cfg.Log.Info().Str("id", s.cfg.ID).Msg("scheduler leads")
 	go func() {
 		sleep(lctx, settle)
@@ -132,8 +119,9 @@ func (s *Scheduler) read(ctx context.Context) (*view, error) {
 	}
 	s.mu.Unlock()
 	var err error
-	if v.jobs, err = s.jobs.Values(ctx); err != nil {
-		return nil, err
+	if v.jobs, err = s.jobs.Values(ctx); err != nil || len(v.jobs) == 0 {
+		// No job: the other buckets need not be read every second.
+		return v, err
 	}
 	if v.hbs, err = s.hbs.Values(ctx); err != nil {
 		return nil, err
@@ -246,7 +234,11 @@ func (s *Scheduler) reconcileJob(ctx context.Context, v *view, job events.Job) {
 	s.syncLB(ctx, v, job, live, nil)
 	switch {
 	case len(live) < job.Count:
-		s.place(ctx, v, job, live, mine, job.Count-len(live), map[bool]string{true: "replaced", false: "placed"}[gone > 0])
+		cause := "placed"
+		if gone > 0 {
+			cause = "replaced"
+		}
+		s.place(ctx, v, job, live, mine, job.Count-len(live), cause)
 	case len(live) > job.Count:
 		s.trim(ctx, v, job, live, len(live)-job.Count)
 	}
