@@ -14,6 +14,8 @@ const (
 	TypeJobRemoved = "job.removed"
 	// TypeJobUpgrade starts a rolling upgrade of a job.
 	TypeJobUpgrade = "job.upgrade"
+	// TypeJobScale changes how many instances of a job run.
+	TypeJobScale = "job.scale"
 	// TypeJobRollout tells a step of a rolling upgrade.
 	TypeJobRollout = "job.rollout"
 	// TypeJob is a job's desired state.
@@ -33,6 +35,7 @@ func init() {
 	register[JobInstanceEvent](TypeJobPlaced, KindEvent, "The scheduler placed an instance of a job on a server")
 	register[JobInstanceEvent](TypeJobRemoved, KindEvent, "The scheduler removed an instance of a job")
 	registerCommand[JobUpgrade, Job](TypeJobUpgrade, "Start a rolling upgrade of a job")
+	registerCommand[JobScale, JobPlan](TypeJobScale, "Change how many instances of a job run: the leader places or removes the difference")
 	register[RolloutEvent](TypeJobRollout, KindEvent, "A step of a job's rolling upgrade")
 	registerCommand[ImageAsk, ImageAnswer](TypeImageAsk, "Ask a server whether it has an image (a query)")
 	registerState[Job](TypeJob, "skein_jobs", 0, "A job's desired state, kept in the jobs bucket")
@@ -74,6 +77,14 @@ type JobAdd struct {
 type JobRef struct {
 	// Name is the job.
 	Name string `json:"name" valid:"name"`
+}
+
+// JobScale sets how many instances of a job run.
+type JobScale struct {
+	// Name is the job.
+	Name string `json:"name" valid:"name"`
+	// Count is how many instances run from now on.
+	Count int `json:"count" jsonschema:"minimum=1,maximum=10000"`
 }
 
 // JobPlan is a job and where its new instances go.

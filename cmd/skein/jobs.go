@@ -502,6 +502,53 @@ Each step is printed as it happens and is a job.rollout event.`,
 	return g.acts(c)
 }
 
+func scalejobCmd(g *globals) *cobra.Command {
+	var detach bool
+	c := &cobra.Command{
+		Use:   "scalejob JOB COUNT [--detach]",
+		Short: "Change how many instances of a job run (more are placed, fewer removed)",
+		Long: `Change how many instances of a job run. More instances are planned against
+the servers as they are, as addjob plans them, and refused with how many fit
+when they do not; fewer are removed, newest first. The same count again
+changes nothing. Waits until COUNT run unless --detach.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkName(args[0]); err != nil {
+				return err
+			}
+			count, err := strconv.Atoi(args[1])
+			if err != nil || count < 1 || count > 10000 {
+				return fmt.Errorf("COUNT %q: a number of instances from 1 to 10000 (`skein deljob %s` removes the job)", args[1], args[0])
+			}
+			ctx := cmd.Context()
+			cl, err := toScheduler(ctx, g)
+			if err != nil {
+				return err
+			}
+			defer cl.close()
+			start := time.Now()
+			res, err := cl.do(ctx, jobs.Name, events.TypeJobScale, events.JobScale{Name: args[0], Count: count})
+			if err != nil || res == nil {
+				return err
+			}
+			var plan events.JobPlan
+			if err := json.Unmarshal(res.Output, &plan); err != nil {
+				return err
+			}
+			if len(plan.Place) > 0 {
+				printPlan(plan, false)
+			}
+			if detach {
+				fmt.Printf("job %s: scaled to %d\n", args[0], count)
+				return nil
+			}
+			return waitJob(ctx, cl, g, args[0], count, start)
+		},
+	}
+	c.Flags().BoolVar(&detach, "detach", false, "return once the count is stored, without waiting for the instances")
+	return g.acts(c)
+}
+
 func deljobCmd(g *globals) *cobra.Command {
 	var detach bool
 	c := &cobra.Command{

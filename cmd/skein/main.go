@@ -79,7 +79,7 @@ func newRoot(g *globals) *cobra.Command {
 		adddbCmd(g), listdbsCmd(g), dbinfoCmd(g), deldbCmd(g), dbpasswdCmd(g), deldbinstanceCmd(g),
 		backupdbCmd(g), backupsCmd(g), restoredbCmd(g),
 		addvipCmd(g), listvipsCmd(g), delvipCmd(g),
-		addjobCmd(g), listjobsCmd(g), upgradejobCmd(g), deljobCmd(g), schedulerCmd(g),
+		addjobCmd(g), listjobsCmd(g), upgradejobCmd(g), scalejobCmd(g), deljobCmd(g), schedulerCmd(g),
 		credsCmd(g),
 	)
 	return root

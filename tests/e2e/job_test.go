@@ -142,7 +142,7 @@ func TestJobs(t *testing.T) {
 		}
 	})
 
-	t.Run("addjob 6 -r 2 puts two on each server", func(t *testing.T) {
+	t.Run("addjob 6 -r 2 puts two on each server; scalejob to 3 and 5, not 7", func(t *testing.T) {
 		start := time.Now()
 		out := mustSkein(t, "addjob", "skein-busybox", "6", "-r", "2", "--name", "web", "--timeout", "120s")
 		t.Logf("addjob 6 -r 2: all running %s after the CLI started", time.Since(start).Round(100*time.Millisecond))
@@ -162,6 +162,31 @@ func TestJobs(t *testing.T) {
 		}
 		if n := len(jobContainers(t, "web")); n != 6 {
 			t.Errorf("web has %d containers", n)
+		}
+		// scalejob: down to 3 and up to 5 as asked, beyond -r 2 on every server refused.
+		if out := mustSkein(t, "scalejob", "web", "3", "--timeout", "90s"); !strings.Contains(out, "3 of 3 running") {
+			t.Errorf("scalejob web 3 said %q", out)
+		}
+		if n := len(jobContainers(t, "web")); n != 3 || jobsNow(t)["web"].Count != 3 {
+			t.Errorf("after scalejob web 3: %d containers, %+v", n, jobsNow(t)["web"])
+		}
+		if out := mustSkein(t, "scalejob", "web", "5", "--timeout", "90s"); !strings.Contains(out, "5 of 5 running") {
+			t.Errorf("scalejob web 5 said %q", out)
+		}
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"scalejob", "web", "7"}, "lower the count, raise -r"},
+			{[]string{"scalejob", "web", "0"}, "from 1 to 10000"},
+			{[]string{"scalejob", "nosuchjob", "2"}, "no job named nosuchjob"},
+		} {
+			if _, stderr, err := skein(tc.args...); err == nil || !strings.Contains(stderr, tc.want) {
+				t.Errorf("skein %q: %v %q does not say %q", tc.args, err, strings.TrimSpace(stderr), tc.want)
+			}
+		}
+		if got := perServer(jobsNow(t)["web"]); len(jobContainers(t, "web")) != 5 || got["s1"] > 2 || got["s2"] > 2 || got["s3"] > 2 {
+			t.Errorf("after a refused scalejob web 7: %d containers, %v per server", len(jobContainers(t, "web")), got)
 		}
 		deljob(t, "web")
 	})

@@ -117,6 +117,7 @@ func (s *Scheduler) Register(r *workers.Runtime) {
 	workers.Handle(r, workers.Command[events.JobAdd, events.JobPlan]{Type: events.TypeJobAdd, Lock: func(p events.JobAdd) string { return "job/" + p.Name }, Deadline: time.Minute, Run: s.Add})
 	workers.Handle(r, workers.Command[events.JobRef, events.Job]{Type: events.TypeJobDelete, Lock: func(p events.JobRef) string { return "job/" + p.Name }, Run: s.Delete})
 	workers.Handle(r, workers.Command[events.JobUpgrade, events.Job]{Type: events.TypeJobUpgrade, Lock: func(p events.JobUpgrade) string { return "job/" + p.Name }, Deadline: time.Minute, Run: s.Upgrade})
+	workers.Handle(r, workers.Command[events.JobScale, events.JobPlan]{Type: events.TypeJobScale, Lock: func(p events.JobScale) string { return "job/" + p.Name }, Deadline: time.Minute, Run: s.Scale})
 }
 
 // Add plans a job against the cluster as it is and stores it: the leader
@@ -195,6 +196,68 @@ func (s *Scheduler) Delete(ctx context.Context, _ *workers.Request, p events.Job
 		return events.Job{}, err
 	}
 	return e.Value, nil
+}
+
+// Scale sets how many instances of a job run: more are planned against the
+// cluster as it is (refused, with how many fit, when they do not), fewer
+// leave; the leader places or removes the difference. Refused during a
+// rolling upgrade or a removal; the same count again changes nothing.
+func (s *Scheduler) Scale(ctx context.Context, req *workers.Request, p events.JobScale) (events.JobPlan, error) {
+	e, err := s.jobs.Find(ctx, bus.Key("job", p.Name))
+	if err != nil {
+		return events.JobPlan{}, workers.FromStore(err, "job "+p.Name)
+	}
+	if e == nil {
+		return events.JobPlan{}, workers.NotFound("no job named %s: `skein listjobs` shows them", p.Name)
+	}
+	job := e.Value
+	switch {
+	case job.Deleting:
+		return events.JobPlan{}, workers.Conflict("job %s is being deleted", p.Name)
+	case job.Rollout != nil && (job.Rollout.Status == "running" || job.Rollout.Status == "reverting"):
+		return events.JobPlan{}, workers.Conflict("job %s is being upgraded to version %d (%s): scale it when the rollout ends, `skein listjobs` shows it", p.Name, job.Rollout.To, job.Rollout.Status)
+	case job.Count == p.Count:
+		return events.JobPlan{Job: job, Place: map[string]int{}}, nil
+	}
+	plan := events.JobPlan{Place: map[string]int{}}
+	if p.Count > job.Count {
+		req.Progress("plan", "planning against the servers that are up")
+		ctrs, err := s.ctrs.Values(ctx)
+		if err != nil {
+			return events.JobPlan{}, workers.Transient("reading the containers: %v", err)
+		}
+		var live []events.Container
+		for _, c := range ctrs {
+			if c.Job == job.Name {
+				live = append(live, c)
+			}
+		}
+		servers, err := s.cluster(ctx, job, live)
+		if err != nil {
+			return events.JobPlan{}, err
+		}
+		if more := p.Count - len(live); more > 0 {
+			placed, err := sched.Place(servers, Spec(job, more))
+			var nf *sched.NoFit
+			if errors.As(err, &nf) {
+				return events.JobPlan{}, workers.Invalid("job %s: %d more instances: %v: lower the count, raise -r, or add servers", p.Name, more, err)
+			}
+			if err != nil {
+				return events.JobPlan{}, workers.Invalid("%v", err)
+			}
+			plan.Place = placed.Place
+		}
+	}
+	job.Count, job.Updated = p.Count, time.Now().UTC()
+	// Revision-checked: a write by another scheduler since the read refuses this one.
+	if _, err := s.jobs.Update(ctx, bus.Key("job", p.Name), job, e.Revision); err != nil {
+		if errors.Is(err, bus.ErrConflict) {
+			return events.JobPlan{}, workers.Conflict("job %s changed meanwhile: try again", p.Name)
+		}
+		return events.JobPlan{}, workers.FromStore(err, "job "+p.Name)
+	}
+	plan.Job = job
+	return plan, nil
 }
 
 // sameJob says whether two settings of a job are the same.
