@@ -316,3 +316,26 @@ func TestNewCommand(t *testing.T) {
 		})
 	}
 }
+
+// TestLastMsg: the last message of a subject, read from the stream's leader;
+// nil when the subject has none.
+func TestLastMsg(t *testing.T) {
+	conn, _ := testutil.Bus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	subj := bus.ResultSubject("s1", "cmd-1")
+	if got, err := bus.LastMsg(ctx, conn.NC, bus.StreamResults, subj); err != nil || got != nil {
+		t.Fatalf("before any result: %q, %v; want nil, nil", got, err)
+	}
+	for _, data := range []string{`{"n":1}`, `{"n":2}`} {
+		if _, err := conn.JS.Publish(ctx, subj, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := bus.LastMsg(ctx, conn.NC, bus.StreamResults, subj); err != nil || string(got) != `{"n":2}` {
+		t.Fatalf("LastMsg = %q, %v; want the second", got, err)
+	}
+	if _, err := bus.LastMsg(ctx, conn.NC, "NO_SUCH_STREAM", subj); err == nil {
+		t.Error("a stream that does not exist: no error")
+	}
+}

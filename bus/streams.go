@@ -2,10 +2,12 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/events"
@@ -171,4 +173,41 @@ func IsNotFound(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrMsgNotFound) ||
 		errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
 		errors.Is(err, jetstream.ErrBucketNotFound)
+}
+
+// LastMsg reads the last message of subject in stream from the stream's
+// leader, nil when there is none. A direct get (what jetstream's
+// GetLastMsgForSubject does on skein's streams) may be answered by a replica
+// that lags behind: fine for showing, wrong for deciding whether a command
+// was answered.
+func LastMsg(ctx context.Context, nc *nats.Conn, stream, subject string) ([]byte, error) {
+	req, err := json.Marshal(map[string]string{"last_by_subj": subject})
+	if err != nil {
+		return nil, err
+	}
+	m, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, req)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s from %s: %w", subject, stream, err)
+	}
+	var resp struct {
+		Message *struct {
+			Data []byte `json:"data"`
+		} `json:"message"`
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return nil, fmt.Errorf("reading %s from %s: %w", subject, stream, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == 10037: // no message found
+		return nil, nil
+	case resp.Error != nil:
+		return nil, fmt.Errorf("reading %s from %s: %s", subject, stream, resp.Error.Description)
+	case resp.Message == nil:
+		return nil, fmt.Errorf("reading %s from %s: an empty answer", subject, stream)
+	}
+	return resp.Message.Data, nil
 }

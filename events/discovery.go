@@ -32,6 +32,8 @@ const (
 	TypeServiceRegistered = "service.registered"
 	// TypeServiceDeregistered says a container's service was removed from the endpoints.
 	TypeServiceDeregistered = "service.deregistered"
+	// TypeServiceDefined says a container's service and check definitions changed.
+	TypeServiceDefined = "service.defined"
 	// TypeHealth is a published container's health.
 	TypeHealth = "health"
 	// TypeCheckStatus says a check's status changed.
@@ -63,6 +65,7 @@ func init() {
 	register[EndpointEvent](TypeEndpointDeleted, KindEvent, "An endpoint is gone")
 	register[Registration](TypeServiceRegistered, KindEvent, "A service was published at the endpoints")
 	register[Registration](TypeServiceDeregistered, KindEvent, "A service was removed from the endpoints")
+	register[Definitions](TypeServiceDefined, KindEvent, "A container's service and check definitions changed (all of them, as they are now; none when the container is gone)")
 	register[CheckStatus](TypeCheckStatus, KindEvent, "A check's status changed")
 	registerState[Endpoint](TypeEndpoint, "skein_endpoints", 0, "An endpoint, kept in the endpoints bucket")
 	registerState[Definitions](TypeDefinitions, "skein_services", 0, "A container's services and checks, kept in the services bucket")

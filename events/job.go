@@ -16,6 +16,8 @@ const (
 	TypeJobUpgrade = "job.upgrade"
 	// TypeJobScale changes how many instances of a job run.
 	TypeJobScale = "job.scale"
+	// TypeJobChanged tells that a job was added, scaled, marked for removal or removed.
+	TypeJobChanged = "job.changed"
 	// TypeJobRollout tells a step of a rolling upgrade.
 	TypeJobRollout = "job.rollout"
 	// TypeJob is a job's desired state.
@@ -36,6 +38,7 @@ func init() {
 	register[JobInstanceEvent](TypeJobRemoved, KindEvent, "The scheduler removed an instance of a job")
 	registerCommand[JobUpgrade, Job](TypeJobUpgrade, "Start a rolling upgrade of a job")
 	registerCommand[JobScale, JobPlan](TypeJobScale, "Change how many instances of a job run: the leader places or removes the difference")
+	register[JobChange](TypeJobChanged, KindEvent, "A job was added, scaled, marked for removal or removed")
 	register[RolloutEvent](TypeJobRollout, KindEvent, "A step of a job's rolling upgrade")
 	registerCommand[ImageAsk, ImageAnswer](TypeImageAsk, "Ask a server whether it has an image (a query)")
 	registerState[Job](TypeJob, "skein_jobs", 0, "A job's desired state, kept in the jobs bucket")
@@ -85,6 +88,18 @@ type JobScale struct {
 	Name string `json:"name" valid:"name"`
 	// Count is how many instances run from now on.
 	Count int `json:"count" jsonschema:"minimum=1,maximum=10000"`
+}
+
+// JobChange says what changed in a job.
+type JobChange struct {
+	// Job is the job.
+	Job string `json:"job" valid:"name"`
+	// Change is added, scaled, deleting (its instances are being removed) or deleted.
+	Change string `json:"change" jsonschema:"enum=added,enum=scaled,enum=deleting,enum=deleted"`
+	// Count is how many instances it runs from now on.
+	Count int `json:"count"`
+	// Version is its version.
+	Version int `json:"version"`
 }
 
 // JobPlan is a job and where its new instances go.

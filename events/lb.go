@@ -126,6 +126,10 @@ type LBChange struct {
 	Backends int `json:"backends"`
 	// Mode is its mode now.
 	Mode string `json:"mode,omitempty"`
+	// Added are the backends a backends change added or replaced, by name.
+	Added []string `json:"added,omitempty"`
+	// Removed are the backends a backends change removed, by name.
+	Removed []string `json:"removed,omitempty"`
 	// Cause is "reconcile" when the agent repaired the record from what runs
 	// (its container was deleted behind skein's back); empty for a command.
 	Cause string `json:"cause,omitempty" jsonschema:"enum=reconcile"`

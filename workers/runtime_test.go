@@ -453,6 +453,7 @@ func TestSameMsgIDRunsOnce(t *testing.T) {
 // went out (an agent that died between result and ack) is acknowledged, not rerun.
 func TestRedeliveryAfterAnswerIsNotRerun(t *testing.T) {
 	var calls atomic.Int32
+	var firstSeq atomic.Uint64
 	var h *harness
 	h = newHarness(t, func(rt *workers.Runtime) {
 		workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeDelete, Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
@@ -460,9 +461,11 @@ func TestRedeliveryAfterAnswerIsNotRerun(t *testing.T) {
 			// Emulate an earlier incarnation that answered and died before its ack.
 			res, _ := events.New(events.TypeResult, "agent/"+server, server, events.Result{Command: req.Envelope.ID, CommandType: events.TypeDelete, OK: false, Error: &events.ErrorInfo{Code: workers.CodeConflict, Message: "earlier answer"}})
 			raw, _ := res.Marshal()
-			if _, err := h.conn.JS.Publish(ctx, bus.ResultSubject(server, req.Envelope.ID), raw); err != nil {
+			ack, err := h.conn.JS.Publish(ctx, bus.ResultSubject(server, req.Envelope.ID), raw, jetstream.WithMsgID("result-"+req.Envelope.ID))
+			if err != nil {
 				return events.Container{}, workers.Invalid("test could not store a result: %v", err)
 			}
+			firstSeq.Store(ack.Sequence)
 			return events.Container{}, workers.Transient("crash")
 		}})
 	})
@@ -483,6 +486,23 @@ func TestRedeliveryAfterAnswerIsNotRerun(t *testing.T) {
 	stored, ok, err := h.client.LookupResult(ctxT(t, 5*time.Second), env.ID)
 	if err != nil || !ok || stored.Error == nil || stored.Error.Message != "earlier answer" {
 		t.Errorf("stored result replaced: %+v %v %v", stored, ok, err)
+	}
+	// The repeated answer reached the waiting client, not the stream a second
+	// time: the stored result is still the first one (the stream keeps one per
+	// command, so a second would replace it under a new sequence).
+	st, err := h.conn.JS.Stream(ctxT(t, 5*time.Second), bus.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := bus.ResultSubject(server, env.ID)
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		m, err := st.GetLastMsgForSubject(ctxT(t, 5*time.Second), subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Sequence != firstSeq.Load() {
+			t.Fatalf("the result was stored again (sequence %d, first %d): an observer of the results stream sees it twice", m.Sequence, firstSeq.Load())
+		}
 	}
 }
 
@@ -561,5 +581,55 @@ func TestCommandsOnOneResourceAreSerialised(t *testing.T) {
 	}
 	if m := maxInFlight.Load(); m != 1 {
 		t.Errorf("max in flight on one container = %d, want 1", m)
+	}
+}
+
+// TestResultPublishedAgainNotRerun: a result that cannot be stored (the
+// results stream away, as during a NATS leader election) is published again
+// until it is, and the command is not run a second time.
+func TestResultPublishedAgainNotRerun(t *testing.T) {
+	var calls atomic.Int32
+	ran := make(chan struct{}, 4)
+	h := newHarness(t, func(rt *workers.Runtime) {
+		workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: func(ctx context.Context, req *workers.Request, p events.Ping) (events.Pong, error) {
+			calls.Add(1)
+			ran <- struct{}{}
+			return events.Pong{Server: server}, nil
+		}})
+	})
+	ctx := ctxT(t, 30*time.Second)
+	var cfg jetstream.StreamConfig
+	for _, c := range bus.StreamConfigs(1) {
+		if c.Name == bus.StreamResults {
+			cfg = c
+		}
+	}
+	// The runtime has found the stream already: take it away only now.
+	h.do(t, events.TypePing, "", events.Ping{})
+	<-ran
+	calls.Store(0)
+	if err := h.conn.JS.DeleteStream(ctx, bus.StreamResults); err != nil {
+		t.Fatal(err)
+	}
+	env, err := h.client.NewCommand(server, events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.client.Send(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	<-ran
+	// The result has nowhere to go for 3 s; then the stream is back.
+	time.Sleep(3 * time.Second)
+	if _, err := h.conn.JS.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.waitResult(t, env.ID)
+	if err != nil || res == nil || !res.OK {
+		t.Fatalf("result %+v, %v", res, err)
+	}
+	h.drained(t)
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the command ran %d times, want 1", n)
 	}
 }

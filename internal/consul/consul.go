@@ -275,9 +275,10 @@ func (c *Client) Deregister(ctx context.Context, node string) error {
 	})
 }
 
-// Nodes lists the nodes whose meta has every key and value of meta.
-func (c *Client) Nodes(ctx context.Context, meta map[string]string) ([]string, error) {
-	var out []string
+// Nodes lists the nodes whose meta has every key and value of meta, each
+// with the IDs of its services, sorted.
+func (c *Client) Nodes(ctx context.Context, meta map[string]string) (map[string][]string, error) {
+	var out map[string][]string
 	err := c.do(ctx, func(cl *api.Client) error {
 		q := qopts(ctx)
 		q.NodeMeta = meta
@@ -285,9 +286,21 @@ func (c *Client) Nodes(ctx context.Context, meta map[string]string) ([]string, e
 		if err != nil {
 			return err
 		}
-		out = out[:0]
+		out = map[string][]string{}
 		for _, n := range nodes {
-			out = append(out, n.Node)
+			// A server restarted after a write it had not kept has the node, not its services.
+			cn, _, err := cl.Catalog().Node(n.Node, qopts(ctx))
+			if err != nil {
+				return err
+			}
+			ids := []string{}
+			if cn != nil {
+				for id := range cn.Services {
+					ids = append(ids, id)
+				}
+			}
+			sort.Strings(ids)
+			out[n.Node] = ids
 		}
 		return nil
 	})

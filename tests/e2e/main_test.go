@@ -198,6 +198,8 @@ type proc struct {
 	netns string
 	// bin is the program (default skein).
 	bin string
+	// env is added to the test's environment.
+	env []string
 }
 
 func startProc(name string, args ...string) *proc {
@@ -227,6 +229,9 @@ func (p *proc) start() {
 	if p.netns != "" {
 		// ip netns exec execs skein in the namespace: signals reach skein itself.
 		p.cmd = exec.Command("ip", append([]string{"netns", "exec", p.netns, skeinBin}, p.args...)...)
+	}
+	if len(p.env) > 0 {
+		p.cmd.Env = append(os.Environ(), p.env...)
 	}
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -18,7 +18,7 @@ import (
 
 // natsCluster is three nats-server nodes (built from the nats-server module)
 // in one cluster with JetStream, skein's authority and TLS, as the README's
-// recipe has it.
+// recipe has it, with skein's streams and buckets (skein init --replicas 3).
 type natsCluster struct {
 	// monitor are the nodes' monitoring ports (/healthz).
 	monitor []int
@@ -91,6 +91,10 @@ include auth.conf
 			t.Fatalf("a NATS node does not listen on %d", port)
 		}
 	}
+	eventually(t, 30*time.Second, func() bool {
+		out, err := c.skein("init", "--replicas", "3")
+		return err == nil && strings.Contains(out, "replicas 3")
+	}, "skein init --replicas 3 on the cluster does not succeed")
 	return c
 }
 
@@ -129,10 +133,6 @@ func (c *natsCluster) must(t *testing.T, args ...string) string {
 func TestNATSCluster(t *testing.T) {
 	dumpOnFailure(t)
 	c := newNATSCluster(t)
-	eventually(t, 30*time.Second, func() bool {
-		out, err := c.skein("init", "--replicas", "3")
-		return err == nil && strings.Contains(out, "replicas 3")
-	}, "skein init --replicas 3 on the cluster does not succeed")
 	credDir := t.TempDir()
 	for i, name := range []string{"c1", "c2"} {
 		if out, err := exec.Command(skeinBin, "creds", "agent", name, "--data", dataDir, "-o", credDir).CombinedOutput(); err != nil {

@@ -44,8 +44,8 @@ type Catalog interface {
 	UpdateChecks(ctx context.Context, node, address string, checks []consul.Check) error
 	// Deregister removes a node.
 	Deregister(ctx context.Context, node string) error
-	// Nodes lists the nodes whose meta matches.
-	Nodes(ctx context.Context, meta map[string]string) ([]string, error)
+	// Nodes lists the nodes whose meta matches, each with its service IDs, sorted.
+	Nodes(ctx context.Context, meta map[string]string) (map[string][]string, error)
 	// NodeChecks lists the nodes whose meta matches with their address and
 	// their checks as the catalog has them (status, output, definition).
 	NodeChecks(ctx context.Context, meta map[string]string) ([]consul.Node, error)
@@ -261,12 +261,32 @@ func watch[T any](ctx context.Context, w *Worker, st *bus.Store[T], server strin
 	}
 }
 
-// Gone tells the worker a container is gone: an endpoint's record may be a ghost now.
-func (w *Worker) Gone(string) {
-	select {
-	case w.kick <- struct{}{}:
-	default:
+// Gone tells the worker a container is gone: its definitions go with it (a
+// later container of the same name starts with none), and an endpoint's
+// record may be a ghost now.
+func (w *Worker) Gone(name string) {
+	defer func() {
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	unlock, err := w.host.Locks.Lock(ctx, defsLock(name))
+	if err != nil {
+		return
 	}
+	defer unlock()
+	had, err := w.services.Find(ctx, bus.Key(w.host.Server, name))
+	if err != nil || had == nil {
+		return
+	}
+	if err := w.services.Delete(ctx, bus.Key(w.host.Server, name), 0); err != nil {
+		w.cfg.Log.Warn().Err(err).Str("container", name).Msg("removing the definitions of a deleted container")
+		return
+	}
+	w.publish(ctx, events.TypeServiceDefined, events.Definitions{Container: name, Server: w.host.Server, Services: []events.ServiceDef{}, Checks: []events.CheckDef{}, Updated: time.Now().UTC()})
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -457,15 +477,15 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 			log.Warn().Err(err).Msg("reading the catalog")
 			return
 		}
-		present := map[string]bool{}
-		for _, n := range nodes {
-			present[n] = true
+		for n, ids := range nodes {
 			if _, ok := applied[n]; !ok {
 				applied[n] = "?" // in the catalog, unknown to us: check it below
+			} else if wn, ok := want[n]; ok && !sameIDs(ids, wn.Services) {
+				delete(applied, n) // its services are not what was written (removed behind skein's back): register again
 			}
 		}
 		for n := range applied {
-			if !present[n] {
+			if _, ok := nodes[n]; !ok {
 				delete(applied, n) // gone from the catalog: register again
 			}
 		}
@@ -508,6 +528,17 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 	w.mu.Unlock()
 }
 
+// sameIDs says whether the catalog's service IDs of a node (sorted) are those
+// of services (registered with their name as ID).
+func sameIDs(ids []string, services []consul.Service) bool {
+	want := make([]string, 0, len(services))
+	for _, s := range services {
+		want = append(want, s.Name)
+	}
+	sort.Strings(want)
+	return strings.Join(ids, "\x00") == strings.Join(want, "\x00")
+}
+
 func (w *Worker) publish(ctx context.Context, typ string, payload any) {
 	if err := w.cfg.Publisher.Publish(ctx, typ, payload); err != nil {
 		w.cfg.Log.Warn().Err(err).Str("type", typ).Msg("publishing event")
@@ -538,6 +569,7 @@ func (w *Worker) editDefinitions(ctx context.Context, name string, edit func(*ev
 	if err != nil {
 		return events.Definitions{}, workers.FromStore(err, "definitions of "+name)
 	}
+	w.publish(ctx, events.TypeServiceDefined, e.Value)
 	return e.Value, nil
 }
 

@@ -1,10 +1,13 @@
 package discovery
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
@@ -420,5 +423,74 @@ func TestFullResync(t *testing.T) {
 	}
 	if n, ok := r.cat.node("web"); !ok || n.Address != c.IPv4 || len(n.Services) != 1 {
 		t.Errorf("full sync did not register web again: %v", r.cat)
+	}
+}
+
+// TestFullResyncRestoresLostServices: a service removed from the catalog
+// behind skein's back (the node kept, as `consul services deregister` or an
+// endpoint restored from an older snapshot leaves it) is registered again by
+// the full sync, as a node removed is; before, only a missing node was.
+func TestFullResyncRestoresLostServices(t *testing.T) {
+	r := newRig(t)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
+	r.launch(t, "web")
+	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
+	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "admin", Port: 81}, nil)
+	r.waitNode(t, "web", func(n consul.Node) bool { return len(n.Services) == 2 }, "web not registered with both services")
+	r.knows(t, func(w *Worker) bool {
+		return strings.Contains(w.applied["web"], "http:80") && strings.Contains(w.applied["web"], "admin:81")
+	}, "the worker never recorded web as applied with both services")
+
+	n, _ := r.cat.node("web")
+	n.Services = n.Services[:1]
+	r.cat.plant(n)
+	r.dw.sync(r.ctx, true)
+	if n, _ := r.cat.node("web"); len(n.Services) != 2 {
+		t.Errorf("full sync left web with %d of its 2 services: %+v", len(n.Services), n)
+	}
+	// A catalog that agrees is not written again.
+	before := r.cat.count("register web")
+	r.dw.sync(r.ctx, true)
+	if after := r.cat.count("register web"); after != before {
+		t.Errorf("a full sync with nothing lost registered web again (%d -> %d)", before, after)
+	}
+}
+
+// TestGoneDropsDefinitions: a container gone (deleted by skein or behind its
+// back) takes its definitions with it: a later container of the same name
+// starts with none, and no record is left without its container.
+func TestGoneDropsDefinitions(t *testing.T) {
+	r := newRig(t)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
+	r.launch(t, "web")
+	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
+	r.waitNode(t, "web", func(n consul.Node) bool { return len(n.Services) == 1 }, "web not registered")
+	defined := func() []events.Definitions {
+		var out []events.Definitions
+		for _, e := range r.eventsOf(t, events.TypeServiceDefined) {
+			var d events.Definitions
+			if e.Payload(&d) == nil && d.Container == "web" {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	testutil.Eventually(t, waitLong, func() bool {
+		ds := defined()
+		return len(ds) == 1 && len(ds[0].Services) == 1 && ds[0].Services[0].Name == "http"
+	}, "no service.defined with http after addservice")
+	r.mustDo(t, events.TypeDelete, events.ContainerAction{Name: "web"}, nil)
+	r.dw.Gone("web")
+	testutil.Eventually(t, waitLong, func() bool {
+		ds := defined()
+		return len(ds) == 2 && len(ds[1].Services) == 0
+	}, "no service.defined without services once web is gone: %+v", defined())
+	if _, err := r.services.Get(r.ctx, bus.Key(rigServer, "web")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the definitions of a deleted container are still recorded (%v)", err)
+	}
+	testutil.Eventually(t, waitLong, func() bool { _, ok := r.cat.node("web"); return !ok }, "web still in the catalog")
+	r.launch(t, "web")
+	if _, err := r.services.Get(r.ctx, bus.Key(rigServer, "web")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("a new container named web has the old one's definitions (%v)", err)
 	}
 }

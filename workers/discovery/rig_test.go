@@ -122,10 +122,10 @@ func (c *fakeCatalog) Deregister(ctx context.Context, node string) error {
 	return nil
 }
 
-func (c *fakeCatalog) Nodes(ctx context.Context, meta map[string]string) ([]string, error) {
+func (c *fakeCatalog) Nodes(ctx context.Context, meta map[string]string) (map[string][]string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []string
+	out := map[string][]string{}
 	for name, n := range c.nodes {
 		match := true
 		for k, v := range meta {
@@ -134,17 +134,26 @@ func (c *fakeCatalog) Nodes(ctx context.Context, meta map[string]string) ([]stri
 			}
 		}
 		if match {
-			out = append(out, name)
+			ids := []string{}
+			for _, s := range n.Services {
+				ids = append(ids, s.Name)
+			}
+			sort.Strings(ids)
+			out[name] = ids
 		}
 	}
-	sort.Strings(out)
 	return out, nil
 }
 
 // NodeChecks returns the matching nodes with their checks, durations spelled
 // back as Consul does ("1m" as "1m0s").
 func (c *fakeCatalog) NodeChecks(ctx context.Context, meta map[string]string) ([]consul.Node, error) {
-	names, _ := c.Nodes(ctx, meta)
+	nodes, _ := c.Nodes(ctx, meta)
+	var names []string
+	for name := range nodes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
 	var out []consul.Node
 	for _, name := range names {
 		n, ok := c.node(name)

@@ -298,15 +298,15 @@ func (p prefixed) Deregister(ctx context.Context, node string) error {
 	return p.Catalog.Deregister(ctx, p.prefix+node)
 }
 
-func (p prefixed) Nodes(ctx context.Context, meta map[string]string) ([]string, error) {
+func (p prefixed) Nodes(ctx context.Context, meta map[string]string) (map[string][]string, error) {
 	all, err := p.Catalog.Nodes(ctx, meta)
 	if err != nil {
 		return nil, err
 	}
-	var out []string
-	for _, n := range all {
+	out := map[string][]string{}
+	for n, ids := range all {
 		if name, ok := strings.CutPrefix(n, p.prefix); ok {
-			out = append(out, name)
+			out[name] = ids
 		}
 	}
 	return out, nil

@@ -180,6 +180,7 @@ func (s *Scheduler) Add(ctx context.Context, req *workers.Request, p events.JobA
 		}
 		return events.JobPlan{}, workers.FromStore(err, "job "+p.Name)
 	}
+	s.changed(ctx, job, "added")
 	return out, nil
 }
 
@@ -195,7 +196,16 @@ func (s *Scheduler) Delete(ctx context.Context, _ *workers.Request, p events.Job
 	if err != nil {
 		return events.Job{}, err
 	}
+	s.changed(ctx, e.Value, "deleting")
 	return e.Value, nil
+}
+
+// changed publishes a job.changed event: every change of a job is one.
+func (s *Scheduler) changed(ctx context.Context, job events.Job, change string) {
+	ev := events.JobChange{Job: job.Name, Change: change, Count: job.Count, Version: job.Version}
+	if err := s.pub.Publish(ctx, events.TypeJobChanged, ev); err != nil {
+		s.cfg.Log.Warn().Err(err).Str("job", job.Name).Msg("publishing a job change")
+	}
 }
 
 // Scale sets how many instances of a job run: more are planned against the
@@ -256,6 +266,7 @@ func (s *Scheduler) Scale(ctx context.Context, req *workers.Request, p events.Jo
 		}
 		return events.JobPlan{}, workers.FromStore(err, "job "+p.Name)
 	}
+	s.changed(ctx, job, "scaled")
 	plan.Job = job
 	return plan, nil
 }

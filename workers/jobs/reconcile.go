@@ -402,6 +402,8 @@ func (s *Scheduler) remove(ctx context.Context, job events.Job, mine []events.Co
 	if left == 0 {
 		if err := s.jobs.Delete(ctx, bus.Key("job", job.Name), 0); err != nil {
 			s.cfg.Log.Warn().Err(err).Str("job", job.Name).Msg("forgetting a job")
+		} else {
+			s.changed(ctx, job, "deleted")
 		}
 	}
 }

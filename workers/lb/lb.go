@@ -319,7 +319,9 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request, p events.LBSet) 
 // reload, nothing dropped) and the files follow, checked but not reloaded; if
 // the files are refused the live change is undone. Anything else reloads.
 func (w *Worker) change(ctx context.Context, name, what string, pair *pemPair, edit func(*events.LB) error) (events.LB, error) {
+	var added, removed []string
 	lb, err := svc.Change(ctx, w.host, w.kind, name, edit, func(old, next events.LB) (string, error) {
+		added, removed = backendDiff(old.Backends, next.Backends)
 		comp := component(next.Kind)
 		set, err := files(next, pair)
 		if err != nil {
@@ -346,8 +348,30 @@ func (w *Worker) change(ctx context.Context, name, what string, pair *pemPair, e
 	if err != nil {
 		return lb, err
 	}
-	w.publish(ctx, events.LBChange{Name: name, Change: what, Backends: len(lb.Backends), Mode: lb.Mode})
+	w.publish(ctx, events.LBChange{Name: name, Change: what, Backends: len(lb.Backends), Mode: lb.Mode, Added: added, Removed: removed})
 	return lb, nil
+}
+
+// backendDiff names the backends next has that old has not (or has otherwise),
+// and those old has that next has not.
+func backendDiff(old, next []events.Backend) (added, removed []string) {
+	was := map[string]events.Backend{}
+	for _, b := range old {
+		was[b.Name] = b
+	}
+	is := map[string]bool{}
+	for _, b := range next {
+		is[b.Name] = true
+		if o, ok := was[b.Name]; !ok || o.Host != b.Host || o.Port != b.Port {
+			added = append(added, b.Name)
+		}
+	}
+	for _, b := range old {
+		if !is[b.Name] {
+			removed = append(removed, b.Name)
+		}
+	}
+	return added, removed
 }
 
 // anyName says whether either side has a Consul-name backend: those are
