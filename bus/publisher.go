@@ -16,7 +16,12 @@ type Publisher struct {
 	js     jetstream.JetStream
 	source string
 	server string
+	// counted, when set, is told the type of each event stored.
+	counted func(typ string)
 }
+
+// CountWith has f told the type of every event this publisher stores (metrics).
+func (p *Publisher) CountWith(f func(typ string)) { p.counted = f }
 
 // NewPublisher returns a publisher of events about server, sent by source.
 func NewPublisher(js jetstream.JetStream, source, server string) *Publisher {
@@ -50,6 +55,9 @@ func (p *Publisher) Tell(ctx context.Context, id, typ string, payload any) error
 		_, err = p.js.PublishMsg(pctx, msg, jetstream.WithMsgID(id))
 		cancel()
 		if err == nil {
+			if p.counted != nil {
+				p.counted(typ)
+			}
 			return nil
 		}
 		select {

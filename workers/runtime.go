@@ -148,6 +148,7 @@ type Request struct {
 
 	progress func(step, msg string)
 	journal  *bus.Store[events.Journal]
+	started  time.Time
 	mu       sync.Mutex
 	onFail   []func(context.Context)
 	defers   []func()
@@ -278,7 +279,23 @@ type Runtime struct {
 	openMu      sync.Mutex
 	results     jetstream.Stream
 	journal     *bus.Store[events.Journal]
+	metrics     Metrics
 }
+
+// Metrics is told what the runtime does with each command (internal/metrics
+// counts it for Prometheus).
+type Metrics interface {
+	// Done tells a command answered: outcome is ok or its error's code;
+	// queued runs from the command's creation to its handler starting.
+	Done(typ, outcome string, queued, handled time.Duration)
+	// Redelivered tells a command delivered again.
+	Redelivered(typ string)
+	// DeadlineHit tells a handler answered with a timeout.
+	DeadlineHit(typ string)
+}
+
+// SetMetrics has m told of every command from now on.
+func (r *Runtime) SetMetrics(m Metrics) { r.metrics = m }
 
 // NewRuntime returns a runtime for server's commands.
 func NewRuntime(conn *bus.Conn, server string, log zerolog.Logger) *Runtime {
@@ -409,7 +426,10 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg, release func()
 			return // shutting down: leave the command for redelivery
 		}
 	}
-	req := &Request{Envelope: env, Attempt: attempt, Log: log, journal: r.journal}
+	if attempt > 1 && r.metrics != nil {
+		r.metrics.Redelivered(env.Type)
+	}
+	req := &Request{Envelope: env, Attempt: attempt, Log: log, journal: r.journal, started: time.Now()}
 	req.progress = func(step, m string) { r.progress(env.ID, step, m) }
 
 	// The handler runs here; a watchdog answers for it if it is still running
@@ -460,6 +480,16 @@ func (r *Runtime) finish(ctx context.Context, msg jetstream.Msg, req *Request, a
 		log.Warn().Err(herr).Dur("retry_in", delay).Int("attempt", attempt).Msg("transient failure")
 		_ = msg.NakWithDelay(delay)
 		return
+	}
+	if r.metrics != nil {
+		outcome := "ok"
+		if herr != nil {
+			outcome = Info(herr).Code
+		}
+		if outcome == CodeTimeout {
+			r.metrics.DeadlineHit(env.Type)
+		}
+		r.metrics.Done(env.Type, outcome, req.started.Sub(env.Time), time.Since(req.started))
 	}
 	if herr != nil {
 		log.Warn().Err(herr).Int("attempt", attempt).Msg("command failed")

@@ -633,3 +633,67 @@ func TestResultPublishedAgainNotRerun(t *testing.T) {
 		t.Errorf("the command ran %d times, want 1", n)
 	}
 }
+
+// fakeMetrics records what the runtime tells its metrics.
+type fakeMetrics struct {
+	mu          sync.Mutex
+	done        []string // type/outcome
+	redelivered []string
+	deadline    []string
+}
+
+func (f *fakeMetrics) Done(typ, outcome string, queued, handled time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.done = append(f.done, typ+"/"+outcome)
+}
+
+func (f *fakeMetrics) Redelivered(typ string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.redelivered = append(f.redelivered, typ)
+}
+
+func (f *fakeMetrics) DeadlineHit(typ string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deadline = append(f.deadline, typ)
+}
+
+func (f *fakeMetrics) String() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fmt.Sprint(f.done, f.redelivered, f.deadline)
+}
+
+// TestMetricsTold: each answered command is told once with its outcome (a
+// transient failure retried is not an answer, its redelivery is told), and a
+// handler past its deadline is told as a deadline hit.
+func TestMetricsTold(t *testing.T) {
+	m := &fakeMetrics{}
+	var tries atomic.Int32
+	h := newHarness(t, func(rt *workers.Runtime) {
+		rt.SetMetrics(m)
+		workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeStart, Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
+			switch p.Name {
+			case "flaky":
+				if tries.Add(1) == 1 {
+					return events.Container{}, workers.Transient("not yet")
+				}
+			case "missing":
+				return events.Container{}, workers.NotFound("no container missing")
+			}
+			return events.Container{Name: p.Name}, nil
+		}})
+		workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeStop, Deadline: 200 * time.Millisecond, Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
+			<-ctx.Done()
+			return events.Container{}, ctx.Err()
+		}})
+	})
+	for _, name := range []string{"web", "missing", "flaky"} {
+		h.do(t, events.TypeStart, "", events.ContainerAction{Name: name})
+	}
+	h.do(t, events.TypeStop, "", events.ContainerAction{Name: "web"})
+	want := "[container.start/ok container.start/not_found container.start/ok container.stop/timeout] [container.start] [container.stop]"
+	testutil.Eventually(t, 5*time.Second, func() bool { return m.String() == want }, "metrics told %v, want %s", m, want)
+}

@@ -14,12 +14,14 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/internal/container"
 	"github.com/skeinhq/skein/internal/incus"
+	"github.com/skeinhq/skein/internal/metrics"
 	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/workers/agent"
 )
@@ -57,7 +59,7 @@ type runningBus struct {
 // runServer starts the embedded NATS server, with the bus's authority (made
 // on first start) and TLS beyond loopback, and creates skein's streams and
 // buckets; the admin's credentials are written to DATA/auth/admin.creds.
-func runServer(ctx context.Context, f *serverFlags, log zerolog.Logger) (*runningBus, error) {
+func runServer(ctx context.Context, f *serverFlags, reg *prometheus.Registry, log zerolog.Logger) (*runningBus, error) {
 	if err := os.MkdirAll(f.data, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", f.data, err)
 	}
@@ -110,6 +112,22 @@ func runServer(ctx context.Context, f *serverFlags, log zerolog.Logger) (*runnin
 		return nil, err
 	}
 	go followRevocations(ctx, rb.authority, ns, log)
+	if reg != nil {
+		// The cluster's gauges, read from the records at each scrape, on a connection of their own.
+		mconn, err := bus.Connect(bus.ConnOptions{URL: rb.url, Name: "skein-server-metrics", Log: log, Creds: admin, CA: rb.ca})
+		if err != nil {
+			rb.stop()
+			return nil, err
+		}
+		records, err := metrics.OpenRecords(ctx, mconn.JS)
+		if err != nil {
+			mconn.Close()
+			rb.stop()
+			return nil, err
+		}
+		reg.MustRegister(metrics.NewCluster(records))
+		go func() { <-ctx.Done(); mconn.Close() }()
+	}
 	if !f.noScheduler {
 		sched, err := rb.authority.Creds(bus.Role{Kind: "scheduler"})
 		if err != nil {
@@ -117,7 +135,7 @@ func runServer(ctx context.Context, f *serverFlags, log zerolog.Logger) (*runnin
 			return nil, err
 		}
 		go func() {
-			if err := runScheduler(ctx, bus.ConnOptions{URL: rb.url, Creds: sched, CA: rb.ca}, "", f.grace, log); err != nil && ctx.Err() == nil {
+			if err := runScheduler(ctx, bus.ConnOptions{URL: rb.url, Creds: sched, CA: rb.ca}, "", f.grace, reg, log); err != nil && ctx.Err() == nil {
 				log.Error().Err(err).Msg("the scheduler stopped")
 			}
 		}()
@@ -155,6 +173,7 @@ func followRevocations(ctx context.Context, a *bus.Authority, ns *server.Server,
 
 func serverCmd(g *globals) *cobra.Command {
 	f := &serverFlags{}
+	var metricsAddr string
 	c := &cobra.Command{
 		Use:   "server",
 		Short: "Run the bus: an embedded NATS server with JetStream",
@@ -167,17 +186,44 @@ it with --nats (or SKEIN_NATS); any component may then create the streams.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := g.logger()
-			rb, err := runServer(cmd.Context(), f, log)
+			reg := newRegistry(metricsAddr)
+			rb, err := runServer(cmd.Context(), f, reg, log)
 			if err != nil {
 				return err
 			}
+			defer rb.stop()
+			if err := serveMetrics(cmd.Context(), metricsAddr, reg, log); err != nil {
+				return err
+			}
 			<-cmd.Context().Done()
-			rb.stop()
 			return nil
 		},
 	}
 	f.add(c)
+	c.Flags().StringVar(&metricsAddr, "metrics", "", metricsUsage)
 	return c
+}
+
+// metricsUsage is the help of every daemon's --metrics.
+const metricsUsage = "serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464; default: none)"
+
+// newRegistry is a metrics registry when addr is set, else nil.
+func newRegistry(addr string) *prometheus.Registry {
+	if addr == "" {
+		return nil
+	}
+	return metrics.NewRegistry()
+}
+
+// serveMetrics serves reg on http://addr/metrics until ctx ends ("": nothing).
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log zerolog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	if err := metrics.Serve(ctx, addr, reg, log); err != nil {
+		return fmt.Errorf("--metrics %s: %w", addr, err)
+	}
+	return nil
 }
 
 type agentFlags struct {
@@ -225,7 +271,7 @@ func (f *agentFlags) prepareSpec() (container.PrepareSpec, error) {
 	return spec, nil
 }
 
-func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, log zerolog.Logger) error {
+func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, reg *prometheus.Registry, log zerolog.Logger) error {
 	if f.name == "" {
 		return fmt.Errorf("--name is required: the server's name, e.g. --name s1")
 	}
@@ -265,12 +311,18 @@ func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, log
 			log.Info().Msg("prepared: nothing to create, the server has its pool, network and project")
 		}
 	}
-	return agent.New(conn, agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt, ServiceImage: f.image, Keys: keys, State: state,
-		Prereqs: rt, Prepare: f.cmd}, log).Run(ctx)
+	cfg := agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt, ServiceImage: f.image, Keys: keys, State: state,
+		Prereqs: rt, Prepare: f.cmd}
+	if reg != nil {
+		cfg.Metrics = metrics.NewCommands(reg, f.name)
+		cfg.CountEvent = metrics.NewEvents(reg, "agent/"+f.name).Published
+	}
+	return agent.New(conn, cfg, log).Run(ctx)
 }
 
 func agentCmd(g *globals) *cobra.Command {
 	f := &agentFlags{cmd: "skein agent --prepare"}
+	var metricsAddr string
 	c := &cobra.Command{
 		Use:   "agent --name NAME",
 		Short: "Run the agent of one server: it serves that server's commands",
@@ -281,15 +333,21 @@ func agentCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return f.run(cmd.Context(), g, o, log)
+			reg := newRegistry(metricsAddr)
+			if err := serveMetrics(cmd.Context(), metricsAddr, reg, log); err != nil {
+				return err
+			}
+			return f.run(cmd.Context(), g, o, reg, log)
 		},
 	}
 	f.add(c, "")
+	c.Flags().StringVar(&metricsAddr, "metrics", "", metricsUsage)
 	return c
 }
 
 func upCmd(g *globals) *cobra.Command {
 	sf := &serverFlags{}
+	var metricsAddr string
 	af := &agentFlags{prepare: true, cmd: "skein up --prepare"}
 	c := &cobra.Command{
 		Use:   "up",
@@ -297,11 +355,15 @@ func upCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := g.logger()
-			rb, err := runServer(cmd.Context(), sf, log)
+			reg := newRegistry(metricsAddr)
+			rb, err := runServer(cmd.Context(), sf, reg, log)
 			if err != nil {
 				return err
 			}
 			defer rb.stop()
+			if err := serveMetrics(cmd.Context(), metricsAddr, reg, log); err != nil {
+				return err
+			}
 			if af.state == "" {
 				af.state = filepath.Join(sf.data, "agent")
 			}
@@ -313,10 +375,11 @@ func upCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return af.run(cmd.Context(), g, bus.ConnOptions{URL: rb.url, Creds: creds, CA: rb.ca}, log)
+			return af.run(cmd.Context(), g, bus.ConnOptions{URL: rb.url, Creds: creds, CA: rb.ca}, reg, log)
 		},
 	}
 	sf.add(c)
+	c.Flags().StringVar(&metricsAddr, "metrics", "", metricsUsage)
 	host, _ := os.Hostname()
 	af.add(c, host)
 	return c

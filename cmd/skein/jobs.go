@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/metrics"
 	"github.com/skeinhq/skein/internal/validate"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/jobs"
@@ -597,7 +599,7 @@ func deljobCmd(g *globals) *cobra.Command {
 
 // runScheduler runs a scheduler on the bus until ctx ends: its handlers on
 // the scheduler's subjects (shared by every scheduler) and the election.
-func runScheduler(ctx context.Context, o bus.ConnOptions, id string, grace time.Duration, log zerolog.Logger) error {
+func runScheduler(ctx context.Context, o bus.ConnOptions, id string, grace time.Duration, reg *prometheus.Registry, log zerolog.Logger) error {
 	o.Name, o.Wait, o.Log = "skein-scheduler", true, log
 	conn, err := bus.Connect(o)
 	if err != nil {
@@ -612,6 +614,9 @@ func runScheduler(ctx context.Context, o bus.ConnOptions, id string, grace time.
 		return err
 	}
 	rt := workers.NewRuntime(conn, jobs.Name, log)
+	if reg != nil {
+		rt.SetMetrics(metrics.NewCommands(reg, jobs.Name))
+	}
 	s.Register(rt)
 	go s.Run(ctx)
 	return rt.Run(ctx)
@@ -619,7 +624,7 @@ func runScheduler(ctx context.Context, o bus.ConnOptions, id string, grace time.
 
 func schedulerCmd(g *globals) *cobra.Command {
 	var grace time.Duration
-	var id string
+	var id, metricsAddr string
 	c := &cobra.Command{
 		Use:   "scheduler",
 		Short: "Run a job scheduler (skein server runs one; more stand by and take over)",
@@ -630,7 +635,11 @@ func schedulerCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := runScheduler(cmd.Context(), o, id, grace, log); err != nil && cmd.Context().Err() == nil {
+			reg := newRegistry(metricsAddr)
+			if err := serveMetrics(cmd.Context(), metricsAddr, reg, log); err != nil {
+				return err
+			}
+			if err := runScheduler(cmd.Context(), o, id, grace, reg, log); err != nil && cmd.Context().Err() == nil {
 				fmt.Fprintln(os.Stderr, err)
 				return err
 			}
@@ -639,5 +648,6 @@ func schedulerCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().DurationVar(&grace, "grace", 10*time.Second, "how long a server may be down before its instances are placed elsewhere")
 	c.Flags().StringVar(&id, "id", "", "this scheduler's id in the election (default HOST-PID)")
+	c.Flags().StringVar(&metricsAddr, "metrics", "", metricsUsage)
 	return c
 }

@@ -46,6 +46,8 @@ var (
 	schedulers = map[string]*proc{}
 	// schedulerCreds are theirs (skein creds scheduler).
 	schedulerCreds string
+	// metricsAddr is where the server and each agent serve /metrics.
+	metricsAddr = map[string]string{}
 )
 
 func TestMain(m *testing.M) {
@@ -82,7 +84,8 @@ func run(m *testing.M) int {
 	dataDir = filepath.Join(tmp, "data")
 	port := freePort()
 	natsURL = fmt.Sprintf("nats://127.0.0.1:%d", port)
-	server = startProc("server", "server", "--data", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--no-scheduler")
+	metricsAddr["server"] = fmt.Sprintf("127.0.0.1:%d", freePort())
+	server = startProc("server", "server", "--data", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--no-scheduler", "--metrics", metricsAddr["server"])
 	defer server.stop()
 	if !waitPort(port, 20*time.Second) {
 		fmt.Fprintln(os.Stderr, "e2e: skein server did not listen")
@@ -130,8 +133,11 @@ func run(m *testing.M) int {
 func startAgent(name string) *proc {
 	for _, s := range servers {
 		if s.name == name {
+			if metricsAddr[name] == "" {
+				metricsAddr[name] = fmt.Sprintf("127.0.0.1:%d", freePort())
+			}
 			return startProc("agent-"+name, "agent", "--name", name, "--nats", natsURL, "--network", s.network, "--incus-project", s.project, "--pool", "skein", "--log-level", "debug", "--state", filepath.Join(dataDir, "agent-"+name),
-				"--creds", filepath.Join(credsDir, "agent-"+name+".creds"))
+				"--creds", filepath.Join(credsDir, "agent-"+name+".creds"), "--metrics", metricsAddr[name])
 		}
 	}
 	panic("unknown server " + name)

@@ -62,6 +62,10 @@ type Config struct {
 	// Prepare is the command that makes what is missing, named in the fixes
 	// (e.g. "skein up --prepare").
 	Prepare string
+	// Metrics, when set, is told of every command the agent answers.
+	Metrics workers.Metrics
+	// CountEvent, when set, is told the type of every event the agent publishes.
+	CountEvent func(typ string)
 }
 
 // Agent is one server's worker.
@@ -114,7 +118,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.runCtx = ctx
 	pub := bus.NewPublisher(js, "agent/"+a.cfg.Name, a.cfg.Name)
+	if a.cfg.CountEvent != nil {
+		pub.CountWith(a.cfg.CountEvent)
+	}
 	rt := workers.NewRuntime(a.conn, a.cfg.Name, a.log)
+	if a.cfg.Metrics != nil {
+		rt.SetMetrics(a.cfg.Metrics)
+	}
 
 	ping := workers.Query[events.Ping, events.Pong]{Type: events.TypePing, Run: a.ping}
 	workers.HandleQuery(rt, ping)
