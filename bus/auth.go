@@ -81,7 +81,7 @@ func (r Role) Permissions() jwt.Permissions {
 	case "agent":
 		s, c := r.Server, AgentConsumerName(r.Server)
 		p.Pub.Allow.Add(
-			ServerResults(s), ServerProgress(s), EventFilter(s, ""),
+			ServerResults(s), ServerStored(s), ServerProgress(s), EventFilter(s, ""),
 			"$KV."+heartbeatBucket+"."+s, "$KV.*."+s+".>",
 			"$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
 			"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
@@ -103,7 +103,7 @@ func (r Role) Permissions() jwt.Permissions {
 		// every agent, and their results. Nothing of the bus's accounts.
 		s, c := SchedulerName, AgentConsumerName(SchedulerName)
 		p.Pub.Allow.Add(
-			ServerResults(s), ServerProgress(s), EventFilter(s, ""), "$KV.*."+s+".>",
+			ServerResults(s), ServerStored(s), ServerProgress(s), EventFilter(s, ""), "$KV.*."+s+".>",
 			"$KV.skein_jobs.job.>", "$KV.skein_leader.scheduler.>",
 			Prefix+".cmd.*.>", Prefix+".query.*.>",
 			"$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
@@ -115,7 +115,7 @@ func (r Role) Permissions() jwt.Permissions {
 			"$JS.FC.>",
 		)
 		p.Pub.Allow.Add(readConsumers()...)
-		p.Sub.Allow.Add(ServerQueries(s), r.InboxPrefix()+".>", Prefix+".result.>", Prefix+".progress.>")
+		p.Sub.Allow.Add(ServerQueries(s), r.InboxPrefix()+".>", Prefix+".result.>", Prefix+".stored.>", Prefix+".progress.>")
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 	case "observer":
 		p.Pub.Allow.Add(

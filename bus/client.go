@@ -100,7 +100,7 @@ func (c *Client) Send(ctx context.Context, env *events.Envelope) error {
 func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 	env := call.Envelope
 	resCh := make(chan *nats.Msg, 4)
-	rsub, err := c.conn.NC.ChanSubscribe(ResultSubject(env.Server, env.ID), resCh)
+	rsub, err := c.conn.NC.ChanSubscribe(StoredSubject(env.Server, env.ID), resCh)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +208,7 @@ func (c *Client) Query(ctx context.Context, env *events.Envelope) (*events.Resul
 // if not nil, is called once the live result can no longer be missed.
 func (c *Client) WaitResult(ctx context.Context, id string, waiting func()) (*events.Result, error) {
 	resCh := make(chan *nats.Msg, 1)
-	sub, err := c.conn.NC.ChanSubscribe(AnyResultSubject(id), resCh)
+	sub, err := c.conn.NC.ChanSubscribe(AnyStoredSubject(id), resCh)
 	if err != nil {
 		return nil, err
 	}

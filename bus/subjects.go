@@ -53,6 +53,25 @@ func AnyResultSubject(id string) string { return Prefix + ".result.*." + id }
 //	skein.result.<server>.>
 func ServerResults(server string) string { return Prefix + ".result." + server + ".>" }
 
+// StoredSubject carries the result of command id again once the results
+// stream has stored it: clients wait on it, not on ResultSubject, so that a
+// client acts only on a result that survives its agent (a result seen live
+// and then lost with its agent let the command run again after the client
+// had moved on: found by the chaos soak).
+//
+//	skein.stored.<server>.<id>
+func StoredSubject(server, id string) string { return Prefix + ".stored." + server + "." + id }
+
+// AnyStoredSubject matches the stored result of command id, whatever its server.
+//
+//	skein.stored.*.<id>
+func AnyStoredSubject(id string) string { return Prefix + ".stored.*." + id }
+
+// ServerStored matches every stored-result notice of one server.
+//
+//	skein.stored.<server>.>
+func ServerStored(server string) string { return Prefix + ".stored." + server + ".>" }
+
 // AllResults matches every result.
 //
 //	skein.result.>

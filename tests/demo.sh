@@ -29,7 +29,7 @@ mkdir -p "$DEMO/logs"
 stop_all
 rm -rf "$DEMO/data"
 
-say "starting skein server on 127.0.0.1:$PORT (data $DEMO/data)"
+say "starting skein server on 127.0.0.1:$PORT (data $DEMO/data); its live dashboard on http://127.0.0.1:8474/ (ssh -L 8474:127.0.0.1:8474 to see it from afar)"
 setsid "$BIN" server --data "$DEMO/data" --listen "127.0.0.1:$PORT" >"$DEMO/logs/server.log" 2>&1 < /dev/null &
 echo $! >"$DEMO/server.pid"
 # The bus refuses anonymous clients: the CLI uses the admin's credentials the

@@ -413,6 +413,7 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg, release func()
 			log.Warn().Err(err).Msg("repeating the stored result")
 		}
 		cancel()
+		r.tellStored(env.ID, stored)
 		_ = msg.DoubleAck(ctx)
 		return
 	}
@@ -640,8 +641,17 @@ func (r *Runtime) respond(ctx context.Context, id, typ string, out any, herr err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = r.conn.JS.PublishMsg(pctx, &nats.Msg{Subject: bus.ResultSubject(r.server, id), Data: raw}, jetstream.WithMsgID("result-"+id))
-	return err
+	if _, err = r.conn.JS.PublishMsg(pctx, &nats.Msg{Subject: bus.ResultSubject(r.server, id), Data: raw}, jetstream.WithMsgID("result-"+id)); err != nil {
+		return err
+	}
+	r.tellStored(id, raw)
+	return nil
+}
+
+// tellStored tells the waiting client that the result of command id is
+// stored (bus.StoredSubject): only then does the client take it.
+func (r *Runtime) tellStored(id string, raw []byte) {
+	_ = r.conn.NC.Publish(bus.StoredSubject(r.server, id), raw)
 }
 
 // open finds the results stream and the journal, once.

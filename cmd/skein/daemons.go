@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/internal/dashboard"
 	"github.com/skeinhq/skein/internal/incus"
 	"github.com/skeinhq/skein/internal/metrics"
 	"github.com/skeinhq/skein/internal/seal"
@@ -35,6 +37,8 @@ type serverFlags struct {
 	// noScheduler leaves the job scheduler to `skein scheduler` processes.
 	noScheduler bool
 	grace       time.Duration
+	// http is the dashboard's address ("": none).
+	http string
 }
 
 func (f *serverFlags) add(c *cobra.Command) {
@@ -45,6 +49,7 @@ func (f *serverFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.tlsKey, "tls-key", "", "the key of --tls-cert")
 	c.Flags().BoolVar(&f.noScheduler, "no-scheduler", false, "run no job scheduler here (run `skein scheduler` elsewhere)")
 	c.Flags().DurationVar(&f.grace, "scheduler-grace", 10*time.Second, "how long a server may be down before the scheduler places its instances elsewhere")
+	c.Flags().StringVar(&f.http, "http", defaultDashboard, "serve the live dashboard on http://ADDR/ (loopback only; \"\" for none)")
 }
 
 // bus is what runServer started: the URL, the authority, the CA clients need
@@ -112,6 +117,12 @@ func runServer(ctx context.Context, f *serverFlags, reg *prometheus.Registry, lo
 		return nil, err
 	}
 	go followRevocations(ctx, rb.authority, ns, log)
+	if f.http != "" {
+		if err := serveDashboard(ctx, f.http, bus.ConnOptions{URL: rb.url, Name: "skein-server-dashboard", Log: log, Creds: admin, CA: rb.ca}, log); err != nil {
+			rb.stop()
+			return nil, err
+		}
+	}
 	if reg != nil {
 		// The cluster's gauges, read from the records at each scrape, on a connection of their own.
 		mconn, err := bus.Connect(bus.ConnOptions{URL: rb.url, Name: "skein-server-metrics", Log: log, Creds: admin, CA: rb.ca})
@@ -202,6 +213,29 @@ it with --nats (or SKEIN_NATS); any component may then create the streams.`,
 	f.add(c)
 	c.Flags().StringVar(&metricsAddr, "metrics", "", metricsUsage)
 	return c
+}
+
+// defaultDashboard is where skein server and skein up serve the dashboard.
+const defaultDashboard = "127.0.0.1:8474"
+
+// serveDashboard serves the dashboard on addr with a connection of its own.
+// The default address already taken (another skein on this machine) is not
+// fatal; an address asked for is.
+func serveDashboard(ctx context.Context, addr string, o bus.ConnOptions, log zerolog.Logger) error {
+	conn, err := bus.Connect(o)
+	if err != nil {
+		return err
+	}
+	if _, err := dashboard.Serve(ctx, addr, conn.JS, log); err != nil {
+		conn.Close()
+		if addr == defaultDashboard && errors.Is(err, syscall.EADDRINUSE) {
+			log.Warn().Err(err).Msg("no dashboard: its default address is taken (--http ADDR chooses another)")
+			return nil
+		}
+		return fmt.Errorf("--http %s: %w", addr, err)
+	}
+	go func() { <-ctx.Done(); conn.Close() }()
+	return nil
 }
 
 // metricsUsage is the help of every daemon's --metrics.
@@ -316,6 +350,7 @@ func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, reg
 	if reg != nil {
 		cfg.Metrics = metrics.NewCommands(reg, f.name)
 		cfg.CountEvent = metrics.NewEvents(reg, "agent/"+f.name).Published
+		cfg.Registerer = reg
 	}
 	return agent.New(conn, cfg, log).Run(ctx)
 }

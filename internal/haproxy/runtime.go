@@ -126,6 +126,28 @@ type Server struct {
 	Name string
 	// Addr is its address.
 	Addr string
+	// State is up, down, starting or stopping (its operational state), or
+	// maint or drain when an administrator (or skein, removing it) set it so.
+	State string
+}
+
+// opStates name "show servers state"'s srv_op_state.
+var opStates = map[string]string{"0": "down", "1": "starting", "2": "up", "3": "stopping"}
+
+// serverState is a server's state from srv_op_state and srv_admin_state
+// (a bit field: 0x08 is drain, the others are maintenance).
+func serverState(op, admin string) string {
+	a, err := strconv.Atoi(admin)
+	switch {
+	case err == nil && a&^0x08 != 0:
+		return "maint"
+	case err == nil && a&0x08 != 0:
+		return "drain"
+	}
+	if s, ok := opStates[op]; ok {
+		return s
+	}
+	return "unknown"
 }
 
 // Servers lists the servers of a backend as haproxy runs them ("show servers
@@ -145,7 +167,11 @@ func (c Client) Servers(ctx context.Context, backend string) ([]Server, error) {
 		if len(f) < 5 || strings.HasPrefix(f[0], "#") || f[1] != backend {
 			continue
 		}
-		servers = append(servers, Server{Name: f[3], Addr: f[4]})
+		st := "unknown"
+		if len(f) >= 7 {
+			st = serverState(f[5], f[6])
+		}
+		servers = append(servers, Server{Name: f[3], Addr: f[4], State: st})
 	}
 	return servers, nil
 }

@@ -504,14 +504,14 @@ func TestRemoveServerStuckConnections(t *testing.T) {
 func TestServersAndSessionsReadWhatRuns(t *testing.T) {
 	f := newFakeHAProxy(t)
 	f.put("be", "web1", fakeServer{addr: "10.77.1.5:80", scur: 2})
-	f.put("be", "web2", fakeServer{addr: "10.77.2.6:8080", scur: 1})
+	f.put("be", "web2", fakeServer{addr: "10.77.2.6:8080", scur: 1, maint: true})
 	f.put("other", "x", fakeServer{addr: "10.77.3.7:80", scur: 5})
 	ctx := testCtx(t, 5*time.Second)
 	got, err := f.client().Servers(ctx, "be")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != "[{web1 10.77.1.5} {web2 10.77.2.6}]" {
+	if fmt.Sprint(got) != "[{web1 10.77.1.5 up} {web2 10.77.2.6 maint}]" {
 		t.Errorf("Servers(be) = %v", got)
 	}
 	if _, err := f.client().Servers(ctx, "nope"); err == nil || !strings.Contains(err.Error(), "Can't find backend") {
@@ -520,5 +520,17 @@ func TestServersAndSessionsReadWhatRuns(t *testing.T) {
 	n, err := f.client().Sessions(ctx, "be")
 	if err != nil || n != 3 {
 		t.Errorf("Sessions(be) = %d %v, want 3", n, err)
+	}
+}
+
+// TestServerState: srv_op_state and srv_admin_state as a state a person reads.
+func TestServerState(t *testing.T) {
+	for _, tc := range []struct{ op, admin, want string }{
+		{"2", "0", "up"}, {"0", "0", "down"}, {"1", "0", "starting"}, {"3", "0", "stopping"},
+		{"2", "1", "maint"}, {"2", "32", "maint"}, {"2", "8", "drain"}, {"0", "9", "maint"}, {"7", "0", "unknown"},
+	} {
+		if got := serverState(tc.op, tc.admin); got != tc.want {
+			t.Errorf("serverState(%s, %s) = %s, want %s", tc.op, tc.admin, got, tc.want)
+		}
 	}
 }

@@ -6,7 +6,6 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"time"
@@ -15,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/internal/httpd"
 )
 
 // latencyBuckets span a fast query (a millisecond) to a slow image pull (minutes).
@@ -99,18 +100,7 @@ func Serve(ctx context.Context, addr string, reg *prometheus.Registry, log zerol
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found: skein serves /metrics here", http.StatusNotFound)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Msg("metrics server")
-		}
-	}()
+	httpd.Serve(ctx, l, mux, log, "metrics server")
 	log.Info().Str("addr", l.Addr().String()).Msg("metrics on /metrics")
 	return nil
 }

@@ -48,6 +48,8 @@ var (
 	schedulerCreds string
 	// metricsAddr is where the server and each agent serve /metrics.
 	metricsAddr = map[string]string{}
+	// dashboardAddr is where the server serves the dashboard.
+	dashboardAddr string
 )
 
 func TestMain(m *testing.M) {
@@ -85,7 +87,8 @@ func run(m *testing.M) int {
 	port := freePort()
 	natsURL = fmt.Sprintf("nats://127.0.0.1:%d", port)
 	metricsAddr["server"] = fmt.Sprintf("127.0.0.1:%d", freePort())
-	server = startProc("server", "server", "--data", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--no-scheduler", "--metrics", metricsAddr["server"])
+	dashboardAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
+	server = startProc("server", "server", "--data", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--no-scheduler", "--metrics", metricsAddr["server"], "--http", dashboardAddr)
 	defer server.stop()
 	if !waitPort(port, 20*time.Second) {
 		fmt.Fprintln(os.Stderr, "e2e: skein server did not listen")

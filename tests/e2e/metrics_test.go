@@ -113,8 +113,8 @@ func sortedStrings(s []string) []string {
 
 // A real Prometheus scrapes the server and the agents (--metrics): a PromQL
 // query returns, by type, the number of commands the test sent; the server's
-// gauges say the agents are up and how many containers run; a path that is
-// not /metrics is a plain 404.
+// gauges say the agents are up; an agent gives its load balancer's backends
+// with haproxy's state; a path that is not /metrics is a plain 404.
 func TestMetrics(t *testing.T) {
 	dumpOnFailure(t)
 	p := startPrometheus(t)
@@ -192,6 +192,16 @@ func TestMetrics(t *testing.T) {
 	if h, err := p.query(`sum(skein_command_handler_seconds_count{type="container.launch"})`); err != nil || h[""] < 2 {
 		t.Errorf("launch handler histogram count: %v %v", h, err)
 	}
+	// An agent's load balancer backends, with their state as haproxy runs them.
+	t.Cleanup(func() { _, _, _ = skein("dellb", "metlb") })
+	mustSkein(t, "addlb", "haproxy", "s1", "-n", "metlb")
+	mustSkein(t, "addbackends", "metlb", "a:10.77.9.1:80", "b:10.77.9.2:80")
+	var states map[string]float64
+	eventually(t, 30*time.Second, func() bool {
+		states, err = p.query(`skein_lb_backend_state{lb="metlb"}`)
+		return err == nil && len(states) == 2
+	}, "skein_lb_backend_state of metlb: %v", lazyString(func() string { return fmt.Sprint(states) }))
+	t.Logf("metlb's backends as haproxy runs them: %v", states)
 	resp, err := httpClient.Get("http://" + metricsAddr["s1"] + "/nope")
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/testutil"
 )
 
@@ -220,6 +224,41 @@ func (b *vipBed) stopHTTPD(n int) {
 }
 
 // checks is listvips' check column of the one floating IP, by server.
+// healthy says whether a container passes its checks, as its server's
+// health record says.
+func (b *vipBed) healthy(container string) bool {
+	nc, err := nats.Connect(b.url, nats.UserCredentials(b.admin), nats.RootCAs(b.ca))
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, "skein_health")
+	if err != nil {
+		return false
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return false
+	}
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var h events.Health
+		if json.Unmarshal(e.Value(), &h) == nil && h.Container == container && h.Passing {
+			return true
+		}
+	}
+	return false
+}
+
 func (b *vipBed) checks() map[string]string {
 	var views []struct {
 		Check map[string]string `json:"check"`
@@ -422,6 +461,9 @@ func TestFloatingIP(t *testing.T) {
 			b.must("addcheck", ct, "http", "tcp", "80", "--interval", "1s", "--timeout", "500ms")
 			t.Cleanup(func() { _, _ = b.cli("delete", ct) })
 		}
+		// Both instances pass before the IP is added: one failing at first would
+		// (rightly) leave the IP to the other server, which keeps it.
+		eventually(t, 20*time.Second, func() bool { return b.healthy("vweb1") && b.healthy("vweb2") }, "vweb1 and vweb2 do not pass their checks")
 		b.must("addvip", "v1", "v2", vipAddr, "-n", "svc-vip", "--check-service", "vweb")
 		t.Cleanup(func() { _, _ = b.cli("delvip", "svc-vip") })
 		eventually(t, 15*time.Second, func() bool {

@@ -72,7 +72,7 @@ Pin-Priority: 100"
 
   # commands (or files) that must be present; skip apt entirely when they are
   local missing=() c
-  for c in incus consul debootstrap dig jq curl ip nft zstd sha256sum setsid keepalived prometheus \
+  for c in incus consul debootstrap dig jq curl ip nft zstd sha256sum setsid keepalived prometheus chromium \
            /usr/libexec/incus/incusd /bin/busybox /usr/sbin/dnsmasq; do
     if [[ $c == /* ]]; then [ -x "$c" ] || missing+=("$c")
     else command -v "$c" >/dev/null 2>&1 || missing+=("$c"); fi
@@ -95,16 +95,16 @@ Pin-Priority: 100"
   # stale package lists (a file moved on the mirror): update once and retry
   apt-get install -y -qq --no-install-recommends \
       debootstrap busybox-static dnsmasq-base iproute2 curl dnsutils jq nftables \
-      zstd procps util-linux ca-certificates keepalived prometheus >/dev/null \
+      zstd procps util-linux ca-certificates keepalived prometheus chromium >/dev/null \
     || { apt-get update -qq; apt-get install -y -qq --no-install-recommends \
       debootstrap busybox-static dnsmasq-base iproute2 curl dnsutils jq nftables \
-      zstd procps util-linux ca-certificates keepalived prometheus >/dev/null; }
+      zstd procps util-linux ca-certificates keepalived prometheus chromium >/dev/null; }
   # incus (its own dependencies include qemu; only containers are used here)
   apt-get install -y -qq -t bookworm-backports incus >/dev/null
   apt-get install -y -qq consul >/dev/null   # only bullseye has it (pin 100)
   # the tests run their own Prometheus: the package's service is not wanted
   systemctl disable --now prometheus >/dev/null 2>&1 || true
-  for c in incus consul debootstrap dig jq prometheus /usr/libexec/incus/incusd /bin/busybox; do
+  for c in incus consul debootstrap dig jq prometheus chromium /usr/libexec/incus/incusd /bin/busybox; do
     [[ $c == /* ]] && { [ -x "$c" ] || die "$c still missing after install"; continue; }
     command -v "$c" >/dev/null || die "$c still missing after install"
   done

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
@@ -66,6 +67,8 @@ type Config struct {
 	Metrics workers.Metrics
 	// CountEvent, when set, is told the type of every event the agent publishes.
 	CountEvent func(typ string)
+	// Registerer, when set, takes the capabilities' own collectors.
+	Registerer prometheus.Registerer
 }
 
 // Agent is one server's worker.
@@ -137,7 +140,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Keys != nil {
 		host.Secrets = a.cfg.Keys
 	}
-	deps := svc.Deps{JS: js, Publisher: pub, Host: host, State: a.cfg.State}
+	deps := svc.Deps{JS: js, Publisher: pub, Host: host, State: a.cfg.State, Metrics: a.cfg.Registerer}
 	for _, newCap := range capabilities {
 		c, err := newCap(ctx, deps)
 		if err != nil {

@@ -273,11 +273,21 @@ func (w *Worker) Gone(name string) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	w.dropDefinitions(ctx, name)
+}
+
+// dropDefinitions removes the definitions of a container that is gone, under
+// their lock, and tells it; a failure is left to the next full sync.
+func (w *Worker) dropDefinitions(ctx context.Context, name string) {
 	unlock, err := w.host.Locks.Lock(ctx, defsLock(name))
 	if err != nil {
 		return
 	}
 	defer unlock()
+	// The record, not the follower's copy, decides that the container is gone.
+	if c, err := w.ctrs.FindByName(ctx, name); err != nil || c != nil && c.Value.Server == w.host.Server {
+		return
+	}
 	had, err := w.services.Find(ctx, bus.Key(w.host.Server, name))
 	if err != nil || had == nil {
 		return
@@ -429,6 +439,15 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 		w.mu.Unlock()
 		return
 	}
+	var orphans []string
+	if full {
+		// Definitions whose container has no record: their Gone found the bus away.
+		for name := range w.defs {
+			if _, ok := w.cts[name]; !ok {
+				orphans = append(orphans, name)
+			}
+		}
+	}
 	var fwd []string
 	for _, e := range w.eps {
 		if e.Status == events.StatusReady {
@@ -438,6 +457,9 @@ func (w *Worker) sync(ctx context.Context, full bool) {
 	sort.Strings(fwd)
 	dnsChanged := strings.Join(fwd, ",") != w.dns
 	w.mu.Unlock()
+	for _, name := range orphans {
+		w.dropDefinitions(ctx, name)
+	}
 
 	log := w.cfg.Log
 	if dnsChanged {

@@ -494,3 +494,21 @@ func TestGoneDropsDefinitions(t *testing.T) {
 		t.Errorf("a new container named web has the old one's definitions (%v)", err)
 	}
 }
+
+// TestFullSyncDropsOrphanDefinitions: definitions whose container has no
+// record any more (the container's Gone found the bus away) go at the next
+// full sync.
+func TestFullSyncDropsOrphanDefinitions(t *testing.T) {
+	r := newRig(t)
+	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
+	r.launch(t, "web")
+	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
+	if err := r.ctrs.Delete(r.ctx, bus.Key(rigServer, "web")); err != nil {
+		t.Fatal(err)
+	}
+	r.knows(t, func(w *Worker) bool { _, ok := w.cts["web"]; return !ok }, "the worker still sees web's record")
+	r.dw.sync(r.ctx, true)
+	if _, err := r.services.Get(r.ctx, bus.Key(rigServer, "web")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the definitions of a container without a record survived a full sync (%v)", err)
+	}
+}

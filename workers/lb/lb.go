@@ -32,6 +32,8 @@ type RuntimeAPI interface {
 	AddServer(ctx context.Context, backend, name, addr string, port int) error
 	// RemoveServer drains a server, then deletes it.
 	RemoveServer(ctx context.Context, backend, name string) error
+	// Servers lists a backend's servers as haproxy runs them, with their state.
+	Servers(ctx context.Context, backend string) ([]haproxy.Server, error)
 }
 
 var _ RuntimeAPI = haproxy.Client{}
@@ -77,6 +79,11 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		Gone: func(ctx context.Context, l events.LB) {
 			w.publish(ctx, events.LBChange{Name: l.Name, Change: "deleted", Mode: l.Mode, Cause: "reconcile"})
 		}}
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(backendStates{w}); err != nil {
+			return nil, err
+		}
+	}
 	return w, nil
 }
 

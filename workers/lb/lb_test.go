@@ -19,11 +19,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/internal/haproxy"
 	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/internal/testutil"
 	"github.com/skeinhq/skein/workers"
@@ -66,6 +69,20 @@ func (c apiClient) AddServer(ctx context.Context, backend, name, addr string, po
 	return nil
 }
 
+func (c apiClient) Servers(ctx context.Context, backend string) ([]haproxy.Server, error) {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	if c.f.fail != nil {
+		return nil, c.f.fail
+	}
+	var out []haproxy.Server
+	for name, addr := range c.f.servers[c.socket] {
+		out = append(out, haproxy.Server{Name: name, Addr: addr, State: "up"})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
 func (c apiClient) RemoveServer(ctx context.Context, backend, name string) error {
 	c.f.mu.Lock()
 	defer c.f.mu.Unlock()
@@ -104,6 +121,8 @@ type rig struct {
 	mu     sync.Mutex
 	refuse string // an apply whose staged files contain this is refused by the "tool"
 	live   []*events.Envelope
+	// reg holds the worker's collectors.
+	reg *prometheus.Registry
 }
 
 func newRig(t *testing.T) *rig {
@@ -142,7 +161,8 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	host := &svc.Host{Server: server, Image: "skein-service", Runtime: r.fake, Containers: cw, Locks: rt, Answered: rt.Answered, Log: zerolog.Nop(), Secrets: r.keys}
-	r.w, err = New(ctx, Config{Deps: svc.Deps{Host: host, JS: aconn.JS, Publisher: pub}, Log: zerolog.Nop(),
+	r.reg = prometheus.NewRegistry()
+	r.w, err = New(ctx, Config{Deps: svc.Deps{Host: host, JS: aconn.JS, Publisher: pub, Metrics: r.reg}, Log: zerolog.Nop(),
 		API: func(socket string) RuntimeAPI { return apiClient{f: r.api, socket: socket} }})
 	if err != nil {
 		t.Fatal(err)
@@ -592,5 +612,36 @@ func TestTLSKeyIsSealedEverywhereButTheContainer(t *testing.T) {
 				t.Errorf("the key is in clear in %s, message %d on %s", name, seq, m.Subject)
 			}
 		}
+	}
+}
+
+// TestBackendStatesCollected: each haproxy backend with its state as the
+// runtime API gives it, at each scrape; a runtime API that does not answer
+// is counted, not guessed.
+func TestBackendStatesCollected(t *testing.T) {
+	r := newRig(t)
+	r.mustDo(t, events.TypeLBAdd, events.LBAdd{Name: "ha1", Kind: "haproxy"})
+	r.mustDo(t, events.TypeLBBackendsAdd, events.LBBackends{LB: "ha1", Backends: []events.Backend{{Name: "web1", Host: "10.77.1.5", Port: 80}, {Name: "web2", Host: "10.77.1.6", Port: 80}}})
+	want := `
+# HELP skein_lb_backend_state 1 for each backend of this server's haproxy load balancers, labelled with its state as haproxy runs it (up, down, starting, stopping, maint, drain).
+# TYPE skein_lb_backend_state gauge
+skein_lb_backend_state{backend="web1",lb="ha1",server="s1",state="up"} 1
+skein_lb_backend_state{backend="web2",lb="ha1",server="s1",state="up"} 1
+# HELP skein_lb_runtime_errors haproxy load balancers of this server whose runtime API did not answer this scrape.
+# TYPE skein_lb_runtime_errors gauge
+skein_lb_runtime_errors{server="s1"} 0
+`
+	if err := promtest.GatherAndCompare(r.reg, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	r.api.mu.Lock()
+	r.api.fail = errors.New("socket gone")
+	r.api.mu.Unlock()
+	if err := promtest.GatherAndCompare(r.reg, strings.NewReader(`
+# HELP skein_lb_runtime_errors haproxy load balancers of this server whose runtime API did not answer this scrape.
+# TYPE skein_lb_runtime_errors gauge
+skein_lb_runtime_errors{server="s1"} 1
+`), "skein_lb_runtime_errors", "skein_lb_backend_state"); err != nil {
+		t.Error(err)
 	}
 }

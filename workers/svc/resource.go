@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
@@ -313,6 +314,8 @@ type Deps struct {
 	// State is the agent's own directory on the server (files of what runs
 	// on the server itself, such as keepalived's).
 	State string
+	// Metrics, when set, takes the capability's own Prometheus collectors.
+	Metrics prometheus.Registerer
 }
 
 // Capability is one domain worker of an agent: the handlers it registers and

@@ -1,0 +1,240 @@
+// Package dashboard serves skein's live web dashboard: static files embedded
+// in the binary (no build step), a snapshot of the records (/api/state) and
+// a stream of every change as it happens (/api/stream, server-sent events):
+// the events stream and the records' buckets. The page is one more
+// subscriber; it never polls the whole state.
+package dashboard
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/internal/httpd"
+)
+
+//go:embed static
+var static embed.FS
+
+// Buckets are the records the dashboard shows.
+var Buckets = []string{"skein_servers", "skein_containers", "skein_services", "skein_health", "skein_endpoints",
+	"skein_lbs", "skein_ws", "skein_dbs", "skein_vips", "skein_jobs"}
+
+// Handler serves the dashboard from js.
+func Handler(js jetstream.JetStream, log zerolog.Logger) http.Handler {
+	d := &dash{js: js, log: log}
+	files, _ := fs.Sub(static, "static")
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/state", d.state)
+	mux.HandleFunc("GET /api/stream", d.stream)
+	fileServer := http.FileServerFS(files)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { fileServer.ServeHTTP(w, r) })
+	mux.HandleFunc("GET /static/", func(w http.ResponseWriter, r *http.Request) {
+		http.StripPrefix("/static/", fileServer).ServeHTTP(w, r)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "not found: the dashboard is at /", http.StatusNotFound)
+	})
+	return mux
+}
+
+type dash struct {
+	js  jetstream.JetStream
+	log zerolog.Logger
+}
+
+// record is one record as the page gets it; Value is nil for a deletion.
+type record struct {
+	Bucket string          `json:"bucket"`
+	Key    string          `json:"key"`
+	Value  json.RawMessage `json:"value"`
+}
+
+// state answers every shown record: bucket → key → value.
+func (d *dash) state(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	out := map[string]map[string]json.RawMessage{}
+	for _, b := range Buckets {
+		out[b] = map[string]json.RawMessage{}
+		kv, err := d.js.KeyValue(ctx, b)
+		if err != nil {
+			continue // a bucket not made yet: nothing of that kind
+		}
+		lister, err := kv.ListKeys(ctx)
+		if err != nil {
+			http.Error(w, "reading the records: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		for k := range lister.Keys() {
+			e, err := kv.Get(ctx, k)
+			if err != nil {
+				continue // deleted meanwhile
+			}
+			out[b][k] = redact(e.Value())
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// stream sends, as server-sent events, every record change ("record") and
+// every event ("event") from now on, until the page goes.
+func (d *dash) stream(w http.ResponseWriter, r *http.Request) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	ctx := r.Context()
+	out := make(chan []byte, 256)
+	var wg sync.WaitGroup
+	send := func(kind string, v any) {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return
+		}
+		select {
+		case out <- []byte(fmt.Sprintf("event: %s\ndata: %s\n\n", kind, b)):
+		case <-ctx.Done():
+		}
+	}
+	for _, b := range Buckets {
+		kv, err := d.js.KeyValue(ctx, b)
+		if err != nil {
+			continue
+		}
+		wt, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
+		if err != nil {
+			http.Error(w, "watching the records: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		wg.Add(1)
+		go func(bucket string) {
+			defer wg.Done()
+			defer func() { _ = wt.Stop() }()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case e, ok := <-wt.Updates():
+					if !ok {
+						return
+					}
+					if e == nil {
+						continue
+					}
+					rec := record{Bucket: bucket, Key: e.Key()}
+					if e.Operation() == jetstream.KeyValuePut {
+						rec.Value = redact(e.Value())
+					}
+					send("record", rec)
+				}
+			}
+		}(b)
+	}
+	cons, err := d.js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		http.Error(w, "following the events: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if json.Valid(m.Data()) {
+			send("event", json.RawMessage(m.Data()))
+		}
+	})
+	if err != nil {
+		http.Error(w, "following the events: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	defer cc.Stop()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(": skein\n\n"))
+	flusher.Flush()
+	beat := time.NewTicker(15 * time.Second)
+	defer beat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case b := <-out:
+			if _, err := w.Write(b); err != nil {
+				return
+			}
+			flusher.Flush()
+		case <-beat.C:
+			_, _ = w.Write([]byte(": beat\n\n"))
+			flusher.Flush()
+		}
+	}
+}
+
+// redact drops sealed secrets (fields "password" and "key" holding a sealed
+// box) from a record before it leaves for a browser.
+func redact(raw []byte) json.RawMessage {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return json.RawMessage("null")
+	}
+	v = strip(v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return json.RawMessage("null")
+	}
+	return b
+}
+
+func strip(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, c := range x {
+			if m, ok := c.(map[string]any); ok && (k == "password" || k == "key") {
+				if _, sealed := m["box"]; sealed {
+					delete(x, k)
+					continue
+				}
+			}
+			x[k] = strip(c)
+		}
+	case []any:
+		for i := range x {
+			x[i] = strip(x[i])
+		}
+	}
+	return v
+}
+
+// Serve serves the dashboard on addr until ctx ends. Only a loopback
+// address is taken: beyond it the dashboard would need a login.
+func Serve(ctx context.Context, addr string, js jetstream.JetStream, log zerolog.Logger) (string, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("want HOST:PORT, e.g. 127.0.0.1:8474")
+	}
+	if !bus.Loopback(host) {
+		return "", errors.New("beyond loopback the dashboard needs a login, which skein does not have yet: listen on 127.0.0.1 and reach it through an SSH tunnel")
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	httpd.Serve(ctx, l, Handler(js, log), log, "dashboard")
+	url := "http://" + l.Addr().String() + "/"
+	log.Info().Str("url", url).Msg("dashboard")
+	return url, nil
+}

@@ -1,0 +1,143 @@
+package dashboard
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/testutil"
+)
+
+// TestStateAndStream: /api/state has every record (sealed secrets left out);
+// /api/stream sends each record change and each event as it happens; the
+// page and its files are served; anything else is a plain 404.
+func TestStateAndStream(t *testing.T) {
+	conn, _ := testutil.Bus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ctrs, err := bus.OpenStore[events.Container](ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctrs.Put(ctx, bus.Key("s1", "web1"), events.Container{Name: "web1", Server: "s1", Status: "Running", Updated: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	dbs, err := bus.OpenStore[events.DBInstance](ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := events.DBInstance{Resource: events.Resource{Name: "my1", Server: "s1", Status: events.StatusReady}, Kind: "mysql", Port: 3306, Allow: []string{},
+		Databases: []events.DBDatabase{{Name: "app", Owner: "u1"}}, Users: []events.DBUser{{Name: "u1", Password: events.Sealed{Sender: "XBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", Box: "c2VjcmV0"}}}}
+	if _, err := dbs.Put(ctx, bus.Key("s1", "my1"), db); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(Handler(conn.JS, zerolog.Nop()))
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/api/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var state map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(body, &state); err != nil {
+		t.Fatalf("/api/state: %v\n%s", err, body)
+	}
+	if !strings.Contains(string(state["skein_containers"]["s1.web1"]), `"status":"Running"`) {
+		t.Errorf("/api/state containers: %s", state["skein_containers"])
+	}
+	if got := string(state["skein_dbs"]["s1.my1"]); !strings.Contains(got, `"u1"`) || strings.Contains(got, "c2VjcmV0") || strings.Contains(got, "password") {
+		t.Errorf("a sealed password reached the page, or the user did not: %s", got)
+	}
+
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	req, _ := http.NewRequestWithContext(sctx, "GET", srv.URL+"/api/stream", nil)
+	sresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sresp.Body.Close()
+	if ct := sresp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("/api/stream Content-Type %q", ct)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(sresp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	if l := <-lines; l != ": skein" {
+		t.Fatalf("first line %q", l)
+	}
+	// A change and an event after the page connected both arrive.
+	start := time.Now()
+	if _, err := ctrs.Put(ctx, bus.Key("s1", "web1"), events.Container{Name: "web1", Server: "s1", Status: "Stopped", Updated: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	pub := bus.NewPublisher(conn.JS, "agent/s1", "s1")
+	if err := pub.Publish(ctx, events.TypeContainerStopped, events.ContainerEvent{Name: "web1", Status: "Stopped", Cause: "incus"}); err != nil {
+		t.Fatal(err)
+	}
+	var sawRecord, sawEvent bool
+	kind := ""
+	for !(sawRecord && sawEvent) {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("the stream ended")
+			}
+			switch {
+			case strings.HasPrefix(l, "event: "):
+				kind = strings.TrimPrefix(l, "event: ")
+			case strings.HasPrefix(l, "data: ") && kind == "record":
+				sawRecord = sawRecord || strings.Contains(l, `"bucket":"skein_containers"`) && strings.Contains(l, `"status":"Stopped"`)
+			case strings.HasPrefix(l, "data: ") && kind == "event":
+				sawEvent = sawEvent || strings.Contains(l, `"type":"container.stopped"`)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("after 5 s: record %v, event %v", sawRecord, sawEvent)
+		}
+	}
+	t.Logf("change and event on the stream %s after the write", time.Since(start).Round(time.Millisecond))
+
+	for path, want := range map[string]int{"/": 200, "/static/app.js": 200, "/static/style.css": 200, "/nope": 404, "/static/nope.js": 404} {
+		r, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != want || strings.Contains(string(b), "goroutine") {
+			t.Errorf("GET %s: %d, want %d", path, r.StatusCode, want)
+		}
+		if path == "/" && !strings.Contains(string(b), "<title>skein</title>") {
+			t.Errorf("GET / is not the page: %.200s", b)
+		}
+	}
+}
+
+// TestServeLoopbackOnly: beyond loopback the dashboard is refused with the fix.
+func TestServeLoopbackOnly(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:8474", "10.1.2.3:8474", ":8474"} {
+		if _, err := Serve(context.Background(), addr, nil, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "127.0.0.1") {
+			t.Errorf("Serve(%s) = %v, want a refusal naming 127.0.0.1", addr, err)
+		}
+	}
+	if _, err := Serve(context.Background(), "nonsense", nil, zerolog.Nop()); err == nil {
+		t.Error("Serve(nonsense) started")
+	}
+}
