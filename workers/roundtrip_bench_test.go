@@ -98,7 +98,15 @@ func BenchmarkRoundTrip(b *testing.B) {
 	round := bareJetStream(b, ctx, conn, agentConn)
 	b.Run("jetstream", func(b *testing.B) {
 		for b.Loop() {
-			if err := round(payload); err != nil {
+			if err := round(payload, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The same, the client taking the result only once it is stored, as skein's does.
+	b.Run("jetstream-stored", func(b *testing.B) {
+		for b.Loop() {
+			if err := round(payload, true); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -123,10 +131,11 @@ func BenchmarkRoundTrip(b *testing.B) {
 
 // bareJetStream sets up skein's durable path with nothing of skein's in it: a
 // work-queue stream and its consumer on the agent's connection, which publishes
-// each result into a results stream and then acks; the client subscribes to the
-// result, publishes the command without waiting for its ack, and waits. It
+// each result into a results stream, tells it again once stored, and then
+// acks; the client subscribes to the result (or, stored, to the second
+// telling), publishes the command without waiting for its ack, and waits. It
 // returns one round trip.
-func bareJetStream(b *testing.B, ctx context.Context, client, agent *bus.Conn) func(payload []byte) error {
+func bareJetStream(b *testing.B, ctx context.Context, client, agent *bus.Conn) func(payload []byte, stored bool) error {
 	b.Helper()
 	for _, cfg := range []jetstream.StreamConfig{
 		{Name: "BENCH_CMDS", Subjects: []string{"bench.cmd.>"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage},
@@ -143,6 +152,8 @@ func bareJetStream(b *testing.B, ctx context.Context, client, agent *bus.Conn) f
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		id := m.Headers().Get(nats.MsgIdHdr)
 		if _, err := agent.JS.PublishMsg(ctx, &nats.Msg{Subject: "bench.res." + id, Data: m.Data()}, jetstream.WithMsgID("r-"+id)); err == nil {
+			// The same result again once stored, for a client that takes only stored results.
+			_ = agent.NC.Publish("bench.stored."+id, m.Data())
 			_ = m.DoubleAck(ctx)
 		}
 	})
@@ -150,10 +161,14 @@ func bareJetStream(b *testing.B, ctx context.Context, client, agent *bus.Conn) f
 		b.Fatal(err)
 	}
 	b.Cleanup(cc.Stop)
-	return func(payload []byte) error {
+	return func(payload []byte, stored bool) error {
 		id := events.NewID()
 		res := make(chan *nats.Msg, 1)
-		sub, err := client.NC.ChanSubscribe("bench.res."+id, res)
+		subj := "bench.res." + id
+		if stored {
+			subj = "bench.stored." + id
+		}
+		sub, err := client.NC.ChanSubscribe(subj, res)
 		if err != nil {
 			return err
 		}

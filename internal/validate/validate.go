@@ -323,6 +323,11 @@ func checkValue(k *Kind, v reflect.Value, path string) error {
 		}
 	case reflect.Slice:
 		for i := 0; i < v.Len(); i++ {
+			// A field may be left empty; an element of a list may not (found by
+			// FuzzRenderSite: an empty resolver rendered "resolver  valid=1s").
+			if e := v.Index(i); e.Kind() == reflect.String && e.String() == "" {
+				return fmt.Errorf("%s/%d: %w: an empty value in a list", path, i, ErrInvalid)
+			}
 			if err := checkValue(k, v.Index(i), fmt.Sprintf("%s/%d", path, i)); err != nil {
 				return err
 			}

@@ -79,3 +79,18 @@ func TestStructWalksTaggedFields(t *testing.T) {
 		t.Errorf("bad resolver: %v", err)
 	}
 }
+
+// TestStructRefusesEmptyListElements: a field may be left empty, an element
+// of a list may not (an empty resolver rendered "resolver  valid=1s").
+func TestStructRefusesEmptyListElements(t *testing.T) {
+	type rec struct {
+		Resolvers []string `valid:"addrport"`
+		Optional  string   `valid:"addrport"`
+	}
+	if err := Struct(rec{Resolvers: []string{"10.0.0.1:53"}}); err != nil {
+		t.Errorf("a full list and an empty field: %v", err)
+	}
+	if err := Struct(rec{Resolvers: []string{"10.0.0.1:53", ""}}); err == nil || !strings.Contains(err.Error(), "/Resolvers/1") {
+		t.Errorf("an empty element: %v, want an error naming /Resolvers/1", err)
+	}
+}

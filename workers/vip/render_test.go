@@ -48,7 +48,7 @@ func TestCheckRefuses(t *testing.T) {
 		"injected ip":       {func(v *events.VIPAdd) { v.IP = "10.77.100.50 dev lo" }, "ip"},
 		"prefix":            {func(v *events.VIPAdd) { v.Prefix = 31 }, "prefix"},
 		"check and service": {func(v *events.VIPAdd) { v.Check, v.CheckService = []string{"true"}, "web" }, "not both"},
-		"empty check word":  {func(v *events.VIPAdd) { v.Check = []string{"curl", ""} }, "empty word"},
+		"empty check word":  {func(v *events.VIPAdd) { v.Check = []string{"curl", ""} }, "an empty value in a list"},
 		"shell in check":    {func(v *events.VIPAdd) { v.Check = []string{"curl", "x;reboot"} }, "check"},
 		"quote in check":    {func(v *events.VIPAdd) { v.Check = []string{"curl", `"a"`} }, "check"},
 		"bad service":       {func(v *events.VIPAdd) { v.CheckService = "web\n}" }, "check_service"},
