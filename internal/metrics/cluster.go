@@ -129,20 +129,17 @@ func (c *Cluster) Collect(ch chan<- prometheus.Metric) {
 	if jobs, err := c.rec.Jobs(ctx); err != nil {
 		failed++
 	} else if cerr == nil && herr == nil {
-		passing := map[string]bool{}
+		passing := map[string]bool{} // a container with health has a key
 		for _, h := range health {
 			passing[h.Container] = h.Passing
-		}
-		known := map[string]bool{}
-		for _, h := range health {
-			known[h.Container] = true
 		}
 		for _, j := range jobs {
 			gauge(descJobCount, float64(j.Count), j.Name)
 			n := map[string]int{}
 			for _, ct := range ctrs {
 				if ct.Job == j.Name {
-					n[instanceHealth(j, ct, known[ct.Name], passing[ct.Name])]++
+					p, checked := passing[ct.Name]
+					n[instanceHealth(j, ct, checked, p)]++
 				}
 			}
 			for h, v := range n {

@@ -270,7 +270,6 @@ type observer struct {
 type observed struct {
 	at   time.Time
 	kind string // the event's type
-	key  string
 	data []byte
 }
 
@@ -316,11 +315,11 @@ func (o *observer) close() {
 }
 
 // saw says whether the observer saw, since a time, a change of kind that match accepts.
-func (o *observer) saw(kind string, since time.Time, match func(key string, data []byte) bool) bool {
+func (o *observer) saw(kind string, since time.Time, match func(data []byte) bool) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, e := range o.evs {
-		if e.kind == kind && !e.at.Before(since.Add(-time.Second)) && match(e.key, e.data) {
+		if e.kind == kind && !e.at.Before(since.Add(-time.Second)) && match(e.data) {
 			return true
 		}
 	}
@@ -435,7 +434,7 @@ func (s *soak) pick() *soakCmd {
 		// lb.changed names the backends a change added and removed.
 		told := func(removed bool) func(*observer, time.Time) bool {
 			return func(o *observer, since time.Time) bool {
-				return o.saw(events.TypeLBChanged, since, func(_ string, d []byte) bool {
+				return o.saw(events.TypeLBChanged, since, func(d []byte) bool {
 					c := field[events.LBChange](d)
 					names := c.Added
 					if removed {
@@ -480,7 +479,7 @@ func (s *soak) pick() *soakCmd {
 		return &soakCmd{kind: "scalejob", key: soakJob, args: []string{"scalejob", soakJob, strconv.Itoa(n), "--detach"},
 			apply: func(m *soakModel) { m.jobCount = n },
 			expect: func(o *observer, since time.Time) bool {
-				return o.saw(events.TypeJobChanged, since, func(_ string, d []byte) bool {
+				return o.saw(events.TypeJobChanged, since, func(d []byte) bool {
 					c := field[events.JobChange](d)
 					return c.Job == soakJob && c.Change == "scaled" && c.Count == n
 				})
@@ -499,13 +498,13 @@ func indexOf(list []string, s string) int {
 
 func containerEvent(typ, name string) func(*observer, time.Time) bool {
 	return func(o *observer, since time.Time) bool {
-		return o.saw(typ, since, func(_ string, d []byte) bool { return field[named](d).Name == name })
+		return o.saw(typ, since, func(d []byte) bool { return field[named](d).Name == name })
 	}
 }
 
 func defsSeen(name string, match func(events.Definitions) bool) func(*observer, time.Time) bool {
 	return func(o *observer, since time.Time) bool {
-		return o.saw(events.TypeServiceDefined, since, func(_ string, d []byte) bool {
+		return o.saw(events.TypeServiceDefined, since, func(d []byte) bool {
 			defs := field[events.Definitions](d)
 			return defs.Container == name && match(defs)
 		})
@@ -514,13 +513,13 @@ func defsSeen(name string, match func(events.Definitions) bool) func(*observer, 
 
 func appEvent(typ, url string) func(*observer, time.Time) bool {
 	return func(o *observer, since time.Time) bool {
-		return o.saw(typ, since, func(_ string, d []byte) bool { return field[events.AppEvent](d).URL == url })
+		return o.saw(typ, since, func(d []byte) bool { return field[events.AppEvent](d).URL == url })
 	}
 }
 
 func dbEvent(change, db string) func(*observer, time.Time) bool {
 	return func(o *observer, since time.Time) bool {
-		return o.saw(events.TypeDBChanged, since, func(_ string, d []byte) bool {
+		return o.saw(events.TypeDBChanged, since, func(d []byte) bool {
 			c := field[events.DBChange](d)
 			return c.Instance == soakDB && c.Change == change && c.DB == db
 		})

@@ -153,7 +153,7 @@ func (s *Scheduler) Add(ctx context.Context, req *workers.Request, p events.JobA
 		return events.JobPlan{}, workers.Conflict("job %s exists: `skein upgradejob %s` changes its image, `skein deljob %s` removes it", p.Name, p.Name, p.Name)
 	}
 	req.Progress("plan", "planning against the servers that are up")
-	servers, err := s.cluster(ctx, job, nil)
+	servers, _, err := s.cluster(ctx, job, false)
 	if err != nil {
 		return events.JobPlan{}, err
 	}
@@ -232,17 +232,7 @@ func (s *Scheduler) Scale(ctx context.Context, req *workers.Request, p events.Jo
 	plan := events.JobPlan{Place: map[string]int{}}
 	if p.Count > job.Count {
 		req.Progress("plan", "planning against the servers that are up")
-		ctrs, err := s.ctrs.Values(ctx)
-		if err != nil {
-			return events.JobPlan{}, workers.Transient("reading the containers: %v", err)
-		}
-		var live []events.Container
-		for _, c := range ctrs {
-			if c.Job == job.Name {
-				live = append(live, c)
-			}
-		}
-		servers, err := s.cluster(ctx, job, live)
+		servers, live, err := s.cluster(ctx, job, true)
 		if err != nil {
 			return events.JobPlan{}, err
 		}
@@ -279,20 +269,28 @@ func sameJob(a, b events.JobAdd) bool {
 	return string(ja) == string(jb)
 }
 
-// cluster reads the records and builds the scheduler's view for job, its
-// instances in live.
-func (s *Scheduler) cluster(ctx context.Context, job events.Job, live []events.Container) ([]sched.Server, error) {
+// cluster reads the records and builds the scheduler's view for job; with
+// countLive, the job's instances count as placed and are returned.
+func (s *Scheduler) cluster(ctx context.Context, job events.Job, countLive bool) ([]sched.Server, []events.Container, error) {
 	hbs, err := s.hbs.Values(ctx)
 	if err != nil {
-		return nil, workers.Transient("reading the servers: %v", err)
+		return nil, nil, workers.Transient("reading the servers: %v", err)
 	}
 	ctrs, err := s.ctrs.Values(ctx)
 	if err != nil {
-		return nil, workers.Transient("reading the containers: %v", err)
+		return nil, nil, workers.Transient("reading the containers: %v", err)
 	}
 	jobs, err := s.jobs.Values(ctx)
 	if err != nil {
-		return nil, workers.Transient("reading the jobs: %v", err)
+		return nil, nil, workers.Transient("reading the jobs: %v", err)
+	}
+	var live []events.Container
+	if countLive {
+		for _, c := range ctrs {
+			if c.Job == job.Name {
+				live = append(live, c)
+			}
+		}
 	}
 	if job.Network != "" {
 		known := false
@@ -303,10 +301,10 @@ func (s *Scheduler) cluster(ctx context.Context, job events.Job, live []events.C
 		}
 		if !known {
 			sort.Strings(nets)
-			return nil, workers.Invalid("no server has network %s (the servers' networks: %s)", job.Network, strings.Join(nets, ", "))
+			return nil, nil, workers.Invalid("no server has network %s (the servers' networks: %s)", job.Network, strings.Join(nets, ", "))
 		}
 	}
-	return Cluster(hbs, ctrs, jobs, job, live, time.Now()), nil
+	return Cluster(hbs, ctrs, jobs, job, live, time.Now()), live, nil
 }
 
 // withImage asks the servers that could take the job whether they have its

@@ -40,7 +40,7 @@ func (s *Scheduler) Upgrade(ctx context.Context, req *workers.Request, p events.
 	}
 	if image != job.Image {
 		req.Progress("image", "looking for image "+image+" on the servers")
-		servers, err := s.cluster(ctx, job, nil)
+		servers, _, err := s.cluster(ctx, job, false)
 		if err != nil {
 			return events.Job{}, err
 		}
