@@ -49,7 +49,7 @@ func (f *serverFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.tlsKey, "tls-key", "", "the key of --tls-cert")
 	c.Flags().BoolVar(&f.noScheduler, "no-scheduler", false, "run no job scheduler here (run `skein scheduler` elsewhere)")
 	c.Flags().DurationVar(&f.grace, "scheduler-grace", 10*time.Second, "how long a server may be down before the scheduler places its instances elsewhere")
-	c.Flags().StringVar(&f.http, "http", defaultDashboard, "serve the live dashboard on http://ADDR/ (loopback only; \"\" for none)")
+	c.Flags().StringVar(&f.http, "http", defaultDashboard, "serve the live dashboard on ADDR: open on loopback; beyond, over HTTPS with a login (skein dashboard URL); \"\" for none")
 }
 
 // bus is what runServer started: the URL, the authority, the CA clients need
@@ -117,27 +117,28 @@ func runServer(ctx context.Context, f *serverFlags, reg *prometheus.Registry, lo
 		return nil, err
 	}
 	go followRevocations(ctx, rb.authority, ns, log)
-	if f.http != "" {
-		if err := serveDashboard(ctx, f.http, bus.ConnOptions{URL: rb.url, Name: "skein-server-dashboard", Log: log, Creds: admin, CA: rb.ca}, log); err != nil {
-			rb.stop()
-			return nil, err
-		}
-	}
-	if reg != nil {
-		// The cluster's gauges, read from the records at each scrape, on a connection of their own.
-		mconn, err := bus.Connect(bus.ConnOptions{URL: rb.url, Name: "skein-server-metrics", Log: log, Creds: admin, CA: rb.ca})
+	if f.http != "" || reg != nil {
+		// The dashboard and the cluster's gauges read the records on one connection of their own.
+		sconn, err := bus.Connect(bus.ConnOptions{URL: rb.url, Name: "skein-server-views", Log: log, Creds: admin, CA: rb.ca})
 		if err != nil {
 			rb.stop()
 			return nil, err
 		}
-		records, err := metrics.OpenRecords(ctx, mconn.JS)
-		if err != nil {
-			mconn.Close()
-			rb.stop()
-			return nil, err
+		go func() { <-ctx.Done(); sconn.Close() }()
+		if f.http != "" {
+			if err := serveDashboard(ctx, f, rb.authority, sconn, log); err != nil {
+				rb.stop()
+				return nil, err
+			}
 		}
-		reg.MustRegister(metrics.NewCluster(records))
-		go func() { <-ctx.Done(); mconn.Close() }()
+		if reg != nil {
+			records, err := metrics.OpenRecords(ctx, sconn.JS)
+			if err != nil {
+				rb.stop()
+				return nil, err
+			}
+			reg.MustRegister(metrics.NewCluster(records))
+		}
 	}
 	if !f.noScheduler {
 		sched, err := rb.authority.Creds(bus.Role{Kind: "scheduler"})
@@ -218,23 +219,29 @@ it with --nats (or SKEIN_NATS); any component may then create the streams.`,
 // defaultDashboard is where skein server and skein up serve the dashboard.
 const defaultDashboard = "127.0.0.1:8474"
 
-// serveDashboard serves the dashboard on addr with a connection of its own.
-// The default address already taken (another skein on this machine) is not
-// fatal; an address asked for is.
-func serveDashboard(ctx context.Context, addr string, o bus.ConnOptions, log zerolog.Logger) error {
-	conn, err := bus.Connect(o)
+// serveDashboard serves the dashboard on --http. Beyond loopback it asks for
+// a login checked by the bus's authority, over TLS with a certificate of
+// skein's CA (or --tls-cert). The default address already taken (another
+// skein on this machine) is not fatal; an address asked for is.
+func serveDashboard(ctx context.Context, f *serverFlags, a *bus.Authority, conn *bus.Conn, log zerolog.Logger) error {
+	o := dashboard.Options{Addr: f.http, JS: conn.JS, Log: log}
+	host, _, err := net.SplitHostPort(f.http)
 	if err != nil {
-		return err
+		return fmt.Errorf("--http %q: want HOST:PORT, e.g. 127.0.0.1:8474", f.http)
 	}
-	if _, err := dashboard.Serve(ctx, addr, conn.JS, log); err != nil {
-		conn.Close()
-		if addr == defaultDashboard && errors.Is(err, syscall.EADDRINUSE) {
+	if !bus.Loopback(host) {
+		if o.TLS, _, err = bus.ServerTLS(filepath.Join(f.data, "tls"), host, f.tlsCert, f.tlsKey, ""); err != nil {
+			return fmt.Errorf("--http %s: %w", f.http, err)
+		}
+		o.Auth = a
+	}
+	if _, err := dashboard.Serve(ctx, o); err != nil {
+		if f.http == defaultDashboard && errors.Is(err, syscall.EADDRINUSE) {
 			log.Warn().Err(err).Msg("no dashboard: its default address is taken (--http ADDR chooses another)")
 			return nil
 		}
-		return fmt.Errorf("--http %s: %w", addr, err)
+		return fmt.Errorf("--http %s: %w", f.http, err)
 	}
-	go func() { <-ctx.Done(); conn.Close() }()
 	return nil
 }
 

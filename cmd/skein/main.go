@@ -80,7 +80,7 @@ func newRoot(g *globals) *cobra.Command {
 		backupdbCmd(g), backupsCmd(g), restoredbCmd(g),
 		addvipCmd(g), listvipsCmd(g), delvipCmd(g),
 		addjobCmd(g), listjobsCmd(g), upgradejobCmd(g), scalejobCmd(g), deljobCmd(g), schedulerCmd(g),
-		credsCmd(g),
+		credsCmd(g), dashboardCmd(g),
 	)
 	return root
 }

@@ -7,6 +7,7 @@ package dashboard
 
 import (
 	"context"
+	"crypto/tls"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -44,7 +45,7 @@ func Handler(js jetstream.JetStream, log zerolog.Logger) http.Handler {
 		http.StripPrefix("/static/", fileServer).ServeHTTP(w, r)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "not found: the dashboard is at /", http.StatusNotFound)
+		page(w, http.StatusNotFound, "Not found", `No such page: the dashboard is at / (<a href="/">open it</a>).`)
 	})
 	return mux
 }
@@ -219,22 +220,42 @@ func strip(v any) any {
 	return v
 }
 
-// Serve serves the dashboard on addr until ctx ends. Only a loopback
-// address is taken: beyond it the dashboard would need a login.
-func Serve(ctx context.Context, addr string, js jetstream.JetStream, log zerolog.Logger) (string, error) {
-	host, _, err := net.SplitHostPort(addr)
+// Options are how the dashboard is served.
+type Options struct {
+	// Addr is HOST:PORT to listen on.
+	Addr string
+	// JS reads the records and events.
+	JS jetstream.JetStream
+	// Log gets the logins and errors.
+	Log zerolog.Logger
+	// Auth checks logins; beyond loopback it and TLS are required.
+	Auth Verifier
+	// TLS is the certificate served beyond loopback.
+	TLS *tls.Config
+}
+
+// Serve serves the dashboard until ctx ends and returns its URL. On loopback
+// it is open, over HTTP; beyond, it is served over TLS to logged-in users.
+func Serve(ctx context.Context, o Options) (string, error) {
+	host, _, err := net.SplitHostPort(o.Addr)
 	if err != nil {
 		return "", fmt.Errorf("want HOST:PORT, e.g. 127.0.0.1:8474")
 	}
-	if !bus.Loopback(host) {
-		return "", errors.New("beyond loopback the dashboard needs a login, which skein does not have yet: listen on 127.0.0.1 and reach it through an SSH tunnel")
+	open := bus.Loopback(host)
+	if !open && (o.Auth == nil || o.TLS == nil) {
+		return "", errors.New("beyond loopback the dashboard needs its login and TLS, which only skein server (with the bus's authority) gives: listen on 127.0.0.1 and reach it through an SSH tunnel")
 	}
-	l, err := net.Listen("tcp", addr)
+	l, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return "", err
 	}
-	httpd.Serve(ctx, l, Handler(js, log), log, "dashboard")
-	url := "http://" + l.Addr().String() + "/"
-	log.Info().Str("url", url).Msg("dashboard")
+	h, scheme := Handler(o.JS, o.Log), "http"
+	if !open {
+		h, scheme = Guard(h, o.Auth, o.Log), "https"
+		l = tls.NewListener(l, o.TLS)
+	}
+	httpd.Serve(ctx, l, h, o.Log, "dashboard")
+	url := scheme + "://" + l.Addr().String() + "/"
+	o.Log.Info().Str("url", url).Bool("login", !open).Msg("dashboard")
 	return url, nil
 }

@@ -130,14 +130,15 @@ func TestStateAndStream(t *testing.T) {
 	}
 }
 
-// TestServeLoopbackOnly: beyond loopback the dashboard is refused with the fix.
-func TestServeLoopbackOnly(t *testing.T) {
+// TestServeBeyondLoopbackNeedsLogin: beyond loopback the dashboard is
+// refused without the login and TLS, with the fix.
+func TestServeBeyondLoopbackNeedsLogin(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:8474", "10.1.2.3:8474", ":8474"} {
-		if _, err := Serve(context.Background(), addr, nil, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "127.0.0.1") {
+		if _, err := Serve(context.Background(), Options{Addr: addr, Log: zerolog.Nop()}); err == nil || !strings.Contains(err.Error(), "127.0.0.1") {
 			t.Errorf("Serve(%s) = %v, want a refusal naming 127.0.0.1", addr, err)
 		}
 	}
-	if _, err := Serve(context.Background(), "nonsense", nil, zerolog.Nop()); err == nil {
+	if _, err := Serve(context.Background(), Options{Addr: "nonsense", Log: zerolog.Nop()}); err == nil {
 		t.Error("Serve(nonsense) started")
 	}
 }

@@ -204,7 +204,12 @@ async function start() {
     }
     opened = true;
   };
-  es.onerror = () => { conn.textContent = "reconnecting"; conn.className = "down"; };
+  es.onerror = async () => {
+    conn.textContent = "reconnecting"; conn.className = "down";
+    // Beyond loopback a session can end (expired, credentials revoked): say so.
+    const r = await fetch("/api/state").catch(() => null);
+    if (r && r.status === 401) { es.close(); conn.textContent = "logged out: reload to log in"; conn.className = "down out"; }
+  };
   es.addEventListener("record", m => {
     const arrived = performance.now();
     const r = JSON.parse(m.data);
