@@ -99,7 +99,10 @@ func (d *dash) stream(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
-	ctx := r.Context()
+	// A watcher that stops (its bus connection lost) ends the stream: the
+	// page reconnects and reloads the records rather than silently missing them.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
 	out := make(chan []byte, 256)
 	var wg sync.WaitGroup
 	send := func(kind string, v any) {
@@ -132,6 +135,7 @@ func (d *dash) stream(w http.ResponseWriter, r *http.Request) {
 					return
 				case e, ok := <-wt.Updates():
 					if !ok {
+						cancel()
 						return
 					}
 					if e == nil {

@@ -1296,8 +1296,9 @@ func embeddedBed() *soakBed {
 // servers) are replaced by a broken build (go build -tags skeinbroken) with
 // the per-resource lock off, then with the store's revision check off too;
 // each time 40 backend commands run, 8 at once, on two load balancers. With
-// the lock off the revision check alone keeps every update (the conflicts
-// are retried); with both off the checker names the backends lost.
+// the lock off the revision check alone keeps every update in the record
+// (the conflicts are retried), though haproxy may run an older one; with
+// both off the checker names the backends lost.
 func TestSoakCatchesLostUpdate(t *testing.T) {
 	dumpOnFailure(t)
 	broken := filepath.Join(t.TempDir(), "skein-broken")
@@ -1333,8 +1334,14 @@ func TestSoakCatchesLostUpdate(t *testing.T) {
 	swap("nolock")
 	v := runSoak(t, bed, soakOpts{n: 40, seed: 11, only: "backends"})
 	// Concurrent writes of one record conflict and are retried: none is lost.
-	if len(v) > 0 {
-		t.Errorf("lock off, revision check on: %d violations %q", len(v), v)
+	// What haproxy runs may still differ: two applies of one load balancer
+	// can land out of order, which only the lock prevents (seen in CI:
+	// "haproxy of soaklb1 runs [b1 b3 b4 b5], the model [b1 b2 b3 b4 b5]").
+	t.Logf("lock off, revision check on: %d violations %q", len(v), v)
+	for _, x := range v {
+		if !strings.HasPrefix(x, "state: haproxy of ") {
+			t.Errorf("lock off, revision check on: %q (want none but haproxy's state)", x)
+		}
 	}
 
 	swap("nolock,norevision")
