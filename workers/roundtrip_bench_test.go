@@ -31,7 +31,7 @@ func pingAgent(b *testing.B, ctx context.Context, url string) *bus.Conn {
 		return events.Pong{Server: "s1", Time: time.Now().UTC()}, nil
 	}
 	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: pong})
-	workers.HandleQuery(rt, workers.Query[events.Ping, events.Pong]{Type: events.TypePing, Run: pong})
+	workers.HandleQuery(rt, workers.Query[events.Ping, events.Pong]{Type: events.TypePing, Inline: true, Run: pong})
 	go rt.Run(ctx)
 	return agentConn
 }

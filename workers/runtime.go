@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,10 @@ type Query[In, Out any] struct {
 	Type string
 	// Deadline bounds the answer; 0 is ten seconds.
 	Deadline time.Duration
+	// Inline marks a handler that only reads memory and never blocks (ping):
+	// it answers on the subscription's goroutine, without a hand-off. Every
+	// other query runs on a goroutine of its own, so a slow one delays none.
+	Inline bool
 	// Run answers the query.
 	Run func(ctx context.Context, req *Request, in In) (Out, error)
 }
@@ -71,6 +76,7 @@ type Query[In, Out any] struct {
 // handler is a contract with its types erased, as the runtime dispatches it.
 type handler struct {
 	deadline time.Duration
+	inline   bool
 	decode   func(raw json.RawMessage) (any, error)
 	lock     func(in any) string
 	run      func(ctx context.Context, req *Request, in any) (any, error)
@@ -102,7 +108,9 @@ func HandleQuery[In, Out any](r *Runtime, q Query[In, Out]) {
 	if d == 0 {
 		d = 10 * time.Second
 	}
-	r.queries[q.Type] = erase(q.Type, d, q.Run)
+	h := erase(q.Type, d, q.Run)
+	h.inline = q.Inline
+	r.queries[q.Type] = h
 }
 
 func checkTypes[In, Out any](spec events.Spec) {
@@ -309,7 +317,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	if len(r.queries) > 0 {
 		// A queue group lets a standby agent of the same server share the load.
+		prefix := bus.QuerySubject(r.server, "")
 		qsub, err := r.conn.NC.QueueSubscribe(bus.ServerQueries(r.server), bus.AgentConsumerName(r.server), func(m *nats.Msg) {
+			if h, ok := r.queries[strings.TrimPrefix(m.Subject, prefix)]; ok && h.inline {
+				r.query(ctx, m)
+				return
+			}
 			go r.query(ctx, m)
 		})
 		if err != nil {
@@ -543,6 +556,10 @@ func (r *Runtime) query(ctx context.Context, m *nats.Msg) {
 	env, err := events.Decode(m.Data)
 	if err == nil && env.Server != r.server {
 		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("addressed to server %q but asked of %q", env.Server, r.server)}
+	}
+	if err == nil && m.Subject != bus.QuerySubject(r.server, env.Type) {
+		// The subject chose how it runs (inline or not): it must name the same type.
+		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("a %s query sent on %s", env.Type, m.Subject)}
 	}
 	var out any
 	var id, typ string

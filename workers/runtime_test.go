@@ -697,3 +697,70 @@ func TestMetricsTold(t *testing.T) {
 	want := "[container.start/ok container.start/not_found container.start/ok container.stop/timeout] [container.start] [container.stop]"
 	testutil.Eventually(t, 5*time.Second, func() bool { return m.String() == want }, "metrics told %v, want %s", m, want)
 }
+
+// TestInlineQueryNotHeldBySlowOne: a slow query (its own goroutine) does not
+// delay an inline one (ping) asked meanwhile; a query whose subject names
+// another type than its envelope is refused, since the subject decides how
+// it runs.
+func TestInlineQueryNotHeldBySlowOne(t *testing.T) {
+	release := make(chan struct{})
+	var started atomic.Int32
+	h := newHarness(t, func(rt *workers.Runtime) {
+		workers.HandleQuery(rt, workers.Query[events.Ping, events.Pong]{Type: events.TypePing, Inline: true,
+			Run: func(context.Context, *workers.Request, events.Ping) (events.Pong, error) {
+				return events.Pong{Server: server, Time: time.Now().UTC()}, nil
+			}})
+		workers.HandleQuery(rt, workers.Query[events.ImageAsk, events.ImageAnswer]{Type: events.TypeImageAsk,
+			Run: func(ctx context.Context, _ *workers.Request, _ events.ImageAsk) (events.ImageAnswer, error) {
+				started.Add(1)
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return events.ImageAnswer{}, nil
+			}})
+	})
+	defer close(release)
+	query := func(typ string, p any) error {
+		env, err := h.client.NewCommand(server, typ, "", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.client.Query(ctxT(t, 5*time.Second), env)
+		return err
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return query(events.TypePing, events.Ping{}) == nil }, "no answer to ping")
+	slow := make(chan error, 3)
+	for range 3 {
+		go func() { slow <- query(events.TypeImageAsk, events.ImageAsk{Image: "skein-busybox"}) }()
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return started.Load() == 3 }, "the slow queries did not start together")
+	for range 5 {
+		start := time.Now()
+		if err := query(events.TypePing, events.Ping{}); err != nil {
+			t.Fatalf("ping during slow queries: %v", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("ping took %s behind the slow queries", d)
+		}
+	}
+	select {
+	case err := <-slow:
+		t.Fatalf("a slow query ended before its release: %v", err)
+	default:
+	}
+
+	// A ping envelope sent on the image.ask subject: refused, not run.
+	env, err := h.client.NewCommand(server, events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := env.Marshal()
+	m, err := h.conn.NC.Request(bus.QuerySubject(server, events.TypeImageAsk), raw, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(m.Data), "query sent on") || strings.Contains(string(m.Data), `"ok":true`) {
+		t.Errorf("a mismatched query: %s", m.Data)
+	}
+}

@@ -129,7 +129,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		rt.SetMetrics(a.cfg.Metrics)
 	}
 
-	ping := workers.Query[events.Ping, events.Pong]{Type: events.TypePing, Run: a.ping}
+	ping := workers.Query[events.Ping, events.Pong]{Type: events.TypePing, Inline: true, Run: a.ping}
 	workers.HandleQuery(rt, ping)
 	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: a.ping})
 	cw := containers.New(a.cfg.Name, a.cfg.Runtime, cstore, pub, a.log.With().Str("worker", "containers").Logger())
