@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -27,6 +28,16 @@ type loginClaims struct {
 	Nonce string `json:"nonce"`
 }
 
+// LoginAudience is the one spelling of a dashboard's address in tokens:
+// HOST:PORT, the host in lower case without a final dot, 443 when no port.
+func LoginAudience(hostport string) string {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host, port = strings.Trim(hostport, "[]"), "443"
+	}
+	return net.JoinHostPort(strings.TrimSuffix(strings.ToLower(host), "."), port)
+}
+
 // SignLogin makes a login token for the dashboard at aud (HOST:PORT) from a
 // creds file: the claims signed by the user's key. The seed never leaves.
 func SignLogin(creds []byte, aud string, now time.Time) (string, error) {
@@ -42,7 +53,7 @@ func SignLogin(creds []byte, aud string, now time.Time) (string, error) {
 	if _, err := rand.Read(nonce); err != nil {
 		return "", err
 	}
-	payload, err := json.Marshal(loginClaims{JWT: token, Aud: aud, IAt: now.Unix(), Nonce: base64.RawURLEncoding.EncodeToString(nonce)})
+	payload, err := json.Marshal(loginClaims{JWT: token, Aud: LoginAudience(aud), IAt: now.Unix(), Nonce: base64.RawURLEncoding.EncodeToString(nonce)})
 	if err != nil {
 		return "", err
 	}
@@ -60,13 +71,18 @@ type Login struct {
 	// Nonce makes the token single-use; Expires is when it stops being good.
 	Nonce   string
 	Expires time.Time
+	// Until is when the credentials expire (zero: they do not); a session
+	// made from them ends then at the latest.
+	Until time.Time
 }
 
 // ErrLoginExpired is a login token past LoginTTL.
 var ErrLoginExpired = errors.New("the login link has expired (links last 2 minutes): run `skein dashboard URL` again")
 
-// VerifyLogin checks a login token made for aud: signed by the key of a user
-// this authority issued and has not revoked, within LoginTTL of now.
+// VerifyLogin checks a login token made for aud (the dashboard's own
+// address, as LoginAudience spells it, never one a request names): signed by
+// the key of a user this authority issued and has not revoked, within
+// LoginTTL of now.
 func (a *Authority) VerifyLogin(token, aud string, now time.Time) (Login, error) {
 	bad := func(why string) (Login, error) {
 		return Login{}, fmt.Errorf("not a valid login token (%s): run `skein dashboard URL` with your credentials and open the link it prints", why)
@@ -81,7 +97,7 @@ func (a *Authority) VerifyLogin(token, aud string, now time.Time) (Login, error)
 	if err1 != nil || err2 != nil || json.Unmarshal(payload, &c) != nil || c.Nonce == "" {
 		return bad("malformed")
 	}
-	if c.Aud != aud {
+	if LoginAudience(c.Aud) != aud {
 		return bad("made for another address: " + c.Aud)
 	}
 	iat := time.Unix(c.IAt, 0)
@@ -116,7 +132,11 @@ func (a *Authority) VerifyLogin(token, aud string, now time.Time) (Login, error)
 			role = r
 		}
 	}
-	return Login{User: uc.Subject, Role: role, Nonce: c.Nonce, Expires: iat.Add(LoginTTL)}, nil
+	l := Login{User: uc.Subject, Role: role, Nonce: c.Nonce, Expires: iat.Add(LoginTTL)}
+	if uc.Expires > 0 {
+		l.Until = time.Unix(uc.Expires, 0)
+	}
+	return l, nil
 }
 
 // IsRevoked tells whether a user (public key) was revoked.

@@ -2,10 +2,13 @@ package bus_test
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/jwt/v2"
 
 	"github.com/skeinhq/skein/bus"
 )
@@ -61,6 +64,37 @@ func TestLoginToken(t *testing.T) {
 			t.Errorf("%s: %v, want an error saying %q", name, err, c.want)
 		}
 	}
+	// The JWT's role edited (its signature no longer holds).
+	payload0, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[0])
+	var claims map[string]any
+	_ = json.Unmarshal(payload0, &claims)
+	parts := strings.Split(claims["jwt"].(string), ".")
+	body, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	parts[1] = base64.RawURLEncoding.EncodeToString([]byte(strings.Replace(string(body), "skein-role:observer", "skein-role:admin", 1)))
+	claims["jwt"] = strings.Join(parts, ".")
+	kp, _ := jwt.ParseDecoratedNKey(obs)
+	resign := func(c map[string]any) string {
+		b, _ := json.Marshal(c)
+		sig, _ := kp.Sign(b)
+		return base64.RawURLEncoding.EncodeToString(b) + "." + base64.RawURLEncoding.EncodeToString(sig)
+	}
+	if _, err := a.VerifyLogin(resign(claims), "s1:8474", now); err == nil || !strings.Contains(err.Error(), "not a user's") {
+		t.Errorf("a JWT with its role edited: %v", err)
+	}
+	// No nonce: it could not be used once only.
+	_ = json.Unmarshal(payload0, &claims)
+	claims["nonce"] = ""
+	if _, err := a.VerifyLogin(resign(claims), "s1:8474", now); err == nil || !strings.Contains(err.Error(), "malformed") {
+		t.Errorf("a token without a nonce: %v", err)
+	}
+	// One spelling of an address: case, a final dot and the default port.
+	for made, asked := range map[string]string{"S1.Example.:8474": "s1.example:8474", "h.example": "h.example:443"} {
+		tk, _ := bus.SignLogin(obs, made, now)
+		if _, err := a.VerifyLogin(tk, bus.LoginAudience(asked), now); err != nil {
+			t.Errorf("a token made for %s, asked at %s: %v", made, asked, err)
+		}
+	}
+
 	if _, err := a.Revoke(bus.Role{Kind: "observer"}); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,8 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -236,6 +238,40 @@ type Options struct {
 	Auth Verifier
 	// TLS is the certificate served beyond loopback.
 	TLS *tls.Config
+	// Names are the addresses (HOST or HOST:PORT) the dashboard answers to
+	// beyond loopback; default: Addr's host, or, when it is unspecified
+	// (0.0.0.0), this machine's addresses; and its host name.
+	Names []string
+}
+
+// names are the addresses a dashboard listening on host:port answers to.
+func names(given []string, host string, port int) []string {
+	p := strconv.Itoa(port)
+	hosts := given
+	if len(hosts) == 0 {
+		hosts = []string{host}
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			hosts = nil
+			addrs, _ := net.InterfaceAddrs()
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() {
+					hosts = append(hosts, n.IP.String())
+				}
+			}
+		}
+		if h, err := os.Hostname(); err == nil {
+			hosts = append(hosts, h)
+		}
+	}
+	var out []string
+	for _, h := range hosts {
+		if _, _, err := net.SplitHostPort(h); err == nil {
+			out = append(out, h)
+		} else {
+			out = append(out, net.JoinHostPort(h, p))
+		}
+	}
+	return out
 }
 
 // Serve serves the dashboard until ctx ends and returns its URL. On loopback
@@ -255,7 +291,7 @@ func Serve(ctx context.Context, o Options) (string, error) {
 	}
 	h, scheme := Handler(o.JS, o.Log), "http"
 	if !open {
-		h, scheme = Guard(h, o.Auth, o.Log), "https"
+		h, scheme = Guard(h, o.Auth, names(o.Names, host, l.Addr().(*net.TCPAddr).Port), o.Log), "https"
 		l = tls.NewListener(l, o.TLS)
 	}
 	httpd.Serve(ctx, l, h, o.Log, "dashboard")

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"html"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -22,7 +23,8 @@ import (
 // Verifier checks logins against the bus's credentials: the authority that
 // issues and revokes them (bus.Authority).
 type Verifier interface {
-	// VerifyLogin checks a token made by `skein dashboard` for aud.
+	// VerifyLogin checks a token made by `skein dashboard` for aud, one of
+	// the dashboard's own addresses.
 	VerifyLogin(token, aud string, now time.Time) (bus.Login, error)
 	// IsRevoked tells whether a user was revoked since logging in.
 	IsRevoked(user string) bool
@@ -31,8 +33,9 @@ type Verifier interface {
 // SessionTTL is how long a login lasts in the browser.
 const SessionTTL = 12 * time.Hour
 
-// sessionCookie is the name of the session's cookie.
-const sessionCookie = "skein_session"
+// sessionCookie is the name of the session's cookie: the __Host- prefix
+// makes browsers refuse one set by another host or for another path.
+const sessionCookie = "__Host-skein_session"
 
 // canLogIn are the roles whose credentials open the dashboard.
 var canLogIn = map[string]bool{"admin": true, "observer": true}
@@ -41,21 +44,29 @@ var canLogIn = map[string]bool{"admin": true, "observer": true}
 // token that `skein dashboard URL` signs with the user's credentials. A
 // revoked user's session ends at its next request.
 type guard struct {
-	next http.Handler
-	v    Verifier
-	log  zerolog.Logger
-	now  func() time.Time
-	key  []byte
+	next  http.Handler
+	v     Verifier
+	names map[string]bool // the dashboard's addresses, as bus.LoginAudience spells them
+	log   zerolog.Logger
+	now   func() time.Time
+	key   []byte
 
 	mu   sync.Mutex
 	used map[string]time.Time // nonces of tokens used, until they expire
 }
 
-// Guard wraps h with the login.
-func Guard(h http.Handler, v Verifier, log zerolog.Logger) http.Handler {
+// Guard wraps h with the login. names are the addresses (HOST:PORT) the
+// dashboard answers to: a request naming another is refused, and a token
+// counts only for the address the request names, so that one made for
+// another dashboard (or a phishing address) opens nothing here.
+func Guard(h http.Handler, v Verifier, names []string, log zerolog.Logger) http.Handler {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	return &guard{next: h, v: v, log: log, now: time.Now, key: key, used: map[string]time.Time{}}
+	g := &guard{next: h, v: v, names: map[string]bool{}, log: log, now: time.Now, key: key, used: map[string]time.Time{}}
+	for _, n := range names {
+		g.names[bus.LoginAudience(n)] = true
+	}
+	return g
 }
 
 // session is what the cookie carries, signed with the guard's key.
@@ -66,6 +77,15 @@ type session struct {
 }
 
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !g.names[bus.LoginAudience(r.Host)] {
+		var names []string
+		for n := range g.names {
+			names = append(names, "https://"+n+"/")
+		}
+		sort.Strings(names)
+		page(w, http.StatusMisdirectedRequest, "Not this address", "This dashboard answers at "+html.EscapeString(strings.Join(names, ", "))+" only.")
+		return
+	}
 	if r.URL.Path == "/login" {
 		g.login(w, r)
 		return
@@ -122,7 +142,7 @@ func (g *guard) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := g.now()
-	l, err := g.v.VerifyLogin(token, r.Host, now)
+	l, err := g.v.VerifyLogin(token, bus.LoginAudience(r.Host), now)
 	if err != nil {
 		g.log.Warn().Err(err).Str("from", r.RemoteAddr).Msg("dashboard login refused")
 		page(w, http.StatusUnauthorized, "Login refused", html.EscapeString(err.Error()))
@@ -146,8 +166,12 @@ func (g *guard) login(w http.ResponseWriter, r *http.Request) {
 		page(w, http.StatusUnauthorized, "Login refused", "This link was used already: each works once. Run <code>skein dashboard URL</code> again.")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: g.sign(session{User: l.User, Role: l.Role, Expires: now.Add(SessionTTL).Unix()}),
-		Path: "/", MaxAge: int(SessionTTL / time.Second), Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	until := now.Add(SessionTTL)
+	if !l.Until.IsZero() && l.Until.Before(until) {
+		until = l.Until // not beyond the credentials' own expiry
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: g.sign(session{User: l.User, Role: l.Role, Expires: until.Unix()}),
+		Path: "/", MaxAge: int(until.Sub(now) / time.Second), Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode})
 	g.log.Info().Str("user", l.User).Str("role", l.Role).Str("from", r.RemoteAddr).Msg("dashboard login")
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }

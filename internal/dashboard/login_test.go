@@ -33,9 +33,11 @@ func TestLogin(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "the dashboard")
 	})
-	srv := httptest.NewTLSServer(Guard(inner, a, zerolog.Nop()))
+	srv := httptest.NewUnstartedServer(nil)
+	host := srv.Listener.Addr().String()
+	srv.Config.Handler = Guard(inner, a, []string{host}, zerolog.Nop())
+	srv.StartTLS()
 	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "https://")
 	client := func() *http.Client {
 		c := *srv.Client() // a copy: each client its own cookies
 		c.Jar, _ = cookiejar.New(nil)
@@ -125,6 +127,96 @@ func TestLogin(t *testing.T) {
 	adm := client()
 	if code, _ := get(adm, "/login?token="+token("admin")); code != http.StatusOK {
 		t.Errorf("an admin's login: %d", code)
+	}
+}
+
+// TestLoginAddressAndSession: a request naming another address than the
+// dashboard's is refused, so a token made for a phishing address opens
+// nothing even sent with that Host; an address in a token reaches the page
+// escaped; the cookie is __Host-, Secure, HttpOnly; a session ends when it
+// expires; /login takes GET only.
+func TestLoginAddressAndSession(t *testing.T) {
+	a, err := bus.LoadAuthority(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "the dashboard") })
+	srv := httptest.NewUnstartedServer(nil)
+	host := srv.Listener.Addr().String()
+	gh := Guard(inner, a, []string{host}, zerolog.Nop())
+	srv.Config.Handler = gh
+	srv.StartTLS()
+	defer srv.Close()
+	creds, _ := a.Creds(bus.Role{Kind: "admin"})
+	sign := func(aud string) string {
+		tok, err := bus.SignLogin(creds, aud, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return url.QueryEscape(tok)
+	}
+	do := func(method, hostHdr, path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		if hostHdr != "" {
+			req.Host = hostHdr
+		}
+		c := *srv.Client()
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		r, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	body := func(r *http.Response) string {
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return string(b)
+	}
+
+	// The phishing case: a token made for evil.example, sent here naming evil.example.
+	r := do("GET", "evil.example:443", "/login?token="+sign("evil.example:443"))
+	if b := body(r); r.StatusCode != http.StatusMisdirectedRequest || !strings.Contains(b, "https://"+host+"/") || len(r.Cookies()) > 0 {
+		t.Errorf("a token for another address, with its Host: %d %.300q %v", r.StatusCode, b, r.Cookies())
+	}
+	// The same token with this dashboard's Host: made for another address.
+	r = do("GET", "", "/login?token="+sign("evil.example:443"))
+	if b := body(r); r.StatusCode != http.StatusUnauthorized || !strings.Contains(b, "another address") {
+		t.Errorf("a token for another address: %d %.300q", r.StatusCode, b)
+	}
+	r = do("GET", "", "/login?token="+sign("<script>x</script>:1"))
+	if b := body(r); r.StatusCode != http.StatusUnauthorized || strings.Contains(b, "<script>x") || !strings.Contains(b, "&lt;script&gt;") {
+		t.Errorf("an address with markup reached the page unescaped: %d %.400q", r.StatusCode, b)
+	}
+	if r := do("POST", "", "/login?token="+sign(host)); r.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /login: %d", r.StatusCode)
+	}
+
+	r = do("GET", "", "/login?token="+sign(host))
+	body(r)
+	if r.StatusCode != http.StatusSeeOther || len(r.Cookies()) != 1 {
+		t.Fatalf("login: %d %v", r.StatusCode, r.Cookies())
+	}
+	c := r.Cookies()[0]
+	if c.Name != "__Host-skein_session" || !c.Secure || !c.HttpOnly || c.Path != "/" || c.Domain != "" {
+		t.Errorf("the session cookie: %+v", c)
+	}
+	get := func() (int, string) {
+		req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+		req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
+		r, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.StatusCode, body(r)
+	}
+	if code, b := get(); code != http.StatusOK || b != "the dashboard" {
+		t.Fatalf("with the session: %d %q", code, b)
+	}
+	gh.(*guard).now = func() time.Time { return time.Now().Add(SessionTTL + time.Minute) }
+	if code, b := get(); code != http.StatusUnauthorized || !strings.Contains(b, "expired") {
+		t.Errorf("an expired session: %d %.300q", code, b)
 	}
 }
 
