@@ -670,12 +670,17 @@ var faultKinds = []string{"kill-agent", "kill-bus", "stop-endpoint", "behind-bac
 func (s *soak) setUp(t *testing.T, epIP string) {
 	b := s.bed
 	ep1, ep2 := b.servers[0].name, b.servers[1%len(b.servers)].name
+	if s.only != "backends" {
+		// The endpoint's fixed address first: a load balancer made before it
+		// may be given that address (CI: "address 10.77.5.70 is already used
+		// by container soaklb2").
+		b.must(t, "", "addep", ep2, epIP, "-n", b.epName)
+	}
 	b.must(t, "", "addlb", "haproxy", ep1, "-n", soakLBs[0])
 	b.must(t, "", "addlb", "haproxy", ep2, "-n", soakLBs[1])
 	if s.only == "backends" {
 		return
 	}
-	b.must(t, "", "addep", ep2, epIP, "-n", b.epName)
 	b.must(t, "", "addws", b.servers[len(b.servers)-1].name, "-n", soakWS)
 	b.must(t, soakPassword+"\n", "adddb", "mysql", ep1, soakUser, "d0", "-n", soakDB, "-p", "-")
 	b.must(t, "", "addjob", "skein-busybox", "2", "--name", soakJob)
