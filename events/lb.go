@@ -131,6 +131,7 @@ type LBChange struct {
 	// Removed are the backends a backends change removed, by name.
 	Removed []string `json:"removed,omitempty"`
 	// Cause is "reconcile" when the agent repaired the record from what runs
-	// (its container was deleted behind skein's back); empty for a command.
+	// (its container was deleted behind skein's back) or what runs from the
+	// record (haproxy ran other backends); empty for a command.
 	Cause string `json:"cause,omitempty" jsonschema:"enum=reconcile"`
 }

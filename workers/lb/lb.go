@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -78,7 +79,8 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	w.kind = &svc.Kind[events.LB, *events.LB]{Noun: "load balancer", Prefix: "lb", ListCmd: "skein listlbs", Store: st,
 		Gone: func(ctx context.Context, l events.LB) {
 			w.publish(ctx, events.LBChange{Name: l.Name, Change: "deleted", Mode: l.Mode, Cause: "reconcile"})
-		}}
+		},
+		Repair: w.repair}
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(backendStates{w}); err != nil {
 			return nil, err
@@ -357,6 +359,58 @@ func (w *Worker) change(ctx context.Context, name, what string, pair *pemPair, e
 	}
 	w.publish(ctx, events.LBChange{Name: name, Change: what, Backends: len(lb.Backends), Mode: lb.Mode, Added: added, Removed: removed})
 	return lb, nil
+}
+
+// repair makes a ready haproxy run its record's backends again when what it
+// runs differs (a command cut short between its live change and its record,
+// or a change behind skein's back): the record's files, reloaded, and an
+// lb.changed event with cause reconcile. Backends by Consul name are left to
+// haproxy's resolvers.
+func (w *Worker) repair(ctx context.Context, lb events.LB) error {
+	if lb.Kind != "haproxy" || anyName(lb, lb) {
+		return nil
+	}
+	srvs, err := w.cfg.API(w.socketPath(lb.Name)).Servers(ctx, "be")
+	if err != nil {
+		return err
+	}
+	// "show servers state" gives a server's address without its port: names
+	// and hosts are compared.
+	runs := map[string]string{}
+	for _, s := range srvs {
+		host := s.Addr
+		if h, _, err := net.SplitHostPort(s.Addr); err == nil {
+			host = h
+		}
+		runs[s.Name] = host
+	}
+	var added, removed []string
+	want := map[string]bool{}
+	for _, b := range lb.Backends {
+		want[b.Name] = true
+		if h, ok := runs[b.Name]; !ok || h != b.Host {
+			added = append(added, b.Name)
+		}
+	}
+	for name := range runs {
+		if !want[name] {
+			removed = append(removed, name)
+		}
+	}
+	if len(added) == 0 && len(removed) == 0 {
+		return nil
+	}
+	sort.Strings(removed)
+	set, err := files(lb, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := svc.Apply(ctx, w.host.Runtime, lb.Name, component(lb.Kind), set, svc.Reload, ""); err != nil {
+		return err
+	}
+	w.cfg.Log.Warn().Str("lb", lb.Name).Strs("added", added).Strs("removed", removed).Msg("reconcile: haproxy ran other backends than its record; reloaded from the record")
+	w.publish(ctx, events.LBChange{Name: lb.Name, Change: "backends", Backends: len(lb.Backends), Mode: lb.Mode, Added: added, Removed: removed, Cause: "reconcile"})
+	return nil
 }
 
 // backendDiff names the backends next has that old has not (or has otherwise),

@@ -475,6 +475,55 @@ func TestGhostIsRemovedAndTold(t *testing.T) {
 	}, "no lb.changed deleted/reconcile event")
 }
 
+// TestDriftIsRepairedAndTold: a ready haproxy that runs other backends than
+// its record (a command cut short between its live change and its record) is
+// reloaded from the record by the reconciler, which says what it changed; one
+// that runs its record is left alone.
+func TestDriftIsRepairedAndTold(t *testing.T) {
+	r := newRig(t)
+	r.mustDo(t, events.TypeLBAdd, events.LBAdd{Name: "ha1", Kind: "haproxy"})
+	r.mustDo(t, events.TypeLBBackendsAdd, events.LBBackends{LB: "ha1", Backends: []events.Backend{{Name: "web1", Host: "10.77.1.5", Port: 80}}})
+	execs := len(r.fake.Execs)
+	svc.Reconcile(r.ctx, r.w.host, r.w.kind)
+	if len(r.fake.Execs) != execs {
+		t.Fatalf("a haproxy that runs its record was touched: %v", r.fake.Execs[execs:])
+	}
+	// As haproxy's "show servers state" gives it: the address without its port.
+	r.api.mu.Lock()
+	r.api.servers[r.socket("ha1")] = map[string]string{"web1": "10.77.1.5"}
+	r.api.mu.Unlock()
+	svc.Reconcile(r.ctx, r.w.host, r.w.kind)
+	if len(r.fake.Execs) != execs {
+		t.Fatalf("a haproxy that runs its record (address without port) was touched: %v", r.fake.Execs[execs:])
+	}
+	// Drift: web1 gone from haproxy, ghost added, behind the record's back.
+	r.api.mu.Lock()
+	r.api.servers[r.socket("ha1")] = map[string]string{"ghost": "10.77.9.9:80"}
+	r.api.mu.Unlock()
+	svc.Reconcile(r.ctx, r.w.host, r.w.kind)
+	reloaded := false
+	for _, e := range r.fake.Execs[execs:] {
+		reloaded = reloaded || strings.Contains(e, "systemctl reload")
+	}
+	if !reloaded {
+		t.Fatalf("the drifted haproxy was not reloaded from its record: %v", r.fake.Execs[execs:])
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, env := range r.live {
+			var ch events.LBChange
+			if env.Payload(&ch) == nil && ch.Name == "ha1" && ch.Cause == "reconcile" && fmt.Sprint(ch.Added) == "[web1]" && fmt.Sprint(ch.Removed) == "[ghost]" {
+				return true
+			}
+		}
+		return false
+	}, "no lb.changed event naming the repair (added web1, removed ghost)")
+	if rec := r.record(t, "ha1"); rec == nil || fmt.Sprint(backendNames(*rec)) != "[web1]" {
+		t.Errorf("the record changed: %+v", rec)
+	}
+}
+
 func TestBadInputIsRefusedWithTheFix(t *testing.T) {
 	r := newRig(t)
 	r.mustDo(t, events.TypeLBAdd, events.LBAdd{Name: "ha1", Kind: "haproxy"})

@@ -18,7 +18,8 @@ const staleCreating = time.Hour
 // Reconcile repairs k's records on this server from what really runs, once:
 // a ready record whose container is gone (deleted behind skein's back), or a
 // creating record whose command failed or was abandoned, is removed with what
-// is left of its container, and Gone announces it. Each record is repaired
+// is left of its container, and Gone announces it; a ready record whose
+// container runs something else is made to run it again (k.Repair). Each record is repaired
 // under its resource's lock, so no command on it runs meanwhile.
 func Reconcile[T any, P Ptr[T]](ctx context.Context, h *Host, k *Kind[T, P]) {
 	all, err := k.Store.ListServer(ctx, h.Server)
@@ -53,6 +54,9 @@ func repair[T any, P Ptr[T]](ctx context.Context, h *Host, k *Kind[T, P], name s
 	switch r.Status {
 	case events.StatusReady:
 		if inst != nil {
+			if k.Repair != nil && inst.Status == "Running" {
+				return k.Repair(ctx, e.Value)
+			}
 			return nil
 		}
 	default:

@@ -37,6 +37,11 @@ type Kind[T any, P Ptr[T]] struct {
 	// Gone announces a record that Reconcile removed because what it described
 	// no longer runs (nil: nothing is announced).
 	Gone func(ctx context.Context, rec T)
+	// Repair makes a ready record's running container run what the record
+	// says again, when it drifted (a command cut short between its change
+	// and its record); Reconcile calls it under the resource's lock (nil:
+	// not checked).
+	Repair func(ctx context.Context, rec T) error
 }
 
 // Lock is the lock key of the resource named name: its commands and its
