@@ -6,6 +6,7 @@ package db
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -335,6 +336,15 @@ func (w *Worker) Drop(ctx context.Context, req *workers.Request, p events.DBDrop
 				i = j
 			}
 		}
+		// An attempt after one whose drop landed but whose result was lost
+		// (its agent killed) answers as that one would have.
+		first, err := req.FirstSaw(ctx, "found", i >= 0)
+		if err != nil {
+			return err
+		}
+		if i < 0 && first {
+			return errDroppedBefore
+		}
 		if i < 0 {
 			return workers.NotFound("instance %s has no database %s: `skein dbinfo %s` shows them", inst.Name, p.DB, inst.Name)
 		}
@@ -370,6 +380,13 @@ func (w *Worker) Drop(ctx context.Context, req *workers.Request, p events.DBDrop
 		inst.Applied, err = svc.Apply(ctx, w.host.Runtime, inst.Name, component(inst.Kind), set, svc.Reload, inst.Applied)
 		return err
 	})
+	if errors.Is(err, errDroppedBefore) {
+		e, ferr := w.kind.Store.Find(ctx, bus.Key(w.host.Server, p.Instance))
+		if ferr != nil || e == nil {
+			return events.DBInstance{}, workers.Transient("reading database instance %s: %v", p.Instance, ferr)
+		}
+		inst, err = e.Value, nil // its event again: at least once
+	}
 	if err == nil {
 		ch := events.DBChange{Instance: inst.Name, Change: "database-removed", DB: p.DB}
 		if p.User {
@@ -379,6 +396,10 @@ func (w *Worker) Drop(ctx context.Context, req *workers.Request, p events.DBDrop
 	}
 	return inst, err
 }
+
+// errDroppedBefore stops a drop that an earlier attempt of the same command
+// already made.
+var errDroppedBefore = errors.New("dropped by an earlier attempt")
 
 // Passwd sets a user's password: the old one stops working at once.
 func (w *Worker) Passwd(ctx context.Context, req *workers.Request, p events.DBPasswd) (events.DBInstance, error) {
