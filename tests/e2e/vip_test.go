@@ -321,23 +321,28 @@ func TestFloatingIP(t *testing.T) {
 
 	type failure struct {
 		name  string
-		fail  func(holder int)
+		fail  func(t *testing.T, holder int)
 		heal  func(holder int)
 		times []time.Duration
 	}
 	kinds := []*failure{
-		{name: "kill -9 of its keepalived", fail: func(h int) {
-			for _, pid := range b.keepalivedPIDs(fmt.Sprintf("v%d", h)) {
+		{name: "kill -9 of its keepalived", fail: func(t *testing.T, h int) {
+			// Both of its keepalived's processes (the parent and its VRRP child,
+			// which writes vrrp.pid once started) must be known to be killed: CI
+			// once saw the holder keep the IP, as a VRRP child left alive would.
+			var pids []int
+			eventually(t, 10*time.Second, func() bool { pids = b.keepalivedPIDs(fmt.Sprintf("v%d", h)); return len(pids) == 2 }, "v%d's keepalived and its VRRP child are not both running", h)
+			for _, pid := range pids {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}, heal: func(int) {}},
-		{name: "its link down", fail: func(h int) {
+		{name: "its link down", fail: func(_ *testing.T, h int) {
 			_ = exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", h), "link", "set", "eth0", "down").Run()
 		}, heal: func(h int) {
 			_ = exec.Command("ip", "-n", fmt.Sprintf("skein-ns%d", h), "link", "set", "eth0", "up").Run()
 			lanRoute(h) // a link going down takes its routes with it
 		}},
-		{name: "its agent and keepalived stopped", fail: func(h int) {
+		{name: "its agent and keepalived stopped", fail: func(_ *testing.T, h int) {
 			name := fmt.Sprintf("v%d", h)
 			pids := b.keepalivedPIDs(name)
 			b.agents[name].stop()
@@ -353,7 +358,7 @@ func TestFloatingIP(t *testing.T) {
 			for i := 0; i < rounds; i++ {
 				other := 3 - holder
 				start := time.Now()
-				k.fail(holder)
+				k.fail(t, holder)
 				took := waitAnswer(t, fmt.Sprintf("v%d", other), 3*time.Second)
 				_ = start
 				k.times = append(k.times, took)
