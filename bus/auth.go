@@ -81,7 +81,7 @@ func (r Role) Permissions() jwt.Permissions {
 	case "agent":
 		s, c := r.Server, AgentConsumerName(r.Server)
 		p.Pub.Allow.Add(
-			ServerResults(s), ServerStored(s), ServerProgress(s), EventFilter(s, ""),
+			ServerResults(s), ServerProgress(s), EventFilter(s, ""),
 			"$KV."+heartbeatBucket+"."+s, "$KV.*."+s+".>",
 			"$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
 			"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
@@ -94,7 +94,8 @@ func (r Role) Permissions() jwt.Permissions {
 		// Its own server's backups: the object store, made on first use, written and read.
 		obj := "OBJ_" + BackupsBucket(s)
 		p.Pub.Allow.Add("$O."+BackupsBucket(s)+".>", "$JS.API.STREAM.*."+obj, "$JS.API.CONSUMER.*."+obj+".>")
-		p.Sub.Allow.Add(ServerQueries(s), r.InboxPrefix()+".>")
+		// JetStream's acknowledgements of its results (bus.StoredSubject).
+		p.Sub.Allow.Add(ServerQueries(s), ServerStored(s), r.InboxPrefix()+".>")
 		// Answers to the queries it is sent, and to those only.
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 	case "scheduler":
@@ -103,7 +104,7 @@ func (r Role) Permissions() jwt.Permissions {
 		// every agent, and their results. Nothing of the bus's accounts.
 		s, c := SchedulerName, AgentConsumerName(SchedulerName)
 		p.Pub.Allow.Add(
-			ServerResults(s), ServerStored(s), ServerProgress(s), EventFilter(s, ""), "$KV.*."+s+".>",
+			ServerResults(s), ServerProgress(s), EventFilter(s, ""), "$KV.*."+s+".>",
 			"$KV.skein_jobs.job.>", "$KV.skein_leader.scheduler.>",
 			Prefix+".cmd.*.>", Prefix+".query.*.>",
 			"$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",

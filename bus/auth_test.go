@@ -115,6 +115,15 @@ func TestAgentIsHeldToItsServer(t *testing.T) {
 	if _, err := s2.JS.Publish(short(), bus.ResultSubject("s2", "x"), []byte("{}")); err != nil {
 		t.Errorf("agent s2 cannot publish its own result: %v", err)
 	}
+	// And hears JetStream acknowledge storing it, as its waiting client does.
+	out, err := bus.NewResultPublisher(s2, "s2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if err := out.Publish(short(), "y", []byte("{}")); err != nil {
+		t.Errorf("agent s2 is not told its result is stored: %v", err)
+	}
 	if _, err := s2.JS.Publish(short(), bus.EventSubject("s2", events.TypeContainerStarted), []byte("{}")); err != nil {
 		t.Errorf("agent s2 cannot publish its own event: %v", err)
 	}

@@ -99,12 +99,11 @@ func (c *Client) Send(ctx context.Context, env *events.Envelope) error {
 // failed is returned along with a *CommandError.
 func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 	env := call.Envelope
-	resCh := make(chan *nats.Msg, 4)
-	rsub, err := c.conn.NC.ChanSubscribe(StoredSubject(env.Server, env.ID), resCh)
+	w, err := c.watchResult(env.Server, env.ID)
 	if err != nil {
 		return nil, err
 	}
-	defer rsub.Unsubscribe()
+	defer w.stop()
 	if call.Progress != nil {
 		psub, err := c.conn.NC.Subscribe(ProgressSubject(env.Server, env.ID), func(m *nats.Msg) {
 			if pe, err := events.Decode(m.Data); err == nil {
@@ -134,8 +133,18 @@ func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 	defer poll.Stop()
 	for {
 		select {
-		case m := <-resCh:
-			return decodeResult(m.Data)
+		case m := <-w.data:
+			w.saw(m)
+		case m := <-w.acks:
+			raw, lookup := w.stored(m)
+			if raw != nil {
+				return decodeResult(raw)
+			}
+			if lookup {
+				if res, ok, _ := c.LookupResult(ctx, env.ID); ok {
+					return res, resultErr(res)
+				}
+			}
 		case <-futOk(fut):
 			acked = true
 			fut = nil
@@ -207,25 +216,36 @@ func (c *Client) Query(ctx context.Context, env *events.Envelope) (*events.Resul
 // WaitResult waits for the result of a command that was sent earlier; waiting,
 // if not nil, is called once the live result can no longer be missed.
 func (c *Client) WaitResult(ctx context.Context, id string, waiting func()) (*events.Result, error) {
-	resCh := make(chan *nats.Msg, 1)
-	sub, err := c.conn.NC.ChanSubscribe(AnyStoredSubject(id), resCh)
+	w, err := c.watchResult("", id)
 	if err != nil {
 		return nil, err
 	}
-	defer sub.Unsubscribe()
+	defer w.stop()
 	if waiting != nil {
 		waiting()
 	}
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
+	// Look in the stream first, then whenever an acknowledgement or the poll says so.
+	look := true
 	for {
-		if res, ok, _ := c.LookupResult(ctx, id); ok {
-			return res, resultErr(res)
+		if look {
+			if res, ok, _ := c.LookupResult(ctx, id); ok {
+				return res, resultErr(res)
+			}
 		}
+		look = false
 		select {
-		case m := <-resCh:
-			return decodeResult(m.Data)
+		case m := <-w.data:
+			w.saw(m)
+		case m := <-w.acks:
+			raw, lookup := w.stored(m)
+			if raw != nil {
+				return decodeResult(raw)
+			}
+			look = lookup
 		case <-poll.C:
+			look = true
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w for command %s", ErrNoResult, id)
 		}

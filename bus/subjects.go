@@ -53,21 +53,32 @@ func AnyResultSubject(id string) string { return Prefix + ".result.*." + id }
 //	skein.result.<server>.>
 func ServerResults(server string) string { return Prefix + ".result." + server + ".>" }
 
-// StoredSubject carries the result of command id again once the results
-// stream has stored it: clients wait on it, not on ResultSubject, so that a
-// client acts only on a result that survives its agent (a result seen live
-// and then lost with its agent let the command run again after the client
-// had moved on: found by the chaos soak).
+// StoredSubject is the reply subject of one publication of command id's
+// result: JetStream answers there once the results stream has stored it, and
+// both the agent and the waiting client listen. Clients act only on a result
+// that survives its agent (a result seen live and then lost with its agent let
+// the command run again after the client had moved on: found by the chaos
+// soak), and this way learn it without a further hop through the agent. token
+// names the publication, carried also in the result's HeaderResultToken, so a
+// client ties the acknowledgement to the copy it saw.
 //
-//	skein.stored.<server>.<id>
-func StoredSubject(server, id string) string { return Prefix + ".stored." + server + "." + id }
+//	skein.stored.<server>.<id>.<token>
+func StoredSubject(server, id, token string) string {
+	return Prefix + ".stored." + server + "." + id + "." + token
+}
 
-// AnyStoredSubject matches the stored result of command id, whatever its server.
+// StoredAcks matches every storage acknowledgement of command id's results.
 //
-//	skein.stored.*.<id>
-func AnyStoredSubject(id string) string { return Prefix + ".stored.*." + id }
+//	skein.stored.<server>.<id>.*
+func StoredAcks(server, id string) string { return Prefix + ".stored." + server + "." + id + ".*" }
 
-// ServerStored matches every stored-result notice of one server.
+// AnyStoredSubject matches the storage acknowledgements of command id's
+// results, whatever its server.
+//
+//	skein.stored.*.<id>.*
+func AnyStoredSubject(id string) string { return Prefix + ".stored.*." + id + ".*" }
+
+// ServerStored matches every storage acknowledgement of one server's results.
 //
 //	skein.stored.<server>.>
 func ServerStored(server string) string { return Prefix + ".stored." + server + ".>" }

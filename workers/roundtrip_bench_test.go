@@ -135,7 +135,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 // acks; the client subscribes to the result (or, stored, to the second
 // telling), publishes the command without waiting for its ack, and waits. It
 // returns one round trip.
-func bareJetStream(b *testing.B, ctx context.Context, client, agent *bus.Conn) func(payload []byte, stored bool) error {
+func bareJetStream(b testing.TB, ctx context.Context, client, agent *bus.Conn) func(payload []byte, stored bool) error {
 	b.Helper()
 	for _, cfg := range []jetstream.StreamConfig{
 		{Name: "BENCH_CMDS", Subjects: []string{"bench.cmd.>"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage},

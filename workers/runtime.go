@@ -286,6 +286,7 @@ type Runtime struct {
 	locks       keyedLock
 	openMu      sync.Mutex
 	results     jetstream.Stream
+	out         *bus.ResultPublisher
 	journal     *bus.Store[events.Journal]
 	metrics     Metrics
 }
@@ -315,6 +316,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if err := r.open(ctx); err != nil {
 		return err
 	}
+	out, err := bus.NewResultPublisher(r.conn, r.server)
+	if err != nil {
+		return fmt.Errorf("workers: %w", err)
+	}
+	defer out.Close()
+	r.out = out
 	if len(r.queries) > 0 {
 		// A queue group lets a standby agent of the same server share the load.
 		prefix := bus.QuerySubject(r.server, "")
@@ -421,12 +428,9 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg, release func()
 		// Under the result's own message id: a waiting client gets it, the
 		// results stream keeps one (found by the chaos soak: a plain publish
 		// stored a second result for one command).
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if _, err := r.conn.JS.PublishMsg(pctx, &nats.Msg{Subject: bus.ResultSubject(r.server, env.ID), Data: stored}, jetstream.WithMsgID("result-"+env.ID)); err != nil {
+		if err := r.publish(ctx, env.ID, stored); err != nil {
 			log.Warn().Err(err).Msg("repeating the stored result")
 		}
-		cancel()
-		r.tellStored(env.ID, stored)
 		_ = msg.DoubleAck(ctx)
 		return
 	}
@@ -513,7 +517,14 @@ func (r *Runtime) finish(ctx context.Context, msg jetstream.Msg, req *Request, a
 	} else {
 		log.Info().Msg("command done")
 	}
-	if err := r.respond(ctx, env.ID, env.Type, out, herr); err != nil {
+	raw, err := r.resultEnvelope(env.ID, env.Type, out, herr)
+	if err != nil {
+		// Cannot happen with the typed values a result is made of; answer rather than hang.
+		log.Error().Err(err).Msg("encoding the result")
+		raw, _ = r.resultEnvelope(env.ID, env.Type, nil, err)
+	}
+	// The same bytes on every try: a client holds the copy whose storage is acknowledged.
+	if err := r.publish(ctx, env.ID, raw); err != nil {
 		// The outcome is decided: publish it again (under the same message id,
 		// stored once) while the command stays ours, rather than hand the
 		// command back to run a second time (found by the chaos soak: commands
@@ -528,7 +539,7 @@ func (r *Runtime) finish(ctx context.Context, msg jetstream.Msg, req *Request, a
 				return // shutting down: the redelivery looks for the result first
 			case <-time.After(min(time.Duration(try)*500*time.Millisecond, 5*time.Second)):
 			}
-			err = r.respond(ctx, env.ID, env.Type, out, herr)
+			err = r.publish(ctx, env.ID, raw)
 		}
 		stop()
 	}
@@ -656,19 +667,17 @@ func (r *Runtime) respond(ctx context.Context, id, typ string, out any, herr err
 	if err != nil {
 		return err
 	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err = r.conn.JS.PublishMsg(pctx, &nats.Msg{Subject: bus.ResultSubject(r.server, id), Data: raw}, jetstream.WithMsgID("result-"+id)); err != nil {
-		return err
-	}
-	r.tellStored(id, raw)
-	return nil
+	return r.publish(ctx, id, raw)
 }
 
-// tellStored tells the waiting client that the result of command id is
-// stored (bus.StoredSubject): only then does the client take it.
-func (r *Runtime) tellStored(id string, raw []byte) {
-	_ = r.conn.NC.Publish(bus.StoredSubject(r.server, id), raw)
+// publish stores raw as the result of command id and returns once it is
+// stored; the waiting client learns that from JetStream itself.
+func (r *Runtime) publish(ctx context.Context, id string, raw []byte) error {
+	// No acknowledgement comes when the stream is unavailable (no "no
+	// responders" either: the waiting client listens): try again soon.
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	return r.out.Publish(pctx, id, raw)
 }
 
 // open finds the results stream and the journal, once.

@@ -619,8 +619,16 @@ func TestResultPublishedAgainNotRerun(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-ran
-	// The result has nowhere to go for 3 s; then the stream is back.
-	time.Sleep(3 * time.Second)
+	// The result has nowhere to go for 3 s (its live copies are published
+	// all the same): the client takes none of them, as none is stored.
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	if res, err := h.client.WaitResult(wctx, env.ID, nil); !errors.Is(err, bus.ErrNoResult) {
+		t.Fatalf("a result that is not stored was taken: %+v, %v", res, err)
+	}
+	cancel()
+	// Then the stream is back.
+	time.Sleep(time.Until(start.Add(3 * time.Second)))
 	if _, err := h.conn.JS.CreateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,172 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// HeaderResultToken names one publication of a result; the same token ends
+// the reply subject (StoredSubject) that JetStream acknowledges it on.
+const HeaderResultToken = "Skein-Result-Token"
+
+// storedAck is JetStream's answer to a publication: where it was stored, or why not.
+type storedAck struct {
+	Stream    string `json:"stream"`
+	Seq       uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+	Error     *struct {
+		Code        int    `json:"code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// parseStoredAck reads JetStream's acknowledgement of a result: err when it
+// was not stored; duplicate when a copy published earlier under the same
+// message id is the one stored.
+func parseStoredAck(data []byte) (duplicate bool, err error) {
+	var a storedAck
+	if err := json.Unmarshal(data, &a); err != nil {
+		return false, fmt.Errorf("storing the result: an unreadable acknowledgement: %w", err)
+	}
+	if a.Error != nil {
+		return false, fmt.Errorf("storing the result: %s (%d)", a.Error.Description, a.Error.Code)
+	}
+	if a.Stream != StreamResults {
+		return false, fmt.Errorf("storing the result: acknowledged by stream %q, not %s", a.Stream, StreamResults)
+	}
+	return a.Duplicate, nil
+}
+
+// ResultPublisher publishes an agent's results into the results stream with
+// StoredSubject as the reply, so that JetStream's acknowledgement reaches the
+// waiting client directly, and waits for the same acknowledgement itself.
+type ResultPublisher struct {
+	nc     *nats.Conn
+	server string
+	sub    *nats.Subscription
+	seq    atomic.Uint64
+	prefix string
+
+	mu      sync.Mutex
+	waiting map[string]chan []byte
+}
+
+// NewResultPublisher listens for the storage acknowledgements of server's results.
+func NewResultPublisher(conn *Conn, server string) (*ResultPublisher, error) {
+	p := &ResultPublisher{nc: conn.NC, server: server, waiting: map[string]chan []byte{}}
+	// Tokens unique across this agent's restarts: a clock reading starts them.
+	p.prefix = strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	sub, err := conn.NC.Subscribe(ServerStored(server), func(m *nats.Msg) {
+		token := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+		p.mu.Lock()
+		ch := p.waiting[token]
+		delete(p.waiting, token)
+		p.mu.Unlock()
+		if ch != nil {
+			ch <- m.Data
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: storage acknowledgements of %s: %w", server, err)
+	}
+	p.sub = sub
+	return p, nil
+}
+
+// Close stops listening.
+func (p *ResultPublisher) Close() { _ = p.sub.Unsubscribe() }
+
+// Publish publishes raw as the result of command id (stored once under its
+// message id) and returns once the results stream has it.
+func (p *ResultPublisher) Publish(ctx context.Context, id string, raw []byte) error {
+	token := p.prefix + strconv.FormatUint(p.seq.Add(1), 36)
+	ch := make(chan []byte, 1)
+	p.mu.Lock()
+	p.waiting[token] = ch
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.waiting, token)
+		p.mu.Unlock()
+	}()
+	m := nats.NewMsg(ResultSubject(p.server, id))
+	m.Data = raw
+	m.Reply = StoredSubject(p.server, id, token)
+	m.Header.Set(nats.MsgIdHdr, "result-"+id)
+	m.Header.Set(HeaderResultToken, token)
+	if err := p.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("publishing the result of %s: %w", id, err)
+	}
+	select {
+	case data := <-ch:
+		_, err := parseStoredAck(data)
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("the result of %s was not confirmed stored: %w", id, ctx.Err())
+	}
+}
+
+// resultWatch follows the results of one command as a client waits for
+// them: the copies published (by token) and JetStream's acknowledgements.
+type resultWatch struct {
+	data, acks chan *nats.Msg
+	subs       []*nats.Subscription
+	seen       map[string][]byte
+}
+
+// watchResult starts following command id's results; server "" for any server's.
+func (c *Client) watchResult(server, id string) (*resultWatch, error) {
+	w := &resultWatch{data: make(chan *nats.Msg, 8), acks: make(chan *nats.Msg, 8), seen: map[string][]byte{}}
+	results, acks := AnyResultSubject(id), AnyStoredSubject(id)
+	if server != "" {
+		results, acks = ResultSubject(server, id), StoredAcks(server, id)
+	}
+	for _, s := range []struct {
+		subject string
+		ch      chan *nats.Msg
+	}{{results, w.data}, {acks, w.acks}} {
+		sub, err := c.conn.NC.ChanSubscribe(s.subject, s.ch)
+		if err != nil {
+			w.stop()
+			return nil, err
+		}
+		w.subs = append(w.subs, sub)
+	}
+	return w, nil
+}
+
+func (w *resultWatch) stop() {
+	for _, s := range w.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+// saw keeps a published copy of the result by its token.
+func (w *resultWatch) saw(m *nats.Msg) {
+	if t := m.Header.Get(HeaderResultToken); t != "" && len(w.seen) < 16 {
+		w.seen[t] = m.Data
+	}
+}
+
+// stored reads an acknowledgement: the stored result when the copy it
+// acknowledges was seen, lookup when it is stored but was not seen (or an
+// earlier copy is the one stored), neither when it was not stored.
+func (w *resultWatch) stored(m *nats.Msg) (raw []byte, lookup bool) {
+	dup, err := parseStoredAck(m.Data)
+	if err != nil {
+		return nil, false
+	}
+	token := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	if raw, ok := w.seen[token]; ok && !dup {
+		return raw, false
+	}
+	return nil, true
+}
