@@ -290,20 +290,16 @@ func (c *Client) resultsStream(ctx context.Context) (jetstream.Stream, error) {
 }
 
 func decodeResult(raw []byte) (*events.Result, error) {
-	env, err := events.Decode(raw)
+	res, err := events.DecodeResult(raw)
 	if err != nil {
 		return nil, fmt.Errorf("bad result: %w", err)
-	}
-	var res events.Result
-	if err := env.Payload(&res); err != nil {
-		return nil, err
 	}
 	if res.OK {
 		if err := events.ValidateOutput(res.CommandType, res.Output); err != nil {
 			return nil, fmt.Errorf("bad result output: %w", err)
 		}
 	}
-	return &res, resultErr(&res)
+	return res, resultErr(res)
 }
 
 func resultErr(res *events.Result) error {

@@ -90,33 +90,64 @@ func (e *Envelope) Marshal() ([]byte, error) { return json.Marshal(e) }
 
 // Decode parses and validates an envelope and its payload. The envelope is
 // checked in Go against the same rules as schemas/envelope.v1.json (cheaper than
-// the schema walk, and kept equal by a test); the payload against its schema.
+// the schema walk, and kept equal by a test); the payload against its schema
+// (a result, the message every command ends with, by checkResult in Go).
 func Decode(raw []byte) (*Envelope, error) {
+	env, spec, err := decodeEnvelope(raw)
+	if err != nil {
+		return env, err
+	}
+	if spec.Type == TypeResult {
+		_, err = checkResult(env.Data)
+	} else {
+		err = validatePayload(spec, env.Data)
+	}
+	if err != nil {
+		return env, err
+	}
+	return env, nil
+}
+
+// DecodeResult parses and validates a result: its envelope and the result in
+// Go (kept equal to their schemas by tests), decoded once.
+func DecodeResult(raw []byte) (*Result, error) {
+	env, spec, err := decodeEnvelope(raw)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Type != TypeResult {
+		return nil, &ValidationError{Type: env.Type, Reason: "not a result"}
+	}
+	return checkResult(env.Data)
+}
+
+// decodeEnvelope parses and checks an envelope, leaving its payload unchecked.
+func decodeEnvelope(raw []byte) (*Envelope, Spec, error) {
 	// Keys first, exactly: encoding/json alone would take "ID" for "id" and null for "".
 	// One validity scan, then the members split by a small scanner (the map
 	// decode of encoding/json cost a third of a round trip's JSON work).
 	if !json.Valid(raw) {
 		var probe any
-		return nil, &ValidationError{Type: "envelope", Reason: json.Unmarshal(raw, &probe).Error()}
+		return nil, Spec{}, &ValidationError{Type: "envelope", Reason: json.Unmarshal(raw, &probe).Error()}
 	}
 	fields, err := topFields(raw)
 	if errors.Is(err, errSlowPath) {
-		fields, err = nil, json.Unmarshal(raw, &fields)
+		err = json.Unmarshal(raw, &fields)
 	}
 	if err != nil {
-		return nil, &ValidationError{Type: "envelope", Reason: err.Error()}
+		return nil, Spec{}, &ValidationError{Type: "envelope", Reason: err.Error()}
 	}
 	for k, v := range fields {
 		if _, ok := envelopeKeys[k]; !ok {
-			return nil, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: unknown field", k)}
+			return nil, Spec{}, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: unknown field", k)}
 		}
 		if k != "data" && string(v) == "null" {
-			return nil, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: null", k)}
+			return nil, Spec{}, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: null", k)}
 		}
 	}
 	for k, required := range envelopeKeys {
 		if _, ok := fields[k]; required && !ok {
-			return nil, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: missing", k)}
+			return nil, Spec{}, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: missing", k)}
 		}
 	}
 	// Each field from its own bytes: the payload is not scanned again here.
@@ -140,23 +171,20 @@ func Decode(raw []byte) (*Envelope, error) {
 			env.Data = v
 		}
 		if err != nil {
-			return nil, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: %v", k, err)}
+			return nil, Spec{}, &ValidationError{Type: "envelope", Reason: fmt.Sprintf("/%s: %v", k, err)}
 		}
 	}
 	if err := env.check(); err != nil {
-		return &env, err
+		return &env, Spec{}, err
 	}
 	spec, ok := Lookup(env.Type)
 	if !ok {
-		return &env, &ValidationError{Type: env.Type, Reason: "unknown message type"}
+		return &env, Spec{}, &ValidationError{Type: env.Type, Reason: "unknown message type"}
 	}
 	if env.V != spec.Version {
-		return &env, &ValidationError{Type: env.Type, Reason: fmt.Sprintf("version %d is not supported (want %d)", env.V, spec.Version)}
+		return &env, Spec{}, &ValidationError{Type: env.Type, Reason: fmt.Sprintf("version %d is not supported (want %d)", env.V, spec.Version)}
 	}
-	if err := validatePayload(spec, env.Data); err != nil {
-		return &env, err
-	}
-	return &env, nil
+	return &env, spec, nil
 }
 
 // quickString decodes a plain ASCII JSON string (no escapes) directly, any

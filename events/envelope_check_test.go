@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -58,5 +59,23 @@ func TestEnvelopeCheckMatchesSchema(t *testing.T) {
 				t.Fatalf("schema says %v, Decode says %v", schemaErr, goErr)
 			}
 		})
+	}
+}
+
+// TestDecodeTakesEscapedKeys: a key written with an escape is the same key
+// (the schema sees it so); the slow path once dropped every member.
+func TestDecodeTakesEscapedKeys(t *testing.T) {
+	env, err := New(TypePing, "cli", "s1", Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := env.Marshal()
+	escaped := []byte(strings.Replace(string(raw), `"id":`, `"\u0069d":`, 1))
+	if err := validateEnvelope(escaped); err != nil {
+		t.Fatalf("the schema refuses %s: %v", escaped, err)
+	}
+	got, err := Decode(escaped)
+	if err != nil || got.ID != env.ID {
+		t.Fatalf("Decode(%s) = %+v, %v", escaped, got, err)
 	}
 }

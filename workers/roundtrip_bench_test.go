@@ -3,6 +3,7 @@ package workers_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,6 +46,8 @@ func pingAgent(b *testing.B, ctx context.Context, url string) *bus.Conn {
 //     JetStream → client, as every state change goes;
 //   - jetstream: the same path with nothing of skein's: work-queue publish →
 //     consumer → result published to a stream → client, no JSON;
+//   - jetstream-stored: the same, the client taking the result only once
+//     JetStream acknowledges storing it, as skein's durable path does;
 //   - nats: plain request/reply of a payload of the same size.
 func BenchmarkRoundTrip(b *testing.B) {
 	conn, url := testutil.Bus(b)
@@ -103,7 +106,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 			}
 		}
 	})
-	// The same, the client taking the result only once it is stored, as skein's does.
+	// The same, the client taking the result only once JetStream says it is stored, as skein's does.
 	b.Run("jetstream-stored", func(b *testing.B) {
 		for b.Loop() {
 			if err := round(payload, true); err != nil {
@@ -130,10 +133,13 @@ func BenchmarkRoundTrip(b *testing.B) {
 }
 
 // bareJetStream sets up skein's durable path with nothing of skein's in it: a
-// work-queue stream and its consumer on the agent's connection, which publishes
-// each result into a results stream, tells it again once stored, and then
-// acks; the client subscribes to the result (or, stored, to the second
-// telling), publishes the command without waiting for its ack, and waits. It
+// work-queue stream and its consumer on the agent's connection, which
+// publishes each result into a results stream and then acks; the client
+// subscribes to the result, publishes the command without waiting for its
+// ack, and waits. With stored, as skein's durable path does, the result is
+// published with a reply subject that both the agent and the client listen
+// on: JetStream's acknowledgement of storing it, which the agent waits for
+// before acking the command and the client before taking the result. It
 // returns one round trip.
 func bareJetStream(b testing.TB, ctx context.Context, client, agent *bus.Conn) func(payload []byte, stored bool) error {
 	b.Helper()
@@ -145,17 +151,46 @@ func bareJetStream(b testing.TB, ctx context.Context, client, agent *bus.Conn) f
 			b.Fatal(err)
 		}
 	}
+	var mu sync.Mutex
+	acks := map[string]chan struct{}{}
+	asub, err := agent.NC.Subscribe("bench.ack.*", func(m *nats.Msg) {
+		mu.Lock()
+		ch := acks[strings.TrimPrefix(m.Subject, "bench.ack.")]
+		mu.Unlock()
+		if ch != nil {
+			close(ch)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = asub.Unsubscribe() })
 	cons, err := agent.JS.CreateOrUpdateConsumer(ctx, "BENCH_CMDS", jetstream.ConsumerConfig{Durable: "bench", AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		b.Fatal(err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		id := m.Headers().Get(nats.MsgIdHdr)
-		if _, err := agent.JS.PublishMsg(ctx, &nats.Msg{Subject: "bench.res." + id, Data: m.Data()}, jetstream.WithMsgID("r-"+id)); err == nil {
-			// The same result again once stored, for a client that takes only stored results.
-			_ = agent.NC.Publish("bench.stored."+id, m.Data())
+		if m.Headers().Get("Bench-Stored") == "" {
+			if _, err := agent.JS.PublishMsg(ctx, &nats.Msg{Subject: "bench.res." + id, Data: m.Data()}, jetstream.WithMsgID("r-"+id)); err == nil {
+				_ = m.DoubleAck(ctx)
+			}
+			return
+		}
+		stored := make(chan struct{})
+		mu.Lock()
+		acks[id] = stored
+		mu.Unlock()
+		r := nats.NewMsg("bench.res." + id)
+		r.Data, r.Reply = m.Data(), "bench.ack."+id
+		r.Header.Set(nats.MsgIdHdr, "r-"+id)
+		if agent.NC.PublishMsg(r) == nil {
+			<-stored
 			_ = m.DoubleAck(ctx)
 		}
+		mu.Lock()
+		delete(acks, id)
+		mu.Unlock()
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -163,25 +198,35 @@ func bareJetStream(b testing.TB, ctx context.Context, client, agent *bus.Conn) f
 	b.Cleanup(cc.Stop)
 	return func(payload []byte, stored bool) error {
 		id := events.NewID()
-		res := make(chan *nats.Msg, 1)
-		subj := "bench.res." + id
-		if stored {
-			subj = "bench.stored." + id
-		}
-		sub, err := client.NC.ChanSubscribe(subj, res)
+		res := make(chan *nats.Msg, 2)
+		sub, err := client.NC.ChanSubscribe("bench.res."+id, res)
 		if err != nil {
 			return err
 		}
 		defer sub.Unsubscribe()
-		if _, err := client.JS.PublishMsgAsync(&nats.Msg{Subject: "bench.cmd." + id, Data: payload}, jetstream.WithMsgID(id)); err != nil {
+		want := 1
+		cmd := nats.NewMsg("bench.cmd." + id)
+		cmd.Data = payload
+		if stored {
+			ack, err := client.NC.ChanSubscribe("bench.ack."+id, res)
+			if err != nil {
+				return err
+			}
+			defer ack.Unsubscribe()
+			want = 2
+			cmd.Header.Set("Bench-Stored", "1")
+		}
+		if _, err := client.JS.PublishMsgAsync(cmd, jetstream.WithMsgID(id)); err != nil {
 			return err
 		}
-		select {
-		case <-res:
-			return nil
-		case <-time.After(10 * time.Second):
-			return fmt.Errorf("no result for %s", id)
+		for range want {
+			select {
+			case <-res:
+			case <-time.After(10 * time.Second):
+				return fmt.Errorf("no result for %s", id)
+			}
 		}
+		return nil
 	}
 }
 

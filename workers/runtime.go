@@ -713,15 +713,7 @@ func (r *Runtime) Answered(ctx context.Context, id string) (*events.Result, erro
 	if err != nil || raw == nil {
 		return nil, err
 	}
-	env, err := events.Decode(raw)
-	if err != nil {
-		return nil, err
-	}
-	var res events.Result
-	if err := env.Payload(&res); err != nil {
-		return nil, err
-	}
-	return &res, nil
+	return events.DecodeResult(raw)
 }
 
 // lookup starts reading the stored result of the command in raw and returns
