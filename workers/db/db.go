@@ -6,7 +6,6 @@ package db
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -343,7 +342,7 @@ func (w *Worker) Drop(ctx context.Context, req *workers.Request, p events.DBDrop
 			return err
 		}
 		if i < 0 && first {
-			return errDroppedBefore
+			return svc.ErrDoneBefore // its event again below: at least once
 		}
 		if i < 0 {
 			return workers.NotFound("instance %s has no database %s: `skein dbinfo %s` shows them", inst.Name, p.DB, inst.Name)
@@ -380,13 +379,6 @@ func (w *Worker) Drop(ctx context.Context, req *workers.Request, p events.DBDrop
 		inst.Applied, err = svc.Apply(ctx, w.host.Runtime, inst.Name, component(inst.Kind), set, svc.Reload, inst.Applied)
 		return err
 	})
-	if errors.Is(err, errDroppedBefore) {
-		e, ferr := w.kind.Store.Find(ctx, bus.Key(w.host.Server, p.Instance))
-		if ferr != nil || e == nil {
-			return events.DBInstance{}, workers.Transient("reading database instance %s: %v", p.Instance, ferr)
-		}
-		inst, err = e.Value, nil // its event again: at least once
-	}
 	if err == nil {
 		ch := events.DBChange{Instance: inst.Name, Change: "database-removed", DB: p.DB}
 		if p.User {
@@ -396,10 +388,6 @@ func (w *Worker) Drop(ctx context.Context, req *workers.Request, p events.DBDrop
 	}
 	return inst, err
 }
-
-// errDroppedBefore stops a drop that an earlier attempt of the same command
-// already made.
-var errDroppedBefore = errors.New("dropped by an earlier attempt")
 
 // Passwd sets a user's password: the old one stops working at once.
 func (w *Worker) Passwd(ctx context.Context, req *workers.Request, p events.DBPasswd) (events.DBInstance, error) {

@@ -228,6 +228,11 @@ func Ready[T any, P Ptr[T]](ctx context.Context, k *Kind[T, P], e bus.Entry[T]) 
 	return e.Value, nil
 }
 
+// ErrDoneBefore is what an edit returns when an earlier attempt of the same
+// command already made its change (its result lost with its agent): Change
+// then answers with the record as it is, as that attempt would have.
+var ErrDoneBefore = errors.New("done by an earlier attempt of this command")
+
 // Change edits a ready resource: edit changes a copy of the record,
 // apply makes the component run it, and only then is the record written, at
 // the revision it was read, so the record always says what runs.
@@ -252,6 +257,9 @@ func Change[T any, P Ptr[T]](ctx context.Context, h *Host, k *Kind[T, P], name s
 		return zero, workers.Internal("copying %s %s: %v", k.Noun, name, err)
 	}
 	if err := edit(P(&next)); err != nil {
+		if errors.Is(err, ErrDoneBefore) {
+			return e.Value, nil
+		}
 		return zero, err
 	}
 	applied, err := apply(e.Value, next)

@@ -7,7 +7,6 @@ package ws
 
 import (
 	"context"
-	"errors"
 	"sort"
 	"time"
 
@@ -441,7 +440,6 @@ func (w *Worker) renew(ctx context.Context, req *workers.Request, name, url stri
 
 // Unpublish removes one app (and its certificate) and nothing else.
 func (w *Worker) Unpublish(ctx context.Context, req *workers.Request, p events.AppRef) (events.WS, error) {
-	removedBefore := false
 	ws, err := w.change(ctx, p.WS, func(ws *events.WS) ([]svc.File, error) {
 		i := appIndex(ws, p.URL)
 		// An attempt after one whose removal landed but whose result was lost
@@ -452,8 +450,7 @@ func (w *Worker) Unpublish(ctx context.Context, req *workers.Request, p events.A
 			return nil, err
 		}
 		if i < 0 && first {
-			removedBefore = true
-			return nil, errRemovedBefore
+			return nil, svc.ErrDoneBefore // its events again below: at least once
 		}
 		if i < 0 {
 			return nil, notPublished(ws, p.URL)
@@ -465,13 +462,6 @@ func (w *Worker) Unpublish(ctx context.Context, req *workers.Request, p events.A
 		ws.Apps = append(ws.Apps[:i:i], ws.Apps[i+1:]...)
 		return files, nil
 	})
-	if removedBefore {
-		e, ferr := w.kind.Store.Find(ctx, bus.Key(w.host.Server, p.WS))
-		if ferr != nil || e == nil {
-			return events.WS{}, workers.Transient("reading web server %s: %v", p.WS, ferr)
-		}
-		ws, err = e.Value, nil // its events again: at least once
-	}
 	if err != nil {
 		return ws, err
 	}
@@ -479,10 +469,6 @@ func (w *Worker) Unpublish(ctx context.Context, req *workers.Request, p events.A
 	w.publish(ctx, events.TypeWSChanged, events.WSChange{Name: ws.Name, Change: "apps", Apps: len(ws.Apps)})
 	return ws, nil
 }
-
-// errRemovedBefore stops a change that an earlier attempt of the same
-// command already made.
-var errRemovedBefore = errors.New("removed by an earlier attempt")
 
 // appIndex is the index of url's app in ws, -1 when it publishes none.
 func appIndex(ws *events.WS, url string) int {
