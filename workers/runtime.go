@@ -326,11 +326,14 @@ func (r *Runtime) Run(ctx context.Context) error {
 		// A queue group lets a standby agent of the same server share the load.
 		prefix := bus.QuerySubject(r.server, "")
 		qsub, err := r.conn.NC.QueueSubscribe(bus.ServerQueries(r.server), bus.AgentConsumerName(r.server), func(m *nats.Msg) {
-			if h, ok := r.queries[strings.TrimPrefix(m.Subject, prefix)]; ok && h.inline {
-				r.query(ctx, m)
+			// The subject names the type: its handler is looked up once, here.
+			typ := strings.TrimPrefix(m.Subject, prefix)
+			h := r.queries[typ]
+			if h != nil && h.inline {
+				r.query(ctx, m, typ, h)
 				return
 			}
-			go r.query(ctx, m)
+			go r.query(ctx, m, typ, h)
 		})
 		if err != nil {
 			return fmt.Errorf("workers: queries for %s: %w", r.server, err)
@@ -559,8 +562,10 @@ func (r *Runtime) retry(err error, attempt int) bool {
 	return attempt < unknownTries
 }
 
-// query answers one query on its reply subject: decode → validate → act → respond.
-func (r *Runtime) query(ctx context.Context, m *nats.Msg) {
+// query answers one query on its reply subject: decode → validate → act →
+// respond. typ is the type its subject names, h that type's handler (nil
+// when this agent answers none).
+func (r *Runtime) query(ctx context.Context, m *nats.Msg, typ string, h *handler) {
 	if m.Reply == "" {
 		return
 	}
@@ -568,23 +573,23 @@ func (r *Runtime) query(ctx context.Context, m *nats.Msg) {
 	if err == nil && env.Server != r.server {
 		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("addressed to server %q but asked of %q", env.Server, r.server)}
 	}
-	if err == nil && m.Subject != bus.QuerySubject(r.server, env.Type) {
+	if err == nil && env.Type != typ {
 		// The subject chose how it runs (inline or not): it must name the same type.
 		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("a %s query sent on %s", env.Type, m.Subject)}
 	}
 	var out any
-	var id, typ string
+	var id string
 	if err != nil {
 		err = &Error{Code: CodeInvalid, Message: err.Error()}
 		id, typ = "invalid-"+events.NewID(), "unknown"
 		if env != nil && bus.ValidToken(env.ID) {
 			id, typ = env.ID, env.Type
 		}
-	} else if h, ok := r.queries[env.Type]; !ok {
-		id, typ = env.ID, env.Type
+	} else if h == nil {
+		id = env.ID
 		err = Invalid("server %s does not answer %s queries (is the agent older than the CLI?)", r.server, env.Type)
 	} else {
-		id, typ = env.ID, env.Type
+		id = env.ID
 		var in any
 		if in, err = h.decode(env.Data); err != nil {
 			err = &Error{Code: CodeInvalid, Message: err.Error()}

@@ -224,17 +224,11 @@ const defaultDashboard = "127.0.0.1:8474"
 // skein's CA (or --tls-cert). The default address already taken (another
 // skein on this machine) is not fatal; an address asked for is.
 func serveDashboard(ctx context.Context, f *serverFlags, a *bus.Authority, conn *bus.Conn, log zerolog.Logger) error {
-	o := dashboard.Options{Addr: f.http, JS: conn.JS, Log: log}
-	host, _, err := net.SplitHostPort(f.http)
-	if err != nil {
-		return fmt.Errorf("--http %q: want HOST:PORT, e.g. 127.0.0.1:8474", f.http)
-	}
-	if !bus.Loopback(host) {
-		if o.TLS, _, err = bus.ServerTLS(filepath.Join(f.data, "tls"), host, f.tlsCert, f.tlsKey, ""); err != nil {
-			return fmt.Errorf("--http %s: %w", f.http, err)
-		}
-		o.Auth = a
-	}
+	// Serve decides whether the address is beyond loopback, and then needs these.
+	o := dashboard.Options{Addr: f.http, JS: conn.JS, Log: log, Auth: a, TLS: func(host string) (*tls.Config, error) {
+		c, _, err := bus.ServerTLS(filepath.Join(f.data, "tls"), host, f.tlsCert, f.tlsKey, "")
+		return c, err
+	}}
 	if _, err := dashboard.Serve(ctx, o); err != nil {
 		if f.http == defaultDashboard && errors.Is(err, syscall.EADDRINUSE) {
 			log.Warn().Err(err).Msg("no dashboard: its default address is taken (--http ADDR chooses another)")

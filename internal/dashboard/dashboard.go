@@ -236,8 +236,8 @@ type Options struct {
 	Log zerolog.Logger
 	// Auth checks logins; beyond loopback it and TLS are required.
 	Auth Verifier
-	// TLS is the certificate served beyond loopback.
-	TLS *tls.Config
+	// TLS makes the certificate served beyond loopback, for the host listened on.
+	TLS func(host string) (*tls.Config, error)
 	// Names are the addresses (HOST or HOST:PORT) the dashboard answers to
 	// beyond loopback; default: Addr's host, or, when it is unspecified
 	// (0.0.0.0), this machine's addresses; and its host name.
@@ -285,6 +285,12 @@ func Serve(ctx context.Context, o Options) (string, error) {
 	if !open && (o.Auth == nil || o.TLS == nil) {
 		return "", errors.New("beyond loopback the dashboard needs its login and TLS, which only skein server (with the bus's authority) gives: listen on 127.0.0.1 and reach it through an SSH tunnel")
 	}
+	var conf *tls.Config
+	if !open {
+		if conf, err = o.TLS(host); err != nil {
+			return "", err
+		}
+	}
 	l, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return "", err
@@ -292,7 +298,7 @@ func Serve(ctx context.Context, o Options) (string, error) {
 	h, scheme := Handler(o.JS, o.Log), "http"
 	if !open {
 		h, scheme = Guard(h, o.Auth, names(o.Names, host, l.Addr().(*net.TCPAddr).Port), o.Log), "https"
-		l = tls.NewListener(l, o.TLS)
+		l = tls.NewListener(l, conf)
 	}
 	httpd.Serve(ctx, l, h, o.Log, "dashboard")
 	url := scheme + "://" + l.Addr().String() + "/"

@@ -374,29 +374,21 @@ func (w *Worker) repair(ctx context.Context, lb events.LB) error {
 	if err != nil {
 		return err
 	}
-	// "show servers state" gives a server's address without its port: names
-	// and hosts are compared.
-	runs := map[string]string{}
+	// "show servers state" gives a server's address without its port: a
+	// running server is taken to have its record's port, names and hosts compared.
+	port := map[string]int{}
+	for _, b := range lb.Backends {
+		port[b.Name] = b.Port
+	}
+	runs := make([]events.Backend, 0, len(srvs))
 	for _, s := range srvs {
 		host := s.Addr
 		if h, _, err := net.SplitHostPort(s.Addr); err == nil {
 			host = h
 		}
-		runs[s.Name] = host
+		runs = append(runs, events.Backend{Name: s.Name, Host: host, Port: port[s.Name]})
 	}
-	var added, removed []string
-	want := map[string]bool{}
-	for _, b := range lb.Backends {
-		want[b.Name] = true
-		if h, ok := runs[b.Name]; !ok || h != b.Host {
-			added = append(added, b.Name)
-		}
-	}
-	for name := range runs {
-		if !want[name] {
-			removed = append(removed, name)
-		}
-	}
+	added, removed := backendDiff(runs, lb.Backends)
 	if len(added) == 0 && len(removed) == 0 {
 		return nil
 	}

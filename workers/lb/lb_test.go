@@ -489,17 +489,13 @@ func TestDriftIsRepairedAndTold(t *testing.T) {
 		t.Fatalf("a haproxy that runs its record was touched: %v", r.fake.Execs[execs:])
 	}
 	// As haproxy's "show servers state" gives it: the address without its port.
-	r.api.mu.Lock()
-	r.api.servers[r.socket("ha1")] = map[string]string{"web1": "10.77.1.5"}
-	r.api.mu.Unlock()
+	r.runs("ha1", map[string]string{"web1": "10.77.1.5"})
 	svc.Reconcile(r.ctx, r.w.host, r.w.kind)
 	if len(r.fake.Execs) != execs {
 		t.Fatalf("a haproxy that runs its record (address without port) was touched: %v", r.fake.Execs[execs:])
 	}
 	// Drift: web1 gone from haproxy, ghost added, behind the record's back.
-	r.api.mu.Lock()
-	r.api.servers[r.socket("ha1")] = map[string]string{"ghost": "10.77.9.9:80"}
-	r.api.mu.Unlock()
+	r.runs("ha1", map[string]string{"ghost": "10.77.9.9:80"})
 	svc.Reconcile(r.ctx, r.w.host, r.w.kind)
 	reloaded := false
 	for _, e := range r.fake.Execs[execs:] {
@@ -522,6 +518,13 @@ func TestDriftIsRepairedAndTold(t *testing.T) {
 	if rec := r.record(t, "ha1"); rec == nil || fmt.Sprint(backendNames(*rec)) != "[web1]" {
 		t.Errorf("the record changed: %+v", rec)
 	}
+}
+
+// runs makes the fake haproxy of load balancer lb run servers (name → address).
+func (r *rig) runs(lb string, servers map[string]string) {
+	r.api.mu.Lock()
+	defer r.api.mu.Unlock()
+	r.api.servers[r.socket(lb)] = servers
 }
 
 func TestBadInputIsRefusedWithTheFix(t *testing.T) {
