@@ -110,7 +110,18 @@ var (
 	compileOnce sync.Once
 	compiled    map[string]*sjs.Schema
 	compileErr  error
+	// byType is each registered type's schema at its version, and outputs
+	// the spec of each command output type: looked up on every message, so
+	// found once rather than by a name built or a registry walked each time.
+	byType  map[string]typeSchema
+	outputs map[reflect.Type]Spec
 )
+
+// typeSchema is a registered type's schema and the version it is for.
+type typeSchema struct {
+	version int
+	schema  *sjs.Schema
+}
 
 // compile loads every embedded schema once; they are small and few.
 func compile() (map[string]*sjs.Schema, error) {
@@ -146,6 +157,15 @@ func compile() (map[string]*sjs.Schema, error) {
 			}
 			compiled[e.Name()] = s
 		}
+		byType, outputs = map[string]typeSchema{}, map[reflect.Type]Spec{}
+		for _, s := range Specs() { // sorted: one output spec per Go type, always the same
+			if c, ok := compiled[s.SchemaName()]; ok {
+				byType[s.Type] = typeSchema{s.Version, c}
+			}
+			if _, ok := outputs[s.Go]; !ok && s.Kind != KindCommand {
+				outputs[s.Go] = s
+			}
+		}
 	})
 	return compiled, compileErr
 }
@@ -159,6 +179,11 @@ func validateRaw(name, typ string, raw []byte) error {
 	if !ok {
 		return &ValidationError{Type: typ, Reason: "no schema " + name}
 	}
+	return validateWith(s, typ, raw)
+}
+
+// validateWith checks raw against schema s.
+func validateWith(s *sjs.Schema, typ string, raw []byte) error {
 	// encoding/json into any is what the validator takes, and cheaper than its
 	// own reader; it refuses trailing data too.
 	var inst any
@@ -212,6 +237,12 @@ var printer = message.NewPrinter(language.English)
 func validateEnvelope(raw []byte) error { return validateRaw(EnvelopeSchemaName, "envelope", raw) }
 
 func validatePayload(spec Spec, data []byte) error {
+	if _, err := compile(); err != nil {
+		return err
+	}
+	if ts, ok := byType[spec.Type]; ok && ts.version == spec.Version {
+		return validateWith(ts.schema, spec.Type, data)
+	}
 	return validateRaw(spec.SchemaName(), spec.Type, data)
 }
 
@@ -237,12 +268,12 @@ func ValidateOutput(cmdType string, output []byte) error {
 	return validatePayload(out, output)
 }
 
-// outputSpec finds the state or event spec whose Go type is the command's output type.
+// outputSpec finds the state or event spec whose Go type is the command's
+// output type (the first by type name when several share it).
 func outputSpec(t reflect.Type) (Spec, bool) {
-	for _, s := range registry {
-		if s.Go == t && s.Kind != KindCommand {
-			return s, true
-		}
+	if _, err := compile(); err != nil {
+		return Spec{}, false
 	}
-	return Spec{}, false
+	s, ok := outputs[t]
+	return s, ok
 }
