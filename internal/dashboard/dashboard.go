@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,7 +35,7 @@ var Buckets = []string{"skein_servers", "skein_containers", "skein_services", "s
 
 // Handler serves the dashboard from js.
 func Handler(js jetstream.JetStream, log zerolog.Logger) http.Handler {
-	d := &dash{js: js, log: log}
+	d := &dash{js: js, log: log, hub: &hub{js: js}}
 	files, _ := fs.Sub(static, "static")
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/state", d.state)
@@ -55,6 +54,7 @@ func Handler(js jetstream.JetStream, log zerolog.Logger) http.Handler {
 type dash struct {
 	js  jetstream.JetStream
 	log zerolog.Logger
+	hub *hub
 }
 
 // record is one record as the page gets it; Value is nil for a deletion.
@@ -101,72 +101,12 @@ func (d *dash) stream(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
-	// A watcher that stops (its bus connection lost) ends the stream: the
-	// page reconnects and reloads the records rather than silently missing them.
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	out := make(chan []byte, 256)
-	var wg sync.WaitGroup
-	send := func(kind string, v any) {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return
-		}
-		select {
-		case out <- []byte(fmt.Sprintf("event: %s\ndata: %s\n\n", kind, b)):
-		case <-ctx.Done():
-		}
-	}
-	for _, b := range Buckets {
-		kv, err := d.js.KeyValue(ctx, b)
-		if err != nil {
-			continue
-		}
-		wt, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
-		if err != nil {
-			http.Error(w, "watching the records: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		wg.Add(1)
-		go func(bucket string) {
-			defer wg.Done()
-			defer func() { _ = wt.Stop() }()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case e, ok := <-wt.Updates():
-					if !ok {
-						cancel()
-						return
-					}
-					if e == nil {
-						continue
-					}
-					rec := record{Bucket: bucket, Key: e.Key()}
-					if e.Operation() == jetstream.KeyValuePut {
-						rec.Value = redact(e.Value())
-					}
-					send("record", rec)
-				}
-			}
-		}(b)
-	}
-	cons, err := d.js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+	changes, leave, err := d.hub.join()
 	if err != nil {
-		http.Error(w, "following the events: "+err.Error(), http.StatusServiceUnavailable)
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		if json.Valid(m.Data()) {
-			send("event", json.RawMessage(m.Data()))
-		}
-	})
-	if err != nil {
-		http.Error(w, "following the events: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	defer cc.Stop()
+	defer leave()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
@@ -176,10 +116,15 @@ func (d *dash) stream(w http.ResponseWriter, r *http.Request) {
 	defer beat.Stop()
 	for {
 		select {
-		case <-ctx.Done():
-			wg.Wait()
+		case <-r.Context().Done():
 			return
-		case b := <-out:
+		case b, ok := <-changes:
+			if !ok {
+				// The following broke (its bus connection lost) or the page fell
+				// behind: the page reconnects and reloads the records rather
+				// than silently missing some.
+				return
+			}
 			if _, err := w.Write(b); err != nil {
 				return
 			}
