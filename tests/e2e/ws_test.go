@@ -192,7 +192,8 @@ func TestWebServer(t *testing.T) {
 				t.Fatalf("incus %v: %v %s", args, err, out)
 			}
 		}
-		eventually(t, 30*time.Second, func() bool { return find(list(t), "wc1").IPv4 == next && serves("ctr.test", "wc1") }, "ctr.test does not follow wc1 to %s", next)
+		eventually(t, 30*time.Second, func() bool { return find(list(t), "wc1").IPv4 == next && serves("ctr.test", "wc1") }, "ctr.test does not follow wc1 to %s (its record says %s; web1's apps: %s)", next,
+			lazyString(func() string { return find(list(t), "wc1").IPv4 }), lazyString(func() string { out, _, _ := skein("listws", "-o", "json"); return out }))
 		var views []struct {
 			Apps []events.App `json:"apps"`
 		}
