@@ -134,7 +134,9 @@ func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 	for {
 		select {
 		case m := <-w.data:
-			w.saw(m)
+			if raw := w.saw(m); raw != nil {
+				return decodeResult(raw)
+			}
 		case m := <-w.acks:
 			raw, lookup := w.stored(m)
 			if raw != nil {
@@ -237,7 +239,9 @@ func (c *Client) WaitResult(ctx context.Context, id string, waiting func()) (*ev
 		look = false
 		select {
 		case m := <-w.data:
-			w.saw(m)
+			if raw := w.saw(m); raw != nil {
+				return decodeResult(raw)
+			}
 		case m := <-w.acks:
 			raw, lookup := w.stored(m)
 			if raw != nil {

@@ -3,14 +3,14 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/skeinhq/skein/events"
 )
 
 // HeaderResultToken names one publication of a result; the same token ends
@@ -49,11 +49,13 @@ func parseStoredAck(data []byte) (duplicate bool, err error) {
 // StoredSubject as the reply, so that JetStream's acknowledgement reaches the
 // waiting client directly, and waits for the same acknowledgement itself.
 type ResultPublisher struct {
-	nc     *nats.Conn
+	conn   *Conn
 	server string
 	sub    *nats.Subscription
-	seq    atomic.Uint64
-	prefix string
+	// degraded says why acknowledgements cannot reach this agent ("" when
+	// they can): results are then published and acknowledged the plain way,
+	// and clients find them by polling the stream.
+	degraded string
 
 	mu      sync.Mutex
 	waiting map[string]chan []byte
@@ -61,9 +63,7 @@ type ResultPublisher struct {
 
 // NewResultPublisher listens for the storage acknowledgements of server's results.
 func NewResultPublisher(conn *Conn, server string) (*ResultPublisher, error) {
-	p := &ResultPublisher{nc: conn.NC, server: server, waiting: map[string]chan []byte{}}
-	// Tokens unique across this agent's restarts: a clock reading starts them.
-	p.prefix = strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	p := &ResultPublisher{conn: conn, server: server, waiting: map[string]chan []byte{}}
 	sub, err := conn.NC.Subscribe(ServerStored(server), func(m *nats.Msg) {
 		token := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 		p.mu.Lock()
@@ -77,17 +77,48 @@ func NewResultPublisher(conn *Conn, server string) (*ResultPublisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bus: storage acknowledgements of %s: %w", server, err)
 	}
+	// Credentials made before results were acknowledged this way may not
+	// subscribe here, and the server says so only after Subscribe returned:
+	// ask now, rather than wait for acknowledgements that never come.
+	if conn.NC.Flush() == nil {
+		le := conn.NC.LastError()
+		if errors.Is(le, nats.ErrPermissionViolation) && strings.Contains(strings.ToLower(le.Error()), strings.ToLower(ServerStored(server))) {
+			_ = sub.Unsubscribe()
+			p.degraded = "this agent's credentials may not subscribe to " + ServerStored(server) +
+				" (made by an older skein): its clients find results by polling, about 1 s later; issue them again with `skein creds agent " + server + "`"
+			return p, nil
+		}
+	}
 	p.sub = sub
 	return p, nil
 }
 
+// Degraded says why results reach clients only by polling ("" when they do not).
+func (p *ResultPublisher) Degraded() string { return p.degraded }
+
 // Close stops listening.
-func (p *ResultPublisher) Close() { _ = p.sub.Unsubscribe() }
+func (p *ResultPublisher) Close() {
+	if p.sub != nil {
+		_ = p.sub.Unsubscribe()
+	}
+}
 
 // Publish publishes raw as the result of command id (stored once under its
 // message id) and returns once the results stream has it.
 func (p *ResultPublisher) Publish(ctx context.Context, id string, raw []byte) error {
-	token := p.prefix + strconv.FormatUint(p.seq.Add(1), 36)
+	// Random: another agent, which may read stored results, cannot guess the
+	// next one and have JetStream acknowledge its own message there.
+	token := events.NewID()
+	m := nats.NewMsg(ResultSubject(p.server, id))
+	m.Data = raw
+	m.Header.Set(nats.MsgIdHdr, "result-"+id)
+	m.Header.Set(HeaderResultToken, token)
+	if p.degraded != "" {
+		if _, err := p.conn.JS.PublishMsg(ctx, m); err != nil {
+			return fmt.Errorf("publishing the result of %s: %w", id, err)
+		}
+		return nil
+	}
 	ch := make(chan []byte, 1)
 	p.mu.Lock()
 	p.waiting[token] = ch
@@ -97,12 +128,8 @@ func (p *ResultPublisher) Publish(ctx context.Context, id string, raw []byte) er
 		delete(p.waiting, token)
 		p.mu.Unlock()
 	}()
-	m := nats.NewMsg(ResultSubject(p.server, id))
-	m.Data = raw
 	m.Reply = StoredSubject(p.server, id, token)
-	m.Header.Set(nats.MsgIdHdr, "result-"+id)
-	m.Header.Set(HeaderResultToken, token)
-	if err := p.nc.PublishMsg(m); err != nil {
+	if err := p.conn.NC.PublishMsg(m); err != nil {
 		return fmt.Errorf("publishing the result of %s: %w", id, err)
 	}
 	select {
@@ -120,11 +147,12 @@ type resultWatch struct {
 	data, acks chan *nats.Msg
 	subs       []*nats.Subscription
 	seen       map[string][]byte
+	acked      map[string]bool
 }
 
 // watchResult starts following command id's results; server "" for any server's.
 func (c *Client) watchResult(server, id string) (*resultWatch, error) {
-	w := &resultWatch{data: make(chan *nats.Msg, 8), acks: make(chan *nats.Msg, 8), seen: map[string][]byte{}}
+	w := &resultWatch{data: make(chan *nats.Msg, 8), acks: make(chan *nats.Msg, 8), seen: map[string][]byte{}, acked: map[string]bool{}}
 	results, acks := AnyResultSubject(id), AnyStoredSubject(id)
 	if server != "" {
 		results, acks = ResultSubject(server, id), StoredAcks(server, id)
@@ -149,24 +177,40 @@ func (w *resultWatch) stop() {
 	}
 }
 
-// saw keeps a published copy of the result by its token.
-func (w *resultWatch) saw(m *nats.Msg) {
-	if t := m.Header.Get(HeaderResultToken); t != "" && len(w.seen) < 16 {
+// saw keeps a published copy of the result by its token, and returns it
+// when its storage was acknowledged already (the acknowledgement overtook it).
+func (w *resultWatch) saw(m *nats.Msg) []byte {
+	t := m.Header.Get(HeaderResultToken)
+	if t == "" {
+		return nil
+	}
+	if w.acked[t] {
+		return m.Data
+	}
+	if len(w.seen) < 16 {
 		w.seen[t] = m.Data
 	}
+	return nil
 }
 
 // stored reads an acknowledgement: the stored result when the copy it
-// acknowledges was seen, lookup when it is stored but was not seen (or an
-// earlier copy is the one stored), neither when it was not stored.
+// acknowledges was seen; lookup when it is stored but that copy was not seen
+// (it is then taken if it comes) or an earlier copy is the one stored;
+// neither when it was not stored.
 func (w *resultWatch) stored(m *nats.Msg) (raw []byte, lookup bool) {
 	dup, err := parseStoredAck(m.Data)
 	if err != nil {
 		return nil, false
 	}
 	token := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	if raw, ok := w.seen[token]; ok && !dup {
+	if dup {
+		return nil, true
+	}
+	if raw, ok := w.seen[token]; ok {
 		return raw, false
+	}
+	if len(w.acked) < 16 {
+		w.acked[token] = true
 	}
 	return nil, true
 }

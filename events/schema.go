@@ -261,6 +261,9 @@ func ValidateOutput(cmdType string, output []byte) error {
 	if !ok || spec.Output == nil || len(output) == 0 {
 		return nil
 	}
+	if _, err := compile(); err != nil {
+		return err // not an output let through unchecked
+	}
 	out, ok := outputSpec(spec.Output)
 	if !ok {
 		return nil
@@ -271,9 +274,7 @@ func ValidateOutput(cmdType string, output []byte) error {
 // outputSpec finds the state or event spec whose Go type is the command's
 // output type (the first by type name when several share it).
 func outputSpec(t reflect.Type) (Spec, bool) {
-	if _, err := compile(); err != nil {
-		return Spec{}, false
-	}
+	_, _ = compile() // builds outputs
 	s, ok := outputs[t]
 	return s, ok
 }

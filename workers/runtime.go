@@ -321,6 +321,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return fmt.Errorf("workers: %w", err)
 	}
 	defer out.Close()
+	if why := out.Degraded(); why != "" {
+		r.log.Warn().Msg(why)
+	}
 	r.out = out
 	if len(r.queries) > 0 {
 		// A queue group lets a standby agent of the same server share the load.
@@ -412,7 +415,12 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg, release func()
 		if _, ok := err.(*Error); !ok {
 			err = &Error{Code: CodeInvalid, Message: err.Error()}
 		}
-		_ = r.respond(ctx, id, typ, nil, err)
+		// Its answer is stored as any other (retried while the stream is
+		// unavailable), so that its client learns why; then it is dropped.
+		raw, rerr := r.resultEnvelope(id, typ, nil, err)
+		if rerr == nil && !r.store(ctx, msg, r.log.With().Str("cmd", id).Logger(), id, raw) {
+			return // shutting down: redelivered, and refused again, later
+		}
 		_ = msg.TermWithReason("invalid: " + err.Error())
 		return
 	}
@@ -526,30 +534,39 @@ func (r *Runtime) finish(ctx context.Context, msg jetstream.Msg, req *Request, a
 		log.Error().Err(err).Msg("encoding the result")
 		raw, _ = r.resultEnvelope(env.ID, env.Type, nil, err)
 	}
-	// The same bytes on every try: a client holds the copy whose storage is acknowledged.
-	if err := r.publish(ctx, env.ID, raw); err != nil {
-		// The outcome is decided: publish it again (under the same message id,
-		// stored once) while the command stays ours, rather than hand the
-		// command back to run a second time (found by the chaos soak: commands
-		// whose result's ack was lost in a NATS leader election ran again 20 s
-		// later, over what newer commands had done).
-		stop := keepAlive(msg)
-		for try := 1; err != nil; try++ {
-			log.Warn().Err(err).Int("try", try).Msg("publishing the result failed; publishing it again")
-			select {
-			case <-ctx.Done():
-				stop()
-				return // shutting down: the redelivery looks for the result first
-			case <-time.After(min(time.Duration(try)*500*time.Millisecond, 5*time.Second)):
-			}
-			err = r.publish(ctx, env.ID, raw)
-		}
-		stop()
+	if !r.store(ctx, msg, log, env.ID, raw) {
+		return // shutting down: the redelivery looks for the result first
 	}
 	// A confirmed ack; a lost one only means a redelivery, which finds the result.
 	if err := msg.DoubleAck(ctx); err != nil {
 		log.Warn().Err(err).Msg("ack not confirmed; a redelivery will find the result")
 	}
+}
+
+// store publishes raw as command id's result until the results stream has
+// it, and says whether it does (false: the runtime stopped first). The
+// outcome is decided: it is published again (the same bytes, under the same
+// message id, stored once; a client holds the copy whose storage is
+// acknowledged) while msg stays ours, rather than handed back to run a second
+// time (found by the chaos soak: commands whose result's ack was lost in a
+// NATS leader election ran again 20 s later, over what newer commands had done).
+func (r *Runtime) store(ctx context.Context, msg jetstream.Msg, log zerolog.Logger, id string, raw []byte) bool {
+	err := r.publish(ctx, id, raw)
+	if err == nil {
+		return true
+	}
+	stop := keepAlive(msg)
+	defer stop()
+	for try := 1; err != nil; try++ {
+		log.Warn().Err(err).Int("try", try).Msg("publishing the result failed; publishing it again")
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(min(time.Duration(try)*500*time.Millisecond, 5*time.Second)):
+		}
+		err = r.publish(ctx, id, raw)
+	}
+	return true
 }
 
 // retry says whether a failed attempt is worth another: transient errors until
@@ -664,15 +681,6 @@ func (r *Runtime) resultEnvelope(id, typ string, out any, herr error) ([]byte, e
 	}
 	env := events.Envelope{ID: "result-" + id, Type: events.TypeResult, V: 1, Time: time.Now().UTC(), Source: "agent/" + r.server, Server: r.server, Data: data}
 	return env.Marshal()
-}
-
-// respond publishes the result of command id; JetStream drops a second one with the same id.
-func (r *Runtime) respond(ctx context.Context, id, typ string, out any, herr error) error {
-	raw, err := r.resultEnvelope(id, typ, out, herr)
-	if err != nil {
-		return err
-	}
-	return r.publish(ctx, id, raw)
 }
 
 // publish stores raw as the result of command id and returns once it is

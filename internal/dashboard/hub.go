@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -59,6 +60,9 @@ func (h *hub) join() (ch <-chan []byte, leave func(), err error) {
 // follow starts the watchers and the events consumer; h.mu is held.
 func (h *hub) follow() error {
 	ctx, cancel := context.WithCancel(context.Background())
+	// Bounded: joining pages wait for this under h.mu.
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
 	h.subs = map[chan []byte]struct{}{}
 	var watchers []jetstream.KeyWatcher
 	fail := func(what string, err error) error {
@@ -69,9 +73,14 @@ func (h *hub) follow() error {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	for _, b := range Buckets {
-		kv, err := h.js.KeyValue(ctx, b)
-		if err != nil {
+		kv, err := h.js.KeyValue(sctx, b)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			continue // a bucket not made yet: nothing of that kind
+		}
+		if err != nil {
+			// Not skipped: the following is shared and long-lived, a bucket
+			// left out now would stay out of every page.
+			return fail("opening the records", err)
 		}
 		wt, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
 		if err != nil {
@@ -80,7 +89,7 @@ func (h *hub) follow() error {
 		watchers = append(watchers, wt)
 		go h.watch(ctx, cancel, b, wt)
 	}
-	cons, err := h.js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy,
+	cons, err := h.js.OrderedConsumer(sctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy,
 		// Gone from the bus soon after the last page: nothing deletes it otherwise for minutes.
 		InactiveThreshold: 5 * time.Second})
 	if err != nil {
