@@ -63,7 +63,8 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	w.kind = &svc.Kind[events.WS, *events.WS]{Noun: "web server", Prefix: "ws", ListCmd: "skein listws", Store: st,
 		Gone: func(ctx context.Context, s events.WS) {
 			w.publish(ctx, events.TypeWSChanged, events.WSChange{Name: s.Name, Change: "deleted", Apps: len(s.Apps), Cause: "reconcile"})
-		}}
+		},
+		Repair: w.repair}
 	return w, nil
 }
 
@@ -118,25 +119,62 @@ func (w *Worker) retarget(ctx context.Context, name, ip string) {
 		if !targets(e.Value, name, ip) {
 			continue
 		}
-		err := w.locked(ctx, e.Value.Name, func() error {
-			ws, err := w.change(ctx, e.Value.Name, func(ws *events.WS) ([]svc.File, error) {
-				for i, a := range ws.Apps {
-					if a.Target.Kind == events.TargetContainer && a.Target.Host == name {
-						ws.Apps[i].Addr = ip
-					}
-				}
-				return nil, nil
-			})
-			if err == nil {
-				w.cfg.Log.Info().Str("ws", ws.Name).Str("container", name).Str("ip", ip).Msg("apps follow their container to its new address")
-				w.publish(ctx, events.TypeWSChanged, events.WSChange{Name: ws.Name, Change: "apps", Apps: len(ws.Apps)})
-			}
-			return err
-		})
+		err := w.locked(ctx, e.Value.Name, func() error { return w.pointAt(ctx, e.Value.Name, name, ip, "") })
 		if err != nil {
+			// The reconciler (repair) tries again within 30 s.
 			w.cfg.Log.Warn().Err(err).Str("ws", e.Value.Name).Str("container", name).Msg("following a container's new address")
 		}
 	}
+}
+
+// pointAt points web server wsName's apps that target container name at ip
+// and tells it; the web server's lock is held.
+func (w *Worker) pointAt(ctx context.Context, wsName, name, ip, cause string) error {
+	ws, err := w.change(ctx, wsName, func(ws *events.WS) ([]svc.File, error) {
+		for i, a := range ws.Apps {
+			if a.Target.Kind == events.TargetContainer && a.Target.Host == name {
+				ws.Apps[i].Addr = ip
+			}
+		}
+		return nil, nil
+	})
+	if err != nil {
+		return err
+	}
+	w.cfg.Log.Info().Str("ws", ws.Name).Str("container", name).Str("ip", ip).Str("cause", cause).Msg("apps follow their container to its new address")
+	w.publish(ctx, events.TypeWSChanged, events.WSChange{Name: ws.Name, Change: "apps", Apps: len(ws.Apps), Cause: cause})
+	return nil
+}
+
+// repair points apps at the address their container has now when a move was
+// missed (the follower's change failed, or came while the agent was down);
+// the reconciler calls it under the web server's lock.
+func (w *Worker) repair(ctx context.Context, ws events.WS) error {
+	now := map[string]string{}
+	for _, a := range ws.Apps {
+		if a.Target.Kind != events.TargetContainer {
+			continue
+		}
+		if _, looked := now[a.Target.Host]; !looked {
+			e, err := w.containers.FindByName(ctx, a.Target.Host)
+			if err != nil {
+				return err
+			}
+			now[a.Target.Host] = ""
+			if e != nil {
+				now[a.Target.Host] = e.Value.IPv4
+			}
+		}
+	}
+	for name, ip := range now {
+		if ip == "" || !targets(ws, name, ip) {
+			continue // gone or stopped: its app waits for it
+		}
+		if err := w.pointAt(ctx, ws.Name, name, ip, "reconcile"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // targets says whether a ready web server has an app that targets container
