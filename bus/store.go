@@ -87,6 +87,13 @@ const (
 	readPatience = 20 * time.Second
 )
 
+// writeAttempt bounds one write: a write whose acknowledgement was lost (the
+// NATS node that took it killed) waits for it no longer than this, then fails
+// as a transient error its command is retried for, instead of holding the
+// command until its deadline (found by the NATS-cluster soak: a launch whose
+// record write hung for the launch's whole 2 min and failed it for good).
+var writeAttempt = 10 * time.Second
+
 // errNoAnswer is a read that got no answer in time.
 var errNoAnswer = errors.New("no answer from the stream")
 
@@ -284,7 +291,9 @@ func (s *Store[T]) Create(ctx context.Context, key string, v T) (uint64, error) 
 	if err != nil {
 		return 0, err
 	}
-	rev, err := s.kv.Create(ctx, key, b)
+	wctx, cancel := context.WithTimeout(ctx, writeAttempt)
+	defer cancel()
+	rev, err := s.kv.Create(wctx, key, b)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrExists)
 	}
@@ -304,15 +313,17 @@ func (s *Store[T]) Update(ctx context.Context, key string, v T, rev uint64) (uin
 	if err != nil {
 		return 0, err
 	}
+	wctx, cancel := context.WithTimeout(ctx, writeAttempt)
+	defer cancel()
 	if !checkRevisions {
 		// A broken build's Update (see broken.go): whatever is there is overwritten.
-		nrev, err := s.kv.Put(ctx, key, b)
+		nrev, err := s.kv.Put(wctx, key, b)
 		if err != nil {
 			return 0, fmt.Errorf("writing %s %q: %w", s.spec.Type, key, err)
 		}
 		return nrev, nil
 	}
-	nrev, err := s.kv.Update(ctx, key, b, rev)
+	nrev, err := s.kv.Update(wctx, key, b, rev)
 	if isWrongRevision(err) {
 		return 0, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrConflict)
 	}
@@ -329,7 +340,9 @@ func (s *Store[T]) Put(ctx context.Context, key string, v T) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	rev, err := s.kv.Put(ctx, key, b)
+	wctx, cancel := context.WithTimeout(ctx, writeAttempt)
+	defer cancel()
+	rev, err := s.kv.Put(wctx, key, b)
 	if err != nil {
 		return 0, fmt.Errorf("writing %s %q: %w", s.spec.Type, key, err)
 	}
@@ -343,7 +356,9 @@ func (s *Store[T]) Delete(ctx context.Context, key string, rev uint64) error {
 	if rev > 0 {
 		opts = append(opts, jetstream.LastRevision(rev))
 	}
-	err := s.kv.Delete(ctx, key, opts...)
+	wctx, cancel := context.WithTimeout(ctx, writeAttempt)
+	defer cancel()
+	err := s.kv.Delete(wctx, key, opts...)
 	if isWrongRevision(err) {
 		return fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrConflict)
 	}
