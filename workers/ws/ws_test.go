@@ -120,12 +120,7 @@ func TestMissedMoveIsRepairedAndTold(t *testing.T) {
 	if got := addr(); got != "10.77.9.200" {
 		t.Fatalf("after the reconciler the app points at %s, want 10.77.9.200 (was %s)", got, old)
 	}
-	conf := ""
-	for k, v := range fake.Files {
-		if strings.HasPrefix(k, "web1:") && strings.Contains(string(v), "ctr.test") {
-			conf = string(v)
-		}
-	}
+	conf := installed(fake, "web1", sitePath)
 	if !strings.Contains(conf, "10.77.9.200") || strings.Contains(conf, old+":") {
 		t.Errorf("nginx's configuration does not point at the new address:\n%s", conf)
 	}
@@ -139,6 +134,23 @@ func TestMissedMoveIsRepairedAndTold(t *testing.T) {
 		}
 		return false
 	}, "no ws.changed event with cause reconcile: %v", lazyJSON(func() any { mu.Lock(); defer mu.Unlock(); return told }))
+}
+
+// installed is the file the last apply script put at path in container name
+// (the fake runs no script: its mv lines name the staged file installed).
+func installed(fake *container.Fake, name, path string) string {
+	for i := len(fake.Execs) - 1; i >= 0; i-- {
+		e := fake.Execs[i]
+		if !strings.HasPrefix(e, name+":") && !strings.HasPrefix(e, name+" ") {
+			continue
+		}
+		for _, line := range strings.Split(e, "\n") {
+			if f := strings.Fields(line); strings.HasPrefix(line, "mv -f '/tmp/skein-stage-") && len(f) >= 4 && strings.Trim(f[3], "'") == path {
+				return string(fake.Files[name+":"+strings.Trim(f[2], "'")])
+			}
+		}
+	}
+	return ""
 }
 
 // lazyJSON prints its value when a failure message is made.
