@@ -111,6 +111,16 @@ func TestAgentIsHeldToItsServer(t *testing.T) {
 	_, err = lbs.Create(short(), bus.Key("s1", "ha1"), rec)
 	denied("write a record of s1", err)
 
+	// Only the results stream speaks on the stored-result subjects, its own
+	// server's included: a waiting client takes what comes there.
+	for _, subject := range []string{bus.StoredResultSubject("s1", "x"), bus.StoredResultSubject("s2", "x")} {
+		_ = s2.NC.Publish(subject, []byte("{}"))
+		_ = s2.NC.Flush()
+		if le := s2.NC.LastError(); le == nil || !strings.Contains(le.Error(), subject) {
+			t.Errorf("agent s2 could publish on %s (last error: %v)", subject, le)
+		}
+	}
+
 	// Its own share works.
 	if _, err := s2.JS.Publish(short(), bus.ResultSubject("s2", "x"), []byte("{}")); err != nil {
 		t.Errorf("agent s2 cannot publish its own result: %v", err)

@@ -122,35 +122,77 @@ func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Publish without blocking on the ack: the ack and the result travel in parallel.
-	fut, err := c.conn.JS.PublishMsgAsync(commandMsg(env, raw), jetstream.WithMsgID(env.ID))
-	if err != nil {
-		return nil, fmt.Errorf("publish %s: %w", env.Type, err)
+	p := &publication{c: c, env: env, raw: raw}
+	if err := p.publish(); err != nil {
+		return nil, err
 	}
-	acked := false
-	// The live result can be missed across a reconnect: look in the stream now and then.
+	return c.await(ctx, env.ID, w, false, p)
+}
+
+// publication is a command on its way to JetStream: published without
+// blocking on the ack (the ack and the result travel in parallel), and
+// published again when its ack is lost.
+type publication struct {
+	c     *Client
+	env   *events.Envelope
+	raw   []byte
+	fut   jetstream.PubAckFuture
+	acked bool
+}
+
+func (p *publication) publish() error {
+	fut, err := p.c.conn.JS.PublishMsgAsync(commandMsg(p.env, p.raw), jetstream.WithMsgID(p.env.ID))
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", p.env.Type, err)
+	}
+	p.fut = fut
+	return nil
+}
+
+// ok and failed are the ack's channels; nil (never ready) when there is
+// nothing to wait for.
+func (p *publication) ok() <-chan *jetstream.PubAck {
+	if p == nil || p.fut == nil {
+		return nil
+	}
+	return p.fut.Ok()
+}
+
+func (p *publication) failed() <-chan error {
+	if p == nil || p.fut == nil {
+		return nil
+	}
+	return p.fut.Err()
+}
+
+// await waits for command id's stored result: taken as the results stream
+// republishes it, or read from the stream (at once when look, when something
+// else comes on its subject, and every second, since a live result can be
+// missed across a reconnect). p is the command's publication, nil when it
+// was sent earlier.
+func (c *Client) await(ctx context.Context, id string, w *resultWatch, look bool, p *publication) (*events.Result, error) {
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
 	for {
+		if look {
+			if res, ok, _ := c.LookupResult(ctx, id); ok {
+				return res, resultErr(res)
+			}
+			look = false
+		}
 		select {
-		case m := <-w.data:
-			if raw := w.saw(m); raw != nil {
-				return decodeResult(raw)
+		case m := <-w.ch:
+			res, ok, err := take(m, id)
+			if ok {
+				return res, err
 			}
-		case m := <-w.acks:
-			raw, lookup := w.stored(m)
-			if raw != nil {
-				return decodeResult(raw)
-			}
-			if lookup {
-				if res, ok, _ := c.LookupResult(ctx, env.ID); ok {
-					return res, resultErr(res)
-				}
-			}
-		case <-futOk(fut):
-			acked = true
-			fut = nil
-		case err := <-futErr(fut):
+			look = true
+		case a := <-p.ok():
+			p.acked, p.fut = true, nil
+			// The id was sent before, within JetStream's duplicate window:
+			// this copy is not delivered, and an answer may be stored already.
+			look = a.Duplicate
+		case err := <-p.failed():
 			// The ack was lost in a disconnect; publish again: the id makes it idempotent.
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -158,19 +200,19 @@ func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 			if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 				time.Sleep(250 * time.Millisecond)
 			}
-			fut, err = c.conn.JS.PublishMsgAsync(commandMsg(env, raw), jetstream.WithMsgID(env.ID))
-			if err != nil {
-				return nil, fmt.Errorf("publish %s: %w", env.Type, err)
+			if err := p.publish(); err != nil {
+				return nil, err
 			}
 		case <-poll.C:
-			if res, ok, _ := c.LookupResult(ctx, env.ID); ok {
-				return res, resultErr(res)
-			}
+			look = true
 		case <-ctx.Done():
-			if !acked {
-				return nil, fmt.Errorf("command %s was not confirmed by NATS: %w", env.ID, ctx.Err())
+			switch {
+			case p == nil:
+				return nil, fmt.Errorf("%w for command %s", ErrNoResult, id)
+			case !p.acked:
+				return nil, fmt.Errorf("command %s was not confirmed by NATS: %w", id, ctx.Err())
 			}
-			return nil, fmt.Errorf("%w for command %s (%s): it stays queued for server %s", ErrNoResult, env.ID, env.Type, env.Server)
+			return nil, fmt.Errorf("%w for command %s (%s): it stays queued for server %s", ErrNoResult, id, p.env.Type, p.env.Server)
 		}
 	}
 }
@@ -182,20 +224,6 @@ func idSafe(s string) bool {
 		}
 	}
 	return true
-}
-
-func futOk(f jetstream.PubAckFuture) <-chan *jetstream.PubAck {
-	if f == nil {
-		return nil
-	}
-	return f.Ok()
-}
-
-func futErr(f jetstream.PubAckFuture) <-chan error {
-	if f == nil {
-		return nil
-	}
-	return f.Err()
 }
 
 // Query sends a query to an agent over core request/reply and returns its result.
@@ -226,34 +254,8 @@ func (c *Client) WaitResult(ctx context.Context, id string, waiting func()) (*ev
 	if waiting != nil {
 		waiting()
 	}
-	poll := time.NewTicker(time.Second)
-	defer poll.Stop()
-	// Look in the stream first, then whenever an acknowledgement or the poll says so.
-	look := true
-	for {
-		if look {
-			if res, ok, _ := c.LookupResult(ctx, id); ok {
-				return res, resultErr(res)
-			}
-		}
-		look = false
-		select {
-		case m := <-w.data:
-			if raw := w.saw(m); raw != nil {
-				return decodeResult(raw)
-			}
-		case m := <-w.acks:
-			raw, lookup := w.stored(m)
-			if raw != nil {
-				return decodeResult(raw)
-			}
-			look = lookup
-		case <-poll.C:
-			look = true
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w for command %s", ErrNoResult, id)
-		}
-	}
+	// Look in the stream first: it may have been answered before.
+	return c.await(ctx, id, w, true, nil)
 }
 
 // LookupResult reads the stored result of command id, if there is one.

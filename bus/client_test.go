@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -337,5 +339,70 @@ func TestLastMsg(t *testing.T) {
 	}
 	if _, err := bus.LastMsg(ctx, conn.NC, "NO_SUCH_STREAM", subj); err == nil {
 		t.Error("a stream that does not exist: no error")
+	}
+}
+
+// TestStreamRepublishesEachStoredResultOnce: the results stream republishes
+// a result on its stored-result subject once stored, with the stream's
+// headers; a copy published again under the same message id (an agent
+// storing its result again after a lost acknowledgement) is not stored, and
+// so not republished: what a client takes there is what the stream keeps.
+func TestStreamRepublishesEachStoredResultOnce(t *testing.T) {
+	conn, _ := testutil.Bus(t)
+	ctx := ctxT(t, 15*time.Second)
+	got := make(chan *nats.Msg, 8)
+	sub, err := conn.NC.ChanSubscribe(bus.ServerStored("s9"), got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := conn.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(id, data string) *jetstream.PubAck {
+		t.Helper()
+		m := nats.NewMsg(bus.ResultSubject("s9", id))
+		m.Data = []byte(data)
+		ack, err := conn.JS.PublishMsg(ctx, m, jetstream.WithMsgID("result-"+id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack
+	}
+	next := func() *nats.Msg {
+		t.Helper()
+		select {
+		case m := <-got:
+			return m
+		case <-ctx.Done():
+			t.Fatal("nothing republished")
+			return nil
+		}
+	}
+	first := publish("c1", "first")
+	if dup := publish("c1", "again"); !dup.Duplicate {
+		t.Fatalf("the copy published again was stored: %+v", dup)
+	}
+	// The stream republishes in order: c2 comes after anything of c1's.
+	publish("c2", "marker")
+	var seen []string
+	for {
+		m := next()
+		seen = append(seen, m.Subject+"="+string(m.Data))
+		if m.Subject == bus.StoredResultSubject("s9", "c2") {
+			break
+		}
+		if m.Subject != bus.StoredResultSubject("s9", "c1") || string(m.Data) != "first" {
+			t.Errorf("republished %s %q, want c1's stored result", m.Subject, m.Data)
+		}
+		if s := m.Header.Get(jetstream.StreamHeader); s != bus.StreamResults {
+			t.Errorf("republished with stream header %q, want %s", s, bus.StreamResults)
+		}
+		if s := m.Header.Get(jetstream.SequenceHeader); s != fmt.Sprint(first.Sequence) {
+			t.Errorf("republished with sequence %q, want %d", s, first.Sequence)
+		}
+	}
+	if len(seen) != 2 {
+		t.Errorf("republished %v, want c1's result once, then c2's", seen)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/events"
 )
@@ -64,7 +65,7 @@ type ResultPublisher struct {
 // NewResultPublisher listens for the storage acknowledgements of server's results.
 func NewResultPublisher(conn *Conn, server string) (*ResultPublisher, error) {
 	p := &ResultPublisher{conn: conn, server: server, waiting: map[string]chan []byte{}}
-	sub, err := conn.NC.Subscribe(ServerStored(server), func(m *nats.Msg) {
+	sub, err := conn.NC.Subscribe(ServerStoredAcks(server), func(m *nats.Msg) {
 		token := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 		p.mu.Lock()
 		ch := p.waiting[token]
@@ -82,10 +83,10 @@ func NewResultPublisher(conn *Conn, server string) (*ResultPublisher, error) {
 	// ask now, rather than wait for acknowledgements that never come.
 	if conn.NC.Flush() == nil {
 		le := conn.NC.LastError()
-		if errors.Is(le, nats.ErrPermissionViolation) && strings.Contains(strings.ToLower(le.Error()), strings.ToLower(ServerStored(server))) {
+		if errors.Is(le, nats.ErrPermissionViolation) && strings.Contains(strings.ToLower(le.Error()), strings.ToLower(ServerStoredAcks(server))) {
 			_ = sub.Unsubscribe()
 			p.degraded = "this agent's credentials may not subscribe to " + ServerStored(server) +
-				" (made by an older skein): its clients find results by polling, about 1 s later; issue them again with `skein creds agent " + server + "`"
+				" (made by an older skein): results are stored the plain way, and clients of the previous version find them by polling, about 1 s later; issue them again with `skein creds agent " + server + "`"
 			return p, nil
 		}
 	}
@@ -141,76 +142,41 @@ func (p *ResultPublisher) Publish(ctx context.Context, id string, raw []byte) er
 	}
 }
 
-// resultWatch follows the results of one command as a client waits for
-// them: the copies published (by token) and JetStream's acknowledgements.
+// resultWatch follows the stored result of one command as a client waits for it.
 type resultWatch struct {
-	data, acks chan *nats.Msg
-	subs       []*nats.Subscription
-	seen       map[string][]byte
-	acked      map[string]bool
+	ch  chan *nats.Msg
+	sub *nats.Subscription
 }
 
-// watchResult starts following command id's results; server "" for any server's.
+// watchResult starts following command id's stored result; server "" for any server's.
 func (c *Client) watchResult(server, id string) (*resultWatch, error) {
-	w := &resultWatch{data: make(chan *nats.Msg, 8), acks: make(chan *nats.Msg, 8), seen: map[string][]byte{}, acked: map[string]bool{}}
-	results, acks := AnyResultSubject(id), AnyStoredSubject(id)
+	subject := AnyStoredResult(id)
 	if server != "" {
-		results, acks = ResultSubject(server, id), StoredAcks(server, id)
+		subject = StoredResultSubject(server, id)
 	}
-	for _, s := range []struct {
-		subject string
-		ch      chan *nats.Msg
-	}{{results, w.data}, {acks, w.acks}} {
-		sub, err := c.conn.NC.ChanSubscribe(s.subject, s.ch)
-		if err != nil {
-			w.stop()
-			return nil, err
-		}
-		w.subs = append(w.subs, sub)
+	w := &resultWatch{ch: make(chan *nats.Msg, 4)}
+	sub, err := c.conn.NC.ChanSubscribe(subject, w.ch)
+	if err != nil {
+		return nil, err
 	}
+	w.sub = sub
 	return w, nil
 }
 
-func (w *resultWatch) stop() {
-	for _, s := range w.subs {
-		_ = s.Unsubscribe()
-	}
-}
+func (w *resultWatch) stop() { _ = w.sub.Unsubscribe() }
 
-// saw keeps a published copy of the result by its token, and returns it
-// when its storage was acknowledged already (the acknowledgement overtook it).
-func (w *resultWatch) saw(m *nats.Msg) []byte {
-	t := m.Header.Get(HeaderResultToken)
-	if t == "" {
-		return nil
+// take reads a stored result of command id as the results stream
+// republished it (ok, and err when it is unreadable or says the command
+// failed); not ok for anything else on its subject (a storage
+// acknowledgement someone had sent there), which the caller answers by
+// reading the stream.
+func take(m *nats.Msg, id string) (res *events.Result, ok bool, err error) {
+	if m.Header.Get(jetstream.StreamHeader) != StreamResults || m.Header.Get(jetstream.SubjectHeader) == "" {
+		return nil, false, nil
 	}
-	if w.acked[t] {
-		return m.Data
+	res, err = decodeResult(m.Data)
+	if res != nil && res.Command != id {
+		return nil, false, nil
 	}
-	if len(w.seen) < 16 {
-		w.seen[t] = m.Data
-	}
-	return nil
-}
-
-// stored reads an acknowledgement: the stored result when the copy it
-// acknowledges was seen; lookup when it is stored but that copy was not seen
-// (it is then taken if it comes) or an earlier copy is the one stored;
-// neither when it was not stored.
-func (w *resultWatch) stored(m *nats.Msg) (raw []byte, lookup bool) {
-	dup, err := parseStoredAck(m.Data)
-	if err != nil {
-		return nil, false
-	}
-	token := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	if dup {
-		return nil, true
-	}
-	if raw, ok := w.seen[token]; ok {
-		return raw, false
-	}
-	if len(w.acked) < 16 {
-		w.acked[token] = true
-	}
-	return nil, true
+	return res, true, err
 }

@@ -4,49 +4,45 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-// TestStoredTakesOnlyTheAcknowledgedCopy: a client acts on the copy of a
-// result whose storage JetStream acknowledged, looks in the stream when the
-// stored copy is another (a duplicate) or was not seen, and acts on nothing
-// JetStream refused.
-func TestStoredTakesOnlyTheAcknowledgedCopy(t *testing.T) {
-	w := &resultWatch{seen: map[string][]byte{}, acked: map[string]bool{}}
-	copyOf := func(token, data string) *nats.Msg {
-		m := nats.NewMsg(ResultSubject("s1", "c1"))
-		m.Header.Set(HeaderResultToken, token)
+// TestTakeOnlyWhatTheStreamStored: a client takes from its stored-result
+// subject only what the results stream republished there (a result it
+// stored), for its own command; a storage acknowledgement sent there (any
+// agent can have JetStream answer on a subject of its choosing) or another
+// command's result is not taken, and a stored result that cannot be read is
+// an error.
+func TestTakeOnlyWhatTheStreamStored(t *testing.T) {
+	result := `{"id":"result-c1","type":"result","v":1,"time":"2026-11-26T10:00:00Z","source":"agent/s1","server":"s1",` +
+		`"data":{"command":"c1","command_type":"server.ping","ok":true,"output":{"server":"s1","time":"2026-11-26T10:00:00Z"}}}`
+	republished := func(data string) *nats.Msg {
+		m := nats.NewMsg(StoredResultSubject("s1", "c1"))
+		m.Header.Set(jetstream.StreamHeader, StreamResults)
+		m.Header.Set(jetstream.SubjectHeader, ResultSubject("s1", "c1"))
+		m.Header.Set(jetstream.SequenceHeader, "7")
 		m.Data = []byte(data)
 		return m
 	}
-	ack := func(token, data string) *nats.Msg {
-		return &nats.Msg{Subject: StoredSubject("s1", "c1", token), Data: []byte(data)}
+	res, ok, err := take(republished(result), "c1")
+	if !ok || err != nil || res == nil || res.Command != "c1" || !res.OK {
+		t.Errorf("the stored result was not taken: %+v %v %v", res, ok, err)
 	}
-	w.saw(copyOf("t1", "first"))
-	w.saw(copyOf("t2", "second"))
-	for _, c := range []struct {
-		name, token, ack string
-		raw              string
-		lookup           bool
-	}{
-		{"stored copy seen", "t2", `{"stream":"SKEIN_RESULTS","seq":7}`, "second", false},
-		{"the other copy seen", "t1", `{"stream":"SKEIN_RESULTS","seq":6}`, "first", false},
-		{"an earlier copy is the stored one", "t2", `{"stream":"SKEIN_RESULTS","seq":6,"duplicate":true}`, "", true},
-		{"stored but not seen (yet)", "t3", `{"stream":"SKEIN_RESULTS","seq":8}`, "", true},
-		{"not stored", "t2", `{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`, "", false},
-		{"another stream", "t2", `{"stream":"OTHER","seq":1}`, "", false},
-		{"garbage", "t2", `nope`, "", false},
-	} {
-		raw, lookup := w.stored(ack(c.token, c.ack))
-		if string(raw) != c.raw || lookup != c.lookup {
-			t.Errorf("%s: took %q, lookup %v; want %q, %v", c.name, raw, lookup, c.raw, c.lookup)
-		}
+	if _, ok, _ := take(republished(result), "c2"); ok {
+		t.Error("another command's result was taken")
 	}
-	// The copy whose acknowledgement overtook it is taken when it comes; one
-	// never acknowledged, or acknowledged as a duplicate, is not.
-	if got := w.saw(copyOf("t3", "third")); string(got) != "third" {
-		t.Errorf("the acknowledged copy t3 that came late was not taken: %q", got)
+	ack := &nats.Msg{Subject: StoredResultSubject("s1", "c1"), Data: []byte(`{"stream":"SKEIN_RESULTS","seq":8}`)}
+	if _, ok, _ := take(ack, "c1"); ok {
+		t.Error("a storage acknowledgement was taken as the result")
 	}
-	if got := w.saw(copyOf("t4", "fourth")); got != nil {
-		t.Errorf("a copy never acknowledged was taken: %q", got)
+	forged := nats.NewMsg(StoredResultSubject("s1", "c1"))
+	forged.Header.Set(jetstream.StreamHeader, "OTHER")
+	forged.Header.Set(jetstream.SubjectHeader, ResultSubject("s1", "c1"))
+	forged.Data = []byte(result)
+	if _, ok, _ := take(forged, "c1"); ok {
+		t.Error("a message from another stream was taken")
+	}
+	if res, ok, err := take(republished(`{"id":"result-c1"`), "c1"); !ok || err == nil || res != nil {
+		t.Errorf("an unreadable stored result: %+v %v %v, want its error", res, ok, err)
 	}
 }

@@ -52,6 +52,9 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 			Name: StreamResults, Subjects: []string{AllResults()},
 			Storage: jetstream.FileStorage, Duplicates: DedupWindow, MaxAge: ResultsKept,
 			MaxMsgsPerSubject: 1, AllowDirect: true,
+			// Each result, once stored (and not a copy dropped as a duplicate),
+			// to StoredResultSubject: where waiting clients take it.
+			RePublish: &jetstream.RePublish{Source: Prefix + ".result.*.*", Destination: Prefix + ".stored.{{wildcard(1)}}.{{wildcard(2)}}"},
 		},
 		{
 			Name: StreamEvents, Subjects: []string{AllEvents()},

@@ -54,31 +54,38 @@ func AnyResultSubject(id string) string { return Prefix + ".result.*." + id }
 func ServerResults(server string) string { return Prefix + ".result." + server + ".>" }
 
 // StoredSubject is the reply subject of one publication of command id's
-// result: JetStream answers there once the results stream has stored it, and
-// both the agent and the waiting client listen. Clients act only on a result
-// that survives its agent (a result seen live and then lost with its agent let
-// the command run again after the client had moved on: found by the chaos
-// soak), and this way learn it without a further hop through the agent. token
-// names the publication, carried also in the result's HeaderResultToken, so a
-// client ties the acknowledgement to the copy it saw.
+// result: JetStream acknowledges there that the results stream stored it, and
+// the agent waits for that before acknowledging the command. token names the
+// publication (also in the result's HeaderResultToken), so that one
+// subscription of the agent's serves all its results.
 //
 //	skein.stored.<server>.<id>.<token>
 func StoredSubject(server, id, token string) string {
 	return Prefix + ".stored." + server + "." + id + "." + token
 }
 
-// StoredAcks matches every storage acknowledgement of command id's results.
+// ServerStoredAcks matches the storage acknowledgements of one server's
+// results, and not the stored results themselves (StoredResultSubject).
 //
-//	skein.stored.<server>.<id>.*
-func StoredAcks(server, id string) string { return Prefix + ".stored." + server + "." + id + ".*" }
+//	skein.stored.<server>.*.*
+func ServerStoredAcks(server string) string { return Prefix + ".stored." + server + ".*.*" }
 
-// AnyStoredSubject matches the storage acknowledgements of command id's
-// results, whatever its server.
+// StoredResultSubject carries the result of command id once the results
+// stream has stored it: the stream republishes it there (StreamConfigs), and
+// waiting clients listen there only. Clients act only on a result that
+// survives its agent (a result seen live and then lost with its agent let the
+// command run again after the client had moved on: found by the chaos soak).
+// Only the stream publishes here: nobody's credentials may.
 //
-//	skein.stored.*.<id>.*
-func AnyStoredSubject(id string) string { return Prefix + ".stored.*." + id + ".*" }
+//	skein.stored.<server>.<id>
+func StoredResultSubject(server, id string) string { return Prefix + ".stored." + server + "." + id }
 
-// ServerStored matches every storage acknowledgement of one server's results.
+// AnyStoredResult matches the stored result of command id, whatever its server.
+//
+//	skein.stored.*.<id>
+func AnyStoredResult(id string) string { return Prefix + ".stored.*." + id }
+
+// ServerStored matches one server's stored results and their storage acknowledgements.
 //
 //	skein.stored.<server>.>
 func ServerStored(server string) string { return Prefix + ".stored." + server + ".>" }

@@ -19,6 +19,11 @@ func TestSubjects(t *testing.T) {
 		{"result", ResultSubject("s1", "abc123"), "skein.result.s1.abc123"},
 		{"any result", AnyResultSubject("abc123"), "skein.result.*.abc123"},
 		{"all results", AllResults(), "skein.result.>"},
+		{"stored result", StoredResultSubject("s1", "abc123"), "skein.stored.s1.abc123"},
+		{"any stored result", AnyStoredResult("abc123"), "skein.stored.*.abc123"},
+		{"storage acknowledgement", StoredSubject("s1", "abc123", "t1"), "skein.stored.s1.abc123.t1"},
+		{"server's storage acknowledgements", ServerStoredAcks("s1"), "skein.stored.s1.*.*"},
+		{"server's stored", ServerStored("s1"), "skein.stored.s1.>"},
 		{"progress", ProgressSubject("s1", "abc123"), "skein.progress.s1.abc123"},
 		{"event", EventSubject("s1", "container.started"), "skein.event.s1.container.started"},
 		{"all events", AllEvents(), "skein.event.>"},
@@ -68,6 +73,32 @@ func TestEventFilterMatches(t *testing.T) {
 	}
 	if server.SubjectMatchesFilter(CommandSubject("s10", "container.launch"), ServerCommands("s1")) {
 		t.Error("ServerCommands(s1) catches a launch for s10")
+	}
+}
+
+// TestStoredSubjectsKeepApart: a client waiting for a stored result hears no
+// storage acknowledgement, an agent waiting for acknowledgements hears no
+// stored result, and both fit in the server's permission.
+func TestStoredSubjectsKeepApart(t *testing.T) {
+	result, ack := StoredResultSubject("s1", "c1"), StoredSubject("s1", "c1", "t1")
+	for _, tc := range []struct {
+		subject, filter string
+		match           bool
+	}{
+		{result, StoredResultSubject("s1", "c1"), true},
+		{result, AnyStoredResult("c1"), true},
+		{ack, StoredResultSubject("s1", "c1"), false},
+		{ack, AnyStoredResult("c1"), false},
+		{ack, ServerStoredAcks("s1"), true},
+		{result, ServerStoredAcks("s1"), false},
+		{ack, ServerStoredAcks("s10"), false},
+		{result, ServerStored("s1"), true},
+		{ack, ServerStored("s1"), true},
+		{StoredResultSubject("s10", "c1"), ServerStored("s1"), false},
+	} {
+		if got := server.SubjectMatchesFilter(tc.subject, tc.filter); got != tc.match {
+			t.Errorf("%q matches %q: %v, want %v", tc.subject, tc.filter, got, tc.match)
+		}
 	}
 }
 
