@@ -642,6 +642,39 @@ func TestResultPublishedAgainNotRerun(t *testing.T) {
 	}
 }
 
+// TestStopSendsTheAcksItOwes: a command answered just before its agent stops
+// is acknowledged before Run returns (acks go out a moment after the result
+// is stored): the work queue is left empty, with nothing to deliver again.
+func TestStopSendsTheAcksItOwes(t *testing.T) {
+	conn, url := testutil.Bus(t)
+	aconn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent", Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer aconn.Close()
+	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
+	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: pong})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	h := &harness{conn: conn, client: bus.NewClient(conn, "cli")}
+	if _, res, err := h.do(t, events.TypePing, "", events.Ping{}); err != nil || !res.OK {
+		t.Fatalf("ping: %+v %v", res, err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("runtime did not stop within 10s")
+	}
+	aconn.Close()
+	h.drained(t)
+}
+
 // fakeMetrics records what the runtime tells its metrics.
 type fakeMetrics struct {
 	mu          sync.Mutex
