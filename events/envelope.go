@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -130,10 +129,7 @@ func decodeEnvelope(raw []byte) (*Envelope, Spec, error) {
 		var probe any
 		return nil, Spec{}, &ValidationError{Type: "envelope", Reason: json.Unmarshal(raw, &probe).Error()}
 	}
-	fields, err := topFields(raw)
-	if errors.Is(err, errSlowPath) {
-		err = json.Unmarshal(raw, &fields)
-	}
+	fields, err := members(raw)
 	if err != nil {
 		return nil, Spec{}, &ValidationError{Type: "envelope", Reason: err.Error()}
 	}

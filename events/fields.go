@@ -117,3 +117,12 @@ func stringEnd(b []byte, i int) (int, error) {
 	}
 	return 0, errors.New("unterminated string")
 }
+
+// members splits a valid JSON object into its members, keys exactly as written.
+func members(v []byte) (map[string]json.RawMessage, error) {
+	fields, err := topFields(v)
+	if errors.Is(err, errSlowPath) {
+		err = json.Unmarshal(v, &fields)
+	}
+	return fields, err
+}

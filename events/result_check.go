@@ -1,7 +1,6 @@
 package events
 
 import (
-	"encoding/json"
 	"errors"
 	"slices"
 )
@@ -75,15 +74,6 @@ func checkErrorInfo(v []byte) (*ErrorInfo, error) {
 		}
 	}
 	return &e, nil
-}
-
-// members splits a valid JSON object into its members, keys exactly as written.
-func members(v []byte) (map[string]json.RawMessage, error) {
-	fields, err := topFields(v)
-	if errors.Is(err, errSlowPath) {
-		err = json.Unmarshal(v, &fields)
-	}
-	return fields, err
 }
 
 // jsonString decodes a JSON string, and nothing else (not null).
