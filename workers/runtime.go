@@ -293,6 +293,7 @@ type Runtime struct {
 	journal     *bus.Store[events.Journal]
 	metrics     Metrics
 	acks        sync.WaitGroup
+	inflight    atomic.Int64
 }
 
 // Metrics is told what the runtime does with each command (internal/metrics
@@ -363,7 +364,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		for {
 			// A handler left behind by its watchdog holds neither a slot nor the shutdown.
 			var once sync.Once
-			release := func() { once.Do(func() { <-sem; wg.Done() }) }
+			release := func() { once.Do(func() { <-sem; r.inflight.Add(-1); wg.Done() }) }
 			r.process(ctx, msg, release)
 			release()
 			wait.Reset(workerIdle)
@@ -378,6 +379,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		sem <- struct{}{}
+		r.inflight.Add(1)
 		wg.Add(1)
 		select {
 		case idle <- msg:
@@ -563,30 +565,40 @@ func (r *Runtime) finish(ctx context.Context, msg jetstream.Msg, req *Request, a
 	if !r.store(ctx, msg, log, env.ID, raw) {
 		return // shutting down: the redelivery looks for the result first
 	}
-	r.ackSoon(ctx, msg, log)
+	r.ack(ctx, msg, log)
 }
 
-// ackDelay is how long after its result is stored a command is acknowledged.
-// Acknowledging the only command in the work queue empties the stream's last
-// file block, and NATS replaces the block's file (open, tombstone, unlink:
-// about 150 µs of the server's time under the stream's lock, found by
-// profiling BenchmarkRoundTrip), which a command sent right after this one's
-// result waits out. A moment later that command is stored first and the
-// block is not emptied. A crash meanwhile means a redelivery, answered from
-// the stored result.
+// ackDelay is how long after its result is stored a command is acknowledged
+// when it is the only one in flight. Acknowledging the only command in the
+// work queue empties the stream's last file block, and NATS replaces the
+// block's file (open, tombstone, unlink: about 150 µs of the server's time
+// under the stream's lock, found by profiling BenchmarkRoundTrip), which a
+// command sent right after this one's result waits out. A moment later that
+// command is stored first and the block is not emptied. A crash meanwhile
+// means a redelivery, answered from the stored result.
 const ackDelay = time.Millisecond
 
-// ackSoon acknowledges msg ackDelay from now; Run waits for it before returning.
-func (r *Runtime) ackSoon(ctx context.Context, msg jetstream.Msg, log zerolog.Logger) {
-	r.acks.Add(1)
-	time.AfterFunc(ackDelay, func() {
-		defer r.acks.Done()
+// ack acknowledges msg, whose result is stored: at once while other commands
+// are in flight (their messages keep the block, and late acks would hold the
+// consumer's ack-pending slots), else ackDelay from now. Run waits for a
+// late ack before returning.
+func (r *Runtime) ack(ctx context.Context, msg jetstream.Msg, log zerolog.Logger) {
+	send := func() {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		// A confirmed ack; a lost one only means a redelivery, which finds the result.
 		if err := msg.DoubleAck(actx); err != nil {
 			log.Warn().Err(err).Msg("ack not confirmed; a redelivery will find the result")
 		}
+	}
+	if r.inflight.Load() > 1 {
+		send()
+		return
+	}
+	r.acks.Add(1)
+	time.AfterFunc(ackDelay, func() {
+		defer r.acks.Done()
+		send()
 	})
 }
 
