@@ -28,11 +28,16 @@ func (e *CommandError) Error() string { return e.Message }
 
 // Client publishes commands and waits for their results.
 type Client struct {
+	// Warn, when set, is told once of a bus that makes waiting slower than it
+	// should be, with the fix.
+	Warn func(msg string)
+
 	conn   *Conn
 	source string
 
 	mu      sync.Mutex
 	results jetstream.Stream
+	slow    bool
 }
 
 // NewClient returns a client whose messages name source as their sender.
@@ -126,7 +131,7 @@ func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 	if err := p.publish(); err != nil {
 		return nil, err
 	}
-	return c.await(ctx, env.ID, w, false, p)
+	return c.await(ctx, w, false, p)
 }
 
 // publication is a command on its way to JetStream: published without
@@ -165,33 +170,41 @@ func (p *publication) failed() <-chan error {
 	return p.fut.Err()
 }
 
-// await waits for command id's stored result: taken as the results stream
-// republishes it, or read from the stream (at once when look, when something
-// else comes on its subject, and every second, since a live result can be
-// missed across a reconnect). p is the command's publication, nil when it
-// was sent earlier.
-func (c *Client) await(ctx context.Context, id string, w *resultWatch, look bool, p *publication) (*events.Result, error) {
-	poll := time.NewTicker(time.Second)
+// await waits for the stored result of w's command: taken as the results
+// stream republishes it, or read from the stream (at once when look, when
+// something else comes on its subject, and every second, since a live result
+// can be missed across a reconnect). p is the command's publication, nil
+// when it was sent earlier.
+func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *publication) (*events.Result, error) {
+	c.mu.Lock()
+	every := time.Second
+	if c.slow {
+		every = slowPoll
+	}
+	c.mu.Unlock()
+	poll := time.NewTicker(every)
 	defer poll.Stop()
+	checked := false
 	for {
 		if look {
-			if res, ok, _ := c.LookupResult(ctx, id); ok {
+			if res, ok, _ := c.LookupResult(ctx, w.server, w.id); ok {
 				return res, resultErr(res)
 			}
 			look = false
 		}
 		select {
 		case m := <-w.ch:
-			res, ok, err := take(m, id)
+			res, ok, err := w.take(m)
 			if ok {
 				return res, err
 			}
 			look = true
 		case a := <-p.ok():
 			p.acked, p.fut = true, nil
-			// The id was sent before, within JetStream's duplicate window:
-			// this copy is not delivered, and an answer may be stored already.
-			look = a.Duplicate
+			// The id was sent before, within JetStream's duplicate window (this
+			// copy is not delivered), or it is the caller's and may have been
+			// answered before: its stored result then is not republished.
+			look = a.Duplicate || !p.env.Fresh
 		case err := <-p.failed():
 			// The ack was lost in a disconnect; publish again: the id makes it idempotent.
 			if ctx.Err() != nil {
@@ -205,16 +218,43 @@ func (c *Client) await(ctx context.Context, id string, w *resultWatch, look bool
 			}
 		case <-poll.C:
 			look = true
+			if !checked {
+				checked = true
+				if !c.republishes(ctx) {
+					poll.Reset(slowPoll)
+				}
+			}
 		case <-ctx.Done():
 			switch {
 			case p == nil:
-				return nil, fmt.Errorf("%w for command %s", ErrNoResult, id)
+				return nil, fmt.Errorf("%w for command %s", ErrNoResult, w.id)
 			case !p.acked:
-				return nil, fmt.Errorf("command %s was not confirmed by NATS: %w", id, ctx.Err())
+				return nil, fmt.Errorf("command %s was not confirmed by NATS: %w", w.id, ctx.Err())
 			}
-			return nil, fmt.Errorf("%w for command %s (%s): it stays queued for server %s", ErrNoResult, id, p.env.Type, p.env.Server)
+			return nil, fmt.Errorf("%w for command %s (%s): it stays queued for server %s", ErrNoResult, w.id, p.env.Type, p.env.Server)
 		}
 	}
+}
+
+// slowPoll is how often a client reads the stream for a result that is not republished.
+const slowPoll = 100 * time.Millisecond
+
+// republishes says whether the results stream republishes what it stores,
+// as waiting takes it; false (and Warn told once) for a stream set up by an
+// older skein, on which results are found only by reading the stream.
+func (c *Client) republishes(ctx context.Context) bool {
+	st, err := c.resultsStream(ctx)
+	if err != nil || st.CachedInfo().Config.RePublish != nil {
+		return true
+	}
+	c.mu.Lock()
+	warned := c.slow
+	c.slow = true
+	c.mu.Unlock()
+	if !warned && c.Warn != nil {
+		c.Warn("the results stream does not republish results (set up by an older skein): every command waits for its result by polling; restart `skein server`, or run `skein init` against an external NATS, to update it")
+	}
+	return false
 }
 
 func idSafe(s string) bool {
@@ -243,10 +283,12 @@ func (c *Client) Query(ctx context.Context, env *events.Envelope) (*events.Resul
 	return decodeResult(m.Data)
 }
 
-// WaitResult waits for the result of a command that was sent earlier; waiting,
-// if not nil, is called once the live result can no longer be missed.
-func (c *Client) WaitResult(ctx context.Context, id string, waiting func()) (*events.Result, error) {
-	w, err := c.watchResult("", id)
+// WaitResult waits for the result of a command that was sent earlier to
+// server ("" takes any server's: trusting every agent not to answer for
+// another); waiting, if not nil, is called once the live result can no
+// longer be missed.
+func (c *Client) WaitResult(ctx context.Context, server, id string, waiting func()) (*events.Result, error) {
+	w, err := c.watchResult(server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -255,11 +297,12 @@ func (c *Client) WaitResult(ctx context.Context, id string, waiting func()) (*ev
 		waiting()
 	}
 	// Look in the stream first: it may have been answered before.
-	return c.await(ctx, id, w, true, nil)
+	return c.await(ctx, w, true, nil)
 }
 
-// LookupResult reads the stored result of command id, if there is one.
-func (c *Client) LookupResult(ctx context.Context, id string) (*events.Result, bool, error) {
+// LookupResult reads the stored result of command id from server ("" for any
+// server's), if there is one.
+func (c *Client) LookupResult(ctx context.Context, server, id string) (*events.Result, bool, error) {
 	// A request in flight when the server dies is never answered: bound each look.
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -267,7 +310,12 @@ func (c *Client) LookupResult(ctx context.Context, id string) (*events.Result, b
 	if err != nil {
 		return nil, false, err
 	}
-	m, err := st.GetLastMsgForSubject(ctx, AnyResultSubject(id))
+	subject := AnyResultSubject(id)
+	if server != "" {
+		// Only server's agent may publish there.
+		subject = ResultSubject(server, id)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, subject)
 	if err != nil {
 		if IsNotFound(err) {
 			return nil, false, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -143,7 +144,7 @@ func TestDoReturnsThePong(t *testing.T) {
 	}
 
 	// The result is stored: a client that missed it live can still read it.
-	got, ok, err := client.LookupResult(ctx, env.ID)
+	got, ok, err := client.LookupResult(ctx, "s1", env.ID)
 	if err != nil || !ok {
 		t.Fatalf("LookupResult(%s) = %v %v", env.ID, ok, err)
 	}
@@ -152,7 +153,7 @@ func TestDoReturnsThePong(t *testing.T) {
 	}
 	// So can a fresh client, and WaitResult returns it at once.
 	other := bus.NewClient(conn, "cli2")
-	waited, err := other.WaitResult(ctx, env.ID, nil)
+	waited, err := other.WaitResult(ctx, "", env.ID, nil)
 	if err != nil || waited.Command != env.ID || !waited.OK {
 		t.Errorf("WaitResult = %+v, %v", waited, err)
 	}
@@ -230,7 +231,7 @@ func TestDoReportsProgress(t *testing.T) {
 func TestLookupResultOfUnknownCommand(t *testing.T) {
 	conn, _ := testutil.Bus(t)
 	client := bus.NewClient(conn, "cli")
-	res, ok, err := client.LookupResult(ctxT(t, 5*time.Second), events.NewID())
+	res, ok, err := client.LookupResult(ctxT(t, 5*time.Second), "", events.NewID())
 	if err != nil || ok || res != nil {
 		t.Errorf("LookupResult of a command never answered = %+v %v %v, want nothing", res, ok, err)
 	}
@@ -273,7 +274,7 @@ func TestQueuedCommandIsAnsweredWhenTheAgentComes(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent(t, url, "s1")
-	res, err := client.WaitResult(ctx, env.ID, nil)
+	res, err := client.WaitResult(ctx, "s1", env.ID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,5 +405,41 @@ func TestStreamRepublishesEachStoredResultOnce(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Errorf("republished %v, want c1's result once, then c2's", seen)
+	}
+}
+
+// TestOlderResultsStreamIsPolledAndTold: against a results stream set up by
+// an older skein (it does not republish), a command's result is still taken,
+// by reading the stream, and the client is told once how to fix the bus.
+func TestOlderResultsStreamIsPolledAndTold(t *testing.T) {
+	conn, url := testutil.Bus(t)
+	ctx := ctxT(t, 30*time.Second)
+	for _, cfg := range bus.StreamConfigs(1) {
+		if cfg.Name == bus.StreamResults {
+			cfg.RePublish = nil
+			if _, err := conn.JS.UpdateStream(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	agent(t, url, "s1")
+	client := bus.NewClient(conn, "cli")
+	var mu sync.Mutex
+	var warned []string
+	client.Warn = func(msg string) { mu.Lock(); warned = append(warned, msg); mu.Unlock() }
+	for i := range 2 {
+		env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{Note: fmt.Sprint(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := client.Do(ctx, bus.Call{Envelope: env})
+		if err != nil || !res.OK {
+			t.Fatalf("ping %d: %+v %v", i, res, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(warned) != 1 || !strings.Contains(warned[0], "skein init") {
+		t.Errorf("told %q, want once, with the fix", warned)
 	}
 }

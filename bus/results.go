@@ -47,15 +47,16 @@ func parseStoredAck(data []byte) (duplicate bool, err error) {
 }
 
 // ResultPublisher publishes an agent's results into the results stream with
-// StoredSubject as the reply, so that JetStream's acknowledgement reaches the
-// waiting client directly, and waits for the same acknowledgement itself.
+// StoredSubject as the reply and waits there for JetStream's acknowledgement
+// of storing it: one subscription for all the agent's results. (Clients of
+// the previous version also listen there.)
 type ResultPublisher struct {
 	conn   *Conn
 	server string
 	sub    *nats.Subscription
 	// degraded says why acknowledgements cannot reach this agent ("" when
-	// they can): results are then published and acknowledged the plain way,
-	// and clients find them by polling the stream.
+	// they can): results are then published and acknowledged the plain way
+	// (clients of the previous version find them by polling the stream).
 	degraded string
 
 	mu      sync.Mutex
@@ -94,7 +95,7 @@ func NewResultPublisher(conn *Conn, server string) (*ResultPublisher, error) {
 	return p, nil
 }
 
-// Degraded says why results reach clients only by polling ("" when they do not).
+// Degraded says why this agent cannot hear its results' storage acknowledgements ("" when it can).
 func (p *ResultPublisher) Degraded() string { return p.degraded }
 
 // Close stops listening.
@@ -144,8 +145,10 @@ func (p *ResultPublisher) Publish(ctx context.Context, id string, raw []byte) er
 
 // resultWatch follows the stored result of one command as a client waits for it.
 type resultWatch struct {
-	ch  chan *nats.Msg
-	sub *nats.Subscription
+	// server is the command's server; "" takes any server's result.
+	server, id string
+	ch         chan *nats.Msg
+	sub        *nats.Subscription
 }
 
 // watchResult starts following command id's stored result; server "" for any server's.
@@ -154,7 +157,7 @@ func (c *Client) watchResult(server, id string) (*resultWatch, error) {
 	if server != "" {
 		subject = StoredResultSubject(server, id)
 	}
-	w := &resultWatch{ch: make(chan *nats.Msg, 4)}
+	w := &resultWatch{server: server, id: id, ch: make(chan *nats.Msg, 4)}
 	sub, err := c.conn.NC.ChanSubscribe(subject, w.ch)
 	if err != nil {
 		return nil, err
@@ -165,18 +168,35 @@ func (c *Client) watchResult(server, id string) (*resultWatch, error) {
 
 func (w *resultWatch) stop() { _ = w.sub.Unsubscribe() }
 
-// take reads a stored result of command id as the results stream
+// take reads a stored result of the command as the results stream
 // republished it (ok, and err when it is unreadable or says the command
-// failed); not ok for anything else on its subject (a storage
-// acknowledgement someone had sent there), which the caller answers by
-// reading the stream.
-func take(m *nats.Msg, id string) (res *events.Result, ok bool, err error) {
-	if m.Header.Get(jetstream.StreamHeader) != StreamResults || m.Header.Get(jetstream.SubjectHeader) == "" {
+// failed); not ok for anything else on its subject, which the caller answers
+// by reading the stream. Others can have the server send there too (no
+// permission covers where a JetStream reply or a push consumer's delivery
+// goes): a push delivery has a reply subject; a direct get's answer of
+// another stream's message, or a republish by another stream, has that
+// stream's headers, added after any a forger stored; the server's own
+// results stream's copy of another server's result names that subject.
+func (w *resultWatch) take(m *nats.Msg) (res *events.Result, ok bool, err error) {
+	server, found := strings.CutPrefix(m.Subject, Prefix+".stored.")
+	server, found2 := strings.CutSuffix(server, "."+w.id)
+	if !found || !found2 || !ValidToken(server) || (w.server != "" && server != w.server) || m.Reply != "" {
+		return nil, false, nil
+	}
+	if !onlyValue(m.Header, jetstream.StreamHeader, StreamResults) ||
+		!onlyValue(m.Header, jetstream.SubjectHeader, ResultSubject(server, w.id)) ||
+		len(m.Header.Values(jetstream.SequenceHeader)) != 1 {
 		return nil, false, nil
 	}
 	res, err = decodeResult(m.Data)
-	if res != nil && res.Command != id {
+	if res != nil && res.Command != w.id {
 		return nil, false, nil
 	}
 	return res, true, err
+}
+
+// onlyValue says whether header key has one value, want.
+func onlyValue(h nats.Header, key, want string) bool {
+	v := h.Values(key)
+	return len(v) == 1 && v[0] == want
 }

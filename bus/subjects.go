@@ -75,7 +75,8 @@ func ServerStoredAcks(server string) string { return Prefix + ".stored." + serve
 // waiting clients listen there only. Clients act only on a result that
 // survives its agent (a result seen live and then lost with its agent let the
 // command run again after the client had moved on: found by the chaos soak).
-// Only the stream publishes here: nobody's credentials may.
+// Nobody's credentials may publish here; what else the server can be made to
+// send here (a reply, a push consumer's delivery) clients tell apart.
 //
 //	skein.stored.<server>.<id>
 func StoredResultSubject(server, id string) string { return Prefix + ".stored." + server + "." + id }

@@ -378,7 +378,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 		}
 	}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		sem <- struct{}{}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return // stopping: delivered again later
+		}
 		r.inflight.Add(1)
 		wg.Add(1)
 		select {
@@ -399,6 +403,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	cc.Stop()
+	// No command starts after this: the work in flight is all counted.
+	select {
+	case <-cc.Closed():
+	case <-time.After(5 * time.Second):
+		r.log.Warn().Msg("the command consumer did not stop within 5 s")
+	}
 	wg.Wait()
 	r.acks.Wait()
 	return nil
@@ -470,7 +480,9 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg, release func()
 		if err := r.publish(ctx, env.ID, stored); err != nil {
 			log.Warn().Err(err).Msg("repeating the stored result")
 		}
-		_ = msg.DoubleAck(ctx)
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = msg.DoubleAck(actx)
 		return
 	}
 
@@ -605,8 +617,8 @@ func (r *Runtime) ack(ctx context.Context, msg jetstream.Msg, log zerolog.Logger
 // store publishes raw as command id's result until the results stream has
 // it, and says whether it does (false: the runtime stopped first). The
 // outcome is decided: it is published again (the same bytes, under the same
-// message id, stored once; a client holds the copy whose storage is
-// acknowledged) while msg stays ours, rather than handed back to run a second
+// message id, stored once, and only that once republished to the waiting
+// client) while msg stays ours, rather than handed back to run a second
 // time (found by the chaos soak: commands whose result's ack was lost in a
 // NATS leader election ran again 20 s later, over what newer commands had done).
 func (r *Runtime) store(ctx context.Context, msg jetstream.Msg, log zerolog.Logger, id string, raw []byte) bool {

@@ -94,7 +94,7 @@ func (h *harness) publishRaw(t *testing.T, subject string, data []byte, msgID st
 // waitResult waits for the stored or live result of command id.
 func (h *harness) waitResult(t *testing.T, id string) (*events.Result, error) {
 	t.Helper()
-	res, err := h.client.WaitResult(ctxT(t, 20*time.Second), id, nil)
+	res, err := h.client.WaitResult(ctxT(t, 20*time.Second), server, id, nil)
 	if errors.Is(err, bus.ErrNoResult) {
 		t.Fatalf("no result for %s", id)
 	}
@@ -483,7 +483,7 @@ func TestRedeliveryAfterAnswerIsNotRerun(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Errorf("handler ran %d times, want 1", n)
 	}
-	stored, ok, err := h.client.LookupResult(ctxT(t, 5*time.Second), env.ID)
+	stored, ok, err := h.client.LookupResult(ctxT(t, 5*time.Second), server, env.ID)
 	if err != nil || !ok || stored.Error == nil || stored.Error.Message != "earlier answer" {
 		t.Errorf("stored result replaced: %+v %v %v", stored, ok, err)
 	}
@@ -623,7 +623,7 @@ func TestResultPublishedAgainNotRerun(t *testing.T) {
 	// all the same): the client takes none of them, as none is stored.
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	if res, err := h.client.WaitResult(wctx, env.ID, nil); !errors.Is(err, bus.ErrNoResult) {
+	if res, err := h.client.WaitResult(wctx, server, env.ID, nil); !errors.Is(err, bus.ErrNoResult) {
 		t.Fatalf("a result that is not stored was taken: %+v, %v", res, err)
 	}
 	cancel()

@@ -34,7 +34,9 @@ func (g *globals) connect(ctx context.Context) (*cli, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &cli{g: g, conn: conn, client: bus.NewClient(conn, "cli")}, nil
+	client := bus.NewClient(conn, "cli")
+	client.Warn = func(msg string) { fmt.Fprintln(os.Stderr, "warning: "+msg) }
+	return &cli{g: g, conn: conn, client: client}, nil
 }
 
 func (c *cli) close() { c.conn.Close() }

@@ -11,6 +11,7 @@ import (
 )
 
 func waitCmd(g *globals) *cobra.Command {
+	var server string
 	c := &cobra.Command{
 		Use:   "wait ID",
 		Short: "Wait for the result of a command sent with --async",
@@ -18,6 +19,9 @@ func waitCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !bus.ValidToken(args[0]) {
 				return fmt.Errorf("bad command id %q", args[0])
+			}
+			if server != "" && !bus.ValidToken(server) {
+				return fmt.Errorf("bad server name %q", server)
 			}
 			// Waiting outlives server restarts, so keep trying to connect too.
 			g.waitConnect = true
@@ -28,7 +32,7 @@ func waitCmd(g *globals) *cobra.Command {
 			defer cl.close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
 			defer cancel()
-			res, err := cl.client.WaitResult(ctx, args[0], func() {
+			res, err := cl.client.WaitResult(ctx, server, args[0], func() {
 				fmt.Fprintf(os.Stderr, "waiting for the result of %s\n", args[0])
 			})
 			if res == nil {
@@ -47,6 +51,7 @@ func waitCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().StringVarP(&server, "server", "s", "", "the server the command was sent to: only its agent's result is taken (default: any server's)")
 	g.addOutputFlag(c)
 	return c
 }

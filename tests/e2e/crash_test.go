@@ -63,7 +63,7 @@ func TestAgentKilledMidLaunch(t *testing.T) {
 	agents["s1"].start()
 
 	// The redelivery comes after AckWait (10 s); the launch resumes where it stopped.
-	waited := mustSkein(t, "wait", id, "-o", "json", "--timeout", "60s")
+	waited := mustSkein(t, "wait", id, "-s", "s1", "-o", "json", "--timeout", "60s")
 	var res events.Result
 	if err := json.Unmarshal([]byte(waited), &res); err != nil || !res.OK {
 		t.Fatalf("skein wait: %s (%v)", waited, err)

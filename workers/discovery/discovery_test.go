@@ -503,6 +503,8 @@ func TestFullSyncDropsOrphanDefinitions(t *testing.T) {
 	r.seedEndpoint(t, rigEPName, rigEPIP, events.StatusReady)
 	r.launch(t, "web")
 	r.mustDo(t, events.TypeServiceAdd, events.ServiceAdd{Container: "web", Name: "http", Port: 80}, nil)
+	// The command answers once the definitions are written; the worker learns of them from the bucket.
+	r.knows(t, func(w *Worker) bool { _, ok := w.defs["web"]; return ok }, "the worker never saw web's definitions")
 	if err := r.ctrs.Delete(r.ctx, bus.Key(rigServer, "web")); err != nil {
 		t.Fatal(err)
 	}
