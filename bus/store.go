@@ -57,6 +57,7 @@ type Change[T any] struct {
 // several writers share is compared against the revision it was read at.
 type Store[T any] struct {
 	kv   jetstream.KeyValue
+	nc   *nats.Conn
 	spec events.Spec
 }
 
@@ -71,7 +72,7 @@ func OpenStore[T any](ctx context.Context, js jetstream.JetStream) (*Store[T], e
 	if err != nil {
 		return nil, fmt.Errorf("bus: bucket %s: %w", spec.Bucket, err)
 	}
-	return &Store[T]{kv: kv, spec: spec}, nil
+	return &Store[T]{kv: kv, nc: js.Conn(), spec: spec}, nil
 }
 
 // Key is the key of the record of server named name. Records live under
@@ -185,6 +186,23 @@ func (s *Store[T]) Get(ctx context.Context, key string) (Entry[T], error) {
 		return Entry[T]{Key: key}, fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
 	}
 	return s.decode(key, e.Value(), e.Revision())
+}
+
+// Latest reads one record from its bucket's leader: Get may be answered by a
+// replica that is catching up (a restarted node of a NATS cluster) with an
+// older value, fine for showing, not for deciding that a server is down.
+// ErrNoRecord when there is none.
+func (s *Store[T]) Latest(ctx context.Context, key string) (Entry[T], error) {
+	raw, err := retrying(ctx, func(ctx context.Context) ([]byte, error) {
+		return LastMsg(ctx, s.nc, "KV_"+s.spec.Bucket, "$KV."+s.spec.Bucket+"."+key)
+	})
+	if err != nil {
+		return Entry[T]{Key: key}, fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
+	}
+	if len(raw) == 0 { // none, or a deletion's marker
+		return Entry[T]{Key: key}, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
+	}
+	return s.decode(key, raw, 0)
 }
 
 // Find reads one record; nil when there is none.

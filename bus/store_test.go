@@ -169,3 +169,34 @@ func TestStoreWatchSeesRecordsThenChanges(t *testing.T) {
 		t.Fatalf("List = %+v %v, want only b", all, err)
 	}
 }
+
+// TestStoreLatestReadsTheLeader: Latest reads what Get does, from the
+// bucket's leader: the record as last written; none when it is missing or deleted.
+func TestStoreLatestReadsTheLeader(t *testing.T) {
+	conn, _ := testutil.Bus(t)
+	ctx := ctxT(t, 10*time.Second)
+	st, err := bus.OpenStore[events.LB](ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Latest(ctx, "s1.ha1"); !errors.Is(err, bus.ErrNoRecord) {
+		t.Fatalf("Latest of a missing record = %v, want ErrNoRecord", err)
+	}
+	if _, err := st.Put(ctx, "s1.ha1", lbRecord("ha1", "b1")); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := st.Put(ctx, "s1.ha1", lbRecord("ha1", "b1", "b2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := st.Latest(ctx, "s1.ha1")
+	if err != nil || len(e.Value.Backends) != 2 {
+		t.Fatalf("Latest = %+v, %v; want the second write", e.Value, err)
+	}
+	if err := st.Delete(ctx, "s1.ha1", rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Latest(ctx, "s1.ha1"); !errors.Is(err, bus.ErrNoRecord) {
+		t.Fatalf("Latest of a deleted record = %v, want ErrNoRecord", err)
+	}
+}

@@ -223,7 +223,6 @@ func (b *vipBed) stopHTTPD(n int) {
 	}
 }
 
-// checks is listvips' check column of the one floating IP, by server.
 // healthy says whether a container passes its checks, as its server's
 // health record says.
 func (b *vipBed) healthy(container string) bool {
@@ -252,13 +251,15 @@ func (b *vipBed) healthy(container string) bool {
 			continue
 		}
 		var h events.Health
-		if json.Unmarshal(e.Value(), &h) == nil && h.Container == container && h.Passing {
+		// Its checks run and pass: a container whose check is not registered yet passes too.
+		if json.Unmarshal(e.Value(), &h) == nil && h.Container == container && h.Passing && len(h.Checks) > 0 {
 			return true
 		}
 	}
 	return false
 }
 
+// checks is listvips' check column of the one floating IP, by server.
 func (b *vipBed) checks() map[string]string {
 	var views []struct {
 		Check map[string]string `json:"check"`
