@@ -20,30 +20,27 @@ const HeaderResultToken = "Skein-Result-Token"
 
 // storedAck is JetStream's answer to a publication: where it was stored, or why not.
 type storedAck struct {
-	Stream    string `json:"stream"`
-	Seq       uint64 `json:"seq"`
-	Duplicate bool   `json:"duplicate"`
-	Error     *struct {
+	Stream string `json:"stream"`
+	Error  *struct {
 		Code        int    `json:"code"`
 		Description string `json:"description"`
 	} `json:"error"`
 }
 
 // parseStoredAck reads JetStream's acknowledgement of a result: err when it
-// was not stored; duplicate when a copy published earlier under the same
-// message id is the one stored.
-func parseStoredAck(data []byte) (duplicate bool, err error) {
+// was not stored (a duplicate is stored: as the copy published before it).
+func parseStoredAck(data []byte) error {
 	var a storedAck
 	if err := json.Unmarshal(data, &a); err != nil {
-		return false, fmt.Errorf("storing the result: an unreadable acknowledgement: %w", err)
+		return fmt.Errorf("storing the result: an unreadable acknowledgement: %w", err)
 	}
 	if a.Error != nil {
-		return false, fmt.Errorf("storing the result: %s (%d)", a.Error.Description, a.Error.Code)
+		return fmt.Errorf("storing the result: %s (%d)", a.Error.Description, a.Error.Code)
 	}
 	if a.Stream != StreamResults {
-		return false, fmt.Errorf("storing the result: acknowledged by stream %q, not %s", a.Stream, StreamResults)
+		return fmt.Errorf("storing the result: acknowledged by stream %q, not %s", a.Stream, StreamResults)
 	}
-	return a.Duplicate, nil
+	return nil
 }
 
 // ResultPublisher publishes an agent's results into the results stream with
@@ -136,8 +133,7 @@ func (p *ResultPublisher) Publish(ctx context.Context, id string, raw []byte) er
 	}
 	select {
 	case data := <-ch:
-		_, err := parseStoredAck(data)
-		return err
+		return parseStoredAck(data)
 	case <-ctx.Done():
 		return fmt.Errorf("the result of %s was not confirmed stored: %w", id, ctx.Err())
 	}
