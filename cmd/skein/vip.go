@@ -35,6 +35,19 @@ func sideOf(hb *events.Heartbeat, ip netip.Addr, iface string) (events.HostInter
 	return events.HostInterface{}, netip.Prefix{}, fmt.Errorf("%s is in no network of server %s (%s): a floating IP lies in both servers' own network", ip, hb.Name, strings.Join(nets, ", "))
 }
 
+// notAServersAddress refuses a floating IP that a server already has as its
+// own address: keepalived would take it from that server's interface.
+func notAServersAddress(ip netip.Addr, network netip.Prefix, hbs []events.Heartbeat) error {
+	for _, hb := range hbs {
+		for _, i := range hb.Interfaces {
+			if p, err := netip.ParsePrefix(i.Addr); err == nil && p.Addr() == ip {
+				return fmt.Errorf("%s is the address of server %s (%s): pick a free address in %s", ip, hb.Name, i.Name, network)
+			}
+		}
+	}
+	return nil
+}
+
 func addvipCmd(g *globals) *cobra.Command {
 	var name, iface, check, checkService string
 	c := &cobra.Command{
@@ -98,6 +111,13 @@ gives the IP up, and the other server takes it if its own check passes.`,
 			}
 			if p1.Masked() != p2.Masked() {
 				return fmt.Errorf("servers %s (%s) and %s (%s) are not on one network", s1, p1, s2, p2)
+			}
+			hbs, err := cl.heartbeats(ctx)
+			if err != nil {
+				return err
+			}
+			if err := notAServersAddress(ip, p1.Masked(), append([]events.Heartbeat{*hb1, *hb2}, hbs...)); err != nil {
+				return err
 			}
 			existing, err := all[events.VIP](ctx, cl)
 			if err != nil {

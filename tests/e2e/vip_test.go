@@ -292,7 +292,8 @@ func TestFloatingIP(t *testing.T) {
 			{[]string{"addvip", "v1", "v1", vipAddr}, "two different servers"},
 			{[]string{"addvip", "v1", "nosuch", vipAddr}, "nosuch"},
 			{[]string{"addvip", "v1", "v3", vipAddr}, "v3"},
-			{[]string{"addvip", "v1", "v2", "10.77.100.11"}, "own address"},
+			{[]string{"addvip", "v1", "v2", "10.77.100.11"}, "10.77.100.11 is the address of server v1 (eth0): pick a free address in 10.77.100.0/24"},
+			{[]string{"addvip", "v1", "v2", "10.77.100.12"}, "10.77.100.12 is the address of server v2"},
 			{[]string{"addvip", "v1", "v2", "10.77.100.300"}, "not an IPv4 address"},
 		} {
 			if out, err := b.cli(tc.args...); err == nil || !strings.Contains(out, tc.want) {

@@ -48,7 +48,7 @@ func Check(v events.VIPAdd) error {
 			return fmt.Errorf("%w: %s address %q is not in %s", validate.ErrInvalid, what, a, net)
 		}
 		if addr == ip {
-			return fmt.Errorf("%w: the floating IP %s is the %s server's own address", validate.ErrInvalid, ip, what)
+			return fmt.Errorf("%w: the floating IP %s is the address of the %s server: pick a free address in %s", validate.ErrInvalid, ip, what, net)
 		}
 	}
 	if v.Self == v.Peer {

@@ -37,7 +37,7 @@ func TestCheckRefuses(t *testing.T) {
 		want string
 	}{
 		"ip outside":        {func(v *events.VIPAdd) { v.IP = "10.77.101.50" }, "not in"},
-		"ip is self":        {func(v *events.VIPAdd) { v.IP = v.Self }, "own address"},
+		"ip is self":        {func(v *events.VIPAdd) { v.IP = v.Self }, "is the address of the self server"},
 		"network address":   {func(v *events.VIPAdd) { v.IP = "10.77.100.0" }, "network's"},
 		"broadcast":         {func(v *events.VIPAdd) { v.IP = "10.77.100.255" }, "broadcast"},
 		"self is peer":      {func(v *events.VIPAdd) { v.Peer = v.Self }, "both"},
