@@ -151,7 +151,7 @@ func TestDatabases(t *testing.T) {
 	mustSkein(t, "launch", "skein-service", "dbc3", "-s", "s3")
 	mustSkein(t, "addep", "s3", "10.77.3.63", "-n", "consul-63")
 	allow := "10.77.2.0/24" // s2's containers: dbc2 is in, dbc3 (s3) is out
-	const pw1, pw2, pgpw = "Known-pw-1-aZ9x", "Rotated-pw-2-Qm7k", "Pg-known-pw-3-Lw4e"
+	const pw1, pw2, pw3, pgpw, pgpw2 = "Known-pw-1-aZ9x", "Rotated-pw-2-Qm7k", "Recreated-pw-4-Vn2c", "Pg-known-pw-3-Lw4e", "Pg-second-pw-5-Jd8r"
 
 	ps := watchPS([]string{pw1, pw2, pgpw}, map[string]string{"my1": "skein-s1", "pg1": "skein-s3"})
 	out := mustSkeinIn(t, pw1+"\n", "adddb", "mysql", "s1", "wpuser", "wpdb", "-n", "my1", "-a", allow, "-p", "-")
@@ -422,12 +422,61 @@ func TestDatabases(t *testing.T) {
 		}
 	})
 
-	t.Run("a re-created instance finds its data; --purge removes it", func(t *testing.T) {
+	t.Run("a re-created instance finds its data, takes the new password and lists what the server has; --purge removes it", func(t *testing.T) {
+		mustSkeinIn(t, "Kept-user-pw-5Tz\n", "adddb", "--on", "my1", "user3", "keptdb", "-p", "-")
 		mustSkein(t, "deldbinstance", "my1")
-		mustSkeinIn(t, pw2+"\n", "adddb", "mysql", "s1", "wpuser", "wpdb", "-n", "my1", "-a", allow, "-p", "-")
+		mustSkeinIn(t, pw3+"\n", "adddb", "mysql", "s1", "wpuser", "wpdb", "-n", "my1", "-a", allow, "-p", "-")
 		my = dsn(t, "my1", "wpdb") // a new container, maybe a new address
-		pushFile(t, "dbc2", "skein-s2", "/root/.my.cnf", myCnf(pw2))
-		eventually(t, 30*time.Second, func() bool { return sum() == "42" }, "the re-created instance lost the data")
+		if pw, _ := my.User.Password(); pw != pw3 {
+			t.Errorf("dbinfo --dsn shows %q, not the new password", pw)
+		}
+		pushFile(t, "dbc2", "skein-s2", "/root/.my.cnf", myCnf(pw3))
+		eventually(t, 30*time.Second, func() bool { return sum() == "42" }, "the re-created instance lost the data, or refuses the new password")
+		pushFile(t, "dbc2", "skein-s2", "/root/old.cnf", myCnf(pw2))
+		if out, err := mysql("dbc2", "skein-s2", `--defaults-file=/root/old.cnf -e "SELECT 1"`); err == nil || !strings.Contains(out, "Access denied") {
+			t.Errorf("the old password still works on the re-created instance: %v %q", err, out)
+		}
+		view := func(name string) (dbs, users string) {
+			var views []struct {
+				Name      string   `json:"name"`
+				Databases []string `json:"databases"`
+				Users     []string `json:"users"`
+			}
+			if err := json.Unmarshal([]byte(mustSkein(t, "listdbs", "-o", "json")), &views); err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range views {
+				if v.Name == name {
+					return strings.Join(v.Databases, ","), strings.Join(v.Users, ",")
+				}
+			}
+			t.Fatalf("listdbs has no %s", name)
+			return "", ""
+		}
+		onServer, _ := inContainer("my1", "skein-s1", `mariadb --batch --skip-column-names -e "SELECT GROUP_CONCAT(SCHEMA_NAME ORDER BY SCHEMA_NAME) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('mysql','information_schema','performance_schema','sys'); SELECT GROUP_CONCAT(DISTINCT User ORDER BY User) FROM mysql.global_priv WHERE User NOT IN ('root','mysql','mariadb.sys','')"`)
+		if dbs, users := view("my1"); dbs+"\n"+users != onServer || dbs != "keptdb,wpdb" {
+			t.Errorf("listdbs says databases %q, users %q; MariaDB has %q", dbs, users, onServer)
+		}
+		if _, errOut, err := skein("dbinfo", "my1", "keptdb", "--dsn"); err == nil || !strings.Contains(errOut, "skein dbpasswd my1 user3") {
+			t.Errorf("the DSN of a user whose password skein does not know: %v %q", err, errOut)
+		}
+
+		mustSkein(t, "deldbinstance", "pg1")
+		mustSkeinIn(t, pgpw2+"\n", "adddb", "postgresql", "s3", "pguser", "pgdb", "-n", "pg1", "-a", allow, "-p", "-")
+		pg := dsn(t, "pg1", "pgdb")
+		psql := func(pw string) (string, error) {
+			pushFile(t, "dbc2", "skein-s2", "/root/.pgpass", fmt.Sprintf("%s:5432:pgdb:pguser:%s\n", pg.Hostname(), pw))
+			return inContainer("dbc2", "skein-s2", fmt.Sprintf(`PGCONNECT_TIMEOUT=5 psql -X -A -t -h %s -U pguser -d pgdb -c "SELECT sum(i) FROM t"`, pg.Hostname()))
+		}
+		eventually(t, 30*time.Second, func() bool { out, _ := psql(pgpw2); return out == "7" }, "the re-created PostgreSQL instance refuses the new password or lost the data")
+		if out, err := psql(pgpw); err == nil || !strings.Contains(out, "password authentication failed") {
+			t.Errorf("the old PostgreSQL password still works: %v %q", err, out)
+		}
+		pgOnServer, _ := inContainer("pg1", "skein-s3", `cd / && su postgres -s /bin/sh -c "psql -X -A -t -c \"SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'\""`)
+		if dbs, users := view("pg1"); dbs != pgOnServer || dbs != "pgcopy,pgdb" || users != "pguser" {
+			t.Errorf("listdbs says databases %q, users %q; PostgreSQL has %q", dbs, users, pgOnServer)
+		}
+
 		mustSkein(t, "deldbinstance", "my1", "--purge")
 		if out, _ := incusCmd("storage", "volume", "list", "skein", "--project", "skein-s1", "-f", "csv", "-c", "n"); strings.Contains(out, "skein-db-my1") {
 			t.Errorf("the volume is still there after --purge: %s", out)
@@ -435,7 +484,7 @@ func TestDatabases(t *testing.T) {
 	})
 
 	t.Run("the passwords are in clear nowhere", func(t *testing.T) {
-		for _, s := range []string{pw1, pw2, pgpw} {
+		for _, s := range []string{pw1, pw2, pw3, pgpw, pgpw2} {
 			secretNowhere(t, w, s)
 		}
 	})

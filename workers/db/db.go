@@ -141,6 +141,8 @@ type flavour struct {
 	ready string
 	// run feeds the SQL file F to the server's client as its superuser.
 	run string
+	// query is run's way that prints each row's one column on a line of its own.
+	query string
 	// version prints the server's version.
 	version string
 }
@@ -151,6 +153,7 @@ var flavours = map[string]flavour{
 		init:    `chown mysql:mysql /var/lib/mysql && { [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql --skip-test-db --auth-root-authentication-method=socket >/dev/null; }`,
 		ready:   `mariadb-admin --silent ping`,
 		run:     `mariadb --batch --skip-column-names < "$F"`,
+		query:   `mariadb --batch --skip-column-names < "$F"`,
 		version: `mariadb --batch --skip-column-names -e 'SELECT VERSION()'`,
 	},
 	events.DBPostgreSQL: {
@@ -159,6 +162,7 @@ var flavours = map[string]flavour{
   su postgres -s /bin/sh -c '/usr/lib/postgresql/15/bin/initdb -D /var/lib/postgresql/15/main --auth-local=peer --auth-host=scram-sha-256 -E UTF8 >/dev/null'; }; }`,
 		ready:   `su postgres -s /bin/sh -c 'pg_isready -q'`,
 		run:     `su postgres -s /bin/sh -c 'psql -X -q -v ON_ERROR_STOP=1 -d postgres' < "$F"`,
+		query:   `su postgres -s /bin/sh -c 'psql -X -q -A -t -v ON_ERROR_STOP=1 -d postgres' < "$F"`,
 		version: `su postgres -s /bin/sh -c "psql -X -A -t -c 'SHOW server_version'"`,
 	},
 }
@@ -239,7 +243,7 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.DBAdd) 
 	}
 	req.Progress("database", fmt.Sprintf("user %s, database %s", p.User, p.DB))
 	next := e.Value
-	if err := w.createIn(ctx, &next, p.User, p.DB, pw, p.Password); err != nil {
+	if err := w.settle(ctx, req, &next, p.User, p.DB, pw, p.Password); err != nil {
 		return none, err
 	}
 	e.Value = next
@@ -255,6 +259,70 @@ func (w *Worker) Add(ctx context.Context, req *workers.Request, p events.DBAdd) 
 	}
 	w.publish(ctx, events.DBChange{Instance: name, Change: "added", DB: p.DB, User: p.User})
 	return inst, nil
+}
+
+// settle makes user, with the password pw, own db on a new instance, which
+// may run on the volume of an earlier one: the user's password is set on each
+// of its accounts (the old one stops working), and the record takes every
+// user and database the server has. A user that came with the volume keeps
+// the password skein does not know until `skein dbpasswd` sets one.
+func (w *Worker) settle(ctx context.Context, req *workers.Request, inst *events.DBInstance, user, db string, pw []byte, sealed events.Sealed) error {
+	pwHash, err := hash(inst.Kind, pw)
+	if err != nil {
+		return workers.Internal("hashing the password: %v", err)
+	}
+	create, err := CreateSQL(inst.Kind, user, db, pwHash, inst.Allow)
+	if err != nil {
+		return workers.Invalid("%v", err)
+	}
+	if err := w.runSQL(ctx, inst.Name, inst.Kind, create); err != nil {
+		return err
+	}
+	q, err := InventorySQL(inst.Kind, user)
+	if err != nil {
+		return workers.Invalid("%v", err)
+	}
+	out, err := w.querySQL(ctx, inst.Name, inst.Kind, q)
+	if err != nil {
+		return err
+	}
+	inv := ParseInventory(out, user)
+	set, err := PasswordSQL(inst.Kind, user, pwHash, inst.Allow)
+	if inst.Kind == events.DBMySQL {
+		set, err = AccountsPasswordSQL(user, pwHash, inv.Hosts)
+	}
+	if err != nil {
+		return workers.Invalid("%v", err)
+	}
+	if err := w.runSQL(ctx, inst.Name, inst.Kind, set); err != nil {
+		return err
+	}
+	known := map[string]events.Sealed{user: sealed}
+	for _, u := range inst.Users {
+		if _, ok := known[u.Name]; !ok {
+			known[u.Name] = u.Password
+		}
+	}
+	inst.Users = []events.DBUser{}
+	for _, u := range inv.Users {
+		inst.Users = append(inst.Users, events.DBUser{Name: u, Password: known[u]})
+		if known[u].Box == "" {
+			req.Progress("kept", fmt.Sprintf("user %s came with volume %s: its password is not known to skein (`skein dbpasswd %s %s` sets one)", u, inst.Volume, inst.Name, u))
+		}
+	}
+	if !hasUser(inst, user) {
+		return workers.Internal("%s does not list user %s after making it", inst.Kind, user)
+	}
+	inst.Databases = inv.Databases
+	for _, l := range inv.Left {
+		req.Progress("kept", "left out of the record: "+l)
+	}
+	set2, err := files(*inst)
+	if err != nil {
+		return err
+	}
+	inst.Applied, err = svc.Apply(ctx, w.host.Runtime, inst.Name, component(inst.Kind), set2, svc.Reload, inst.Applied)
+	return err
 }
 
 // createIn makes user (new when pw is given) own db in the running instance
@@ -434,6 +502,9 @@ func (w *Worker) Reveal(ctx context.Context, req *workers.Request, p events.DBRe
 	if i < 0 {
 		return none, workers.NotFound("instance %s has no user %s", p.Instance, p.User)
 	}
+	if e.Value.Users[i].Password.Box == "" {
+		return none, workers.NotFound("skein does not know the password of user %s of %s (the user came with the instance's kept volume): `skein dbpasswd %s %s` sets one", p.User, p.Instance, p.Instance, p.User)
+	}
 	pw, err := w.open(e.Value.Users[i].Password)
 	if err != nil {
 		return none, err
@@ -501,18 +572,28 @@ func (w *Worker) open(s events.Sealed) ([]byte, error) {
 // file readable by root only that is removed after: nothing of them is on a
 // command line.
 func (w *Worker) runSQL(ctx context.Context, name, kind, sql string) error {
+	_, err := w.sql(ctx, name, sql, flavours[kind].run, kind)
+	return err
+}
+
+// querySQL runs a query as runSQL does and returns its rows, one a line.
+func (w *Worker) querySQL(ctx context.Context, name, kind, sql string) (string, error) {
+	return w.sql(ctx, name, sql, flavours[kind].query, kind)
+}
+
+func (w *Worker) sql(ctx context.Context, name, sql, client, kind string) (string, error) {
 	f := "/run/skein-sql-" + events.NewID()[:12]
 	if err := w.host.Runtime.PushFile(ctx, name, f, []byte(sql), 0o600); err != nil {
-		return workers.Transient("writing statements into %s: %v", name, err)
+		return "", workers.Transient("writing statements into %s: %v", name, err)
 	}
-	res, err := w.host.Runtime.Exec(ctx, name, "sh", "-c", "F="+f+"; "+flavours[kind].run+"; rc=$?; rm -f \"$F\"; exit $rc")
+	res, err := w.host.Runtime.Exec(ctx, name, "sh", "-c", "F="+f+"; "+client+"; rc=$?; rm -f \"$F\"; exit $rc")
 	if err != nil {
-		return workers.Transient("running statements in %s: %v", name, err)
+		return "", workers.Transient("running statements in %s: %v", name, err)
 	}
 	if res.Code != 0 {
-		return workers.Invalid("%s refused the statements: %s", kind, strings.TrimSpace(string(res.Stderr)+string(res.Stdout)))
+		return "", workers.Invalid("%s refused the statements: %s", kind, strings.TrimSpace(string(res.Stderr)+string(res.Stdout)))
 	}
-	return nil
+	return string(res.Stdout), nil
 }
 
 // sh runs a script of skein's own in the instance's container.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/skeinhq/skein/events"
@@ -150,6 +151,8 @@ func CreateSQL(kind, user, db, pwHash string, allow []string) (string, error) {
 	}
 	fmt.Fprintf(&b, "SELECT %s WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = %s)\n\\gexec\n",
 		literal(kind, "CREATE DATABASE "+d+" OWNER "+u), literal(kind, db))
+	// A database kept on the volume of an earlier instance may have another owner.
+	fmt.Fprintf(&b, "ALTER DATABASE %s OWNER TO %s;\n", d, u)
 	fmt.Fprintf(&b, "REVOKE ALL ON DATABASE %s FROM PUBLIC;\n", d)
 	return b.String(), nil
 }
@@ -250,4 +253,112 @@ func RenderConf(kind string) string {
 		return "# Written by skein; skein rewrites it.\n[mysqld]\nbind-address = 0.0.0.0\nskip-name-resolve\ndatadir = /var/lib/mysql\n"
 	}
 	return "# Written by skein; skein rewrites it.\nlisten_addresses = '*'\npassword_encryption = 'scram-sha-256'\n"
+}
+
+// superusers are the accounts a server makes for itself: never a user of
+// skein's record, never the owner it names.
+var superusers = map[string]bool{"root": true, "mysql": true, "mariadb.sys": true, "postgres": true}
+
+// InventorySQL renders the query of what a server holds, one fact a line:
+// "u USER" for each user, "d DB" for each database and "g DB USER" for each
+// user with rights on it (its owner for PostgreSQL), and for MariaDB "h HOST"
+// for each account of user (its password is set on every one).
+func InventorySQL(kind, user string) (string, error) {
+	if _, err := ident(kind, user); err != nil {
+		return "", err
+	}
+	if kind == events.DBMySQL {
+		return "SELECT DISTINCT CONCAT('u ', User) FROM mysql.global_priv WHERE User NOT IN ('root', 'mysql', 'mariadb.sys', '');\n" +
+			"SELECT CONCAT('d ', SCHEMA_NAME) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys');\n" +
+			"SELECT DISTINCT CONCAT('g ', Db, ' ', User) FROM mysql.db WHERE User <> '';\n" +
+			"SELECT CONCAT('h ', Host) FROM mysql.global_priv WHERE User = " + literal(kind, user) + ";\n", nil
+	}
+	return "SELECT 'u ' || rolname FROM pg_roles WHERE rolcanlogin AND rolname <> 'postgres';\n" +
+		"SELECT 'd ' || datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres';\n" +
+		"SELECT 'g ' || d.datname || ' ' || r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE NOT d.datistemplate AND d.datname <> 'postgres';\n", nil
+}
+
+// Inventory is what a server holds, as InventorySQL reads it.
+type Inventory struct {
+	// Users are its users, sorted.
+	Users []string
+	// Databases are its databases with their owners, sorted by name.
+	Databases []events.DBDatabase
+	// Hosts are the host patterns of the asked user's MariaDB accounts.
+	Hosts []string
+	// Left are what the record cannot hold (a name skein would refuse, a
+	// database no user of it owns), one line each, to be told.
+	Left []string
+}
+
+// ParseInventory reads InventorySQL's output. A database's owner is prefer
+// when that user has rights on it, else the first such user by name.
+func ParseInventory(out, prefer string) Inventory {
+	var inv Inventory
+	users := map[string]bool{}
+	grants := map[string][]string{}
+	var dbs []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 2 && f[0] == "u":
+			if superusers[f[1]] {
+				continue
+			}
+			if validate.DBIdent.Check(f[1]) != nil {
+				inv.Left = append(inv.Left, "user "+strconv.Quote(f[1])+": not a name skein takes")
+				continue
+			}
+			users[f[1]] = true
+		case len(f) == 2 && f[0] == "d":
+			dbs = append(dbs, f[1])
+		case len(f) == 3 && f[0] == "g":
+			grants[f[1]] = append(grants[f[1]], f[2])
+		case len(f) == 2 && f[0] == "h":
+			inv.Hosts = append(inv.Hosts, f[1])
+		}
+	}
+	for u := range users {
+		inv.Users = append(inv.Users, u)
+	}
+	sort.Strings(inv.Users)
+	sort.Strings(dbs)
+	for _, d := range dbs {
+		if validate.DBIdent.Check(d) != nil {
+			inv.Left = append(inv.Left, "database "+strconv.Quote(d)+": not a name skein takes")
+			continue
+		}
+		owner := ""
+		gs := append([]string(nil), grants[d]...)
+		sort.Strings(gs)
+		for _, u := range gs {
+			if u == prefer && users[u] {
+				owner = u
+				break
+			}
+			if owner == "" && users[u] {
+				owner = u
+			}
+		}
+		if owner == "" {
+			inv.Left = append(inv.Left, "database "+d+": owned by no user skein knows")
+			continue
+		}
+		inv.Databases = append(inv.Databases, events.DBDatabase{Name: d, Owner: owner})
+	}
+	sort.Strings(inv.Hosts)
+	return inv
+}
+
+// AccountsPasswordSQL renders the statements that set user's password hash
+// on each of its MariaDB accounts (HOSTS as the server lists them).
+func AccountsPasswordSQL(user, pwHash string, hosts []string) (string, error) {
+	if _, err := ident(events.DBMySQL, user); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "ALTER USER %s@%s IDENTIFIED BY PASSWORD %s;\n", literal(events.DBMySQL, user), literal(events.DBMySQL, h), literal(events.DBMySQL, pwHash))
+	}
+	return b.String(), nil
 }

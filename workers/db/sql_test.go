@@ -46,7 +46,12 @@ func TestSQLGolden(t *testing.T) {
 		grant, _ := CreateSQL(kind, "wordpress", "blog", "", allow)
 		passwd, _ := PasswordSQL(kind, "wordpress", pw, allow)
 		drop, _ := DropSQL(kind, "wordpress", "wordpress", true, allow)
-		out := "-- create\n" + create + "-- existing user\n" + grant + "-- passwd\n" + passwd + "-- drop\n" + drop + "-- conf\n" + RenderConf(kind)
+		inv, _ := InventorySQL(kind, "wordpress")
+		out := "-- create\n" + create + "-- existing user\n" + grant + "-- passwd\n" + passwd + "-- drop\n" + drop + "-- inventory\n" + inv + "-- conf\n" + RenderConf(kind)
+		if kind == events.DBMySQL {
+			accounts, _ := AccountsPasswordSQL("wordpress", pw, []string{"10.77.0.0/255.255.0.0", "%"})
+			out += "-- every account\n" + accounts
+		}
 		if kind == events.DBPostgreSQL {
 			hba, err := RenderHBA(events.DBInstance{Resource: events.Resource{Name: "pg-1"}, Kind: kind, Allow: allow,
 				Databases: []events.DBDatabase{{Name: "wordpress", Owner: "wordpress"}, {Name: "blog", Owner: "wp2"}}})
@@ -100,6 +105,12 @@ func FuzzSQLLiterals(f *testing.F) {
 			if blank(kind, got) != blank(kind, want) {
 				t.Fatalf("%s: a value changed the statements:\n%s\n--- plain:\n%s", kind, got, want)
 			}
+		}
+		// A host pattern comes from the server of a kept volume: a value too.
+		got, _ := AccountsPasswordSQL("u", hash, []string{network})
+		want, _ := AccountsPasswordSQL("u", "H", []string{"h"})
+		if blank(events.DBMySQL, got) != blank(events.DBMySQL, want) {
+			t.Fatalf("a host or hash changed the statements:\n%s\n--- plain:\n%s", got, want)
 		}
 	})
 }
@@ -156,5 +167,34 @@ func TestDumpAndRestoreScripts(t *testing.T) {
 	}
 	if _, err := restoreScript(events.DBPostgreSQL, "d", "u'; DROP"); err == nil {
 		t.Error("an injected owner was rendered")
+	}
+}
+
+// What a server holds, read back: superusers and names skein refuses are left
+// out (and told), a database's owner is the asked user when it has rights.
+func TestParseInventory(t *testing.T) {
+	out := "u wpuser\nu user2\nu root\nu Bad-Name\n" +
+		"d wpdb\nd db2\nd shared\nd orphan\nd My-DB\n" +
+		"g wpdb wpuser\ng db2 user2\ng shared user2\ng shared wpuser\ng orphan root\n" +
+		"h 10.77.2.0/255.255.255.0\nh %\n\n"
+	inv := ParseInventory(out, "wpuser")
+	if got := strings.Join(inv.Users, ","); got != "user2,wpuser" {
+		t.Errorf("users %s", got)
+	}
+	var dbs []string
+	for _, d := range inv.Databases {
+		dbs = append(dbs, d.Name+":"+d.Owner)
+	}
+	if got := strings.Join(dbs, ","); got != "db2:user2,shared:wpuser,wpdb:wpuser" {
+		t.Errorf("databases %s", got)
+	}
+	if got := strings.Join(inv.Hosts, ","); got != "%,10.77.2.0/255.255.255.0" {
+		t.Errorf("hosts %s", got)
+	}
+	if got := strings.Join(inv.Left, "; "); got != `user "Bad-Name": not a name skein takes; database "My-DB": not a name skein takes; database orphan: owned by no user skein knows` {
+		t.Errorf("left %s", got)
+	}
+	if inv := ParseInventory(out, "user9"); inv.Databases[1].Owner != "user2" {
+		t.Errorf("without the asked user's rights the first user by name owns it: %+v", inv.Databases)
 	}
 }
