@@ -175,6 +175,9 @@ type DBBackup struct {
 	Instance string `json:"instance" valid:"name"`
 	// DB is the database.
 	DB string `json:"db" valid:"dbident"`
+	// To is the admin's public backup key: the backup is sealed to it and to
+	// the server's agent, and no one else can read it.
+	To string `json:"to" valid:"xkey"`
 }
 
 // DBBackupInfo is a backup in a server's backups store.

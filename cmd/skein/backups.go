@@ -7,9 +7,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/workers/db"
 )
 
@@ -61,9 +63,13 @@ a db.backedup event with ok false.`,
 					return fmt.Errorf("instance %s has no database to back up", args[0])
 				}
 			}
+			key, err := g.backupKey()
+			if err != nil {
+				return err
+			}
 			for _, name := range dbs {
 				var info events.DBBackupInfo
-				err := g.sendChecked(ctx, ofDB(args[0]), nil, events.TypeDBBackup, events.DBBackup{Instance: args[0], DB: name}, func(res *events.Result) error {
+				err := g.sendChecked(ctx, ofDB(args[0]), nil, events.TypeDBBackup, events.DBBackup{Instance: args[0], DB: name, To: key.Public()}, func(res *events.Result) error {
 					if err := json.Unmarshal(res.Output, &info); err != nil {
 						return fmt.Errorf("bad result: %w", err)
 					}
@@ -77,7 +83,7 @@ a db.backedup event with ok false.`,
 					return err
 				}
 				if to != "" {
-					if err := downloadBackup(ctx, g, info, to); err != nil {
+					if err := downloadBackup(ctx, g, key, info, to); err != nil {
 						return err
 					}
 					fmt.Fprintf(os.Stderr, "written to %s\n", to)
@@ -90,8 +96,9 @@ a db.backedup event with ok false.`,
 	return g.acts(c)
 }
 
-// downloadBackup copies a backup from the bus into a local file, checking its checksum.
-func downloadBackup(ctx context.Context, g *globals, info events.DBBackupInfo, to string) error {
+// downloadBackup copies a backup from the bus into a local file, opened
+// with the admin's backup key and checked against its checksum.
+func downloadBackup(ctx context.Context, g *globals, key *seal.Keys, info events.DBBackupInfo, to string) error {
 	cl, err := g.connect(ctx)
 	if err != nil {
 		return err
@@ -101,28 +108,21 @@ func downloadBackup(ctx context.Context, g *globals, info events.DBBackupInfo, t
 	if err != nil {
 		return fmt.Errorf("the backups store %s: %w", info.Bucket, err)
 	}
-	r, err := obs.Get(ctx, info.Name)
+	oi, err := obs.GetInfo(ctx, info.Name)
 	if err != nil {
 		return fmt.Errorf("reading backup %s: %w", info.Name, err)
 	}
-	defer r.Close()
+	box, err := obs.GetBytes(ctx, info.Name)
+	if err != nil {
+		return fmt.Errorf("reading backup %s: %w", info.Name, err)
+	}
+	plain, err := db.OpenBackup(box, oi.Metadata, key, db.MetaKeyAdmin)
+	if err != nil {
+		return fmt.Errorf("backup %s: %w: nothing written", info.Name, err)
+	}
 	tmp := to + ".part"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := os.WriteFile(tmp, plain, 0o600); err != nil {
 		return err
-	}
-	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(f, h), r); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("reading backup %s: %w", info.Name, err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != info.SHA256 {
-		os.Remove(tmp)
-		return fmt.Errorf("backup %s read back with checksum %s, stored as %s: nothing written", info.Name, got, info.SHA256)
 	}
 	return os.Rename(tmp, to)
 }
@@ -195,13 +195,20 @@ on another server's store is copied to the instance's server's store first;
 			if from == "" {
 				p.Backup = args[2]
 			}
+			key, err := g.backupKey()
+			if err != nil {
+				return err
+			}
 			check := func(ctx context.Context, cl *cli, hb *events.Heartbeat) error {
 				d, err := find[events.DBInstance](ctx, cl, inst, fmt.Errorf("no database instance named %q: `skein listdbs` shows them", inst))
 				if err != nil {
 					return err
 				}
+				if hb.SealKey == "" {
+					return fmt.Errorf("server %s's agent has no key to seal the backup to: is it an older skein? Upgrade it", d.Server)
+				}
 				if from != "" {
-					name, err := uploadBackup(ctx, cl, d, dbName, from)
+					name, err := uploadBackup(ctx, cl, key, hb.SealKey, d, dbName, from)
 					p.Backup = name
 					return err
 				}
@@ -217,10 +224,7 @@ on another server's store is copied to the instance's server's store first;
 						return fmt.Errorf("backup %s is of a %s database: instance %s is %s", b.Name, b.Kind, inst, d.Kind)
 					}
 					p.Backup = b.Name
-					if b.Bucket != bus.BackupsBucket(d.Server) {
-						return copyBackup(ctx, cl, b, bus.BackupsBucket(d.Server))
-					}
-					return nil
+					return sealFor(ctx, cl, key, hb.SealKey, b, bus.BackupsBucket(d.Server))
 				}
 				return fmt.Errorf("no backup named %q: `skein backups` lists them", args[2])
 			}
@@ -234,8 +238,9 @@ on another server's store is copied to the instance's server's store first;
 }
 
 // uploadBackup stores a local backup file in the instance's server's store,
-// described as a backup of DB (which must exist, for its owner).
-func uploadBackup(ctx context.Context, cl *cli, d events.DBInstance, dbName, file string) (string, error) {
+// sealed to its agent (agentKey) and the admin's backup key, described as a
+// backup of DB (which must exist, for its owner).
+func uploadBackup(ctx context.Context, cl *cli, key *seal.Keys, agentKey string, d events.DBInstance, dbName, file string) (string, error) {
 	owner := ""
 	for _, x := range d.Databases {
 		if x.Name == dbName {
@@ -259,16 +264,23 @@ func uploadBackup(ctx context.Context, cl *cli, d events.DBInstance, dbName, fil
 	sum := sha256.Sum256(data)
 	now := time.Now().UTC()
 	name := fmt.Sprintf("upload.%s.%s.%s", d.Name, dbName, now.Format("20060102T150405.000Z"))
-	meta := jetstream.ObjectMeta{Name: name, Description: "uploaded from " + file, Metadata: map[string]string{
-		"instance": d.Name, "db": dbName, "kind": d.Kind, "owner": owner, "server": d.Server, "sha256": hex.EncodeToString(sum[:]), "taken": now.Format(time.RFC3339Nano)}}
-	if _, err := obs.Put(ctx, meta, bytes.NewReader(data)); err != nil {
+	meta := jetstream.ObjectMeta{Name: name, Description: "uploaded from " + filepath.Base(file), Metadata: map[string]string{
+		"instance": d.Name, "db": dbName, "kind": d.Kind, "owner": owner, "server": d.Server, "sha256": hex.EncodeToString(sum[:]),
+		"taken": now.Format(time.RFC3339Nano), "size": strconv.Itoa(len(data))}}
+	box, err := db.SealBackup(data, agentKey, key.Public(), meta.Metadata)
+	if err != nil {
+		return "", err
+	}
+	if _, err := obs.Put(ctx, meta, bytes.NewReader(box)); err != nil {
 		return "", fmt.Errorf("uploading %s: %w", file, err)
 	}
 	return name, nil
 }
 
-// copyBackup copies a backup into another server's store, with its description.
-func copyBackup(ctx context.Context, cl *cli, b events.DBBackupInfo, bucket string) error {
+// sealFor makes a backup readable by the agent whose public key is agentKey,
+// in bucket: its key resealed with the admin's backup key, the backup copied
+// there first when it is another server's. The data stays sealed throughout.
+func sealFor(ctx context.Context, cl *cli, key *seal.Keys, agentKey string, b events.DBBackupInfo, bucket string) error {
 	src, err := cl.conn.JS.ObjectStore(ctx, b.Bucket)
 	if err != nil {
 		return err
@@ -277,7 +289,14 @@ func copyBackup(ctx context.Context, cl *cli, b events.DBBackupInfo, bucket stri
 	if err != nil {
 		return err
 	}
-	data, err := src.GetBytes(ctx, b.Name)
+	meta, err := db.ResealBackup(oi.Metadata, key, agentKey)
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", b.Name, err)
+	}
+	if b.Bucket == bucket {
+		return src.UpdateMeta(ctx, b.Name, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: meta})
+	}
+	box, err := src.GetBytes(ctx, b.Name)
 	if err != nil {
 		return err
 	}
@@ -285,6 +304,24 @@ func copyBackup(ctx context.Context, cl *cli, b events.DBBackupInfo, bucket stri
 	if err != nil {
 		return err
 	}
-	_, err = dst.Put(ctx, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: oi.Metadata}, bytes.NewReader(data))
+	_, err = dst.Put(ctx, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: meta}, bytes.NewReader(box))
 	return err
+}
+
+// backupKeyName is the admin's backup key's file, beside the admin's credentials.
+const backupKeyName = "backup.xk"
+
+// backupKey reads the admin's backup key: backups are sealed to it (and to
+// their server's agent).
+func (g *globals) backupKey() (*seal.Keys, error) {
+	path := g.creds
+	if path == "" {
+		path = defaultCreds
+	}
+	path = filepath.Join(filepath.Dir(path), backupKeyName)
+	k, err := seal.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("the admin's backup key, which backups are sealed to: %w (skein server makes it as DATA/auth/%s; `skein creds admin -o DIR` on the server's machine writes it beside the admin's credentials)", err, backupKeyName)
+	}
+	return k, nil
 }

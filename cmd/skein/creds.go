@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/internal/seal"
 )
 
 func credsCmd(g *globals) *cobra.Command {
@@ -30,7 +31,8 @@ reads the bus's keys in DATA/auth.
                             cluster of your own (include it in each node's config)
 
 The credentials are printed, or written with -o DIR as DIR/ROLE.creds (mode 0600),
-with DIR/ca.pem beside them when the bus speaks TLS.`,
+with DIR/ca.pem beside them when the bus speaks TLS, and for the admin
+DIR/backup.xk: the key database backups are sealed to.`,
 		Args: cobra.RangeArgs(1, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a, err := bus.LoadAuthority(filepath.Join(data, "auth"))
@@ -80,6 +82,22 @@ with DIR/ca.pem beside them when the bus speaks TLS.`,
 				return err
 			}
 			fmt.Printf("credentials of %s: %s\n", r.Name(), path)
+			if r.Kind == "admin" {
+				// The admin opens backups with the backup key, kept beside its credentials.
+				k, err := seal.LoadOrCreate(filepath.Join(data, "auth", backupKeyName))
+				if err != nil {
+					return err
+				}
+				seed, err := os.ReadFile(filepath.Join(data, "auth", backupKeyName))
+				if err != nil {
+					return err
+				}
+				kpath := filepath.Join(out, backupKeyName)
+				if err := os.WriteFile(kpath, seed, 0o600); err != nil {
+					return err
+				}
+				fmt.Printf("the backup key %s: %s (backups are sealed to it: keep a copy off the cluster)\n", k.Public(), kpath)
+			}
 			if ca, err := os.ReadFile(bus.CAFile(filepath.Join(data, "tls"))); err == nil {
 				caPath := filepath.Join(out, "ca.pem")
 				if err := os.WriteFile(caPath, ca, 0o644); err != nil {

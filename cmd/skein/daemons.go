@@ -106,6 +106,11 @@ func runServer(ctx context.Context, f *serverFlags, reg *prometheus.Registry, lo
 			return nil, err
 		}
 	}
+	// Backups are sealed to the admin's backup key, kept beside its credentials.
+	if _, err := seal.LoadOrCreate(filepath.Join(f.data, "auth", backupKeyName)); err != nil {
+		rb.stop()
+		return nil, err
+	}
 	conn, err := bus.Connect(bus.ConnOptions{URL: rb.url, Name: "skein-server", Log: log, Creds: admin, CA: rb.ca})
 	if err != nil {
 		rb.stop()

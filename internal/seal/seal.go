@@ -7,6 +7,10 @@
 package seal
 
 import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -100,4 +104,68 @@ func To(recipient string, secret []byte) (events.Sealed, error) {
 	}
 	pub, _ := sender.PublicKey()
 	return events.Sealed{Sender: pub, Box: base64.StdEncoding.EncodeToString(box)}, nil
+}
+
+// Load reads the key pair in path; unlike LoadOrCreate it makes none.
+func Load(path string) (*Keys, error) {
+	seed, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	kp, err := nkeys.FromCurveSeed(seed)
+	if err != nil {
+		return nil, fmt.Errorf("seal: the key in %s is not a curve seed: %w", path, err)
+	}
+	return &Keys{kp: kp}, nil
+}
+
+// dataMagic starts what SealData makes, so that it is never taken for plain data.
+const dataMagic = "skein-sealed-1\n"
+
+// SealData encrypts data of any size under a new 256-bit key (AES-GCM) and
+// returns the box and the key; the key is then sealed To each reader.
+func SealData(data []byte) (box, key []byte, err error) {
+	key = make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, nil, err
+	}
+	aead, err := gcm(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, nil, err
+	}
+	box = make([]byte, 0, len(dataMagic)+len(nonce)+len(data)+aead.Overhead())
+	box = append(append([]byte(dataMagic), nonce...), aead.Seal(nil, nonce, data, []byte(dataMagic))...)
+	return box, key, nil
+}
+
+// OpenData decrypts a box of SealData with its key; a changed byte fails it.
+func OpenData(box, key []byte) ([]byte, error) {
+	aead, err := gcm(key)
+	if err != nil {
+		return nil, err
+	}
+	rest, ok := bytes.CutPrefix(box, []byte(dataMagic))
+	if !ok || len(rest) < aead.NonceSize()+aead.Overhead() {
+		return nil, errors.New("not data sealed by skein")
+	}
+	out, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], []byte(dataMagic))
+	if err != nil {
+		return nil, errors.New("the sealed data is damaged or its key is another's")
+	}
+	return out, nil
+}
+
+func gcm(key []byte) (cipher.AEAD, error) {
+	if len(key) != 32 {
+		return nil, fmt.Errorf("a data key is 32 bytes, not %d", len(key))
+	}
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(b)
 }

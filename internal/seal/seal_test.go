@@ -51,3 +51,34 @@ func TestSealedOpensOnlyForItsRecipient(t *testing.T) {
 		t.Error("sealed to a non-key")
 	}
 }
+
+// Sealed data opens with its key only, holds nothing of the plain data, and
+// fails when a byte of it changed.
+func TestSealedDataOpensWithItsKeyOnly(t *testing.T) {
+	plain := []byte(strings.Repeat("INSERT INTO w VALUES (1, 'row-marker');\n", 200))
+	box, key, err := SealData(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(box), "row-marker") || len(key) != 32 {
+		t.Fatalf("the box holds the plain data, or the key is %d bytes", len(key))
+	}
+	got, err := OpenData(box, key)
+	if err != nil || string(got) != string(plain) {
+		t.Fatalf("open: %v", err)
+	}
+	_, other, _ := SealData(plain)
+	if _, err := OpenData(box, other); err == nil {
+		t.Error("another key opened it")
+	}
+	box[len(box)/2] ^= 1
+	if _, err := OpenData(box, key); err == nil {
+		t.Error("a changed byte went unnoticed")
+	}
+	if _, err := OpenData(plain, key); err == nil || !strings.Contains(err.Error(), "not data sealed by skein") {
+		t.Errorf("plain data: %v", err)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "none.xk")); err == nil {
+		t.Error("Load made a key")
+	}
+}

@@ -4,18 +4,24 @@ package e2e
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/events"
 )
@@ -121,6 +127,56 @@ func (w *psWatch) end(t *testing.T) {
 		t.Errorf("ps was sampled only %d times", w.samples)
 	}
 	t.Logf("ps sampled %d times on the host and in the containers while commands ran: no password", w.samples)
+}
+
+// unreadable reads every message of a backup's object store with the
+// credentials of role (as `nats stream get` does) and fails the test when
+// what they hold is usable: the dump in clear, gzip data, or a part of it.
+func unreadable(t *testing.T, b *events.DBBackupInfo, who string, role, inbox string) {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command(skeinBin, append(append([]string{"creds"}, strings.Fields(role)...), "--data", dataDir, "-o", dir)...).CombinedOutput(); err != nil {
+		t.Fatalf("creds %s: %v %s", role, err, out)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.creds"))
+	nc, err := nats.Connect(natsURL, nats.UserCredentials(files[0]), nats.CustomInboxPrefix(inbox))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, "OBJ_"+b.Bucket)
+	if err != nil {
+		t.Fatalf("%s cannot even see the stream (the attack needs it): %v", who, err)
+	}
+	var chunks bytes.Buffer
+	read := 0
+	for seq := uint64(1); seq <= st.CachedInfo().State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		read++
+		if strings.Contains(m.Subject, ".C.") {
+			chunks.Write(m.Data)
+		}
+		for _, marker := range []string{"INSERT INTO", "CREATE TABLE", "v12345"} {
+			if bytes.Contains(m.Data, []byte(marker)) {
+				t.Errorf("%s read %q in clear in %s", who, marker, m.Subject)
+			}
+		}
+	}
+	if read == 0 || chunks.Len() < int(b.Size) {
+		t.Fatalf("%s read %d messages, %d bytes of chunks: the test did not read the backup", who, read, chunks.Len())
+	}
+	if zr, err := gzip.NewReader(bytes.NewReader(chunks.Bytes())); err == nil {
+		if _, err := io.ReadAll(zr); err == nil {
+			t.Errorf("%s read the backup as gzip", who)
+		}
+	}
+	t.Logf("%s read %d messages of %s (%d bytes of chunks): sealed, nothing usable", who, read, b.Bucket, chunks.Len())
 }
 
 // dsn reads the connection string dbinfo --dsn prints.
@@ -329,6 +385,8 @@ func TestDatabases(t *testing.T) {
 		if b == nil || b.SHA256 != hex.EncodeToString(sum[:]) || b.Size != int64(len(data)) || b.Instance != "my1" || b.DB != "wpdb" {
 			t.Fatalf("backups lists %+v; the file has %d bytes, sha256 %x", b, len(data), sum)
 		}
+		unreadable(t, b, "the observer", "observer", "_INBOX.observer")
+		unreadable(t, b, "agent s2", "agent s2", "_INBOX.agent-s2")
 		m, err := backedUp.NextMsg(10 * time.Second)
 		if err != nil {
 			t.Fatalf("no db.backedup event: %v", err)

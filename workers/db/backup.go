@@ -15,6 +15,7 @@ import (
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/workers"
 )
 
@@ -27,7 +28,102 @@ const (
 	metaServer   = "server"
 	metaSHA256   = "sha256"
 	metaTaken    = "taken"
+	metaSize     = "size"
+	// MetaKeyAgent and MetaKeyAdmin are the backup's data key sealed to the
+	// server's agent and to the admin's backup key (MetaAdminKey).
+	MetaKeyAgent = "key_agent"
+	MetaKeyAdmin = "key_admin"
+	MetaAdminKey = "admin_key"
 )
+
+// Keyring opens what was sealed to its public key (seal.Keys).
+type Keyring interface {
+	Open(events.Sealed) ([]byte, error)
+	Public() string
+}
+
+// SealBackup encrypts a backup under a key of its own, sealed to the
+// server's agent and to the admin's backup key, and records in meta what
+// opens it: the stream holds nothing another server or an observer can read.
+func SealBackup(plain []byte, agentKey, adminKey string, meta map[string]string) ([]byte, error) {
+	box, key, err := seal.SealData(plain)
+	if err != nil {
+		return nil, err
+	}
+	forAgent, err := seal.To(agentKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("sealing to the agent: %w", err)
+	}
+	forAdmin, err := seal.To(adminKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("sealing to the admin's backup key: %w", err)
+	}
+	meta[MetaKeyAgent], meta[MetaKeyAdmin], meta[MetaAdminKey] = sealedText(forAgent), sealedText(forAdmin), adminKey
+	return box, nil
+}
+
+// OpenBackup opens a sealed backup with the keys of its reader (MetaKeyAgent
+// or MetaKeyAdmin), and checks it against its checksum.
+func OpenBackup(box []byte, meta map[string]string, k Keyring, reader string) ([]byte, error) {
+	s, ok := textSealed(meta[reader])
+	if !ok {
+		return nil, fmt.Errorf("it holds no key for %s: take a new backup", readerName(reader))
+	}
+	key, err := k.Open(s)
+	if err != nil {
+		if reader == MetaKeyAdmin {
+			return nil, fmt.Errorf("it is sealed to the admin's backup key %s, not to this one (%s): use the backup.xk of the server that took it", meta[MetaAdminKey], k.Public())
+		}
+		return nil, fmt.Errorf("it is not sealed to this server's agent: restore it with `skein restoredb`, which seals it to the agent first")
+	}
+	plain, err := seal.OpenData(box, key)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(plain)
+	if got := hex.EncodeToString(sum[:]); got != meta[metaSHA256] {
+		return nil, fmt.Errorf("it is damaged: its checksum is %s, it was stored as %s", got, meta[metaSHA256])
+	}
+	return plain, nil
+}
+
+// ResealBackup returns meta with the backup's key sealed to another agent,
+// opened with the admin's backup key: the data is not touched.
+func ResealBackup(meta map[string]string, admin Keyring, agentKey string) (map[string]string, error) {
+	s, ok := textSealed(meta[MetaKeyAdmin])
+	if !ok {
+		return nil, fmt.Errorf("it holds no key for the admin: take a new backup")
+	}
+	key, err := admin.Open(s)
+	if err != nil {
+		return nil, fmt.Errorf("it is sealed to the admin's backup key %s, not to this one (%s): use the backup.xk of the server that took it", meta[MetaAdminKey], admin.Public())
+	}
+	forAgent, err := seal.To(agentKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("sealing to the agent: %w", err)
+	}
+	out := make(map[string]string, len(meta))
+	for k, v := range meta {
+		out[k] = v
+	}
+	out[MetaKeyAgent] = sealedText(forAgent)
+	return out, nil
+}
+
+func readerName(reader string) string {
+	if reader == MetaKeyAdmin {
+		return "the admin"
+	}
+	return "the agent"
+}
+
+// sealedText is a sealed key as one metadata value: SENDER:BOX.
+func sealedText(s events.Sealed) string { return s.Sender + ":" + s.Box }
+
+func textSealed(v string) (events.Sealed, bool) {
+	sender, box, ok := strings.Cut(v, ":")
+	return events.Sealed{Sender: sender, Box: box}, ok && sender != "" && box != ""
+}
 
 // dumpScript renders the command that writes a consistent, gzip-compressed
 // dump of db to standard output: MariaDB's in one transaction
@@ -139,10 +235,18 @@ func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBa
 	sum := sha256.Sum256(res.Stdout)
 	info := events.DBBackupInfo{Name: fmt.Sprintf("%s.%s.%s", inst.Name, p.DB, taken.Format("20060102T150405.000Z")), Bucket: bus.BackupsBucket(w.host.Server),
 		Instance: inst.Name, DB: p.DB, Kind: inst.Kind, Owner: owner, Server: w.host.Server, Size: int64(len(res.Stdout)), SHA256: hex.EncodeToString(sum[:]), Taken: taken}
-	req.Progress("store", fmt.Sprintf("storing %d bytes as %s", info.Size, info.Name))
+	req.Progress("store", fmt.Sprintf("sealing and storing %d bytes as %s", info.Size, info.Name))
 	meta := jetstream.ObjectMeta{Name: info.Name, Description: "backup of " + inst.Kind + " database " + p.DB + " of " + inst.Name,
-		Metadata: map[string]string{metaInstance: inst.Name, metaDB: p.DB, metaKind: inst.Kind, metaOwner: owner, metaServer: w.host.Server, metaSHA256: info.SHA256, metaTaken: taken.Format(time.RFC3339Nano)}}
-	if _, err := obs.Put(ctx, meta, bytes.NewReader(res.Stdout)); err != nil {
+		Metadata: map[string]string{metaInstance: inst.Name, metaDB: p.DB, metaKind: inst.Kind, metaOwner: owner, metaServer: w.host.Server, metaSHA256: info.SHA256,
+			metaTaken: taken.Format(time.RFC3339Nano), metaSize: strconv.FormatInt(info.Size, 10)}}
+	if w.host.Secrets == nil {
+		return none, workers.Internal("this agent has no key to seal a backup with")
+	}
+	box, err := SealBackup(res.Stdout, w.host.Secrets.Public(), p.To, meta.Metadata)
+	if err != nil {
+		return none, workers.Invalid("%v", err)
+	}
+	if _, err := obs.Put(ctx, meta, bytes.NewReader(box)); err != nil {
 		return none, workers.Transient("storing backup %s: %v", info.Name, err)
 	}
 	return info, nil
@@ -153,7 +257,7 @@ func BackupInfo(o *jetstream.ObjectInfo) events.DBBackupInfo {
 	m := o.Metadata
 	taken, _ := time.Parse(time.RFC3339Nano, m[metaTaken])
 	size := int64(o.Size)
-	if s, err := strconv.ParseInt(m["size"], 10, 64); err == nil {
+	if s, err := strconv.ParseInt(m[metaSize], 10, 64); err == nil {
 		size = s
 	}
 	return events.DBBackupInfo{Name: o.Name, Bucket: o.Bucket, Instance: m[metaInstance], DB: m[metaDB], Kind: m[metaKind], Owner: m[metaOwner],
@@ -173,13 +277,16 @@ func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBR
 		return events.DBInstance{}, workers.NotFound("no backup %s in %s: `skein backups` lists them", p.Backup, bus.BackupsBucket(w.host.Server))
 	}
 	b := BackupInfo(oi)
-	data, err := obs.GetBytes(ctx, p.Backup)
+	box, err := obs.GetBytes(ctx, p.Backup)
 	if err != nil {
 		return events.DBInstance{}, workers.Transient("reading backup %s: %v", p.Backup, err)
 	}
-	sum := sha256.Sum256(data)
-	if got := hex.EncodeToString(sum[:]); got != b.SHA256 {
-		return events.DBInstance{}, workers.Invalid("backup %s is damaged: its checksum is %s, it was stored as %s", p.Backup, got, b.SHA256)
+	if w.host.Secrets == nil {
+		return events.DBInstance{}, workers.Internal("this agent has no key to open a backup with")
+	}
+	data, err := OpenBackup(box, oi.Metadata, w.host.Secrets, MetaKeyAgent)
+	if err != nil {
+		return events.DBInstance{}, workers.Invalid("backup %s: %v", p.Backup, err)
 	}
 	inst, err := w.change(ctx, p.Instance, func(inst *events.DBInstance) error {
 		if b.Kind != inst.Kind {

@@ -64,9 +64,11 @@ type Host struct {
 	}
 	// Answered reads the stored result of a command, if it has one.
 	Answered func(ctx context.Context, id string) (*events.Result, error)
-	// Secrets opens what was sealed to this server's agent (TLS keys, passwords).
+	// Secrets opens what was sealed to this server's agent (TLS keys,
+	// passwords, backups' keys); Public is what others seal to.
 	Secrets interface {
 		Open(events.Sealed) ([]byte, error)
+		Public() string
 	}
 	// Health is the health of this server's services, as its checks see them.
 	Health *Health
