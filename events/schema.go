@@ -1,15 +1,12 @@
 package events
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
 	"strings"
 	"sync"
-
-	ij "github.com/invopop/jsonschema"
 
 	"github.com/skeinhq/skein/internal/jsonschema"
 	"github.com/skeinhq/skein/internal/validate"
@@ -20,89 +17,6 @@ import (
 const EnvelopeSchemaName = "envelope.v1.json"
 
 func schemaName(typ string, version int) string { return fmt.Sprintf("%s.v%d.json", typ, version) }
-
-// GenerateSchema renders the JSON Schema of a Go type with the given file name and title.
-func GenerateSchema(name, title string, t reflect.Type) ([]byte, error) {
-	r := &ij.Reflector{DoNotReference: true, ExpandedStruct: true}
-	s := r.ReflectFromType(t)
-	applyKinds(s, t)
-	s.ID = ij.ID(schemas.BaseURL + name)
-	s.Title = title
-	s.Version = "https://json-schema.org/draft/2020-12/schema"
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(s); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// applyKinds gives every field tagged `valid:"KIND"` the pattern and maximum
-// length of that kind from internal/validate: the schemas and the Go checks are
-// one set of rules.
-func applyKinds(s *ij.Schema, t reflect.Type) {
-	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
-		t = t.Elem()
-		if s.Items != nil {
-			s = s.Items
-		}
-	}
-	if t.Kind() != reflect.Struct || s == nil || s.Properties == nil {
-		return
-	}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		if f.Anonymous {
-			applyKinds(s, f.Type)
-			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		prop, ok := s.Properties.Get(name)
-		if !ok {
-			continue
-		}
-		tag := f.Tag.Get("valid")
-		if tag == "" {
-			applyKinds(prop, f.Type)
-			continue
-		}
-		k, ok := validate.Lookup(tag)
-		if !ok {
-			panic(fmt.Sprintf("events: unknown kind %q on %s.%s", tag, t.Name(), f.Name))
-		}
-		target := prop
-		if f.Type.Kind() == reflect.Slice && prop.Items != nil {
-			target = prop.Items
-		}
-		max := uint64(k.MaxLength)
-		target.Pattern, target.MaxLength = k.Pattern, &max
-	}
-}
-
-// GenerateAll renders every schema: the envelope's and each registered type's, by file name.
-func GenerateAll() (map[string][]byte, error) {
-	out := map[string][]byte{}
-	b, err := GenerateSchema(EnvelopeSchemaName, "skein message envelope", reflect.TypeFor[Envelope]())
-	if err != nil {
-		return nil, err
-	}
-	out[EnvelopeSchemaName] = b
-	for _, s := range Specs() {
-		b, err := GenerateSchema(s.SchemaName(), s.Doc, s.Go)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.Type, err)
-		}
-		out[s.SchemaName()] = b
-	}
-	return out, nil
-}
 
 // schemaIndex finds the compiled schemas, each compiled on its first use: a
 // command compiles the few it sends and reads, not all of them.
