@@ -1,19 +1,14 @@
 package events
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
 	"sync"
 
-	"github.com/invopop/jsonschema"
-	sjs "github.com/santhosh-tekuri/jsonschema/v6"
-	"github.com/santhosh-tekuri/jsonschema/v6/kind"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
-
+	"github.com/skeinhq/skein/internal/jsonschema"
 	"github.com/skeinhq/skein/internal/validate"
 	"github.com/skeinhq/skein/schemas"
 )
@@ -23,225 +18,110 @@ const EnvelopeSchemaName = "envelope.v1.json"
 
 func schemaName(typ string, version int) string { return fmt.Sprintf("%s.v%d.json", typ, version) }
 
-// GenerateSchema renders the JSON Schema of a Go type with the given file name and title.
-func GenerateSchema(name, title string, t reflect.Type) ([]byte, error) {
-	r := &jsonschema.Reflector{DoNotReference: true, ExpandedStruct: true}
-	s := r.ReflectFromType(t)
-	applyKinds(s, t)
-	s.ID = jsonschema.ID(schemas.BaseURL + name)
-	s.Title = title
-	s.Version = "https://json-schema.org/draft/2020-12/schema"
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(s); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// applyKinds gives every field tagged `valid:"KIND"` the pattern and maximum
-// length of that kind from internal/validate: the schemas and the Go checks are
-// one set of rules.
-func applyKinds(s *jsonschema.Schema, t reflect.Type) {
-	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
-		t = t.Elem()
-		if s.Items != nil {
-			s = s.Items
-		}
-	}
-	if t.Kind() != reflect.Struct || s == nil || s.Properties == nil {
-		return
-	}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		if f.Anonymous {
-			applyKinds(s, f.Type)
-			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		prop, ok := s.Properties.Get(name)
-		if !ok {
-			continue
-		}
-		tag := f.Tag.Get("valid")
-		if tag == "" {
-			applyKinds(prop, f.Type)
-			continue
-		}
-		k, ok := validate.Lookup(tag)
-		if !ok {
-			panic(fmt.Sprintf("events: unknown kind %q on %s.%s", tag, t.Name(), f.Name))
-		}
-		target := prop
-		if f.Type.Kind() == reflect.Slice && prop.Items != nil {
-			target = prop.Items
-		}
-		max := uint64(k.MaxLength)
-		target.Pattern, target.MaxLength = k.Pattern, &max
-	}
-}
-
-// GenerateAll renders every schema: the envelope's and each registered type's, by file name.
-func GenerateAll() (map[string][]byte, error) {
-	out := map[string][]byte{}
-	b, err := GenerateSchema(EnvelopeSchemaName, "skein message envelope", reflect.TypeFor[Envelope]())
-	if err != nil {
-		return nil, err
-	}
-	out[EnvelopeSchemaName] = b
-	for _, s := range Specs() {
-		b, err := GenerateSchema(s.SchemaName(), s.Doc, s.Go)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.Type, err)
-		}
-		out[s.SchemaName()] = b
-	}
-	return out, nil
-}
-
-var (
-	compileOnce sync.Once
-	compiled    map[string]*sjs.Schema
-	compileErr  error
+// schemaIndex finds the compiled schemas, each compiled on its first use: a
+// command compiles the few it sends and reads, not all of them.
+type schemaIndex struct {
+	// byName is every embedded schema by file name.
+	byName map[string]*lazySchema
 	// byType is each registered type's schema at its version, and outputs
 	// the spec of each command output type: looked up on every message, so
 	// found once rather than by a name built or a registry walked each time.
-	byType  map[string]typeSchema
+	byType  map[string]*lazySchema
 	outputs map[reflect.Type]Spec
-)
+}
 
-// typeSchema is a registered type's schema and the version it is for.
-type typeSchema struct {
+// lazySchema is one schema file, compiled once when first asked for.
+type lazySchema struct {
+	// version is the registered type's version the file is for (byType only).
 	version int
-	schema  *sjs.Schema
+	get     func() (*jsonschema.Schema, error)
 }
 
-// compile loads every embedded schema once; they are small and few.
-func compile() (map[string]*sjs.Schema, error) {
-	compileOnce.Do(func() {
-		c := sjs.NewCompiler()
-		entries, err := schemas.FS.ReadDir(".")
-		if err != nil {
-			compileErr = err
-			return
-		}
-		for _, e := range entries {
-			raw, err := schemas.FS.ReadFile(e.Name())
+// index lists the schema files once; it reads and compiles none of them.
+var index = sync.OnceValue(func() schemaIndex {
+	idx := schemaIndex{byName: map[string]*lazySchema{}, byType: map[string]*lazySchema{}, outputs: map[reflect.Type]Spec{}}
+	entries, err := schemas.FS.ReadDir(".")
+	if err != nil {
+		panic(fmt.Sprintf("events: the embedded schemas: %v", err))
+	}
+	for _, e := range entries {
+		name := e.Name()
+		idx.byName[name] = &lazySchema{get: sync.OnceValues(func() (*jsonschema.Schema, error) {
+			raw, err := schemas.FS.ReadFile(name)
 			if err != nil {
-				compileErr = err
-				return
+				return nil, err
 			}
-			doc, err := sjs.UnmarshalJSON(bytes.NewReader(raw))
+			s, err := jsonschema.Compile(raw)
 			if err != nil {
-				compileErr = fmt.Errorf("schema %s: %w", e.Name(), err)
-				return
+				return nil, fmt.Errorf("schema %s: %w", name, err)
 			}
-			if err := c.AddResource(schemas.BaseURL+e.Name(), doc); err != nil {
-				compileErr = err
-				return
-			}
+			return s, nil
+		})}
+	}
+	for _, s := range Specs() { // sorted: one output spec per Go type, always the same
+		if l, ok := idx.byName[s.SchemaName()]; ok {
+			idx.byType[s.Type] = &lazySchema{version: s.Version, get: l.get}
 		}
-		compiled = map[string]*sjs.Schema{}
-		for _, e := range entries {
-			s, err := c.Compile(schemas.BaseURL + e.Name())
-			if err != nil {
-				compileErr = fmt.Errorf("schema %s: %w", e.Name(), err)
-				return
-			}
-			compiled[e.Name()] = s
+		if _, ok := idx.outputs[s.Go]; !ok && s.Kind != KindCommand {
+			idx.outputs[s.Go] = s
 		}
-		byType, outputs = map[string]typeSchema{}, map[reflect.Type]Spec{}
-		for _, s := range Specs() { // sorted: one output spec per Go type, always the same
-			if c, ok := compiled[s.SchemaName()]; ok {
-				byType[s.Type] = typeSchema{s.Version, c}
-			}
-			if _, ok := outputs[s.Go]; !ok && s.Kind != KindCommand {
-				outputs[s.Go] = s
-			}
-		}
-	})
-	return compiled, compileErr
-}
+	}
+	return idx
+})
 
 func validateRaw(name, typ string, raw []byte) error {
-	all, err := compile()
-	if err != nil {
-		return err
-	}
-	s, ok := all[name]
+	l, ok := index().byName[name]
 	if !ok {
 		return &ValidationError{Type: typ, Reason: "no schema " + name}
 	}
-	return validateWith(s, typ, raw)
+	return validateWith(l, typ, raw)
 }
 
-// validateWith checks raw against schema s.
-func validateWith(s *sjs.Schema, typ string, raw []byte) error {
-	// encoding/json into any is what the validator takes, and cheaper than its
-	// own reader; it refuses trailing data too.
+// validateWith checks raw against the schema l.
+func validateWith(l *lazySchema, typ string, raw []byte) error {
+	s, err := l.get()
+	if err != nil {
+		return err
+	}
+	// encoding/json into any is what the validator takes; it refuses trailing data too.
 	var inst any
 	if err := json.Unmarshal(raw, &inst); err != nil {
 		return &ValidationError{Type: typ, Reason: "not JSON: " + err.Error()}
 	}
 	if err := s.Validate(inst); err != nil {
-		return &ValidationError{Type: typ, Reason: flatten(err)}
+		return &ValidationError{Type: typ, Reason: explain(err)}
 	}
 	return nil
 }
 
-// flatten turns the validator's nested report into one line naming each failing field.
-func flatten(err error) string {
-	ve, ok := err.(*sjs.ValidationError)
-	if !ok {
+// explain turns the validator's failures into one line naming each failing
+// field; a kind's pattern is told as what the value must be, not as a regexp.
+func explain(err error) string {
+	var se *jsonschema.Error
+	if !errors.As(err, &se) {
 		return err.Error()
 	}
-	var parts []string
-	var walk func(e *sjs.ValidationError)
-	seen := map[string]bool{}
-	walk = func(e *sjs.ValidationError) {
-		if len(e.Causes) == 0 {
-			loc := "/" + strings.Join(e.InstanceLocation, "/")
-			msg := e.ErrorKind.LocalizedString(printer)
-			// A kind's pattern is told as what the value must be, not as a regexp.
-			if p, ok := e.ErrorKind.(*kind.Pattern); ok {
-				if k, ok := validate.ByPattern(p.Want); ok {
-					msg = fmt.Sprintf("%q is not %s", p.Got, k.What)
-				}
+	parts := make([]string, len(se.Failures))
+	for i, f := range se.Failures {
+		msg := f.Message
+		switch f.Keyword {
+		case "pattern":
+			if k, ok := validate.ByPattern(f.Want.(string)); ok {
+				msg = fmt.Sprintf("%q is not %s", f.Value, k.What)
 			}
-			if m, ok := e.ErrorKind.(*kind.MaxLength); ok {
-				msg = fmt.Sprintf("longer than %d characters", m.Want)
-			}
-			if line := loc + ": " + msg; !seen[line] {
-				seen[line] = true
-				parts = append(parts, line)
-			}
-			return
+		case "maxLength":
+			msg = fmt.Sprintf("longer than %d characters", f.Want)
 		}
-		for _, c := range e.Causes {
-			walk(c)
-		}
+		parts[i] = jsonschema.Where(f.Path) + ": " + msg
 	}
-	walk(ve)
 	return strings.Join(parts, "; ")
 }
-
-var printer = message.NewPrinter(language.English)
 
 func validateEnvelope(raw []byte) error { return validateRaw(EnvelopeSchemaName, "envelope", raw) }
 
 func validatePayload(spec Spec, data []byte) error {
-	if _, err := compile(); err != nil {
-		return err
-	}
-	if ts, ok := byType[spec.Type]; ok && ts.version == spec.Version {
-		return validateWith(ts.schema, spec.Type, data)
+	if l, ok := index().byType[spec.Type]; ok && l.version == spec.Version {
+		return validateWith(l, spec.Type, data)
 	}
 	return validateRaw(spec.SchemaName(), spec.Type, data)
 }
@@ -261,9 +141,6 @@ func ValidateOutput(cmdType string, output []byte) error {
 	if !ok || spec.Output == nil || len(output) == 0 {
 		return nil
 	}
-	if _, err := compile(); err != nil {
-		return err // not an output let through unchecked
-	}
 	out, ok := outputSpec(spec.Output)
 	if !ok {
 		return nil
@@ -274,7 +151,6 @@ func ValidateOutput(cmdType string, output []byte) error {
 // outputSpec finds the state or event spec whose Go type is the command's
 // output type (the first by type name when several share it).
 func outputSpec(t reflect.Type) (Spec, bool) {
-	_, _ = compile() // builds outputs
-	s, ok := outputs[t]
+	s, ok := index().outputs[t]
 	return s, ok
 }

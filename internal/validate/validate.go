@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -30,7 +31,9 @@ type Kind struct {
 	MaxLength int
 	// check, when set, tests what a pattern cannot (ranges, lengths of labels).
 	check func(string) error
-	re    *regexp.Regexp
+	// re compiles Pattern on first use: compiling every kind's cost milliseconds
+	// at the start of every skein command.
+	re func() *regexp.Regexp
 }
 
 const (
@@ -45,7 +48,8 @@ const (
 var kinds = map[string]*Kind{}
 
 func kind(k *Kind) *Kind {
-	k.re = regexp.MustCompile(k.Pattern)
+	p := k.Pattern
+	k.re = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(p) })
 	kinds[k.Name] = k
 	return k
 }
@@ -113,10 +117,9 @@ func checkCIDR(s string) error {
 }
 
 // reserved are words MariaDB or PostgreSQL reserve: a name among them needs
-// quoting everywhere a user types it, so skein refuses it.
-var reserved = map[string]bool{}
-
-func init() {
+// quoting everywhere a user types it, so skein refuses it. Built on first use.
+var reserved = sync.OnceValue(func() map[string]bool {
+	m := map[string]bool{}
 	for _, w := range strings.Fields(`accessible add all alter analyse analyze and any array as asc asensitive asymmetric
 authorization before between bigint binary blob both by call cascade case cast change char character check collate
 collation column concurrently condition constraint continue convert create cross current_catalog current_date
@@ -139,12 +142,13 @@ stats_persistent stats_sample_pages straight_join symmetric system_user table ta
 tinyint tinytext to trailing trigger true undo union unique unlock unsigned update usage use user using utc_date
 utc_time utc_timestamp values varbinary varchar varcharacter variadic varying verbose when where while window with
 write xor year_month zerofill postgres mysql root template0 template1 information_schema performance_schema sys`) {
-		reserved[w] = true
+		m[w] = true
 	}
-}
+	return m
+})
 
 func checkDBIdent(s string) error {
-	if reserved[s] {
+	if reserved()[s] {
 		return fmt.Errorf("%q is a reserved word or a system name of MariaDB or PostgreSQL: pick another", s)
 	}
 	return nil
@@ -182,7 +186,7 @@ func Lookup(name string) (*Kind, bool) {
 
 // Check tests s against the kind; the error says what s must be.
 func (k *Kind) Check(s string) error {
-	if len(s) > k.MaxLength || !k.re.MatchString(s) {
+	if len(s) > k.MaxLength || !k.re().MatchString(s) {
 		return fmt.Errorf("%w: %q is not %s", ErrInvalid, s, k.What)
 	}
 	if k.check != nil {

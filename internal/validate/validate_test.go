@@ -2,6 +2,7 @@ package validate
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -92,5 +93,15 @@ func TestStructRefusesEmptyListElements(t *testing.T) {
 	}
 	if err := Struct(rec{Resolvers: []string{"10.0.0.1:53", ""}}); err == nil || !strings.Contains(err.Error(), "/Resolvers/1") {
 		t.Errorf("an empty element: %v, want an error naming /Resolvers/1", err)
+	}
+}
+
+// TestEveryPatternCompiles: patterns compile on first use, so a bad one would
+// otherwise only show when a user first gives a string of its kind.
+func TestEveryPatternCompiles(t *testing.T) {
+	for name, k := range kinds {
+		if _, err := regexp.Compile(k.Pattern); err != nil {
+			t.Errorf("kind %s: %v", name, err)
+		}
 	}
 }

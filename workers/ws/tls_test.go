@@ -69,7 +69,7 @@ func TestSameTLS(t *testing.T) {
 	if sameTLS(pending, &events.AppTLSRequest{Kind: events.TLSACME, ACMEURL: "https://x/dir"}, nil) {
 		t.Error("an ACME app with no certificate yet is done")
 	}
-	if !strings.HasPrefix(challengePath("abcdefghijklmnopqrstuvwxyz"), acmeRoot+"/.well-known/acme-challenge/") || tokenRE.MatchString("../../etc/passwd") {
+	if !strings.HasPrefix(challengePath("abcdefghijklmnopqrstuvwxyz"), acmeRoot+"/.well-known/acme-challenge/") || tokenRE().MatchString("../../etc/passwd") {
 		t.Error("challenge tokens")
 	}
 }
