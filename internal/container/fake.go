@@ -225,6 +225,13 @@ func (f *Fake) ImageExists(ctx context.Context, alias string) (bool, error) {
 	return f.images[alias], nil
 }
 
+// AddImage makes image alias present, as an import does.
+func (f *Fake) AddImage(alias string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.images[alias] = true
+}
+
 // Subnet implements Runtime.
 func (f *Fake) Subnet(ctx context.Context) (Subnet, error) { return f.subnet, nil }
 

@@ -146,7 +146,7 @@ func TestBadInputCreatesNothing(t *testing.T) {
 		want string
 	}{
 		{"unknown server", []string{"launch", "skein-busybox", "bad2", "-s", "s9"}, `unknown server "s9": known servers are s1, s2, s3`},
-		{"unknown image", []string{"launch", "no-such-image", "bad2", "-s", "s1"}, `image "no-such-image" not found on server s1`},
+		{"unknown image", []string{"launch", "no-such-image", "bad2", "-s", "s1"}, `image "no-such-image" is neither on server s1 nor on the bus`},
 		{"duplicate name", []string{"launch", "skein-busybox", "bad1", "-s", "s2"}, "a container named bad1 already exists on server s1"},
 		{"duplicate name, forced past the CLI check", []string{"launch", "skein-busybox", "bad1", "-s", "s2", "--id", "dupname-" + events.NewID()}, "a container named bad1 already exists on server s1"},
 		{"address outside the subnet", []string{"launch", "skein-busybox", "bad2", "-s", "s1", "--ip", "10.77.2.20"}, "--ip 10.77.2.20 is not usable on server s1: pick one inside its container subnet 10.77.1.0/24"},

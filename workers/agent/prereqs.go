@@ -146,3 +146,33 @@ func (a *Agent) fetch(alias string, done chan struct{}) {
 	a.log.Info().Str("image", alias).Str("fingerprint", fp).Dur("took", time.Since(start)).Msg("image imported from the bus")
 	go a.check(ctx)
 }
+
+// fetchImage imports image alias from the bus when it is stored there,
+// joining a fetch already on its way: true when it was stored there (the
+// caller looks for the image again).
+func (a *Agent) fetchImage(ctx context.Context, alias string) (bool, error) {
+	if a.images == nil || a.runCtx == nil {
+		return false, nil
+	}
+	info, err := images.Stored(ctx, a.images, alias)
+	if err != nil || info == nil {
+		return false, err
+	}
+	a.fmu.Lock()
+	if a.fetching == nil {
+		a.fetching = map[string]chan struct{}{}
+	}
+	done := a.fetching[alias]
+	if done == nil {
+		done = make(chan struct{})
+		a.fetching[alias] = done
+		go a.fetch(alias, done)
+	}
+	a.fmu.Unlock()
+	select {
+	case <-done:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}

@@ -43,6 +43,15 @@ type Worker struct {
 	// ready refuses what the server cannot run (its network, pool, project
 	// or the image lacking), with the fix; nil checks nothing.
 	ready func(ctx context.Context, image string) error
+	// fetch imports an image from the bus when it is stored there: true
+	// when it was; nil fetches nothing.
+	fetch func(ctx context.Context, image string) (bool, error)
+}
+
+// SetFetcher makes a launch of an image the server lacks fetch it from the
+// bus first, when it is stored there.
+func (w *Worker) SetFetcher(fetch func(ctx context.Context, image string) (bool, error)) {
+	w.fetch = fetch
 }
 
 // SetReadiness makes launches and starts ask ready first: a server that
@@ -179,8 +188,20 @@ func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p ev
 		if err != nil {
 			return none, workers.Transient("looking up image %s: %v", p.Image, err)
 		}
+		if !ok && w.fetch != nil {
+			req.Progress("image", fmt.Sprintf("image %s is not on %s: fetching it from the bus", p.Image, w.server))
+			stored, err := w.fetch(ctx, p.Image)
+			if err != nil {
+				return none, workers.Transient("fetching image %s from the bus: %v", p.Image, err)
+			}
+			if stored {
+				if ok, err = w.rt.ImageExists(ctx, p.Image); err != nil {
+					return none, workers.Transient("looking up image %s: %v", p.Image, err)
+				}
+			}
+		}
 		if !ok {
-			return none, workers.NotFound("image %q not found on server %s: import it first (`incus image list` shows what is there)", p.Image, w.server)
+			return none, workers.NotFound("image %q is neither on server %s nor on the bus: import it there (`incus image list` shows what is there), or store it on the bus from a machine that has it (skein images push)", p.Image, w.server)
 		}
 		if rec == nil {
 			if err := w.reserve(ctx, p, id); err != nil {

@@ -74,6 +74,8 @@ type rigOptions struct {
 	js func(jetstream.JetStream) jetstream.JetStream
 	// ready is the server's readiness (nil: always ready).
 	ready func(ctx context.Context, image string) error
+	// fetch fetches an image from the bus (nil: none is).
+	fetch func(ctx context.Context, image string) (bool, error)
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -124,6 +126,9 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	r.w = New(server, rtm, r.store, pub, zerolog.Nop())
 	if o.ready != nil {
 		r.w.SetReadiness(o.ready)
+	}
+	if o.fetch != nil {
+		r.w.SetFetcher(o.fetch)
 	}
 	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
 	r.w.Register(rt)
@@ -294,6 +299,34 @@ func inSubnet(t *testing.T, ip string) {
 	p := netip.MustParsePrefix(subnet)
 	if !a.Is4() || !p.Contains(a) {
 		t.Errorf("address %s is not an IPv4 in %s", ip, subnet)
+	}
+}
+
+// A launch of an image the server lacks fetches it from the bus when it is
+// stored there, and is refused naming both places when it is not.
+func TestLaunchFetchesTheImageFromTheBus(t *testing.T) {
+	var asked []string
+	var r *rig
+	r = newRig(t, rigOptions{fetch: func(ctx context.Context, img string) (bool, error) {
+		asked = append(asked, img)
+		if img != "on-the-bus" {
+			return false, nil
+		}
+		r.fake.AddImage(img)
+		return true, nil
+	}})
+	if _, c, err := r.do(t, events.TypeLaunch, "", events.Launch{Name: "fetched", Image: "on-the-bus"}); err != nil || c.Status != "Running" {
+		t.Fatalf("launch of an image on the bus: %+v %v", c, err)
+	}
+	_, _, err := r.do(t, events.TypeLaunch, "", events.Launch{Name: "nowhere", Image: "nowhere"})
+	if err == nil || !strings.Contains(err.Error(), `image "nowhere" is neither on server `+server+" nor on the bus") {
+		t.Errorf("an image on neither: %v", err)
+	}
+	if _, _, err := r.do(t, events.TypeLaunch, "", events.Launch{Name: "local", Image: image}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(asked, ",") != "on-the-bus,nowhere" {
+		t.Errorf("the bus was asked for %v, want the lacking images only", asked)
 	}
 }
 
