@@ -233,6 +233,8 @@ type Heartbeat struct {
 	Containers int `json:"containers"`
 	// Version is the agent's version.
 	Version string `json:"version,omitempty"`
+	// Mesh is how this server reaches its peers' container subnets.
+	Mesh *Mesh `json:"mesh,omitempty"`
 	// SealKey is the agent's public curve key: secrets for this server are sealed to it.
 	SealKey string `json:"seal_key,omitempty" valid:"xkey"`
 	// Degraded says what the server lacks to run containers, each with its
@@ -241,4 +243,30 @@ type Heartbeat struct {
 	Degraded []string `json:"degraded,omitempty"`
 	// Time is when the heartbeat was sent.
 	Time time.Time `json:"time"`
+}
+
+// Mesh is how one server reaches the container subnets of its peers.
+type Mesh struct {
+	// Mode is routed or off.
+	Mode string `json:"mode" jsonschema:"enum=routed,enum=off"`
+	// Problem says what keeps the mesh from working at all, with the fix.
+	Problem string `json:"problem,omitempty" valid:"text"`
+	// Peers are the other servers, by name.
+	Peers []MeshPeer `json:"peers,omitempty" jsonschema:"maxItems=5000"`
+}
+
+// MeshPeer is the path from one server to one peer's container subnet.
+type MeshPeer struct {
+	// Name is the peer.
+	Name string `json:"name" valid:"name"`
+	// Subnet is the peer's container subnet.
+	Subnet string `json:"subnet,omitempty"`
+	// Via is the peer's address the route goes through.
+	Via string `json:"via,omitempty"`
+	// State is routed, same host, waiting or refused.
+	State string `json:"state" jsonschema:"enum=routed,enum=same host,enum=waiting,enum=refused"`
+	// Problem says why the peer is refused, with the fix.
+	Problem string `json:"problem,omitempty" valid:"text"`
+	// Down says the peer's agent is down; its route is kept until it is removed.
+	Down bool `json:"down,omitempty"`
 }

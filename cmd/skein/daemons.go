@@ -25,6 +25,7 @@ import (
 	"github.com/skeinhq/skein/internal/incus"
 	"github.com/skeinhq/skein/internal/metrics"
 	"github.com/skeinhq/skein/internal/seal"
+	"github.com/skeinhq/skein/workers/mesh"
 	"github.com/skeinhq/skein/workers/agent"
 )
 
@@ -280,6 +281,7 @@ type agentFlags struct {
 	cmd      string
 	subnet   string
 	supernet string
+	mesh     string
 }
 
 func (f *agentFlags) add(c *cobra.Command, defName string) {
@@ -288,7 +290,8 @@ func (f *agentFlags) add(c *cobra.Command, defName string) {
 	c.Flags().StringVar(&f.project, "incus-project", "default", "Incus project of the server's containers")
 	c.Flags().StringVar(&f.pool, "pool", "default", "Incus storage pool of the containers' root disks")
 	c.Flags().StringVar(&f.socket, "incus-socket", "/var/lib/incus/unix.socket", "Incus API socket")
-	c.Flags().StringVar(&f.address, "address", "", "the server's address to report (default: first global IPv4)")
+	c.Flags().StringVar(&f.address, "address", "", "the server's address its peers reach it at (default: its address on the way to the bus, else its first global IPv4)")
+	c.Flags().StringVar(&f.mesh, "mesh", "routed", "how the container subnets of the servers are connected: routed (a route to each peer's subnet via its address, peers on a shared network) or off")
 	c.Flags().StringVar(&f.image, "service-image", "skein-service", "image of service containers (Consul endpoints, load balancers, ...)")
 	c.Flags().StringVar(&f.state, "state", "", "the agent's own directory: its key pair for sealed secrets (default /var/lib/skein/agent-NAME)")
 	c.Flags().BoolVar(&f.prepare, "prepare", f.prepare, "create what the server lacks: the storage pool, a NAT-free bridge on a free /24, the project (nothing that exists is changed)")
@@ -322,6 +325,14 @@ func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, reg
 	if err != nil {
 		return err
 	}
+	if f.mesh != mesh.ModeRouted && f.mesh != mesh.ModeOff {
+		return fmt.Errorf("--mesh %q: want routed or off", f.mesh)
+	}
+	if f.address != "" {
+		if a, err := netip.ParseAddr(f.address); err != nil || !a.Is4() {
+			return fmt.Errorf("--address %q: give the server's IPv4 address, e.g. 10.0.0.12", f.address)
+		}
+	}
 	o.Name, o.Wait, o.Log = "skein-agent-"+f.name, true, log
 	conn, err := bus.Connect(o)
 	if err != nil {
@@ -352,7 +363,7 @@ func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, reg
 		}
 	}
 	cfg := agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt, ServiceImage: f.image, Keys: keys, State: state,
-		Prereqs: rt, Prepare: f.cmd}
+		Prereqs: rt, Prepare: f.cmd, Mesh: f.mesh}
 	if reg != nil {
 		cfg.Metrics = metrics.NewCommands(reg, f.name)
 		cfg.CountEvent = metrics.NewEvents(reg, "agent/"+f.name).Published

@@ -68,7 +68,7 @@ func newRoot(g *globals) *cobra.Command {
 
 	root.AddCommand(
 		serverCmd(g), upCmd(g), agentCmd(g), initCmd(g), imagesCmd(g),
-		serversCmd(g), pingCmd(g),
+		serversCmd(g), pingCmd(g), netCmd(g),
 		launchCmd(g), actionCmd(g, "start"), actionCmd(g, "stop"), actionCmd(g, "restart"), actionCmd(g, "delete"),
 		listCmd(g), eventsCmd(g), waitCmd(g),
 		addepCmd(g), listepCmd(g), delepCmd(g),

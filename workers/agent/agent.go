@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -27,6 +28,7 @@ import (
 	"github.com/skeinhq/skein/workers/db"
 	"github.com/skeinhq/skein/workers/discovery"
 	"github.com/skeinhq/skein/workers/lb"
+	"github.com/skeinhq/skein/workers/mesh"
 	"github.com/skeinhq/skein/workers/svc"
 	"github.com/skeinhq/skein/workers/vip"
 	"github.com/skeinhq/skein/workers/ws"
@@ -69,6 +71,11 @@ type Config struct {
 	CountEvent func(typ string)
 	// Registerer, when set, takes the capabilities' own collectors.
 	Registerer prometheus.Registerer
+	// Mesh is how the server reaches its peers' container subnets: routed
+	// (the default) or off.
+	Mesh string
+	// Router is the route table the mesh keeps (default: the kernel's).
+	Router mesh.Router
 }
 
 // Agent is one server's worker.
@@ -82,6 +89,7 @@ type Agent struct {
 	lacks []container.Lack // what the server lacked at the last check
 	beats int              // heartbeats since the last check
 
+	mesh     *mesh.Worker             // the routes to the peers' container subnets
 	images   jetstream.ObjectStore    // where images lacking here are fetched from
 	runCtx   context.Context          // the agent's lifetime, for fetches
 	fmu      sync.Mutex               // guards fetching; never held while taking mu
@@ -91,7 +99,13 @@ type Agent struct {
 // New returns an agent on conn.
 func New(conn *bus.Conn, cfg Config, log zerolog.Logger) *Agent {
 	if cfg.Address == "" {
+		cfg.Address = addressToward(conn.NC.ConnectedAddr())
+	}
+	if cfg.Address == "" {
 		cfg.Address = hostAddress()
+	}
+	if cfg.Router == nil {
+		cfg.Router = mesh.Netlink{}
 	}
 	if cfg.ServiceImage == "" {
 		cfg.ServiceImage = "skein-service"
@@ -134,6 +148,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: a.ping})
 	cw := containers.New(a.cfg.Name, a.cfg.Runtime, cstore, pub, a.log.With().Str("worker", "containers").Logger())
 	cw.SetReadiness(a.ready)
+	cw.SetFetcher(a.fetchImage)
 	cw.Register(rt)
 	a.check(ctx)
 	host := &svc.Host{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw, Locks: rt, Answered: rt.Answered, Health: &svc.Health{}, Log: a.log}
@@ -151,6 +166,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		go c.Run(ctx)
 	}
 	go cw.Run(ctx)
+	a.mesh = mesh.New(mesh.Config{Server: a.cfg.Name, Mode: a.cfg.Mesh, Heartbeats: skv, Router: a.cfg.Router, Self: a.meshSelf,
+		DownAfter: DownAfter, Log: a.log.With().Str("worker", "mesh").Logger()})
+	go a.mesh.Run(ctx)
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHB()
 	go a.heartbeats(hbCtx, skv)
@@ -179,6 +197,16 @@ var capabilities = []func(context.Context, svc.Deps) (svc.Capability, error){
 	ws.Capability,
 	db.Capability,
 	vip.Capability,
+}
+
+// meshSelf is this server's address and container subnet, as its heartbeat says them.
+func (a *Agent) meshSelf() (netip.Addr, netip.Prefix, netip.Addr, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	addr, err1 := netip.ParseAddr(a.cfg.Address)
+	sn, err2 := netip.ParsePrefix(a.last.Subnet)
+	gw, err3 := netip.ParseAddr(a.last.Gateway)
+	return addr, sn, gw, err1 == nil && err2 == nil && err3 == nil
 }
 
 // ping answers without touching any container.
@@ -231,6 +259,11 @@ func (a *Agent) heartbeat(ctx context.Context) events.Heartbeat {
 	}
 	for _, l := range a.lacks {
 		hb.Degraded = append(hb.Degraded, a.fix(l))
+	}
+	if a.mesh != nil {
+		m := a.mesh.Status()
+		hb.Mesh = &m
+		hb.Degraded = append(hb.Degraded, a.mesh.Problems()...)
 	}
 	hb.Load1 = load1()
 	hb.MemTotal, hb.MemAvailable = meminfo()
@@ -291,6 +324,30 @@ func hostInterfaces() []events.HostInterface {
 		}
 	}
 	return out
+}
+
+// addressToward is this host's address on the way to the bus at remote
+// (host:port): the address its peers reach it at. Empty when the bus is on
+// this host (loopback) or the way is unknown.
+func addressToward(remote string) string {
+	host, port, err := net.SplitHostPort(remote)
+	if err != nil {
+		return ""
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.IsLoopback() || !ip.Is4() {
+		return ""
+	}
+	// A UDP "connection" sends nothing: the kernel only picks the route and its source.
+	c, err := net.Dial("udp4", net.JoinHostPort(host, port))
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	if la, ok := c.LocalAddr().(*net.UDPAddr); ok && !la.IP.IsLoopback() {
+		return la.IP.String()
+	}
+	return ""
 }
 
 // hostAddress guesses the server's address: the first global unicast IPv4.

@@ -1,0 +1,163 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/events"
+)
+
+var now = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+
+func beat(name, addr, subnet string) events.Heartbeat {
+	return events.Heartbeat{Name: name, Status: "up", Address: addr, Subnet: subnet, Time: now}
+}
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func addr(s string) netip.Addr  { return netip.MustParseAddr(s) }
+
+// m1 on the LAN 10.0.0.0/24 with containers on 10.77.1.0/24.
+var m1 = Local{Name: "m1", Address: addr("10.0.0.11"), Subnet: pfx("10.77.1.0/24"),
+	Connected: []netip.Prefix{pfx("10.0.0.0/24")}, Routes: []netip.Prefix{pfx("10.0.0.0/24"), pfx("10.77.1.0/24"), pfx("0.0.0.0/0"), pfx("192.168.5.0/24")}}
+
+// Each peer gets a route via its address, or is refused with the reason and
+// the fix; a down peer keeps its route; nothing else is touched.
+func TestPlan(t *testing.T) {
+	peers := []events.Heartbeat{
+		beat("m1", "10.0.0.11", "10.77.1.0/24"),
+		beat("m2", "10.0.0.12", "10.77.2.0/24"),
+		beat("m3", "10.0.0.13", "10.77.3.0/24"),
+		beat("same", "10.0.0.11", "10.77.9.0/24"),
+		beat("waits", "", ""),
+		beat("overlapsme", "10.0.0.20", "10.77.1.128/25"),
+		beat("overlapsm2", "10.0.0.21", "10.77.2.0/24"),
+		beat("lan", "10.0.0.22", "10.0.0.0/24"),
+		beat("collides", "10.0.0.23", "192.168.0.0/16"),
+		beat("faraway", "172.16.0.5", "10.77.5.0/24"),
+		beat("badnet", "10.0.0.24", "10.77.6.1/24"),
+		beat("badaddr", "nope", "10.77.7.0/24"),
+	}
+	down := beat("m3", "10.0.0.13", "10.77.3.0/24")
+	down.Time = now.Add(-time.Minute)
+	peers[2] = down
+	routes, links := Plan(m1, peers, now, 7*time.Second)
+	want := []Route{{pfx("10.77.2.0/24"), addr("10.0.0.12")}, {pfx("10.77.3.0/24"), addr("10.0.0.13")}}
+	if !slices.Equal(routes, want) {
+		t.Errorf("routes %v, want %v", routes, want)
+	}
+	states := map[string]Link{}
+	for _, l := range links {
+		states[l.Peer] = l
+	}
+	if _, ok := states["m1"]; ok {
+		t.Error("a link to itself")
+	}
+	for peer, want := range map[string]string{
+		"m2": "routed", "m3": "routed", "same": "same host", "waits": "waiting",
+		"overlapsme": "refused: its subnet 10.77.1.128/25 overlaps this server's 10.77.1.0/24: give each server a /24 of its own",
+		"overlapsm2": "refused: its subnet 10.77.2.0/24 overlaps m2's",
+		"lan":        "refused: its subnet 10.0.0.0/24 collides with this server's route to 10.0.0.0/24",
+		"collides":   "refused: its subnet 192.168.0.0/16 collides with this server's route to 192.168.5.0/24",
+		"faraway":    "refused: its address 172.16.0.5 is on no network of this server (10.0.0.0/24): servers on different networks need the wireguard mode",
+		"badnet":     `refused: its subnet "10.77.6.1/24" is not an IPv4 network`,
+		"badaddr":    `refused: its address "nope" is not a unicast IPv4 address`,
+	} {
+		l := states[peer]
+		got := l.State
+		if l.Problem != "" {
+			got += ": " + l.Problem
+		}
+		if !strings.HasPrefix(got, want) {
+			t.Errorf("%s: %q, want %q", peer, got, want)
+		}
+	}
+	if !states["m3"].Down || states["m2"].Down {
+		t.Errorf("down: m3 %v m2 %v", states["m3"].Down, states["m2"].Down)
+	}
+}
+
+// fakeRouter is a route table in memory.
+type fakeRouter struct {
+	addrs, others []netip.Prefix
+	routes        []Route
+	forward       bool
+	failReplace   error
+	calls         []string
+}
+
+func (f *fakeRouter) Routes() ([]Route, error) { return slices.Clone(f.routes), nil }
+func (f *fakeRouter) Replace(r Route) error {
+	f.calls = append(f.calls, "replace "+r.Dst.String())
+	if f.failReplace != nil {
+		return f.failReplace
+	}
+	f.routes = slices.DeleteFunc(f.routes, func(x Route) bool { return x.Dst == r.Dst })
+	f.routes = append(f.routes, r)
+	return nil
+}
+func (f *fakeRouter) Delete(r Route) error {
+	f.calls = append(f.calls, "delete "+r.Dst.String())
+	f.routes = slices.DeleteFunc(f.routes, func(x Route) bool { return x == r })
+	return nil
+}
+func (f *fakeRouter) Local() ([]netip.Prefix, []netip.Prefix, error) { return f.addrs, f.others, nil }
+func (f *fakeRouter) Forward() error                                { f.forward = true; return nil }
+
+func newWorker(r Router, gw string) *Worker {
+	return New(Config{Server: "m1", Router: r, DownAfter: 7 * time.Second, Log: zerolog.Nop(),
+		Self: func() (netip.Addr, netip.Prefix, netip.Addr, bool) {
+			return addr("10.0.0.11"), pfx("10.77.1.0/24"), addr(gw), true
+		}})
+}
+
+// Converge makes what is missing, changes what moved, removes what no peer
+// needs any more, turns forwarding on, and does nothing the second time.
+func TestConverge(t *testing.T) {
+	r := &fakeRouter{addrs: []netip.Prefix{pfx("10.0.0.11/24"), pfx("10.77.1.1/24")}, others: []netip.Prefix{pfx("10.0.0.0/24"), pfx("10.77.1.0/24")},
+		routes: []Route{{pfx("10.77.9.0/24"), addr("10.0.0.19")}, {pfx("10.77.3.0/24"), addr("10.0.0.99")}}}
+	w := newWorker(r, "10.77.1.1")
+	peers := []events.Heartbeat{beat("m2", "10.0.0.12", "10.77.2.0/24"), beat("m3", "10.0.0.13", "10.77.3.0/24")}
+	w.Converge(context.Background(), peers)
+	want := []Route{{pfx("10.77.2.0/24"), addr("10.0.0.12")}, {pfx("10.77.3.0/24"), addr("10.0.0.13")}}
+	got := slices.Clone(r.routes)
+	slices.SortFunc(got, func(a, b Route) int { return strings.Compare(a.Dst.String(), b.Dst.String()) })
+	if !slices.Equal(got, want) || !r.forward {
+		t.Fatalf("routes %v (forwarding %v), want %v", got, r.forward, want)
+	}
+	r.calls = nil
+	w.Converge(context.Background(), peers)
+	if len(r.calls) != 0 {
+		t.Errorf("a second converge changed %v", r.calls)
+	}
+	if s := w.Status(); s.Mode != ModeRouted || len(s.Peers) != 2 || s.Peers[0].State != StateRouted {
+		t.Errorf("status %+v", s)
+	}
+	// The route table refuses: the peer is told, with the kernel's words.
+	r2 := &fakeRouter{addrs: r.addrs, others: r.others, failReplace: errors.New("network is unreachable")}
+	w2 := newWorker(r2, "10.77.1.1")
+	w2.Converge(context.Background(), peers[:1])
+	if p := w2.Problems(); len(p) != 1 || !strings.Contains(p[0], "peer m2: the route was not made") || !strings.Contains(p[0], "unreachable") {
+		t.Errorf("problems %q", p)
+	}
+}
+
+// An agent whose container bridge is not on its host (a network namespace
+// beside it) changes nothing and says why, without counting as a fault.
+func TestBridgeElsewhereLeavesRoutesAlone(t *testing.T) {
+	r := &fakeRouter{addrs: []netip.Prefix{pfx("10.0.0.11/24")}}
+	w := newWorker(r, "10.77.1.1")
+	w.Converge(context.Background(), []events.Heartbeat{beat("m2", "10.0.0.12", "10.77.2.0/24")})
+	if len(r.calls) != 0 || r.forward {
+		t.Errorf("it acted: %v", r.calls)
+	}
+	if s := w.Status(); s.Mode != ModeOff || !strings.Contains(s.Problem, "not on this host") || len(w.Problems()) != 0 {
+		t.Errorf("status %+v, problems %v", s, w.Problems())
+	}
+}
