@@ -30,29 +30,23 @@ type Keys struct {
 // LoadOrCreate reads the key pair in path, or makes one and writes it there
 // (mode 0600, its directory 0700) when there is none.
 func LoadOrCreate(path string) (*Keys, error) {
-	seed, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		kp, err := nkeys.CreateCurveKeys()
-		if err != nil {
-			return nil, err
-		}
-		if seed, err = kp.Seed(); err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("seal: %w", err)
-		}
-		if err := os.WriteFile(path, seed, 0o600); err != nil {
-			return nil, fmt.Errorf("seal: %w", err)
-		}
-		return &Keys{kp: kp}, nil
+	k, err := Load(path)
+	if !errors.Is(err, os.ErrNotExist) {
+		return k, err
 	}
+	kp, err := nkeys.CreateCurveKeys()
 	if err != nil {
+		return nil, err
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	kp, err := nkeys.FromCurveSeed(seed)
-	if err != nil {
-		return nil, fmt.Errorf("seal: the key in %s is not a curve seed: %w", path, err)
+	if err := os.WriteFile(path, seed, 0o600); err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
 	}
 	return &Keys{kp: kp}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/testutil"
 )
 
 // The bed's machines: name, LAN address, container subnet.
@@ -234,13 +235,7 @@ func waitUp(total time.Duration) error {
 
 func eventually(t *testing.T, total time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(total)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: "+msg, append([]any{total}, args...)...)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.Eventually(t, total, cond, msg, args...)
 }
 
 func waitFile(path string, total time.Duration) bool {
