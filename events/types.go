@@ -270,3 +270,51 @@ type MeshPeer struct {
 	// Down says the peer's agent is down; its route is kept until it is removed.
 	Down bool `json:"down,omitempty"`
 }
+
+// TypeMeshProbe measures the paths from one server's containers to its
+// peers' (a query).
+const TypeMeshProbe = "mesh.probe"
+
+// TypeMeshProbed is the answer to a mesh probe.
+const TypeMeshProbed = "mesh.probed"
+
+func init() {
+	registerCommand[MeshProbe, MeshProbed](TypeMeshProbe, "Measure reachability and round trips from a server's container to its peers' containers (a query)")
+	register[MeshProbed](TypeMeshProbed, KindOutput, "What a mesh probe measured")
+}
+
+// MeshProbe asks a server to ping each target from one of its containers.
+type MeshProbe struct {
+	// Targets are the peers' containers.
+	Targets []ProbeTarget `json:"targets" jsonschema:"maxItems=1000"`
+}
+
+// ProbeTarget is one peer's container to ping.
+type ProbeTarget struct {
+	// Peer is the peer server.
+	Peer string `json:"peer" valid:"name"`
+	// Container is the container pinged.
+	Container string `json:"container" valid:"name"`
+	// Addr is its address.
+	Addr string `json:"addr" valid:"ipv4"`
+}
+
+// MeshProbed is what a probe measured from one server.
+type MeshProbed struct {
+	// From is the container the pings were sent from, "" when the server has none running.
+	From string `json:"from,omitempty"`
+	// Results are the targets' figures, in the order asked.
+	Results []ProbeResult `json:"results"`
+}
+
+// ProbeResult is the round trips to one target.
+type ProbeResult struct {
+	ProbeTarget
+	// Sent and Received count the echo requests and replies.
+	Sent     int `json:"sent"`
+	Received int `json:"received"`
+	// RTTMillis is the average round trip of the replies, in milliseconds.
+	RTTMillis float64 `json:"rtt_ms,omitempty"`
+	// Error says why the target was not measured.
+	Error string `json:"error,omitempty" valid:"text"`
+}

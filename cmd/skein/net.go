@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"sort"
+	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +23,7 @@ type linkView struct {
 }
 
 func netCmd(g *globals) *cobra.Command {
-	return listCommand(g, listing[linkView]{
+	c := listCommand(g, listing[linkView]{
 		use: "net", short: "List how each server reaches its peers' container subnets (mode, route, state, problem)",
 		headers: []string{"SERVER", "PEER", "MODE", "SUBNET", "VIA", "STATE"},
 		read: func(ctx context.Context, cl *cli, _ []string) ([]linkView, error) {
@@ -56,4 +60,113 @@ func netCmd(g *globals) *cobra.Command {
 			return []string{v.Server, orDash(v.Name), v.Mode, orDash(v.Subnet), orDash(v.Via), state}
 		},
 	})
+	c.AddCommand(netCheckCmd(g))
+	return c
+}
+
+// probeView is one measured path, from a server's container to a peer's.
+type probeView struct {
+	// Server is the server measured from; From its container.
+	Server string `json:"server"`
+	From   string `json:"from,omitempty"`
+	events.ProbeResult
+}
+
+func netCheckCmd(g *globals) *cobra.Command {
+	return listCommand(g, listing[probeView]{
+		use: "check", short: "Measure reachability and round trips between the containers of every pair of servers (3 pings a path, from a running container of each)",
+		headers: []string{"FROM", "TO", "REPLIES", "RTT"},
+		read: func(ctx context.Context, cl *cli, _ []string) ([]probeView, error) {
+			hbs, err := cl.heartbeats(ctx)
+			if err != nil {
+				return nil, err
+			}
+			cs, err := all[events.Container](ctx, cl)
+			if err != nil {
+				return nil, err
+			}
+			// Each server is measured to one running container of each peer: the first by name.
+			target := map[string]events.ProbeTarget{}
+			sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
+			for _, c := range cs {
+				if _, ok := target[c.Server]; !ok && c.Status == "Running" && c.IPv4 != "" {
+					target[c.Server] = events.ProbeTarget{Peer: c.Server, Container: c.Name, Addr: c.IPv4}
+				}
+			}
+			var up []string
+			for i := range hbs {
+				if alive(&hbs[i]) {
+					up = append(up, hbs[i].Name)
+				}
+			}
+			sort.Strings(up)
+			results := make([][]probeView, len(up))
+			var wg sync.WaitGroup
+			for i, s := range up {
+				var p events.MeshProbe
+				for _, peer := range up {
+					if t, ok := target[peer]; ok && peer != s {
+						p.Targets = append(p.Targets, t)
+					}
+				}
+				if p.Targets == nil {
+					p.Targets = []events.ProbeTarget{}
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					results[i] = probe(ctx, cl, s, p)
+				}()
+			}
+			wg.Wait()
+			var out []probeView
+			for _, r := range results {
+				out = append(out, r...)
+			}
+			return out, nil
+		},
+		row: func(v probeView) []string {
+			from, to := v.Server, v.Peer+"/"+v.Container+" "+v.Addr
+			if v.From != "" {
+				from += "/" + v.From
+			}
+			if v.Error != "" {
+				return []string{from, to, fmt.Sprintf("%d/%d", v.Received, v.Sent), v.Error}
+			}
+			return []string{from, to, fmt.Sprintf("%d/%d", v.Received, v.Sent), fmt.Sprintf("%.3f ms", v.RTTMillis)}
+		},
+	})
+}
+
+// probe asks server's agent to measure its paths to the targets.
+func probe(ctx context.Context, cl *cli, server string, p events.MeshProbe) []probeView {
+	fail := func(err error) []probeView {
+		var out []probeView
+		for _, t := range p.Targets {
+			out = append(out, probeView{Server: server, ProbeResult: events.ProbeResult{ProbeTarget: t, Error: err.Error()}})
+		}
+		return out
+	}
+	env, err := cl.client.NewCommand(server, events.TypeMeshProbe, "", p)
+	if err != nil {
+		return fail(err)
+	}
+	qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	res, err := cl.client.Query(qctx, env)
+	if err == nil && res.Error != nil {
+		err = fmt.Errorf("%s", res.Error.Message)
+	}
+	var got events.MeshProbed
+	if err == nil {
+		err = json.Unmarshal(res.Output, &got)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	var out []probeView
+	for _, r := range got.Results {
+		out = append(out, probeView{Server: server, From: got.From, ProbeResult: r})
+	}
+	return out
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -105,10 +106,22 @@ func run(m *testing.M) int {
 		}
 		return 1
 	}
-	if out, err := skein("images", "push", "app"); err != nil {
-		fmt.Fprintf(os.Stderr, "machines: skein images push app: %v\n%s", err, out)
+	// The images are stored on the bus from the host, which built them: the
+	// machines never did, and fetch them from there.
+	for _, img := range []string{"app", "service"} {
+		start := time.Now()
+		if out, err := skein("images", "push", img); err != nil {
+			fmt.Fprintf(os.Stderr, "machines: skein images push %s: %v\n%s", img, err, out)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "machines: image %s stored on the bus in %.1fs\n", img, time.Since(start).Seconds())
+	}
+	start := time.Now()
+	if err := waitReady(5 * time.Minute); err != nil {
+		fmt.Fprintf(os.Stderr, "machines: %v\n", err)
 		return 1
 	}
+	fmt.Fprintf(os.Stderr, "machines: every machine has the service image from the bus after %.1fs\n", time.Since(start).Seconds())
 	return m.Run()
 }
 
@@ -233,6 +246,26 @@ func waitUp(total time.Duration) error {
 	return fmt.Errorf("the machines' agents are not up after %s: %s", total, last)
 }
 
+// waitReady waits until every machine's agent is up and lacks nothing.
+func waitReady(total time.Duration) error {
+	deadline := time.Now().Add(total)
+	var last string
+	for time.Now().Before(deadline) {
+		vs, err := servers()
+		ok := err == nil
+		for _, mc := range machines {
+			if v := vs[mc.name]; v.Status != "up" {
+				ok, last = false, fmt.Sprintf("%s: %s %v", mc.name, v.Status, v.Degraded)
+			}
+		}
+		if ok {
+			return nil
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return fmt.Errorf("the machines are not ready after %s: %s", total, last)
+}
+
 func eventually(t *testing.T, total time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
 	testutil.Eventually(t, total, cond, msg, args...)
@@ -262,3 +295,15 @@ func dump(path string) {
 	b, _ := os.ReadFile(path)
 	fmt.Fprintf(os.Stderr, "--- %s\n%s\n", path, b)
 }
+
+// skeinStdin runs the CLI with args as given and stdin.
+func skeinStdin(stdin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, skeinBin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func urlParse(s string) (*url.URL, error) { return url.Parse(s) }

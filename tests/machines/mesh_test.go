@@ -93,6 +93,27 @@ func TestContainersReachEachOtherAcrossMachines(t *testing.T) {
 			}
 		}
 	}
+	var probes []struct {
+		Server    string  `json:"server"`
+		From      string  `json:"from"`
+		Peer      string  `json:"peer"`
+		Sent      int     `json:"sent"`
+		Received  int     `json:"received"`
+		RTTMillis float64 `json:"rtt_ms"`
+		Error     string  `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(mustSkein(t, "net", "check", "-o", "json")), &probes); err != nil {
+		t.Fatal(err)
+	}
+	if len(probes) != 6 {
+		t.Errorf("skein net check measured %d paths, want 6: %+v", len(probes), probes)
+	}
+	for _, p := range probes {
+		if p.Received == 0 || p.RTTMillis <= 0 || p.Error != "" || p.From == "" {
+			t.Errorf("skein net check: %+v", p)
+		}
+	}
+	t.Logf("skein net check:\n%s", mustSkein(t, "net", "check"))
 	route, _ := inMachine("m1", "ip", "route", "show", "proto", "77")
 	for _, to := range machines[1:] {
 		if !strings.Contains(route, to.subnet+" via "+to.addr) {

@@ -146,6 +146,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	ping := workers.Query[events.Ping, events.Pong]{Type: events.TypePing, Inline: true, Run: a.ping}
 	workers.HandleQuery(rt, ping)
 	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: a.ping})
+	workers.HandleQuery(rt, workers.Query[events.MeshProbe, events.MeshProbed]{Type: events.TypeMeshProbe, Run: mesh.ProbeWith(a.cfg.Runtime)})
 	cw := containers.New(a.cfg.Name, a.cfg.Runtime, cstore, pub, a.log.With().Str("worker", "containers").Logger())
 	cw.SetReadiness(a.ready)
 	cw.SetFetcher(a.fetchImage)

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/container"
 )
 
 var now = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
@@ -108,7 +109,7 @@ func (f *fakeRouter) Delete(r Route) error {
 	return nil
 }
 func (f *fakeRouter) Local() ([]netip.Prefix, []netip.Prefix, error) { return f.addrs, f.others, nil }
-func (f *fakeRouter) Forward() error                                { f.forward = true; return nil }
+func (f *fakeRouter) Forward() error                                 { f.forward = true; return nil }
 
 func newWorker(r Router, gw string) *Worker {
 	return New(Config{Server: "m1", Router: r, DownAfter: 7 * time.Second, Log: zerolog.Nop(),
@@ -159,5 +160,65 @@ func TestBridgeElsewhereLeavesRoutesAlone(t *testing.T) {
 	}
 	if s := w.Status(); s.Mode != ModeOff || !strings.Contains(s.Problem, "not on this host") || len(w.Problems()) != 0 {
 		t.Errorf("status %+v, problems %v", s, w.Problems())
+	}
+}
+
+// What busybox's and iputils' ping print is read into counts and the average.
+func TestParsePing(t *testing.T) {
+	for _, tc := range []struct {
+		out     string
+		s, r    int
+		rtt     float64
+		problem string
+	}{
+		{"--- 10.77.203.9 ping statistics ---\n3 packets transmitted, 3 packets received, 0% packet loss\nround-trip min/avg/max = 0.142/0.196/0.289 ms\n", 3, 3, 0.196, ""},
+		{"3 packets transmitted, 3 received, 0% packet loss, time 2003ms\nrtt min/avg/max/mdev = 0.051/0.070/0.093/0.017 ms\n", 3, 3, 0.070, ""},
+		{"3 packets transmitted, 0 packets received, 100% packet loss\n", 3, 0, 0, "no reply"},
+		{"ping: sendto: Network is unreachable\n", 0, 0, 0, "ping said: ping: sendto: Network is unreachable"},
+	} {
+		s, r, rtt, p := parsePing(tc.out)
+		if s != tc.s || r != tc.r || rtt != tc.rtt || p != tc.problem {
+			t.Errorf("%q: %d %d %v %q", tc.out, s, r, rtt, p)
+		}
+	}
+}
+
+// fakeContainers runs ping in memory: only "app" has it; pings to 10.0.0.9 go unanswered.
+type fakeContainers struct{}
+
+func (fakeContainers) List(context.Context) ([]container.Instance, error) {
+	return []container.Instance{{Name: "app", Status: "Running", IPv4: "10.77.1.5"}, {Name: "a-svc", Status: "Running", IPv4: "10.77.1.4"}, {Name: "off", Status: "Stopped"}}, nil
+}
+
+func (fakeContainers) Exec(_ context.Context, name string, argv ...string) (container.ExecResult, error) {
+	if name != "app" || argv[0] != "ping" {
+		return container.ExecResult{Code: 127, Stderr: []byte("ping: not found")}, nil
+	}
+	if argv[len(argv)-1] == "10.0.0.9" {
+		return container.ExecResult{Code: 1, Stdout: []byte("3 packets transmitted, 0 packets received, 100% packet loss\n")}, nil
+	}
+	return container.ExecResult{Stdout: []byte("3 packets transmitted, 3 packets received, 0% packet loss\nround-trip min/avg/max = 0.1/0.25/0.4 ms\n")}, nil
+}
+
+// A probe measures from the first running container that has ping, each
+// target in the order asked, and says why a target was not measured.
+func TestProbe(t *testing.T) {
+	run := ProbeWith(fakeContainers{})
+	out, err := run(context.Background(), nil, events.MeshProbe{Targets: []events.ProbeTarget{
+		{Peer: "m2", Container: "c2", Addr: "10.77.2.5"}, {Peer: "m3", Container: "c3", Addr: "10.0.0.9"}, {Peer: "m4", Container: "c4", Addr: "nope"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.From != "app" || len(out.Results) != 3 {
+		t.Fatalf("%+v", out)
+	}
+	if r := out.Results[0]; r.Peer != "m2" || r.Received != 3 || r.RTTMillis != 0.25 || r.Error != "" {
+		t.Errorf("m2: %+v", r)
+	}
+	if r := out.Results[1]; r.Received != 0 || r.Error != "no reply" {
+		t.Errorf("m3: %+v", r)
+	}
+	if r := out.Results[2]; r.Error != "not an IPv4 address" {
+		t.Errorf("m4: %+v", r)
 	}
 }
