@@ -114,6 +114,19 @@ echo "  https://secure.org:8443/     -> $(curl -s --max-time 2 --cacert "$DEMO/w
 echo "  http://secure.org:8081/      -> $(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' --max-time 2 --resolve secure.org:8081:127.0.0.1 http://secure.org:8081/)"
 run "$BIN" listws
 
+say "databases: MariaDB on s1 with a user and its database, used with its DSN from a container on s3"
+printf '%s\n' 'Demo-wp-pass-9' | run "$BIN" adddb mysql s1 wordpress wordpress -n mysql-1 -a 10.77.0.0/16 -p -
+run "$BIN" dbinfo mysql-1 wordpress
+run "$BIN" launch skein-service dbclient -s s3
+dsn=$("$BIN" dbinfo mysql-1 wordpress --dsn)
+# mysql://USER:PASSWORD@HOST:PORT/DB, into the client's option file (no password on a command line)
+cnf=$(printf '%s' "$dsn" | sed -E 's#^mysql://([^:]+):([^@]+)@([^:]+):([0-9]+)/(.*)$#[client]\nuser=\1\npassword=\2\nhost=\3\nport=\4\ndatabase=\5#')
+printf '%b\n' "$cnf" | incus exec dbclient --project skein-s3 -- sh -c 'cat > /root/.my.cnf && chmod 600 /root/.my.cnf'
+for _ in $(seq 1 50); do incus exec dbclient --project skein-s3 -- mariadb -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
+run incus exec dbclient --project skein-s3 -- mariadb --table -e "CREATE TABLE posts (id INT PRIMARY KEY, title TEXT); INSERT INTO posts VALUES (1, 'hello from s3'); SELECT * FROM posts"
+run "$BIN" backupdb mysql-1 wordpress
+run "$BIN" listdbs
+
 say "the job scheduler: six instances of the app, at most two per server, behind a load balancer; then a rolling upgrade"
 run "$BIN" addlb haproxy s3 -n jobs-lb
 run "$BIN" addjob skein-busybox 6 -r 2 --name web --service web --port 80 --lb jobs-lb --plan
@@ -138,5 +151,7 @@ The demo cluster is still running:
   load balancer ha1: http://127.0.0.1:8080/
   web server web1: curl --resolve myapp.org:8081:127.0.0.1 http://myapp.org:8081/
   job web: bin/skein listjobs; bin/skein upgradejob web -i 5
+  database mysql-1: bin/skein dbinfo mysql-1 wordpress --dsn; bin/skein backups
+  floating IPs need servers with a LAN of their own: go tool task demo:machines
   stop it with: bash tests/demo.sh stop
 MSG

@@ -157,6 +157,15 @@ func newVIPBed(t testing.TB) *vipBed {
 	b.url = fmt.Sprintf("tls://%s:%d", lanHost, freePort())
 	srv := startProc("vip-server", "server", "--data", b.data, "--listen", strings.TrimPrefix(b.url, "tls://"))
 	t.Cleanup(srv.stop)
+	// Registered before the agents' stops: cleanups run last first.
+	t.Cleanup(func() {
+		if t.Failed() {
+			srv.dumpLog()
+			for _, a := range b.agents {
+				a.dumpLog()
+			}
+		}
+	})
 	b.ca, b.admin = filepath.Join(b.data, "tls", "ca.pem"), filepath.Join(b.data, "auth", "admin.creds")
 	testutil.Eventually(t, 20*time.Second, func() bool {
 		_, e1 := os.Stat(b.ca)

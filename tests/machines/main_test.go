@@ -307,3 +307,5 @@ func skeinStdin(stdin string, args ...string) (string, error) {
 }
 
 func urlParse(s string) (*url.URL, error) { return url.Parse(s) }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

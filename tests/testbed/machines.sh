@@ -55,6 +55,7 @@ ensure_image() {
   [ -n "$mirror" ] || die "no URIs: line in /etc/apt/sources.list.d/debian.sources"
   key=$(cat "$HERE"/machine/* <(echo "$mirror") | sha256sum | cut -c1-16)
   have=$(incus image get-property "$IMAGE" skein.recipe 2>/dev/null || true)
+  RECIPE=$key
   if [ "$have" = "$key" ]; then log "image $IMAGE: recipe $key"; return; fi
   t=$(now_us)
   work=$(mktemp -d /var/tmp/skein-machine.XXXXXX)
@@ -90,9 +91,15 @@ ensure_lan() {
 ensure_machine() {
   local n=$1 m="m$1" t st tmp
   t=$(now_us)
+  # A machine made from an older image is made again: a machine is its image.
+  if incus info "$m" --project "$PROJECT" >/dev/null 2>&1 &&
+     [ "$(incus config get "$m" user.skein.recipe --project "$PROJECT")" != "$RECIPE" ]; then
+    incus delete -f "$m" --project "$PROJECT" >/dev/null
+    log "$m: deleted (made from an older image)"
+  fi
   if ! incus info "$m" --project "$PROJECT" >/dev/null 2>&1; then
     incus init "$IMAGE" "$m" --project "$PROJECT" --no-profiles --storage "$POOL" \
-      -c security.nesting=true -c boot.autostart=false >/dev/null 2>&1
+      -c security.nesting=true -c boot.autostart=false -c user.skein.recipe="$RECIPE" >/dev/null 2>&1
     incus config device add "$m" eth0 nic network="$LAN" name=eth0 host_name="skeinm$n" --project "$PROJECT" >/dev/null
     incus config device add "$m" tun unix-char source=/dev/net/tun path=/dev/net/tun --project "$PROJECT" >/dev/null
     tmp=$(mktemp)

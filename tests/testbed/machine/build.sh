@@ -5,7 +5,7 @@
 # Usage: build.sh ROOTFS RECIPE_DIR CACHE_DIR MIRROR; run as root.
 set -euo pipefail
 R=$1 D=$2 CACHE=$3 MIRROR=$4
-PKGS=systemd-sysv,dbus,iproute2,ifupdown,ca-certificates,procps,nftables,curl,jq,iputils-ping,kmod,zstd,less
+PKGS=systemd-sysv,dbus,iproute2,ifupdown,ca-certificates,procps,nftables,curl,jq,iputils-ping,kmod,zstd,less,keepalived
 mkdir -p "$R" "$CACHE/debs"
 debootstrap --variant=minbase --cache-dir="$CACHE/debs" --include="$PKGS" bookworm "$R" "$MIRROR" \
   >"$CACHE/machine-debootstrap.log" 2>&1 || { tail -30 "$CACHE/machine-debootstrap.log" >&2; exit 1; }

@@ -20,6 +20,8 @@ echo INCUS_SKIP_INSTANCE_TYPES=true >>"$R/etc/default/incus"
 # Start Incus at boot, not on the first connection: the agent waits for it.
 ln -sf /lib/systemd/system/incus.service "$R/etc/systemd/system/multi-user.target.wants/incus.service"
 rm -f "$R/etc/systemd/system/sockets.target.wants/incus-user.socket"
+# keepalived runs under skein's agent (floating IPs), not as the package's service.
+rm -f "$R/etc/systemd/system/multi-user.target.wants/keepalived.service"
 # Forwarding between the machine's container subnet and its peers' (routed mode).
 echo 'net.ipv4.ip_forward = 1' >"$R/etc/sysctl.d/60-skein.conf"
 echo 'nameserver 127.0.0.1' >"$R/etc/resolv.conf"

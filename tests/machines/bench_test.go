@@ -1,0 +1,115 @@
+//go:build e2e
+
+package machines
+
+import (
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// BenchmarkPaths measures, side by side in one run, what crossing machines
+// costs containers in routed mode: round trips and TCP throughput from a
+// container on m1 to one on m2 against from m1 itself to m2 on their LAN,
+// with the same program (nettool) at both ends. Each of b.N rounds measures
+// both paths one after the other (200 round trips, 3 s of bulk data each);
+// it reports medians: rtt-lan-us, rtt-containers-us, the added round trip
+// (added-rtt-us), Mbit/s of each and their ratio (tput-ratio).
+// Run: go tool task bench:machines.
+func BenchmarkPaths(b *testing.B) {
+	tool := filepath.Join(b.TempDir(), "nettool")
+	build := exec.Command("go", "build", "-o", tool, "./nettool")
+	build.Env = append(build.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building nettool: %v %s", err, out)
+	}
+	ips := map[string]string{}
+	for _, s := range []string{"bp1@m1", "bp2@m2"} {
+		name, m, _ := strings.Cut(s, "@")
+		if out, err := skein("launch", "skein-busybox", name, "-s", m); err != nil {
+			b.Fatalf("launch %s: %v %s", name, err, out)
+		}
+		defer skein("delete", name)
+		out, err := skein("list", "-o", "json")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, c := range parseList(b, out) {
+			ips[c.Name] = c.IPv4
+		}
+		if out, err := exec.Command("incus", "file", "push", tool, m+"/usr/local/bin/nettool", "--project", project, "--mode", "0755").CombinedOutput(); err != nil {
+			b.Fatalf("pushing nettool to %s: %v %s", m, err, out)
+		}
+		if _, err := inMachine(m, "incus", "file", "push", "/usr/local/bin/nettool", name+"/bin/nettool", "--mode", "0755"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := inMachine("m2", "sh", "-c", "nettool serve 10.77.200.12:5201 </dev/null >/dev/null 2>&1 &"); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := inContainer("m2", "bp2", "sh", "-c", "nettool serve 0.0.0.0:5201 </dev/null >/dev/null 2>&1 &"); err != nil {
+		b.Fatal(err)
+	}
+	lan := func(args ...string) float64 {
+		out, err := inMachine("m1", append([]string{"nettool"}, args...)...)
+		return number(b, out, err)
+	}
+	ctr := func(args ...string) float64 {
+		out, err := inContainer("m1", "bp1", append([]string{"nettool"}, args...)...)
+		return number(b, out, err)
+	}
+	var rttLAN, rttCtr, tputLAN, tputCtr []float64
+	b.ResetTimer()
+	for range b.N {
+		rttLAN = append(rttLAN, lan("rtt", "10.77.200.12:5201", "200"))
+		rttCtr = append(rttCtr, ctr("rtt", ips["bp2"]+":5201", "200"))
+		tputLAN = append(tputLAN, lan("tput", "10.77.200.12:5201", "3"))
+		tputCtr = append(tputCtr, ctr("tput", ips["bp2"]+":5201", "3"))
+	}
+	b.StopTimer()
+	rl, rc, tl, tc := median(rttLAN), median(rttCtr), median(tputLAN), median(tputCtr)
+	b.ReportMetric(rl, "rtt-lan-us")
+	b.ReportMetric(rc, "rtt-containers-us")
+	b.ReportMetric(rc-rl, "added-rtt-us")
+	b.ReportMetric(tl, "tput-lan-mbit")
+	b.ReportMetric(tc, "tput-containers-mbit")
+	b.ReportMetric(tc/tl, "tput-ratio")
+}
+
+func number(b *testing.B, out string, err error) float64 {
+	b.Helper()
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, perr := strconv.ParseFloat(strings.TrimSpace(out), 64)
+	if perr != nil {
+		b.Fatalf("nettool said %q", out)
+	}
+	return v
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+type listed struct{ Name, IPv4 string }
+
+func parseList(b *testing.B, out string) []listed {
+	var cs []struct {
+		Name string `json:"name"`
+		IPv4 string `json:"ipv4"`
+	}
+	if err := jsonUnmarshal(out, &cs); err != nil {
+		b.Fatal(err)
+	}
+	res := make([]listed, len(cs))
+	for i, c := range cs {
+		res[i] = listed{c.Name, c.IPv4}
+	}
+	return res
+}
