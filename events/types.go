@@ -247,10 +247,15 @@ type Heartbeat struct {
 
 // Mesh is how one server reaches the container subnets of its peers.
 type Mesh struct {
-	// Mode is routed or off.
-	Mode string `json:"mode" jsonschema:"enum=routed,enum=off"`
+	// Mode is routed, wireguard or off.
+	Mode string `json:"mode" jsonschema:"enum=routed,enum=wireguard,enum=off"`
 	// Problem says what keeps the mesh from working at all, with the fix.
 	Problem string `json:"problem,omitempty" valid:"text"`
+	// WGKey is the server's WireGuard public key (wireguard mode); its
+	// private key never leaves the agent's state directory.
+	WGKey string `json:"wg_key,omitempty" valid:"wgkey"`
+	// WGEndpoint is where the server's WireGuard device listens, IP:PORT.
+	WGEndpoint string `json:"wg_endpoint,omitempty" valid:"addrport"`
 	// Peers are the other servers, by name.
 	Peers []MeshPeer `json:"peers,omitempty" jsonschema:"maxItems=5000"`
 }
@@ -261,14 +266,25 @@ type MeshPeer struct {
 	Name string `json:"name" valid:"name"`
 	// Subnet is the peer's container subnet.
 	Subnet string `json:"subnet,omitempty"`
-	// Via is the peer's address the route goes through.
+	// Via is the peer's address the route goes through: its host address
+	// (routed) or its WireGuard endpoint as it announces it (wireguard).
 	Via string `json:"via,omitempty"`
-	// State is routed, same host, waiting or refused.
-	State string `json:"state" jsonschema:"enum=routed,enum=same host,enum=waiting,enum=refused"`
+	// State is routed, tunnel (through the WireGuard device), same host,
+	// waiting or refused.
+	State string `json:"state" jsonschema:"enum=routed,enum=tunnel,enum=same host,enum=waiting,enum=refused"`
 	// Problem says why the peer is refused, with the fix.
 	Problem string `json:"problem,omitempty" valid:"text"`
 	// Down says the peer's agent is down; its route is kept until it is removed.
 	Down bool `json:"down,omitempty"`
+	// Endpoint is where the WireGuard device last heard from the peer (it
+	// differs from Via behind a NAT).
+	Endpoint string `json:"endpoint,omitempty"`
+	// Handshake is the last WireGuard handshake with the peer.
+	Handshake *time.Time `json:"handshake,omitempty"`
+	// RxBytes counts the bytes received from the peer through the tunnel.
+	RxBytes int64 `json:"rx_bytes,omitempty" jsonschema:"minimum=0"`
+	// TxBytes counts the bytes sent to the peer through the tunnel.
+	TxBytes int64 `json:"tx_bytes,omitempty" jsonschema:"minimum=0"`
 }
 
 // TypeMeshProbe measures the paths from one server's containers to its

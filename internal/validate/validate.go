@@ -81,6 +81,8 @@ var (
 	Tag = kind(&Kind{Name: "tag", What: "1-63 letters, digits and '.', '_', ':', '=', '-'", Pattern: `^[a-zA-Z0-9][a-zA-Z0-9._:=-]{0,62}$`, MaxLength: 63})
 	// XKey is a public curve key (nkeys xkeys): X and 55 base32 characters.
 	XKey = kind(&Kind{Name: "xkey", What: "a public curve key (X...)", Pattern: `^X[A-Z2-7]{55}$`, MaxLength: 56})
+	// WGKey is a WireGuard public key: 32 bytes in standard base64.
+	WGKey = kind(&Kind{Name: "wgkey", What: "a WireGuard public key (44 characters of base64)", Pattern: `^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$`, MaxLength: 44})
 	// Base64 is standard base64.
 	Base64 = kind(&Kind{Name: "base64", What: "base64", Pattern: `^[A-Za-z0-9+/]*={0,2}$`, MaxLength: 262144})
 	// UUID is a lower-case UUID, e.g. a Consul ACL token.

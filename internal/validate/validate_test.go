@@ -24,6 +24,7 @@ func TestKinds(t *testing.T) {
 		{Duration, []string{"500ms", "10s", "1m"}, []string{"10", "1h", "-1s", "999999999s"}},
 		{Tag, []string{"primary", "v=1", "a:b"}, []string{"a b", "", "a\nb"}},
 		{CheckURL, []string{"/health", "mywordpress.org", "http://10.77.1.5:8080/x", "https://a.test/h?q=1"}, []string{"ftp://a.test/", "http://a b/", "http://a.test:99999/", "", "http://exa_mple.org/"}},
+		{WGKey, []string{"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="}, []string{"", "forged", "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dh=", "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg", "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n"}},
 		{Text, []string{"leastconn", "10.77.1.10:8600,10.77.2.20:8600", ""}, []string{"a\nb", "a\x00b"}},
 	}
 	for _, tc := range tests {
