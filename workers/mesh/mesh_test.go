@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"slices"
@@ -81,6 +82,28 @@ func TestPlan(t *testing.T) {
 	}
 	if !states["m3"].Down || states["m2"].Down {
 		t.Errorf("down: m3 %v m2 %v", states["m3"].Down, states["m2"].Down)
+	}
+}
+
+// What a heartbeat written past the store's checks says cannot make this
+// server's own heartbeat invalid: a peer without a valid name is left out,
+// the rest is quoted in ASCII and cut short.
+func TestForgedPeersKeepTheHeartbeatValid(t *testing.T) {
+	long := strings.Repeat("é\n", 700)
+	_, links := Plan(m1, []events.Heartbeat{beat("bad name!", "10.0.0.9", "10.77.9.0/24"), beat("addr", long, "10.77.6.0/24"), beat("subnet", "10.0.0.7", long)}, now, 7*time.Second)
+	m := events.Mesh{Mode: ModeRouted}
+	for _, l := range links {
+		if l.Peer == "bad name!" {
+			t.Errorf("a peer without a valid name is listed")
+		}
+		m.Peers = append(m.Peers, events.MeshPeer{Name: l.Peer, Subnet: l.Subnet, Via: l.Via, State: l.State, Problem: l.Problem})
+	}
+	if len(m.Peers) != 2 {
+		t.Errorf("%d peers: %+v", len(m.Peers), m.Peers)
+	}
+	b, _ := json.Marshal(events.Heartbeat{Name: "m1", Status: "up", Mesh: &m, Time: now})
+	if err := events.ValidateState(events.TypeHeartbeat, b); err != nil {
+		t.Errorf("this server's heartbeat is refused: %v", err)
 	}
 }
 

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/validate"
 )
 
 // Peer link states, as `skein net` shows them.
@@ -73,10 +75,10 @@ func Plan(local Local, peers []events.Heartbeat, now time.Time, downAfter time.D
 	var links []Link
 	taken := map[netip.Prefix]string{} // subnets routed so far, by peer
 	for _, p := range peers {
-		if p.Name == local.Name {
+		if p.Name == local.Name || !nameOK(p.Name) {
 			continue
 		}
-		l := Link{Peer: p.Name, Subnet: p.Subnet, Via: p.Address, Down: p.Status != "up" || now.Sub(p.Time) > downAfter}
+		l := Link{Peer: p.Name, Subnet: shorter(p.Subnet), Via: shorter(p.Address), Down: p.Status != "up" || now.Sub(p.Time) > downAfter}
 		refuse := func(format string, a ...any) {
 			l.State, l.Problem = StateRefused, fmt.Sprintf(format, a...)
 		}
@@ -86,9 +88,9 @@ func Plan(local Local, peers []events.Heartbeat, now time.Time, downAfter time.D
 		case p.Subnet == "" || p.Address == "":
 			l.State = StateWaiting
 		case serr != nil || !sn.Addr().Is4() || sn != sn.Masked():
-			refuse("its subnet %q is not an IPv4 network", p.Subnet)
+			refuse("its subnet %s is not an IPv4 network", shown(p.Subnet))
 		case verr != nil || !via.Is4() || !via.IsGlobalUnicast():
-			refuse("its address %q is not a unicast IPv4 address: give its agent --address", p.Address)
+			refuse("its address %s is not a unicast IPv4 address: give its agent --address", shown(p.Address))
 		case via == local.Address:
 			l.State = StateSameHost
 		case local.Subnet.IsValid() && sn.Overlaps(local.Subnet):
@@ -111,6 +113,24 @@ func Plan(local Local, peers []events.Heartbeat, now time.Time, downAfter time.D
 		links = append(links, l)
 	}
 	return routes, links
+}
+
+// A peer's heartbeat lands in this server's own, which the store validates:
+// one written past the store's checks must not make this server's invalid.
+const shownMax = 64
+
+// nameOK says whether name is a server's name; a peer without one is left out.
+func nameOK(name string) bool { return validate.Name.Check(name) == nil }
+
+// shown quotes s, cut short, in ASCII, for a problem's words.
+func shown(s string) string { return strconv.QuoteToASCII(shorter(s)) }
+
+// shorter cuts s to shownMax bytes.
+func shorter(s string) string {
+	if len(s) > shownMax {
+		return s[:shownMax] + "..."
+	}
+	return s
 }
 
 // overlapsAny names the peer whose routed subnet overlaps sn, if any.
