@@ -45,12 +45,13 @@ func TestPlan(t *testing.T) {
 		beat("faraway", "172.16.0.5", "10.77.5.0/24"),
 		beat("badnet", "10.0.0.24", "10.77.6.1/24"),
 		beat("badaddr", "nope", "10.77.7.0/24"),
+		wgBeat("wg", "10.0.0.25", "10.77.8.0/24", "", ""),
 	}
 	down := beat("m3", "10.0.0.13", "10.77.3.0/24")
 	down.Time = now.Add(-time.Minute)
 	peers[2] = down
 	routes, links := Plan(m1, peers, now, 7*time.Second)
-	want := []Route{{pfx("10.77.2.0/24"), addr("10.0.0.12")}, {pfx("10.77.3.0/24"), addr("10.0.0.13")}}
+	want := []Route{{Dst: pfx("10.77.2.0/24"), Via: addr("10.0.0.12")}, {Dst: pfx("10.77.3.0/24"), Via: addr("10.0.0.13")}}
 	if !slices.Equal(routes, want) {
 		t.Errorf("routes %v, want %v", routes, want)
 	}
@@ -70,6 +71,7 @@ func TestPlan(t *testing.T) {
 		"faraway":    "refused: its address 172.16.0.5 is on no network of this server (10.0.0.0/24): servers on different networks need the wireguard mode",
 		"badnet":     `refused: its subnet "10.77.6.1/24" is not an IPv4 network`,
 		"badaddr":    `refused: its address "nope" is not a unicast IPv4 address`,
+		"wg":         "refused: it connects by WireGuard (--mesh wireguard): give every server the same --mesh",
 	} {
 		l := states[peer]
 		got := l.State
@@ -145,11 +147,11 @@ func newWorker(r Router, gw string) *Worker {
 // needs any more, turns forwarding on, and does nothing the second time.
 func TestConverge(t *testing.T) {
 	r := &fakeRouter{addrs: []netip.Prefix{pfx("10.0.0.11/24"), pfx("10.77.1.1/24")}, others: []netip.Prefix{pfx("10.0.0.0/24"), pfx("10.77.1.0/24")},
-		routes: []Route{{pfx("10.77.9.0/24"), addr("10.0.0.19")}, {pfx("10.77.3.0/24"), addr("10.0.0.99")}}}
+		routes: []Route{{Dst: pfx("10.77.9.0/24"), Via: addr("10.0.0.19")}, {Dst: pfx("10.77.3.0/24"), Via: addr("10.0.0.99")}}}
 	w := newWorker(r, "10.77.1.1")
 	peers := []events.Heartbeat{beat("m2", "10.0.0.12", "10.77.2.0/24"), beat("m3", "10.0.0.13", "10.77.3.0/24")}
 	w.Converge(context.Background(), peers)
-	want := []Route{{pfx("10.77.2.0/24"), addr("10.0.0.12")}, {pfx("10.77.3.0/24"), addr("10.0.0.13")}}
+	want := []Route{{Dst: pfx("10.77.2.0/24"), Via: addr("10.0.0.12")}, {Dst: pfx("10.77.3.0/24"), Via: addr("10.0.0.13")}}
 	got := slices.Clone(r.routes)
 	slices.SortFunc(got, func(a, b Route) int { return strings.Compare(a.Dst.String(), b.Dst.String()) })
 	if !slices.Equal(got, want) || !r.forward {

@@ -1,8 +1,10 @@
 // Package mesh connects the container subnets of the servers: each agent
 // learns every peer's address and subnet from the heartbeats and keeps its
-// route table in step (routed mode: a route to each peer's container subnet
-// via the peer's address on a network they share). Routes skein makes carry
-// a protocol number of their own, so that it only ever changes its own.
+// route table in step. In routed mode a route to each peer's container
+// subnet goes via the peer's address on a network they share; in wireguard
+// mode it goes through a WireGuard device whose peers are the other servers,
+// for servers on different networks. Routes skein makes carry a protocol
+// number of their own, so that it only ever changes its own.
 package mesh
 
 import (
@@ -12,6 +14,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/validate"
 )
@@ -20,6 +24,9 @@ import (
 const (
 	// StateRouted: a route to the peer's subnet via its address is in place.
 	StateRouted = "routed"
+	// StateTunnel: the peer is a peer of the WireGuard device and its subnet
+	// is routed through it.
+	StateTunnel = "tunnel"
 	// StateSameHost: the peer shares this server's address; nothing to route.
 	StateSameHost = "same host"
 	// StateWaiting: the peer's heartbeat does not say its subnet or address yet.
@@ -40,14 +47,36 @@ type Local struct {
 	Connected []netip.Prefix
 	// Routes are the destinations of the routes skein did not make.
 	Routes []netip.Prefix
+	// Gateway is the container bridge's address: the WireGuard device
+	// carries it too, as the source of this host's own traffic to peers.
+	Gateway netip.Addr
+	// Device is the WireGuard device's name (wireguard mode).
+	Device string
+	// Key is this server's WireGuard public key (wireguard mode).
+	Key wgtypes.Key
+	// Endpoint is where this server's WireGuard device listens (wireguard mode).
+	Endpoint netip.AddrPort
 }
 
-// Route is a route to a peer's container subnet.
+// Route is a route to a peer's container subnet: via the peer's address
+// (routed mode) or through a device, from a source address (wireguard mode).
 type Route struct {
 	// Dst is the peer's container subnet.
 	Dst netip.Prefix
-	// Via is the peer's address.
+	// Via is the peer's address; unset for a route through Dev.
 	Via netip.Addr
+	// Dev is the device the route goes through when Via is unset.
+	Dev string
+	// Src is the source address of this host's own packets on a route through Dev.
+	Src netip.Addr
+}
+
+// String is the route as `ip route` would say it.
+func (r Route) String() string {
+	if r.Via.IsValid() {
+		return r.Dst.String() + " via " + r.Via.String()
+	}
+	return r.Dst.String() + " dev " + r.Dev + " src " + r.Src.String()
 }
 
 // Link is what the plan decided for one peer.
@@ -56,9 +85,9 @@ type Link struct {
 	Peer string
 	// Subnet is its container subnet, as its heartbeat says.
 	Subnet string
-	// Via is its address.
+	// Via is its address (routed) or its WireGuard endpoint (wireguard).
 	Via string
-	// State is routed, same host, waiting or refused.
+	// State is routed, tunnel, same host, waiting or refused.
 	State string
 	// Problem says why a peer is refused, and the fix.
 	Problem string
@@ -91,18 +120,12 @@ func Plan(local Local, peers []events.Heartbeat, now time.Time, downAfter time.D
 			refuse("its subnet %s is not an IPv4 network", shown(p.Subnet))
 		case verr != nil || !via.Is4() || !via.IsGlobalUnicast():
 			refuse("its address %s is not a unicast IPv4 address: give its agent --address", shown(p.Address))
+		case p.Mesh != nil && p.Mesh.Mode == ModeWireGuard:
+			refuse("it connects by WireGuard (--mesh wireguard): give every server the same --mesh")
 		case via == local.Address:
 			l.State = StateSameHost
-		case local.Subnet.IsValid() && sn.Overlaps(local.Subnet):
-			refuse("its subnet %s overlaps this server's %s: give each server a /24 of its own (skein agent --prepare --subnet)", sn, local.Subnet)
-		case taken[sn.Masked()] != "" || overlapsAny(sn, taken) != "":
-			other := taken[sn.Masked()]
-			if other == "" {
-				other = overlapsAny(sn, taken)
-			}
-			refuse("its subnet %s overlaps %s's: give each server a /24 of its own (skein agent --prepare --subnet)", sn, other)
-		case collides(sn, local.Routes) != "":
-			refuse("its subnet %s collides with this server's route to %s: give it another subnet, or remove that route", sn, collides(sn, local.Routes))
+		case subnetProblem(sn, local, taken) != "":
+			refuse("%s", subnetProblem(sn, local, taken))
 		case !onLink(via, local.Connected):
 			refuse("its address %s is on no network of this server (%s): servers on different networks need the wireguard mode", via, prefixes(local.Connected))
 		default:
@@ -133,8 +156,27 @@ func shorter(s string) string {
 	return s
 }
 
+// subnetProblem says why a route to the peer subnet sn would fight this
+// server's subnet, a subnet already given to another peer (taken) or one of
+// this server's routes, with the fix; empty when it fights none.
+func subnetProblem(sn netip.Prefix, local Local, taken map[netip.Prefix]string) string {
+	if local.Subnet.IsValid() && sn.Overlaps(local.Subnet) {
+		return fmt.Sprintf("its subnet %s overlaps this server's %s: give each server a /24 of its own (skein agent --prepare --subnet)", sn, local.Subnet)
+	}
+	if other := overlapsAny(sn, taken); other != "" {
+		return fmt.Sprintf("its subnet %s overlaps %s's: give each server a /24 of its own (skein agent --prepare --subnet)", sn, other)
+	}
+	if r := collides(sn, local.Routes); r != "" {
+		return fmt.Sprintf("its subnet %s collides with this server's route to %s: give it another subnet, or remove that route", sn, r)
+	}
+	return ""
+}
+
 // overlapsAny names the peer whose routed subnet overlaps sn, if any.
 func overlapsAny(sn netip.Prefix, taken map[netip.Prefix]string) string {
+	if peer := taken[sn]; peer != "" {
+		return peer
+	}
 	for p, peer := range taken {
 		if p.Overlaps(sn) {
 			return peer

@@ -45,30 +45,69 @@ func (Netlink) Routes() ([]Route, error) {
 	var out []Route
 	for _, r := range rs {
 		dst, ok := prefixOf(r.Dst)
-		via, vok := netip.AddrFromSlice(r.Gw)
-		if ok && vok {
-			out = append(out, Route{Dst: dst, Via: via.Unmap()})
+		if !ok {
+			continue
 		}
+		if via, vok := netip.AddrFromSlice(r.Gw); vok {
+			out = append(out, Route{Dst: dst, Via: via.Unmap()})
+			continue
+		}
+		// A route through a device: the WireGuard one.
+		l, err := netlink.LinkByIndex(r.LinkIndex)
+		if err != nil {
+			continue
+		}
+		src, _ := netip.AddrFromSlice(r.Src)
+		out = append(out, Route{Dst: dst, Dev: l.Attrs().Name, Src: src.Unmap()})
 	}
 	return out, nil
 }
 
 // Replace makes or changes the route, marked as skein's.
 func (Netlink) Replace(r Route) error {
-	nr := &netlink.Route{Dst: ipNet(r.Dst), Gw: net.IP(r.Via.AsSlice()), Protocol: Protocol, Table: unix.RT_TABLE_MAIN}
-	if err := netlink.RouteReplace(nr); err != nil {
-		return fmt.Errorf("route to %s via %s: %w", r.Dst, r.Via, err)
+	nr, err := kernelRoute(r)
+	if err == nil {
+		err = netlink.RouteReplace(nr)
+	}
+	if err != nil {
+		return fmt.Errorf("route to %s: %w", r, err)
 	}
 	return nil
 }
 
 // Delete removes the route, when it is still skein's.
 func (Netlink) Delete(r Route) error {
-	nr := &netlink.Route{Dst: ipNet(r.Dst), Gw: net.IP(r.Via.AsSlice()), Protocol: Protocol, Table: unix.RT_TABLE_MAIN}
-	if err := netlink.RouteDel(nr); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("removing the route to %s via %s: %w", r.Dst, r.Via, err)
+	nr, err := kernelRoute(r)
+	if errors.Is(err, errNoDevice) {
+		return nil // the device went, and its routes with it
+	}
+	if err == nil {
+		err = netlink.RouteDel(nr)
+	}
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("removing the route to %s: %w", r, err)
 	}
 	return nil
+}
+
+var errNoDevice = errors.New("no such device")
+
+// kernelRoute is r for netlink: via a gateway, or through a device from a source.
+func kernelRoute(r Route) (*netlink.Route, error) {
+	nr := &netlink.Route{Dst: ipNet(r.Dst), Protocol: Protocol, Table: unix.RT_TABLE_MAIN}
+	if r.Via.IsValid() {
+		nr.Gw = net.IP(r.Via.AsSlice())
+		return nr, nil
+	}
+	l, err := netlink.LinkByName(r.Dev)
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", r.Dev, errNoDevice)
+	}
+	nr.LinkIndex, nr.Scope = l.Attrs().Index, netlink.SCOPE_LINK
+	if r.Src.IsValid() {
+		nr.Src = net.IP(r.Src.AsSlice())
+	}
+	return nr, nil
 }
 
 // Local reads the interfaces' addresses and the main table's other routes.
