@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/internal/container"
@@ -25,8 +26,8 @@ import (
 	"github.com/skeinhq/skein/internal/incus"
 	"github.com/skeinhq/skein/internal/metrics"
 	"github.com/skeinhq/skein/internal/seal"
-	"github.com/skeinhq/skein/workers/mesh"
 	"github.com/skeinhq/skein/workers/agent"
+	"github.com/skeinhq/skein/workers/mesh"
 )
 
 type serverFlags struct {
@@ -282,6 +283,7 @@ type agentFlags struct {
 	subnet   string
 	supernet string
 	mesh     string
+	meshPort int
 }
 
 func (f *agentFlags) add(c *cobra.Command, defName string) {
@@ -291,9 +293,10 @@ func (f *agentFlags) add(c *cobra.Command, defName string) {
 	c.Flags().StringVar(&f.pool, "pool", "default", "Incus storage pool of the containers' root disks")
 	c.Flags().StringVar(&f.socket, "incus-socket", "/var/lib/incus/unix.socket", "Incus API socket")
 	c.Flags().StringVar(&f.address, "address", "", "the server's address its peers reach it at (default: its address on the way to the bus, else its first global IPv4)")
-	c.Flags().StringVar(&f.mesh, "mesh", "routed", "how the container subnets of the servers are connected: routed (a route to each peer's subnet via its address, peers on a shared network) or off")
+	c.Flags().StringVar(&f.mesh, "mesh", "routed", "how the container subnets of the servers are connected: routed (a route to each peer's subnet via its address, peers on a shared network), wireguard (through an encrypted WireGuard device, peers on any network) or off")
+	c.Flags().IntVar(&f.meshPort, "mesh-port", mesh.DefaultPort, "the UDP port of the WireGuard device (--mesh wireguard); peers reach it at --address")
 	c.Flags().StringVar(&f.image, "service-image", "skein-service", "image of service containers (Consul endpoints, load balancers, ...)")
-	c.Flags().StringVar(&f.state, "state", "", "the agent's own directory: its key pair for sealed secrets (default /var/lib/skein/agent-NAME)")
+	c.Flags().StringVar(&f.state, "state", "", "the agent's own directory: its key pairs for sealed secrets and WireGuard (default /var/lib/skein/agent-NAME)")
 	c.Flags().BoolVar(&f.prepare, "prepare", f.prepare, "create what the server lacks: the storage pool, a NAT-free bridge on a free /24, the project (nothing that exists is changed)")
 	c.Flags().StringVar(&f.subnet, "subnet", "", "the /24 a new bridge gets with --prepare (default: a free one in --supernet)")
 	c.Flags().StringVar(&f.supernet, "supernet", "10.77.0.0/16", "where --prepare looks for a free /24")
@@ -325,8 +328,11 @@ func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, reg
 	if err != nil {
 		return err
 	}
-	if f.mesh != mesh.ModeRouted && f.mesh != mesh.ModeOff {
-		return fmt.Errorf("--mesh %q: want routed or off", f.mesh)
+	if f.mesh != mesh.ModeRouted && f.mesh != mesh.ModeWireGuard && f.mesh != mesh.ModeOff {
+		return fmt.Errorf("--mesh %q: want routed, wireguard or off", f.mesh)
+	}
+	if f.meshPort < 1 || f.meshPort > 65535 {
+		return fmt.Errorf("--mesh-port %d: give a UDP port from 1 to 65535 (default %d)", f.meshPort, mesh.DefaultPort)
 	}
 	if f.address != "" {
 		if a, err := netip.ParseAddr(f.address); err != nil || !a.Is4() {
@@ -347,6 +353,12 @@ func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, reg
 	if err != nil {
 		return fmt.Errorf("the agent's key pair: %w (choose another directory with --state)", err)
 	}
+	var wgKey wgtypes.Key
+	if f.mesh == mesh.ModeWireGuard {
+		if wgKey, err = mesh.LoadOrCreateKey(filepath.Join(state, mesh.KeyFile)); err != nil {
+			return fmt.Errorf("the agent's WireGuard key: %w (choose another directory with --state)", err)
+		}
+	}
 	ic := incus.New(f.socket).WithProject(f.project)
 	rt := container.NewIncus(ic, f.network, f.pool)
 	if f.prepare {
@@ -363,7 +375,7 @@ func (f *agentFlags) run(ctx context.Context, g *globals, o bus.ConnOptions, reg
 		}
 	}
 	cfg := agent.Config{Name: f.name, Network: f.network, Project: f.project, Address: f.address, Version: version, Runtime: rt, ServiceImage: f.image, Keys: keys, State: state,
-		Prereqs: rt, Prepare: f.cmd, Mesh: f.mesh}
+		Prereqs: rt, Prepare: f.cmd, Mesh: f.mesh, MeshKey: wgKey, MeshPort: f.meshPort}
 	if reg != nil {
 		cfg.Metrics = metrics.NewCommands(reg, f.name)
 		cfg.CountEvent = metrics.NewEvents(reg, "agent/"+f.name).Published

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
@@ -72,10 +73,15 @@ type Config struct {
 	// Registerer, when set, takes the capabilities' own collectors.
 	Registerer prometheus.Registerer
 	// Mesh is how the server reaches its peers' container subnets: routed
-	// (the default) or off.
+	// (the default), wireguard or off.
 	Mesh string
 	// Router is the route table the mesh keeps (default: the kernel's).
 	Router mesh.Router
+	// MeshKey is the server's WireGuard private key (wireguard mode): kept
+	// in its state directory, only its public half is in the heartbeat.
+	MeshKey wgtypes.Key
+	// MeshPort is the WireGuard device's UDP port (default mesh.DefaultPort).
+	MeshPort int
 }
 
 // Agent is one server's worker.
@@ -168,7 +174,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	go cw.Run(ctx)
 	a.mesh = mesh.New(mesh.Config{Server: a.cfg.Name, Mode: a.cfg.Mesh, Heartbeats: skv, Router: a.cfg.Router, Self: a.meshSelf,
-		DownAfter: DownAfter, Log: a.log.With().Str("worker", "mesh").Logger()})
+		DownAfter: DownAfter, Log: a.log.With().Str("worker", "mesh").Logger(), Key: a.cfg.MeshKey, Port: a.cfg.MeshPort})
 	go a.mesh.Run(ctx)
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHB()
