@@ -24,7 +24,7 @@ type linkView struct {
 
 func netCmd(g *globals) *cobra.Command {
 	c := listCommand(g, listing[linkView]{
-		use: "net", short: "List how each server reaches its peers' container subnets (mode, route, state, problem)",
+		use: "net", short: "List how each server reaches its peers' container subnets (mode, route or WireGuard endpoint, state, problem)",
 		headers: []string{"SERVER", "PEER", "MODE", "SUBNET", "VIA", "STATE"},
 		read: func(ctx context.Context, cl *cli, _ []string) ([]linkView, error) {
 			hbs, err := cl.heartbeats(ctx)
@@ -51,6 +51,9 @@ func netCmd(g *globals) *cobra.Command {
 		},
 		row: func(v linkView) []string {
 			state := v.State
+			if v.State == "tunnel" {
+				state += ": " + tunnelText(v.MeshPeer, time.Now())
+			}
 			if v.Down {
 				state += " (peer down, route kept)"
 			}
@@ -169,4 +172,32 @@ func probe(ctx context.Context, cl *cli, server string, p events.MeshProbe) []pr
 		out = append(out, probeView{Server: server, From: got.From, ProbeResult: r})
 	}
 	return out
+}
+
+// tunnelText says how a WireGuard peer is doing: its last handshake, the
+// bytes through the tunnel, and where the device hears it from when that is
+// not the endpoint it announces (a NAT between).
+func tunnelText(p events.MeshPeer, now time.Time) string {
+	s := "no handshake yet"
+	if p.Handshake != nil {
+		s = "handshake " + now.Sub(*p.Handshake).Round(time.Second).String() + " ago"
+	}
+	s += fmt.Sprintf(", rx %s, tx %s", byteCount(p.RxBytes), byteCount(p.TxBytes))
+	if p.Endpoint != "" && p.Endpoint != p.Via {
+		s += ", heard from " + p.Endpoint
+	}
+	return s
+}
+
+// byteCount prints n bytes in B, KiB, MiB or GiB.
+func byteCount(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
 }
