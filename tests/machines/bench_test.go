@@ -40,13 +40,15 @@ func BenchmarkPaths(b *testing.B) {
 		for _, c := range parseList(b, out) {
 			ips[c.Name] = c.IPv4
 		}
-		if out, err := exec.Command("incus", "file", "push", tool, m+"/usr/local/bin/nettool", "--project", project, "--mode", "0755").CombinedOutput(); err != nil {
+		// Pushed beside and renamed: a server of an earlier round may still run the old one.
+		if out, err := exec.Command("incus", "file", "push", tool, m+"/usr/local/bin/nettool.new", "--project", project, "--mode", "0755").CombinedOutput(); err != nil {
 			b.Fatalf("pushing nettool to %s: %v %s", m, err, out)
 		}
-		if _, err := inMachine(m, "incus", "file", "push", "/usr/local/bin/nettool", name+"/bin/nettool", "--mode", "0755"); err != nil {
+		if _, err := inMachine(m, "sh", "-c", "mv -f /usr/local/bin/nettool.new /usr/local/bin/nettool && incus file push /usr/local/bin/nettool "+name+"/bin/nettool --mode 0755"); err != nil {
 			b.Fatal(err)
 		}
 	}
+	defer func() { _, _ = inMachine("m2", "pkill", "-f", "nettool serve") }()
 	if _, err := inMachine("m2", "sh", "-c", "nettool serve 10.77.200.12:5201 </dev/null >/dev/null 2>&1 &"); err != nil {
 		b.Fatal(err)
 	}

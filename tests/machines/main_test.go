@@ -33,6 +33,15 @@ var machines = []struct{ name, addr, subnet string }{
 
 const project = "skein-m"
 
+// meshMode is how the machines' agents connect the container subnets:
+// SKEIN_MESH=wireguard runs the suite over the WireGuard mesh.
+var meshMode = func() string {
+	if m := os.Getenv("SKEIN_MESH"); m != "" {
+		return m
+	}
+	return "routed"
+}()
+
 var (
 	skeinBin, dataDir, natsURL, caFile, adminCreds string
 	server                                         *exec.Cmd
@@ -141,7 +150,7 @@ func join(tmp, name, subnet string) error {
 			return fmt.Errorf("pushing %s: %v %s", f, err, out)
 		}
 	}
-	env := fmt.Sprintf("SKEIN_AGENT_ARGS=\"--name %s --prepare --subnet %s --nats %s --creds /var/lib/skein/creds/agent-%s.creds --tls-ca /var/lib/skein/creds/ca.pem\"\n", name, subnet, natsURL, name)
+	env := fmt.Sprintf("SKEIN_AGENT_ARGS=\"--name %s --prepare --subnet %s --mesh %s --nats %s --creds /var/lib/skein/creds/agent-%s.creds --tls-ca /var/lib/skein/creds/ca.pem\"\n", name, subnet, meshMode, natsURL, name)
 	envFile := filepath.Join(dir, "agent.env")
 	if err := os.WriteFile(envFile, []byte(env), 0o644); err != nil {
 		return err

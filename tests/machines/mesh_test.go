@@ -17,14 +17,16 @@ import (
 )
 
 type link struct {
-	Server  string `json:"server"`
-	Mode    string `json:"mode"`
-	Name    string `json:"name"`
-	Subnet  string `json:"subnet"`
-	Via     string `json:"via"`
-	State   string `json:"state"`
-	Problem string `json:"problem"`
-	Down    bool   `json:"down"`
+	Server    string     `json:"server"`
+	Mode      string     `json:"mode"`
+	Name      string     `json:"name"`
+	Subnet    string     `json:"subnet"`
+	Via       string     `json:"via"`
+	State     string     `json:"state"`
+	Problem   string     `json:"problem"`
+	Down      bool       `json:"down"`
+	Handshake *time.Time `json:"handshake"`
+	RxBytes   int64      `json:"rx_bytes"`
 }
 
 func links(t *testing.T) map[string]link {
@@ -81,18 +83,24 @@ func TestContainersReachEachOtherAcrossMachines(t *testing.T) {
 	if out, err := exec.Command("curl", "-s", "-m", "2", "http://"+ips["c1"]+"/").CombinedOutput(); err == nil {
 		t.Errorf("the host reached c1 (%s), which only m1 should: %s", ips["c1"], out)
 	}
-	ls := links(t)
-	for _, from := range machines {
-		for _, to := range machines {
-			if from.name == to.name {
-				continue
-			}
-			l := ls[from.name+">"+to.name]
-			if l.State != "routed" || l.Subnet != to.subnet || l.Via != to.addr || l.Mode != "routed" {
-				t.Errorf("skein net: %s to %s is %+v, want routed via %s to %s", from.name, to.name, l, to.addr, to.subnet)
+	// Routed: via the peer's address; WireGuard: a tunnel to its endpoint, with a handshake.
+	wantState, wantVia := "routed", func(addr string) string { return addr }
+	if meshMode == "wireguard" {
+		wantState, wantVia = "tunnel", func(addr string) string { return addr + ":51820" }
+	}
+	eventually(t, 10*time.Second, func() bool {
+		ls := links(t)
+		for _, from := range machines {
+			for _, to := range machines {
+				l := ls[from.name+">"+to.name]
+				if from.name != to.name && (l.State != wantState || l.Subnet != to.subnet || l.Via != wantVia(to.addr) || l.Mode != meshMode ||
+					(meshMode == "wireguard" && (l.Handshake == nil || l.RxBytes == 0))) {
+					return false
+				}
 			}
 		}
-	}
+		return true
+	}, "skein net does not show every path %s: %v", wantState, func() any { return links(t) }())
 	var probes []struct {
 		Server    string  `json:"server"`
 		From      string  `json:"from"`
@@ -116,8 +124,12 @@ func TestContainersReachEachOtherAcrossMachines(t *testing.T) {
 	t.Logf("skein net check:\n%s", mustSkein(t, "net", "check"))
 	route, _ := inMachine("m1", "ip", "route", "show", "proto", "77")
 	for _, to := range machines[1:] {
-		if !strings.Contains(route, to.subnet+" via "+to.addr) {
-			t.Errorf("m1's routes lack %s via %s:\n%s", to.subnet, to.addr, route)
+		want := to.subnet + " via " + to.addr
+		if meshMode == "wireguard" {
+			want = to.subnet + " dev skein-wg0"
+		}
+		if !strings.Contains(route, want) {
+			t.Errorf("m1's routes lack %s:\n%s", want, route)
 		}
 	}
 	t.Logf("9 paths answered; m1's routes:\n%s", route)
@@ -214,7 +226,7 @@ func TestMachinePowerCycle(t *testing.T) {
 	}
 	off := time.Now()
 	eventually(t, 20*time.Second, func() bool { vs, _ := servers(); return vs["m3"].Status == "down" }, "skein servers does not show m3 down")
-	if l := links(t)["m1>m3"]; l.State != "routed" || !l.Down {
+	if l := links(t)["m1>m3"]; (l.State != "routed" && l.State != "tunnel") || !l.Down {
 		t.Errorf("m1's path to m3 while m3 is off: %+v, want the route kept and m3 down", l)
 	}
 	if out, err := exec.Command("incus", "start", "m3", "--project", project).CombinedOutput(); err != nil {
