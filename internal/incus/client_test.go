@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // createInstance creates and completes an instance in the fake, going through the real wait loop.
@@ -151,11 +152,17 @@ func TestInstanceLifecycle(t *testing.T) {
 	if res.ExitCode != 3 || string(res.Stderr) != "boom\n" {
 		t.Fatalf("exec result %+v", res)
 	}
-	f.mu.Lock()
-	leftover := len(f.logs)
-	f.mu.Unlock()
-	if leftover != 0 {
-		t.Fatalf("exec logs not deleted: %d left", leftover)
+	// The logs are deleted after the answer, in the background.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		f.mu.Lock()
+		leftover := len(f.logs)
+		f.mu.Unlock()
+		if leftover == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exec logs not deleted: %d left", leftover)
+		}
 	}
 
 	// Content that looks like an error envelope must come back verbatim.
