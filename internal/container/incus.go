@@ -74,23 +74,16 @@ func (r *Incus) List(ctx context.Context) ([]Instance, error) {
 	return out, nil
 }
 
-// Get implements Runtime.
+// Get implements Runtime: the instance and its state in one request.
 func (r *Incus) Get(ctx context.Context, name string) (*Instance, error) {
-	inst, _, err := r.c.GetInstance(ctx, name)
+	inst, err := r.c.GetInstanceFull(ctx, name)
 	if incus.IsNotFound(err) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	st, err := r.c.GetInstanceState(ctx, name)
-	if incus.IsNotFound(err) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	in := fromIncus(inst.Name, inst.Status, inst.Config, inst.Devices, st)
+	in := fromIncus(inst.Name, inst.Status, inst.Config, inst.Devices, inst.State)
 	return &in, nil
 }
 

@@ -130,6 +130,13 @@ func TestInstanceLifecycle(t *testing.T) {
 	if st.StatusCode != Running || st.Network["eth0"].Addresses[0].Address != "10.77.1.10" {
 		t.Fatalf("state %+v", st)
 	}
+	full, err := c.GetInstanceFull(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.Name != "c1" || full.State == nil || full.State.StatusCode != Running || full.State.Network["eth0"].Addresses[0].Address != "10.77.1.10" {
+		t.Fatalf("GetInstanceFull %+v", full)
+	}
 	list, err := c.GetInstances(ctx)
 	if err != nil || len(list) != 1 || list[0].Name != "c1" || list[0].State.StatusCode != Running || list[0].Description != "updated" {
 		t.Fatalf("GetInstances: %v %+v", err, list)

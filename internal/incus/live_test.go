@@ -174,6 +174,10 @@ func TestLiveInstance(t *testing.T) {
 	if err != nil || st.StatusCode != Running || st.Pid == 0 {
 		t.Fatalf("state: %v %+v", err, st)
 	}
+	full, err := c.GetInstanceFull(ctx, name)
+	if err != nil || full.Name != name || full.State == nil || full.State.StatusCode != Running || full.State.Pid == 0 {
+		t.Fatalf("instance with its state: %v %+v", err, full)
+	}
 
 	res, err := c.ExecInstance(ctx, name, InstanceExecPost{Command: []string{"hostname"}})
 	if err != nil {
