@@ -38,6 +38,7 @@ func fromIncus(name, status string, config map[string]string, devices map[string
 	if nic, ok := devices["eth0"]; ok {
 		in.StaticIPv4 = nic["ipv4.address"]
 	}
+	in.MAC = strings.ToLower(config["volatile.eth0.hwaddr"])
 	for dev, d := range devices {
 		if d["type"] == "proxy" && strings.HasPrefix(dev, "skein-pub-") {
 			in.Published = append(in.Published, fmt.Sprintf("%s->%s", strings.TrimPrefix(dev, "skein-pub-"), d["connect"][strings.LastIndex(d["connect"], ":")+1:]))
