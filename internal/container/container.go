@@ -37,6 +37,8 @@ type Instance struct {
 	IPv4 string
 	// StaticIPv4 is the address requested at launch, if any.
 	StaticIPv4 string
+	// MAC is the hardware address of eth0, lower case ("" when unknown).
+	MAC string
 	// Image is the image alias it was launched from.
 	Image string
 	// Command is the id of the launching command.
@@ -143,6 +145,16 @@ type Runtime interface {
 	AttachVolume(ctx context.Context, name, volume, path string) error
 	// DeleteVolume deletes a custom volume that no container uses; a missing one is no error.
 	DeleteVolume(ctx context.Context, name string) error
+}
+
+// Leases is what a Runtime may also offer: news of the DHCP leases its
+// network grants, so that whoever waits for a container's address looks
+// when the lease is granted rather than on a timer.
+type Leases interface {
+	// WatchLeases sends the hardware addresses (lower case) whose lease was
+	// granted or renewed, as it happens, until ctx ends; the channel is
+	// closed when it stops.
+	WatchLeases(ctx context.Context) (<-chan []string, error)
 }
 
 // ExecResult is the outcome of a command run in a container.

@@ -36,10 +36,17 @@ type Fake struct {
 	Hang map[string]bool
 	// ExecHook, when set, answers Exec instead of the default success.
 	ExecHook func(name string, argv []string) (ExecResult, error)
-	boots    int
+	// DelayAddress leaves a started container without an address until Grant.
+	DelayAddress bool
+	boots        int
+	macs         int
+	leaseWatches []chan []string
 }
 
-var _ Runtime = (*Fake)(nil)
+var (
+	_ Runtime = (*Fake)(nil)
+	_ Leases  = (*Fake)(nil)
+)
 
 // NewFake returns a fake server with the subnet and images given.
 func NewFake(prefix string, images ...string) *Fake {
@@ -128,7 +135,9 @@ func (f *Fake) Create(ctx context.Context, s CreateSpec) error {
 	if !f.images[s.Image] {
 		return &PermanentError{Err: fmt.Errorf("image %q not found", s.Image)}
 	}
-	f.insts[s.Name] = &Instance{Name: s.Name, Status: "Stopped", StaticIPv4: s.IPv4, Image: s.Image, Command: s.Command, Job: s.Job, JobVersion: s.JobVersion}
+	f.macs++
+	mac := fmt.Sprintf("10:66:6a:00:%02x:%02x", f.macs>>8&0xff, f.macs&0xff)
+	f.insts[s.Name] = &Instance{Name: s.Name, Status: "Stopped", StaticIPv4: s.IPv4, MAC: mac, Image: s.Image, Command: s.Command, Job: s.Job, JobVersion: s.JobVersion}
 	f.emit(s.Name, "instance-created")
 	return nil
 }
@@ -151,16 +160,62 @@ func (f *Fake) Start(ctx context.Context, name string) error {
 	i.Status = "Running"
 	f.boots++
 	i.Boot = fmt.Sprint(f.boots)
-	if i.StaticIPv4 != "" {
-		i.IPv4 = i.StaticIPv4
-	} else {
-		b := f.subnet.Prefix.Addr().As4()
-		b[3] = byte(f.next)
-		f.next++
-		i.IPv4 = netip.AddrFrom4(b).String()
+	if !f.DelayAddress {
+		f.address(i)
 	}
 	f.emit(name, "instance-started")
 	return nil
+}
+
+// address gives a running container its address, as DHCP does.
+func (f *Fake) address(i *Instance) {
+	if i.StaticIPv4 != "" {
+		i.IPv4 = i.StaticIPv4
+		return
+	}
+	b := f.subnet.Prefix.Addr().As4()
+	b[3] = byte(f.next)
+	f.next++
+	i.IPv4 = netip.AddrFrom4(b).String()
+}
+
+// Grant gives a running container that waits for its address (DelayAddress)
+// its lease and address, and tells WatchLeases.
+func (f *Fake) Grant(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i, ok := f.insts[name]
+	if !ok || i.Status != "Running" || i.IPv4 != "" {
+		return
+	}
+	f.address(i)
+	for _, w := range f.leaseWatches {
+		select {
+		case w <- []string{i.MAC}:
+		default:
+		}
+	}
+}
+
+// WatchLeases implements Leases: Grant tells it.
+func (f *Fake) WatchLeases(ctx context.Context) (<-chan []string, error) {
+	ch := make(chan []string, 64)
+	f.mu.Lock()
+	f.leaseWatches = append(f.leaseWatches, ch)
+	f.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for i, w := range f.leaseWatches {
+			if w == ch {
+				f.leaseWatches = append(f.leaseWatches[:i], f.leaseWatches[i+1:]...)
+				break
+			}
+		}
+		close(ch)
+	}()
+	return ch, nil
 }
 
 // Stop implements Runtime.

@@ -38,6 +38,7 @@ func fromIncus(name, status string, config map[string]string, devices map[string
 	if nic, ok := devices["eth0"]; ok {
 		in.StaticIPv4 = nic["ipv4.address"]
 	}
+	in.MAC = strings.ToLower(config["volatile.eth0.hwaddr"])
 	for dev, d := range devices {
 		if d["type"] == "proxy" && strings.HasPrefix(dev, "skein-pub-") {
 			in.Published = append(in.Published, fmt.Sprintf("%s->%s", strings.TrimPrefix(dev, "skein-pub-"), d["connect"][strings.LastIndex(d["connect"], ":")+1:]))
@@ -74,23 +75,16 @@ func (r *Incus) List(ctx context.Context) ([]Instance, error) {
 	return out, nil
 }
 
-// Get implements Runtime.
+// Get implements Runtime: the instance and its state in one request.
 func (r *Incus) Get(ctx context.Context, name string) (*Instance, error) {
-	inst, _, err := r.c.GetInstance(ctx, name)
+	inst, err := r.c.GetInstanceFull(ctx, name)
 	if incus.IsNotFound(err) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	st, err := r.c.GetInstanceState(ctx, name)
-	if incus.IsNotFound(err) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	in := fromIncus(inst.Name, inst.Status, inst.Config, inst.Devices, st)
+	in := fromIncus(inst.Name, inst.Status, inst.Config, inst.Devices, inst.State)
 	return &in, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // createInstance creates and completes an instance in the fake, going through the real wait loop.
@@ -129,6 +130,13 @@ func TestInstanceLifecycle(t *testing.T) {
 	if st.StatusCode != Running || st.Network["eth0"].Addresses[0].Address != "10.77.1.10" {
 		t.Fatalf("state %+v", st)
 	}
+	full, err := c.GetInstanceFull(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.Name != "c1" || full.State == nil || full.State.StatusCode != Running || full.State.Network["eth0"].Addresses[0].Address != "10.77.1.10" {
+		t.Fatalf("GetInstanceFull %+v", full)
+	}
 	list, err := c.GetInstances(ctx)
 	if err != nil || len(list) != 1 || list[0].Name != "c1" || list[0].State.StatusCode != Running || list[0].Description != "updated" {
 		t.Fatalf("GetInstances: %v %+v", err, list)
@@ -151,11 +159,17 @@ func TestInstanceLifecycle(t *testing.T) {
 	if res.ExitCode != 3 || string(res.Stderr) != "boom\n" {
 		t.Fatalf("exec result %+v", res)
 	}
-	f.mu.Lock()
-	leftover := len(f.logs)
-	f.mu.Unlock()
-	if leftover != 0 {
-		t.Fatalf("exec logs not deleted: %d left", leftover)
+	// The logs are deleted after the answer, in the background.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		f.mu.Lock()
+		leftover := len(f.logs)
+		f.mu.Unlock()
+		if leftover == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exec logs not deleted: %d left", leftover)
+		}
 	}
 
 	// Content that looks like an error envelope must come back verbatim.

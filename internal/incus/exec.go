@@ -2,9 +2,12 @@ package incus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync"
+	"time"
 )
 
 // ExecResult is the outcome of a non-interactive command.
@@ -29,7 +32,8 @@ func (c *Client) ExecInstance(ctx context.Context, name string, req InstanceExec
 	waitErr := op.Wait(ctx)
 	md := op.Get().Metadata
 	logs := execLogURLs(md)
-	defer c.deleteLogs(ctx, logs)
+	// Deleted after the caller has its answer: each is a round trip to incusd.
+	defer func() { go c.deleteLogs(context.WithoutCancel(ctx), logs) }()
 	if waitErr != nil {
 		return nil, fmt.Errorf("incus: exec %v in %s: %w", req.Command, name, waitErr)
 	}
@@ -38,16 +42,32 @@ func (c *Client) ExecInstance(ctx context.Context, name string, req InstanceExec
 		return nil, fmt.Errorf("incus: exec %v in %s: operation has no exit code", req.Command, name)
 	}
 	res := &ExecResult{ExitCode: int(ret)}
-	for fd, dst := range map[string]*[]byte{"1": &res.Stdout, "2": &res.Stderr} {
+	// Both logs at once.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, fd := range []string{"1", "2"} {
 		u, ok := logs[fd]
 		if !ok {
 			continue
 		}
-		data, _, err := c.getRaw(ctx, u.EscapedPath(), u.Query())
-		if err != nil {
-			return nil, fmt.Errorf("incus: exec %v in %s: fetch fd %s: %w", req.Command, name, fd, err)
+		dst := &res.Stdout
+		if fd == "2" {
+			dst = &res.Stderr
 		}
-		*dst = data
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data, _, err := c.getRaw(ctx, u.EscapedPath(), u.Query())
+			if err != nil {
+				errs[i] = fmt.Errorf("incus: exec %v in %s: fetch fd %s: %w", req.Command, name, fd, err)
+				return
+			}
+			*dst = data
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return res, nil
 }
@@ -68,9 +88,12 @@ func execLogURLs(md map[string]any) map[string]*url.URL {
 	return out
 }
 
-// deleteLogs removes recorded exec output best-effort, because failing to clean up must not fail a finished command.
+// deleteLogs removes recorded exec output best-effort, because failing to
+// clean up must not fail a finished command; each deletion is bounded.
 func (c *Client) deleteLogs(ctx context.Context, logs map[string]*url.URL) {
 	for _, u := range logs {
-		_, _, _ = c.query(ctx, http.MethodDelete, u.EscapedPath(), u.Query(), nil, nil)
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, _, _ = c.query(dctx, http.MethodDelete, u.EscapedPath(), u.Query(), nil, nil)
+		cancel()
 	}
 }

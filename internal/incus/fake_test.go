@@ -283,6 +283,11 @@ func (f *fakeIncus) getInstance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", fmt.Sprintf("%q", strconv.Itoa(fi.version)))
+	if r.URL.Query().Get("recursion") == "1" {
+		st := fi.state()
+		sync200(w, InstanceFull{Instance: fi.inst, State: &st})
+		return
+	}
 	sync200(w, fi.inst)
 }
 
@@ -333,12 +338,17 @@ func (f *fakeIncus) getState(w http.ResponseWriter, r *http.Request) {
 	if fi == nil {
 		return
 	}
+	sync200(w, fi.state())
+}
+
+// state is the instance's live state as Incus reports it.
+func (fi *fakeInstance) state() InstanceState {
 	st := InstanceState{Status: fi.inst.Status, StatusCode: fi.inst.StatusCode, Processes: -1}
 	if fi.inst.StatusCode == Running {
 		st.Pid = 4242
 		st.Network = map[string]InstanceStateNetwork{"eth0": {State: "up", Addresses: []InstanceStateNetworkAddress{{Family: "inet", Address: "10.77.1.10", Netmask: "24", Scope: "global"}}}}
 	}
-	sync200(w, st)
+	return st
 }
 
 func (f *fakeIncus) putState(w http.ResponseWriter, r *http.Request) {

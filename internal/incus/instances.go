@@ -26,6 +26,15 @@ func (c *Client) GetInstance(ctx context.Context, name string) (*Instance, strin
 	return &inst, etag, nil
 }
 
+// GetInstanceFull fetches an instance with its live state in one request (recursion=1).
+func (c *Client) GetInstanceFull(ctx context.Context, name string) (*InstanceFull, error) {
+	var inst InstanceFull
+	if _, err := c.queryStruct(ctx, http.MethodGet, instancePath(name), url.Values{"recursion": {"1"}}, nil, &inst); err != nil {
+		return nil, err
+	}
+	return &inst, nil
+}
+
 // GetInstanceState fetches live runtime state (status, addresses, usage).
 func (c *Client) GetInstanceState(ctx context.Context, name string) (*InstanceState, error) {
 	var st InstanceState

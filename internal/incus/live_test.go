@@ -174,6 +174,10 @@ func TestLiveInstance(t *testing.T) {
 	if err != nil || st.StatusCode != Running || st.Pid == 0 {
 		t.Fatalf("state: %v %+v", err, st)
 	}
+	full, err := c.GetInstanceFull(ctx, name)
+	if err != nil || full.Name != name || full.State == nil || full.State.StatusCode != Running || full.State.Pid == 0 {
+		t.Fatalf("instance with its state: %v %+v", err, full)
+	}
 
 	res, err := c.ExecInstance(ctx, name, InstanceExecPost{Command: []string{"hostname"}})
 	if err != nil {
@@ -200,11 +204,19 @@ func TestLiveInstance(t *testing.T) {
 	if !errors.As(err, &oe) {
 		t.Fatalf("exec missing binary: want OperationError, got %v", err)
 	}
-	var leftover []string
-	if _, err := c.queryStruct(ctx, "GET", instancePath(name, "logs", "exec-output"), nil, nil, &leftover); err != nil {
-		t.Logf("listing exec-output logs: %v", err)
-	} else if len(leftover) != 0 {
-		t.Fatalf("exec logs not deleted: %v", leftover)
+	// The logs are deleted after the answer, in the background.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var leftover []string
+		if _, err := c.queryStruct(ctx, "GET", instancePath(name, "logs", "exec-output"), nil, nil, &leftover); err != nil {
+			t.Logf("listing exec-output logs: %v", err)
+			break
+		}
+		if len(leftover) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exec logs not deleted: %v", leftover)
+		}
 	}
 
 	content := "written by skein\n"

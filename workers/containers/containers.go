@@ -46,6 +46,8 @@ type Worker struct {
 	// fetch imports an image from the bus when it is stored there: true
 	// when it was; nil fetches nothing.
 	fetch func(ctx context.Context, image string) (bool, error)
+	// leases wakes those who wait for a container's address.
+	leases *leaseNews
 }
 
 // SetFetcher makes a launch of an image the server lacks fetch it from the
@@ -69,7 +71,7 @@ func (w *Worker) checkReady(ctx context.Context, image string) error {
 
 // New returns the container worker of server.
 func New(server string, rt container.Runtime, store *bus.Store[events.Container], pub *bus.Publisher, log zerolog.Logger) *Worker {
-	return &Worker{server: server, rt: rt, store: store, pub: pub, log: log, told: map[string]told{}}
+	return &Worker{server: server, rt: rt, store: store, pub: pub, log: log, told: map[string]told{}, leases: newLeaseNews()}
 }
 
 // Lock is the lock key of container name: its commands run one at a time.
@@ -227,6 +229,7 @@ func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p ev
 			return none, workers.Transient("reading container %s: %v", p.Name, err)
 		}
 	}
+	since := time.Now()
 	if inst.Status != "Running" {
 		req.Progress("start", "starting "+p.Name)
 		if err := w.rt.Start(ctx, p.Name); err != nil {
@@ -234,7 +237,7 @@ func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p ev
 		}
 	}
 	req.Progress("address", "waiting for an IPv4 address")
-	return w.settle(ctx, p.Name)
+	return w.settle(ctx, p.Name, since)
 }
 
 // Start starts a container; starting a running one is a no-op.
@@ -328,6 +331,7 @@ func (w *Worker) act(ctx context.Context, req *workers.Request, name string, cha
 	if err != nil {
 		return none, workers.Transient("reading container %s: %v", name, err)
 	}
+	since := time.Now()
 	if err := change(inst); err != nil {
 		var we *workers.Error
 		if errors.As(err, &we) {
@@ -340,27 +344,19 @@ func (w *Worker) act(ctx context.Context, req *workers.Request, name string, cha
 	}
 	if wantAddress {
 		req.Progress("address", "waiting for an IPv4 address")
-		return w.settle(ctx, name)
+		return w.settle(ctx, name, since)
 	}
 	return w.syncOne(ctx, name)
 }
 
-// settle waits (bounded) for a running container to get its address, then records it.
-func (w *Worker) settle(ctx context.Context, name string) (events.Container, error) {
-	deadline := time.Now().Add(addressWait)
-	for {
-		inst, err := w.rt.Get(ctx, name)
-		if err != nil {
-			return events.Container{}, workers.Transient("reading container %s: %v", name, err)
-		}
-		if inst.IPv4 != "" || inst.Status != "Running" || time.Now().After(deadline) {
-			break
-		}
-		select {
-		case <-ctx.Done():
+// settle waits (bounded) for a container started at since to get its
+// address, then records it.
+func (w *Worker) settle(ctx context.Context, name string, since time.Time) (events.Container, error) {
+	if err := w.waitAddress(ctx, name, since); err != nil {
+		if ctx.Err() != nil {
 			return events.Container{}, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
 		}
+		return events.Container{}, workers.Transient("reading container %s: %v", name, err)
 	}
 	return w.syncOne(ctx, name)
 }

@@ -67,6 +67,7 @@ func eventID(server, name, gen string, seq int) string {
 // After every (re)connection it reconciles first, so changes made while the
 // stream was down, or the agent was, are caught up and announced.
 func (w *Worker) Run(ctx context.Context) {
+	go w.leases.follow(ctx, w.rt, w.log)
 	w.loadTold(ctx)
 	retry := time.Second
 	for ctx.Err() == nil {
@@ -129,7 +130,12 @@ func (w *Worker) follow(ctx context.Context, ch <-chan container.Event) {
 				continue
 			}
 			if typ == events.TypeContainerStarted && c.IPv4 == "" {
-				go w.awaitAddress(ctx, ev.Name)
+				// Its DHCP client may have its lease before Incus tells the start.
+				since := ev.Time
+				if since.IsZero() {
+					since = time.Now()
+				}
+				go w.awaitAddress(ctx, ev.Name, since.Add(-time.Second))
 			}
 		case <-tick.C:
 			if err := w.Reconcile(ctx); err != nil {
@@ -139,15 +145,14 @@ func (w *Worker) follow(ctx context.Context, ch <-chan container.Event) {
 	}
 }
 
-// awaitAddress announces a started container's address as soon as DHCP gives it one.
-func (w *Worker) awaitAddress(ctx context.Context, name string) {
-	deadline := time.Now().Add(addressWait)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		sleep(ctx, 200*time.Millisecond)
-		c, err := w.observe(ctx, name, "", "")
-		if err != nil || c.IPv4 != "" || c.Status != "Running" {
-			return
-		}
+// awaitAddress announces the address of a container started at since as
+// soon as DHCP gives it one.
+func (w *Worker) awaitAddress(ctx context.Context, name string, since time.Time) {
+	if err := w.waitAddress(ctx, name, since); err != nil {
+		return
+	}
+	if _, err := w.observe(ctx, name, "", ""); err != nil {
+		w.log.Warn().Err(err).Str("container", name).Msg("recording its address")
 	}
 }
 

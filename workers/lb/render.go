@@ -44,10 +44,12 @@ func RenderHAProxy(lb events.LB) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by skein for load balancer %s; skein rewrites it.\n", lb.Name)
+	// Without httpclient.ssl.verify none, haproxy's own HTTP client (unused) loads every system CA at each start and check.
 	b.WriteString(`global
     master-worker
     stats socket /run/haproxy/admin.sock mode 660 level admin expose-fd listeners
     maxconn 4096
+    httpclient.ssl.verify none
 `)
 	if lb.Workers > 0 {
 		fmt.Fprintf(&b, "    nbthread %d\n", lb.Workers)
