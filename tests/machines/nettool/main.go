@@ -5,6 +5,7 @@
 //	nettool serve ADDR          answer round trips and sink bulk data (stops after 2 minutes)
 //	nettool rtt ADDR N          N one-byte round trips on one connection: median in µs
 //	nettool tput ADDR SECONDS   send for SECONDS on one connection: Mbit/s the server took
+//	nettool http ADDR TEXT      answer every HTTP request with TEXT (stops after 10 minutes)
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -31,6 +33,8 @@ func main() {
 		err = rtt(os.Args[2], atoi(os.Args[3]))
 	case "tput":
 		err = tput(os.Args[2], atoi(os.Args[3]))
+	case "http":
+		err = httpText(os.Args[2], os.Args[3])
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -131,5 +135,17 @@ func tput(addr string, seconds int) error {
 	}
 	took, _ := strconv.ParseFloat(line[:len(line)-1], 64)
 	fmt.Printf("%.0f\n", took*8/time.Since(start).Seconds()/1e6)
+	return nil
+}
+
+func httpText(addr, text string) error {
+	srv := &http.Server{Addr: addr, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Connection", "close")
+		fmt.Fprintln(w, text)
+	})}
+	time.AfterFunc(10*time.Minute, func() { srv.Close() })
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		return err
+	}
 	return nil
 }
