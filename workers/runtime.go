@@ -852,19 +852,26 @@ func fallbackID(env *events.Envelope, msg jetstream.Msg, meta *jetstream.MsgMeta
 	if env != nil && env.Type != "" {
 		typ = env.Type
 	}
-	if env != nil && bus.ValidToken(env.ID) {
+	if env != nil && answerable(env.ID) {
 		return env.ID, typ
 	}
 	var probe struct {
 		ID string `json:"id"`
 	}
-	if json.Unmarshal(msg.Data(), &probe) == nil && bus.ValidToken(probe.ID) && len(probe.ID) <= 128 {
+	if json.Unmarshal(msg.Data(), &probe) == nil && answerable(probe.ID) {
 		return probe.ID, typ
 	}
-	if id := msg.Headers().Get(nats.MsgIdHdr); bus.ValidToken(id) {
+	if id := msg.Headers().Get(nats.MsgIdHdr); answerable(id) {
 		return id, typ
 	}
 	return fmt.Sprintf("seq-%d", meta.Sequence.Stream), typ
+}
+
+// answerable says whether an id of an invalid message may name its result
+// subject: one token, and short (a subject beyond NATS's 4 KiB control line
+// cuts the publisher off the bus), as envelopes' ids are.
+func answerable(id string) bool {
+	return bus.ValidToken(id) && len(id) <= 160
 }
 
 // lockResources is true but in a broken build made to show that the soak's

@@ -281,6 +281,20 @@ func TestInvalidMessageIsAnsweredAndDropped(t *testing.T) {
 		{"not JSON, no id anywhere", func(t *testing.T) ([]byte, string, string) {
 			return []byte("{"), "", ""
 		}},
+		// A result subject longer than NATS's 4 KiB control line cut the
+		// agent off the bus at every delivery: such an id is never answered on.
+		{"an id of 5,000 characters", func(t *testing.T) ([]byte, string, string) {
+			m := valid(t)
+			m["id"] = strings.Repeat("a", 5000)
+			raw, _ := json.Marshal(m)
+			return raw, "", ""
+		}},
+		{"a message id of 5,000 characters, no id", func(t *testing.T) ([]byte, string, string) {
+			m := valid(t)
+			delete(m, "id")
+			raw, _ := json.Marshal(m)
+			return raw, strings.Repeat("b", 5000), ""
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -304,6 +318,16 @@ func TestInvalidMessageIsAnsweredAndDropped(t *testing.T) {
 			h.drained(t)
 			if n := calls.Load(); n != 0 {
 				t.Errorf("handler ran %d times on an invalid message", n)
+			}
+			// The agent is still on the bus: the next command is answered.
+			env, err := events.New(events.TypeLaunch, "cli", server, events.Launch{Name: "web", Image: "img"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			next, _ := env.Marshal()
+			h.publishRaw(t, bus.CommandSubject(server, events.TypeLaunch), next, env.ID)
+			if res, err := h.waitResult(t, env.ID); err != nil || res.Error != nil {
+				t.Errorf("the next command after an invalid one: %v %+v", err, res)
 			}
 		})
 	}
