@@ -829,11 +829,20 @@ func (r *Runtime) lookup(ctx context.Context, raw []byte) func(id string) ([]byt
 }
 
 // storedResult returns the stored result of command id, nil when it has none.
+// It asks the results stream's leader (a lagging replica's "none" would run
+// the command again) for 5 s at the most, a second an ask: while a NATS node
+// is lost the stream has no leader and nothing answers until one is elected,
+// and the ask after the election is answered at once.
 func (r *Runtime) storedResult(ctx context.Context, id string) ([]byte, error) {
-	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	// From the stream's leader: a lagging replica's "none" would run the command again.
-	return bus.LastMsg(lctx, r.conn.NC, bus.StreamResults, bus.ResultSubject(r.server, id))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		raw, err := bus.LastMsg(lctx, r.conn.NC, bus.StreamResults, bus.ResultSubject(r.server, id))
+		cancel()
+		if err == nil || ctx.Err() != nil || !time.Now().Before(deadline) || !errors.Is(err, context.DeadlineExceeded) {
+			return raw, err
+		}
+	}
 }
 
 func (r *Runtime) progress(id, step, m string) {

@@ -320,16 +320,24 @@ func (w *Worker) Publish(ctx context.Context, req *workers.Request, p events.App
 		}
 	}
 	var prev *events.App // the app as it was, to take an ACME app back to
-	same := false
+	same, told := false, false
 	ws, err := w.change(ctx, p.WS, func(ws *events.WS) ([]svc.File, error) {
 		i := appIndex(ws, p.URL)
+		present := i >= 0 && ws.Apps[i].Target == p.Target && sameTLS(ws.Apps[i].TLS, p.TLS, given)
+		// An attempt after one whose change landed but whose answer was lost
+		// (its record's acknowledgement, say) tells the publication as that
+		// one would have: the event is at least once.
+		had, err := req.FirstSaw(ctx, "had", present)
+		if err != nil {
+			return nil, err
+		}
 		if i >= 0 {
 			a := ws.Apps[i]
 			if a.Target != p.Target {
 				return nil, workers.Conflict("web server %s already publishes %s (to %s:%d): `skein delapp %s %s` first", ws.Name, p.URL, a.Target.Host, a.Target.Port, ws.Name, p.URL)
 			}
-			if sameTLS(a.TLS, p.TLS, given) {
-				same = true
+			if present {
+				same, told = true, !had
 				return nil, nil
 			}
 			prev = &a
@@ -381,6 +389,9 @@ func (w *Worker) Publish(ctx context.Context, req *workers.Request, p events.App
 		}
 		return files, nil
 	})
+	if err == nil && told {
+		w.publishApp(ctx, ws, ws.Apps[appIndex(&ws, p.URL)], false)
+	}
 	if err != nil || same {
 		return ws, err
 	}

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
@@ -27,64 +29,9 @@ const server = "s1"
 // at the container's address by the reconciler, which tells it (ws.changed,
 // cause reconcile); a web server whose apps point right is not touched.
 func TestMissedMoveIsRepairedAndTold(t *testing.T) {
-	conn, url := testutil.Bus(t)
-	aconn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent-" + server, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer aconn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	fake := container.NewFake("10.77.9.0/24", "skein-service")
-	cstore, err := bus.OpenStore[events.Container](ctx, aconn.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := bus.NewPublisher(aconn.JS, "agent/"+server, server)
-	cw := containers.New(server, fake, cstore, pub, zerolog.Nop())
-	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
-	host := &svc.Host{Server: server, Image: "skein-service", Runtime: fake, Containers: cw, Locks: rt, Answered: rt.Answered, Log: zerolog.Nop()}
-	w, err := New(ctx, Config{Deps: svc.Deps{Host: host, JS: aconn.JS, Publisher: pub}, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cw.Register(rt)
-	w.Register(rt)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = rt.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
-
-	var mu sync.Mutex
-	var told []events.WSChange
-	sub, err := conn.NC.Subscribe(bus.EventFilter(server, events.TypeWSChanged), func(m *nats.Msg) {
-		if env, err := events.Decode(m.Data); err == nil {
-			var ch events.WSChange
-			if env.Payload(&ch) == nil {
-				mu.Lock()
-				told = append(told, ch)
-				mu.Unlock()
-			}
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	_ = conn.NC.Flush()
-
-	client := bus.NewClient(conn, "cli")
-	do := func(typ string, payload any) {
-		t.Helper()
-		env, err := client.NewCommand(server, typ, "", payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cctx, c := context.WithTimeout(ctx, 30*time.Second)
-		defer c()
-		if _, err := client.Do(cctx, bus.Call{Envelope: env}); err != nil {
-			t.Fatalf("%s: %v", typ, err)
-		}
-	}
+	r := newRig(t, nil)
+	ctx, fake, w, host, cstore, do := r.ctx, r.fake, r.w, r.host, r.cstore, r.do
+	mu, told := &r.mu, &r.changes
 	do(events.TypeLaunch, events.Launch{Name: "c1", Image: "skein-service"})
 	do(events.TypeWSAdd, events.WSAdd{Name: "web1"})
 	do(events.TypeAppPublish, events.AppPublish{WS: "web1", URL: "ctr.test", Target: events.Target{Kind: events.TargetContainer, Host: "c1", Port: 80}})
@@ -127,13 +74,151 @@ func TestMissedMoveIsRepairedAndTold(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, ch := range told {
+		for _, ch := range *told {
 			if ch.Name == "web1" && ch.Change == "apps" && ch.Cause == "reconcile" {
 				return true
 			}
 		}
 		return false
-	}, "no ws.changed event with cause reconcile: %v", lazyJSON(func() any { mu.Lock(); defer mu.Unlock(); return told }))
+	}, "no ws.changed event with cause reconcile: %v", lazyJSON(func() any { mu.Lock(); defer mu.Unlock(); return *told }))
+}
+
+// rig is a web-server worker on a fake server, its events followed.
+type rig struct {
+	ctx     context.Context
+	fake    *container.Fake
+	w       *Worker
+	host    *svc.Host
+	cstore  *bus.Store[events.Container]
+	do      func(typ string, payload any)
+	mu      sync.Mutex
+	changes []events.WSChange
+	apps    []events.AppEvent
+}
+
+// newRig starts the worker; wrap, when set, stands between it and JetStream.
+func newRig(t *testing.T, wrap func(jetstream.JetStream) jetstream.JetStream) *rig {
+	t.Helper()
+	conn, url := testutil.Bus(t)
+	aconn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent-" + server, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(aconn.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &rig{ctx: ctx, fake: container.NewFake("10.77.9.0/24", "skein-service")}
+	if r.cstore, err = bus.OpenStore[events.Container](ctx, aconn.JS); err != nil {
+		t.Fatal(err)
+	}
+	pub := bus.NewPublisher(aconn.JS, "agent/"+server, server)
+	cw := containers.New(server, r.fake, r.cstore, pub, zerolog.Nop())
+	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
+	r.host = &svc.Host{Server: server, Image: "skein-service", Runtime: r.fake, Containers: cw, Locks: rt, Answered: rt.Answered, Log: zerolog.Nop()}
+	js := aconn.JS
+	if wrap != nil {
+		js = wrap(js)
+	}
+	if r.w, err = New(ctx, Config{Deps: svc.Deps{Host: r.host, JS: js, Publisher: pub}, Log: zerolog.Nop()}); err != nil {
+		t.Fatal(err)
+	}
+	cw.Register(rt)
+	r.w.Register(rt)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = rt.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	sub, err := conn.NC.Subscribe(bus.EventFilter(server, ""), func(m *nats.Msg) {
+		env, err := events.Decode(m.Data)
+		if err != nil {
+			return
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		switch env.Type {
+		case events.TypeWSChanged:
+			var ch events.WSChange
+			if env.Payload(&ch) == nil {
+				r.changes = append(r.changes, ch)
+			}
+		case events.TypeAppPublished:
+			var a events.AppEvent
+			if env.Payload(&a) == nil {
+				r.apps = append(r.apps, a)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	_ = conn.NC.Flush()
+	client := bus.NewClient(conn, "cli")
+	r.do = func(typ string, payload any) {
+		t.Helper()
+		env, err := client.NewCommand(server, typ, "", payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, c := context.WithTimeout(ctx, 30*time.Second)
+		defer c()
+		if _, err := client.Do(cctx, bus.Call{Envelope: env}); err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+	}
+	return r
+}
+
+// lostAckJS hands out the web servers' bucket with its next write's
+// acknowledgement lost once armed: the record lands, the writer hears an error.
+type lostAckJS struct {
+	jetstream.JetStream
+	armed *atomic.Bool
+}
+
+func (j lostAckJS) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	kv, err := j.JetStream.KeyValue(ctx, bucket)
+	if err != nil || bucket != "skein_ws" {
+		return kv, err
+	}
+	return lostAckKV{KeyValue: kv, armed: j.armed}, nil
+}
+
+type lostAckKV struct {
+	jetstream.KeyValue
+	armed *atomic.Bool
+}
+
+func (k lostAckKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	n, err := k.KeyValue.Update(ctx, key, value, rev)
+	if err == nil && k.armed.CompareAndSwap(true, false) {
+		return 0, context.DeadlineExceeded
+	}
+	return n, err
+}
+
+// An app published by an attempt whose record landed but whose answer was
+// lost (CI's soak: "writing ws: context deadline exceeded", then done by the
+// next attempt) is still told: app.published, once the command succeeds.
+func TestPublishWhoseRecordLandedIsTold(t *testing.T) {
+	armed := &atomic.Bool{}
+	r := newRig(t, func(js jetstream.JetStream) jetstream.JetStream { return lostAckJS{JetStream: js, armed: armed} })
+	r.do(events.TypeLaunch, events.Launch{Name: "c1", Image: "skein-service"})
+	r.do(events.TypeWSAdd, events.WSAdd{Name: "web1"})
+	armed.Store(true)
+	r.do(events.TypeAppPublish, events.AppPublish{WS: "web1", URL: "lost.test", Target: events.Target{Kind: events.TargetContainer, Host: "c1", Port: 80}})
+	if armed.Load() {
+		t.Fatal("the publication's record write never lost its acknowledgement: the test did not test")
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, a := range r.apps {
+			if a.URL == "lost.test" {
+				return true
+			}
+		}
+		return false
+	}, "no app.published for lost.test: %v", lazyJSON(func() any { r.mu.Lock(); defer r.mu.Unlock(); return r.apps }))
 }
 
 // installed is the file the last apply script put at path in container name
