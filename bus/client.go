@@ -219,8 +219,14 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 		case <-poll.C:
 			look = true
 			if !checked {
-				checked = true
-				if !c.republishes(ctx) {
+				// Bounded as each look is: while a NATS node is lost the stream's
+				// info is not answered until a leader is elected (CI's
+				// TestNATSCluster: this ask held a command's wait its whole minute).
+				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				known, re := c.republishes(cctx)
+				cancel()
+				checked = known
+				if known && !re {
 					poll.Reset(slowPoll)
 				}
 			}
@@ -241,11 +247,15 @@ const slowPoll = 100 * time.Millisecond
 
 // republishes says whether the results stream republishes what it stores,
 // as waiting takes it; false (and Warn told once) for a stream set up by an
-// older skein, on which results are found only by reading the stream.
-func (c *Client) republishes(ctx context.Context) bool {
+// older skein, on which results are found only by reading the stream. known
+// is false when the stream's info could not be read (ask again later).
+func (c *Client) republishes(ctx context.Context) (known, republishes bool) {
 	st, err := c.resultsStream(ctx)
-	if err != nil || st.CachedInfo().Config.RePublish != nil {
-		return true
+	if err != nil {
+		return false, true
+	}
+	if st.CachedInfo().Config.RePublish != nil {
+		return true, true
 	}
 	c.mu.Lock()
 	warned := c.slow
@@ -254,7 +264,7 @@ func (c *Client) republishes(ctx context.Context) bool {
 	if !warned && c.Warn != nil {
 		c.Warn("the results stream does not republish results (set up by an older skein): every command waits for its result by polling; restart `skein server`, or run `skein init` against an external NATS, to update it")
 	}
-	return false
+	return true, false
 }
 
 func idSafe(s string) bool {
