@@ -80,7 +80,7 @@ func run(m *testing.M) int {
 	natsURL = fmt.Sprintf("tls://10.77.200.1:%d", port)
 	serverLog = filepath.Join(tmp, "server.log")
 	lf, _ := os.Create(serverLog)
-	server = exec.Command(skeinBin, "server", "--data", dataDir, "--listen", fmt.Sprintf("10.77.200.1:%d", port), "--no-scheduler", "--http", fmt.Sprintf("127.0.0.1:%d", freePort()))
+	server = exec.Command(skeinBin, "server", "--data", dataDir, "--listen", fmt.Sprintf("10.77.200.1:%d", port), "--http", fmt.Sprintf("127.0.0.1:%d", freePort()))
 	server.Stdout, server.Stderr = lf, lf
 	if err := server.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "machines: skein server: %v\n", err)
