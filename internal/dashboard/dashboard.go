@@ -136,8 +136,9 @@ func (d *dash) stream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// redact drops sealed secrets (fields "password" and "key" holding a sealed
-// box) from a record before it leaves for a browser.
+// redact drops sealed secrets from a record before it leaves for a browser:
+// every value of a sealed box's type (events.Sealed: an object of a sender
+// and a box), whatever its field is called.
 func redact(raw []byte) json.RawMessage {
 	var v any
 	if json.Unmarshal(raw, &v) != nil {
@@ -155,20 +156,40 @@ func strip(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, c := range x {
-			if m, ok := c.(map[string]any); ok && (k == "password" || k == "key") {
-				if _, sealed := m["box"]; sealed {
-					delete(x, k)
-					continue
-				}
+			if sealed(c) {
+				delete(x, k)
+				continue
 			}
 			x[k] = strip(c)
 		}
 	case []any:
-		for i := range x {
-			x[i] = strip(x[i])
+		out := x[:0]
+		for _, c := range x {
+			if !sealed(c) {
+				out = append(out, strip(c))
+			}
 		}
+		return out
 	}
 	return v
+}
+
+// sealed says whether v is a sealed secret as JSON: an object whose fields
+// are events.Sealed's (sender, box) with a box.
+func sealed(v any) bool {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return false
+	}
+	if _, ok := m["box"]; !ok {
+		return false
+	}
+	for k := range m {
+		if k != "box" && k != "sender" {
+			return false
+		}
+	}
+	return true
 }
 
 // Options are how the dashboard is served.
