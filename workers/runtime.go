@@ -437,6 +437,11 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg, release func()
 	if err == nil && env.Server != r.server {
 		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("addressed to server %q but delivered to %q", env.Server, r.server)}
 	}
+	// A command runs as the type its subject names, which permissions and
+	// readers of the stream go by, or not at all.
+	if err == nil && msg.Subject() != bus.CommandSubject(r.server, env.Type) {
+		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("a %s command sent on subject %s", env.Type, msg.Subject())}
+	}
 	var h *handler
 	var in any
 	if err == nil {

@@ -333,6 +333,33 @@ func TestInvalidMessageIsAnsweredAndDropped(t *testing.T) {
 	}
 }
 
+// A command whose envelope says another type than its subject is refused,
+// not run as the envelope's type: a delete sent on the ping subject.
+func TestCommandOfAnotherTypeThanItsSubjectIsRejected(t *testing.T) {
+	var calls atomic.Int32
+	h := newHarness(t, func(rt *workers.Runtime) {
+		workers.Handle(rt, workers.Command[events.ContainerAction, events.Container]{Type: events.TypeDelete, Run: func(ctx context.Context, req *workers.Request, p events.ContainerAction) (events.Container, error) {
+			calls.Add(1)
+			return events.Container{}, nil
+		}})
+	})
+	env, err := events.New(events.TypeDelete, "cli", server, events.ContainerAction{Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := env.Marshal()
+	h.publishRaw(t, bus.CommandSubject(server, events.TypePing), raw, env.ID)
+	res, err := h.waitResult(t, env.ID)
+	wantCode(t, res, err, workers.CodeInvalid)
+	if !strings.Contains(res.Error.Message, "sent on subject") {
+		t.Errorf("message %q does not say the subject", res.Error.Message)
+	}
+	h.drained(t)
+	if n := calls.Load(); n != 0 {
+		t.Errorf("the delete ran %d times from the ping subject", n)
+	}
+}
+
 func TestCommandForAnotherServerIsRejected(t *testing.T) {
 	var calls atomic.Int32
 	h := newHarness(t, func(rt *workers.Runtime) {
