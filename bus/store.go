@@ -222,7 +222,30 @@ func (s *Store[T]) decode(key string, raw []byte, rev uint64) (Entry[T], error) 
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return Entry[T]{Key: key}, fmt.Errorf("bad %s record %q: %w", s.spec.Type, key, err)
 	}
+	if err := s.owned(key, raw); err != nil {
+		return Entry[T]{Key: key}, err
+	}
 	return Entry[T]{Key: key, Value: v, Revision: rev}, nil
+}
+
+// owned refuses a record that names another server than the key it is
+// stored under: keys carry the server whose agent may write them, and a
+// record written under one server's key is never taken as another's.
+func (s *Store[T]) owned(key string, raw []byte) error {
+	var probe struct {
+		Name   string  `json:"name"`
+		Server *string `json:"server"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return fmt.Errorf("bad %s record %q: %w", s.spec.Type, key, err)
+	}
+	switch {
+	case s.spec.Bucket == heartbeatBucket && probe.Name != key:
+		return fmt.Errorf("%s record %q names server %q: refused", s.spec.Type, key, probe.Name)
+	case s.spec.Bucket != heartbeatBucket && probe.Server != nil && *probe.Server != "" && !strings.HasPrefix(key, *probe.Server+"."):
+		return fmt.Errorf("%s record %q says server %q: refused", s.spec.Type, key, *probe.Server)
+	}
+	return nil
 }
 
 func (s *Store[T]) encode(key string, v T) ([]byte, error) {

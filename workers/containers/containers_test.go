@@ -786,7 +786,7 @@ func TestReconcile(t *testing.T) {
 func TestReconcileReservations(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	put := func(c events.Container) {
-		if _, err := r.store.Put(r.ctx, bus.Key(server, c.Name), c); err != nil {
+		if _, err := r.store.Put(r.ctx, bus.Key(c.Server, c.Name), c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -810,8 +810,8 @@ func TestReconcileReservations(t *testing.T) {
 	if rec := r.record(t, "gone"); rec != nil {
 		t.Errorf("the record of a container that no longer exists was kept: %+v", rec)
 	}
-	if rec := r.record(t, "elsewhere"); rec == nil || rec.Server != "s2" {
-		t.Errorf("another server's record was touched: %+v", rec)
+	if e, err := r.store.Find(r.ctx, bus.Key("s2", "elsewhere")); err != nil || e == nil || e.Value.Server != "s2" {
+		t.Errorf("another server's record was touched: %+v %v", e, err)
 	}
 	deleted := map[string]bool{}
 	for _, e := range r.stored(t) {
