@@ -232,7 +232,7 @@ const defaultDashboard = "127.0.0.1:8474"
 // skein on this machine) is not fatal; an address asked for is.
 func serveDashboard(ctx context.Context, f *serverFlags, a *bus.Authority, conn *bus.Conn, log zerolog.Logger) error {
 	// Serve decides whether the address is beyond loopback, and then needs these.
-	o := dashboard.Options{Addr: f.http, JS: conn.JS, Log: log, Auth: a, TLS: func(host string) (*tls.Config, error) {
+	o := dashboard.Options{Addr: f.http, JS: conn.JS, Log: log, Auth: a, UsedLogins: filepath.Join(f.data, "auth", "dashboard-logins.json"), TLS: func(host string) (*tls.Config, error) {
 		c, _, err := bus.ServerTLS(filepath.Join(f.data, "tls"), host, f.tlsCert, f.tlsKey, "")
 		return c, err
 	}}

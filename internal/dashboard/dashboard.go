@@ -202,6 +202,9 @@ type Options struct {
 	Log zerolog.Logger
 	// Auth checks logins; beyond loopback it and TLS are required.
 	Auth Verifier
+	// UsedLogins is the file that keeps the login links used, until they
+	// expire, across restarts.
+	UsedLogins string
 	// TLS makes the certificate served beyond loopback, for the host listened on.
 	TLS func(host string) (*tls.Config, error)
 	// Names are the addresses (HOST or HOST:PORT) the dashboard answers to
@@ -263,7 +266,7 @@ func Serve(ctx context.Context, o Options) (string, error) {
 	}
 	h, scheme := Handler(o.JS, o.Log), "http"
 	if !open {
-		h, scheme = Guard(h, o.Auth, names(o.Names, host, l.Addr().(*net.TCPAddr).Port), o.Log), "https"
+		h, scheme = Guard(h, o.Auth, names(o.Names, host, l.Addr().(*net.TCPAddr).Port), o.UsedLogins, o.Log), "https"
 		l = tls.NewListener(l, conf)
 	}
 	httpd.Serve(ctx, l, h, o.Log, "dashboard")

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"html"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -53,16 +54,29 @@ type guard struct {
 
 	mu   sync.Mutex
 	used map[string]time.Time // nonces of tokens used, until they expire
+	// usedFile keeps used across restarts ("": in memory only).
+	usedFile string
 }
 
 // Guard wraps h with the login. names are the addresses (HOST:PORT) the
 // dashboard answers to: a request naming another is refused, and a token
 // counts only for the address the request names, so that one made for
 // another dashboard (or a phishing address) opens nothing here.
-func Guard(h http.Handler, v Verifier, names []string, log zerolog.Logger) http.Handler {
+//
+// usedFile, when set, keeps the used links' nonces until they expire, so
+// that a link used once opens nothing after a restart either.
+func Guard(h http.Handler, v Verifier, names []string, usedFile string, log zerolog.Logger) http.Handler {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	g := &guard{next: h, v: v, names: map[string]bool{}, log: log, now: time.Now, key: key, used: map[string]time.Time{}}
+	g := &guard{next: h, v: v, names: map[string]bool{}, log: log, now: time.Now, key: key, used: map[string]time.Time{}, usedFile: usedFile}
+	if usedFile != "" {
+		if b, err := os.ReadFile(usedFile); err == nil {
+			if err := json.Unmarshal(b, &g.used); err != nil {
+				log.Warn().Err(err).Str("file", usedFile).Msg("the used dashboard links are unreadable: starting without them")
+				g.used = map[string]time.Time{}
+			}
+		}
+	}
 	for _, n := range names {
 		g.names[bus.LoginAudience(n)] = true
 	}
@@ -161,7 +175,13 @@ func (g *guard) login(w http.ResponseWriter, r *http.Request) {
 	}
 	_, seen := g.used[l.Nonce]
 	g.used[l.Nonce] = l.Expires
+	err = g.keepUsed()
 	g.mu.Unlock()
+	if err != nil {
+		g.log.Error().Err(err).Msg("dashboard login refused: the used links cannot be kept")
+		page(w, http.StatusServiceUnavailable, "Login refused", "The dashboard cannot record the link as used: see the server's log.")
+		return
+	}
 	if seen {
 		page(w, http.StatusUnauthorized, "Login refused", "This link was used already: each works once. Run <code>skein dashboard URL</code> again.")
 		return
@@ -174,6 +194,23 @@ func (g *guard) login(w http.ResponseWriter, r *http.Request) {
 		Path: "/", MaxAge: int(until.Sub(now) / time.Second), Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode})
 	g.log.Info().Str("user", l.User).Str("role", l.Role).Str("from", r.RemoteAddr).Msg("dashboard login")
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// keepUsed writes the used nonces to usedFile (mode 0600), whole or not at
+// all. The caller holds g.mu.
+func (g *guard) keepUsed() error {
+	if g.usedFile == "" {
+		return nil
+	}
+	b, err := json.Marshal(g.used)
+	if err != nil {
+		return err
+	}
+	tmp := g.usedFile + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, g.usedFile)
 }
 
 // session reads the request's session; why says what is wrong when none.

@@ -6,6 +6,8 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +37,7 @@ func TestLogin(t *testing.T) {
 	})
 	srv := httptest.NewUnstartedServer(nil)
 	host := srv.Listener.Addr().String()
-	srv.Config.Handler = Guard(inner, a, []string{host}, zerolog.Nop())
+	srv.Config.Handler = Guard(inner, a, []string{host}, "", zerolog.Nop())
 	srv.StartTLS()
 	defer srv.Close()
 	client := func() *http.Client {
@@ -143,7 +145,7 @@ func TestLoginAddressAndSession(t *testing.T) {
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "the dashboard") })
 	srv := httptest.NewUnstartedServer(nil)
 	host := srv.Listener.Addr().String()
-	gh := Guard(inner, a, []string{host}, zerolog.Nop())
+	gh := Guard(inner, a, []string{host}, "", zerolog.Nop())
 	srv.Config.Handler = gh
 	srv.StartTLS()
 	defer srv.Close()
@@ -230,4 +232,39 @@ func mustSign(t *testing.T, a *bus.Authority, aud string) string {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// A link used once opens nothing after the dashboard restarts either: the
+// used nonces are kept in a file (mode 0600) until they expire.
+func TestUsedLinkStaysUsedAcrossARestart(t *testing.T) {
+	a, err := bus.LoadAuthority(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "the dashboard") })
+	used := filepath.Join(t.TempDir(), "dashboard-logins.json")
+	const host = "dash.test:8474"
+	creds, err := a.Creds(bus.Role{Kind: "observer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := bus.SignLogin(creds, host, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := func(h http.Handler) int {
+		r := httptest.NewRequest(http.MethodGet, "https://"+host+"/login?token="+url.QueryEscape(tok), nil)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	if code := login(Guard(inner, a, []string{host}, used, zerolog.Nop())); code != http.StatusSeeOther {
+		t.Fatalf("the first use: %d, want 303 to the dashboard", code)
+	}
+	if fi, err := os.Stat(used); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the used links' file: %v %v, want mode 0600", fi, err)
+	}
+	if code := login(Guard(inner, a, []string{host}, used, zerolog.Nop())); code != http.StatusUnauthorized {
+		t.Errorf("the same link after a restart: %d, want 401", code)
+	}
 }
