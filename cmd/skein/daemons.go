@@ -247,7 +247,7 @@ func serveDashboard(ctx context.Context, f *serverFlags, a *bus.Authority, conn 
 }
 
 // metricsUsage is the help of every daemon's --metrics.
-const metricsUsage = "serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464; default: none)"
+const metricsUsage = "serve Prometheus metrics on http://ADDR/metrics, on loopback only (e.g. 127.0.0.1:9464; default: none)"
 
 // newRegistry is a metrics registry when addr is set, else nil.
 func newRegistry(addr string) *prometheus.Registry {
@@ -258,9 +258,14 @@ func newRegistry(addr string) *prometheus.Registry {
 }
 
 // serveMetrics serves reg on http://addr/metrics until ctx ends ("": nothing).
+// Only on loopback: the endpoint is plain HTTP without a login, and what it
+// tells (servers, names, load) is the observer's to read, not the network's.
 func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log zerolog.Logger) error {
 	if addr == "" {
 		return nil
+	}
+	if host, _, err := net.SplitHostPort(addr); err != nil || !bus.Loopback(host) {
+		return fmt.Errorf("--metrics %s: metrics are served on loopback only (plain HTTP, no login): give 127.0.0.1:PORT and scrape it from a Prometheus on this machine, or through an SSH tunnel", addr)
 	}
 	if err := metrics.Serve(ctx, addr, reg, log); err != nil {
 		return fmt.Errorf("--metrics %s: %w", addr, err)
