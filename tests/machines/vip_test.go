@@ -123,16 +123,26 @@ func TestFloatingIPAcrossMachines(t *testing.T) {
 		t.Fatalf("powering m1 off: %v", err)
 	}
 	t.Logf("m1 powered off: m2 answered %s after the power-off call", moved)
+	// m1's last heartbeat may still read up: wait for one sent after the power-on.
+	on := time.Now()
 	if out, err := exec.CommandContext(ctx, "incus", "start", "m1", "--project", project).CombinedOutput(); err != nil {
 		t.Fatalf("powering m1 on: %v %s", err, out)
 	}
-	eventually(t, 90*time.Second, func() bool { vs, _ := servers(); return vs["m1"].Status == "up" }, "m1's agent did not come back")
+	eventually(t, 90*time.Second, func() bool {
+		vs, _ := servers()
+		return vs["m1"].Status == "up" && vs["m1"].Time.After(on)
+	}, "m1's agent did not come back")
 	startAnswer("m1")
-	eventually(t, 20*time.Second, func() bool {
+	var seen string
+	if !poll(20*time.Second, func() bool {
 		out, _ := inMachine("m1", "pgrep", "-x", "keepalived")
 		h := holders()
+		seen = fmt.Sprintf("m1's keepalived pids %q, holders %v", strings.TrimSpace(out), h)
 		return strings.TrimSpace(out) != "" && len(h) == 1 && h[0] == "m2"
-	}, "after m1 is back: holders %v, want m2 alone", holders())
+	}) {
+		log, _ := inMachine("m1", "sh", "-c", "tail -n 40 /var/lib/skein/agent-m1/keepalived/keepalived.log; journalctl -u skein-agent --no-pager -n 60 | grep -i -e vip -e keepalived")
+		t.Fatalf("after m1 is back: %s, want keepalived running and m2 alone\n%s", seen, log)
+	}
 	if got := who(); got != "m2" {
 		t.Errorf("after m1's return %s answers, want m2 still", got)
 	}
