@@ -25,6 +25,11 @@ const (
 	KeyJob = "user.skein.job"
 	// KeyJobVersion records the version of its job it runs.
 	KeyJobVersion = "user.skein.job-version"
+	// EnvIPv4 gives the container's init its address, ADDR/BITS, to set on
+	// eth0 at boot (skein's images do; others take it from DHCP).
+	EnvIPv4 = "environment.SKEIN_IPV4"
+	// EnvGateway gives the container's init its default gateway.
+	EnvGateway = "environment.SKEIN_GATEWAY"
 )
 
 // Instance is a container as the runtime reports it.
@@ -76,6 +81,29 @@ type Subnet struct {
 	Prefix netip.Prefix
 	// Gateway is the bridge's own address.
 	Gateway netip.Addr
+	// First and Last bound the network's DHCP range, where the addresses
+	// skein picks come from (the rest is for --ip); zero means the whole subnet.
+	First, Last netip.Addr
+}
+
+// Pool returns the first and last address skein may pick a container's
+// address from: the DHCP range inside the subnet, else the whole subnet.
+func (s Subnet) Pool() (netip.Addr, netip.Addr) {
+	if s.First.IsValid() && s.Last.IsValid() && s.Prefix.Contains(s.First) && s.Prefix.Contains(s.Last) && !s.Last.Less(s.First) {
+		return s.First, s.Last
+	}
+	p := s.Prefix.Masked()
+	last := p.Addr()
+	for i := 0; i < 32-p.Bits(); i++ {
+		last = setBit(last, i)
+	}
+	return p.Addr(), last
+}
+
+func setBit(a netip.Addr, bit int) netip.Addr {
+	b := a.As4()
+	b[3-bit/8] |= 1 << (bit % 8)
+	return netip.AddrFrom4(b)
 }
 
 // Contains reports whether ip is a usable container address in the subnet:

@@ -38,6 +38,9 @@ type Fake struct {
 	ExecHook func(name string, argv []string) (ExecResult, error)
 	// DelayAddress leaves a started container without an address until Grant.
 	DelayAddress bool
+	// Taken are addresses used on the network outside this server's
+	// containers (another project's): Create refuses them as Incus does.
+	Taken map[string]bool
 	boots        int
 	macs         int
 	leaseWatches []chan []string
@@ -134,6 +137,16 @@ func (f *Fake) Create(ctx context.Context, s CreateSpec) error {
 	}
 	if !f.images[s.Image] {
 		return &PermanentError{Err: fmt.Errorf("image %q not found", s.Image)}
+	}
+	if s.IPv4 != "" {
+		taken := f.Taken[s.IPv4]
+		for _, i := range f.insts {
+			taken = taken || i.StaticIPv4 == s.IPv4
+		}
+		if taken {
+			// Incus's words.
+			return &PermanentError{Err: fmt.Errorf("Failed add validation for device \"eth0\": IP address %q already defined on another NIC", s.IPv4)}
+		}
 	}
 	f.macs++
 	mac := fmt.Sprintf("10:66:6a:00:%02x:%02x", f.macs>>8&0xff, f.macs&0xff)

@@ -92,8 +92,18 @@ func (r *Incus) Get(ctx context.Context, name string) (*Instance, error) {
 // bridge and pool are used whatever the project's profiles say.
 func (r *Incus) Create(ctx context.Context, s CreateSpec) error {
 	nic := map[string]string{"type": "nic", "network": r.network, "name": "eth0"}
+	config := map[string]string{KeyImage: s.Image, KeyCommand: s.Command, KeyJob: s.Job, KeyJobVersion: strconv.Itoa(s.JobVersion)}
 	if s.IPv4 != "" {
+		// Incus reserves the address in the bridge's DHCP server (and refuses
+		// one another instance has); the environment lets skein's images set
+		// it at boot without waiting for a lease.
 		nic["ipv4.address"] = s.IPv4
+		sn, err := r.Subnet(ctx)
+		if err != nil {
+			return err
+		}
+		config[EnvIPv4] = fmt.Sprintf("%s/%d", s.IPv4, sn.Prefix.Bits())
+		config[EnvGateway] = sn.Gateway.String()
 	}
 	req := incus.InstancesPost{
 		Name:   s.Name,
@@ -101,7 +111,7 @@ func (r *Incus) Create(ctx context.Context, s CreateSpec) error {
 		Type:   incus.InstanceTypeContainer,
 		InstancePut: incus.InstancePut{
 			Profiles: []string{},
-			Config:   map[string]string{KeyImage: s.Image, KeyCommand: s.Command, KeyJob: s.Job, KeyJobVersion: strconv.Itoa(s.JobVersion)},
+			Config:   config,
 			Devices: map[string]map[string]string{
 				"root": {"type": "disk", "path": "/", "pool": r.pool},
 				"eth0": nic,
@@ -172,11 +182,27 @@ func (r *Incus) Subnet(ctx context.Context) (Subnet, error) {
 	if err != nil {
 		return Subnet{}, fmt.Errorf("network %s: %w", r.network, err)
 	}
-	p, err := netip.ParsePrefix(n.Config["ipv4.address"])
+	sn, err := subnetOf(n.Config)
 	if err != nil {
-		return Subnet{}, fmt.Errorf("network %s has no usable ipv4.address (%q)", r.network, n.Config["ipv4.address"])
+		return Subnet{}, fmt.Errorf("network %s: %w", r.network, err)
 	}
-	return Subnet{Prefix: p.Masked(), Gateway: p.Addr()}, nil
+	return sn, nil
+}
+
+// subnetOf reads a bridge's subnet, gateway and first DHCP range from its
+// Incus configuration ("a-b[,c-d...]"; none set means the whole subnet).
+func subnetOf(config map[string]string) (Subnet, error) {
+	p, err := netip.ParsePrefix(config["ipv4.address"])
+	if err != nil {
+		return Subnet{}, fmt.Errorf("no usable ipv4.address (%q)", config["ipv4.address"])
+	}
+	sn := Subnet{Prefix: p.Masked(), Gateway: p.Addr()}
+	first, _, _ := strings.Cut(config["ipv4.dhcp.ranges"], ",")
+	if a, b, ok := strings.Cut(first, "-"); ok {
+		sn.First, _ = netip.ParseAddr(strings.TrimSpace(a))
+		sn.Last, _ = netip.ParseAddr(strings.TrimSpace(b))
+	}
+	return sn, nil
 }
 
 // Watch implements Runtime with the lifecycle event stream of the project.

@@ -200,12 +200,12 @@ func TestDatabases(t *testing.T) {
 	t.Cleanup(func() {
 		_, _, _ = skein("deldbinstance", "my1", "--purge")
 		_, _, _ = skein("deldbinstance", "pg1", "--purge")
-		_, _, _ = skein("delep", "consul-63")
+		_, _, _ = skein("delep", "consul-33")
 	})
 	w := tap(t)
 	mustSkein(t, "launch", "skein-service", "dbc2", "-s", "s2")
 	mustSkein(t, "launch", "skein-service", "dbc3", "-s", "s3")
-	mustSkein(t, "addep", "s3", "10.77.3.63", "-n", "consul-63")
+	mustSkein(t, "addep", "s3", "10.77.3.33", "-n", "consul-33")
 	allow := "10.77.2.0/24" // s2's containers: dbc2 is in, dbc3 (s3) is out
 	const pw1, pw2, pw3, pgpw, pgpw2 = "Known-pw-1-aZ9x", "Rotated-pw-2-Qm7k", "Recreated-pw-4-Vn2c", "Pg-known-pw-3-Lw4e", "Pg-second-pw-5-Jd8r"
 

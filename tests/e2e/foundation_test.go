@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/workers/containers"
 )
 
 type serverView struct {
@@ -112,6 +115,13 @@ func TestContainersAcrossServers(t *testing.T) {
 	if body, err := httpGet(c3.IPv4); err != nil || body != "c3" {
 		t.Fatalf("c3 after start: GET = %q, %v", body, err)
 	}
+	// Its address is its own: reserved in Incus, kept across a stop and start.
+	if c3.IPv4 != ip {
+		t.Errorf("c3 had %s, after stop and start %s", ip, c3.IPv4)
+	}
+	if got, _ := incusCmd("config", "device", "get", "c3", "eth0", "ipv4.address", "--project", "skein-s2"); strings.TrimSpace(got) != ip {
+		t.Errorf("c3's address %s is not reserved in Incus (eth0 ipv4.address %q)", ip, strings.TrimSpace(got))
+	}
 	mustSkein(t, "restart", "c5")
 	if c := find(list(t), "c5"); c == nil || c.Status != "Running" {
 		t.Fatalf("c5 after restart: %+v", c)
@@ -127,6 +137,72 @@ func TestContainersAcrossServers(t *testing.T) {
 		if contains(incusNames(t, "skein-"+placement[n]), n) {
 			t.Errorf("%s still in incus after delete", n)
 		}
+	}
+}
+
+// An address skein's list lacks but the server's network has (a container
+// of another project on the bridge) is refused by Incus, naming it; the
+// launch takes another address instead of failing.
+func TestLaunchAvoidsAnAddressTakenOutside(t *testing.T) {
+	dumpOnFailure(t)
+	cleanup(t, "taken1")
+	t.Cleanup(func() { _, _ = incusCmd("delete", "-f", "outsider", "--project", "default") })
+	netAddr, _ := incusCmd("network", "get", "skeinbr1", "ipv4.address")
+	ranges, _ := incusCmd("network", "get", "skeinbr1", "ipv4.dhcp.ranges")
+	gw, err := netip.ParsePrefix(strings.TrimSpace(netAddr))
+	if err != nil {
+		t.Fatalf("skeinbr1's address %q: %v", netAddr, err)
+	}
+	sn := container.Subnet{Prefix: gw.Masked(), Gateway: gw.Addr()}
+	if a, b, ok := strings.Cut(strings.TrimSpace(ranges), "-"); ok {
+		sn.First, sn.Last = netip.MustParseAddr(a), netip.MustParseAddr(b)
+	}
+	// What s1's agent would pick for taken1, given what its project holds.
+	var insts []struct {
+		Devices map[string]map[string]string `json:"expanded_devices"`
+		State   *struct {
+			Network map[string]struct {
+				Addresses []struct{ Address string } `json:"addresses"`
+			} `json:"network"`
+		} `json:"state"`
+	}
+	raw, err := incusCmd("list", "--project", "skein-s1", "-f", "json")
+	if err != nil || json.Unmarshal([]byte(raw), &insts) != nil {
+		t.Fatalf("incus list: %v %s", err, raw)
+	}
+	used := map[netip.Addr]bool{}
+	for _, i := range insts {
+		if a, err := netip.ParseAddr(i.Devices["eth0"]["ipv4.address"]); err == nil {
+			used[a] = true
+		}
+		if i.State != nil {
+			for _, a := range i.State.Network["eth0"].Addresses {
+				if a, err := netip.ParseAddr(a.Address); err == nil {
+					used[a] = true
+				}
+			}
+		}
+	}
+	want, ok := containers.PickAddress(sn, "taken1", used)
+	if !ok {
+		t.Fatal("no free address on skeinbr1")
+	}
+	if out, err := incusCmd("init", "skein-busybox", "outsider", "--project", "default", "--no-profiles", "-s", "skein", "-n", "skeinbr1", "-d", "eth0,ipv4.address="+want.String()); err != nil {
+		t.Fatalf("incus init outsider: %v %s", err, out)
+	}
+	mustSkein(t, "launch", "skein-busybox", "taken1", "-s", "s1")
+	c := find(list(t), "taken1")
+	if c == nil || c.IPv4 == "" || c.IPv4 == want.String() {
+		t.Fatalf("taken1 listed as %+v; want an address other than %s, which outsider holds", c, want)
+	}
+	if a := netip.MustParseAddr(c.IPv4); a.Less(sn.First) || sn.Last.Less(a) {
+		t.Errorf("taken1 got %s, outside the DHCP range %s-%s skein picks from", a, sn.First, sn.Last)
+	}
+	if got, _ := incusCmd("config", "device", "get", "taken1", "eth0", "ipv4.address", "--project", "skein-s1"); strings.TrimSpace(got) != c.IPv4 {
+		t.Errorf("taken1's address %s is not reserved in Incus (eth0 ipv4.address %q)", c.IPv4, strings.TrimSpace(got))
+	}
+	if body, err := httpGet(c.IPv4); err != nil || body != "taken1" {
+		t.Errorf("GET http://%s/ = %q, %v", c.IPv4, body, err)
 	}
 }
 

@@ -1290,7 +1290,7 @@ func embeddedBed() *soakBed {
 	port := portOf(natsURL)
 	bed := &soakBed{name: "embedded skein server", tag: "embedded", urls: []string{natsURL}, agents: agents, busNodes: []*proc{server},
 		busBack: func(int) bool { return waitPort(port, 30*time.Second) && allUp(30*time.Second) },
-		ep:      "10.77.2.70", epName: "soakep", epProject: "skein-s2"}
+		ep:      "10.77.2.37", epName: "soakep", epProject: "skein-s2"}
 	for _, s := range servers {
 		bed.servers = append(bed.servers, soakServer{s.name, s.project})
 	}
@@ -1381,7 +1381,7 @@ func TestSoakNATSCluster(t *testing.T) {
 			}
 			return false
 		},
-		cutter: "c2", ep: "10.77.5.70", epName: "soakep", epProject: "skein-s5"}
+		cutter: "c2", ep: "10.77.5.37", epName: "soakep", epProject: "skein-s5"}
 	var proxied []string
 	for _, u := range c.urls {
 		p := newCutProxy(t, hostPort(u))

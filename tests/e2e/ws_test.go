@@ -37,10 +37,10 @@ import (
 // serves, and removes one app and nothing else.
 func TestWebServer(t *testing.T) {
 	dumpOnFailure(t)
-	cleanup(t, "wa1", "wa2", "wa3", "web1", "consul-61")
+	cleanup(t, "wa1", "wa2", "wa3", "web1", "consul-31")
 	t.Cleanup(func() {
 		_, _, _ = skein("delws", "web1")
-		_, _, _ = skein("delep", "consul-61")
+		_, _, _ = skein("delep", "consul-31")
 	})
 	mustSkein(t, "launch", "skein-busybox", "wa1", "-s", "s1")
 	mustSkein(t, "launch", "skein-busybox", "wa2", "-s", "s2")
@@ -150,7 +150,7 @@ func TestWebServer(t *testing.T) {
 	})
 
 	t.Run("a Consul-name app follows its instance stopped and started", func(t *testing.T) {
-		mustSkein(t, "addep", "s2", "10.77.2.61", "-n", "consul-61")
+		mustSkein(t, "addep", "s2", "10.77.2.31", "-n", "consul-31")
 		mustSkein(t, "addservice", "wa3", "wsapp", "80")
 		mustSkein(t, "pubapp", "web1", "consul.test", "wsapp.service.consul:80")
 		eventually(t, 15*time.Second, func() bool { return serves("consul.test", "wa3") }, "consul.test does not reach wa3")

@@ -2,18 +2,24 @@ package containers
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/workers"
 )
 
-// How a container that waits for its DHCP address is looked at: every
+// How a container that waits for its address is looked at: every
 // addressPollFast for addressFastFor once its lease is granted (it
-// configures the address a few milliseconds after), else every addressPoll
-// (a runtime without lease news, or a lease not told).
+// configures the address a few milliseconds after) or, with an address of
+// its own, from the start (skein's images set it at boot); else every
+// addressPoll (a runtime without lease news, or a lease not told).
 var (
 	addressPoll     = 100 * time.Millisecond
 	addressPollFast = 10 * time.Millisecond
@@ -87,7 +93,8 @@ func (l *leaseNews) next() <-chan struct{} {
 // (or addressWait passed), looking at it at once, then as the leases say.
 // since is when it was seen starting: a lease granted before is an older boot's.
 func (w *Worker) waitAddress(ctx context.Context, name string, since time.Time) error {
-	deadline := time.Now().Add(addressWait)
+	began := time.Now()
+	deadline := began.Add(addressWait)
 	for {
 		wake := w.leases.next()
 		inst, err := w.rt.Get(ctx, name)
@@ -100,6 +107,8 @@ func (w *Worker) waitAddress(ctx context.Context, name string, since time.Time) 
 		wait := addressPoll
 		if at, ok := w.leases.since(inst.MAC, since); ok && time.Since(at) < addressFastFor {
 			wait = addressPollFast
+		} else if inst.StaticIPv4 != "" && time.Since(began) < addressFastFor {
+			wait = addressPollFast
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -111,4 +120,114 @@ func (w *Worker) waitAddress(ctx context.Context, name string, since time.Time) 
 		}
 		t.Stop()
 	}
+}
+
+// createAttempts bounds the addresses one launch tries: another project's
+// container on the same network can hold one this server's list lacks.
+const createAttempts = 3
+
+// create creates the container of spec; with no address asked for, it gets
+// a free one of the server's pool, reserved in Incus and set by the image at
+// boot, so it need not wait for DHCP.
+func (w *Worker) create(ctx context.Context, spec container.CreateSpec) error {
+	if spec.IPv4 != "" {
+		return w.rt.Create(ctx, spec)
+	}
+	avoid := map[netip.Addr]bool{}
+	var err error
+	for range createAttempts {
+		var ip netip.Addr
+		var release func()
+		if ip, release, err = w.claimAddress(ctx, spec.Name, avoid); err != nil {
+			return err
+		}
+		spec.IPv4 = ip.String()
+		err = w.rt.Create(ctx, spec)
+		release()
+		// Only a refusal naming the address is about it (Incus: IP address
+		// "…" already defined on another NIC); TestLaunchAvoidsAnAddressTakenOutside
+		// in tests/e2e holds Incus to it.
+		if err == nil || !container.IsPermanent(err) || !strings.Contains(err.Error(), `"`+spec.IPv4+`"`) {
+			return err
+		}
+		// An earlier attempt's create may have finished meanwhile: let the caller see it.
+		if inst, gerr := w.rt.Get(ctx, spec.Name); gerr == nil && inst.Command == spec.Command {
+			return err
+		}
+		w.log.Info().Err(err).Str("container", spec.Name).Str("ip", spec.IPv4).Msg("address refused: picking another")
+		avoid[ip] = true
+	}
+	return err
+}
+
+// claimAddress picks a free address for container name and holds it until
+// release is called (after the create, when the runtime lists it).
+func (w *Worker) claimAddress(ctx context.Context, name string, avoid map[netip.Addr]bool) (netip.Addr, func(), error) {
+	sn, err := w.rt.Subnet(ctx)
+	if err != nil {
+		return netip.Addr{}, nil, fmt.Errorf("reading the container subnet: %w", err)
+	}
+	list, err := w.rt.List(ctx)
+	if err != nil {
+		return netip.Addr{}, nil, fmt.Errorf("listing containers: %w", err)
+	}
+	w.claimMu.Lock()
+	defer w.claimMu.Unlock()
+	used := map[netip.Addr]bool{}
+	for a := range avoid {
+		used[a] = true
+	}
+	for a := range w.claimed {
+		used[a] = true
+	}
+	for _, i := range list {
+		for _, s := range []string{i.IPv4, i.StaticIPv4} {
+			if a, err := netip.ParseAddr(s); err == nil {
+				used[a] = true
+			}
+		}
+	}
+	ip, ok := PickAddress(sn, name, used)
+	if !ok {
+		first, last := sn.Pool()
+		return netip.Addr{}, nil, workers.Conflict("server %s has no free container address left in %s-%s: delete containers there, or launch on another server", w.server, first, last)
+	}
+	w.claimed[ip] = true
+	return ip, func() {
+		w.claimMu.Lock()
+		defer w.claimMu.Unlock()
+		delete(w.claimed, ip)
+	}, nil
+}
+
+// PickAddress returns a usable address of sn's pool that used lacks,
+// looking from a place the name decides: a container made again gets its
+// address back when it is free, and a deleted container's address is not
+// the next one given (neighbours' ARP caches still name its old MAC).
+func PickAddress(sn container.Subnet, name string, used map[netip.Addr]bool) (netip.Addr, bool) {
+	first, last := sn.Pool()
+	lo, hi := u32(first), u32(last)
+	if hi < lo {
+		return netip.Addr{}, false
+	}
+	size := uint64(hi-lo) + 1
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(name))
+	start := uint64(h.Sum32()) % size
+	for i := uint64(0); i < size; i++ {
+		a := fromU32(lo + uint32((start+i)%size))
+		if sn.Contains(a) && !used[a] {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func u32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func fromU32(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

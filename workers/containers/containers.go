@@ -48,6 +48,10 @@ type Worker struct {
 	fetch func(ctx context.Context, image string) (bool, error)
 	// leases wakes those who wait for a container's address.
 	leases *leaseNews
+	// claimed are addresses picked for launches whose create has not
+	// returned yet (it is not in the runtime's list before).
+	claimMu sync.Mutex
+	claimed map[netip.Addr]bool
 }
 
 // SetFetcher makes a launch of an image the server lacks fetch it from the
@@ -71,7 +75,7 @@ func (w *Worker) checkReady(ctx context.Context, image string) error {
 
 // New returns the container worker of server.
 func New(server string, rt container.Runtime, store *bus.Store[events.Container], pub *bus.Publisher, log zerolog.Logger) *Worker {
-	return &Worker{server: server, rt: rt, store: store, pub: pub, log: log, told: map[string]told{}, leases: newLeaseNews()}
+	return &Worker{server: server, rt: rt, store: store, pub: pub, log: log, told: map[string]told{}, leases: newLeaseNews(), claimed: map[netip.Addr]bool{}}
 }
 
 // Lock is the lock key of container name: its commands run one at a time.
@@ -211,7 +215,7 @@ func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p ev
 			}
 		}
 		req.Progress("create", fmt.Sprintf("creating %s from %s on %s", p.Name, p.Image, w.server))
-		err = w.rt.Create(ctx, container.CreateSpec{Name: p.Name, Image: p.Image, IPv4: p.IPv4, Command: id, Job: p.Job, JobVersion: p.JobVersion})
+		err = w.create(ctx, container.CreateSpec{Name: p.Name, Image: p.Image, IPv4: p.IPv4, Command: id, Job: p.Job, JobVersion: p.JobVersion})
 		if err != nil {
 			// An earlier attempt's create may have finished meanwhile: then it is ours.
 			if again, gerr := w.rt.Get(ctx, p.Name); gerr == nil && again.Command == id {
@@ -219,6 +223,11 @@ func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p ev
 			}
 		}
 		if err != nil {
+			var we *workers.Error
+			if errors.As(err, &we) {
+				w.release(ctx, p.Name, id)
+				return none, err
+			}
 			if container.IsPermanent(err) {
 				w.release(ctx, p.Name, id)
 				return none, workers.Invalid("creating %s: %v", p.Name, err)
