@@ -40,7 +40,7 @@ type Fake struct {
 	DelayAddress bool
 	// Taken are addresses used on the network outside this server's
 	// containers (another project's): Create refuses them as Incus does.
-	Taken map[string]bool
+	Taken        map[string]bool
 	boots        int
 	macs         int
 	leaseWatches []chan []string
