@@ -348,7 +348,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 		}
 		defer qsub.Unsubscribe()
 	}
-	cons, err := bus.EnsureAgentConsumer(ctx, r.conn.JS, r.server)
+	// The bus's server makes it when the bus asks for credentials: wait for it.
+	cons, err := bus.CommandConsumer(ctx, r.conn, r.server, r.log)
+	if err != nil && ctx.Err() != nil {
+		return nil // stopped while waiting for it
+	}
 	if err != nil {
 		return fmt.Errorf("workers: consumer for %s: %w", r.server, err)
 	}
