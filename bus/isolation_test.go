@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -254,5 +255,49 @@ func TestAgentWaitsForItsConsumer(t *testing.T) {
 	}
 	if p := pongOf(t, res); p.Server != "s4" {
 		t.Errorf("answered by %+v", p)
+	}
+}
+
+// TestProvisionPutsBackWhatDiffers: a command consumer pointed at another
+// server's commands and a backups store given the bus's replies (made before
+// agents lost those verbs) are put back by the server's provisioning.
+func TestProvisionPutsBackWhatDiffers(t *testing.T) {
+	admin, _, _ := testutil.AuthBus(t)
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := admin.JS.CreateOrUpdateConsumer(ctx, bus.StreamCommands, jetstream.ConsumerConfig{
+		Durable: bus.AgentConsumerName("s1"), FilterSubject: bus.ServerCommands("s3"), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig("s1")); err != nil {
+		t.Fatal(err)
+	}
+	stream := "OBJ_" + bus.BackupsBucket("s1")
+	st, err := admin.JS.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	want := cfg.Subjects
+	cfg.Subjects = []string{"_INBOX.>", bus.Prefix + ".query.>"}
+	if _, err := admin.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := bus.ProvisionRoles(ctx, admin.JS, []bus.Role{{Kind: "agent", Server: "s1"}}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := admin.JS.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName("s1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := cons.CachedInfo().Config.FilterSubject; f != bus.ServerCommands("s1") {
+		t.Errorf("s1's consumer takes %s", f)
+	}
+	st, err = admin.JS.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.Subjects; !slices.Equal(got, want) {
+		t.Errorf("s1's backups store stores %v, want %v", got, want)
 	}
 }

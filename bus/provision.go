@@ -46,14 +46,21 @@ func ProvisionRoles(ctx context.Context, js jetstream.JetStream, roles []Role) e
 func FollowAuthority(ctx context.Context, a *Authority, ns *server.Server, js jetstream.JetStream, log zerolog.Logger) {
 	last := a.LedgerModified()
 	var done []Role
+	var failed string
 	provision := func() bool {
 		roles := a.Issued()
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		if err := ProvisionRoles(pctx, js, roles); err != nil {
-			log.Warn().Err(err).Msg("provisioning the roles' consumers and stores; trying again in a second")
+			// Said once while it fails the same way: it is tried every second.
+			ev := log.Debug()
+			if err.Error() != failed {
+				ev, failed = log.Warn(), err.Error()
+			}
+			ev.Err(err).Msg("provisioning the roles' consumers and stores; trying again every second")
 			return false
 		}
+		failed = ""
 		if !slices.Equal(roles, done) {
 			log.Debug().Int("roles", len(roles)).Msg("the roles' command consumers and backups stores are made")
 			done = roles
