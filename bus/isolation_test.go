@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -184,6 +185,42 @@ func TestAgentCannotCaptureReplies(t *testing.T) {
 		if got := st.CachedInfo().Config.Subjects; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 			t.Errorf("s1's backups store stores %v, want %v", got, want)
 		}
+	}
+}
+
+// TestAnotherAgentCannotSuppressAResult (issue 23, attack 9): agent s1
+// publishes on its own result subject, under the message ids s3's result
+// could be stored with, for s3's command. s3's real result still reaches the
+// waiting client.
+func TestAnotherAgentCannotSuppressAResult(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s3 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s3"})
+	ctx := ctxT(t, 60*time.Second)
+	client := bus.NewClient(admin, "cli")
+	env, err := client.NewCommand("s3", events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := env.ID
+	for _, msgID := range []string{"result-" + id, "result-s3-" + id, "result.s3." + id, id} {
+		m := nats.NewMsg(bus.ResultSubject("s1", id))
+		m.Data = []byte(`{"forged":true}`)
+		m.Header.Set(nats.MsgIdHdr, msgID)
+		if _, err := s1.JS.PublishMsg(ctx, m); err != nil {
+			t.Fatalf("agent s1 cannot publish on its own result subject: %v", err)
+		}
+	}
+	runAgent(t, s3, "s3", "real", zerolog.Nop())
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	res, err := client.Do(dctx, bus.Call{Envelope: env})
+	if err != nil {
+		t.Fatalf("s3's result did not reach the client: %v", err)
+	}
+	if p := pongOf(t, res); p.Server != "s3" || p.Note != "real" {
+		t.Errorf("took %+v, want s3's real answer", p)
 	}
 }
 
