@@ -338,3 +338,64 @@ func TestProvisionPutsBackWhatDiffers(t *testing.T) {
 		t.Errorf("s1's backups store stores %v, want %v", got, want)
 	}
 }
+
+// TestFollowAuthorityAppliesRevocations: the server following the authority
+// refuses a revoked agent from then on, whether `skein creds revoke` ran in
+// another process (the ledger changed on disk) or in this one; the agents
+// not revoked keep working.
+func TestFollowAuthorityAppliesRevocations(t *testing.T) {
+	dir := t.TempDir()
+	a, err := bus.LoadAuthority(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := bus.StartServer(bus.ServerOptions{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Authority: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	admin := connectAs(t, ns.ClientURL(), a, bus.Role{Kind: "admin"})
+	ctx := ctxT(t, 60*time.Second)
+	if err := bus.Ensure(ctx, admin.JS, 1); err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(context.Background())
+	followed := make(chan struct{})
+	go func() { defer close(followed); bus.FollowAuthority(fctx, a, ns, admin.JS, zerolog.Nop()) }()
+	t.Cleanup(func() { stop(); <-followed })
+	s5 := connectAs(t, ns.ClientURL(), a, bus.Role{Kind: "agent", Server: "s5"})
+	s6 := connectAs(t, ns.ClientURL(), a, bus.Role{Kind: "agent", Server: "s6"})
+	s7 := connectAs(t, ns.ClientURL(), a, bus.Role{Kind: "agent", Server: "s7"})
+	works := func(c *bus.Conn, server string) bool {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := c.JS.Publish(pctx, bus.EventSubject(server, "probe"), []byte("{}"))
+		return err == nil
+	}
+	for _, s := range []struct {
+		c    *bus.Conn
+		name string
+	}{{s5, "s5"}, {s6, "s6"}, {s7, "s7"}} {
+		if !works(s.c, s.name) {
+			t.Fatalf("agent %s does not work before any revocation", s.name)
+		}
+	}
+
+	// Another process: `skein creds revoke agent s5` on the same ledger.
+	other, err := bus.LoadAuthority(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Revoke(bus.Role{Kind: "agent", Server: "s5"}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return !works(s5, "s5") }, "agent s5, revoked in another process, still works")
+	// This process.
+	if _, err := a.Revoke(bus.Role{Kind: "agent", Server: "s6"}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return !works(s6, "s6") }, "agent s6, revoked in this process, still works")
+	if !works(s7, "s7") {
+		t.Error("agent s7, not revoked, stopped working")
+	}
+}
