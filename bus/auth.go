@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,15 +86,17 @@ func (r Role) Permissions() jwt.Permissions {
 			"$KV."+heartbeatBucket+"."+s, "$KV.*."+s+".>",
 			"$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
 			"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
-			"$JS.API.CONSUMER.CREATE."+StreamCommands+"."+c, "$JS.API.CONSUMER.CREATE."+StreamCommands+"."+c+".>",
-			"$JS.API.CONSUMER.DURABLE.CREATE."+StreamCommands+"."+c, "$JS.API.CONSUMER.INFO."+StreamCommands+"."+c,
-			"$JS.API.CONSUMER.MSG.NEXT."+StreamCommands+"."+c, "$JS.ACK."+StreamCommands+"."+c+".>",
 			"$JS.FC.>",
 		)
+		// Its command consumer, which the bus's server makes (ProvisionRoles):
+		// a consumer's filter is its config, so who may make one may take
+		// another server's commands.
+		p.Pub.Allow.Add(commandConsumer(c)...)
 		p.Pub.Allow.Add(readConsumers()...)
-		// Its own server's backups: the object store, made on first use, written and read.
-		obj := "OBJ_" + BackupsBucket(s)
-		p.Pub.Allow.Add("$O."+BackupsBucket(s)+".>", "$JS.API.STREAM.*."+obj, "$JS.API.CONSUMER.*."+obj+".>")
+		// Its own server's backups, in the object store the bus's server
+		// makes: written and read, never reconfigured (a stream's subjects
+		// are its config: whoever may set them may store every reply).
+		p.Pub.Allow.Add("$O."+BackupsBucket(s)+".>", "$JS.API.CONSUMER.*.OBJ_"+BackupsBucket(s)+".>")
 		// JetStream's acknowledgements of its results (bus.StoredSubject).
 		p.Sub.Allow.Add(ServerQueries(s), ServerStored(s), r.InboxPrefix()+".>")
 		// Answers to the queries it is sent, and to those only.
@@ -109,12 +112,10 @@ func (r Role) Permissions() jwt.Permissions {
 			Prefix+".cmd.*.>", Prefix+".query.*.>",
 			"$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
 			"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
-			"$JS.API.CONSUMER.CREATE."+StreamCommands+"."+c, "$JS.API.CONSUMER.CREATE."+StreamCommands+"."+c+".>",
-			"$JS.API.CONSUMER.DURABLE.CREATE."+StreamCommands+"."+c, "$JS.API.CONSUMER.INFO."+StreamCommands+"."+c,
-			"$JS.API.CONSUMER.MSG.NEXT."+StreamCommands+"."+c, "$JS.ACK."+StreamCommands+"."+c+".>",
 			"$JS.API.CONSUMER.*."+StreamResults+".>", "$JS.API.CONSUMER.*."+StreamEvents+".>",
 			"$JS.FC.>",
 		)
+		p.Pub.Allow.Add(commandConsumer(c)...)
 		p.Pub.Allow.Add(readConsumers()...)
 		p.Sub.Allow.Add(ServerQueries(s), r.InboxPrefix()+".>", Prefix+".result.>", Prefix+".stored.>", Prefix+".progress.>")
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
@@ -128,6 +129,17 @@ func (r Role) Permissions() jwt.Permissions {
 		p.Sub.Allow.Add(AllEvents(), r.InboxPrefix()+".>")
 	}
 	return p
+}
+
+// commandConsumer are the JetStream API subjects of consuming the durable
+// consumer c of the commands stream, made by the bus's server: its info,
+// its next messages and their acknowledgements; not making or changing it.
+func commandConsumer(c string) []string {
+	return []string{
+		"$JS.API.CONSUMER.INFO." + StreamCommands + "." + c,
+		"$JS.API.CONSUMER.MSG.NEXT." + StreamCommands + "." + c,
+		"$JS.ACK." + StreamCommands + "." + c + ".>",
+	}
 }
 
 // readConsumers are the JetStream API subjects of watching and listing the KV
@@ -159,6 +171,9 @@ type Authority struct {
 
 	mu     sync.Mutex
 	ledger ledger
+	// changed is told when this process issues or revokes credentials, so
+	// that the server following the authority acts at once (FollowAuthority).
+	changed chan struct{}
 }
 
 // ledger is what was issued and revoked, kept in DIR/users.json.
@@ -175,7 +190,7 @@ func LoadAuthority(dir string) (*Authority, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("bus: %w", err)
 	}
-	a := &Authority{dir: dir, ledger: ledger{Issued: map[string][]string{}, Revoked: map[string]int64{}}}
+	a := &Authority{dir: dir, ledger: ledger{Issued: map[string][]string{}, Revoked: map[string]int64{}}, changed: make(chan struct{}, 1)}
 	var err error
 	if a.operator, err = loadKey(filepath.Join(dir, "operator.nk"), nkeys.CreateOperator); err != nil {
 		return nil, err
@@ -369,7 +384,37 @@ func (a *Authority) Creds(r Role) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.tell()
 	return jwt.FormatUserConfig(token, seed)
+}
+
+// tell has a server following the authority look at the ledger again.
+func (a *Authority) tell() {
+	select {
+	case a.changed <- struct{}{}:
+	default: // one pending look sees this change too
+	}
+}
+
+// Issued lists the roles credentials were issued for, sorted by name;
+// revoked ones too: commands queued for a server wait for its new credentials.
+func (a *Authority) Issued() []Role {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []Role
+	for name := range a.ledger.Issued {
+		if server, ok := strings.CutPrefix(name, "agent-"); ok {
+			if ValidToken(server) {
+				out = append(out, Role{Kind: "agent", Server: server})
+			}
+			continue
+		}
+		if r, err := ParseRole(name, ""); err == nil {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out
 }
 
 // Revoke revokes every credential issued for a role so far; it returns how
@@ -382,7 +427,11 @@ func (a *Authority) Revoke(r Role) (int, error) {
 	for _, u := range users {
 		a.ledger.Revoked[u] = now
 	}
-	return len(users), a.writeLedger()
+	if err := a.writeLedger(); err != nil {
+		return 0, err
+	}
+	a.tell()
+	return len(users), nil
 }
 
 // Revoked lists the revoked users, sorted.

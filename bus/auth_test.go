@@ -12,10 +12,12 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/testutil"
 )
 
 // authBus starts a server that trusts a fresh authority, with skein's streams
@@ -36,6 +38,11 @@ func authBus(t *testing.T) (string, *bus.Authority) {
 	if err := bus.Ensure(ctx, admin.JS, 1); err != nil {
 		t.Fatal(err)
 	}
+	// As `skein server` does: each role's consumers and stores, made as it is issued.
+	fctx, stop := context.WithCancel(context.Background())
+	followed := make(chan struct{})
+	go func() { defer close(followed); bus.FollowAuthority(fctx, a, ns, admin.JS, zerolog.Nop()) }()
+	t.Cleanup(func() { stop(); <-followed })
 	return ns.ClientURL(), a
 }
 
@@ -287,32 +294,33 @@ func TestAgentReadsImagesAndCannotStoreThem(t *testing.T) {
 	}
 }
 
-// An agent makes, writes and reads its own server's backups store, and
-// neither writes nor reads another server's.
+// An agent writes and reads its own server's backups store, made by the
+// bus's server as its credentials were issued, and neither makes nor changes
+// a store, nor writes or reads another server's.
 func TestAgentKeepsItsOwnBackups(t *testing.T) {
 	url, a := authBus(t)
-	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
 	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
 	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
 	ctx := ctxT(t, 30*time.Second)
 	dump := bytes.Repeat([]byte("INSERT INTO t VALUES (1);\n"), 20000)
-	obs2, err := s2.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig("s2"))
-	if err != nil {
-		t.Fatalf("agent s2 cannot make its backups store: %v", err)
-	}
+	var obs2 jetstream.ObjectStore
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		var err error
+		obs2, err = s2.JS.ObjectStore(ctx, bus.BackupsBucket("s2"))
+		return err == nil
+	}, "the bus's server never made s2's backups store")
 	if _, err := obs2.PutBytes(ctx, "db1.d.1", dump); err != nil {
 		t.Fatalf("agent s2 cannot store a backup: %v", err)
 	}
 	if got, err := obs2.GetBytes(ctx, "db1.d.1"); err != nil || !bytes.Equal(got, dump) {
 		t.Fatalf("agent s2 reads back %d bytes: %v", len(got), err)
 	}
-	if _, err := admin.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig("s1")); err != nil {
-		t.Fatal(err)
-	}
 	short, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	if _, err := s2.JS.CreateOrUpdateObjectStore(short, bus.BackupsStoreConfig("s3")); err == nil {
-		t.Error("agent s2 made server s3's backups store")
+	for _, server := range []string{"s2", "s3"} {
+		if _, err := s2.JS.CreateOrUpdateObjectStore(short, bus.BackupsStoreConfig(server)); err == nil {
+			t.Errorf("agent s2 made or changed server %s's backups store", server)
+		}
 	}
 	obs1, err := s2.JS.ObjectStore(short, bus.BackupsBucket("s1"))
 	if err == nil {

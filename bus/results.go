@@ -23,16 +23,27 @@ type storedAck struct {
 	Stream string `json:"stream"`
 	Error  *struct {
 		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
 		Description string `json:"description"`
 	} `json:"error"`
 }
 
+// storedBefore says whether a JetStream error code refuses a result because
+// its subject holds one already (ExpectedLastSubjSeqHeader: 10071, or 10164
+// from a replicated stream): a copy published before it was stored.
+func storedBefore(code int) bool {
+	return code == int(jetstream.JSErrCodeStreamWrongLastSequence) || code == int(jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
 // parseStoredAck reads JetStream's acknowledgement of a result: err when it
-// was not stored (a duplicate is stored: as the copy published before it).
+// was not stored (a copy refused because one is stored already is stored).
 func parseStoredAck(data []byte) error {
 	var a storedAck
 	if err := json.Unmarshal(data, &a); err != nil {
 		return fmt.Errorf("storing the result: an unreadable acknowledgement: %w", err)
+	}
+	if a.Error != nil && storedBefore(a.Error.ErrCode) {
+		return nil
 	}
 	if a.Error != nil {
 		return fmt.Errorf("storing the result: %s (%d)", a.Error.Description, a.Error.Code)
@@ -102,18 +113,23 @@ func (p *ResultPublisher) Close() {
 	}
 }
 
-// Publish publishes raw as the result of command id (stored once under its
-// message id) and returns once the results stream has it.
+// Publish publishes raw as the result of command id and returns once the
+// results stream has it: stored once, on a subject that holds no result of
+// id yet; a copy published again is refused and counts as stored.
 func (p *ResultPublisher) Publish(ctx context.Context, id string, raw []byte) error {
 	// Random: another agent, which may read stored results, cannot guess the
 	// next one and have JetStream acknowledge its own message there.
 	token := events.NewID()
 	m := nats.NewMsg(ResultSubject(p.server, id))
 	m.Data = raw
-	m.Header.Set(nats.MsgIdHdr, "result-"+id)
+	// Once per subject, which only this server may publish on: a message id
+	// is deduplicated across the stream, so another agent publishing first
+	// under the same id would have this result dropped.
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
 	m.Header.Set(HeaderResultToken, token)
 	if p.degraded != "" {
-		if _, err := p.conn.JS.PublishMsg(ctx, m); err != nil {
+		var apiErr *jetstream.APIError
+		if _, err := p.conn.JS.PublishMsg(ctx, m); err != nil && !(errors.As(err, &apiErr) && storedBefore(int(apiErr.ErrorCode))) {
 			return fmt.Errorf("publishing the result of %s: %w", id, err)
 		}
 		return nil

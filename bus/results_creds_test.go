@@ -83,9 +83,13 @@ func TestOlderAgentCredsStillStoreResults(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("publishing with older credentials took %s: it waited for an acknowledgement", d)
 	}
+	// Published again (a lost acknowledgement): stored already, not replaced.
+	if err := p.Publish(ctx, "c1", []byte(`{"x":2}`)); err != nil {
+		t.Fatalf("publishing a stored result again with older credentials: %v", err)
+	}
 	raw, err := LastMsg(ctx, connect(admin).NC, StreamResults, ResultSubject("s2", "c1"))
 	if err != nil || string(raw) != `{"x":1}` {
-		t.Fatalf("the result was not stored: %q, %v", raw, err)
+		t.Fatalf("the result was not stored once: %q, %v", raw, err)
 	}
 
 	agent, err := a.Creds(Role{Kind: "agent", Server: "s2"})

@@ -348,7 +348,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 		}
 		defer qsub.Unsubscribe()
 	}
-	cons, err := bus.EnsureAgentConsumer(ctx, r.conn.JS, r.server)
+	// The bus's server makes it when the bus asks for credentials: wait for it.
+	cons, err := bus.CommandConsumer(ctx, r.conn, r.server, r.log)
+	if err != nil && ctx.Err() != nil {
+		return nil // stopped while waiting for it
+	}
 	if err != nil {
 		return fmt.Errorf("workers: consumer for %s: %w", r.server, err)
 	}
@@ -479,9 +483,9 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg, release func()
 	}
 	if stored != nil {
 		log.Info().Int("attempt", attempt).Msg("already answered: repeating the stored result")
-		// Under the result's own message id: a waiting client gets it, the
-		// results stream keeps one (found by the chaos soak: a plain publish
-		// stored a second result for one command).
+		// As any result, once per subject: the stream keeps the one it has
+		// (found by the chaos soak: a plain publish stored a second result
+		// for one command); a waiting client reads that one.
 		if err := r.publish(ctx, env.ID, stored); err != nil {
 			log.Warn().Err(err).Msg("repeating the stored result")
 		}
@@ -621,9 +625,9 @@ func (r *Runtime) ack(ctx context.Context, msg jetstream.Msg, log zerolog.Logger
 
 // store publishes raw as command id's result until the results stream has
 // it, and says whether it does (false: the runtime stopped first). The
-// outcome is decided: it is published again (the same bytes, under the same
-// message id, stored once, and only that once republished to the waiting
-// client) while msg stays ours, rather than handed back to run a second
+// outcome is decided: it is published again (the same bytes, stored once
+// per subject, and only that once republished to the waiting client) while
+// msg stays ours, rather than handed back to run a second
 // time (found by the chaos soak: commands whose result's ack was lost in a
 // NATS leader election ran again 20 s later, over what newer commands had done).
 func (r *Runtime) store(ctx context.Context, msg jetstream.Msg, log zerolog.Logger, id string, raw []byte) bool {

@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
@@ -123,7 +121,16 @@ func runServer(ctx context.Context, f *serverFlags, reg *prometheus.Registry, lo
 		rb.stop()
 		return nil, err
 	}
-	go followRevocations(ctx, rb.authority, ns, log)
+	// The authority's follower makes each role's consumers and stores, which no role but the admin may make.
+	fconn, err := bus.Connect(bus.ConnOptions{URL: rb.url, Name: "skein-server-authority", Log: log, Creds: admin, CA: rb.ca})
+	if err != nil {
+		rb.stop()
+		return nil, err
+	}
+	go func() {
+		defer fconn.Close()
+		bus.FollowAuthority(ctx, rb.authority, ns, fconn.JS, log)
+	}()
 	if f.http != "" || reg != nil {
 		// The dashboard and the cluster's gauges read the records on one connection of their own.
 		sconn, err := bus.Connect(bus.ConnOptions{URL: rb.url, Name: "skein-server-views", Log: log, Creds: admin, CA: rb.ca})
@@ -165,29 +172,6 @@ func runServer(ctx context.Context, f *serverFlags, reg *prometheus.Registry, lo
 	}
 	ev.Msg("skein server ready")
 	return rb, nil
-}
-
-// followRevocations applies `skein creds revoke` to the running server: the
-// revoked credentials are disconnected and refused.
-func followRevocations(ctx context.Context, a *bus.Authority, ns *server.Server, log zerolog.Logger) {
-	last := a.LedgerModified()
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if m := a.LedgerModified(); !m.Equal(last) {
-			last = m
-			if err := a.ApplyRevocations(ns); err != nil {
-				log.Warn().Err(err).Msg("applying revocations")
-				continue
-			}
-			log.Info().Int("revoked", len(a.Revoked())).Msg("revocations applied")
-		}
-	}
 }
 
 func serverCmd(g *globals) *cobra.Command {
@@ -456,10 +440,17 @@ func upCmd(g *globals) *cobra.Command {
 
 func initCmd(g *globals) *cobra.Command {
 	var replicas int
+	var data string
 	c := &cobra.Command{
-		Use:   "init [--replicas N]",
+		Use:   "init [--replicas N] [--data DIR]",
 		Short: "Create skein's streams and buckets on an external NATS (skein server does it itself)",
-		Args:  cobra.NoArgs,
+		Long: `Create skein's streams and buckets on an external NATS (skein server does it itself).
+
+With the bus's authority in DATA/auth (where skein creds runs), it also makes what
+each role issued credentials consumes but may not make: every agent's command
+consumer and backups store, and the scheduler's consumer. Run it again after
+issuing credentials to a new agent.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if replicas < 1 || replicas > 5 {
 				return fmt.Errorf("--replicas %d: use 1 to 5 (3 on a three-node cluster)", replicas)
@@ -477,9 +468,23 @@ func initCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Printf("streams and buckets ready on %s (replicas %d)\n", g.nats, replicas)
+			// Only where the authority lives: LoadAuthority would make a new one elsewhere.
+			if _, err := os.Stat(filepath.Join(data, "auth", "users.json")); err != nil {
+				return nil
+			}
+			a, err := bus.LoadAuthority(filepath.Join(data, "auth"))
+			if err != nil {
+				return err
+			}
+			roles := a.Issued()
+			if err := bus.ProvisionRoles(cmd.Context(), conn.JS, roles); err != nil {
+				return err
+			}
+			fmt.Printf("command consumers and backups stores ready for %d roles\n", len(roles))
 			return nil
 		},
 	}
 	c.Flags().IntVar(&replicas, "replicas", 1, "copies of each stream and bucket")
+	c.Flags().StringVar(&data, "data", defaultData, "the data directory of the bus's authority (auth/), as for skein creds")
 	return c
 }

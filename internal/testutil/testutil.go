@@ -62,8 +62,9 @@ func UncheckedCommand(server, typ string, payload any) *events.Envelope {
 	return &events.Envelope{ID: events.NewID(), Type: typ, V: spec.Version, Time: time.Now().UTC(), Source: "test", Server: server, Data: data}
 }
 
-// AuthBus is Bus with authentication: the server trusts a fresh authority and
-// refuses anonymous clients. It returns an admin connection, the URL and the
+// AuthBus is Bus with authentication: the server trusts a fresh authority,
+// refuses anonymous clients and, as `skein server`, makes each role's
+// consumers and stores as it is issued (bus.FollowAuthority). It returns an admin connection, the URL and the
 // authority, to connect more roles with Connect.
 func AuthBus(t testing.TB) (*bus.Conn, string, *bus.Authority) {
 	t.Helper()
@@ -82,6 +83,11 @@ func AuthBus(t testing.TB) (*bus.Conn, string, *bus.Authority) {
 	if err := bus.Ensure(ctx, admin.JS, 1); err != nil {
 		t.Fatal(err)
 	}
+	// As `skein server` does: each role's consumers and stores, made as it is issued.
+	fctx, stop := context.WithCancel(context.Background())
+	followed := make(chan struct{})
+	go func() { defer close(followed); bus.FollowAuthority(fctx, a, ns, admin.JS, zerolog.Nop()) }()
+	t.Cleanup(func() { stop(); <-followed })
 	return admin, ns.ClientURL(), a
 }
 

@@ -138,6 +138,8 @@ func TestNATSCluster(t *testing.T) {
 		if out, err := exec.Command(skeinBin, "creds", "agent", name, "--data", dataDir, "-o", credDir).CombinedOutput(); err != nil {
 			t.Fatalf("creds agent %s: %v %s", name, err, out)
 		}
+		// No skein server follows the authority on a NATS of one's own: init makes the agent's consumer and store.
+		c.must(t, "init", "--replicas", "3", "--data", dataDir)
 		a := startProc("cluster-agent-"+name, "agent", "--name", name, "--nats", strings.Join(c.urls, ","), "--tls-ca", c.ca,
 			"--creds", filepath.Join(credDir, "agent-"+name+".creds"), "--network", fmt.Sprintf("skeinbr%d", 4+i), "--incus-project", fmt.Sprintf("skein-s%d", 4+i),
 			"--pool", "skein", "--state", filepath.Join(credDir, "state-"+name))

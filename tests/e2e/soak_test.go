@@ -1392,6 +1392,8 @@ func TestSoakNATSCluster(t *testing.T) {
 		if out, err := exec.Command(skeinBin, "creds", "agent", name, "--data", dataDir, "-o", credDir).CombinedOutput(); err != nil {
 			t.Fatalf("creds agent %s: %v %s", name, err, out)
 		}
+		// No skein server follows the authority on a NATS of one's own: init makes the agent's consumer and store.
+		c.must(t, "init", "--replicas", "3", "--data", dataDir)
 		urls := c.urls
 		if name == bed.cutter {
 			urls = proxied

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -156,24 +157,31 @@ func restoreScript(kind, db, owner string) (string, error) {
 	return "set -o pipefail; { echo 'SET ROLE " + o + ";'; gunzip -c \"$F\"; } | su postgres -s /bin/sh -c 'psql -X -q -v ON_ERROR_STOP=1 -d " + db + "'", nil
 }
 
-// backups is this server's backups store, made on first use.
+// backups is this server's backups store, opened on first use.
 type backups struct {
 	mu  sync.Mutex
 	obs jetstream.ObjectStore
 }
 
+// store opens this server's backups store: made by the bus's server for
+// every agent it issued credentials to; made here on a bus without
+// authentication (an agent may not make or change a stream).
 func (w *Worker) store(ctx context.Context) (jetstream.ObjectStore, error) {
 	w.backups.mu.Lock()
 	defer w.backups.mu.Unlock()
 	if w.backups.obs != nil {
 		return w.backups.obs, nil
 	}
-	obs, err := w.cfg.JS.ObjectStore(ctx, bus.BackupsBucket(w.host.Server))
+	bucket := bus.BackupsBucket(w.host.Server)
+	obs, err := w.cfg.JS.ObjectStore(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) && w.cfg.JS.Conn().AuthRequired() {
+		return nil, workers.Transient("the backups store %s does not exist: `skein server` makes it for every agent it issued credentials to (restart it, or run `skein init` against an external NATS)", bucket)
+	}
 	if err != nil {
 		obs, err = w.cfg.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig(w.host.Server))
 	}
 	if err != nil {
-		return nil, workers.Transient("the backups store %s: %v", bus.BackupsBucket(w.host.Server), err)
+		return nil, workers.Transient("the backups store %s: %v", bucket, err)
 	}
 	w.backups.obs = obs
 	return obs, nil
