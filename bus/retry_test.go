@@ -38,3 +38,24 @@ func TestRetryingReads(t *testing.T) {
 		t.Errorf("a caller's deadline ends the retries: %v after %s", err, time.Since(start))
 	}
 }
+
+// A cluster between leaders answers "temporarily unavailable", as an API
+// error or as a status header's text: both are tried again.
+func TestRetryingReadsRideOutALeaderElection(t *testing.T) {
+	for _, unavailable := range []error{
+		&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"},
+		errors.New("nats: JetStream system temporarily unavailable"),
+	} {
+		calls := 0
+		got, err := retrying(context.Background(), func(context.Context) (int, error) {
+			calls++
+			if calls < 2 {
+				return 0, unavailable
+			}
+			return 7, nil
+		})
+		if got != 7 || err != nil || calls != 2 {
+			t.Errorf("after %q: %d %v in %d calls", unavailable, got, err, calls)
+		}
+	}
+}

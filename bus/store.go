@@ -101,9 +101,18 @@ var errNoAnswer = errors.New("no answer from the stream")
 // leaderless says whether a read failed for want of an answer (a stream
 // without a leader for the moment), not for good.
 func leaderless(err error) bool {
+	// 10008, "JetStream system temporarily unavailable": a cluster between
+	// leaders. nats.go gives it as an API error or, from a status header
+	// (direct gets, KV listers), as its text alone; TestNATSCluster meets both.
+	var api *jetstream.APIError
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, errNoAnswer)
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, errNoAnswer) ||
+		(errors.As(err, &api) && api.ErrorCode == clusterNotAvailable) ||
+		(err != nil && strings.Contains(err.Error(), "temporarily unavailable"))
 }
+
+// clusterNotAvailable is nats-server's JSClusterNotAvailErr.
+const clusterNotAvailable jetstream.ErrorCode = 10008
 
 // retrying runs a read until it answers, fails for good, or readPatience or
 // ctx ends.
