@@ -143,6 +143,8 @@ type Runtime interface {
 	Create(ctx context.Context, spec CreateSpec) error
 	// Start starts a container.
 	Start(ctx context.Context, name string) error
+	// Readdress gives a stopped container another reserved address.
+	Readdress(ctx context.Context, name, ip string) error
 	// Stop stops a container, cleanly unless force.
 	Stop(ctx context.Context, name string, force bool) error
 	// Restart restarts a container.

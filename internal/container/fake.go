@@ -39,7 +39,7 @@ type Fake struct {
 	// DelayAddress leaves a started container without an address until Grant.
 	DelayAddress bool
 	// Taken are addresses used on the network outside this server's
-	// containers (another project's): Create refuses them as Incus does.
+	// containers (another project's): Start refuses them, as Incus does.
 	Taken        map[string]bool
 	boots        int
 	macs         int
@@ -139,13 +139,11 @@ func (f *Fake) Create(ctx context.Context, s CreateSpec) error {
 		return &PermanentError{Err: fmt.Errorf("image %q not found", s.Image)}
 	}
 	if s.IPv4 != "" {
-		taken := f.Taken[s.IPv4]
 		for _, i := range f.insts {
-			taken = taken || i.StaticIPv4 == s.IPv4
-		}
-		if taken {
-			// Incus's words.
-			return &PermanentError{Err: fmt.Errorf("Failed add validation for device \"eth0\": IP address %q already defined on another NIC", s.IPv4)}
+			if i.StaticIPv4 == s.IPv4 {
+				// Incus's words.
+				return &PermanentError{Err: fmt.Errorf("Failed add validation for device \"eth0\": IP address %q already defined on another NIC", s.IPv4)}
+			}
 		}
 	}
 	f.macs++
@@ -170,6 +168,10 @@ func (f *Fake) Start(ctx context.Context, name string) error {
 	if i.Status == "Running" {
 		return &PermanentError{Err: fmt.Errorf("the instance is already running")}
 	}
+	if i.StaticIPv4 != "" && f.Taken[i.StaticIPv4] {
+		// Incus checks another project's instances only here, in these words.
+		return &PermanentError{Err: fmt.Errorf("Failed start validation for device \"eth0\": IP address %q already defined on another NIC", i.StaticIPv4)}
+	}
 	i.Status = "Running"
 	f.boots++
 	i.Boot = fmt.Sprint(f.boots)
@@ -177,6 +179,24 @@ func (f *Fake) Start(ctx context.Context, name string) error {
 		f.address(i)
 	}
 	f.emit(name, "instance-started")
+	return nil
+}
+
+// Readdress implements Runtime.
+func (f *Fake) Readdress(ctx context.Context, name, ip string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Calls["Readdress"]++
+	i, ok := f.insts[name]
+	if !ok {
+		return ErrNotFound
+	}
+	for _, o := range f.insts {
+		if o != i && o.StaticIPv4 == ip {
+			return &PermanentError{Err: fmt.Errorf("Failed update validation for device \"eth0\": IP address %q already defined on another NIC", ip)}
+		}
+	}
+	i.StaticIPv4 = ip
 	return nil
 }
 

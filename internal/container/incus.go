@@ -398,6 +398,44 @@ func (r *Incus) DeleteVolume(ctx context.Context, name string) error {
 	return classify(err)
 }
 
+// Readdress implements Runtime: eth0's reserved address and the boot
+// environment that sets it, on a stopped container.
+func (r *Incus) Readdress(ctx context.Context, name, ip string) error {
+	sn, err := r.Subnet(ctx)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		inst, etag, err := r.c.GetInstance(ctx, name)
+		if incus.IsNotFound(err) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		put := inst.Writable()
+		nic, ok := put.Devices["eth0"]
+		if !ok {
+			return &PermanentError{Err: fmt.Errorf("instance %s has no eth0 of its own", name)}
+		}
+		nic["ipv4.address"] = ip
+		if put.Config == nil {
+			put.Config = map[string]string{}
+		}
+		put.Config[EnvIPv4] = fmt.Sprintf("%s/%d", ip, sn.Prefix.Bits())
+		put.Config[EnvGateway] = sn.Gateway.String()
+		op, err := r.c.UpdateInstance(ctx, name, put, etag)
+		if incus.IsPreconditionFailed(err) {
+			continue
+		}
+		if err != nil {
+			return classify(err)
+		}
+		return classify(op.Wait(ctx))
+	}
+	return fmt.Errorf("instance %s kept changing while setting its address", name)
+}
+
 // setDevice sets (want nil: removes) one device of an instance; the etag makes
 // concurrent changes retry instead of overwrite each other.
 func (r *Incus) setDevice(ctx context.Context, name, dev string, want map[string]string) error {

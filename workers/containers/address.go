@@ -122,9 +122,10 @@ func (w *Worker) waitAddress(ctx context.Context, name string, since time.Time) 
 	}
 }
 
-// createAttempts bounds the addresses one launch tries: another project's
-// container on the same network can hold one this server's list lacks.
-const createAttempts = 3
+// addressAttempts bounds the addresses one launch tries: another project's
+// container on the same network can hold one this server's list lacks, and
+// Incus refuses it only when the container starts.
+const addressAttempts = 3
 
 // create creates the container of spec; with no address asked for, it gets
 // a free one of the server's pool, reserved in Incus and set by the image at
@@ -133,29 +134,42 @@ func (w *Worker) create(ctx context.Context, spec container.CreateSpec) error {
 	if spec.IPv4 != "" {
 		return w.rt.Create(ctx, spec)
 	}
+	ip, release, err := w.claimAddress(ctx, spec.Name, nil)
+	if err != nil {
+		return err
+	}
+	defer release()
+	spec.IPv4 = ip.String()
+	return w.rt.Create(ctx, spec)
+}
+
+// start starts container name; when Incus refuses the address the agent
+// picked for it (picked: the launch asked for none) because another
+// project's container holds it, the container gets another and starts.
+func (w *Worker) start(ctx context.Context, name string, picked bool) error {
+	err := w.rt.Start(ctx, name)
 	avoid := map[netip.Addr]bool{}
-	var err error
-	for range createAttempts {
-		var ip netip.Addr
-		var release func()
-		if ip, release, err = w.claimAddress(ctx, spec.Name, avoid); err != nil {
+	for attempt := 1; err != nil && picked && attempt < addressAttempts; attempt++ {
+		inst, gerr := w.rt.Get(ctx, name)
+		// Only a refusal naming the address is about it (Incus: IP address "…"
+		// already defined on another NIC); e2e TestLaunchAvoidsAnAddressTakenOutside
+		// holds Incus to it.
+		if gerr != nil || inst.StaticIPv4 == "" || !container.IsPermanent(err) || !strings.Contains(err.Error(), `"`+inst.StaticIPv4+`"`) {
 			return err
 		}
-		spec.IPv4 = ip.String()
-		err = w.rt.Create(ctx, spec)
+		old, _ := netip.ParseAddr(inst.StaticIPv4)
+		avoid[old] = true
+		ip, release, cerr := w.claimAddress(ctx, name, avoid)
+		if cerr != nil {
+			return cerr
+		}
+		w.log.Info().Err(err).Str("container", name).Str("refused", inst.StaticIPv4).Str("ip", ip.String()).Msg("address held outside this server's containers: taking another")
+		rerr := w.rt.Readdress(ctx, name, ip.String())
 		release()
-		// Only a refusal naming the address is about it (Incus: IP address
-		// "…" already defined on another NIC); TestLaunchAvoidsAnAddressTakenOutside
-		// in tests/e2e holds Incus to it.
-		if err == nil || !container.IsPermanent(err) || !strings.Contains(err.Error(), `"`+spec.IPv4+`"`) {
-			return err
+		if rerr != nil {
+			return rerr
 		}
-		// An earlier attempt's create may have finished meanwhile: let the caller see it.
-		if inst, gerr := w.rt.Get(ctx, spec.Name); gerr == nil && inst.Command == spec.Command {
-			return err
-		}
-		w.log.Info().Err(err).Str("container", spec.Name).Str("ip", spec.IPv4).Msg("address refused: picking another")
-		avoid[ip] = true
+		err = w.rt.Start(ctx, name)
 	}
 	return err
 }

@@ -201,7 +201,7 @@ func TestLaunchesGetDistinctStaticAddresses(t *testing.T) {
 
 // TestLaunchAvoidsAnAddressTakenOutside: an address the server's list lacks
 // but the network has (another project's container) is refused by the
-// runtime; the launch takes another one.
+// runtime when the container starts; it gets another one and starts.
 func TestLaunchAvoidsAnAddressTakenOutside(t *testing.T) {
 	sn := container.NewFake(subnet, image)
 	s, _ := sn.Subnet(context.Background())
@@ -214,8 +214,12 @@ func TestLaunchAvoidsAnAddressTakenOutside(t *testing.T) {
 	if c.IPv4 == "" || c.IPv4 == first.String() {
 		t.Fatalf("launched with %q; want an address other than the taken %s", c.IPv4, first)
 	}
-	if n := r.calls("Create"); n != 2 {
-		t.Errorf("Create called %d times, want 2", n)
+	if n := r.calls("Readdress"); n != 1 {
+		t.Errorf("Readdress called %d times, want 1", n)
+	}
+	inst, err := r.fake.Get(context.Background(), "web")
+	if err != nil || inst.StaticIPv4 != c.IPv4 {
+		t.Errorf("reserved %+v, %v; want %s", inst, err, c.IPv4)
 	}
 }
 
@@ -238,5 +242,20 @@ func TestLaunchOnAFullServerIsRefused(t *testing.T) {
 	wantCode(t, err, workers.CodeConflict)
 	if err == nil || !strings.Contains(err.Error(), "no free container address") {
 		t.Errorf("error %v; want it to say no free container address", err)
+	}
+}
+
+// TestLaunchKeepsTheAddressAskedFor: an address the user asked for (--ip)
+// that Incus refuses is never swapped for another.
+func TestLaunchKeepsTheAddressAskedFor(t *testing.T) {
+	const asked = "10.77.9.20"
+	r := newRig(t, rigOptions{before: func(f *container.Fake) { f.Taken = map[string]bool{asked: true} }})
+	_, _, err := r.do(t, events.TypeLaunch, "", events.Launch{Name: "web", Image: image, IPv4: asked})
+	wantCode(t, err, workers.CodeConflict)
+	if err == nil || !strings.Contains(err.Error(), asked) {
+		t.Fatalf("launch with a held --ip: %v; want a refusal naming %s", err, asked)
+	}
+	if n := r.calls("Readdress"); n != 0 {
+		t.Errorf("Readdress called %d times for an address asked for", n)
 	}
 }

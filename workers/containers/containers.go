@@ -241,7 +241,14 @@ func (w *Worker) LaunchContainer(ctx context.Context, req *workers.Request, p ev
 	since := time.Now()
 	if inst.Status != "Running" {
 		req.Progress("start", "starting "+p.Name)
-		if err := w.rt.Start(ctx, p.Name); err != nil {
+		if err := w.start(ctx, p.Name, p.IPv4 == ""); err != nil {
+			var we *workers.Error
+			if errors.As(err, &we) {
+				return none, err
+			}
+			if p.IPv4 != "" && container.IsPermanent(err) && strings.Contains(err.Error(), `"`+p.IPv4+`"`) {
+				return none, workers.Conflict("starting %s: %v: another instance on server %s's network holds %s (it stays, stopped): `skein delete %s` and launch it with another --ip", p.Name, err, w.server, p.IPv4, p.Name)
+			}
 			return none, workers.Transient("starting %s: %v", p.Name, err)
 		}
 	}
