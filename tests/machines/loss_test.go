@@ -5,6 +5,7 @@ package machines
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -15,29 +16,32 @@ import (
 	"github.com/skeinhq/skein/events"
 )
 
-// load asks url every 50 ms until stopped (2,000 requests at the most) and
-// counts what failed, by the time it failed.
+// load asks url every interval until stopped (limit requests at the most) and
+// counts what failed, by the time it failed, and who answered.
 type load struct {
 	mu       sync.Mutex
 	ok       int
 	failures []time.Time
+	answers  map[string]int
 	stop     chan struct{}
 	done     chan struct{}
 }
 
-func startLoad(url string) *load {
-	l := &load{stop: make(chan struct{}), done: make(chan struct{})}
+func startLoad(url string, every time.Duration, limit int) *load {
+	l := &load{stop: make(chan struct{}), done: make(chan struct{}), answers: map[string]int{}}
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
 	go func() {
 		defer close(l.done)
-		for i := 0; i < 2000; i++ {
+		for i := 0; i < limit; i++ {
 			select {
 			case <-l.stop:
 				return
-			case <-time.After(50 * time.Millisecond):
+			case <-time.After(every):
 			}
 			resp, err := client.Get(url)
+			var body []byte
 			if err == nil {
+				body, err = io.ReadAll(resp.Body)
 				resp.Body.Close()
 			}
 			l.mu.Lock()
@@ -45,6 +49,7 @@ func startLoad(url string) *load {
 				l.failures = append(l.failures, time.Now())
 			} else {
 				l.ok++
+				l.answers[strings.TrimSpace(string(body))]++
 			}
 			l.mu.Unlock()
 		}
@@ -113,7 +118,7 @@ func TestLosingAMachine(t *testing.T) {
 		return n
 	}
 	eventually(t, 60*time.Second, func() bool { return on("m3") == 1 && on("m1")+on("m2") == 2 }, "the job is not spread over the three machines: %+v", func() any { return instances(t, "lossjob") }())
-	l := startLoad("http://10.77.200.11:18093/")
+	l := startLoad("http://10.77.200.11:18093/", 50*time.Millisecond, 2000)
 	eventually(t, 30*time.Second, func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.ok >= 10 }, "the load balancer does not answer")
 
 	off := time.Now()
