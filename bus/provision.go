@@ -45,6 +45,13 @@ func ProvisionRoles(ctx context.Context, js jetstream.JetStream, roles []Role) e
 // process does, and again every second while provisioning fails.
 func FollowAuthority(ctx context.Context, a *Authority, ns *server.Server, js jetstream.JetStream, log zerolog.Logger) {
 	last := a.LedgerModified()
+	// Read again after taking its time: credentials issued by another process
+	// since the authority was loaded would otherwise wait for the next write.
+	a.mu.Lock()
+	if err := a.readLedger(); err != nil {
+		log.Warn().Err(err).Msg("reading the credentials ledger")
+	}
+	a.mu.Unlock()
 	var done []Role
 	var failed string
 	provision := func() bool {
