@@ -1,6 +1,8 @@
 package bus
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -168,6 +170,8 @@ const heartbeatBucket = "skein_servers"
 type Authority struct {
 	dir                       string
 	operator, account, system nkeys.KeyPair
+	// busKey is what every server's command key derives from (Keys).
+	busKey []byte
 
 	mu     sync.Mutex
 	ledger ledger
@@ -201,10 +205,49 @@ func LoadAuthority(dir string) (*Authority, error) {
 	if a.system, err = loadKey(filepath.Join(dir, "system.nk"), nkeys.CreateAccount); err != nil {
 		return nil, err
 	}
+	if a.busKey, err = loadBusKey(filepath.Join(dir, "bus.key")); err != nil {
+		return nil, err
+	}
 	if err := a.readLedger(); err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// loadBusKey reads the bus's key (32 bytes, hex), making it on first use.
+func loadBusKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, []byte(hex.EncodeToString(key)), 0o600); err != nil {
+			return nil, fmt.Errorf("bus: %w", err)
+		}
+		return key, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: %w", err)
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("bus: %s is not 32 bytes of hex: restore it from a backup, or remove DATA/auth and issue every credential again", path)
+	}
+	return key, nil
+}
+
+// keysLine is the key block of r's credentials: the bus's key for the admin
+// and the scheduler (who command every server), the server's own for an
+// agent, none for the observer.
+func (a *Authority) keysLine(r Role) string {
+	switch r.Kind {
+	case "admin", "scheduler":
+		return "bus." + hex.EncodeToString(a.busKey)
+	case "agent":
+		return "server." + r.Server + "." + hex.EncodeToString(serverKey(a.busKey, r.Server))
+	}
+	return ""
 }
 
 func loadKey(path string, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, error) {
@@ -385,7 +428,14 @@ func (a *Authority) Creds(r Role) ([]byte, error) {
 		return nil, err
 	}
 	a.tell()
-	return jwt.FormatUserConfig(token, seed)
+	creds, err := jwt.FormatUserConfig(token, seed)
+	if err != nil {
+		return nil, err
+	}
+	if line := a.keysLine(r); line != "" {
+		creds = append(creds, formatKeys(line)...)
+	}
+	return creds, nil
 }
 
 // tell has a server following the authority look at the ledger again.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,14 +78,22 @@ func (c *Client) NewCommand(server, typ, id string, payload any) (*events.Envelo
 // then needs not look for an earlier result of it on its first delivery.
 const HeaderFreshID = "Skein-Fresh-Id"
 
-// commandMsg is the message that carries a command.
-func commandMsg(env *events.Envelope, raw []byte) *nats.Msg {
+// CommandMsg is the message that carries a command, with its MAC under its
+// server's key when the bus asks for credentials.
+func (c *Client) CommandMsg(env *events.Envelope, raw []byte) (*nats.Msg, error) {
 	m := nats.NewMsg(CommandSubject(env.Server, env.Type))
 	m.Data = raw
 	if env.Fresh {
 		m.Header.Set(HeaderFreshID, "1")
 	}
-	return m
+	if k := c.conn.Keys; k.Signs() {
+		mac, err := k.CommandMAC(env.Server, m.Subject, env.Fresh, raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s to %s: %w (only the admin's and the scheduler's credentials command servers)", env.Type, env.Server, err)
+		}
+		m.Header.Set(HeaderMAC, mac)
+	}
+	return m, nil
 }
 
 // Send publishes a command and returns once JetStream has stored it.
@@ -93,7 +102,11 @@ func (c *Client) Send(ctx context.Context, env *events.Envelope) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.conn.JS.PublishMsg(ctx, commandMsg(env, raw), jetstream.WithMsgID(env.ID))
+	m, err := c.CommandMsg(env, raw)
+	if err != nil {
+		return err
+	}
+	_, err = c.conn.JS.PublishMsg(ctx, m, jetstream.WithMsgID(env.ID))
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", env.Type, err)
 	}
@@ -146,7 +159,11 @@ type publication struct {
 }
 
 func (p *publication) publish() error {
-	fut, err := p.c.conn.JS.PublishMsgAsync(commandMsg(p.env, p.raw), jetstream.WithMsgID(p.env.ID))
+	m, err := p.c.CommandMsg(p.env, p.raw)
+	if err != nil {
+		return err
+	}
+	fut, err := p.c.conn.JS.PublishMsgAsync(m, jetstream.WithMsgID(p.env.ID))
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", p.env.Type, err)
 	}
@@ -325,11 +342,17 @@ func (c *Client) LookupResult(ctx context.Context, server, id string) (*events.R
 	// a direct get with what it has, and the node a client is connected to
 	// answers first (found by TestNATSCluster: a stored result not found for
 	// the command's whole minute).
-	raw, err := LastMsg(ctx, c.conn.NC, StreamResults, subject)
-	if err != nil || raw == nil {
+	m, err := LastStored(ctx, c.conn.NC, StreamResults, subject)
+	if err != nil || m == nil {
 		return nil, false, err
 	}
-	res, err := decodeResult(raw)
+	from, ok := strings.CutPrefix(m.Subject, Prefix+".result.")
+	from, ok2 := strings.CutSuffix(from, "."+id)
+	if !ok || !ok2 || !c.conn.Keys.Authentic(from, m.Subject, m.Data, m.Header) {
+		// Not its agent's: the real one, when it comes, replaces it.
+		return nil, false, nil
+	}
+	res, err := decodeResult(m.Data)
 	if res == nil {
 		return nil, false, err
 	}

@@ -43,6 +43,9 @@ type Conn struct {
 	NC *nats.Conn
 	// JS is the JetStream API on it.
 	JS jetstream.JetStream
+	// Keys make and check the MACs of commands and results; nil on a bus
+	// that asks for no credentials.
+	Keys *Keys
 }
 
 // Connect dials NATS; the connection reconnects forever, since a restarted server
@@ -74,7 +77,12 @@ func Connect(o ConnOptions) (*Conn, error) {
 	if o.Wait {
 		opts = append(opts, nats.RetryOnFailedConnect(true))
 	}
+	var keys *Keys
 	if len(o.Creds) > 0 {
+		var err error
+		if keys, err = ParseKeys(o.Creds); err != nil {
+			return nil, err
+		}
 		token, err := jwt.ParseDecoratedJWT(o.Creds)
 		if err != nil {
 			return nil, fmt.Errorf("bus: the credentials hold no JWT: %w", err)
@@ -91,8 +99,12 @@ func Connect(o ConnOptions) (*Conn, error) {
 		// Replies go to the role's own inbox, the one subject it may read them on.
 		if uc, err := jwt.DecodeUserClaims(token); err == nil {
 			for _, tag := range uc.Tags {
-				if kind, ok := strings.CutPrefix(tag, "skein-role:"); ok && kind != "admin" {
+				kind, ok := strings.CutPrefix(tag, "skein-role:")
+				if ok && kind != "admin" {
 					opts = append(opts, nats.CustomInboxPrefix("_INBOX."+uc.Name))
+				}
+				if ok && kind != "observer" && !keys.Signs() {
+					return nil, fmt.Errorf("bus: these %s credentials hold no key to sign commands and results (made by an older skein): issue them again with `skein creds %s`", uc.Name, strings.Replace(uc.Name, "-", " ", 1))
 				}
 			}
 		}
@@ -119,7 +131,7 @@ func Connect(o ConnOptions) (*Conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
-	return &Conn{NC: nc, JS: js}, nil
+	return &Conn{NC: nc, JS: js, Keys: keys}, nil
 }
 
 // Close drains nothing and closes the connection.

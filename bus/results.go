@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -35,15 +36,18 @@ func storedBefore(code int) bool {
 	return code == int(jetstream.JSErrCodeStreamWrongLastSequence) || code == int(jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
+// errStoredBefore is a result refused because its subject holds one already.
+var errStoredBefore = errors.New("a result is stored there already")
+
 // parseStoredAck reads JetStream's acknowledgement of a result: err when it
-// was not stored (a copy refused because one is stored already is stored).
+// was not stored, errStoredBefore when its subject holds one already.
 func parseStoredAck(data []byte) error {
 	var a storedAck
 	if err := json.Unmarshal(data, &a); err != nil {
 		return fmt.Errorf("storing the result: an unreadable acknowledgement: %w", err)
 	}
 	if a.Error != nil && storedBefore(a.Error.ErrCode) {
-		return nil
+		return errStoredBefore
 	}
 	if a.Error != nil {
 		return fmt.Errorf("storing the result: %s (%d)", a.Error.Description, a.Error.Code)
@@ -115,22 +119,66 @@ func (p *ResultPublisher) Close() {
 
 // Publish publishes raw as the result of command id and returns once the
 // results stream has it: stored once, on a subject that holds no result of
-// id yet; a copy published again is refused and counts as stored.
+// id yet; a copy published again is refused and counts as stored. What
+// another stored there (the server can be made to publish anywhere) is not
+// this server's result: it is replaced.
 func (p *ResultPublisher) Publish(ctx context.Context, id string, raw []byte) error {
+	subject := ResultSubject(p.server, id)
+	var mac string
+	if k := p.conn.Keys; k.Signs() {
+		var err error
+		if mac, err = k.ResultMAC(p.server, subject, raw); err != nil {
+			return fmt.Errorf("the result of %s: %w", id, err)
+		}
+	}
+	var after uint64
+	for try := 1; ; try++ {
+		err := p.publishOnce(ctx, subject, raw, mac, after)
+		if !errors.Is(err, errStoredBefore) {
+			return err
+		}
+		if mac == "" {
+			return nil
+		}
+		m, err := LastStored(ctx, p.conn.NC, StreamResults, subject)
+		switch {
+		case err != nil:
+			return fmt.Errorf("the result of %s: %w", id, err)
+		case m == nil:
+			after = 0
+		case p.conn.Keys.Authentic(p.server, subject, m.Data, m.Header):
+			return nil
+		case try >= 3:
+			return fmt.Errorf("the result of %s: what others store on its subject keeps taking its place", id)
+		default:
+			after = m.Seq
+		}
+	}
+}
+
+// publishOnce publishes a result on subject if the subject's last message is
+// after (0: none), and waits for JetStream to store it.
+func (p *ResultPublisher) publishOnce(ctx context.Context, subject string, raw []byte, mac string, after uint64) error {
 	// Random: another agent, which may read stored results, cannot guess the
 	// next one and have JetStream acknowledge its own message there.
 	token := events.NewID()
-	m := nats.NewMsg(ResultSubject(p.server, id))
+	m := nats.NewMsg(subject)
 	m.Data = raw
 	// Once per subject, which only this server may publish on: a message id
 	// is deduplicated across the stream, so another agent publishing first
 	// under the same id would have this result dropped.
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(after, 10))
 	m.Header.Set(HeaderResultToken, token)
+	if mac != "" {
+		m.Header.Set(HeaderMAC, mac)
+	}
 	if p.degraded != "" {
 		var apiErr *jetstream.APIError
-		if _, err := p.conn.JS.PublishMsg(ctx, m); err != nil && !(errors.As(err, &apiErr) && storedBefore(int(apiErr.ErrorCode))) {
-			return fmt.Errorf("publishing the result of %s: %w", id, err)
+		if _, err := p.conn.JS.PublishMsg(ctx, m); err != nil {
+			if errors.As(err, &apiErr) && storedBefore(int(apiErr.ErrorCode)) {
+				return errStoredBefore
+			}
+			return fmt.Errorf("publishing %s: %w", subject, err)
 		}
 		return nil
 	}
@@ -143,6 +191,7 @@ func (p *ResultPublisher) Publish(ctx context.Context, id string, raw []byte) er
 		delete(p.waiting, token)
 		p.mu.Unlock()
 	}()
+	id := subject[strings.LastIndexByte(subject, '.')+1:]
 	m.Reply = StoredSubject(p.server, id, token)
 	if err := p.conn.NC.PublishMsg(m); err != nil {
 		return fmt.Errorf("publishing the result of %s: %w", id, err)
@@ -159,6 +208,7 @@ func (p *ResultPublisher) Publish(ctx context.Context, id string, raw []byte) er
 type resultWatch struct {
 	// server is the command's server; "" takes any server's result.
 	server, id string
+	keys       *Keys
 	ch         chan *nats.Msg
 	sub        *nats.Subscription
 }
@@ -169,7 +219,7 @@ func (c *Client) watchResult(server, id string) (*resultWatch, error) {
 	if server != "" {
 		subject = StoredResultSubject(server, id)
 	}
-	w := &resultWatch{server: server, id: id, ch: make(chan *nats.Msg, 4)}
+	w := &resultWatch{server: server, id: id, keys: c.conn.Keys, ch: make(chan *nats.Msg, 4)}
 	sub, err := c.conn.NC.ChanSubscribe(subject, w.ch)
 	if err != nil {
 		return nil, err
@@ -197,7 +247,8 @@ func (w *resultWatch) take(m *nats.Msg) (res *events.Result, ok bool, err error)
 	}
 	if !onlyValue(m.Header, jetstream.StreamHeader, StreamResults) ||
 		!onlyValue(m.Header, jetstream.SubjectHeader, ResultSubject(server, w.id)) ||
-		len(m.Header.Values(jetstream.SequenceHeader)) != 1 {
+		len(m.Header.Values(jetstream.SequenceHeader)) != 1 ||
+		!w.keys.Authentic(server, ResultSubject(server, w.id), m.Data, m.Header) {
 		return nil, false, nil
 	}
 	res, err = decodeResult(m.Data)
@@ -211,4 +262,14 @@ func (w *resultWatch) take(m *nats.Msg) (res *events.Result, ok bool, err error)
 func onlyValue(h nats.Header, key, want string) bool {
 	v := h.Values(key)
 	return len(v) == 1 && v[0] == want
+}
+
+// Authentic says whether a result's MAC is server's, as stored on subject;
+// every result is, on a bus that asks for no credentials.
+func (k *Keys) Authentic(server, subject string, data []byte, h nats.Header) bool {
+	if !k.Signs() {
+		return true
+	}
+	macs := h.Values(HeaderMAC)
+	return len(macs) == 1 && k.VerifyResult(server, subject, data, macs[0])
 }

@@ -67,6 +67,7 @@ func TestOlderAgentCredsStillStoreResults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	old = append(old, formatKeys(a.keysLine(Role{Kind: "agent", Server: "s2"}))...)
 
 	p, err := NewResultPublisher(connect(old), "s2")
 	if err != nil {

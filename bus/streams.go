@@ -178,12 +178,34 @@ func IsNotFound(err error) bool {
 		errors.Is(err, jetstream.ErrBucketNotFound)
 }
 
+// StoredMsg is a message as a stream stored it.
+type StoredMsg struct {
+	// Subject is where it was published.
+	Subject string
+	// Data is its body.
+	Data []byte
+	// Header is what its publisher set.
+	Header nats.Header
+	// Seq is its sequence in the stream.
+	Seq uint64
+}
+
 // LastMsg reads the last message of subject in stream from the stream's
 // leader, nil when there is none. A direct get (what jetstream's
 // GetLastMsgForSubject does on skein's streams) may be answered by a replica
 // that lags behind: fine for showing, wrong for deciding whether a command
 // was answered.
 func LastMsg(ctx context.Context, nc *nats.Conn, stream, subject string) ([]byte, error) {
+	m, err := LastStored(ctx, nc, stream, subject)
+	if m == nil {
+		return nil, err
+	}
+	return m.Data, nil
+}
+
+// LastStored is LastMsg with the message's headers and sequence; nil when
+// the subject holds none.
+func LastStored(ctx context.Context, nc *nats.Conn, stream, subject string) (*StoredMsg, error) {
 	req, err := json.Marshal(map[string]string{"last_by_subj": subject})
 	if err != nil {
 		return nil, err
@@ -194,7 +216,10 @@ func LastMsg(ctx context.Context, nc *nats.Conn, stream, subject string) ([]byte
 	}
 	var resp struct {
 		Message *struct {
-			Data []byte `json:"data"`
+			Subject string `json:"subject"`
+			Data    []byte `json:"data"`
+			Header  []byte `json:"hdrs"`
+			Seq     uint64 `json:"seq"`
 		} `json:"message"`
 		Error *struct {
 			ErrCode     int    `json:"err_code"`
@@ -212,5 +237,13 @@ func LastMsg(ctx context.Context, nc *nats.Conn, stream, subject string) ([]byte
 	case resp.Message == nil:
 		return nil, fmt.Errorf("reading %s from %s: an empty answer", subject, stream)
 	}
-	return resp.Message.Data, nil
+	out := &StoredMsg{Subject: resp.Message.Subject, Data: resp.Message.Data, Seq: resp.Message.Seq, Header: nats.Header{}}
+	if len(resp.Message.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s from %s: its headers: %w", subject, stream, err)
+		}
+		out.Header = h
+	}
+	return out, nil
 }

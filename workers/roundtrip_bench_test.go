@@ -19,14 +19,11 @@ import (
 	"github.com/skeinhq/skein/workers"
 )
 
-// pingAgent runs a worker runtime for s1 answering pings, as command and query.
-func pingAgent(b *testing.B, ctx context.Context, url string) *bus.Conn {
+// pingAgent runs a worker runtime for s1 answering pings, as command and
+// query, with agent s1's credentials (its commands' MACs checked).
+func pingAgent(b *testing.B, ctx context.Context, url string, a *bus.Authority) {
 	b.Helper()
-	agentConn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent", Log: zerolog.Nop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(agentConn.Close)
+	agentConn := testutil.Connect(b, url, a, bus.Role{Kind: "agent", Server: "s1"})
 	rt := workers.NewRuntime(agentConn, "s1", zerolog.Nop())
 	pong := func(ctx context.Context, req *workers.Request, p events.Ping) (events.Pong, error) {
 		return events.Pong{Server: "s1", Time: time.Now().UTC()}, nil
@@ -34,7 +31,6 @@ func pingAgent(b *testing.B, ctx context.Context, url string) *bus.Conn {
 	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: pong})
 	workers.HandleQuery(rt, workers.Query[events.Ping, events.Pong]{Type: events.TypePing, Inline: true, Run: pong})
 	go rt.Run(ctx)
-	return agentConn
 }
 
 // BenchmarkRoundTrip compares skein's round trips with bare NATS and bare
@@ -49,11 +45,16 @@ func pingAgent(b *testing.B, ctx context.Context, url string) *bus.Conn {
 //   - jetstream-stored: the same, the client taking the result only once
 //     it is stored (as the stream republishes it), as skein's durable path does;
 //   - nats: plain request/reply of a payload of the same size.
+//
+// On a bus that asks for credentials, as `skein server` does: skein's paths
+// with the admin's and agent s1's (commands and results carry MACs), the
+// bare ones between two admin connections (no permissions to check).
 func BenchmarkRoundTrip(b *testing.B) {
-	conn, url := testutil.Bus(b)
+	conn, url, a := testutil.AuthBus(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	agentConn := pingAgent(b, ctx, url)
+	pingAgent(b, ctx, url, a)
+	agentConn := testutil.Connect(b, url, a, bus.Role{Kind: "admin"})
 	client := bus.NewClient(conn, "bench")
 
 	durable := func() error {
@@ -228,10 +229,10 @@ func bareJetStream(b testing.TB, ctx context.Context, client, agent *bus.Conn) f
 // BenchmarkThroughput sends no-op commands to one agent with many in flight
 // and reports commands per second; each must be answered exactly once.
 func BenchmarkThroughput(b *testing.B) {
-	conn, url := testutil.Bus(b)
+	conn, url, a := testutil.AuthBus(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pingAgent(b, ctx, url)
+	pingAgent(b, ctx, url, a)
 	client := bus.NewClient(conn, "bench")
 	testutil.Eventually(b, 10*time.Second, func() bool {
 		env, _ := client.NewCommand("s1", events.TypePing, "", events.Ping{})
@@ -268,26 +269,28 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	envs := make([][]byte, b.N)
+	msgs := make([]*nats.Msg, b.N)
 	ids := make([]string, b.N)
-	for i := range envs {
+	for i := range msgs {
 		env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		envs[i], _ = env.Marshal()
+		raw, _ := env.Marshal()
+		if msgs[i], err = client.CommandMsg(env, raw); err != nil {
+			b.Fatal(err)
+		}
 		ids[i] = env.ID
 	}
 	want = int64(b.N)
-	subject := bus.CommandSubject("s1", events.TypePing)
 	b.ResetTimer()
 	start := time.Now()
-	for i := range envs {
+	for i := range msgs {
 		// Keep at most inFlight commands unanswered.
 		for int64(i)-answered.Load() >= inFlight {
 			time.Sleep(50 * time.Microsecond)
 		}
-		if _, err := conn.JS.PublishMsgAsync(&nats.Msg{Subject: subject, Data: envs[i]}, jetstream.WithMsgID(ids[i])); err != nil {
+		if _, err := conn.JS.PublishMsgAsync(msgs[i], jetstream.WithMsgID(ids[i])); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -294,6 +294,8 @@ type Runtime struct {
 	metrics     Metrics
 	acks        sync.WaitGroup
 	inflight    atomic.Int64
+	started     time.Time
+	recent      recentIDs
 }
 
 // Metrics is told what the runtime does with each command (internal/metrics
@@ -313,7 +315,7 @@ func (r *Runtime) SetMetrics(m Metrics) { r.metrics = m }
 
 // NewRuntime returns a runtime for server's commands.
 func NewRuntime(conn *bus.Conn, server string, log zerolog.Logger) *Runtime {
-	return &Runtime{server: server, conn: conn, log: log, handlers: map[string]*handler{}, queries: map[string]*handler{}, concurrency: 64}
+	return &Runtime{server: server, conn: conn, log: log, handlers: map[string]*handler{}, queries: map[string]*handler{}, concurrency: 64, started: time.Now()}
 }
 
 // Run consumes commands and answers queries until ctx ends.
@@ -430,14 +432,26 @@ func (r *Runtime) process(ctx context.Context, msg jetstream.Msg, release func()
 		return
 	}
 	attempt := int(meta.NumDelivered)
-	// Whether the id was answered is asked at once, while the message is
-	// validated; unless its client made the id for it and this is its first
-	// delivery: then no earlier result can exist.
-	lookup := func(string) ([]byte, error) { return nil, nil }
-	if attempt > 1 || msg.Headers().Get(bus.HeaderFreshID) != "1" {
-		lookup = r.lookup(ctx, msg.Data())
+	freshHeader := msg.Headers().Get(bus.HeaderFreshID) == "1"
+	if !r.authentic(msg, freshHeader) {
+		// Not made by a holder of this server's key (the admin, the scheduler):
+		// whoever had the bus's server store it here gets no answer, and the
+		// id it chose (perhaps a real command's) none either.
+		r.log.Warn().Str("subject", msg.Subject()).Uint64("seq", meta.Sequence.Stream).Msg("dropping a command without this server's MAC")
+		_ = msg.TermWithReason("not authentic")
+		return
 	}
 	env, err := events.Decode(msg.Data())
+	if err == nil && r.conn.Keys.Signs() && time.Since(env.Time) > commandsKept {
+		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("made at %s, longer ago than commands are kept (%s): a replay, or a clock a day off", env.Time.Format(time.RFC3339), commandsKept)}
+	}
+	// Whether the id was answered is asked at once, while the message is
+	// validated; unless its client made the id for it, moments ago, and this
+	// is its first delivery: then no earlier result can exist.
+	lookup := func(string) ([]byte, error) { return nil, nil }
+	if attempt > 1 || !freshHeader || env == nil || !r.recent.admit(env.ID, env.Time, r.started) {
+		lookup = r.lookup(ctx, msg.Data())
+	}
 	if err == nil && env.Server != r.server {
 		err = &events.ValidationError{Type: env.Type, Reason: fmt.Sprintf("addressed to server %q but delivered to %q", env.Server, r.server)}
 	}
@@ -837,6 +851,21 @@ func (r *Runtime) lookup(ctx context.Context, raw []byte) func(id string) ([]byt
 	}
 }
 
+// authentic says whether msg carries this server's MAC (always, on a bus
+// that asks for no credentials).
+func (r *Runtime) authentic(msg jetstream.Msg, fresh bool) bool {
+	k := r.conn.Keys
+	if !k.Signs() {
+		return true
+	}
+	macs := msg.Headers().Values(bus.HeaderMAC)
+	return len(macs) == 1 && k.VerifyCommand(r.server, msg.Subject(), fresh, msg.Data(), macs[0])
+}
+
+// commandsKept is the oldest an authentic command can be: the commands
+// stream keeps none longer, with a margin for clocks.
+const commandsKept = 24*time.Hour + 10*time.Minute
+
 // storedResult returns the stored result of command id, nil when it has none.
 // It asks the results stream's leader (a lagging replica's "none" would run
 // the command again) for 5 s at the most, a second an ask: while a NATS node
@@ -846,10 +875,19 @@ func (r *Runtime) storedResult(ctx context.Context, id string) ([]byte, error) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		lctx, cancel := context.WithTimeout(ctx, time.Second)
-		raw, err := bus.LastMsg(lctx, r.conn.NC, bus.StreamResults, bus.ResultSubject(r.server, id))
+		subject := bus.ResultSubject(r.server, id)
+		m, err := bus.LastStored(lctx, r.conn.NC, bus.StreamResults, subject)
 		cancel()
+		if err == nil && m != nil && !r.conn.Keys.Authentic(r.server, subject, m.Data, m.Header) {
+			// Not this server's: the command was not answered, and its result will replace it.
+			r.log.Warn().Str("cmd", id).Msg("a result without this server's MAC is stored for the command; running it")
+			return nil, nil
+		}
 		if err == nil || ctx.Err() != nil || !time.Now().Before(deadline) || !errors.Is(err, context.DeadlineExceeded) {
-			return raw, err
+			if m == nil {
+				return nil, err
+			}
+			return m.Data, err
 		}
 	}
 }

@@ -100,7 +100,8 @@ func runServer(ctx context.Context, f *serverFlags, reg *prometheus.Registry, lo
 		return nil, err
 	}
 	adminFile := filepath.Join(f.data, "auth", "admin.creds")
-	if _, err := os.Stat(adminFile); errors.Is(err, os.ErrNotExist) {
+	// Made again when it holds no key (made before commands were signed).
+	if old, err := os.ReadFile(adminFile); errors.Is(err, os.ErrNotExist) || (err == nil && !hasKeys(old)) {
 		if err := os.WriteFile(adminFile, admin, 0o600); err != nil {
 			rb.stop()
 			return nil, err
@@ -487,4 +488,10 @@ issuing credentials to a new agent.`,
 	c.Flags().IntVar(&replicas, "replicas", 1, "copies of each stream and bucket")
 	c.Flags().StringVar(&data, "data", defaultData, "the data directory of the bus's authority (auth/), as for skein creds")
 	return c
+}
+
+// hasKeys says whether creds hold a key block (bus.ParseKeys).
+func hasKeys(creds []byte) bool {
+	k, err := bus.ParseKeys(creds)
+	return err == nil && k.Signs()
 }

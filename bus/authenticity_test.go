@@ -1,0 +1,305 @@
+package bus_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/testutil"
+	"github.com/skeinhq/skein/workers"
+)
+
+// replayAs has conn's agent make the bus's server publish data, with
+// headers, on target: stored under one of the agent's own keys, then read
+// back by a direct get whose reply subject is target. No permission covers
+// where the server sends a reply.
+func replayAs(t *testing.T, conn *bus.Conn, server, name string, data []byte, headers nats.Header, target string) {
+	t.Helper()
+	ctx := ctxT(t, 10*time.Second)
+	bucket := bus.BucketConfigs(1)[0].Bucket
+	key := "$KV." + bucket + "." + server + "." + name
+	m := nats.NewMsg(key)
+	m.Data = data
+	for k, vs := range headers {
+		for _, v := range vs {
+			m.Header.Add(k, v)
+		}
+	}
+	if _, err := conn.JS.PublishMsg(ctx, m); err != nil {
+		t.Fatalf("agent %s cannot store under its own key: %v", server, err)
+	}
+	req, _ := json.Marshal(map[string]string{"last_by_subj": key})
+	if err := conn.NC.PublishMsg(&nats.Msg{Subject: "$JS.API.DIRECT.GET.KV_" + bucket, Reply: target, Data: req}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pingRecorder runs a runtime for server on conn whose ping handler records
+// the ids it ran, until the test ends.
+func pingRecorder(t *testing.T, conn *bus.Conn, server string) func() []string {
+	t.Helper()
+	var mu sync.Mutex
+	var ran []string
+	rt := workers.NewRuntime(conn, server, zerolog.Nop())
+	workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: func(ctx context.Context, req *workers.Request, p events.Ping) (events.Pong, error) {
+		mu.Lock()
+		ran = append(ran, req.ID())
+		mu.Unlock()
+		return events.Pong{Server: server, Note: "real", Time: time.Now().UTC()}, nil
+	}})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = rt.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(ran)
+	}
+}
+
+// TestAgentCannotCommandAnotherServer (issue 23, attack 1): agent s1 has the
+// bus's server store on s2's command subject an envelope of its own making,
+// and a copy of a real command the admin sent s1 (with s1's MAC). Both reach
+// s2's queue; s2's agent runs neither, and still runs the admin's command.
+func TestAgentCannotCommandAnotherServer(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 60*time.Second)
+	client := bus.NewClient(admin, "cli")
+	target := bus.CommandSubject("s2", events.TypePing)
+
+	made, err := events.New(events.TypePing, "cli", "s2", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := made.Marshal()
+	replayAs(t, s1, "s1", "made", raw, nats.Header{bus.HeaderFreshID: {"1"}}, target)
+
+	// A real command for s1, as s1's agent takes it from its queue.
+	real1, err := client.NewCommand("s1", events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Send(ctx, real1); err != nil {
+		t.Fatal(err)
+	}
+	var cons jetstream.Consumer
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		cons, err = s1.JS.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName("s1"))
+		return err == nil
+	}, "s1's command consumer was never made")
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var copied int
+	for m := range batch.Messages() {
+		// Without its message id, which JetStream would drop as a duplicate.
+		h := m.Headers()
+		h.Del(nats.MsgIdHdr)
+		replayAs(t, s1, "s1", "copied", m.Data(), h, target)
+		copied++
+	}
+	if copied != 1 {
+		t.Fatalf("s1 took %d commands from its queue, want the admin's 1", copied)
+	}
+
+	// Both are in s2's queue before its agent starts.
+	var s2cons jetstream.Consumer
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		s2cons, err = admin.JS.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName("s2"))
+		return err == nil
+	}, "s2's command consumer was never made")
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		info, err := s2cons.Info(ctx)
+		return err == nil && info.NumPending == 2
+	}, "the forged commands never reached s2's queue")
+
+	ran := pingRecorder(t, s2, "s2")
+	real2, err := client.NewCommand("s2", events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Do(ctx, bus.Call{Envelope: real2}); err != nil {
+		t.Fatalf("the admin's command to s2: %v", err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		info, err := s2cons.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}, "s2's queue was never emptied")
+	if got := ran(); !slices.Equal(got, []string{real2.ID}) {
+		t.Errorf("s2 ran %v; want only the admin's %s (forged: %s, copied: %s)", got, real2.ID, made.ID, real1.ID)
+	}
+}
+
+// TestAgentCannotAnswerAnotherServersCommand (issue 23, attack 3): agent s1
+// has the bus's server store a result for s3's command on s3's own result
+// subject before s3 ran it. The client does not take it; s3's agent runs the
+// command (it is not "already answered"), its result replaces the forged one,
+// and the client takes that.
+func TestAgentCannotAnswerAnotherServersCommand(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s3 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s3"})
+	ctx := ctxT(t, 60*time.Second)
+	client := bus.NewClient(admin, "cli")
+	env, err := client.NewCommand("s3", events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := env.ID
+	forged := []byte(`{"id":"result-` + id + `","type":"result","v":1,"time":"2026-11-26T10:00:00Z","source":"agent/s3","server":"s3",` +
+		`"data":{"command":"` + id + `","command_type":"server.ping","ok":true,"output":{"server":"s3","note":"forged","time":"2026-11-26T10:00:00Z"}}}`)
+	replayAs(t, s1, "s1", "result", forged, nil, bus.ResultSubject("s3", id))
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		raw, err := bus.LastMsg(ctx, admin.NC, bus.StreamResults, bus.ResultSubject("s3", id))
+		return err == nil && strings.Contains(string(raw), "forged")
+	}, "the forged result was never stored on s3's result subject")
+
+	ran := pingRecorder(t, s3, "s3")
+	res, err := client.Do(ctx, bus.Call{Envelope: env})
+	if err != nil {
+		t.Fatalf("s3's result did not reach the client: %v", err)
+	}
+	if p := pongOf(t, res); p.Note != "real" {
+		t.Errorf("the client took %+v, want s3's real answer", p)
+	}
+	if got := ran(); !slices.Equal(got, []string{id}) {
+		t.Errorf("s3 ran %v, want the command once", got)
+	}
+	raw, err := bus.LastMsg(ctx, admin.NC, bus.StreamResults, bus.ResultSubject("s3", id))
+	if err != nil || strings.Contains(string(raw), "forged") {
+		t.Errorf("the stored result is still the forged one: %s, %v", raw, err)
+	}
+	// Asked again later, the stored result is s3's.
+	if res, ok, err := client.LookupResult(ctx, "s3", id); !ok || err != nil || pongOf(t, res).Note != "real" {
+		t.Errorf("looked up later: %v, %v", ok, err)
+	}
+}
+
+// TestACopyOfACommandRunsOnce: agent s1 reads a command queued for s2 (its
+// MAC is genuine) and, once s2 ran it, has the bus's server store a copy on
+// s2's subject again, without the message id JetStream deduplicates by.
+// s2 answers the copy from the stored result and does not run it again.
+func TestACopyOfACommandRunsOnce(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 60*time.Second)
+	client := bus.NewClient(admin, "cli")
+	env, err := client.NewCommand("s2", events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Send(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	target := bus.CommandSubject("s2", events.TypePing)
+	queued, err := bus.LastStored(ctx, s1.NC, bus.StreamCommands, target)
+	if err != nil || queued == nil {
+		t.Fatalf("s1 cannot read s2's queued command: %v", err)
+	}
+	queued.Header.Del(nats.MsgIdHdr)
+
+	ran := pingRecorder(t, s2, "s2")
+	if _, err := client.WaitResult(ctx, "s2", env.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	replayAs(t, s1, "s1", "copy", queued.Data, queued.Header, target)
+	s2cons, err := admin.JS.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName("s2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		info, err := s2cons.Info(ctx)
+		return err == nil && info.Delivered.Consumer >= 2 && info.NumPending == 0 && info.NumAckPending == 0
+	}, "the copy was never taken from s2's queue")
+	if got := ran(); !slices.Equal(got, []string{env.ID}) {
+		t.Errorf("s2 ran %v, want %s once", got, env.ID)
+	}
+}
+
+// TestKeysOfEachRole: the admin's and the scheduler's credentials make and
+// check every server's MACs; an agent's make and check its own server's
+// only, the same the admin's make; the observer's none. A MAC covers the
+// subject, the fresh flag and the body.
+func TestKeysOfEachRole(t *testing.T) {
+	a, err := bus.LoadAuthority(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keysOf := func(r bus.Role) *bus.Keys {
+		creds, err := a.Creds(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := bus.ParseKeys(creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	admin, sched := keysOf(bus.Role{Kind: "admin"}), keysOf(bus.Role{Kind: "scheduler"})
+	s1, obs := keysOf(bus.Role{Kind: "agent", Server: "s1"}), keysOf(bus.Role{Kind: "observer"})
+	if obs.Signs() {
+		t.Error("the observer's credentials hold a key")
+	}
+	subject, body := bus.CommandSubject("s1", events.TypePing), []byte(`{"id":"x"}`)
+	mac, err := admin.CommandMAC("s1", subject, true, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s1.VerifyCommand("s1", subject, true, body, mac) || !sched.VerifyCommand("s1", subject, true, body, mac) {
+		t.Error("s1's agent or the scheduler does not take the admin's MAC of a command to s1")
+	}
+	for name, ok := range map[string]bool{
+		"another subject": s1.VerifyCommand("s1", bus.CommandSubject("s1", "container.delete"), true, body, mac),
+		"not fresh":       s1.VerifyCommand("s1", subject, false, body, mac),
+		"another body":    s1.VerifyCommand("s1", subject, true, []byte(`{"id":"y"}`), mac),
+		"a result's":      s1.VerifyResult("s1", subject, body, mac),
+	} {
+		if ok {
+			t.Errorf("%s: verified", name)
+		}
+	}
+	if _, err := s1.CommandMAC("s2", bus.CommandSubject("s2", events.TypePing), true, body); err == nil {
+		t.Error("s1's credentials made a MAC for s2")
+	}
+	rmac, err := s1.ResultMAC("s1", bus.ResultSubject("s1", "x"), body)
+	if err != nil || !admin.VerifyResult("s1", bus.ResultSubject("s1", "x"), body, rmac) {
+		t.Errorf("the admin does not take s1's result: %v", err)
+	}
+	if admin.VerifyResult("s2", bus.ResultSubject("s2", "x"), body, rmac) {
+		t.Error("s1's MAC passes as s2's")
+	}
+}
+
+// TestCredentialsWithoutAKeyAreRefused: credentials whose key block was cut
+// (made before commands were signed) are refused at connect, with the fix.
+func TestCredentialsWithoutAKeyAreRefused(t *testing.T) {
+	url, a := authBus(t)
+	creds, err := a.Creds(bus.Role{Kind: "agent", Server: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut, _, _ := strings.Cut(string(creds), "-----BEGIN SKEIN KEY")
+	_, err = bus.Connect(bus.ConnOptions{URL: url, Log: zerolog.Nop(), Creds: []byte(cut)})
+	if err == nil || !strings.Contains(err.Error(), "skein creds agent s1") {
+		t.Fatalf("connect with keyless creds = %v, want a refusal naming `skein creds agent s1`", err)
+	}
+}
