@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/internal/testutil"
 	"github.com/skeinhq/skein/workers"
 )
@@ -301,5 +303,93 @@ func TestCredentialsWithoutAKeyAreRefused(t *testing.T) {
 	_, err = bus.Connect(bus.ConnOptions{URL: url, Log: zerolog.Nop(), Creds: []byte(cut)})
 	if err == nil || !strings.Contains(err.Error(), "skein creds agent s1") {
 		t.Fatalf("connect with keyless creds = %v, want a refusal naming `skein creds agent s1`", err)
+	}
+}
+
+// TestAgentCannotReplaceAnotherServersSealKey (issue 23, attack 2): agent s1
+// has the bus's server store, as s2's heartbeat, one carrying s1's seal key:
+// unsigned, signed by s1's credentials, and a copy of s2's own signed
+// heartbeat with the key changed. The admin's read of s2's heartbeat, which
+// the CLI seals s2's secrets to, never gives s1's key; s2's next heartbeat
+// is read again.
+func TestAgentCannotReplaceAnotherServersSealKey(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 30*time.Second)
+	open := func(c *bus.Conn) *bus.Store[events.Heartbeat] {
+		st, err := bus.OpenStore[events.Heartbeat](ctx, c.JS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	k2, err := seal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, err := seal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2Key, s1Key := k2.Public(), k1.Public()
+	real := events.Heartbeat{Name: "s2", Status: "up", SealKey: s2Key, Time: time.Now().UTC()}
+	if _, err := open(s2).Put(ctx, "s2", real); err != nil {
+		t.Fatal(err)
+	}
+	hbs := open(admin)
+	if got, err := hbs.Get(ctx, "s2"); err != nil || got.Value.SealKey != s2Key {
+		t.Fatalf("s2's own heartbeat: %+v, %v", got.Value, err)
+	}
+	stored, err := bus.LastStored(ctx, s1.NC, "KV_skein_servers", "$KV.skein_servers.s2")
+	if err != nil || stored == nil {
+		t.Fatalf("s1 cannot read s2's heartbeat: %v", err)
+	}
+	var copied events.Heartbeat
+	if err := json.Unmarshal(stored.Data, &copied); err != nil || copied.Sig == "" {
+		t.Fatalf("s2's heartbeat is not signed: %s", stored.Data)
+	}
+	copied.SealKey = s1Key
+	copiedRaw, _ := json.Marshal(copied)
+	unsigned := events.Heartbeat{Name: "s2", Status: "up", SealKey: s1Key, Time: time.Now().UTC()}
+	unsignedRaw, _ := json.Marshal(unsigned)
+	// Signed with s1's credentials, as s1's store signs its own, but named s2.
+	creds, err := a.Creds(bus.Role{Kind: "agent", Server: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1b, err := bus.Connect(bus.ConnOptions{URL: url, Log: zerolog.Nop(), Creds: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1b.Close()
+	token, _ := s1b.NC.Opts.UserJWT()
+	bySelf := events.Heartbeat{Name: "s2", Status: "up", SealKey: s1Key, Time: time.Now().UTC()}
+	canon, _ := json.Marshal(bySelf)
+	sig, err := s1b.NC.Opts.SignatureCB(append([]byte("skein-record\nskein_servers\ns2\n"), canon...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bySelf.Signer, bySelf.Sig = token, base64.RawStdEncoding.EncodeToString(sig)
+	bySelfRaw, _ := json.Marshal(bySelf)
+
+	for name, raw := range map[string][]byte{"unsigned": unsignedRaw, "signed by s1": bySelfRaw, "s2's, changed": copiedRaw} {
+		replayAs(t, s1, "s1", "hb", raw, nil, "$KV.skein_servers.s2")
+		testutil.Eventually(t, 10*time.Second, func() bool {
+			m, err := bus.LastStored(ctx, admin.NC, "KV_skein_servers", "$KV.skein_servers.s2")
+			return err == nil && m != nil && strings.Contains(string(m.Data), s1Key)
+		}, "%s: the forged heartbeat was never stored as s2's", name)
+		got, err := hbs.Get(ctx, "s2")
+		if err == nil || got.Value.SealKey == s1Key {
+			t.Errorf("%s: the admin read s2's seal key as %q (%v)", name, got.Value.SealKey, err)
+		}
+	}
+	real.Time = time.Now().UTC()
+	if _, err := open(s2).Put(ctx, "s2", real); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := hbs.Get(ctx, "s2"); err != nil || got.Value.SealKey != s2Key {
+		t.Errorf("s2's next heartbeat: %+v, %v", got.Value, err)
 	}
 }

@@ -234,6 +234,9 @@ func (s *Store[T]) decode(key string, raw []byte, rev uint64) (Entry[T], error) 
 	if err := s.owned(key, raw); err != nil {
 		return Entry[T]{Key: key}, err
 	}
+	if err := verifyRecord(s.nc, s.spec.Bucket, key, serverOfKey(s.spec.Bucket, key), &v); err != nil {
+		return Entry[T]{Key: key}, fmt.Errorf("%s record %q: %w", s.spec.Type, key, err)
+	}
 	return Entry[T]{Key: key, Value: v, Revision: rev}, nil
 }
 
@@ -257,7 +260,20 @@ func (s *Store[T]) owned(key string, raw []byte) error {
 	return nil
 }
 
+// serverOfKey is the server whose agent writes key: heartbeats are keyed by
+// server, other records by server.name.
+func serverOfKey(bucket, key string) string {
+	if bucket == heartbeatBucket {
+		return key
+	}
+	server, _, _ := strings.Cut(key, ".")
+	return server
+}
+
 func (s *Store[T]) encode(key string, v T) ([]byte, error) {
+	if err := signRecord(s.nc, s.spec.Bucket, key, &v); err != nil {
+		return nil, err
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("encoding %s %q: %w", s.spec.Type, key, err)

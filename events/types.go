@@ -243,7 +243,19 @@ type Heartbeat struct {
 	Degraded []string `json:"degraded,omitempty"`
 	// Time is when the heartbeat was sent.
 	Time time.Time `json:"time"`
+	// Signer is the JWT of the credentials that signed the heartbeat: its
+	// server's agent's, on a bus that asks for credentials.
+	Signer string `json:"signer,omitempty" jsonschema:"maxLength=8192"`
+	// Sig is Signer's ed25519 signature (base64) of the heartbeat without
+	// Signer and Sig, with its bucket and key.
+	Sig string `json:"sig,omitempty" jsonschema:"maxLength=256"`
 }
+
+// Signature returns the heartbeat's signer and signature.
+func (h *Heartbeat) Signature() (signer, sig string) { return h.Signer, h.Sig }
+
+// SetSignature sets the heartbeat's signer and signature.
+func (h *Heartbeat) SetSignature(signer, sig string) { h.Signer, h.Sig = signer, sig }
 
 // Mesh is how one server reaches the container subnets of its peers.
 type Mesh struct {
