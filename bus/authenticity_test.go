@@ -393,3 +393,43 @@ func TestAgentCannotReplaceAnotherServersSealKey(t *testing.T) {
 		t.Errorf("s2's next heartbeat: %+v, %v", got.Value, err)
 	}
 }
+
+// TestAnotherAgentCannotSuppressAnEvent: agent s1 publishes on its own event
+// subject under each message id s2's next event could be deduplicated by
+// (its id, as container events' ids are foreseeable); s2's event is stored.
+func TestAnotherAgentCannotSuppressAnEvent(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 30*time.Second)
+	const id = "s2-web-1-1"
+	for _, msgID := range []string{id, "e-" + id, "s2-" + id} {
+		m := nats.NewMsg(bus.EventSubject("s1", events.TypeServerUp))
+		m.Data = []byte(`{"forged":true}`)
+		m.Header.Set(nats.MsgIdHdr, msgID)
+		if _, err := s1.JS.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := bus.NewPublisher(s2.JS, "agent/s2", "s2")
+	if err := pub.Tell(ctx, id, events.TypeServerUp, events.ServerEvent{Name: "s2"}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := bus.LastStored(ctx, admin.NC, bus.StreamEvents, bus.EventSubject("s2", events.TypeServerUp))
+	if err != nil || m == nil || !strings.Contains(string(m.Data), id) {
+		t.Fatalf("s2's event was not stored: %v, %v", m, err)
+	}
+	// Told again (a retry), it is stored once.
+	if err := pub.Tell(ctx, id, events.TypeServerUp, events.ServerEvent{Name: "s2"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := admin.JS.Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(bus.EventSubject("s2", ">")))
+	if err != nil || info.State.Subjects[bus.EventSubject("s2", events.TypeServerUp)] != 1 {
+		t.Errorf("s2's event stored %v times, want once (%v)", info.State.Subjects, err)
+	}
+}

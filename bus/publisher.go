@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"time"
 
@@ -49,10 +51,14 @@ func (p *Publisher) Tell(ctx context.Context, id, typ string, payload any) error
 		return err
 	}
 	msg := &nats.Msg{Subject: EventSubject(p.server, typ), Data: raw}
+	msgID, err := p.msgID(msg.Subject, id)
+	if err != nil {
+		return err
+	}
 	wait := 50 * time.Millisecond
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = p.js.PublishMsg(pctx, msg, jetstream.WithMsgID(id))
+		_, err = p.js.PublishMsg(pctx, msg, jetstream.WithMsgID(msgID))
 		cancel()
 		if err == nil {
 			if p.counted != nil {
@@ -67,4 +73,23 @@ func (p *Publisher) Tell(ctx context.Context, id, typ string, payload any) error
 		}
 		wait = min(wait*2, 2*time.Second)
 	}
+}
+
+// msgID is the id JetStream deduplicates an event by: the same for every
+// repeat of it, and one no other server can foresee (the stream's
+// duplicate window is shared by every publisher: another agent publishing
+// first under an id this event will use would have it dropped). Keyed by
+// the publisher's credentials' signature, deterministic for ed25519; the
+// event's own id on a bus that asks for no credentials.
+func (p *Publisher) msgID(subject, id string) (string, error) {
+	nc := p.js.Conn()
+	if nc == nil || nc.Opts.SignatureCB == nil {
+		return id, nil
+	}
+	sig, err := nc.Opts.SignatureCB([]byte("skein-event-id\n" + subject + "\n" + id))
+	if err != nil {
+		return "", fmt.Errorf("event %s: %w", id, err)
+	}
+	sum := sha256.Sum256(sig)
+	return "e-" + base64.RawURLEncoding.EncodeToString(sum[:18]), nil
 }
