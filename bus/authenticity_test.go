@@ -433,3 +433,49 @@ func TestAnotherAgentCannotSuppressAnEvent(t *testing.T) {
 		t.Errorf("s2's event stored %v times, want once (%v)", info.State.Subjects, err)
 	}
 }
+
+// TestAgentCannotWipeOtherServersRecords (issue 23, attack 4): a message
+// with Nats-Rollup: all under agent s1's own key, published or had
+// published there by the bus's server, would delete every server's records
+// of the bucket. It is refused; s2's record stays.
+func TestAgentCannotWipeOtherServersRecords(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 30*time.Second)
+	hbs, err := bus.OpenStore[events.Heartbeat](ctx, s2.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hbs.Put(ctx, "s2", events.Heartbeat{Name: "s2", Status: "up", Time: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	bucket := hbs.Bucket()
+	m := nats.NewMsg("$KV." + bucket + ".s1")
+	m.Data = []byte(`{}`)
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupAll)
+	if _, err := s1.JS.PublishMsg(ctx, m); err == nil {
+		t.Error("a rollup under s1's own key was stored")
+	}
+	// Staged in a stream that takes rollups (s1's own backups store), then
+	// had published onto s1's key in the bucket.
+	staged := nats.NewMsg("$O." + bus.BackupsBucket("s1") + ".C.wipe")
+	staged.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupAll)
+	if _, err := s1.JS.PublishMsg(ctx, staged); err == nil {
+		req, _ := json.Marshal(map[string]string{"last_by_subj": staged.Subject})
+		_ = s1.NC.PublishMsg(&nats.Msg{Subject: "$JS.API.DIRECT.GET.OBJ_" + bus.BackupsBucket("s1"), Reply: "$KV." + bucket + ".s1", Data: req})
+	}
+	ours, err := bus.OpenStore[events.Heartbeat](ctx, admin.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The replay, if it were taken, lands at once: give it the time a publish takes.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := ours.Get(ctx, "s2"); err != nil {
+			t.Fatalf("s2's heartbeat is gone: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

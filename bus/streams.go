@@ -117,9 +117,33 @@ func Ensure(ctx context.Context, js jetstream.JetStream, replicas int) error {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
 		}
+		if err := refuseRollups(ctx, js, "KV_"+cfg.Bucket); err != nil {
+			return err
+		}
 	}
 	if _, err := js.CreateOrUpdateObjectStore(ctx, ImagesStoreConfig(replicas)); err != nil {
 		return fmt.Errorf("bus: object store %s: %w", ImagesBucket, err)
+	}
+	return nil
+}
+
+// refuseRollups has stream refuse messages with a Nats-Rollup header, which
+// the KV API sets on every bucket: a rollup stored under an agent's own key
+// deletes every other server's records, and a message that carries one,
+// stored anywhere, can be had published onto any subject (a direct get's
+// reply). skein never purges a key; it deletes with a marker.
+func refuseRollups(ctx context.Context, js jetstream.JetStream, stream string) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("bus: stream %s: %w", stream, err)
+	}
+	cfg := st.CachedInfo().Config
+	if !cfg.AllowRollup {
+		return nil
+	}
+	cfg.AllowRollup = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("bus: stream %s refusing rollups: %w", stream, err)
 	}
 	return nil
 }
