@@ -60,16 +60,11 @@ func parseStoredAck(data []byte) error {
 
 // ResultPublisher publishes an agent's results into the results stream with
 // StoredSubject as the reply and waits there for JetStream's acknowledgement
-// of storing it: one subscription for all the agent's results. (Clients of
-// the previous version also listen there.)
+// of storing it: one subscription for all the agent's results.
 type ResultPublisher struct {
 	conn   *Conn
 	server string
 	sub    *nats.Subscription
-	// degraded says why acknowledgements cannot reach this agent ("" when
-	// they can): results are then published and acknowledged the plain way
-	// (clients of the previous version find them by polling the stream).
-	degraded string
 
 	mu      sync.Mutex
 	waiting map[string]chan []byte
@@ -91,31 +86,12 @@ func NewResultPublisher(conn *Conn, server string) (*ResultPublisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bus: storage acknowledgements of %s: %w", server, err)
 	}
-	// Credentials made before results were acknowledged this way may not
-	// subscribe here, and the server says so only after Subscribe returned:
-	// ask now, rather than wait for acknowledgements that never come.
-	if conn.NC.Flush() == nil {
-		le := conn.NC.LastError()
-		if errors.Is(le, nats.ErrPermissionViolation) && strings.Contains(strings.ToLower(le.Error()), strings.ToLower(ServerStoredAcks(server))) {
-			_ = sub.Unsubscribe()
-			p.degraded = "this agent's credentials may not subscribe to " + ServerStored(server) +
-				" (made by an older skein): results are stored the plain way, and clients of the previous version find them by polling, about 1 s later; issue them again with `skein creds agent " + server + "`"
-			return p, nil
-		}
-	}
 	p.sub = sub
 	return p, nil
 }
 
-// Degraded says why this agent cannot hear its results' storage acknowledgements ("" when it can).
-func (p *ResultPublisher) Degraded() string { return p.degraded }
-
 // Close stops listening.
-func (p *ResultPublisher) Close() {
-	if p.sub != nil {
-		_ = p.sub.Unsubscribe()
-	}
-}
+func (p *ResultPublisher) Close() { _ = p.sub.Unsubscribe() }
 
 // Publish publishes raw as the result of command id and returns once the
 // results stream has it: stored once, on a subject that holds no result of
@@ -171,16 +147,6 @@ func (p *ResultPublisher) publishOnce(ctx context.Context, subject string, raw [
 	m.Header.Set(HeaderResultToken, token)
 	if mac != "" {
 		m.Header.Set(HeaderMAC, mac)
-	}
-	if p.degraded != "" {
-		var apiErr *jetstream.APIError
-		if _, err := p.conn.JS.PublishMsg(ctx, m); err != nil {
-			if errors.As(err, &apiErr) && storedBefore(int(apiErr.ErrorCode)) {
-				return errStoredBefore
-			}
-			return fmt.Errorf("publishing %s: %w", subject, err)
-		}
-		return nil
 	}
 	ch := make(chan []byte, 1)
 	p.mu.Lock()

@@ -328,9 +328,6 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return fmt.Errorf("workers: %w", err)
 	}
 	defer out.Close()
-	if why := out.Degraded(); why != "" {
-		r.log.Warn().Msg(why)
-	}
 	r.out = out
 	if len(r.queries) > 0 {
 		// A queue group lets a standby agent of the same server share the load.
