@@ -70,6 +70,9 @@ func ParseRole(kind, server string) (Role, error) {
 		if !ValidToken(server) {
 			return Role{}, fmt.Errorf("agent credentials need the server's name: skein creds agent NAME")
 		}
+		if reservedServerNames[server] {
+			return Role{}, fmt.Errorf("%q cannot name a server: keys of the jobs and the scheduler's lease start with it, which its agent could then write; choose another name", server)
+		}
 		return Role{Kind: kind, Server: server}, nil
 	}
 	return Role{}, fmt.Errorf("unknown role %q: use agent NAME, admin, scheduler or observer", kind)
@@ -160,6 +163,10 @@ func readConsumers() []string {
 	}
 	return out
 }
+
+// reservedServerNames start keys that are no server's (bus.Key("job", NAME),
+// the scheduler's lease): an agent writes the keys its server's name starts.
+var reservedServerNames = map[string]bool{"job": true, "scheduler": true}
 
 // heartbeatBucket is the bucket of heartbeats, keyed by server name alone.
 const heartbeatBucket = "skein_servers"

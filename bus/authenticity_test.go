@@ -479,3 +479,90 @@ func TestAgentCannotWipeOtherServersRecords(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestOthersCannotRewriteAServersRecords (issue 23, attacks 4 and 5): agent
+// s1 has the bus's server store, under s2's container key, a record of its
+// own signed by its credentials; the observer, which publishes nothing, has
+// s1's genuine record copied there. The admin's reads (what the CLI lists
+// and the scheduler places by) never take either as s2's; s2's own record,
+// written again, is read.
+func TestOthersCannotRewriteAServersRecords(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	obs := connectAs(t, url, a, bus.Role{Kind: "observer"})
+	ctx := ctxT(t, 30*time.Second)
+	open := func(c *bus.Conn) *bus.Store[events.Container] {
+		st, err := bus.OpenStore[events.Container](ctx, c.JS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	real := events.Container{Name: "web", Server: "s2", Status: "Running", Image: "real", Updated: time.Now().UTC()}
+	if _, err := open(s2).Put(ctx, bus.Key("s2", "web"), real); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(s1).Put(ctx, bus.Key("s1", "web"), events.Container{Name: "web", Server: "s1", Status: "Running", Image: "s1s", Updated: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	bucket := open(admin).Bucket()
+	target := "$KV." + bucket + ".s2.web"
+
+	// s1's own making, signed by s1, saying s2.
+	forged := events.Container{Name: "web", Server: "s2", Status: "Running", Image: "forged", Updated: time.Now().UTC()}
+	token, _ := s1.NC.Opts.UserJWT()
+	canon, _ := json.Marshal(forged)
+	sig, err := s1.NC.Opts.SignatureCB(append([]byte("skein-record\n"+bucket+"\ns2.web\n"), canon...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged.Signer, forged.Sig = token, base64.RawStdEncoding.EncodeToString(sig)
+	forgedRaw, _ := json.Marshal(forged)
+
+	ctrs := open(admin)
+	attempts := map[string]func(){
+		"s1's own, signed": func() { replayAs(t, s1, "s1", "forge", forgedRaw, nil, target) },
+		"s1's record, copied by the observer": func() {
+			req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + ".s1.web"})
+			if err := obs.NC.PublishMsg(&nats.Msg{Subject: "$JS.API.DIRECT.GET.KV_" + bucket, Reply: target, Data: req}); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for name, attack := range attempts {
+		before, _ := bus.LastStored(ctx, admin.NC, "KV_"+bucket, target)
+		attack()
+		testutil.Eventually(t, 10*time.Second, func() bool {
+			m, err := bus.LastStored(ctx, admin.NC, "KV_"+bucket, target)
+			return err == nil && m != nil && before != nil && m.Seq != before.Seq
+		}, "%s: nothing was stored under s2's key", name)
+		if got, err := ctrs.Get(ctx, bus.Key("s2", "web")); err == nil {
+			t.Errorf("%s: the admin read s2's container as %+v", name, got.Value)
+		}
+		if list, err := ctrs.ListServer(ctx, "s2"); err != nil || len(list) != 0 {
+			t.Errorf("%s: s2's containers listed as %+v (%v)", name, list, err)
+		}
+		if _, err := open(s2).Put(ctx, bus.Key("s2", "web"), real); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := ctrs.Get(ctx, bus.Key("s2", "web")); err != nil || got.Value.Image != "real" {
+			t.Errorf("%s: s2's own record written again: %+v, %v", name, got.Value, err)
+		}
+	}
+}
+
+// TestServerNamesThatStartOthersKeysAreRefused: the jobs' keys start with
+// "job." and the scheduler's lease's with "scheduler.": an agent of a
+// server so named could write them, so no credentials are issued for it.
+func TestServerNamesThatStartOthersKeysAreRefused(t *testing.T) {
+	for _, name := range []string{"job", "scheduler"} {
+		if _, err := bus.ParseRole("agent", name); err == nil || !strings.Contains(err.Error(), "choose another name") {
+			t.Errorf("agent %s: %v", name, err)
+		}
+	}
+	if _, err := bus.ParseRole("agent", "jobs"); err != nil {
+		t.Errorf("agent jobs: %v", err)
+	}
+}

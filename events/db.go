@@ -137,6 +137,8 @@ type DBInstance struct {
 	Users []DBUser `json:"users"`
 	// Size is the size of its data directory in bytes, as last measured (every minute).
 	Size int64 `json:"size,omitempty"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // DBDatabase is one database of an instance.

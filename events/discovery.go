@@ -113,6 +113,8 @@ type ConsulToken struct {
 	Token Sealed `json:"token"`
 	// Updated is when it was made.
 	Updated time.Time `json:"updated"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // EndpointRef names an endpoint.
@@ -129,6 +131,8 @@ type Endpoint struct {
 	// Management is the endpoints' ACL management token, sealed to the agent
 	// of the endpoint's server: in clear nowhere but in the endpoint's container.
 	Management *Sealed `json:"management,omitempty"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // ServiceAdd defines a service published by a container while it runs.
@@ -212,6 +216,8 @@ type Definitions struct {
 	Checks []CheckDef `json:"checks"`
 	// Updated is when they last changed.
 	Updated time.Time `json:"updated"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // Registration says a container's service was published or removed.
@@ -238,6 +244,8 @@ type Health struct {
 	Checks map[string]string `json:"checks,omitempty"`
 	// Updated is when it last changed.
 	Updated time.Time `json:"updated"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // CheckStatus says a check's status changed.
@@ -299,4 +307,6 @@ type Adhoc struct {
 	Checks []CheckDef `json:"checks"`
 	// Updated is when it last changed.
 	Updated time.Time `json:"updated"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }

@@ -123,6 +123,8 @@ type Job struct {
 	Created time.Time `json:"created"`
 	// Updated is when the record last changed.
 	Updated time.Time `json:"updated"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // JobUpgrade starts a rolling upgrade: each new instance must pass its checks
@@ -196,6 +198,8 @@ type SchedulerLeader struct {
 	ID string `json:"id"`
 	// Since is when it took the lead.
 	Since time.Time `json:"since"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // ImageAsk asks a server whether it has an image.

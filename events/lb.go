@@ -114,6 +114,8 @@ type LB struct {
 	Workers int `json:"workers,omitempty"`
 	// Backends are the servers it balances over.
 	Backends []Backend `json:"backends"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // LBChange says what changed in a load balancer.

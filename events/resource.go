@@ -49,6 +49,8 @@ type Journal struct {
 	Steps map[string]string `json:"steps"`
 	// Updated is when it last changed.
 	Updated time.Time `json:"updated"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // Sealed is a secret sealed to one agent's curve key (nkeys xkeys): only that

@@ -135,6 +135,8 @@ type Container struct {
 	Told *ContainerTold `json:"told,omitempty"`
 	// Updated is when the record last changed.
 	Updated time.Time `json:"updated"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // ContainerTold is what a container's events last announced.
@@ -202,6 +204,23 @@ type ServerEvent struct {
 	Name string `json:"name"`
 }
 
+// Signed is the signature of a record by its writer, which bus.Store makes
+// and checks: readers take a server's records only from its agent (or the
+// admin or the scheduler).
+type Signed struct {
+	// Signer is the JWT of the credentials that signed the record.
+	Signer string `json:"signer,omitempty" jsonschema:"maxLength=8192"`
+	// Sig is Signer's ed25519 signature (base64) of the record without
+	// Signer and Sig, with its bucket and key.
+	Sig string `json:"sig,omitempty" jsonschema:"maxLength=256"`
+}
+
+// Signature returns the record's signer and signature.
+func (s *Signed) Signature() (signer, sig string) { return s.Signer, s.Sig }
+
+// SetSignature sets the record's signer and signature.
+func (s *Signed) SetSignature(signer, sig string) { s.Signer, s.Sig = signer, sig }
+
 // Heartbeat is an agent's liveness record in the servers bucket.
 type Heartbeat struct {
 	// Name is the server name.
@@ -243,19 +262,9 @@ type Heartbeat struct {
 	Degraded []string `json:"degraded,omitempty"`
 	// Time is when the heartbeat was sent.
 	Time time.Time `json:"time"`
-	// Signer is the JWT of the credentials that signed the heartbeat: its
-	// server's agent's, on a bus that asks for credentials.
-	Signer string `json:"signer,omitempty" jsonschema:"maxLength=8192"`
-	// Sig is Signer's ed25519 signature (base64) of the heartbeat without
-	// Signer and Sig, with its bucket and key.
-	Sig string `json:"sig,omitempty" jsonschema:"maxLength=256"`
+	// Signed is who wrote the heartbeat: its server's agent, on a bus that asks for credentials.
+	Signed
 }
-
-// Signature returns the heartbeat's signer and signature.
-func (h *Heartbeat) Signature() (signer, sig string) { return h.Signer, h.Sig }
-
-// SetSignature sets the heartbeat's signer and signature.
-func (h *Heartbeat) SetSignature(signer, sig string) { h.Signer, h.Sig = signer, sig }
 
 // Mesh is how one server reaches the container subnets of its peers.
 type Mesh struct {

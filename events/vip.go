@@ -72,6 +72,8 @@ type VIP struct {
 	Since time.Time `json:"since,omitzero"`
 	// Updated is when the record last changed.
 	Updated time.Time `json:"updated"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // VIPHolderEvent says a server took or gave up a floating IP.

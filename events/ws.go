@@ -128,6 +128,8 @@ type WS struct {
 	Resolvers []string `json:"resolvers,omitempty" valid:"addrport"`
 	// Apps are the apps it publishes, by URL.
 	Apps []App `json:"apps"`
+	// Signed is who wrote the record (bus.Store signs and checks it).
+	Signed
 }
 
 // App is one app a web server publishes.

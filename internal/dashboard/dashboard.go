@@ -85,7 +85,13 @@ func (d *dash) state(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				continue // deleted meanwhile
 			}
-			out[b][k] = redact(e.Value())
+			// Only what its writer may write: another server can have a forged
+			// copy stored under a server's key.
+			v, err := bus.CheckedRecord(d.js.Conn(), b, k, e.Value())
+			if err != nil {
+				continue
+			}
+			out[b][k] = redact(v)
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")

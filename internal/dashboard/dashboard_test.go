@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
@@ -160,5 +161,58 @@ func TestRedactDropsSealedSecretsByType(t *testing.T) {
 		if !strings.Contains(got, kept) {
 			t.Errorf("%s was dropped from %s", kept, got)
 		}
+	}
+}
+
+// TestStateShowsOnlyWhatItsWriterSigned: on a bus with credentials, a record
+// stored under s2's key by another server (a copy of s1's heartbeat, had
+// stored there by a direct get's reply) is not shown; s2's own is, without
+// its signature.
+func TestStateShowsOnlyWhatItsWriterSigned(t *testing.T) {
+	admin, url, a := testutil.AuthBus(t)
+	s1 := testutil.Connect(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := testutil.Connect(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	put := func(c *bus.Conn, name string) {
+		st, err := bus.OpenStore[events.Heartbeat](ctx, c.JS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Put(ctx, name, events.Heartbeat{Name: name, Status: "up", Time: time.Now().UTC()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(s1, "s1")
+	put(s2, "s2")
+	state := func() map[string]json.RawMessage {
+		srv := httptest.NewServer(Handler(admin.JS, zerolog.Nop()))
+		defer srv.Close()
+		resp, err := http.Get(srv.URL + "/api/state")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var st map[string]map[string]json.RawMessage
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			t.Fatal(err)
+		}
+		return st["skein_servers"]
+	}
+	if got := state(); got["s2"] == nil || strings.Contains(string(got["s2"]), "sig") {
+		t.Fatalf("s2's own heartbeat: %s", got["s2"])
+	}
+	// s1's heartbeat, signed by s1, had stored as s3's: the dashboard read
+	// records raw, and showed it.
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV.skein_servers.s1"})
+	if err := s1.NC.PublishMsg(&nats.Msg{Subject: "$JS.API.DIRECT.GET.KV_skein_servers", Reply: "$KV.skein_servers.s3", Data: req}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		m, err := bus.LastStored(ctx, admin.NC, "KV_skein_servers", "$KV.skein_servers.s3")
+		return err == nil && m != nil
+	}, "the copy was never stored")
+	if got := state(); got["s3"] != nil {
+		t.Errorf("the dashboard shows a heartbeat of s3 that s3 never sent: %s", got["s3"])
 	}
 }

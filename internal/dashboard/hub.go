@@ -129,7 +129,11 @@ func (h *hub) watch(ctx context.Context, cancel context.CancelFunc, bucket strin
 			}
 			rec := record{Bucket: bucket, Key: e.Key()}
 			if e.Operation() == jetstream.KeyValuePut {
-				rec.Value = redact(e.Value())
+				v, err := bus.CheckedRecord(h.js.Conn(), bucket, e.Key(), e.Value())
+				if err != nil {
+					continue // not its writer's: not shown
+				}
+				rec.Value = redact(v)
 			}
 			h.send(ctx, "record", rec)
 		}
