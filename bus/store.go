@@ -59,6 +59,19 @@ type Store[T any] struct {
 	kv   jetstream.KeyValue
 	nc   *nats.Conn
 	spec events.Spec
+	// refused, when set, is told of each record a list or watch skips.
+	refused func(key string, err error)
+}
+
+// OnRefused has f told of every record that a List or Watch skips because it
+// is unreadable or not its writer's (a forged copy stored under the key): the
+// record keeps its last good value there, and f says why.
+func (s *Store[T]) OnRefused(f func(key string, err error)) { s.refused = f }
+
+func (s *Store[T]) refuse(key string, err error) {
+	if s.refused != nil {
+		s.refused(key, err)
+	}
 }
 
 // OpenStore opens the bucket of the record type T (see events.StateOf).
@@ -330,9 +343,12 @@ func (s *Store[T]) listOnce(ctx context.Context, filter string) ([]Entry[T], err
 				sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 				return out, nil
 			}
-			if d, err := s.decode(e.Key(), e.Value(), e.Revision()); err == nil {
-				out = append(out, d)
+			d, err := s.decode(e.Key(), e.Value(), e.Revision())
+			if err != nil {
+				s.refuse(e.Key(), err)
+				continue
 			}
+			out = append(out, d)
 		}
 	}
 }
@@ -507,6 +523,7 @@ func (s *Store[T]) watch(ctx context.Context, filter string) (<-chan Change[T], 
 				case e.Operation() == jetstream.KeyValuePut:
 					d, err := s.decode(e.Key(), e.Value(), e.Revision())
 					if err != nil {
+						s.refuse(e.Key(), err)
 						continue
 					}
 					c = Change[T]{Key: e.Key(), Value: &d.Value, Revision: e.Revision()}

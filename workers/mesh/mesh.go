@@ -162,6 +162,10 @@ func (w *Worker) Run(ctx context.Context) {
 			again = time.After(time.Until(due))
 		}
 	}
+	// A peer's address, subnet and key come only from its own agent's signed heartbeat.
+	w.cfg.Heartbeats.OnRefused(func(key string, err error) {
+		w.cfg.Log.Warn().Str("peer", key).Err(err).Msg("a heartbeat not its server's is ignored: the peer keeps its last one")
+	})
 	for ctx.Err() == nil {
 		ch, err := w.cfg.Heartbeats.Watch(ctx)
 		if err != nil {
