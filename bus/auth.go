@@ -252,7 +252,7 @@ func (a *Authority) keysLine(r Role) string {
 	case "admin", "scheduler":
 		return "bus." + hex.EncodeToString(a.busKey)
 	case "agent":
-		return "server." + r.Server + "." + hex.EncodeToString(serverKey(a.busKey, r.Server))
+		return "server." + r.Server + "." + hex.EncodeToString(deriveServerKey(a.busKey, r.Server))
 	}
 	return ""
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -28,25 +29,36 @@ const HeaderMAC = "Skein-Mac"
 type Keys struct {
 	bus    []byte
 	server string
-	own    []byte
+	own    *serverKey
 
 	mu      sync.Mutex
-	derived map[string][]byte
-	pools   sync.Map // key (string) -> *sync.Pool of hash.Hash
+	derived map[string]*serverKey
+}
+
+// serverKey is one server's key, with the HMACs made with it for reuse.
+type serverKey struct {
+	key  []byte
+	macs sync.Pool // of hash.Hash
+}
+
+func newServerKey(key []byte) *serverKey {
+	k := &serverKey{key: key}
+	k.macs.New = func() any { return hmac.New(sha256.New, key) }
+	return k
 }
 
 // ErrNoKey is a MAC asked of credentials that do not hold the server's key.
 var ErrNoKey = errors.New("these credentials hold no key for that server")
 
-// serverKey derives server's key from the bus's key.
-func serverKey(busKey []byte, server string) []byte {
+// deriveServerKey derives server's key from the bus's key.
+func deriveServerKey(busKey []byte, server string) []byte {
 	m := hmac.New(sha256.New, busKey)
 	m.Write([]byte("skein/server/" + server))
 	return m.Sum(nil)
 }
 
-// ServerKey returns the key of server's commands and results.
-func (k *Keys) ServerKey(server string) ([]byte, error) {
+// serverKey returns the key of server's commands and results.
+func (k *Keys) serverKey(server string) (*serverKey, error) {
 	if k == nil {
 		return nil, ErrNoKey
 	}
@@ -58,53 +70,65 @@ func (k *Keys) ServerKey(server string) ([]byte, error) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if key, ok := k.derived[server]; ok {
-		return key, nil
+	if sk, ok := k.derived[server]; ok {
+		return sk, nil
 	}
 	if k.derived == nil {
-		k.derived = map[string][]byte{}
+		k.derived = map[string]*serverKey{}
 	}
-	key := serverKey(k.bus, server)
-	k.derived[server] = key
-	return key, nil
+	sk := newServerKey(deriveServerKey(k.bus, server))
+	k.derived[server] = sk
+	return sk, nil
 }
 
 // Signs says whether these keys make and check MACs (every role's but the
 // observer's, on a bus that asks for credentials).
 func (k *Keys) Signs() bool { return k != nil && (k.bus != nil || k.own != nil) }
 
-// mac is the base64 HMAC-SHA256 under key of kind, subject, flags and body.
-func (k *Keys) mac(key []byte, kind, subject, flags string, body []byte) string {
-	p, _ := k.pools.LoadOrStore(string(key), &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }})
-	pool := p.(*sync.Pool)
-	h := pool.Get().(hash.Hash)
+// mac is the base64 HMAC-SHA256 under sk of kind, subject, flags and body.
+func (sk *serverKey) mac(kind, subject, flags string, body []byte) string {
+	h := sk.macs.Get().(hash.Hash)
 	h.Reset()
 	// Each part's length first: no two (subject, body) pairs hash alike.
-	fmt.Fprintf(h, "%s\n%d:%s\n%d:%s\n%d:", kind, len(subject), subject, len(flags), flags, len(body))
+	var buf [256]byte
+	b := append(buf[:0], kind...)
+	b = append(b, '\n')
+	b = strconv.AppendInt(b, int64(len(subject)), 10)
+	b = append(b, ':')
+	b = append(b, subject...)
+	b = append(b, '\n')
+	b = strconv.AppendInt(b, int64(len(flags)), 10)
+	b = append(b, ':')
+	b = append(b, flags...)
+	b = append(b, '\n')
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, ':')
+	h.Write(b)
 	h.Write(body)
 	var sum [sha256.Size]byte
-	out := base64.RawURLEncoding.EncodeToString(h.Sum(sum[:0]))
-	pool.Put(h)
-	return out
+	var out [43]byte // base64.RawURLEncoding of 32 bytes
+	base64.RawURLEncoding.Encode(out[:], h.Sum(sum[:0]))
+	sk.macs.Put(h)
+	return string(out[:])
 }
 
 // CommandMAC is the code of a command for server on subject; fresh is its
 // HeaderFreshID, covered so that a replay cannot claim it.
 func (k *Keys) CommandMAC(server, subject string, fresh bool, body []byte) (string, error) {
-	key, err := k.ServerKey(server)
+	sk, err := k.serverKey(server)
 	if err != nil {
 		return "", err
 	}
-	return k.mac(key, "command", subject, freshFlag(fresh), body), nil
+	return sk.mac("command", subject, freshFlag(fresh), body), nil
 }
 
 // ResultMAC is the code of server's result on subject.
 func (k *Keys) ResultMAC(server, subject string, body []byte) (string, error) {
-	key, err := k.ServerKey(server)
+	sk, err := k.serverKey(server)
 	if err != nil {
 		return "", err
 	}
-	return k.mac(key, "result", subject, "", body), nil
+	return sk.mac("result", subject, "", body), nil
 }
 
 // VerifyCommand says whether got is the code of server's command.
@@ -161,7 +185,7 @@ func ParseKeys(creds []byte) (*Keys, error) {
 		if err != nil || len(key) != 32 {
 			return nil, errors.New("bus: the credentials' server key is not 32 bytes of hex")
 		}
-		return &Keys{server: parts[1], own: key}, nil
+		return &Keys{server: parts[1], own: newServerKey(key)}, nil
 	}
 	return nil, errors.New("bus: the credentials' key block is unreadable")
 }
