@@ -388,7 +388,7 @@ func TestSameCommandIDTwiceCreatesOne(t *testing.T) {
 		m := nats.NewMsg(bus.CommandSubject("s1", events.TypeLaunch))
 		m.Data = raw
 		m.Header.Set(nats.MsgIdHdr, env.ID)
-		reply, err := nc.RequestMsg(m, 5*time.Second)
+		reply, err := nc.RequestMsg(withMAC(t, m, "s1"), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -434,7 +434,7 @@ func TestInvalidMessageIsTerminated(t *testing.T) {
 	_ = nc.Flush()
 	m := nats.NewMsg(bus.CommandSubject("s1", events.TypeLaunch))
 	m.Data = []byte(raw)
-	if _, err := nc.RequestMsg(m, 5*time.Second); err != nil {
+	if _, err := nc.RequestMsg(withMAC(t, m, "s1"), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	select {

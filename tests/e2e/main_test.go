@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 )
 
@@ -149,6 +150,26 @@ func startAgent(name string) *proc {
 // natsConnect connects a plain NATS client as the admin.
 func natsConnect() (*nats.Conn, error) {
 	return nats.Connect(natsURL, nats.UserCredentials(adminCreds))
+}
+
+// withMAC sets the MAC of m, a command for server, as the admin's CLI does
+// (agents drop a command without it).
+func withMAC(t *testing.T, m *nats.Msg, server string) *nats.Msg {
+	t.Helper()
+	creds, err := os.ReadFile(adminCreds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := bus.ParseKeys(creds)
+	if err != nil || !keys.Signs() {
+		t.Fatalf("the admin's credentials hold no key: %v", err)
+	}
+	mac, err := keys.CommandMAC(server, m.Subject, m.Header.Get(bus.HeaderFreshID) == "1", m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Header.Set(bus.HeaderMAC, mac)
+	return m
 }
 
 // adminJS is JetStream as the admin, closed when the test ends.

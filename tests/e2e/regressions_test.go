@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
@@ -74,15 +75,16 @@ func backendAlgo(t *testing.T, server, lb string) string {
 // and returns the agent's answer.
 func rawCommand(t *testing.T, server, typ string, payload any) *events.Result {
 	t.Helper()
-	nc, err := natsConnect()
+	creds, err := os.ReadFile(adminCreds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	conn := &bus.Conn{NC: nc}
-	if conn.JS, err = jetstream.New(nc); err != nil {
+	// As the admin's CLI, its commands signed, but with payloads it would refuse.
+	conn, err := bus.Connect(bus.ConnOptions{URL: natsURL, Name: "raw", Log: zerolog.Nop(), Creds: creds})
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer conn.Close()
 	env := testutil.UncheckedCommand(server, typ, payload)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
