@@ -284,7 +284,7 @@ func (w *Worker) Converge(ctx context.Context, peers []events.Heartbeat) {
 		return
 	}
 	routes, links := Plan(local, peers, time.Now(), w.cfg.DownAfter)
-	failed := w.syncRoutes(&st, routes)
+	failed := w.syncRoutes(&st, routes, w.forwardPolicy(local, peers))
 	for _, l := range links {
 		st.Peers = append(st.Peers, peerOf(l, failed))
 	}
@@ -301,7 +301,7 @@ func (w *Worker) convergeWireGuard(st *events.Mesh, keys map[string]wgtypes.Key,
 	if err := w.cfg.Tunnel.Up(spec); err != nil {
 		st.Problem = "the WireGuard device is not up: " + err.Error()
 		w.applied, w.waiting = nil, nil
-		w.syncRoutes(st, nil)
+		w.syncRoutes(st, nil, ForwardPolicy{})
 		return
 	}
 	// Peers learn this server's key only once its device is up to answer.
@@ -352,7 +352,9 @@ func (w *Worker) convergeWireGuard(st *events.Mesh, keys map[string]wgtypes.Key,
 		w.applied[t.Key], keys[t.Peer] = t.Endpoint, t.Key
 		through = append(through, routes[i])
 	}
-	for sn, why := range w.syncRoutes(st, through) {
+	fp := w.forwardPolicy(local, peers)
+	fp.Devices = []string{w.cfg.Device}
+	for sn, why := range w.syncRoutes(st, through, fp) {
 		failed[sn] = why
 	}
 	for _, l := range links {
@@ -401,10 +403,30 @@ func (w *Worker) closeTunnel() {
 	w.applied, w.waiting = nil, nil
 }
 
+// forwardPolicy is what this host forwards from its peers: their
+// containers and hosts reaching its containers.
+func (w *Worker) forwardPolicy(local Local, peers []events.Heartbeat) ForwardPolicy {
+	p := ForwardPolicy{Subnet: local.Subnet, Underlay: local.Address}
+	for _, hb := range peers {
+		if hb.Name == w.cfg.Server {
+			continue
+		}
+		if sn, err := netip.ParsePrefix(hb.Subnet); err == nil {
+			p.Sources = append(p.Sources, sn.Masked())
+		}
+		if a, err := netip.ParseAddr(hb.Address); err == nil && a.Is4() {
+			p.Sources = append(p.Sources, netip.PrefixFrom(a, 32))
+		}
+	}
+	return p
+}
+
 // syncRoutes makes skein's routes those given: stale ones removed first,
-// forwarding on while any exist, missing or changed ones made. It returns
-// why a route could not be made, by destination.
-func (w *Worker) syncRoutes(st *events.Mesh, routes []Route) map[netip.Prefix]string {
+// forwarding limited to the policy and on while any exist, missing or
+// changed ones made. It returns why a route could not be made, by
+// destination. Forwarding that cannot be limited is not turned on, and no
+// route is made: the host would forward anything from its LAN.
+func (w *Worker) syncRoutes(st *events.Mesh, routes []Route, fp ForwardPolicy) map[netip.Prefix]string {
 	failed := map[netip.Prefix]string{}
 	have, err := w.cfg.Router.Routes()
 	if err != nil {
@@ -424,6 +446,13 @@ func (w *Worker) syncRoutes(st *events.Mesh, routes []Route) map[netip.Prefix]st
 		}
 	}
 	if len(routes) > 0 {
+		if err := w.cfg.Router.LimitForwarding(fp); err != nil {
+			st.Problem = "forwarding is not limited to the container subnets, so it stays as it is and no route is made: " + err.Error()
+			for _, r := range routes {
+				failed[r.Dst] = "the route was not made: " + st.Problem
+			}
+			return failed
+		}
 		if err := w.cfg.Router.Forward(); err != nil {
 			st.Problem = err.Error()
 		}

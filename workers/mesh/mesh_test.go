@@ -115,6 +115,8 @@ type fakeRouter struct {
 	routes        []Route
 	forward       bool
 	failReplace   error
+	failLimit     error
+	limited       *ForwardPolicy
 	calls         []string
 }
 
@@ -135,6 +137,13 @@ func (f *fakeRouter) Delete(r Route) error {
 }
 func (f *fakeRouter) Local() ([]netip.Prefix, []netip.Prefix, error) { return f.addrs, f.others, nil }
 func (f *fakeRouter) Forward() error                                 { f.forward = true; return nil }
+func (f *fakeRouter) LimitForwarding(p ForwardPolicy) error {
+	if f.failLimit != nil {
+		return f.failLimit
+	}
+	f.limited = &p
+	return nil
+}
 
 func newWorker(r Router, gw string) *Worker {
 	return New(Config{Server: "m1", Router: r, DownAfter: 7 * time.Second, Log: zerolog.Nop(),

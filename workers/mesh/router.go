@@ -29,6 +29,9 @@ type Router interface {
 	Local() (addrs, others []netip.Prefix, err error)
 	// Forward turns on IPv4 forwarding, when it is off.
 	Forward() error
+	// LimitForwarding limits what is forwarded from the peers' side to the
+	// policy's; before Forward, always.
+	LimitForwarding(p ForwardPolicy) error
 }
 
 // Netlink is the Router of the kernel this agent runs on.
