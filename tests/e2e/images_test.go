@@ -91,7 +91,7 @@ func TestAgentFetchesAMissingImageFromTheBus(t *testing.T) {
 		_, _ = incusCmd("project", "delete", project)
 		// Other tests count three servers.
 		if kv, err := js.KeyValue(context.Background(), "skein_servers"); err == nil {
-			_ = kv.Purge(context.Background(), "img")
+			_ = kv.Delete(context.Background(), "img")
 		}
 	})
 	// The test bed built the image before this bus existed: store it now.

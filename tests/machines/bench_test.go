@@ -3,12 +3,14 @@
 package machines
 
 import (
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // BenchmarkPaths measures, side by side in one run, what crossing machines
@@ -114,4 +116,83 @@ func parseList(b *testing.B, out string) []listed {
 		res[i] = listed{c.Name, c.IPv4}
 	}
 	return res
+}
+
+// BenchmarkPeerMove measures how soon a server's peers reach its containers
+// again once it changes address (routed mode): each round m3 moves between
+// 10.77.200.13 and 10.77.200.23 (the new address added, the old one
+// removed, its agent restarted, as an operator does after readdressing),
+// and the time runs from m3's first heartbeat carrying the new address (the
+// heartbeat's own time; the machines share the host's clock) to a container
+// on m1 reaching one on m3 through the new route. It reports the median and
+// the longest (heartbeat-to-path-ms, max-ms). m3 is left at .13.
+func BenchmarkPeerMove(b *testing.B) {
+	if meshMode != "routed" {
+		b.Skip("routed mode: a WireGuard peer's move is an endpoint change, measured in workers/mesh")
+	}
+	ips := map[string]string{}
+	for _, s := range []string{"pm1@m1", "pm3@m3"} {
+		name, m, _ := strings.Cut(s, "@")
+		if out, err := skein("launch", "skein-busybox", name, "-s", m); err != nil {
+			b.Fatalf("launch %s: %v %s", name, err, out)
+		}
+		defer skein("delete", name)
+	}
+	out, err := skein("list", "-o", "json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range parseList(b, out) {
+		ips[c.Name] = c.IPv4
+	}
+	reach := func() bool { return get("m1", "pm1", ips["pm3"]) == "pm3" }
+	if !poll(20*time.Second, reach) {
+		b.Fatal("pm1 does not reach pm3")
+	}
+	const home, away = "10.77.200.13", "10.77.200.23"
+	move := func(to, from string) time.Time {
+		if out, err := inMachine("m3", "sh", "-c", fmt.Sprintf("ip addr add %s/24 dev eth0 && ip addr del %s/24 dev eth0 && systemctl restart skein-agent", to, from)); err != nil {
+			b.Fatalf("moving m3 to %s: %v %s", to, err, out)
+		}
+		var beat time.Time
+		if !poll(30*time.Second, func() bool {
+			vs, err := servers()
+			if err == nil && vs["m3"].Address == to {
+				beat = vs["m3"].Time
+			}
+			return !beat.IsZero()
+		}) {
+			b.Fatalf("no heartbeat of m3 at %s", to)
+		}
+		return beat
+	}
+	at := home
+	defer func() {
+		if at != home {
+			move(home, at)
+			if !poll(30*time.Second, reach) {
+				b.Errorf("pm1 does not reach pm3 with m3 back at %s", home)
+			}
+		}
+	}()
+	var took []float64
+	b.ResetTimer()
+	for range b.N {
+		to := away
+		if at == away {
+			to = home
+		}
+		beat := move(to, at)
+		at = to
+		// No pause between tries: each is a command in a container of m1 (~0.1 s).
+		for deadline := time.Now().Add(30 * time.Second); !reach(); {
+			if time.Now().After(deadline) {
+				b.Fatalf("pm1 does not reach pm3 at m3's new address %s", to)
+			}
+		}
+		took = append(took, float64(time.Since(beat).Milliseconds()))
+	}
+	b.StopTimer()
+	b.ReportMetric(median(took), "heartbeat-to-path-ms")
+	b.ReportMetric(slices.Max(took), "max-ms")
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 )
 
@@ -82,6 +83,22 @@ func TestContainersReachEachOtherAcrossMachines(t *testing.T) {
 	}
 	if out, err := exec.Command("curl", "-s", "-m", "2", "http://"+ips["c1"]+"/").CombinedOutput(); err == nil {
 		t.Errorf("the host reached c1 (%s), which only m1 should: %s", ips["c1"], out)
+	}
+	// Not even with a route through m1: the host is on m1's LAN but no peer,
+	// and m1 forwards from its LAN only its peers' containers and hosts.
+	m1 := machines[0]
+	if out, err := exec.Command("ip", "route", "replace", m1.subnet, "via", m1.addr).CombinedOutput(); err != nil {
+		t.Fatalf("a route to m1's containers: %v %s", err, out)
+	}
+	out, err := exec.Command("curl", "-s", "-m", "2", "http://"+ips["c1"]+"/").CombinedOutput()
+	if dout, derr := exec.Command("ip", "route", "del", m1.subnet, "via", m1.addr).CombinedOutput(); derr != nil {
+		t.Errorf("removing the route: %v %s", derr, dout)
+	}
+	if err == nil {
+		t.Errorf("m1 forwarded the host's request to c1 (%s): %s", ips["c1"], out)
+	}
+	if drops, _ := inMachine("m1", "nft", "list", "table", "ip", "skein_mesh"); !strings.Contains(drops, "counter packets") || strings.Contains(drops, "counter packets 0 ") {
+		t.Errorf("m1's table does not count the host's dropped packets:\n%s", drops)
 	}
 	// Routed: via the peer's address; WireGuard: a tunnel to its endpoint, with a handshake.
 	wantState, wantVia := "routed", func(addr string) string { return addr }
@@ -160,13 +177,19 @@ func TestBadPeersAreRefusedWithTheFix(t *testing.T) {
 		"x-lan":     "collides with this server's route to 10.77.200.0/24",
 		"x-far":     "is on no network of this server",
 	}
+	// Through the store, which signs them with the admin's credentials: the
+	// agents take no heartbeat that its server's agent, the admin or the
+	// scheduler did not sign.
+	hbs, err := bus.OpenStore[events.Heartbeat](t.Context(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, hb := range bad {
 		hb.Time = time.Now().UTC()
-		b, _ := json.Marshal(hb)
-		if _, err := kv.Put(t.Context(), name, b); err != nil {
+		if _, err := hbs.Put(t.Context(), name, hb); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = kv.Purge(t.Context(), name) })
+		t.Cleanup(func() { _ = kv.Delete(t.Context(), name) })
 	}
 	eventually(t, 5*time.Second, func() bool {
 		ls := links(t)
@@ -192,7 +215,7 @@ func TestBadPeersAreRefusedWithTheFix(t *testing.T) {
 		t.Errorf("skein servers does not tell m2's refused peer: %v", v.Degraded)
 	}
 	for name := range bad {
-		_ = kv.Purge(t.Context(), name)
+		_ = kv.Delete(t.Context(), name)
 	}
 	eventually(t, 5*time.Second, func() bool {
 		for k := range links(t) {
