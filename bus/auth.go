@@ -86,6 +86,8 @@ func (r Role) Permissions() jwt.Permissions {
 	switch r.Kind {
 	case "agent":
 		s, c := r.Server, AgentConsumerName(r.Server)
+		// Never the jobs or the scheduler's lease, whatever its name.
+		p.Pub.Deny.Add("$KV.skein_jobs.>", "$KV.skein_leader.>")
 		p.Pub.Allow.Add(
 			ServerResults(s), ServerProgress(s), EventFilter(s, ""),
 			"$KV."+heartbeatBucket+"."+s, "$KV.*."+s+".>",

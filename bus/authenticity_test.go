@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -365,7 +366,8 @@ func TestAgentCannotReplaceAnotherServersSealKey(t *testing.T) {
 	}
 	defer s1b.Close()
 	token, _ := s1b.NC.Opts.UserJWT()
-	bySelf := events.Heartbeat{Name: "s2", Status: "up", SealKey: s1Key, Time: time.Now().UTC()}
+	now := time.Now().UTC()
+	bySelf := events.Heartbeat{Name: "s2", Status: "up", SealKey: s1Key, Time: now, Signed: events.Signed{SignedAt: &now}}
 	canon, _ := json.Marshal(bySelf)
 	sig, err := s1b.NC.Opts.SignatureCB(append([]byte("skein-record\nskein_servers\ns2\n"), canon...))
 	if err != nil {
@@ -511,7 +513,8 @@ func TestOthersCannotRewriteAServersRecords(t *testing.T) {
 	target := "$KV." + bucket + ".s2.web"
 
 	// s1's own making, signed by s1, saying s2.
-	forged := events.Container{Name: "web", Server: "s2", Status: "Running", Image: "forged", Updated: time.Now().UTC()}
+	now := time.Now().UTC()
+	forged := events.Container{Name: "web", Server: "s2", Status: "Running", Image: "forged", Updated: now, Signed: events.Signed{SignedAt: &now}}
 	token, _ := s1.NC.Opts.UserJWT()
 	canon, _ := json.Marshal(forged)
 	sig, err := s1.NC.Opts.SignatureCB(append([]byte("skein-record\n"+bucket+"\ns2.web\n"), canon...))
@@ -564,5 +567,133 @@ func TestServerNamesThatStartOthersKeysAreRefused(t *testing.T) {
 	}
 	if _, err := bus.ParseRole("agent", "jobs"); err != nil {
 		t.Errorf("agent jobs: %v", err)
+	}
+}
+
+// TestAgentCannotWriteJobs (found by review): the scheduler acts on every
+// job for every server (deleting a job deletes its instances everywhere).
+// A job agent s1 signs under its own key, or has stored under the jobs'
+// keys, is not read; the admin's is. Agents may not even publish there.
+func TestAgentCannotWriteJobs(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	sched := connectAs(t, url, a, bus.Role{Kind: "scheduler"})
+	ctx := ctxT(t, 30*time.Second)
+	job := events.Job{JobAdd: events.JobAdd{Name: "web", Image: "evil", Count: 1}, Version: 1, Deleting: true, Created: time.Now().UTC(), Updated: time.Now().UTC()}
+	// Signed by s1 as its store would, under s1's key and under the job's.
+	token, _ := s1.NC.Opts.UserJWT()
+	for _, key := range []string{"s1.web", "job.web"} {
+		j := job
+		now := time.Now().UTC()
+		j.SignedAt = &now
+		canon, _ := json.Marshal(j)
+		sig, err := s1.NC.Opts.SignatureCB(append([]byte("skein-record\nskein_jobs\n"+key+"\n"), canon...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		j.Signer, j.Sig = token, base64.RawStdEncoding.EncodeToString(sig)
+		raw, _ := json.Marshal(j)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = s1.JS.Publish(pctx, "$KV.skein_jobs."+key, raw)
+		cancel()
+		if err == nil {
+			t.Errorf("agent s1 published a job under %s", key)
+		}
+		replayAs(t, s1, "s1", "job", raw, nil, "$KV.skein_jobs."+key)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		m, err := bus.LastStored(ctx, admin.NC, "KV_skein_jobs", "$KV.skein_jobs.s1.web")
+		m2, err2 := bus.LastStored(ctx, admin.NC, "KV_skein_jobs", "$KV.skein_jobs.job.web")
+		return err == nil && err2 == nil && m != nil && m2 != nil
+	}, "the forged jobs were never stored: %v", lazy(func() string {
+		m, err := bus.LastStored(ctx, admin.NC, "KV_skein_jobs", "$KV.skein_jobs.s1.web")
+		m2, err2 := bus.LastStored(ctx, admin.NC, "KV_skein_jobs", "$KV.skein_jobs.job.web")
+		return fmt.Sprint(m, err, m2, err2)
+	}))
+	jobs, err := bus.OpenStore[events.Job](ctx, sched.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := jobs.List(ctx); err != nil || len(got) != 0 {
+		t.Errorf("the scheduler reads jobs s1 wrote: %+v, %v", got, err)
+	}
+	ours, err := bus.OpenStore[events.Job](ctx, admin.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := job
+	real.Image, real.Deleting = "real", false
+	if _, err := ours.Put(ctx, "job.web", real); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := jobs.Get(ctx, "job.web"); err != nil || got.Value.Image != "real" {
+		t.Errorf("the admin's job: %+v, %v", got.Value, err)
+	}
+}
+
+// TestWaitingForAnIDNeedsItsServer (found by review): on a bus with
+// credentials any agent may answer for an id with its own MAC, so waiting
+// for a result without the command's server is refused, naming the fix.
+func TestWaitingForAnIDNeedsItsServer(t *testing.T) {
+	url, a := authBus(t)
+	client := bus.NewClient(connectAs(t, url, a, bus.Role{Kind: "admin"}), "cli")
+	_, err := client.WaitResult(ctxT(t, 5*time.Second), "", "abc", nil)
+	if err == nil || !strings.Contains(err.Error(), "-s SERVER") {
+		t.Fatalf("WaitResult without a server: %v", err)
+	}
+}
+
+// lazy formats a message only when it is printed.
+type lazy func() string
+
+func (l lazy) String() string { return l() }
+
+// TestAnOldRecordStoredAgainIsRefused (found by review): agent s1 keeps a
+// copy of s2's genuine heartbeat and, once s2 has written a newer one, has
+// the old one stored as s2's again. Its signature is s2's, but it was signed
+// long before the stream stored it: the admin does not take it.
+func TestAnOldRecordStoredAgainIsRefused(t *testing.T) {
+	defer bus.SetSignedStoredSkew(300 * time.Millisecond)()
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 30*time.Second)
+	st, err := bus.OpenStore[events.Heartbeat](ctx, s2.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, "s2", events.Heartbeat{Name: "s2", Status: "down", Address: "10.0.0.1", Time: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	old, err := bus.LastStored(ctx, s1.NC, "KV_skein_servers", "$KV.skein_servers.s2")
+	if err != nil || old == nil {
+		t.Fatalf("s1 cannot read s2's heartbeat: %v", err)
+	}
+	signedAt := time.Now()
+	testutil.Eventually(t, 5*time.Second, func() bool { return time.Since(signedAt) > time.Second }, "time stood still")
+	if _, err := st.Put(ctx, "s2", events.Heartbeat{Name: "s2", Status: "up", Address: "10.0.0.2", Time: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	hbs, err := bus.OpenStore[events.Heartbeat](ctx, admin.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := hbs.Get(ctx, "s2"); err != nil || got.Value.Address != "10.0.0.2" {
+		t.Fatalf("s2's new heartbeat: %+v, %v", got.Value, err)
+	}
+	replayAs(t, s1, "s1", "old", old.Data, nil, "$KV.skein_servers.s2")
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		m, err := bus.LastStored(ctx, admin.NC, "KV_skein_servers", "$KV.skein_servers.s2")
+		return err == nil && m != nil && strings.Contains(string(m.Data), "10.0.0.1")
+	}, "the old copy was never stored")
+	for name, read := range map[string]func() (bus.Entry[events.Heartbeat], error){
+		"Get":    func() (bus.Entry[events.Heartbeat], error) { return hbs.Get(ctx, "s2") },
+		"Latest": func() (bus.Entry[events.Heartbeat], error) { return hbs.Latest(ctx, "s2") },
+	} {
+		if got, err := read(); err == nil || got.Value.Address == "10.0.0.1" {
+			t.Errorf("%s took the old copy as s2's heartbeat: %+v, %v", name, got.Value, err)
+		}
 	}
 }

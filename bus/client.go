@@ -315,6 +315,11 @@ func (c *Client) Query(ctx context.Context, env *events.Envelope) (*events.Resul
 // another); waiting, if not nil, is called once the live result can no
 // longer be missed.
 func (c *Client) WaitResult(ctx context.Context, server, id string, waiting func()) (*events.Result, error) {
+	if server == "" && c.conn.Keys.Signs() {
+		// Any agent may answer for an id with its own server's MAC: only
+		// the command's server tells which answer is its.
+		return nil, fmt.Errorf("waiting for %s: name the server it was sent to (skein wait %s -s SERVER)", id, id)
+	}
 	w, err := c.watchResult(server, id)
 	if err != nil {
 		return nil, err

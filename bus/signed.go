@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
@@ -26,7 +27,15 @@ type signed interface {
 	Signature() (signer, sig string)
 	// SetSignature sets them.
 	SetSignature(signer, sig string)
+	// Signing is when it was signed; SetSigning sets it.
+	Signing() *time.Time
+	SetSigning(t *time.Time)
 }
+
+// signedStoredSkew is how far apart the time a record was signed and the
+// time the stream stored it may be: a write is retried for up to
+// writeAttempt, a few times; an older copy had stored again is refused.
+var signedStoredSkew = 2 * time.Minute
 
 // recordBytes are what a record's signature covers: its bucket, its key and
 // its JSON without the signature.
@@ -42,6 +51,8 @@ func signRecord(nc *nats.Conn, bucket, key string, v any) error {
 		return nil
 	}
 	sv.SetSignature("", "")
+	now := time.Now().UTC()
+	sv.SetSigning(&now)
 	canon, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -61,11 +72,12 @@ func signRecord(nc *nats.Conn, bucket, key string, v any) error {
 // errNotSigned is a signed record that its server's agent did not sign.
 var errNotSigned = errors.New("not signed by its server's agent")
 
-// verifyRecord checks that v (a *T that is signed), stored under key, was
-// signed by credentials of server's agent (or the admin's) that the account
-// of nc's own credentials issued. Every record passes on a bus that asks for
-// no credentials.
-func verifyRecord(nc *nats.Conn, bucket, key, server string, v any) error {
+// verifyRecord checks that v (a *T that is signed), stored under key at
+// stored (zero: not known), was signed by credentials that may write
+// server's records in bucket, which the account of nc's own credentials
+// issued, about when it was stored. Every record passes on a bus that asks
+// for no credentials.
+func verifyRecord(nc *nats.Conn, bucket, key, server string, v any, stored time.Time) error {
 	sv, ok := v.(signed)
 	if !ok || nc == nil || nc.Opts.UserJWT == nil {
 		return nil
@@ -74,7 +86,7 @@ func verifyRecord(nc *nats.Conn, bucket, key, server string, v any) error {
 	if err != nil {
 		return err
 	}
-	me, err := userClaims(own)
+	me, err := userClaims(own, "")
 	if err != nil {
 		return err
 	}
@@ -82,14 +94,14 @@ func verifyRecord(nc *nats.Conn, bucket, key, server string, v any) error {
 	if signer == "" || sig == "" {
 		return fmt.Errorf("%w: it is not signed", errNotSigned)
 	}
-	uc, err := userClaims(signer)
+	uc, err := userClaims(signer, me.Issuer)
 	if err != nil {
 		return fmt.Errorf("%w: its signer: %v", errNotSigned, err)
 	}
 	if uc.Issuer != me.Issuer {
 		return fmt.Errorf("%w: signed by credentials of another account", errNotSigned)
 	}
-	if !mayWrite(uc, server) {
+	if !mayWrite(uc, bucket, server) {
 		return fmt.Errorf("%w: signed by %s", errNotSigned, uc.Name)
 	}
 	raw, err := base64.RawStdEncoding.DecodeString(sig)
@@ -109,44 +121,71 @@ func verifyRecord(nc *nats.Conn, bucket, key, server string, v any) error {
 	if err := pk.Verify(recordBytes(bucket, key, canon), raw); err != nil {
 		return fmt.Errorf("%w: the signature does not match", errNotSigned)
 	}
+	if at := sv.Signing(); at == nil || (!stored.IsZero() && (stored.Sub(*at) > signedStoredSkew || at.Sub(stored) > signedStoredSkew)) {
+		return fmt.Errorf("%w: a copy stored at %s of a record signed at %v", errNotSigned, stored.UTC().Format(time.RFC3339), at)
+	}
 	// Checked: the record goes on without it (into outputs and events).
 	sv.SetSignature("", "")
+	sv.SetSigning(nil)
 	return nil
 }
 
-// mayWrite says whether the credentials of uc may write server's records:
-// its agent's, the admin's and the scheduler's.
-func mayWrite(uc *jwt.UserClaims, server string) bool {
+// mayWrite says whether the credentials of uc may write server's records in
+// bucket: the admin's and the scheduler's any; an agent's its own server's,
+// but never the jobs or the scheduler's lease, which the scheduler acts on
+// for every server.
+func mayWrite(uc *jwt.UserClaims, bucket, server string) bool {
 	switch uc.Name {
-	case Role{Kind: "agent", Server: server}.Name():
-		return slices.Contains(uc.Tags, "skein-role:agent")
 	case "admin", "scheduler":
 		return slices.Contains(uc.Tags, "skein-role:"+uc.Name)
+	case Role{Kind: "agent", Server: server}.Name():
+		return slices.Contains(uc.Tags, "skein-role:agent") && !schedulerBuckets[bucket]
 	}
 	return false
 }
 
-// claimsSeen caches the claims of JWTs whose signature was checked: only
-// valid ones, so it holds no more than the credentials ever issued.
-var claimsSeen sync.Map // string -> *jwt.UserClaims
+// schedulerBuckets hold what only the admin and the scheduler write.
+var schedulerBuckets = map[string]bool{"skein_jobs": true, "skein_leader": true}
 
-// userClaims decodes a user JWT, checking its signature by its issuer.
-func userClaims(token string) (*jwt.UserClaims, error) {
-	if c, ok := claimsSeen.Load(token); ok {
-		return c.(*jwt.UserClaims), nil
+// claimsSeen caches the claims of JWTs whose signature was checked and
+// that the reader's account issued (no more than the credentials ever
+// issued); bounded all the same.
+var (
+	claimsMu   sync.Mutex
+	claimsSeen = map[string]*jwt.UserClaims{}
+)
+
+// maxClaimsSeen bounds claimsSeen: past it, it starts again.
+const maxClaimsSeen = 4096
+
+// userClaims decodes a user JWT, checking its signature by its issuer;
+// issuer, when not "", must be its issuer for it to be cached.
+func userClaims(token, issuer string) (*jwt.UserClaims, error) {
+	claimsMu.Lock()
+	c, ok := claimsSeen[token]
+	claimsMu.Unlock()
+	if ok {
+		return c, nil
 	}
 	uc, err := jwt.DecodeUserClaims(token)
 	if err != nil {
 		return nil, err
 	}
-	claimsSeen.Store(token, uc)
+	if issuer == "" || uc.Issuer == issuer {
+		claimsMu.Lock()
+		if len(claimsSeen) >= maxClaimsSeen {
+			claimsSeen = map[string]*jwt.UserClaims{}
+		}
+		claimsSeen[token] = uc
+		claimsMu.Unlock()
+	}
 	return uc, nil
 }
 
 // CheckedRecord is a record of bucket read raw (the dashboard shows records
 // as JSON): its JSON without the signature when its writer may write key's
 // records, an error when not or when bucket holds no record type.
-func CheckedRecord(nc *nats.Conn, bucket, key string, raw []byte) ([]byte, error) {
+func CheckedRecord(nc *nats.Conn, bucket, key string, raw []byte, stored time.Time) ([]byte, error) {
 	for _, spec := range events.Specs() {
 		if spec.Kind != events.KindState || spec.Bucket != bucket {
 			continue
@@ -155,7 +194,7 @@ func CheckedRecord(nc *nats.Conn, bucket, key string, raw []byte) ([]byte, error
 		if err := json.Unmarshal(raw, v); err != nil {
 			return nil, fmt.Errorf("bad %s record %q: %w", spec.Type, key, err)
 		}
-		if err := verifyRecord(nc, bucket, key, serverOfKey(bucket, key), v); err != nil {
+		if err := verifyRecord(nc, bucket, key, serverOfKey(bucket, key), v, stored); err != nil {
 			return nil, fmt.Errorf("%s record %q: %w", spec.Type, key, err)
 		}
 		return json.Marshal(v)

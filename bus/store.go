@@ -207,7 +207,7 @@ func (s *Store[T]) Get(ctx context.Context, key string) (Entry[T], error) {
 	if err != nil {
 		return Entry[T]{Key: key}, fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
 	}
-	return s.decode(key, e.Value(), e.Revision())
+	return s.decode(key, e.Value(), e.Revision(), e.Created())
 }
 
 // Latest reads one record from its bucket's leader: Get may be answered by a
@@ -215,16 +215,16 @@ func (s *Store[T]) Get(ctx context.Context, key string) (Entry[T], error) {
 // older value, fine for showing, not for deciding that a server is down.
 // ErrNoRecord when there is none.
 func (s *Store[T]) Latest(ctx context.Context, key string) (Entry[T], error) {
-	raw, err := retrying(ctx, func(ctx context.Context) ([]byte, error) {
-		return LastMsg(ctx, s.nc, "KV_"+s.spec.Bucket, "$KV."+s.spec.Bucket+"."+key)
+	m, err := retrying(ctx, func(ctx context.Context) (*StoredMsg, error) {
+		return LastStored(ctx, s.nc, "KV_"+s.spec.Bucket, "$KV."+s.spec.Bucket+"."+key)
 	})
 	if err != nil {
 		return Entry[T]{Key: key}, fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
 	}
-	if len(raw) == 0 { // none, or a deletion's marker
+	if m == nil || len(m.Data) == 0 { // none, or a deletion's marker
 		return Entry[T]{Key: key}, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
 	}
-	return s.decode(key, raw, 0)
+	return s.decode(key, m.Data, 0, m.Time)
 }
 
 // Find reads one record; nil when there is none.
@@ -239,7 +239,7 @@ func (s *Store[T]) Find(ctx context.Context, key string) (*Entry[T], error) {
 	return &e, nil
 }
 
-func (s *Store[T]) decode(key string, raw []byte, rev uint64) (Entry[T], error) {
+func (s *Store[T]) decode(key string, raw []byte, rev uint64, stored time.Time) (Entry[T], error) {
 	var v T
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return Entry[T]{Key: key}, fmt.Errorf("bad %s record %q: %w", s.spec.Type, key, err)
@@ -247,7 +247,7 @@ func (s *Store[T]) decode(key string, raw []byte, rev uint64) (Entry[T], error) 
 	if err := s.owned(key, raw); err != nil {
 		return Entry[T]{Key: key}, err
 	}
-	if err := verifyRecord(s.nc, s.spec.Bucket, key, serverOfKey(s.spec.Bucket, key), &v); err != nil {
+	if err := verifyRecord(s.nc, s.spec.Bucket, key, serverOfKey(s.spec.Bucket, key), &v, stored); err != nil {
 		return Entry[T]{Key: key}, fmt.Errorf("%s record %q: %w", s.spec.Type, key, err)
 	}
 	return Entry[T]{Key: key, Value: v, Revision: rev}, nil
@@ -343,7 +343,7 @@ func (s *Store[T]) listOnce(ctx context.Context, filter string) ([]Entry[T], err
 				sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 				return out, nil
 			}
-			d, err := s.decode(e.Key(), e.Value(), e.Revision())
+			d, err := s.decode(e.Key(), e.Value(), e.Revision(), e.Created())
 			if err != nil {
 				s.refuse(e.Key(), err)
 				continue
@@ -521,7 +521,7 @@ func (s *Store[T]) watch(ctx context.Context, filter string) (<-chan Change[T], 
 				case e == nil:
 					c.Synced = true
 				case e.Operation() == jetstream.KeyValuePut:
-					d, err := s.decode(e.Key(), e.Value(), e.Revision())
+					d, err := s.decode(e.Key(), e.Value(), e.Revision(), e.Created())
 					if err != nil {
 						s.refuse(e.Key(), err)
 						continue

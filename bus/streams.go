@@ -212,6 +212,8 @@ type StoredMsg struct {
 	Header nats.Header
 	// Seq is its sequence in the stream.
 	Seq uint64
+	// Time is when the stream stored it.
+	Time time.Time
 }
 
 // LastMsg reads the last message of subject in stream from the stream's
@@ -240,10 +242,11 @@ func LastStored(ctx context.Context, nc *nats.Conn, stream, subject string) (*St
 	}
 	var resp struct {
 		Message *struct {
-			Subject string `json:"subject"`
-			Data    []byte `json:"data"`
-			Header  []byte `json:"hdrs"`
-			Seq     uint64 `json:"seq"`
+			Subject string    `json:"subject"`
+			Data    []byte    `json:"data"`
+			Header  []byte    `json:"hdrs"`
+			Seq     uint64    `json:"seq"`
+			Time    time.Time `json:"time"`
 		} `json:"message"`
 		Error *struct {
 			ErrCode     int    `json:"err_code"`
@@ -261,7 +264,7 @@ func LastStored(ctx context.Context, nc *nats.Conn, stream, subject string) (*St
 	case resp.Message == nil:
 		return nil, fmt.Errorf("reading %s from %s: an empty answer", subject, stream)
 	}
-	out := &StoredMsg{Subject: resp.Message.Subject, Data: resp.Message.Data, Seq: resp.Message.Seq, Header: nats.Header{}}
+	out := &StoredMsg{Subject: resp.Message.Subject, Data: resp.Message.Data, Seq: resp.Message.Seq, Time: resp.Message.Time, Header: nats.Header{}}
 	if len(resp.Message.Header) > 0 {
 		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
 		if err != nil {

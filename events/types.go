@@ -213,6 +213,10 @@ type Signed struct {
 	// Sig is Signer's ed25519 signature (base64) of the record without
 	// Signer and Sig, with its bucket and key.
 	Sig string `json:"sig,omitempty" jsonschema:"maxLength=256"`
+	// SignedAt is when it was signed, covered by the signature: a reader
+	// takes the record only if the stream stored it about then, so that an
+	// old copy stored again is not taken for the current one.
+	SignedAt *time.Time `json:"signed_at,omitempty"`
 }
 
 // Signature returns the record's signer and signature.
@@ -220,6 +224,12 @@ func (s *Signed) Signature() (signer, sig string) { return s.Signer, s.Sig }
 
 // SetSignature sets the record's signer and signature.
 func (s *Signed) SetSignature(signer, sig string) { s.Signer, s.Sig = signer, sig }
+
+// Signing returns when the record was signed (nil when it was not).
+func (s *Signed) Signing() *time.Time { return s.SignedAt }
+
+// SetSigning sets when the record was signed.
+func (s *Signed) SetSigning(t *time.Time) { s.SignedAt = t }
 
 // Heartbeat is an agent's liveness record in the servers bucket.
 type Heartbeat struct {

@@ -51,7 +51,7 @@ func waitCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().StringVarP(&server, "server", "s", "", "the server the command was sent to: only its agent's result is taken (default: any server's)")
+	c.Flags().StringVarP(&server, "server", "s", "", "the server the command was sent to: only its agent's result is taken (needed on a bus with credentials)")
 	g.addOutputFlag(c)
 	return c
 }

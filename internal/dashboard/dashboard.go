@@ -87,7 +87,7 @@ func (d *dash) state(w http.ResponseWriter, r *http.Request) {
 			}
 			// Only what its writer may write: another server can have a forged
 			// copy stored under a server's key.
-			v, err := bus.CheckedRecord(d.js.Conn(), b, k, e.Value())
+			v, err := bus.CheckedRecord(d.js.Conn(), b, k, e.Value(), e.Created())
 			if err != nil {
 				continue
 			}

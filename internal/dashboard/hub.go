@@ -129,7 +129,7 @@ func (h *hub) watch(ctx context.Context, cancel context.CancelFunc, bucket strin
 			}
 			rec := record{Bucket: bucket, Key: e.Key()}
 			if e.Operation() == jetstream.KeyValuePut {
-				v, err := bus.CheckedRecord(h.js.Conn(), bucket, e.Key(), e.Value())
+				v, err := bus.CheckedRecord(h.js.Conn(), bucket, e.Key(), e.Value(), e.Created())
 				if err != nil {
 					continue // not its writer's: not shown
 				}

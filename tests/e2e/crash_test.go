@@ -134,7 +134,7 @@ func TestServerKilledAndRestarted(t *testing.T) {
 	id := strings.TrimSpace(mustSkein(t, "launch", "skein-busybox", "queued1", "-s", "s2", "--async"))
 
 	// A client waiting for that result across the server's crash.
-	waiter := exec.Command(skeinBin, "--nats", natsURL, "--creds", adminCreds, "wait", id, "--timeout", "120s", "-o", "json")
+	waiter := exec.Command(skeinBin, "--nats", natsURL, "--creds", adminCreds, "wait", id, "-s", "s2", "--timeout", "120s", "-o", "json")
 	var wout strings.Builder
 	waiter.Stdout = &wout
 	werr, _ := waiter.StderrPipe()
