@@ -697,3 +697,48 @@ func TestAnOldRecordStoredAgainIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestAnotherAgentCannotPreemptACommandID (found by review): agent s1 has
+// copies stored on s2's command subject, before the admin sends a command
+// with an id chosen in advance (--id), under every message id JetStream
+// could deduplicate it by. s2 drops the copies and still runs the real one.
+func TestAnotherAgentCannotPreemptACommandID(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 60*time.Second)
+	const id = "deploy-42"
+	client := bus.NewClient(admin, "cli")
+	env, err := client.NewCommand("s2", events.TypePing, id, events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := bus.CommandSubject("s2", events.TypePing)
+	raw, _ := env.Marshal()
+	for i, msgID := range []string{id, "c-" + id, "result-" + id} {
+		replayAs(t, s1, "s1", fmt.Sprintf("pre%d", i), raw, nats.Header{nats.MsgIdHdr: {msgID}}, target)
+	}
+	var s2cons jetstream.Consumer
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		s2cons, err = admin.JS.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName("s2"))
+		return err == nil
+	}, "s2's command consumer was never made")
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		info, err := s2cons.Info(ctx)
+		return err == nil && info.NumPending == 3
+	}, "the copies never reached s2's queue")
+	ran := pingRecorder(t, s2, "s2")
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	res, err := client.Do(dctx, bus.Call{Envelope: env})
+	if err != nil {
+		t.Fatalf("the admin's command %s: %v", id, err)
+	}
+	if p := pongOf(t, res); p.Note != "real" {
+		t.Errorf("took %+v", p)
+	}
+	if got := ran(); !slices.Equal(got, []string{id}) {
+		t.Errorf("s2 ran %v, want %s once", got, id)
+	}
+}

@@ -96,6 +96,18 @@ func (c *Client) CommandMsg(env *events.Envelope, raw []byte) (*nats.Msg, error)
 	return m, nil
 }
 
+// commandMsgID is the id JetStream deduplicates a command by: on a bus
+// with credentials one keyed by its server's key (JetStream's duplicate
+// window is shared by every publisher: an id chosen with --id could
+// otherwise be taken first by another's copy, which the agent drops, and
+// the real command dropped as its duplicate); else the command's id.
+func (c *Client) commandMsgID(env *events.Envelope) (string, error) {
+	if k := c.conn.Keys; k.Signs() {
+		return k.DedupID(env.Server, env.ID)
+	}
+	return env.ID, nil
+}
+
 // Send publishes a command and returns once JetStream has stored it.
 func (c *Client) Send(ctx context.Context, env *events.Envelope) error {
 	raw, err := env.Marshal()
@@ -106,7 +118,11 @@ func (c *Client) Send(ctx context.Context, env *events.Envelope) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.conn.JS.PublishMsg(ctx, m, jetstream.WithMsgID(env.ID))
+	msgID, err := c.commandMsgID(env)
+	if err != nil {
+		return err
+	}
+	_, err = c.conn.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", env.Type, err)
 	}
@@ -163,7 +179,11 @@ func (p *publication) publish() error {
 	if err != nil {
 		return err
 	}
-	fut, err := p.c.conn.JS.PublishMsgAsync(m, jetstream.WithMsgID(p.env.ID))
+	msgID, err := p.c.commandMsgID(p.env)
+	if err != nil {
+		return err
+	}
+	fut, err := p.c.conn.JS.PublishMsgAsync(m, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", p.env.Type, err)
 	}

@@ -131,6 +131,17 @@ func (k *Keys) ResultMAC(server, subject string, body []byte) (string, error) {
 	return sk.mac("result", subject, "", body), nil
 }
 
+// DedupID is the id JetStream deduplicates server's command id by: the
+// same for every publication of the id (as the id itself was), foreseeable by
+// nobody without the server's key.
+func (k *Keys) DedupID(server, id string) (string, error) {
+	sk, err := k.serverKey(server)
+	if err != nil {
+		return "", err
+	}
+	return "c-" + sk.mac("dedup", id, "", nil), nil
+}
+
 // VerifyCommand says whether got is the code of server's command.
 func (k *Keys) VerifyCommand(server, subject string, fresh bool, body []byte, got string) bool {
 	want, err := k.CommandMAC(server, subject, fresh, body)
