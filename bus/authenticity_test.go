@@ -47,6 +47,20 @@ func replayAs(t *testing.T, conn *bus.Conn, server, name string, data []byte, he
 	}
 }
 
+// commandConsumerOf is server's command consumer as conn sees it, once the
+// bus's server has made it (it does so as credentials are issued).
+func commandConsumerOf(t *testing.T, conn *bus.Conn, server string) jetstream.Consumer {
+	t.Helper()
+	ctx := ctxT(t, 10*time.Second)
+	var cons jetstream.Consumer
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		var err error
+		cons, err = conn.JS.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName(server))
+		return err == nil
+	}, "%s's command consumer was never made", server)
+	return cons
+}
+
 // pingRecorder runs a runtime for server on conn whose ping handler records
 // the ids it ran, until the test ends.
 func pingRecorder(t *testing.T, conn *bus.Conn, server string) func() []string {
@@ -99,11 +113,7 @@ func TestAgentCannotCommandAnotherServer(t *testing.T) {
 	if err := client.Send(ctx, real1); err != nil {
 		t.Fatal(err)
 	}
-	var cons jetstream.Consumer
-	testutil.Eventually(t, 10*time.Second, func() bool {
-		cons, err = s1.JS.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName("s1"))
-		return err == nil
-	}, "s1's command consumer was never made")
+	cons := commandConsumerOf(t, s1, "s1")
 	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -121,11 +131,7 @@ func TestAgentCannotCommandAnotherServer(t *testing.T) {
 	}
 
 	// Both are in s2's queue before its agent starts.
-	var s2cons jetstream.Consumer
-	testutil.Eventually(t, 10*time.Second, func() bool {
-		s2cons, err = admin.JS.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName("s2"))
-		return err == nil
-	}, "s2's command consumer was never made")
+	s2cons := commandConsumerOf(t, admin, "s2")
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		info, err := s2cons.Info(ctx)
 		return err == nil && info.NumPending == 2
@@ -224,10 +230,7 @@ func TestACopyOfACommandRunsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	replayAs(t, s1, "s1", "copy", queued.Data, queued.Header, target)
-	s2cons, err := admin.JS.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName("s2"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s2cons := commandConsumerOf(t, admin, "s2")
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		info, err := s2cons.Info(ctx)
 		return err == nil && info.Delivered.Consumer >= 2 && info.NumPending == 0 && info.NumAckPending == 0
@@ -719,11 +722,7 @@ func TestAnotherAgentCannotPreemptACommandID(t *testing.T) {
 	for i, msgID := range []string{id, "c-" + id, "result-" + id} {
 		replayAs(t, s1, "s1", fmt.Sprintf("pre%d", i), raw, nats.Header{nats.MsgIdHdr: {msgID}}, target)
 	}
-	var s2cons jetstream.Consumer
-	testutil.Eventually(t, 10*time.Second, func() bool {
-		s2cons, err = admin.JS.Consumer(ctx, bus.StreamCommands, bus.AgentConsumerName("s2"))
-		return err == nil
-	}, "s2's command consumer was never made")
+	s2cons := commandConsumerOf(t, admin, "s2")
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		info, err := s2cons.Info(ctx)
 		return err == nil && info.NumPending == 3

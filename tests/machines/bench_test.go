@@ -28,20 +28,9 @@ func BenchmarkPaths(b *testing.B) {
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("building nettool: %v %s", err, out)
 	}
-	ips := map[string]string{}
+	ips := launchAll(b, "bp1@m1", "bp2@m2")
 	for _, s := range []string{"bp1@m1", "bp2@m2"} {
 		name, m, _ := strings.Cut(s, "@")
-		if out, err := skein("launch", "skein-busybox", name, "-s", m); err != nil {
-			b.Fatalf("launch %s: %v %s", name, err, out)
-		}
-		defer skein("delete", name)
-		out, err := skein("list", "-o", "json")
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, c := range parseList(b, out) {
-			ips[c.Name] = c.IPv4
-		}
 		// Pushed beside and renamed: a server of an earlier round may still run the old one.
 		if out, err := exec.Command("incus", "file", "push", tool, m+"/usr/local/bin/nettool.new", "--project", project, "--mode", "0755").CombinedOutput(); err != nil {
 			b.Fatalf("pushing nettool to %s: %v %s", m, err, out)
@@ -101,23 +90,6 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-type listed struct{ Name, IPv4 string }
-
-func parseList(b *testing.B, out string) []listed {
-	var cs []struct {
-		Name string `json:"name"`
-		IPv4 string `json:"ipv4"`
-	}
-	if err := jsonUnmarshal(out, &cs); err != nil {
-		b.Fatal(err)
-	}
-	res := make([]listed, len(cs))
-	for i, c := range cs {
-		res[i] = listed{c.Name, c.IPv4}
-	}
-	return res
-}
-
 // BenchmarkPeerMove measures how soon a server's peers reach its containers
 // again once it changes address (routed mode): each round m3 moves between
 // 10.77.200.13 and 10.77.200.23 (the new address added, the old one
@@ -130,21 +102,7 @@ func BenchmarkPeerMove(b *testing.B) {
 	if meshMode != "routed" {
 		b.Skip("routed mode: a WireGuard peer's move is an endpoint change, measured in workers/mesh")
 	}
-	ips := map[string]string{}
-	for _, s := range []string{"pm1@m1", "pm3@m3"} {
-		name, m, _ := strings.Cut(s, "@")
-		if out, err := skein("launch", "skein-busybox", name, "-s", m); err != nil {
-			b.Fatalf("launch %s: %v %s", name, err, out)
-		}
-		defer skein("delete", name)
-	}
-	out, err := skein("list", "-o", "json")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, c := range parseList(b, out) {
-		ips[c.Name] = c.IPv4
-	}
+	ips := launchAll(b, "pm1@m1", "pm3@m3")
 	reach := func() bool { return get("m1", "pm1", ips["pm3"]) == "pm3" }
 	if !poll(20*time.Second, reach) {
 		b.Fatal("pm1 does not reach pm3")

@@ -317,8 +317,6 @@ func skeinStdin(stdin string, args ...string) (string, error) {
 
 func urlParse(s string) (*url.URL, error) { return url.Parse(s) }
 
-func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
-
 // poll says whether cond became true within total, looking every 200 ms.
 func poll(total time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(total)

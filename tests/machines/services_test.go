@@ -15,16 +15,23 @@ import (
 	"github.com/skeinhq/skein/events"
 )
 
-// launchAll launches busybox containers, one per NAME@MACHINE, and returns their addresses.
-func launchAll(t *testing.T, specs ...string) map[string]string {
+// launchAll launches busybox containers, one per NAME@MACHINE, deleted when
+// the test or benchmark ends, and returns their addresses.
+func launchAll(t testing.TB, specs ...string) map[string]string {
 	t.Helper()
 	for _, s := range specs {
 		name, m, _ := strings.Cut(s, "@")
-		mustSkein(t, "launch", "skein-busybox", name, "-s", m)
+		if out, err := skein("launch", "skein-busybox", name, "-s", m); err != nil {
+			t.Fatalf("launch %s: %v %s", name, err, out)
+		}
 		t.Cleanup(func() { _, _ = skein("delete", name) })
 	}
+	out, err := skein("list", "-o", "json")
+	if err != nil {
+		t.Fatalf("skein list: %v %s", err, out)
+	}
 	var cs []events.Container
-	if err := json.Unmarshal([]byte(mustSkein(t, "list", "-o", "json")), &cs); err != nil {
+	if err := json.Unmarshal([]byte(out), &cs); err != nil {
 		t.Fatal(err)
 	}
 	ips := map[string]string{}
