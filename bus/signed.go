@@ -201,3 +201,59 @@ func CheckedRecord(nc *nats.Conn, bucket, key string, raw []byte, stored time.Ti
 	}
 	return nil, fmt.Errorf("bucket %s holds no record type", bucket)
 }
+
+// tombstone is the body of a deletion's marker, signed like a record: a
+// reader takes a deletion only from whoever may write the record, so that
+// another server's marker had stored under the key deletes nothing.
+type tombstone struct {
+	// Deleted is the key deleted.
+	Deleted string `json:"deleted"`
+	events.Signed
+}
+
+// kvOperation is the header that marks a deletion in a KV bucket (nats.go's
+// own name for it is unexported).
+const kvOperation = "KV-Operation"
+
+// isDeletion says whether headers mark a deletion (or a purge) of a key.
+func isDeletion(h nats.Header) bool {
+	op := h.Get(kvOperation)
+	return op == "DEL" || op == "PURGE"
+}
+
+// signedDeletion is the body of the marker of key's deletion from bucket,
+// signed with nc's credentials (unsigned on a bus that asks for none).
+func signedDeletion(nc *nats.Conn, bucket, key string) ([]byte, error) {
+	t := tombstone{Deleted: key}
+	if err := signRecord(nc, bucket, key, &t); err != nil {
+		return nil, err
+	}
+	return json.Marshal(t)
+}
+
+// checkDeletion checks the body of a deletion's marker of key, stored at
+// stored: signed by credentials that may write the record, about then.
+// Every deletion passes on a bus that asks for no credentials.
+func checkDeletion(nc *nats.Conn, bucket, key string, body []byte, stored time.Time) error {
+	if nc == nil || nc.Opts.UserJWT == nil {
+		return nil
+	}
+	var t tombstone
+	if len(body) == 0 {
+		return fmt.Errorf("%w: a deletion without a signature", errNotSigned)
+	}
+	if err := json.Unmarshal(body, &t); err != nil || t.Deleted != key {
+		return fmt.Errorf("%w: a deletion's marker that is not key %s's", errNotSigned, key)
+	}
+	if err := verifyRecord(nc, bucket, key, serverOfKey(bucket, key), &t, stored); err != nil {
+		return fmt.Errorf("a deletion: %w", err)
+	}
+	return nil
+}
+
+// CheckedDeletion checks a deletion of bucket's key read raw (the
+// dashboard follows records raw): nil when whoever may write the record
+// deleted it.
+func CheckedDeletion(nc *nats.Conn, bucket, key string, body []byte, stored time.Time) error {
+	return checkDeletion(nc, bucket, key, body, stored)
+}

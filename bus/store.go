@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,6 +58,7 @@ type Change[T any] struct {
 // several writers share is compared against the revision it was read at.
 type Store[T any] struct {
 	kv   jetstream.KeyValue
+	js   jetstream.JetStream
 	nc   *nats.Conn
 	spec events.Spec
 	// refused, when set, is told of each record a list or watch skips.
@@ -85,7 +87,7 @@ func OpenStore[T any](ctx context.Context, js jetstream.JetStream) (*Store[T], e
 	if err != nil {
 		return nil, fmt.Errorf("bus: bucket %s: %w", spec.Bucket, err)
 	}
-	return &Store[T]{kv: kv, nc: js.Conn(), spec: spec}, nil
+	return &Store[T]{kv: kv, js: js, nc: js.Conn(), spec: spec}, nil
 }
 
 // Key is the key of the record of server named name. Records live under
@@ -201,8 +203,11 @@ func (s *Store[T]) Bucket() string { return s.spec.Bucket }
 // Get reads one record; ErrNoRecord when there is none.
 func (s *Store[T]) Get(ctx context.Context, key string) (Entry[T], error) {
 	e, err := retrying(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.kv.Get(ctx, key) })
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
+	if errors.Is(err, jetstream.ErrInvalidKey) {
 		return Entry[T]{Key: key}, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
+	}
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Entry[T]{Key: key}, s.absent(ctx, key)
 	}
 	if err != nil {
 		return Entry[T]{Key: key}, fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
@@ -221,10 +226,37 @@ func (s *Store[T]) Latest(ctx context.Context, key string) (Entry[T], error) {
 	if err != nil {
 		return Entry[T]{Key: key}, fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
 	}
-	if m == nil || len(m.Data) == 0 { // none, or a deletion's marker
+	if m == nil {
+		return Entry[T]{Key: key}, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
+	}
+	if isDeletion(m.Header) {
+		if err := checkDeletion(s.nc, s.spec.Bucket, key, m.Data, m.Time); err != nil {
+			return Entry[T]{Key: key}, fmt.Errorf("%s record %q: %w", s.spec.Type, key, err)
+		}
 		return Entry[T]{Key: key}, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
 	}
 	return s.decode(key, m.Data, 0, m.Time)
+}
+
+// absent is why Get found no record under key: ErrNoRecord, unless the key's
+// last message is a deletion not its writer's (had stored there by another
+// server), which is refused like a forged record. Only a bus with
+// credentials signs deletions: there, the marker is read to be checked.
+func (s *Store[T]) absent(ctx context.Context, key string) error {
+	if s.nc != nil && s.nc.Opts.UserJWT != nil {
+		m, err := retrying(ctx, func(ctx context.Context) (*StoredMsg, error) {
+			return LastStored(ctx, s.nc, "KV_"+s.spec.Bucket, "$KV."+s.spec.Bucket+"."+key)
+		})
+		if err != nil {
+			return fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
+		}
+		if m != nil && isDeletion(m.Header) {
+			if err := checkDeletion(s.nc, s.spec.Bucket, key, m.Data, m.Time); err != nil {
+				return fmt.Errorf("%s record %q: %w", s.spec.Type, key, err)
+			}
+		}
+	}
+	return fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
 }
 
 // Find reads one record; nil when there is none.
@@ -434,13 +466,21 @@ func (s *Store[T]) Put(ctx context.Context, key string, v T) (uint64, error) {
 // Delete removes a record read at revision rev (0: whatever is there);
 // ErrConflict when it changed since. Deleting a missing record succeeds.
 func (s *Store[T]) Delete(ctx context.Context, key string, rev uint64) error {
-	var opts []jetstream.KVDeleteOpt
+	// The marker carries a signed tombstone: readers take a deletion only
+	// from whoever may write the record.
+	body, err := signedDeletion(s.nc, s.spec.Bucket, key)
+	if err != nil {
+		return fmt.Errorf("deleting %s %q: %w", s.spec.Type, key, err)
+	}
+	m := nats.NewMsg("$KV." + s.spec.Bucket + "." + key)
+	m.Data = body
+	m.Header.Set(kvOperation, "DEL")
 	if rev > 0 {
-		opts = append(opts, jetstream.LastRevision(rev))
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
 	}
 	wctx, cancel := context.WithTimeout(ctx, writeAttempt)
 	defer cancel()
-	err := s.kv.Delete(wctx, key, opts...)
+	_, err = s.js.PublishMsg(wctx, m)
 	if isWrongRevision(err) {
 		return fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrConflict)
 	}
@@ -528,6 +568,10 @@ func (s *Store[T]) watch(ctx context.Context, filter string) (<-chan Change[T], 
 					}
 					c = Change[T]{Key: e.Key(), Value: &d.Value, Revision: e.Revision()}
 				default:
+					if err := checkDeletion(s.nc, s.spec.Bucket, e.Key(), e.Value(), e.Created()); err != nil {
+						s.refuse(e.Key(), fmt.Errorf("%s record %q: %w", s.spec.Type, e.Key(), err))
+						continue
+					}
 					c = Change[T]{Key: e.Key(), Revision: e.Revision()}
 				}
 			}

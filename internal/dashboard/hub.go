@@ -134,6 +134,8 @@ func (h *hub) watch(ctx context.Context, cancel context.CancelFunc, bucket strin
 					continue // not its writer's: not shown
 				}
 				rec.Value = redact(v)
+			} else if bus.CheckedDeletion(h.js.Conn(), bucket, e.Key(), e.Value(), e.Created()) != nil {
+				continue // a deletion not its writer's: the record stands
 			}
 			h.send(ctx, "record", rec)
 		}

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
 )
 
 type imageView struct {
@@ -90,8 +93,9 @@ func TestAgentFetchesAMissingImageFromTheBus(t *testing.T) {
 		}
 		_, _ = incusCmd("project", "delete", project)
 		// Other tests count three servers.
-		if kv, err := js.KeyValue(context.Background(), "skein_servers"); err == nil {
-			_ = kv.Delete(context.Background(), "img")
+		// Through the store, which signs the deletion: readers take no other.
+		if hbs, err := bus.OpenStore[events.Heartbeat](context.Background(), js); err == nil {
+			_ = hbs.Delete(context.Background(), "img", 0)
 		}
 	})
 	// The test bed built the image before this bus existed: store it now.

@@ -166,10 +166,6 @@ func TestBadPeersAreRefusedWithTheFix(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(t.Context(), "skein_servers")
-	if err != nil {
-		t.Fatal(err)
-	}
 	bad := map[string]events.Heartbeat{
 		"x-overlap": {Name: "x-overlap", Status: "up", Address: "10.77.200.31", Subnet: "10.77.201.0/24"},
 		"x-lan":     {Name: "x-lan", Status: "up", Address: "10.77.200.32", Subnet: "10.77.200.0/24"},
@@ -192,7 +188,7 @@ func TestBadPeersAreRefusedWithTheFix(t *testing.T) {
 		if _, err := hbs.Put(t.Context(), name, hb); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = kv.Delete(t.Context(), name) })
+		t.Cleanup(func() { _ = hbs.Delete(t.Context(), name, 0) })
 	}
 	eventually(t, 5*time.Second, func() bool {
 		ls := links(t)
@@ -218,7 +214,7 @@ func TestBadPeersAreRefusedWithTheFix(t *testing.T) {
 		t.Errorf("skein servers does not tell m2's refused peer: %v", v.Degraded)
 	}
 	for name := range bad {
-		_ = kv.Delete(t.Context(), name)
+		_ = hbs.Delete(t.Context(), name, 0)
 	}
 	eventually(t, 5*time.Second, func() bool {
 		for k := range links(t) {

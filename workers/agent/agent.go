@@ -173,6 +173,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		go c.Run(ctx)
 	}
 	go cw.Run(ctx)
+	bus.Keep(ctx, js, a.cfg.Name, func(bucket, key string, err error) {
+		a.log.Warn().Str("bucket", bucket).Str("key", key).Err(err).Msg("a record under this server's key that its writer did not make")
+	})
 	a.mesh = mesh.New(mesh.Config{Server: a.cfg.Name, Mode: a.cfg.Mesh, Heartbeats: skv, Router: a.cfg.Router, Self: a.meshSelf,
 		DownAfter: DownAfter, Log: a.log.With().Str("worker", "mesh").Logger(), Key: a.cfg.MeshKey, Port: a.cfg.MeshPort})
 	go a.mesh.Run(ctx)

@@ -1,0 +1,117 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/skeinhq/skein/events"
+)
+
+// Keep puts back server's records that another server overwrote or deleted
+// (a copy or a marker of its own had stored under server's keys: no
+// permission covers where the bus's server sends a reply). Readers refuse
+// such a record already; Keep makes the stored one again the last record
+// its writer signed, so that what the cluster reads equals what runs. It
+// follows every bucket of records that server's agent may write, until ctx
+// ends; report is told of each record put back or left refused.
+//
+// On a bus without credentials it does nothing. A record forged before
+// Keep started has no good value to go back to: it is reported and left
+// refused.
+func Keep(ctx context.Context, js jetstream.JetStream, server string, report func(bucket, key string, err error)) {
+	if js.Conn().Opts.UserJWT == nil {
+		return // a bus without credentials signs nothing: nothing to tell apart
+	}
+	for _, spec := range events.Specs() {
+		if spec.Kind != events.KindState || schedulerBuckets[spec.Bucket] {
+			continue
+		}
+		filter := server + ".>"
+		if spec.Bucket == heartbeatBucket {
+			filter = server
+		}
+		go keepBucket(ctx, js, spec, filter, report)
+	}
+}
+
+// keepBucket is Keep of one bucket's keys under filter, its watch started
+// again when it breaks.
+func keepBucket(ctx context.Context, js jetstream.JetStream, spec events.Spec, filter string, report func(bucket, key string, err error)) {
+	good := map[string][]byte{} // key → its last record its writer signed, unsigned
+	for ctx.Err() == nil {
+		kv, err := js.KeyValue(ctx, spec.Bucket)
+		var w jetstream.KeyWatcher
+		if err == nil {
+			w, err = kv.Watch(ctx, filter)
+		}
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				continue // the records that were there are in
+			}
+			if err := keepEntry(ctx, js, spec, e, good); err != nil {
+				report(spec.Bucket, e.Key(), err)
+			}
+		}
+		_ = w.Stop()
+	}
+}
+
+// keepEntry takes a change of one key: a good one is remembered, a bad
+// one replaced by the key's last good record, when there is one.
+func keepEntry(ctx context.Context, js jetstream.JetStream, spec events.Spec, e jetstream.KeyValueEntry, good map[string][]byte) error {
+	nc := js.Conn()
+	var bad error
+	if e.Operation() == jetstream.KeyValuePut {
+		v, err := CheckedRecord(nc, spec.Bucket, e.Key(), e.Value(), e.Created())
+		if err == nil {
+			good[e.Key()] = v
+			return nil
+		}
+		bad = err
+	} else {
+		if bad = checkDeletion(nc, spec.Bucket, e.Key(), e.Value(), e.Created()); bad == nil {
+			delete(good, e.Key())
+			return nil
+		}
+	}
+	last, ok := good[e.Key()]
+	if !ok {
+		return fmt.Errorf("left refused, no record of its writer's to put back: %w", bad)
+	}
+	v := reflect.New(spec.Go).Interface()
+	if err := json.Unmarshal(last, v); err != nil {
+		return err
+	}
+	if err := signRecord(nc, spec.Bucket, e.Key(), v); err != nil {
+		return err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg("$KV." + spec.Bucket + "." + e.Key())
+	m.Data = b
+	// Only over the bad change: a good write since then stays.
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(e.Revision(), 10))
+	wctx, cancel := context.WithTimeout(ctx, writeAttempt)
+	defer cancel()
+	if _, err := js.PublishMsg(wctx, m); err != nil && !isWrongRevision(err) {
+		return fmt.Errorf("putting back its record after %v: %w", bad, err)
+	}
+	return fmt.Errorf("put back its record: %w", bad)
+}

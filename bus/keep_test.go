@@ -1,0 +1,157 @@
+package bus_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/testutil"
+)
+
+// TestAServersRecordsSurviveAForgedDeletion (issue 23, attack 4): agent s1
+// has the bus's server store deletion markers under s2's container key (a
+// marker of its own replayed there: unsigned, s1's genuine deletion of its
+// own record, one signed by s1 naming s2's key). What the admin follows
+// never sees s2's container deleted, and s2's agent (Keep) puts its record
+// back: the admin reads it as s2 wrote it. s2's own deletion still deletes,
+// and stays.
+func TestAServersRecordsSurviveAForgedDeletion(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 90*time.Second)
+	open := func(c *bus.Conn) *bus.Store[events.Container] {
+		st, err := bus.OpenStore[events.Container](ctx, c.JS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	var mu sync.Mutex
+	var reports []string
+	kctx, stop := context.WithCancel(ctx)
+	defer stop()
+	bus.Keep(kctx, s2.JS, "s2", func(bucket, key string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		reports = append(reports, bucket+" "+key+": "+err.Error())
+	})
+	reported := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(reports, "\n")
+	}
+	ctrs, own, theirs := open(admin), open(s2), open(s1)
+	real := events.Container{Name: "web", Server: "s2", Status: "Running", Image: "real", Updated: time.Now().UTC()}
+	if _, err := own.Put(ctx, bus.Key("s2", "web"), real); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := theirs.Put(ctx, bus.Key("s1", "web"), events.Container{Name: "web", Server: "s1", Status: "Running", Image: "s1s", Updated: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	// The admin follows s2's containers the way the CLI and workers do.
+	wctx, unwatch := context.WithCancel(ctx)
+	defer unwatch()
+	ch, err := ctrs.WatchServer(wctx, "s2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deletions sync.WaitGroup
+	gone := make(chan struct{}, 16)
+	deletions.Add(1)
+	go func() {
+		defer deletions.Done()
+		for c := range ch {
+			if !c.Synced && c.Value == nil {
+				gone <- struct{}{}
+			}
+		}
+	}()
+
+	bucket := ctrs.Bucket()
+	target := "$KV." + bucket + ".s2.web"
+	del := nats.Header{"KV-Operation": {"DEL"}}
+	now := time.Now().UTC()
+	stone := struct {
+		Deleted string `json:"deleted"`
+		events.Signed
+	}{Deleted: "s2.web", Signed: events.Signed{SignedAt: &now}}
+	token, _ := s1.NC.Opts.UserJWT()
+	canon, _ := json.Marshal(stone)
+	sig, err := s1.NC.Opts.SignatureCB(append([]byte("skein-record\n"+bucket+"\ns2.web\n"), canon...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stone.Signer, stone.Sig = token, base64.RawStdEncoding.EncodeToString(sig)
+	forged, _ := json.Marshal(stone)
+
+	attacks := []struct {
+		name string
+		do   func()
+	}{
+		{"an unsigned marker", func() { replayAs(t, s1, "s1", "gone", nil, del, target) }},
+		{"a marker signed by s1 naming s2's key", func() { replayAs(t, s1, "s1", "gone", forged, del, target) }},
+		{"s1's genuine deletion of its own record", func() {
+			if err := theirs.Delete(ctx, bus.Key("s1", "web"), 0); err != nil {
+				t.Fatal(err)
+			}
+			req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + ".s1.web"})
+			if err := s1.NC.PublishMsg(&nats.Msg{Subject: "$JS.API.DIRECT.GET.KV_" + bucket, Reply: target, Data: req}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, at := range attacks {
+		before, err := bus.LastStored(ctx, admin.NC, "KV_"+bucket, target)
+		if err != nil || before == nil {
+			t.Fatalf("%s: s2's record before: %v %v", at.name, before, err)
+		}
+		at.do()
+		// The marker lands, then s2's agent puts its record back over it.
+		testutil.Eventually(t, 10*time.Second, func() bool {
+			m, err := bus.LastStored(ctx, admin.NC, "KV_"+bucket, target)
+			return err == nil && m != nil && m.Seq > before.Seq+1
+		}, "%s: no marker and no record put back under s2's key", at.name)
+		testutil.Eventually(t, 10*time.Second, func() bool {
+			got, err := ctrs.Get(ctx, bus.Key("s2", "web"))
+			return err == nil && got.Value.Image == "real"
+		}, "%s: s2's container is not read as s2 wrote it", at.name)
+		if !strings.Contains(reported(), "s2.web: put back its record") {
+			t.Errorf("%s: s2's agent did not say it put its record back: %q", at.name, reported())
+		}
+		select {
+		case <-gone:
+			t.Fatalf("%s: the admin saw s2's container deleted", at.name)
+		default:
+		}
+	}
+
+	// s2's own deletion deletes, and nothing puts the record back.
+	if err := own.Delete(ctx, bus.Key("s2", "web"), 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the admin never saw s2's own deletion")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := ctrs.Get(ctx, bus.Key("s2", "web")); !errors.Is(err, bus.ErrNoRecord) {
+			t.Fatalf("after s2 deleted its container, the admin reads: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	unwatch()
+	deletions.Wait()
+}
