@@ -259,6 +259,22 @@ func (s *Store[T]) absent(ctx context.Context, key string) error {
 	return fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
 }
 
+// Revision is the revision of key's last change, whatever it holds (a
+// record, a deletion, a copy not its writer's); 0 when it never had one.
+// Update at it writes over whatever is there, and only that.
+func (s *Store[T]) Revision(ctx context.Context, key string) (uint64, error) {
+	m, err := retrying(ctx, func(ctx context.Context) (*StoredMsg, error) {
+		return LastStored(ctx, s.nc, "KV_"+s.spec.Bucket, "$KV."+s.spec.Bucket+"."+key)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
+	}
+	if m == nil {
+		return 0, nil
+	}
+	return m.Seq, nil
+}
+
 // Find reads one record; nil when there is none.
 func (s *Store[T]) Find(ctx context.Context, key string) (*Entry[T], error) {
 	e, err := s.Get(ctx, key)

@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -94,6 +95,9 @@ type Agent struct {
 	last  events.Heartbeat // the runtime's last known figures
 	lacks []container.Lack // what the server lacked at the last check
 	beats int              // heartbeats since the last check
+
+	hbMu  sync.Mutex // one heartbeat written at a time
+	hbRev uint64     // the revision of the heartbeat last written; 0: read it
 
 	mesh     *mesh.Worker             // the routes to the peers' container subnets
 	images   jetstream.ObjectStore    // where images lacking here are fetched from
@@ -237,8 +241,32 @@ func (a *Agent) heartbeats(ctx context.Context, kv *bus.Store[events.Heartbeat])
 	}
 }
 
+// putHeartbeat writes hb over the beat this agent wrote last: a beat held
+// up in a dead connection's socket (the server's address moved away and
+// back, the agent restarted meanwhile) lands late, finds a newer beat there
+// and is refused, instead of turning the record back.
 func (a *Agent) putHeartbeat(ctx context.Context, kv *bus.Store[events.Heartbeat], hb events.Heartbeat) {
-	if _, err := kv.Put(ctx, a.cfg.Name, hb); err != nil && ctx.Err() == nil {
+	a.hbMu.Lock()
+	defer a.hbMu.Unlock()
+	var err error
+	for try := 0; try < 2; try++ {
+		if a.hbRev == 0 {
+			if a.hbRev, err = kv.Revision(ctx, a.cfg.Name); err != nil {
+				break
+			}
+		}
+		var rev uint64
+		// Another writer since (a restart's first beat, Keep putting it back): read its revision.
+		if rev, err = kv.Update(ctx, a.cfg.Name, hb, a.hbRev); errors.Is(err, bus.ErrConflict) {
+			a.hbRev = 0
+			continue
+		}
+		if err == nil {
+			a.hbRev = rev
+		}
+		break
+	}
+	if err != nil && ctx.Err() == nil {
 		a.log.Warn().Err(err).Msg("heartbeat not written")
 	}
 }
