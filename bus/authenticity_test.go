@@ -741,3 +741,66 @@ func TestAnotherAgentCannotPreemptACommandID(t *testing.T) {
 		t.Errorf("s2 ran %v, want %s once", got, id)
 	}
 }
+
+// TestAStoredResultStaysItsAgents (found by review of issue 23, attack 3):
+// once s2 answered a command, agent s1 has messages of its own stored on
+// the result's subject, more than the subject keeps (each a copy of the
+// result with its output changed). The admin still looks up s2's result,
+// the command sent again is answered from it without running twice, and
+// the stream took no more than the subject keeps.
+func TestAStoredResultStaysItsAgents(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 60*time.Second)
+	const id = "deploy-43"
+	client := bus.NewClient(admin, "cli")
+	env, err := client.NewCommand("s2", events.TypePing, id, events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := pingRecorder(t, s2, "s2")
+	if _, err := client.Do(ctx, bus.Call{Envelope: env}); err != nil {
+		t.Fatalf("the admin's command %s: %v", id, err)
+	}
+	subject := bus.ResultSubject("s2", id)
+	real, err := bus.LastStored(ctx, admin.NC, bus.StreamResults, subject)
+	if err != nil || real == nil {
+		t.Fatalf("s2's result is not stored: %v", err)
+	}
+	forged := []byte(strings.Replace(string(real.Data), `"real"`, `"forged"`, 1))
+	for i := range bus.ResultSlots + 2 {
+		// With the real MAC, and without the real one's expected sequence.
+		replayAs(t, s1, "s1", fmt.Sprintf("res%d", i), forged, nats.Header{bus.HeaderMAC: real.Header.Values(bus.HeaderMAC)}, subject)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		m, err := bus.LastStored(ctx, admin.NC, bus.StreamResults, subject)
+		return err == nil && m != nil && m.Seq > real.Seq
+	}, "s1's copies were not stored on s2's result subject")
+	res, ok, err := client.LookupResult(ctx, "s2", id)
+	if err != nil || !ok {
+		t.Fatalf("the admin no longer finds s2's result: %v %v", ok, err)
+	}
+	if p := pongOf(t, res); p.Note != "real" {
+		t.Errorf("the admin looked up %+v", p)
+	}
+	again, err := client.Do(ctx, bus.Call{Envelope: env})
+	if err != nil {
+		t.Fatalf("the command sent again: %v", err)
+	}
+	if p := pongOf(t, again); p.Note != "real" {
+		t.Errorf("the command sent again was answered %+v", p)
+	}
+	if got := ran(); !slices.Equal(got, []string{id}) {
+		t.Errorf("s2 ran %v, want %s once", got, id)
+	}
+	st, err := admin.JS.Stream(ctx, bus.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil || info.State.Subjects[subject] > bus.ResultSlots {
+		t.Errorf("s2's result subject holds %v messages (%v), at most %d", info.State.Subjects, err, bus.ResultSlots)
+	}
+}

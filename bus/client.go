@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -367,15 +366,10 @@ func (c *Client) LookupResult(ctx context.Context, server, id string) (*events.R
 	// a direct get with what it has, and the node a client is connected to
 	// answers first (found by TestNATSCluster: a stored result not found for
 	// the command's whole minute).
-	m, err := LastStored(ctx, c.conn.NC, StreamResults, subject)
+	// Only its agent's: others can have copies stored there too.
+	m, err := AuthenticResult(ctx, c.conn.NC, c.conn.Keys, subject)
 	if err != nil || m == nil {
 		return nil, false, err
-	}
-	from, ok := strings.CutPrefix(m.Subject, Prefix+".result.")
-	from, ok2 := strings.CutSuffix(from, "."+id)
-	if !ok || !ok2 || !c.conn.Keys.Authentic(from, m.Subject, m.Data, m.Header) {
-		// Not its agent's: the real one, when it comes, replaces it.
-		return nil, false, nil
 	}
 	res, err := decodeResult(m.Data)
 	if res == nil {

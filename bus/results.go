@@ -36,6 +36,42 @@ func storedBefore(code int) bool {
 	return code == int(jetstream.JSErrCodeStreamWrongLastSequence) || code == int(jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
+// ResultSlots is how many messages the subject of a command's result keeps:
+// its agent's result and what others had stored there before it. The
+// stream refuses more, so what is stored after the result cannot push it
+// out; readers take the one its agent published (AuthenticResult).
+const ResultSlots = 4
+
+// AuthenticResult reads the result stored on subject (one server's, or
+// AnyResultSubject) that its server's agent published, from the results
+// stream's leader; nil when none is stored.
+func AuthenticResult(ctx context.Context, nc *nats.Conn, keys *Keys, subject string) (*StoredMsg, error) {
+	m, err := LastStored(ctx, nc, StreamResults, subject)
+	if err != nil || m == nil || authenticResult(keys, m) {
+		return m, err
+	}
+	// Others' messages are stored there too: look at each the subject keeps.
+	seq := uint64(1)
+	for range ResultSlots {
+		if m, err = NextStored(ctx, nc, StreamResults, subject, seq); err != nil || m == nil {
+			return nil, err
+		}
+		if authenticResult(keys, m) {
+			return m, nil
+		}
+		seq = m.Seq + 1
+	}
+	return nil, nil
+}
+
+// authenticResult says whether m, stored on a result subject, carries the
+// MAC of the server that subject names.
+func authenticResult(keys *Keys, m *StoredMsg) bool {
+	server, ok := strings.CutPrefix(m.Subject, Prefix+".result.")
+	server, _, ok2 := strings.Cut(server, ".")
+	return ok && ok2 && keys.Authentic(server, m.Subject, m.Data, m.Header)
+}
+
 // errStoredBefore is a result refused because its subject holds one already.
 var errStoredBefore = errors.New("a result is stored there already")
 
@@ -116,14 +152,15 @@ func (p *ResultPublisher) Publish(ctx context.Context, id string, raw []byte) er
 		if mac == "" {
 			return nil
 		}
+		if m, err := AuthenticResult(ctx, p.conn.NC, p.conn.Keys, subject); err != nil || m != nil {
+			return err
+		}
 		m, err := LastStored(ctx, p.conn.NC, StreamResults, subject)
 		switch {
 		case err != nil:
 			return fmt.Errorf("the result of %s: %w", id, err)
 		case m == nil:
 			after = 0
-		case p.conn.Keys.Authentic(p.server, subject, m.Data, m.Header):
-			return nil
 		case try >= 3:
 			return fmt.Errorf("the result of %s: what others store on its subject keeps taking its place", id)
 		default:

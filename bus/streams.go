@@ -51,7 +51,10 @@ func StreamConfigs(replicas int) []jetstream.StreamConfig {
 		{
 			Name: StreamResults, Subjects: []string{AllResults()},
 			Storage: jetstream.FileStorage, Duplicates: DedupWindow, MaxAge: ResultsKept,
-			MaxMsgsPerSubject: 1, AllowDirect: true,
+			// A result's subject keeps ResultSlots messages and takes no more:
+			// another agent can have messages stored there (a direct get's
+			// reply goes anywhere), but none that pushes the result out.
+			MaxMsgsPerSubject: ResultSlots, Discard: jetstream.DiscardNew, DiscardNewPerSubject: true, AllowDirect: true,
 			// Each result, once stored (and not a copy dropped as a duplicate),
 			// to StoredResultSubject: where waiting clients take it.
 			RePublish: &jetstream.RePublish{Source: Prefix + ".result.*.*", Destination: Prefix + ".stored.{{wildcard(1)}}.{{wildcard(2)}}"},
@@ -232,7 +235,18 @@ func LastMsg(ctx context.Context, nc *nats.Conn, stream, subject string) ([]byte
 // LastStored is LastMsg with the message's headers and sequence; nil when
 // the subject holds none.
 func LastStored(ctx context.Context, nc *nats.Conn, stream, subject string) (*StoredMsg, error) {
-	req, err := json.Marshal(map[string]string{"last_by_subj": subject})
+	return getStored(ctx, nc, stream, subject, map[string]any{"last_by_subj": subject})
+}
+
+// NextStored reads the first message of subject in stream at or after
+// sequence seq, from the stream's leader; nil when there is none.
+func NextStored(ctx context.Context, nc *nats.Conn, stream, subject string, seq uint64) (*StoredMsg, error) {
+	return getStored(ctx, nc, stream, subject, map[string]any{"seq": seq, "next_by_subj": subject})
+}
+
+// getStored asks stream's leader for one message of subject.
+func getStored(ctx context.Context, nc *nats.Conn, stream, subject string, ask map[string]any) (*StoredMsg, error) {
+	req, err := json.Marshal(ask)
 	if err != nil {
 		return nil, err
 	}

@@ -873,13 +873,9 @@ func (r *Runtime) storedResult(ctx context.Context, id string) ([]byte, error) {
 	for {
 		lctx, cancel := context.WithTimeout(ctx, time.Second)
 		subject := bus.ResultSubject(r.server, id)
-		m, err := bus.LastStored(lctx, r.conn.NC, bus.StreamResults, subject)
+		// Only this server's own: others can have messages stored there too.
+		m, err := bus.AuthenticResult(lctx, r.conn.NC, r.conn.Keys, subject)
 		cancel()
-		if err == nil && m != nil && !r.conn.Keys.Authentic(r.server, subject, m.Data, m.Header) {
-			// Not this server's: the command was not answered, and its result will replace it.
-			r.log.Warn().Str("cmd", id).Msg("a result without this server's MAC is stored for the command; running it")
-			return nil, nil
-		}
 		if err == nil || ctx.Err() != nil || !time.Now().Before(deadline) || !errors.Is(err, context.DeadlineExceeded) {
 			if m == nil {
 				return nil, err
