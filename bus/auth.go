@@ -88,6 +88,7 @@ func (r Role) Permissions() jwt.Permissions {
 		s, c := r.Server, AgentConsumerName(r.Server)
 		// Never the jobs or the scheduler's lease, whatever its name.
 		p.Pub.Deny.Add("$KV.skein_jobs.>", "$KV.skein_leader.>")
+		p.Pub.Deny.Add(commandReads()...)
 		p.Pub.Allow.Add(
 			ServerResults(s), ServerProgress(s), EventFilter(s, ""),
 			"$KV."+heartbeatBucket+"."+s, "$KV.*."+s+".>",
@@ -127,6 +128,7 @@ func (r Role) Permissions() jwt.Permissions {
 		p.Sub.Allow.Add(ServerQueries(s), r.InboxPrefix()+".>", Prefix+".result.>", Prefix+".stored.>", Prefix+".progress.>")
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 	case "observer":
+		p.Pub.Deny.Add(commandReads()...)
 		p.Pub.Allow.Add(
 			"$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
 			"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>",
@@ -136,6 +138,17 @@ func (r Role) Permissions() jwt.Permissions {
 		p.Sub.Allow.Add(AllEvents(), r.InboxPrefix()+".>")
 	}
 	return p
+}
+
+// commandReads are the JetStream API subjects of reading any message of the
+// commands stream. Agents and the observer are denied them: another
+// server's queued commands would tell them ids to have messages stored
+// under before its agent answers (the result's subject then full).
+func commandReads() []string {
+	return []string{
+		"$JS.API.DIRECT.GET." + StreamCommands, "$JS.API.DIRECT.GET." + StreamCommands + ".>",
+		"$JS.API.STREAM.MSG.GET." + StreamCommands,
+	}
 }
 
 // commandConsumer are the JetStream API subjects of consuming the durable

@@ -219,9 +219,11 @@ func TestACopyOfACommandRunsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := bus.CommandSubject("s2", events.TypePing)
-	queued, err := bus.LastStored(ctx, s1.NC, bus.StreamCommands, target)
+	// However s1 came by the copy: it cannot read s2's queue itself
+	// (TestAgentCannotReadAnotherServersQueuedCommands).
+	queued, err := bus.LastStored(ctx, admin.NC, bus.StreamCommands, target)
 	if err != nil || queued == nil {
-		t.Fatalf("s1 cannot read s2's queued command: %v", err)
+		t.Fatalf("s2's command is not queued: %v", err)
 	}
 	queued.Header.Del(nats.MsgIdHdr)
 
@@ -803,4 +805,62 @@ func TestAStoredResultStaysItsAgents(t *testing.T) {
 	if err != nil || info.State.Subjects[subject] > bus.ResultSlots {
 		t.Errorf("s2's result subject holds %v messages (%v), at most %d", info.State.Subjects, err, bus.ResultSlots)
 	}
+}
+
+// TestAgentCannotReadAnotherServersQueuedCommands (found reviewing issue
+// 23): a command queued for s2 would tell agent s1 its id before s2
+// answers, and s1 could have the result's subject filled with its own
+// messages first. Every way to read a stream's message, tried by s1 and the
+// observer on s2's queued command, tells them nothing of it.
+func TestAgentCannotReadAnotherServersQueuedCommands(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	client := bus.NewClient(admin, "cli")
+	ctx := ctxT(t, 30*time.Second)
+	const id = "secret-id-7"
+	env, err := client.NewCommand("s2", events.TypePing, id, events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Send(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	subject := bus.CommandSubject("s2", events.TypePing)
+	if m, err := bus.LastStored(ctx, admin.NC, bus.StreamCommands, subject); err != nil || m == nil || !strings.Contains(string(m.Data), id) {
+		t.Fatalf("the command is not queued: %v %v", m, err)
+	}
+	for _, r := range []bus.Role{{Kind: "agent", Server: "s1"}, {Kind: "observer"}} {
+		c := connectAs(t, url, a, r)
+		body := func(v map[string]any) []byte { b, _ := json.Marshal(v); return b }
+		reads := map[string]*nats.Msg{
+			"direct get":                {Subject: "$JS.API.DIRECT.GET." + bus.StreamCommands, Data: body(map[string]any{"last_by_subj": subject})},
+			"direct get by subject":     {Subject: "$JS.API.DIRECT.GET." + bus.StreamCommands + "." + subject},
+			"direct get by sequence":    {Subject: "$JS.API.DIRECT.GET." + bus.StreamCommands, Data: body(map[string]any{"seq": 1})},
+			"message get":               {Subject: "$JS.API.STREAM.MSG.GET." + bus.StreamCommands, Data: body(map[string]any{"last_by_subj": subject})},
+			"message get by sequence":   {Subject: "$JS.API.STREAM.MSG.GET." + bus.StreamCommands, Data: body(map[string]any{"seq": 1})},
+			"an ordered consumer":       {Subject: "$JS.API.CONSUMER.CREATE." + bus.StreamCommands, Data: body(map[string]any{"stream_name": bus.StreamCommands, "config": map[string]any{"filter_subject": subject, "ack_policy": "none", "mem_storage": true}})},
+			"its command consumer info": {Subject: "$JS.API.CONSUMER.INFO." + bus.StreamCommands + "." + bus.AgentConsumerName("s2")},
+		}
+		for name, m := range reads {
+			// A denied request is never answered: it waits out its half second.
+			rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			reply, err := c.NC.RequestMsgWithContext(rctx, m)
+			cancel()
+			if err == nil && tells(reply.Data, id) {
+				t.Errorf("%s read s2's queued command by %s: %.200s", r.Name(), name, reply.Data)
+			}
+		}
+	}
+}
+
+// tells says whether a JetStream API answer holds s, raw or in a stored
+// message it carries (base64 in the JSON).
+func tells(answer []byte, s string) bool {
+	var got struct {
+		Message struct {
+			Data []byte `json:"data"`
+		} `json:"message"`
+	}
+	_ = json.Unmarshal(answer, &got)
+	return strings.Contains(string(answer), s) || strings.Contains(string(got.Message.Data), s)
 }

@@ -95,6 +95,8 @@ type jsAllowed struct {
 	eventConsumers bool
 	// keys are the KV and object subjects it may write.
 	keys []string
+	// readsCommands: it may get messages of the commands stream.
+	readsCommands bool
 }
 
 // allowed expands a role's table row into the subjects it may publish:
@@ -103,10 +105,13 @@ type jsAllowed struct {
 func (a jsAllowed) allowed() map[string]bool {
 	out := map[string]bool{server.JSApiAccountInfo: true, server.JSApiStreams: true, server.JSApiStreamList: true}
 	for _, t := range jsTargets() {
-		for _, v := range []string{server.JSApiStreamInfoT, server.JSApiMsgGetT, server.JSDirectMsgGetT} {
-			out[fmt.Sprintf(v, t.stream)] = true
+		out[fmt.Sprintf(server.JSApiStreamInfoT, t.stream)] = true
+		if t.stream != bus.StreamCommands || a.readsCommands {
+			for _, v := range []string{server.JSApiMsgGetT, server.JSDirectMsgGetT} {
+				out[fmt.Sprintf(v, t.stream)] = true
+			}
+			out[fmt.Sprintf(server.JSDirectGetLastBySubjectT, t.stream, "x")] = true
 		}
-		out[fmt.Sprintf(server.JSDirectGetLastBySubjectT, t.stream, "x")] = true
 		for _, c := range t.consumers {
 			out["$JS.FC."+t.stream+"."+c+".1"] = true
 		}
@@ -177,6 +182,7 @@ func TestJetStreamAPIPermissions(t *testing.T) {
 			consume:       bus.AgentConsumerName(bus.SchedulerName),
 			readConsumers: append(kvStreams(), bus.StreamResults, bus.StreamEvents),
 			keys:          append(keysOf(bus.SchedulerName), "$KV.skein_jobs.job.x", "$KV.skein_leader.scheduler.x"),
+			readsCommands: true,
 		}},
 		{bus.Role{Kind: "observer"}, jsAllowed{readConsumers: kvStreams(), eventConsumers: true}},
 	}
