@@ -257,3 +257,44 @@ func checkDeletion(nc *nats.Conn, bucket, key string, body []byte, stored time.T
 func CheckedDeletion(nc *nats.Conn, bucket, key string, body []byte, stored time.Time) error {
 	return checkDeletion(nc, bucket, key, body, stored)
 }
+
+// ImageSeal is what whoever stores an image on the bus signs of it: agents
+// install an image only when the admin or the scheduler sealed it, so that
+// another server cannot have bytes of its own installed everywhere (a
+// direct get's reply can be had stored in the images store).
+type ImageSeal struct {
+	// Alias is the name the image is stored under.
+	Alias string `json:"alias"`
+	// Fingerprint is its SHA-256.
+	Fingerprint string `json:"fingerprint"`
+	// Recipe is the hash of the recipe it was built from.
+	Recipe string `json:"recipe,omitempty"`
+	events.Signed
+}
+
+// SealImage signs seal with nc's credentials (nothing on a bus that asks
+// for none) and returns it as one line of JSON.
+func SealImage(nc *nats.Conn, seal ImageSeal) (string, error) {
+	if err := signRecord(nc, ImagesBucket, seal.Alias, &seal); err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(seal)
+	return string(b), err
+}
+
+// OpenImageSeal reads raw, the seal of the image stored as alias: an error
+// when there is none, when it is another alias's, or (on a bus with
+// credentials) when neither the admin nor the scheduler signed it.
+func OpenImageSeal(nc *nats.Conn, alias, raw string) (ImageSeal, error) {
+	var s ImageSeal
+	if raw == "" {
+		return s, fmt.Errorf("image %s on the bus has no seal: store it again with skein images push", alias)
+	}
+	if err := json.Unmarshal([]byte(raw), &s); err != nil || s.Alias != alias || s.Fingerprint == "" {
+		return s, fmt.Errorf("image %s on the bus has a seal that is not its own: store it again with skein images push", alias)
+	}
+	if err := verifyRecord(nc, ImagesBucket, alias, "", &s, time.Time{}); err != nil {
+		return s, fmt.Errorf("image %s on the bus was not sealed by the admin (%w): not installed; store it again with skein images push", alias, err)
+	}
+	return s, nil
+}

@@ -172,5 +172,5 @@ func (g *globals) pushImage(ctx context.Context, ic *incus.Client, alias string)
 	if err != nil {
 		return false, fmt.Errorf("the images store: %w", err)
 	}
-	return images.Push(ctx, obs, ic, alias)
+	return images.Push(ctx, cl.conn.NC, obs, ic, alias)
 }

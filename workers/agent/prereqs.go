@@ -136,7 +136,7 @@ func (a *Agent) fetch(alias string, done chan struct{}) {
 	}
 	start := time.Now()
 	a.log.Info().Str("image", alias).Msg("fetching the image from the bus")
-	fp, err := images.Fetch(ctx, a.images, alias, func(ctx context.Context, path string) (string, error) {
+	fp, err := images.Fetch(ctx, a.conn.NC, a.images, alias, func(ctx context.Context, path string) (string, error) {
 		return a.cfg.Prereqs.Import(ctx, alias, path)
 	})
 	if err != nil {
