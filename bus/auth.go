@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -208,6 +209,9 @@ type ledger struct {
 	Issued map[string][]string `json:"issued"`
 	// Revoked are users' public keys with the time they were revoked (unix seconds).
 	Revoked map[string]int64 `json:"revoked"`
+	// Made are the durable consumers roles other than the admin made
+	// ("STREAM/NAME"), by their maker's public key: deleted when it is revoked.
+	Made map[string]string `json:"made,omitempty"`
 }
 
 // LoadAuthority reads the keys under dir, making them (0600 files in a 0700
@@ -216,7 +220,7 @@ func LoadAuthority(dir string) (*Authority, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("bus: %w", err)
 	}
-	a := &Authority{dir: dir, ledger: ledger{Issued: map[string][]string{}, Revoked: map[string]int64{}}, changed: make(chan struct{}, 1)}
+	a := &Authority{dir: dir, ledger: ledger{Issued: map[string][]string{}, Revoked: map[string]int64{}, Made: map[string]string{}}, changed: make(chan struct{}, 1)}
 	var err error
 	if a.operator, err = loadKey(filepath.Join(dir, "operator.nk"), nkeys.CreateOperator); err != nil {
 		return nil, err
@@ -316,6 +320,9 @@ func (a *Authority) readLedger() error {
 	}
 	if l.Revoked == nil {
 		l.Revoked = map[string]int64{}
+	}
+	if l.Made == nil {
+		l.Made = map[string]string{}
 	}
 	a.ledger = l
 	return nil
@@ -504,6 +511,52 @@ func (a *Authority) Revoke(r Role) (int, error) {
 	}
 	a.tell()
 	return len(users), nil
+}
+
+// roleOfUser is the role a user's credentials were issued for.
+func (a *Authority) roleOfUser(user string) (Role, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for name, users := range a.ledger.Issued {
+		if !slices.Contains(users, user) {
+			continue
+		}
+		if server, ok := strings.CutPrefix(name, "agent-"); ok {
+			return Role{Kind: "agent", Server: server}, true
+		}
+		r, err := ParseRole(name, "")
+		return r, err == nil
+	}
+	return Role{}, false
+}
+
+// setMade records (user != "") or forgets the maker of consumer.
+func (a *Authority) setMade(consumer, user string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if user == "" {
+		if _, ok := a.ledger.Made[consumer]; !ok {
+			return nil
+		}
+		delete(a.ledger.Made, consumer)
+	} else {
+		a.ledger.Made[consumer] = user
+	}
+	return a.writeLedger()
+}
+
+// madeByRevoked lists the consumers recorded as made by revoked users.
+func (a *Authority) madeByRevoked() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for c, u := range a.ledger.Made {
+		if _, ok := a.ledger.Revoked[u]; ok {
+			out = append(out, c)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Revoked lists the revoked users, sorted.

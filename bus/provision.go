@@ -42,8 +42,12 @@ func ProvisionRoles(ctx context.Context, js jetstream.JetStream, roles []Role) e
 // ledger until ctx ends: it applies revocations and provisions every role
 // issued (ProvisionRoles, with an admin's js), at start, at once when this
 // process issues or revokes, within a second when `skein creds` in another
-// process does, and again every second while provisioning fails.
+// process does, and again every second while provisioning fails. It also
+// guards the consumers roles make (guard).
 func FollowAuthority(ctx context.Context, a *Authority, ns *server.Server, js jetstream.JetStream, log zerolog.Logger) {
+	guarded := make(chan struct{})
+	go func() { defer close(guarded); guard(ctx, a, js, log) }()
+	defer func() { <-guarded }()
 	last := a.LedgerModified()
 	// Read again after taking its time: credentials issued by another process
 	// since the authority was loaded would otherwise wait for the next write.
