@@ -26,9 +26,7 @@ import (
 // Keep started has no good value to go back to: it is reported and left
 // refused.
 func Keep(ctx context.Context, js jetstream.JetStream, server string, report func(bucket, key string, err error)) {
-	if js.Conn().Opts.UserJWT == nil {
-		return // a bus without credentials signs nothing: nothing to tell apart
-	}
+	var kept []Kept
 	for _, spec := range events.Specs() {
 		if spec.Kind != events.KindState || schedulerBuckets[spec.Bucket] {
 			continue
@@ -37,7 +35,42 @@ func Keep(ctx context.Context, js jetstream.JetStream, server string, report fun
 		if spec.Bucket == heartbeatBucket {
 			filter = server
 		}
-		go keepBucket(ctx, js, spec, filter, report)
+		kept = append(kept, Kept{Bucket: spec.Bucket, Filter: filter})
+	}
+	KeepKeys(ctx, js, kept, report)
+}
+
+// Kept are keys of a bucket that KeepKeys follows.
+type Kept struct {
+	// Bucket is the bucket.
+	Bucket string
+	// Filter is the keys, with wildcards.
+	Filter string
+}
+
+// SchedulerKept are the keys the scheduler keeps: the jobs, its lease and
+// its own records.
+func SchedulerKept() []Kept {
+	out := []Kept{{Bucket: "skein_jobs", Filter: "job.>"}, {Bucket: "skein_leader", Filter: "scheduler.>"}}
+	for _, spec := range events.Specs() {
+		if spec.Kind == events.KindState && !schedulerBuckets[spec.Bucket] && spec.Bucket != heartbeatBucket {
+			out = append(out, Kept{Bucket: spec.Bucket, Filter: SchedulerName + ".>"})
+		}
+	}
+	return out
+}
+
+// KeepKeys is Keep of the keys kept names, for a writer of them.
+func KeepKeys(ctx context.Context, js jetstream.JetStream, kept []Kept, report func(bucket, key string, err error)) {
+	if js.Conn().Opts.UserJWT == nil {
+		return // a bus without credentials signs nothing: nothing to tell apart
+	}
+	for _, k := range kept {
+		for _, spec := range events.Specs() {
+			if spec.Kind == events.KindState && spec.Bucket == k.Bucket {
+				go keepBucket(ctx, js, spec, k.Filter, report)
+			}
+		}
 	}
 }
 

@@ -69,8 +69,9 @@ func signRecord(nc *nats.Conn, bucket, key string, v any) error {
 	return nil
 }
 
-// errNotSigned is a signed record that its server's agent did not sign.
-var errNotSigned = errors.New("not signed by its server's agent")
+// ErrNotSigned is a record (or a deletion) that none of those who may
+// write it signed: a copy another server had stored under its key.
+var ErrNotSigned = errors.New("not signed by its server's agent")
 
 // verifyRecord checks that v (a *T that is signed), stored under key at
 // stored (zero: not known), was signed by credentials that may write
@@ -92,21 +93,21 @@ func verifyRecord(nc *nats.Conn, bucket, key, server string, v any, stored time.
 	}
 	signer, sig := sv.Signature()
 	if signer == "" || sig == "" {
-		return fmt.Errorf("%w: it is not signed", errNotSigned)
+		return fmt.Errorf("%w: it is not signed", ErrNotSigned)
 	}
 	uc, err := userClaims(signer, me.Issuer)
 	if err != nil {
-		return fmt.Errorf("%w: its signer: %v", errNotSigned, err)
+		return fmt.Errorf("%w: its signer: %v", ErrNotSigned, err)
 	}
 	if uc.Issuer != me.Issuer {
-		return fmt.Errorf("%w: signed by credentials of another account", errNotSigned)
+		return fmt.Errorf("%w: signed by credentials of another account", ErrNotSigned)
 	}
 	if !mayWrite(uc, bucket, server) {
-		return fmt.Errorf("%w: signed by %s", errNotSigned, uc.Name)
+		return fmt.Errorf("%w: signed by %s", ErrNotSigned, uc.Name)
 	}
 	raw, err := base64.RawStdEncoding.DecodeString(sig)
 	if err != nil {
-		return fmt.Errorf("%w: an unreadable signature", errNotSigned)
+		return fmt.Errorf("%w: an unreadable signature", ErrNotSigned)
 	}
 	sv.SetSignature("", "")
 	canon, err := json.Marshal(v)
@@ -116,13 +117,13 @@ func verifyRecord(nc *nats.Conn, bucket, key, server string, v any, stored time.
 	}
 	pk, err := nkeys.FromPublicKey(uc.Subject)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errNotSigned, err)
+		return fmt.Errorf("%w: %v", ErrNotSigned, err)
 	}
 	if err := pk.Verify(recordBytes(bucket, key, canon), raw); err != nil {
-		return fmt.Errorf("%w: the signature does not match", errNotSigned)
+		return fmt.Errorf("%w: the signature does not match", ErrNotSigned)
 	}
 	if at := sv.Signing(); at == nil || (!stored.IsZero() && (stored.Sub(*at) > signedStoredSkew || at.Sub(stored) > signedStoredSkew)) {
-		return fmt.Errorf("%w: a copy stored at %s of a record signed at %v", errNotSigned, stored.UTC().Format(time.RFC3339), at)
+		return fmt.Errorf("%w: a copy stored at %s of a record signed at %v", ErrNotSigned, stored.UTC().Format(time.RFC3339), at)
 	}
 	// Checked: the record goes on without it (into outputs and events).
 	sv.SetSignature("", "")
@@ -240,10 +241,10 @@ func checkDeletion(nc *nats.Conn, bucket, key string, body []byte, stored time.T
 	}
 	var t tombstone
 	if len(body) == 0 {
-		return fmt.Errorf("%w: a deletion without a signature", errNotSigned)
+		return fmt.Errorf("%w: a deletion without a signature", ErrNotSigned)
 	}
 	if err := json.Unmarshal(body, &t); err != nil || t.Deleted != key {
-		return fmt.Errorf("%w: a deletion's marker that is not key %s's", errNotSigned, key)
+		return fmt.Errorf("%w: a deletion's marker that is not key %s's", ErrNotSigned, key)
 	}
 	if err := verifyRecord(nc, bucket, key, serverOfKey(bucket, key), &t, stored); err != nil {
 		return fmt.Errorf("a deletion: %w", err)

@@ -618,6 +618,10 @@ func runScheduler(ctx context.Context, o bus.ConnOptions, id string, grace time.
 		rt.SetMetrics(metrics.NewCommands(reg, jobs.Name))
 	}
 	s.Register(rt)
+	// A job or the lease another server had overwritten or deleted is put back.
+	bus.KeepKeys(ctx, conn.JS, bus.SchedulerKept(), func(bucket, key string, err error) {
+		log.Warn().Str("bucket", bucket).Str("key", key).Err(err).Msg("a record the scheduler keeps that its writer did not make")
+	})
 	go s.Run(ctx)
 	return rt.Run(ctx)
 }

@@ -33,7 +33,11 @@ type flight struct {
 // it keeps what runs equal to the jobs.
 func (s *Scheduler) Run(ctx context.Context) {
 	for ctx.Err() == nil {
-		rev, err := s.lease.Create(ctx, leaderKey, events.SchedulerLeader{ID: s.cfg.ID, Since: time.Now().UTC()})
+		rec := events.SchedulerLeader{ID: s.cfg.ID, Since: time.Now().UTC()}
+		rev, err := s.lease.Create(ctx, leaderKey, rec)
+		if errors.Is(err, bus.ErrExists) {
+			rev, err = s.takeForged(ctx, rec)
+		}
 		if err != nil {
 			sleep(ctx, events.SchedulerLease/3)
 			continue
@@ -80,6 +84,13 @@ func (s *Scheduler) lead(ctx context.Context, rev uint64) {
 		}
 		rctx, rcancel := context.WithTimeout(ctx, events.SchedulerLease/3)
 		next, err := s.lease.Update(rctx, leaderKey, rec, rev)
+		if errors.Is(err, bus.ErrConflict) {
+			// Another server's copy stored over the lease and put back since
+			// (bus.KeepKeys): still this scheduler's, at a new revision.
+			if cur, gerr := s.lease.Get(rctx, leaderKey); gerr == nil && cur.Value.ID == s.cfg.ID {
+				next, err = s.lease.Update(rctx, leaderKey, rec, cur.Revision)
+			}
+		}
 		rcancel()
 		if err != nil {
 			s.cfg.Log.Warn().Err(err).Msg("scheduler lost the lead")
@@ -87,6 +98,22 @@ func (s *Scheduler) lead(ctx context.Context, rev uint64) {
 		}
 		rev = next
 	}
+}
+
+// takeForged takes the lease when what its key holds is no scheduler's (a
+// copy another server had stored there): written over, at its revision.
+// ErrExists when a scheduler holds it.
+func (s *Scheduler) takeForged(ctx context.Context, rec events.SchedulerLeader) (uint64, error) {
+	_, err := s.lease.Get(ctx, leaderKey)
+	if !errors.Is(err, bus.ErrNotSigned) {
+		return 0, fmt.Errorf("lease: %w", bus.ErrExists)
+	}
+	rev, err := s.lease.Revision(ctx, leaderKey)
+	if err != nil {
+		return 0, err
+	}
+	s.cfg.Log.Warn().Msg("the scheduler's lease holds a record no scheduler wrote: taken over")
+	return s.lease.Update(ctx, leaderKey, rec, rev)
 }
 
 // view is what one pass of the reconciler read.
