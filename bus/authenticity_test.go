@@ -1,6 +1,7 @@
 package bus_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -863,4 +864,60 @@ func tells(answer []byte, s string) bool {
 	}
 	_ = json.Unmarshal(answer, &got)
 	return strings.Contains(string(answer), s) || strings.Contains(string(got.Message.Data), s)
+}
+
+// TestAgentCannotEmptyAnotherServersBackups (issue 23, attack 4 on the
+// object stores): object stores took rollups, so agent s1 could store a
+// "Nats-Rollup: all" message in its own backups store and have it
+// published onto s2's (or the images store's) subjects, emptying them.
+// Backups stores refuse rollups: s1 cannot stage one, and s2's backup
+// and the images store's image read back whole after s1 tried.
+func TestAgentCannotEmptyAnotherServersBackups(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 30*time.Second)
+	var obs2 jetstream.ObjectStore
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		var err1, err2 error
+		obs2, err2 = s2.JS.ObjectStore(ctx, bus.BackupsBucket("s2"))
+		_, err1 = s1.JS.ObjectStore(ctx, bus.BackupsBucket("s1"))
+		return err1 == nil && err2 == nil
+	}, "the backups stores were never made")
+	dump := []byte(strings.Repeat("a backup ", 40000)) // several chunks
+	if _, err := bus.PutBackup(ctx, s2.JS, bus.BackupsBucket("s2"), jetstream.ObjectMeta{Name: "db1.d.1"}, dump); err != nil {
+		t.Fatal(err)
+	}
+	images, err := admin.JS.ObjectStore(ctx, bus.ImagesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := images.PutBytes(ctx, "app", []byte("an image")); err != nil {
+		t.Fatal(err)
+	}
+	staged := nats.NewMsg("$O." + bus.BackupsBucket("s1") + ".C.wipe")
+	staged.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupAll)
+	if _, err := s1.JS.PublishMsg(ctx, staged); err == nil {
+		t.Error("s1 stored a rollup in its backups store")
+	}
+	// Whatever the stream kept, had published onto s2's store and the images'.
+	req, _ := json.Marshal(map[string]string{"last_by_subj": staged.Subject})
+	for _, target := range []string{"$O." + bus.BackupsBucket("s2") + ".C.x", "$O." + bus.ImagesBucket + ".C.x"} {
+		_ = s1.NC.PublishMsg(&nats.Msg{Subject: "$JS.API.DIRECT.GET.OBJ_" + bus.BackupsBucket("s1"), Reply: target, Data: req})
+	}
+	if err := s1.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The replay, if it were taken, lands at once: give it the time a publish takes.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if got, err := obs2.GetBytes(ctx, "db1.d.1"); err != nil || !bytes.Equal(got, dump) {
+			t.Fatalf("s2's backup reads back %d bytes: %v", len(got), err)
+		}
+		if _, err := images.GetBytes(ctx, "app"); err != nil {
+			t.Fatalf("the image is gone: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -337,6 +337,10 @@ func TestProvisionPutsBackWhatDiffers(t *testing.T) {
 	if got := st.CachedInfo().Config.Subjects; !slices.Equal(got, want) {
 		t.Errorf("s1's backups store stores %v, want %v", got, want)
 	}
+	// Made with nats.go's config, which takes rollups: no longer.
+	if st.CachedInfo().Config.AllowRollup {
+		t.Error("s1's backups store takes rollups")
+	}
 }
 
 // TestFollowAuthorityAppliesRevocations: the server following the authority

@@ -26,7 +26,7 @@ func ProvisionRoles(ctx context.Context, js jetstream.JetStream, roles []Role) e
 			if _, err := EnsureAgentConsumer(ctx, js, r.Server); err != nil {
 				errs = append(errs, fmt.Errorf("bus: the command consumer of %s: %w", r.Server, err))
 			}
-			if _, err := js.CreateOrUpdateObjectStore(ctx, BackupsStoreConfig(r.Server)); err != nil {
+			if _, err := EnsureBackupsStore(ctx, js, r.Server); err != nil {
 				errs = append(errs, fmt.Errorf("bus: the backups store of %s: %w", r.Server, err))
 			}
 		case "scheduler":

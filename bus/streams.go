@@ -103,7 +103,9 @@ const BackupsPrefix = "skein_backups_"
 // agent writes its own server's only.
 func BackupsBucket(server string) string { return BackupsPrefix + server }
 
-// BackupsStoreConfig configures a server's backups object store.
+// BackupsStoreConfig is nats.go's configuration of a server's backups
+// object store, which takes rollups: what a client that makes the store
+// itself would ask for. skein makes it with BackupsStreamConfig.
 func BackupsStoreConfig(server string) jetstream.ObjectStoreConfig {
 	return jetstream.ObjectStoreConfig{Bucket: BackupsBucket(server), Description: "database backups of server " + server + ", gzip-compressed dumps", Storage: jetstream.FileStorage, Replicas: 1}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -257,7 +256,7 @@ func uploadBackup(ctx context.Context, cl *cli, key *seal.Keys, agentKey string,
 	if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
 		return "", fmt.Errorf("%s is not a gzip file: restoredb --from takes what backupdb --to wrote", file)
 	}
-	obs, err := cl.conn.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig(d.Server))
+	_, err = bus.EnsureBackupsStore(ctx, cl.conn.JS, d.Server)
 	if err != nil {
 		return "", fmt.Errorf("the backups store of %s: %w", d.Server, err)
 	}
@@ -271,7 +270,7 @@ func uploadBackup(ctx context.Context, cl *cli, key *seal.Keys, agentKey string,
 	if err != nil {
 		return "", err
 	}
-	if _, err := obs.Put(ctx, meta, bytes.NewReader(box)); err != nil {
+	if _, err := bus.PutBackup(ctx, cl.conn.JS, bus.BackupsBucket(d.Server), meta, box); err != nil {
 		return "", fmt.Errorf("uploading %s: %w", file, err)
 	}
 	return name, nil
@@ -294,17 +293,16 @@ func sealFor(ctx context.Context, cl *cli, key *seal.Keys, agentKey string, b ev
 		return fmt.Errorf("backup %s: %w", b.Name, err)
 	}
 	if b.Bucket == bucket {
-		return src.UpdateMeta(ctx, b.Name, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: meta})
+		return bus.UpdateBackupMeta(ctx, cl.conn.JS, b.Bucket, b.Name, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: meta})
 	}
 	box, err := src.GetBytes(ctx, b.Name)
 	if err != nil {
 		return err
 	}
-	dst, err := cl.conn.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig(strings.TrimPrefix(bucket, bus.BackupsPrefix)))
-	if err != nil {
+	if _, err := bus.EnsureBackupsStore(ctx, cl.conn.JS, strings.TrimPrefix(bucket, bus.BackupsPrefix)); err != nil {
 		return err
 	}
-	_, err = dst.Put(ctx, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: meta}, bytes.NewReader(box))
+	_, err = bus.PutBackup(ctx, cl.conn.JS, bucket, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: meta}, box)
 	return err
 }
 

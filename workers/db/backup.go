@@ -1,7 +1,6 @@
 package db
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -178,7 +177,7 @@ func (w *Worker) store(ctx context.Context) (jetstream.ObjectStore, error) {
 		return nil, workers.Transient("the backups store %s does not exist: `skein server` makes it for every agent it issued credentials to (restart it, or run `skein init` against an external NATS)", bucket)
 	}
 	if err != nil {
-		obs, err = w.cfg.JS.CreateOrUpdateObjectStore(ctx, bus.BackupsStoreConfig(w.host.Server))
+		obs, err = bus.EnsureBackupsStore(ctx, w.cfg.JS, w.host.Server)
 	}
 	if err != nil {
 		return nil, workers.Transient("the backups store %s: %v", bucket, err)
@@ -227,8 +226,8 @@ func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBa
 	if err != nil {
 		return none, workers.Invalid("%v", err)
 	}
-	obs, err := w.store(ctx)
-	if err != nil {
+	// Made first: a dump with nowhere to go is not taken.
+	if _, err := w.store(ctx); err != nil {
 		return none, err
 	}
 	req.Progress("dump", "dumping "+p.DB)
@@ -254,7 +253,7 @@ func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBa
 	if err != nil {
 		return none, workers.Invalid("%v", err)
 	}
-	if _, err := obs.Put(ctx, meta, bytes.NewReader(box)); err != nil {
+	if _, err := bus.PutBackup(ctx, w.cfg.JS, bus.BackupsBucket(w.host.Server), meta, box); err != nil {
 		return none, workers.Transient("storing backup %s: %v", info.Name, err)
 	}
 	return info, nil

@@ -1,0 +1,104 @@
+package bus
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// A server's backups store is an object store in nats.go's format (its
+// reads, GetInfo, GetBytes and List, are nats.go's) whose stream refuses
+// Nats-Rollup: a rollup stored in a stream a role writes can be had
+// published onto any subject (a direct get's reply), and "Nats-Rollup: all"
+// on another server's store, or on the images store, would empty it. So
+// objects are written here, by PutBackup and UpdateBackupMeta, the way
+// nats.go writes them, but with no rollup on the meta: readers take the
+// meta subject's last message.
+
+// backupChunk is the size of one chunk, nats.go's default.
+const backupChunk = 128 * 1024
+
+// BackupsStreamConfig is the stream of server's backups store.
+func BackupsStreamConfig(server string) jetstream.StreamConfig {
+	b := BackupsBucket(server)
+	return jetstream.StreamConfig{
+		Name: "OBJ_" + b, Description: "database backups of server " + server + ", gzip-compressed dumps",
+		Subjects: []string{"$O." + b + ".C.>", "$O." + b + ".M.>"}, MaxBytes: -1,
+		Storage: jetstream.FileStorage, Replicas: 1, Discard: jetstream.DiscardNew,
+		AllowRollup: false, AllowDirect: true,
+	}
+}
+
+// EnsureBackupsStore makes server's backups store, or puts its stream's
+// config back (rollups refused), and opens it.
+func EnsureBackupsStore(ctx context.Context, js jetstream.JetStream, server string) (jetstream.ObjectStore, error) {
+	if _, err := js.CreateOrUpdateStream(ctx, BackupsStreamConfig(server)); err != nil {
+		return nil, fmt.Errorf("bus: the backups store of %s: %w", server, err)
+	}
+	return js.ObjectStore(ctx, BackupsBucket(server))
+}
+
+// PutBackup stores data as the object meta names in bucket (a backups
+// store), as nats.go's Put would but without a rollup; an object of that
+// name already there is replaced for readers (its chunks stay).
+func PutBackup(ctx context.Context, js jetstream.JetStream, bucket string, meta jetstream.ObjectMeta, data []byte) (*jetstream.ObjectInfo, error) {
+	id := nuid.Next()
+	chunks := "$O." + bucket + ".C." + id
+	sum := sha256.Sum256(data)
+	info := &jetstream.ObjectInfo{ObjectMeta: meta, Bucket: bucket, NUID: id, Size: uint64(len(data)),
+		Digest: "SHA-256=" + base64.URLEncoding.EncodeToString(sum[:])}
+	info.Opts = &jetstream.ObjectMetaOptions{ChunkSize: backupChunk}
+	for r := bytes.NewReader(data); r.Len() > 0; info.Chunks++ {
+		chunk := make([]byte, min(r.Len(), backupChunk))
+		_, _ = r.Read(chunk)
+		if _, err := js.Publish(ctx, chunks, chunk); err != nil {
+			return nil, fmt.Errorf("storing %s: %w", meta.Name, err)
+		}
+	}
+	if err := publishBackupMeta(ctx, js, info); err != nil {
+		return nil, err
+	}
+	return info, nil
+}
+
+// UpdateBackupMeta changes the description, headers and metadata of the
+// object name in bucket (a backups store), keeping its name and chunks.
+func UpdateBackupMeta(ctx context.Context, js jetstream.JetStream, bucket, name string, meta jetstream.ObjectMeta) error {
+	obs, err := js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return err
+	}
+	info, err := obs.GetInfo(ctx, name)
+	if err != nil {
+		return err
+	}
+	if meta.Name != name {
+		return errors.New("bus: a backup keeps its name")
+	}
+	info.Description, info.Headers, info.Metadata = meta.Description, meta.Headers, meta.Metadata
+	return publishBackupMeta(ctx, js, info)
+}
+
+// publishBackupMeta stores info on its meta subject, with no rollup.
+func publishBackupMeta(ctx context.Context, js jetstream.JetStream, info *jetstream.ObjectInfo) error {
+	info.ModTime = time.Time{}
+	b, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg("$O." + info.Bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(info.Name)))
+	m.Data = b
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("storing %s: %w", info.Name, err)
+	}
+	return nil
+}
