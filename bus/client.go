@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,16 +27,8 @@ func (e *CommandError) Error() string { return e.Message }
 
 // Client publishes commands and waits for their results.
 type Client struct {
-	// Warn, when set, is told once of a bus that makes waiting slower than it
-	// should be, with the fix.
-	Warn func(msg string)
-
 	conn   *Conn
 	source string
-
-	mu      sync.Mutex
-	results jetstream.Stream
-	slow    bool
 }
 
 // NewClient returns a client whose messages name source as their sender.
@@ -212,15 +203,8 @@ func (p *publication) failed() <-chan error {
 // can be missed across a reconnect). p is the command's publication, nil
 // when it was sent earlier.
 func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *publication) (*events.Result, error) {
-	c.mu.Lock()
-	every := time.Second
-	if c.slow {
-		every = slowPoll
-	}
-	c.mu.Unlock()
-	poll := time.NewTicker(every)
+	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
-	checked := false
 	for {
 		if look {
 			if res, ok, _ := c.LookupResult(ctx, w.server, w.id); ok {
@@ -254,18 +238,6 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 			}
 		case <-poll.C:
 			look = true
-			if !checked {
-				// Bounded as each look is: while a NATS node is lost the stream's
-				// info is not answered until a leader is elected (CI's
-				// TestNATSCluster: this ask held a command's wait its whole minute).
-				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				known, re := c.republishes(cctx)
-				cancel()
-				checked = known
-				if known && !re {
-					poll.Reset(slowPoll)
-				}
-			}
 		case <-ctx.Done():
 			switch {
 			case p == nil:
@@ -276,31 +248,6 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 			return nil, fmt.Errorf("%w for command %s (%s): it stays queued for server %s", ErrNoResult, w.id, p.env.Type, p.env.Server)
 		}
 	}
-}
-
-// slowPoll is how often a client reads the stream for a result that is not republished.
-const slowPoll = 100 * time.Millisecond
-
-// republishes says whether the results stream republishes what it stores,
-// as waiting takes it; false (and Warn told once) for a stream set up by an
-// older skein, on which results are found only by reading the stream. known
-// is false when the stream's info could not be read (ask again later).
-func (c *Client) republishes(ctx context.Context) (known, republishes bool) {
-	st, err := c.resultsStream(ctx)
-	if err != nil {
-		return false, true
-	}
-	if st.CachedInfo().Config.RePublish != nil {
-		return true, true
-	}
-	c.mu.Lock()
-	warned := c.slow
-	c.slow = true
-	c.mu.Unlock()
-	if !warned && c.Warn != nil {
-		c.Warn("the results stream does not republish results (set up by an older skein): every command waits for its result by polling; restart `skein server`, or run `skein init` against an external NATS, to update it")
-	}
-	return true, false
 }
 
 func idSafe(s string) bool {
@@ -376,20 +323,6 @@ func (c *Client) LookupResult(ctx context.Context, server, id string) (*events.R
 		return nil, false, err
 	}
 	return res, true, nil
-}
-
-func (c *Client) resultsStream(ctx context.Context) (jetstream.Stream, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.results != nil {
-		return c.results, nil
-	}
-	st, err := c.conn.JS.Stream(ctx, StreamResults)
-	if err != nil {
-		return nil, err
-	}
-	c.results = st
-	return st, nil
 }
 
 func decodeResult(raw []byte) (*events.Result, error) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -413,41 +412,5 @@ func TestStreamRepublishesEachStoredResultOnce(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Errorf("republished %v, want c1's result once, then c2's", seen)
-	}
-}
-
-// TestOlderResultsStreamIsPolledAndTold: against a results stream set up by
-// an older skein (it does not republish), a command's result is still taken,
-// by reading the stream, and the client is told once how to fix the bus.
-func TestOlderResultsStreamIsPolledAndTold(t *testing.T) {
-	conn, url := testutil.Bus(t)
-	ctx := ctxT(t, 30*time.Second)
-	for _, cfg := range bus.StreamConfigs(1) {
-		if cfg.Name == bus.StreamResults {
-			cfg.RePublish = nil
-			if _, err := conn.JS.UpdateStream(ctx, cfg); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	agent(t, url, "s1")
-	client := bus.NewClient(conn, "cli")
-	var mu sync.Mutex
-	var warned []string
-	client.Warn = func(msg string) { mu.Lock(); warned = append(warned, msg); mu.Unlock() }
-	for i := range 2 {
-		env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{Note: fmt.Sprint(i)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := client.Do(ctx, bus.Call{Envelope: env})
-		if err != nil || !res.OK {
-			t.Fatalf("ping %d: %+v %v", i, res, err)
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(warned) != 1 || !strings.Contains(warned[0], "skein init") {
-		t.Errorf("told %q, want once, with the fix", warned)
 	}
 }

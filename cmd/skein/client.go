@@ -35,7 +35,6 @@ func (g *globals) connect(ctx context.Context) (*cli, error) {
 		return nil, err
 	}
 	client := bus.NewClient(conn, "cli")
-	client.Warn = func(msg string) { fmt.Fprintln(os.Stderr, "warning: "+msg) }
 	return &cli{g: g, conn: conn, client: client}, nil
 }
 
