@@ -309,7 +309,7 @@ func TestAgentKeepsItsOwnBackups(t *testing.T) {
 		obs2, err = s2.JS.ObjectStore(ctx, bus.BackupsBucket("s2"))
 		return err == nil
 	}, "the bus's server never made s2's backups store")
-	if _, err := bus.PutBackup(ctx, s2.JS, bus.BackupsBucket("s2"), jetstream.ObjectMeta{Name: "db1.d.1"}, dump); err != nil {
+	if _, err := bus.PutBackup(ctx, s2.JS, bus.BackupsBucket("s2"), jetstream.ObjectMeta{Name: "db1.d.1"}, bytes.NewReader(dump)); err != nil {
 		t.Fatalf("agent s2 cannot store a backup: %v", err)
 	}
 	if got, err := obs2.GetBytes(ctx, "db1.d.1"); err != nil || !bytes.Equal(got, dump) {
@@ -324,7 +324,7 @@ func TestAgentKeepsItsOwnBackups(t *testing.T) {
 	}
 	obs1, err := s2.JS.ObjectStore(short, bus.BackupsBucket("s1"))
 	if err == nil {
-		if _, err := bus.PutBackup(short, s2.JS, bus.BackupsBucket("s1"), jetstream.ObjectMeta{Name: "forged"}, []byte("x")); err == nil {
+		if _, err := bus.PutBackup(short, s2.JS, bus.BackupsBucket("s1"), jetstream.ObjectMeta{Name: "forged"}, strings.NewReader("x")); err == nil {
 			t.Error("agent s2 wrote into s1's backups")
 		}
 		if _, err := obs1.GetBytes(short, "db1.d.1"); err == nil {

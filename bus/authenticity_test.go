@@ -886,7 +886,7 @@ func TestAgentCannotEmptyAnotherServersBackups(t *testing.T) {
 		return err1 == nil && err2 == nil
 	}, "the backups stores were never made")
 	dump := []byte(strings.Repeat("a backup ", 40000)) // several chunks
-	if _, err := bus.PutBackup(ctx, s2.JS, bus.BackupsBucket("s2"), jetstream.ObjectMeta{Name: "db1.d.1"}, dump); err != nil {
+	if _, err := bus.PutBackup(ctx, s2.JS, bus.BackupsBucket("s2"), jetstream.ObjectMeta{Name: "db1.d.1"}, bytes.NewReader(dump)); err != nil {
 		t.Fatal(err)
 	}
 	images, err := admin.JS.ObjectStore(ctx, bus.ImagesBucket)

@@ -1,13 +1,13 @@
 package bus
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -47,23 +47,35 @@ func EnsureBackupsStore(ctx context.Context, js jetstream.JetStream, server stri
 	return js.ObjectStore(ctx, BackupsBucket(server))
 }
 
-// PutBackup stores data as the object meta names in bucket (a backups
-// store), as nats.go's Put would but without a rollup; an object of that
-// name already there is replaced for readers (its chunks stay).
-func PutBackup(ctx context.Context, js jetstream.JetStream, bucket string, meta jetstream.ObjectMeta, data []byte) (*jetstream.ObjectInfo, error) {
+// PutBackup stores what r reads as the object meta names in bucket (a
+// backups store), as nats.go's Put would but without a rollup, a chunk at
+// a time; an object of that name already there is replaced for readers
+// (its chunks stay).
+func PutBackup(ctx context.Context, js jetstream.JetStream, bucket string, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error) {
 	id := nuid.Next()
 	chunks := "$O." + bucket + ".C." + id
-	sum := sha256.Sum256(data)
-	info := &jetstream.ObjectInfo{ObjectMeta: meta, Bucket: bucket, NUID: id, Size: uint64(len(data)),
-		Digest: "SHA-256=" + base64.URLEncoding.EncodeToString(sum[:])}
+	h := sha256.New()
+	info := &jetstream.ObjectInfo{ObjectMeta: meta, Bucket: bucket, NUID: id}
 	info.Opts = &jetstream.ObjectMetaOptions{ChunkSize: backupChunk}
-	for r := bytes.NewReader(data); r.Len() > 0; info.Chunks++ {
-		chunk := make([]byte, min(r.Len(), backupChunk))
-		_, _ = r.Read(chunk)
-		if _, err := js.Publish(ctx, chunks, chunk); err != nil {
+	chunk := make([]byte, backupChunk)
+	for {
+		n, err := io.ReadFull(r, chunk)
+		if n > 0 {
+			h.Write(chunk[:n])
+			if _, perr := js.Publish(ctx, chunks, chunk[:n]); perr != nil {
+				return nil, fmt.Errorf("storing %s: %w", meta.Name, perr)
+			}
+			info.Size += uint64(n)
+			info.Chunks++
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
 			return nil, fmt.Errorf("storing %s: %w", meta.Name, err)
 		}
 	}
+	info.Digest = "SHA-256=" + base64.URLEncoding.EncodeToString(h.Sum(nil))
 	if err := publishBackupMeta(ctx, js, info); err != nil {
 		return nil, err
 	}

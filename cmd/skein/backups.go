@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -270,7 +271,7 @@ func uploadBackup(ctx context.Context, cl *cli, key *seal.Keys, agentKey string,
 	if err != nil {
 		return "", err
 	}
-	if _, err := bus.PutBackup(ctx, cl.conn.JS, bus.BackupsBucket(d.Server), meta, box); err != nil {
+	if _, err := bus.PutBackup(ctx, cl.conn.JS, bus.BackupsBucket(d.Server), meta, bytes.NewReader(box)); err != nil {
 		return "", fmt.Errorf("uploading %s: %w", file, err)
 	}
 	return name, nil
@@ -302,7 +303,7 @@ func sealFor(ctx context.Context, cl *cli, key *seal.Keys, agentKey string, b ev
 	if _, err := bus.EnsureBackupsStore(ctx, cl.conn.JS, strings.TrimPrefix(bucket, bus.BackupsPrefix)); err != nil {
 		return err
 	}
-	_, err = bus.PutBackup(ctx, cl.conn.JS, bucket, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: meta}, box)
+	_, err = bus.PutBackup(ctx, cl.conn.JS, bucket, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: meta}, bytes.NewReader(box))
 	return err
 }
 

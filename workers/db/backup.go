@@ -1,6 +1,7 @@
 package db
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -253,7 +254,7 @@ func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBa
 	if err != nil {
 		return none, workers.Invalid("%v", err)
 	}
-	if _, err := bus.PutBackup(ctx, w.cfg.JS, bus.BackupsBucket(w.host.Server), meta, box); err != nil {
+	if _, err := bus.PutBackup(ctx, w.cfg.JS, bus.BackupsBucket(w.host.Server), meta, bytes.NewReader(box)); err != nil {
 		return none, workers.Transient("storing backup %s: %v", info.Name, err)
 	}
 	return info, nil
