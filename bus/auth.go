@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
+	"golang.org/x/sys/unix"
 )
 
 // Account names on the bus.
@@ -328,6 +329,29 @@ func (a *Authority) readLedger() error {
 	return nil
 }
 
+// changeLedger applies change to the ledger as it is on disk, under a lock
+// every process of this authority takes: `skein creds` run beside a
+// running server, and the server's own issuing, revoking and recording,
+// never lose each other's changes (a server that wrote its copy read at
+// start dropped credentials issued since, and their consumers were never
+// made). Called with a.mu held.
+func (a *Authority) changeLedger(change func(l *ledger)) error {
+	f, err := os.OpenFile(a.ledgerPath()+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("bus: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("bus: locking the ledger: %w", err)
+	}
+	defer func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN) }()
+	if err := a.readLedger(); err != nil {
+		return err
+	}
+	change(&a.ledger)
+	return a.writeLedger()
+}
+
 func (a *Authority) writeLedger() error {
 	b, err := json.MarshalIndent(a.ledger, "", "  ")
 	if err != nil {
@@ -450,8 +474,7 @@ func (a *Authority) Creds(r Role) ([]byte, error) {
 		return nil, err
 	}
 	a.mu.Lock()
-	a.ledger.Issued[r.Name()] = append(a.ledger.Issued[r.Name()], pub(user))
-	err = a.writeLedger()
+	err = a.changeLedger(func(l *ledger) { l.Issued[r.Name()] = append(l.Issued[r.Name()], pub(user)) })
 	a.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -501,12 +524,15 @@ func (a *Authority) Issued() []Role {
 func (a *Authority) Revoke(r Role) (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	users := a.ledger.Issued[r.Name()]
-	now := time.Now().Unix()
-	for _, u := range users {
-		a.ledger.Revoked[u] = now
-	}
-	if err := a.writeLedger(); err != nil {
+	var users []string
+	err := a.changeLedger(func(l *ledger) {
+		users = l.Issued[r.Name()]
+		now := time.Now().Unix()
+		for _, u := range users {
+			l.Revoked[u] = now
+		}
+	})
+	if err != nil {
 		return 0, err
 	}
 	a.tell()
@@ -517,6 +543,18 @@ func (a *Authority) Revoke(r Role) (int, error) {
 func (a *Authority) roleOfUser(user string) (Role, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if r, ok := a.issuedTo(user); ok {
+		return r, ok
+	}
+	// Issued by another process since the ledger was read.
+	if err := a.readLedger(); err != nil {
+		return Role{}, false
+	}
+	return a.issuedTo(user)
+}
+
+// issuedTo is roleOfUser in the ledger as read; a.mu held.
+func (a *Authority) issuedTo(user string) (Role, bool) {
 	for name, users := range a.ledger.Issued {
 		if !slices.Contains(users, user) {
 			continue
@@ -534,15 +572,16 @@ func (a *Authority) roleOfUser(user string) (Role, bool) {
 func (a *Authority) setMade(consumer, user string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if user == "" {
-		if _, ok := a.ledger.Made[consumer]; !ok {
-			return nil
-		}
-		delete(a.ledger.Made, consumer)
-	} else {
-		a.ledger.Made[consumer] = user
+	if _, ok := a.ledger.Made[consumer]; !ok && user == "" {
+		return nil
 	}
-	return a.writeLedger()
+	return a.changeLedger(func(l *ledger) {
+		if user == "" {
+			delete(l.Made, consumer)
+		} else {
+			l.Made[consumer] = user
+		}
+	})
 }
 
 // madeByRevoked lists the consumers recorded as made by revoked users.

@@ -3,6 +3,7 @@ package bus_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -389,5 +390,53 @@ func TestSchedulerIsHeldToJobs(t *testing.T) {
 	}
 	if err := sc.JS.DeleteStream(short(), bus.StreamCommands); err == nil {
 		t.Error("the scheduler could delete the commands stream")
+	}
+}
+
+// TestCredentialsIssuedElsewhereAreKept: `skein creds` in one process and
+// the running server in another (two authorities on one directory) issue
+// and revoke at once; the ledger keeps every credential issued. Found by
+// CI's TestFloatingIP: the server's own write of the ledger it had read at
+// start dropped two agents issued meanwhile, whose consumers were then
+// never made.
+func TestCredentialsIssuedElsewhereAreKept(t *testing.T) {
+	dir := t.TempDir()
+	server, err := bus.LoadAuthority(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := bus.LoadAuthority(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := other.Creds(bus.Role{Kind: "agent", Server: fmt.Sprintf("v%d", i)}); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if _, err := server.Creds(bus.Role{Kind: "agent", Server: fmt.Sprintf("w%d", i)}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := server.Revoke(bus.Role{Kind: "agent", Server: "w0"}); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := bus.LoadAuthority(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fresh.Issued(); len(got) != 16 {
+		t.Errorf("the ledger holds %d roles, want 16: %v", len(got), got)
+	}
+	if got := fresh.Revoked(); len(got) != 1 {
+		t.Errorf("revoked %v, want w0's one credential", got)
 	}
 }
