@@ -921,3 +921,51 @@ func TestAgentCannotEmptyAnotherServersBackups(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestAFullResultSubjectEndsTheCommand (issue 23): agent s1 guessed a
+// command id the user chose (--id) and had the result's subject filled with
+// messages of its own before s2 ran it. s2 runs the command once and ends
+// it (acknowledged, not held in progress nor run again), though its result
+// cannot be stored.
+func TestAFullResultSubjectEndsTheCommand(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 60*time.Second)
+	const id = "deploy-44"
+	subject := bus.ResultSubject("s2", id)
+	for i := range bus.ResultSlots {
+		replayAs(t, s1, "s1", fmt.Sprintf("full%d", i), []byte(`{"forged":true}`), nil, subject)
+	}
+	st, err := admin.JS.Stream(ctx, bus.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+		return err == nil && info.State.Subjects[subject] == bus.ResultSlots
+	}, "s1's messages did not fill the result's subject")
+	s2cons := commandConsumerOf(t, admin, "s2")
+	ran := pingRecorder(t, s2, "s2")
+	client := bus.NewClient(admin, "cli")
+	env, err := client.NewCommand("s2", events.TypePing, id, events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Send(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		info, err := s2cons.Info(ctx)
+		return err == nil && slices.Equal(ran(), []string{id}) && info.NumAckPending == 0 && info.NumPending == 0
+	}, "s2 did not end the command (ran %v)", lazy(func() string { return fmt.Sprint(ran()) }))
+	// Bounded look for a second run: a redelivery would come within the ack wait.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if got := ran(); len(got) != 1 {
+			t.Fatalf("s2 ran %v, want %s once", got, id)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

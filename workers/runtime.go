@@ -649,6 +649,12 @@ func (r *Runtime) store(ctx context.Context, msg jetstream.Msg, log zerolog.Logg
 	stop := keepAlive(msg)
 	defer stop()
 	for try := 1; err != nil; try++ {
+		if errors.Is(err, bus.ErrResultSubjectFull) {
+			// Ran once; no publishing stores its result: the command ends here,
+			// rather than held, or run again, for ever.
+			log.Error().Err(err).Msg("the result cannot be stored: another server filled its subject first (a command id it could guess); the command ran once")
+			return true
+		}
 		log.Warn().Err(err).Int("try", try).Msg("publishing the result failed; publishing it again")
 		select {
 		case <-ctx.Done():
