@@ -127,13 +127,35 @@ func (c *cli) heartbeats(ctx context.Context) ([]events.Heartbeat, error) {
 
 // serverUp finds a server and refuses one that is unknown or, unless --async, down.
 func (c *cli) serverUp(ctx context.Context, name string) (*events.Heartbeat, error) {
+	start := time.Now()
 	hb, err := heartbeat(ctx, c, name)
-	if err == nil && !alive(&hb) && !c.g.async {
-		// An old beat may come from a replica catching up (found by
-		// TestNATSCluster): ask the bucket's leader before refusing.
+	if err == nil && !alive(&hb) && !c.g.async && hb.Status == "up" {
+		// An old beat may come from a replica catching up: ask the bucket's
+		// leader. And a read that waited for the bucket's stream to elect a
+		// leader (a NATS node lost) finds the last beat stored before: none
+		// could be stored meanwhile (found by TestNATSCluster, "down (last
+		// heartbeat 8s ago)" right after the election). Then it asks again
+		// for one more beat's time; otherwise (a server cut off) it refuses
+		// at once.
 		if st, oerr := open[events.Heartbeat](ctx, c); oerr == nil {
-			if e, lerr := st.Latest(ctx, name); lerr == nil {
-				hb = e.Value
+			deadline := time.Now()
+			if time.Since(start) > electionRead {
+				deadline = deadline.Add(agent.HeartbeatEvery + time.Second)
+			}
+			for {
+				if e, lerr := st.Latest(ctx, name); lerr == nil {
+					hb = e.Value
+				}
+				if alive(&hb) || !time.Now().Before(deadline) {
+					break
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(250 * time.Millisecond):
+				}
+				if ctx.Err() != nil {
+					break
+				}
 			}
 		}
 	}
@@ -168,6 +190,11 @@ func (c *cli) container(ctx context.Context, name string) (*events.Container, er
 	}
 	return &rec, nil
 }
+
+// electionRead is how long a read of a heartbeat takes, at most, but when
+// the bucket's stream was electing a leader (a read is tried again for
+// that, each try bounded by a second).
+var electionRead = time.Second
 
 func alive(hb *events.Heartbeat) bool {
 	return hb.Status == "up" && time.Since(hb.Time) < agent.DownAfter
