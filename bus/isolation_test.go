@@ -1,13 +1,11 @@
 package bus_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -224,24 +222,6 @@ func TestAnotherAgentCannotSuppressAResult(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log that goroutines write while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestAgentWaitsForItsConsumer: on a bus with authentication an agent makes
 // no consumer. Started before the bus's server made its own, it says so with
 // the fix and waits; once made, it answers what was queued meanwhile.
@@ -261,7 +241,7 @@ func TestAgentWaitsForItsConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	s4 := connectAs(t, ns.ClientURL(), a, bus.Role{Kind: "agent", Server: "s4"})
-	var logs syncBuffer
+	var logs testutil.LogBuffer
 	runAgent(t, s4, "s4", "real", zerolog.New(&logs))
 	client := bus.NewClient(admin, "cli")
 	env, err := client.NewCommand("s4", events.TypePing, "", events.Ping{})

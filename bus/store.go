@@ -220,20 +220,12 @@ func (s *Store[T]) Get(ctx context.Context, key string) (Entry[T], error) {
 // older value, fine for showing, not for deciding that a server is down.
 // ErrNoRecord when there is none.
 func (s *Store[T]) Latest(ctx context.Context, key string) (Entry[T], error) {
-	m, err := retrying(ctx, func(ctx context.Context) (*StoredMsg, error) {
-		return LastStored(ctx, s.nc, "KV_"+s.spec.Bucket, "$KV."+s.spec.Bucket+"."+key)
-	})
+	m, err := s.last(ctx, key)
 	if err != nil {
-		return Entry[T]{Key: key}, fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
+		return Entry[T]{Key: key}, err
 	}
-	if m == nil {
-		return Entry[T]{Key: key}, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
-	}
-	if isDeletion(m.Header) {
-		if err := checkDeletion(s.nc, s.spec.Bucket, key, m.Data, m.Time); err != nil {
-			return Entry[T]{Key: key}, fmt.Errorf("%s record %q: %w", s.spec.Type, key, err)
-		}
-		return Entry[T]{Key: key}, fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
+	if m == nil || isDeletion(m.Header) {
+		return Entry[T]{Key: key}, s.gone(key, m)
 	}
 	return s.decode(key, m.Data, 0, m.Time)
 }
@@ -243,34 +235,47 @@ func (s *Store[T]) Latest(ctx context.Context, key string) (Entry[T], error) {
 // server), which is refused like a forged record. Only a bus with
 // credentials signs deletions: there, the marker is read to be checked.
 func (s *Store[T]) absent(ctx context.Context, key string) error {
-	if s.nc != nil && s.nc.Opts.UserJWT != nil {
-		m, err := retrying(ctx, func(ctx context.Context) (*StoredMsg, error) {
-			return LastStored(ctx, s.nc, "KV_"+s.spec.Bucket, "$KV."+s.spec.Bucket+"."+key)
-		})
-		if err != nil {
-			return fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
-		}
-		if m != nil && isDeletion(m.Header) {
-			if err := checkDeletion(s.nc, s.spec.Bucket, key, m.Data, m.Time); err != nil {
-				return fmt.Errorf("%s record %q: %w", s.spec.Type, key, err)
-			}
+	if s.nc == nil || s.nc.Opts.UserJWT == nil {
+		return s.gone(key, nil)
+	}
+	m, err := s.last(ctx, key)
+	if err != nil {
+		return err
+	}
+	return s.gone(key, m)
+}
+
+// gone is why key holds no record, its last message being m (nil: none, or
+// a deletion's marker): ErrNoRecord, or the refusal of a marker its
+// record's writers did not sign.
+func (s *Store[T]) gone(key string, m *StoredMsg) error {
+	if m != nil && isDeletion(m.Header) {
+		if err := checkDeletion(s.nc, s.spec.Bucket, key, m.Data, m.Time); err != nil {
+			return fmt.Errorf("%s record %q: %w", s.spec.Type, key, err)
 		}
 	}
 	return fmt.Errorf("%s %q: %w", s.spec.Type, key, ErrNoRecord)
+}
+
+// last reads key's last message from the bucket's leader; nil when it never
+// had one.
+func (s *Store[T]) last(ctx context.Context, key string) (*StoredMsg, error) {
+	m, err := retrying(ctx, func(ctx context.Context) (*StoredMsg, error) {
+		return LastStored(ctx, s.nc, "KV_"+s.spec.Bucket, "$KV."+s.spec.Bucket+"."+key)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
+	}
+	return m, nil
 }
 
 // Revision is the revision of key's last change, whatever it holds (a
 // record, a deletion, a copy not its writer's); 0 when it never had one.
 // Update at it writes over whatever is there, and only that.
 func (s *Store[T]) Revision(ctx context.Context, key string) (uint64, error) {
-	m, err := retrying(ctx, func(ctx context.Context) (*StoredMsg, error) {
-		return LastStored(ctx, s.nc, "KV_"+s.spec.Bucket, "$KV."+s.spec.Bucket+"."+key)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("reading %s %q: %w", s.spec.Type, key, err)
-	}
-	if m == nil {
-		return 0, nil
+	m, err := s.last(ctx, key)
+	if err != nil || m == nil {
+		return 0, err
 	}
 	return m.Seq, nil
 }

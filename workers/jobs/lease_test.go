@@ -1,11 +1,9 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +15,6 @@ import (
 	"github.com/skeinhq/skein/internal/testutil"
 )
 
-// syncBuffer is a log any goroutine writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestTheLeaseSurvivesAnotherServersCopy (issue 23, attack 4 on the
 // scheduler): agent s1 has a record of its own, then a deletion's marker,
 // stored over the scheduler's lease (a direct get's reply goes anywhere).
@@ -45,7 +25,7 @@ func TestTheLeaseSurvivesAnotherServersCopy(t *testing.T) {
 	admin, url, auth := testutil.AuthBus(t)
 	sc := testutil.Connect(t, url, auth, bus.Role{Kind: "scheduler"})
 	s1 := testutil.Connect(t, url, auth, bus.Role{Kind: "agent", Server: "s1"})
-	var logs syncBuffer
+	var logs testutil.LogBuffer
 	log := zerolog.New(&logs)
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()

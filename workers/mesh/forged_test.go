@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,24 +15,6 @@ import (
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/testutil"
 )
-
-// lockedBuffer is a log the worker writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestAForgedPeerKeyIsRefused (issue 22): agent w3 has the bus's server
 // store, as w2's heartbeat, one with w3's own WireGuard key and endpoint,
@@ -53,7 +34,7 @@ func TestAForgedPeerKeyIsRefused(t *testing.T) {
 		}
 		return st
 	}
-	var log lockedBuffer
+	var log testutil.LogBuffer
 	r := &fakeRouter{addrs: wgHost, others: []netip.Prefix{pfx("198.51.100.0/24"), pfx("10.77.1.0/24")}}
 	w := newWGWorker(r, &fakeTunnel{})
 	w.cfg.Heartbeats, w.cfg.Log = open(w1c), zerolog.New(&log)
