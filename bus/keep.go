@@ -40,6 +40,25 @@ func Keep(ctx context.Context, js jetstream.JetStream, server string, report fun
 	KeepKeys(ctx, js, kept, report)
 }
 
+// KeepAll is Keep of every record of every server, run by the bus's server
+// with the admin's js: a record forged while its own agent is down (or
+// restarting, or cut from the bus) is put back from the last value its
+// writer signed that the server saw, instead of reading as refused until
+// the agent writes it again. An agent's Keep and this may both put a record
+// back: the second finds the revision moved and writes nothing. Not the
+// heartbeats (a down server's last beat put back would read as a beat) nor
+// the scheduler's lease (a stale lease held again would only delay the
+// next leader).
+func KeepAll(ctx context.Context, js jetstream.JetStream, report func(bucket, key string, err error)) {
+	var kept []Kept
+	for _, spec := range events.Specs() {
+		if spec.Kind == events.KindState && spec.Bucket != heartbeatBucket && spec.Bucket != "skein_leader" {
+			kept = append(kept, Kept{Bucket: spec.Bucket, Filter: ">"})
+		}
+	}
+	KeepKeys(ctx, js, kept, report)
+}
+
 // Kept are keys of a bucket that KeepKeys follows.
 type Kept struct {
 	// Bucket is the bucket.

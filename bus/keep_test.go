@@ -155,3 +155,63 @@ func TestAServersRecordsSurviveAForgedDeletion(t *testing.T) {
 	unwatch()
 	deletions.Wait()
 }
+
+// TestTheServerPutsBackARecordWhileItsAgentIsDown: with s2's agent down
+// (its Keep not running), s1 has a copy of its own stored under s2's
+// container key. The bus's server (KeepAll, as the admin) puts s2's record
+// back: the admin reads it as s2 wrote it, not refused until s2 returns.
+func TestTheServerPutsBackARecordWhileItsAgentIsDown(t *testing.T) {
+	url, a := authBus(t)
+	admin := connectAs(t, url, a, bus.Role{Kind: "admin"})
+	s1 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s1"})
+	s2 := connectAs(t, url, a, bus.Role{Kind: "agent", Server: "s2"})
+	ctx := ctxT(t, 60*time.Second)
+	var mu sync.Mutex
+	var reports []string
+	kctx, stop := context.WithCancel(ctx)
+	defer stop()
+	bus.KeepAll(kctx, admin.JS, func(bucket, key string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		reports = append(reports, bucket+" "+key+": "+err.Error())
+	})
+	ctrs, err := bus.OpenStore[events.Container](ctx, admin.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := bus.OpenStore[events.Container](ctx, s2.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := events.Container{Name: "web", Server: "s2", Status: "Running", Image: "real", Updated: time.Now().UTC()}
+	if _, err := own.Put(ctx, bus.Key("s2", "web"), real); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		got, err := ctrs.Get(ctx, bus.Key("s2", "web"))
+		return err == nil && got.Value.Image == "real"
+	}, "s2's container is not stored")
+	// s2's agent goes down.
+	s2.Close()
+
+	target := "$KV." + ctrs.Bucket() + ".s2.web"
+	before, err := bus.LastStored(ctx, admin.NC, "KV_"+ctrs.Bucket(), target)
+	if err != nil || before == nil {
+		t.Fatalf("s2's record before: %v %v", before, err)
+	}
+	fake, _ := json.Marshal(events.Container{Name: "web", Server: "s2", Status: "Running", Image: "s1s", Updated: time.Now().UTC()})
+	replayAs(t, s1, "s1", "web", fake, nil, target)
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		m, err := bus.LastStored(ctx, admin.NC, "KV_"+ctrs.Bucket(), target)
+		return err == nil && m != nil && m.Seq > before.Seq
+	}, "s1's copy was not stored under s2's key")
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		got, err := ctrs.Get(ctx, bus.Key("s2", "web"))
+		return err == nil && got.Value.Image == "real"
+	}, "with s2's agent down, the admin does not read s2's container as s2 wrote it")
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(strings.Join(reports, "\n"), "s2.web: put back its record") {
+		t.Errorf("the server did not say it put s2's record back: %q", reports)
+	}
+}

@@ -132,6 +132,10 @@ func runServer(ctx context.Context, f *serverFlags, reg *prometheus.Registry, lo
 		defer fconn.Close()
 		bus.FollowAuthority(ctx, rb.authority, ns, fconn.JS, log)
 	}()
+	// Records forged while their agent is down are put back by the server.
+	bus.KeepAll(ctx, fconn.JS, func(bucket, key string, err error) {
+		log.Warn().Str("bucket", bucket).Str("key", key).Err(err).Msg("a record its writer did not make")
+	})
 	if f.http != "" || reg != nil {
 		// The dashboard and the cluster's gauges read the records on one connection of their own.
 		sconn, err := bus.Connect(bus.ConnOptions{URL: rb.url, Name: "skein-server-views", Log: log, Creds: admin, CA: rb.ca})
