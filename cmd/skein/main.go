@@ -67,7 +67,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.tlsCA, "tls-ca", os.Getenv("SKEIN_TLS_CA"), "CA certificate of the bus's TLS (the server's DATA/tls/ca.pem); env SKEIN_TLS_CA")
 
 	root.AddCommand(
-		serverCmd(g), upCmd(g), agentCmd(g), initCmd(g), imagesCmd(g),
+		serverCmd(g), natsCmd(g), upCmd(g), agentCmd(g), initCmd(g), imagesCmd(g),
 		serversCmd(g), pingCmd(g), netCmd(g),
 		launchCmd(g), actionCmd(g, "start"), actionCmd(g, "stop"), actionCmd(g, "restart"), actionCmd(g, "delete"),
 		listCmd(g), eventsCmd(g), waitCmd(g),

@@ -413,7 +413,7 @@ func contains(list []string, s string) bool {
 }
 
 // eventually polls cond until it holds or total passes.
-func eventually(t *testing.T, total time.Duration, cond func() bool, msg string, args ...any) {
+func eventually(t testing.TB, total time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
 	deadline := time.Now().Add(total)
 	for !cond() {

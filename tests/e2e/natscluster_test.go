@@ -10,32 +10,32 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
 )
 
-// natsCluster is three nats-server nodes (built from the nats-server module)
-// in one cluster with JetStream, skein's authority and TLS, as the README's
-// recipe has it, with skein's streams and buckets (skein init --replicas 3).
+// natsCluster is three NATS nodes run by `skein nats` (nats-server with
+// skein's Raft timings) in one cluster with JetStream, skein's authority and
+// TLS, as the README's recipe has it, with skein's streams and buckets
+// (skein init --replicas 3).
 type natsCluster struct {
 	// monitor are the nodes' monitoring ports (/healthz).
 	monitor []int
 	dir     string
-	bin     string
 	ca      string
 	urls    []string
 	nodes   []*proc
 }
 
-func newNATSCluster(t *testing.T) *natsCluster {
+func newNATSCluster(t testing.TB) *natsCluster {
 	t.Helper()
 	c := &natsCluster{dir: t.TempDir()}
-	c.bin = filepath.Join(c.dir, "nats-server")
-	if out, err := exec.Command("go", "build", "-o", c.bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
-		t.Fatalf("building nats-server: %v\n%s", err, out)
-	}
 	// The authority of the test's skein server, as nats-server configuration.
 	auth, err := exec.Command(skeinBin, "creds", "nats-config", "--data", dataDir).Output()
 	if err != nil {
@@ -77,7 +77,7 @@ include auth.conf
 			t.Fatal(err)
 		}
 		c.urls = append(c.urls, fmt.Sprintf("tls://127.0.0.1:%d", client[i]))
-		p := &proc{name: fmt.Sprintf("nats-n%d", i+1), args: []string{"-c", path}, bin: c.bin}
+		p := &proc{name: fmt.Sprintf("nats-n%d", i+1), args: []string{"nats", "-c", path}, bin: skeinBin}
 		p.start()
 		c.nodes = append(c.nodes, p)
 	}
@@ -98,6 +98,47 @@ include auth.conf
 	return c
 }
 
+// agents starts an agent of each name on the cluster (the Incus projects
+// skein-s4 on), and waits until they are up.
+func (c *natsCluster) agents(t testing.TB, names ...string) {
+	t.Helper()
+	credDir := t.TempDir()
+	for i, name := range names {
+		if out, err := exec.Command(skeinBin, "creds", "agent", name, "--data", dataDir, "-o", credDir).CombinedOutput(); err != nil {
+			t.Fatalf("creds agent %s: %v %s", name, err, out)
+		}
+		// No skein server follows the authority on a NATS of one's own: init makes the agent's consumer and store.
+		c.must(t, "init", "--replicas", "3", "--data", dataDir)
+		a := startProc("cluster-agent-"+name, "agent", "--name", name, "--nats", strings.Join(c.urls, ","), "--tls-ca", c.ca,
+			"--creds", filepath.Join(credDir, "agent-"+name+".creds"), "--network", fmt.Sprintf("skeinbr%d", 4+i), "--incus-project", fmt.Sprintf("skein-s%d", 4+i),
+			"--pool", "skein", "--state", filepath.Join(credDir, "state-"+name))
+		t.Cleanup(a.stop)
+	}
+	eventually(t, 30*time.Second, func() bool {
+		out, err := c.skein("servers", "-o", "json")
+		return err == nil && strings.Count(out, `"status": "up"`) == len(names)
+	}, "the agents are not up on the cluster")
+}
+
+// admin connects to the cluster as the admin.
+func (c *natsCluster) admin(t testing.TB) *bus.Conn {
+	t.Helper()
+	creds, err := os.ReadFile(adminCreds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := os.ReadFile(c.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := bus.Connect(bus.ConnOptions{URL: strings.Join(c.urls, ","), Name: "test-admin", Log: zerolog.Nop(), Creds: creds, CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	return conn
+}
+
 // healthy says whether node n's JetStream is current (its /healthz).
 func (c *natsCluster) healthy(n int) bool {
 	resp, err := httpClient.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", c.monitor[n]))
@@ -116,7 +157,7 @@ func (c *natsCluster) skein(args ...string) (string, error) {
 	return string(out), err
 }
 
-func (c *natsCluster) must(t *testing.T, args ...string) string {
+func (c *natsCluster) must(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := c.skein(args...)
 	if err != nil {
@@ -133,24 +174,25 @@ func (c *natsCluster) must(t *testing.T, args ...string) string {
 func TestNATSCluster(t *testing.T) {
 	dumpOnFailure(t)
 	c := newNATSCluster(t)
-	credDir := t.TempDir()
-	for i, name := range []string{"c1", "c2"} {
-		if out, err := exec.Command(skeinBin, "creds", "agent", name, "--data", dataDir, "-o", credDir).CombinedOutput(); err != nil {
-			t.Fatalf("creds agent %s: %v %s", name, err, out)
-		}
-		// No skein server follows the authority on a NATS of one's own: init makes the agent's consumer and store.
-		c.must(t, "init", "--replicas", "3", "--data", dataDir)
-		a := startProc("cluster-agent-"+name, "agent", "--name", name, "--nats", strings.Join(c.urls, ","), "--tls-ca", c.ca,
-			"--creds", filepath.Join(credDir, "agent-"+name+".creds"), "--network", fmt.Sprintf("skeinbr%d", 4+i), "--incus-project", fmt.Sprintf("skein-s%d", 4+i),
-			"--pool", "skein", "--state", filepath.Join(credDir, "state-"+name))
-		t.Cleanup(a.stop)
-	}
-	eventually(t, 30*time.Second, func() bool {
-		out, err := c.skein("servers", "-o", "json")
-		return err == nil && strings.Count(out, `"status": "up"`) == 2
-	}, "the agents are not up on the cluster")
+	c.agents(t, "c1", "c2")
 	c.must(t, "launch", "skein-busybox", "nc1", "-s", "c1")
 	t.Cleanup(func() { _, _ = c.skein("delete", "nc1") })
+	// skein nats elects within 1-2 s (bus.SkeinRaft): no election may come
+	// of a loaded machine alone, before any node is lost.
+	conn := c.admin(t)
+	var elections atomic.Int32
+	// The streams and the agents' command consumers: the replicated groups
+	// (watches' ordered consumers come and go with each command).
+	for _, subject := range []string{"STREAM.LEADER_ELECTED.>", "CONSUMER.LEADER_ELECTED." + bus.StreamCommands + ".>"} {
+		sub, err := conn.NC.Subscribe("$JS.EVENT.ADVISORY."+subject, func(m *nats.Msg) {
+			elections.Add(1)
+			t.Logf("leader elected: %s", m.Subject)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+	}
 
 	const total = 48
 	kills := map[int]int{12: 0, 30: 1} // command number → node killed just before it
@@ -159,6 +201,11 @@ func TestNATSCluster(t *testing.T) {
 	var recoveries []time.Duration
 	for i := range total {
 		if n, ok := kills[i]; ok {
+			if i == 12 {
+				if n := elections.Load(); n != 0 {
+					t.Errorf("%d leader elections with no node lost, in %d commands: the Raft timings are too short for this machine", n, i)
+				}
+			}
 			c.nodes[n].kill9()
 			killedAt = time.Now()
 			t.Logf("killed node n%d before command %d", n+1, i)
@@ -186,15 +233,12 @@ func TestNATSCluster(t *testing.T) {
 	}
 	t.Logf("from each kill to the next command done (CLI to agent and back): %v", recoveries)
 	// The streams led by the killed node answer again once the other two have
-	// elected a leader: nats-server's Raft waits 4-9 s (not configurable) for
-	// that; the agent's pull request parked at the dead leader is answered
-	// by nobody until it expires (workers: PullExpiry, 5 s) and the next one
-	// reaches the new leader. skein's part is to carry on as soon as they do
-	// (its reads and publishes retry within a second); the bound is the
-	// election's worst case plus a pull's expiry.
+	// elected a leader (skein nats: 1-2 s) and the agent has asked the new
+	// one for commands (its pull's heartbeats missed: 1 s). The figures are
+	// BenchmarkNATSNodeLoss's; this bounds a loaded CI machine's worst.
 	for _, d := range recoveries {
-		if d > 15*time.Second {
-			t.Errorf("a command took %s after a node was killed: more than 15 s", d.Round(time.Millisecond))
+		if d > 10*time.Second {
+			t.Errorf("a command took %s after a node was killed: more than 10 s", d.Round(time.Millisecond))
 		}
 	}
 	var defs struct {
