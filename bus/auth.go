@@ -108,7 +108,7 @@ func (r Role) Permissions() jwt.Permissions {
 		// are its config: whoever may set them may store every reply).
 		p.Pub.Allow.Add("$O."+BackupsBucket(s)+".>", "$JS.API.CONSUMER.*.OBJ_"+BackupsBucket(s)+".>")
 		// JetStream's acknowledgements of its results (bus.StoredSubject).
-		p.Sub.Allow.Add(ServerQueries(s), ServerStored(s), r.InboxPrefix()+".>")
+		p.Sub.Allow.Add(ServerQueries(s), ServerStored(s), r.InboxPrefix()+".>", CommandsElected(s))
 		// Answers to the queries it is sent, and to those only.
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 	case "scheduler":
@@ -127,7 +127,7 @@ func (r Role) Permissions() jwt.Permissions {
 		)
 		p.Pub.Allow.Add(commandConsumer(c)...)
 		p.Pub.Allow.Add(readConsumers()...)
-		p.Sub.Allow.Add(ServerQueries(s), r.InboxPrefix()+".>", Prefix+".result.>", Prefix+".stored.>", Prefix+".progress.>")
+		p.Sub.Allow.Add(ServerQueries(s), r.InboxPrefix()+".>", Prefix+".result.>", Prefix+".stored.>", Prefix+".progress.>", CommandsElected(s))
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 	case "observer":
 		p.Pub.Deny.Add(commandReads()...)

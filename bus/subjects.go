@@ -131,6 +131,13 @@ func EventFilter(server, typ string) string {
 //	skein.event.>
 func AllEvents() string { return Prefix + ".event.>" }
 
+// CommandsElected is where JetStream tells that server's command consumer
+// has a new leader (its NATS node lost, or a leader handing over): the
+// agent asks the new one for commands at once.
+func CommandsElected(server string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED." + StreamCommands + "." + AgentConsumerName(server)
+}
+
 // ValidToken reports whether s can stand as one subject token (a server name, a command id).
 func ValidToken(s string) bool {
 	if s == "" {

@@ -380,7 +380,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 			}
 		}
 	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
+	take := func(msg jetstream.Msg) {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -393,11 +393,19 @@ func (r *Runtime) Run(ctx context.Context) error {
 		default:
 			go work(msg)
 		}
-	},
+	}
+	fetched, err := r.fetchOnElection(ctx, cons, take)
+	if err != nil {
+		return err
+	}
+	cc, err := cons.Consume(take,
 		jetstream.PullMaxMessages(r.concurrency),
 		// A crashed agent's pull requests stay at the server until they expire, and
-		// a redelivery can go to one of them: keep them short-lived.
-		jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(2*time.Second),
+		// a redelivery can go to one of them: keep them short-lived. One parked
+		// at a consumer leader that is lost is known dead after two missed
+		// heartbeats (500 ms: nats-server's least) and asked again; the new
+		// leader is asked at once when elected (fetchOnElection).
+		jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(500*time.Millisecond),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			r.log.Debug().Err(err).Msg("consume")
 		}))
@@ -412,9 +420,55 @@ func (r *Runtime) Run(ctx context.Context) error {
 	case <-time.After(5 * time.Second):
 		r.log.Warn().Msg("the command consumer did not stop within 5 s")
 	}
+	<-fetched
 	wg.Wait()
 	r.acks.Wait()
 	return nil
+}
+
+// fetchOnElection asks a new leader of the command consumer for commands as
+// soon as JetStream tells it is elected (a NATS node lost, or handing its
+// leaderships over as it stops): the consume's own pull, parked at the old
+// leader, is asked again only after two missed heartbeats, and not before
+// the consumer has a leader again. Told any number of times (the advisory
+// is anyone's to have replayed), it fetches once at a time: what it takes
+// goes the one way every command does (take). The channel closes once
+// ctx has ended and no fetch is under way.
+func (r *Runtime) fetchOnElection(ctx context.Context, cons jetstream.Consumer, take func(jetstream.Msg)) (<-chan struct{}, error) {
+	done := make(chan struct{})
+	kick := make(chan struct{}, 1)
+	sub, err := r.conn.NC.Subscribe(bus.CommandsElected(r.server), func(*nats.Msg) {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("workers: following the command consumer's leader: %w", err)
+	}
+	go func() {
+		defer close(done)
+		defer sub.Unsubscribe()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+			}
+			batch, err := cons.Fetch(r.concurrency, jetstream.FetchMaxWait(time.Second))
+			if err != nil {
+				r.log.Debug().Err(err).Msg("fetching from the command consumer's new leader")
+				continue
+			}
+			n := 0
+			for msg := range batch.Messages() {
+				n++
+				take(msg)
+			}
+			r.log.Debug().Int("commands", n).Msg("the command consumer has a new leader: fetched from it")
+		}
+	}()
+	return done, nil
 }
 
 // process is the one path every command takes:
@@ -659,7 +713,7 @@ func (r *Runtime) store(ctx context.Context, msg jetstream.Msg, log zerolog.Logg
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(min(time.Duration(try)*500*time.Millisecond, 5*time.Second)):
+		case <-time.After(min(time.Duration(try)*200*time.Millisecond, 5*time.Second)):
 		}
 		err = r.publish(ctx, id, raw)
 	}

@@ -193,8 +193,8 @@ func (c *cli) container(ctx context.Context, name string) (*events.Container, er
 
 // electionRead is how long a read of a heartbeat takes, at most, but when
 // the bucket's stream was electing a leader (a read is tried again for
-// that, each try bounded by a second).
-var electionRead = time.Second
+// that, its first try bounded by bus.FirstReadAttempt).
+var electionRead = bus.FirstReadAttempt
 
 func alive(hb *events.Heartbeat) bool {
 	return hb.Status == "up" && time.Since(hb.Time) < agent.DownAfter

@@ -46,7 +46,7 @@ func TestAServerIsDownOnlyAfterABeatsTime(t *testing.T) {
 	if _, err := c.serverUp(ctx, "s1"); err == nil || !strings.Contains(err.Error(), "is down") {
 		t.Errorf("after an election, a server whose beats stopped: %v", err)
 	}
-	electionRead = time.Second
+	electionRead = bus.FirstReadAttempt
 
 	beat("down", 0)
 	start := time.Now()
