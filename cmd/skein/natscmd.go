@@ -22,7 +22,7 @@ const (
 )
 
 func natsCmd(g *globals) *cobra.Command {
-	var conf string
+	var conf, raft string
 	c := &cobra.Command{
 		Use:   "nats -c FILE",
 		Short: "Run a node of a NATS cluster for skein (nats-server with skein's Raft timings)",
@@ -41,11 +41,19 @@ with two differences made for skein's small clusters:
 			if conf == "" {
 				return errors.New("skein nats: -c FILE is required: the node's nats-server configuration")
 			}
-			opts, err := natsOptions(conf)
+			timings := bus.SkeinRaft
+			switch raft {
+			case "skein":
+			case "nats-server":
+				timings = bus.CurrentRaft() // what the process holds: nats-server's own
+			default:
+				return fmt.Errorf("skein nats: --raft %q: want skein or nats-server", raft)
+			}
+			opts, err := natsOptions(conf, timings)
 			if err != nil {
 				return err
 			}
-			if err := bus.SetRaft(bus.SkeinRaft); err != nil {
+			if err := bus.SetRaft(timings); err != nil {
 				return err
 			}
 			ns, err := server.NewServer(opts)
@@ -59,7 +67,7 @@ with two differences made for skein's small clusters:
 				return fmt.Errorf("skein nats: the node did not start accepting clients within 30s (see its log above)")
 			}
 			log := g.logger()
-			log.Info().Str("cluster", opts.Cluster.Name).Str("raft", bus.SkeinRaft.Tag()).Msg("NATS node up")
+			log.Info().Str("cluster", opts.Cluster.Name).Str("raft", timings.Tag()).Msg("NATS node up")
 			sigs := make(chan os.Signal, 2)
 			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 			defer signal.Stop(sigs)
@@ -75,7 +83,7 @@ with two differences made for skein's small clusters:
 						go ns.LameDuckShutdown()
 						continue
 					}
-					fresh, err := natsOptions(conf)
+					fresh, err := natsOptions(conf, timings)
 					if err == nil {
 						err = ns.ReloadOptions(fresh)
 					}
@@ -89,12 +97,15 @@ with two differences made for skein's small clusters:
 		},
 	}
 	c.Flags().StringVarP(&conf, "config", "c", "", "the node's nats-server configuration file")
+	// nats-server's own timings, to measure against (BenchmarkNATSNodeLoss).
+	c.Flags().StringVar(&raft, "raft", "skein", "Raft timings: skein, or nats-server's own")
+	_ = c.Flags().MarkHidden("raft")
 	return c
 }
 
 // natsOptions reads a node's configuration and makes it skein's: the
-// cluster's name carries the Raft timings, a planned stop is a lame duck's.
-func natsOptions(conf string) (*server.Options, error) {
+// cluster's name carries the Raft timings t, a planned stop is a lame duck's.
+func natsOptions(conf string, t bus.RaftTimings) (*server.Options, error) {
 	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {
 		return nil, fmt.Errorf("skein nats: %w", err)
@@ -103,7 +114,7 @@ func natsOptions(conf string) (*server.Options, error) {
 		if opts.Cluster.Name == "" {
 			return nil, fmt.Errorf("skein nats: %s: the cluster has no name: set one, the same on every node (cluster { name: skein, ... })", conf)
 		}
-		opts.Cluster.Name = bus.ClusterName(opts.Cluster.Name, bus.SkeinRaft)
+		opts.Cluster.Name = bus.ClusterName(opts.Cluster.Name, t)
 	}
 	// The process's signals are this command's (lame duck on SIGTERM).
 	opts.NoSigs = true

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/skeinhq/skein/bus"
 )
 
 // freeLocalPort is a TCP port free on loopback.
@@ -55,12 +57,12 @@ func TestANodeWithOtherRaftTimingsIsRefused(t *testing.T) {
 		}
 		return path
 	}
-	optsA, err := natsOptions(conf("a", routeA, 0))
+	optsA, err := natsOptions(conf("a", routeA, 0), bus.SkeinRaft)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a := startNode(t, optsA)
-	optsC, err := natsOptions(conf("c", freeLocalPort(t), routeA))
+	optsC, err := natsOptions(conf("c", freeLocalPort(t), routeA), bus.SkeinRaft)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +97,7 @@ func TestNATSNeedsANamedCluster(t *testing.T) {
 	if err := os.WriteFile(path, []byte("listen: 127.0.0.1:-1\ncluster { listen: 127.0.0.1:-1 }\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := natsOptions(path); err == nil || !strings.Contains(err.Error(), "name: skein") {
+	if _, err := natsOptions(path, bus.SkeinRaft); err == nil || !strings.Contains(err.Error(), "name: skein") {
 		t.Fatalf("an unnamed cluster: %v", err)
 	}
 }

@@ -31,9 +31,11 @@ type natsCluster struct {
 	ca      string
 	urls    []string
 	nodes   []*proc
+	running []*proc
 }
 
-func newNATSCluster(t testing.TB) *natsCluster {
+// newNATSCluster starts the cluster, each node's `skein nats` given args.
+func newNATSCluster(t testing.TB, args ...string) *natsCluster {
 	t.Helper()
 	c := &natsCluster{dir: t.TempDir()}
 	// The authority of the test's skein server, as nats-server configuration.
@@ -77,7 +79,7 @@ include auth.conf
 			t.Fatal(err)
 		}
 		c.urls = append(c.urls, fmt.Sprintf("tls://127.0.0.1:%d", client[i]))
-		p := &proc{name: fmt.Sprintf("nats-n%d", i+1), args: []string{"nats", "-c", path}, bin: skeinBin}
+		p := &proc{name: fmt.Sprintf("nats-n%d", i+1), args: append([]string{"nats", "-c", path}, args...), bin: skeinBin}
 		p.start()
 		c.nodes = append(c.nodes, p)
 	}
@@ -113,11 +115,22 @@ func (c *natsCluster) agents(t testing.TB, names ...string) {
 			"--creds", filepath.Join(credDir, "agent-"+name+".creds"), "--network", fmt.Sprintf("skeinbr%d", 4+i), "--incus-project", fmt.Sprintf("skein-s%d", 4+i),
 			"--pool", "skein", "--state", filepath.Join(credDir, "state-"+name))
 		t.Cleanup(a.stop)
+		c.running = append(c.running, a)
 	}
 	eventually(t, 30*time.Second, func() bool {
 		out, err := c.skein("servers", "-o", "json")
 		return err == nil && strings.Count(out, `"status": "up"`) == len(names)
 	}, "the agents are not up on the cluster")
+}
+
+// close stops the agents, then the nodes.
+func (c *natsCluster) close() {
+	for _, a := range c.running {
+		a.stop()
+	}
+	for _, n := range c.nodes {
+		n.stop()
+	}
 }
 
 // admin connects to the cluster as the admin.

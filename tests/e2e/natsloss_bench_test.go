@@ -19,14 +19,36 @@ import (
 // the commands stream is killed (kill -9) or stopped (SIGTERM: it hands its
 // leaderships over first) to the next command done, CLI invocation to the
 // agent's answer. Each round restarts the node and waits for it to be
-// current. Reported: the median and the longest of the rounds.
+// current. Reported: the median and the longest of the rounds; the same
+// kill -9 on nodes with nats-server's own Raft timings is the baseline.
 //
 //	go test -tags e2e -run '^$' -bench BenchmarkNATSNodeLoss -benchtime 20x ./tests/e2e/
 func BenchmarkNATSNodeLoss(b *testing.B) {
-	c := newNATSCluster(b)
-	c.agents(b, "c1")
-	c.must(b, "launch", "skein-busybox", "nl1", "-s", "c1")
-	b.Cleanup(func() { _, _ = c.skein("delete", "nl1") })
+	for _, v := range []struct {
+		name  string
+		args  []string
+		modes []syscall.Signal
+	}{
+		{"skein", nil, []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM}},
+		{"nats-server", []string{"--raft", "nats-server"}, []syscall.Signal{syscall.SIGKILL}},
+	} {
+		c := newNATSCluster(b, v.args...)
+		c.agents(b, "c1")
+		c.must(b, "launch", "skein-busybox", "nl1", "-s", "c1")
+		for _, sig := range v.modes {
+			name := map[syscall.Signal]string{syscall.SIGKILL: "kill9", syscall.SIGTERM: "sigterm"}[sig]
+			b.Run(v.name+"/"+name, func(b *testing.B) { nodeLoss(b, c, name, sig) })
+		}
+		_, _ = c.skein("delete", "nl1")
+		c.close()
+	}
+}
+
+var nodeLossRound int
+
+// nodeLoss is b.N rounds of losing the commands stream's leader's node by
+// sig, each timed to the next command done.
+func nodeLoss(b *testing.B, c *natsCluster, mode string, sig syscall.Signal) {
 	conn := c.admin(b)
 	// leaderOf is the node leading what an INFO request on subject tells of.
 	leaderOf := func(subject string) string {
@@ -89,39 +111,31 @@ func BenchmarkNATSNodeLoss(b *testing.B) {
 		}()
 		return out
 	}
-	k := 0
-	for _, mode := range []struct {
-		name string
-		sig  syscall.Signal
-	}{{"kill9", syscall.SIGKILL}, {"sigterm", syscall.SIGTERM}} {
-		b.Run(mode.name, func(b *testing.B) {
-			var took []time.Duration
-			for range b.N {
-				n := leader()
-				k++
-				start := time.Now()
-				_ = c.nodes[n].cmd.Process.Signal(mode.sig)
-				stop := make(chan struct{})
-				told := elected(fmt.Sprintf("n%d", n+1), start, stop)
-				out, err := c.skein("addservice", "nl1", fmt.Sprintf("svc%d", k), "80", "--id", fmt.Sprintf("nl-%d-%d", k, time.Now().UnixNano()), "--timeout", "60s")
-				took = append(took, time.Since(start))
-				close(stop)
-				// On stderr: a benchmark's log keeps its first lines only.
-				fmt.Fprintf(os.Stderr, "%s of n%d: command done after %v; %s\n", mode.name, n+1, took[len(took)-1].Round(time.Millisecond), <-told)
-				if err != nil {
-					b.Fatalf("the command after node n%d's %s: %v\n%s", n+1, mode.name, err, out)
-				}
-				<-c.nodes[n].done
-				c.nodes[n].start()
-				eventually(b, 60*time.Second, func() bool { return c.healthy(n) }, "node n%d does not catch up after its restart", n+1)
-				// Every stream has all three current again before the next loss.
-				eventually(b, 60*time.Second, func() bool { return c.healthy(0) && c.healthy(1) && c.healthy(2) }, "the cluster is not current")
-			}
-			slices.Sort(took)
-			b.ReportMetric(float64(took[len(took)/2].Milliseconds()), "ms-median")
-			b.ReportMetric(float64(took[len(took)-1].Milliseconds()), "ms-max")
-			b.ReportMetric(0, "ns/op")
-			fmt.Fprintf(os.Stderr, "%s, %d rounds, sorted: %v\n", mode.name, len(took), took)
-		})
+	var took []time.Duration
+	for range b.N {
+		n := leader()
+		nodeLossRound++
+		start := time.Now()
+		_ = c.nodes[n].cmd.Process.Signal(sig)
+		stop := make(chan struct{})
+		told := elected(fmt.Sprintf("n%d", n+1), start, stop)
+		out, err := c.skein("addservice", "nl1", fmt.Sprintf("svc%d", nodeLossRound), "80", "--id", fmt.Sprintf("nl-%d-%d", nodeLossRound, time.Now().UnixNano()), "--timeout", "60s")
+		took = append(took, time.Since(start))
+		close(stop)
+		// On stderr: a benchmark's log keeps its first lines only.
+		fmt.Fprintf(os.Stderr, "%s of n%d: command done after %v; %s\n", mode, n+1, took[len(took)-1].Round(time.Millisecond), <-told)
+		if err != nil {
+			b.Fatalf("the command after node n%d's %s: %v\n%s", n+1, mode, err, out)
+		}
+		<-c.nodes[n].done
+		c.nodes[n].start()
+		eventually(b, 60*time.Second, func() bool { return c.healthy(n) }, "node n%d does not catch up after its restart", n+1)
+		// Every stream has all three current again before the next loss.
+		eventually(b, 60*time.Second, func() bool { return c.healthy(0) && c.healthy(1) && c.healthy(2) }, "the cluster is not current")
 	}
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Milliseconds()), "ms-median")
+	b.ReportMetric(float64(took[len(took)-1].Milliseconds()), "ms-max")
+	b.ReportMetric(0, "ns/op")
+	fmt.Fprintf(os.Stderr, "%s, %d rounds, sorted: %v\n", mode, len(took), took)
 }
