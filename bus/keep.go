@@ -97,6 +97,9 @@ func KeepKeys(ctx context.Context, js jetstream.JetStream, kept []Kept, report f
 // again when it breaks.
 func keepBucket(ctx context.Context, js jetstream.JetStream, spec events.Spec, filter string, report func(bucket, key string, err error)) {
 	good := map[string][]byte{} // key → its last record its writer signed, unsigned
+	// Started again at once when the connection comes back (Store.Follow's reason).
+	reconnected := js.Conn().StatusChanged(nats.CONNECTED)
+	defer js.Conn().RemoveStatusListener(reconnected)
 	for ctx.Err() == nil {
 		kv, err := js.KeyValue(ctx, spec.Bucket)
 		var w jetstream.KeyWatcher
@@ -111,12 +114,23 @@ func keepBucket(ctx context.Context, js jetstream.JetStream, spec events.Spec, f
 			}
 			continue
 		}
-		for e := range w.Updates() {
-			if e == nil {
-				continue // the records that were there are in
-			}
-			if err := keepEntry(ctx, js, spec, e, good); err != nil {
-				report(spec.Bucket, e.Key(), err)
+	follow:
+		for {
+			select {
+			case <-ctx.Done():
+				break follow
+			case <-reconnected:
+				break follow
+			case e, ok := <-w.Updates():
+				if !ok {
+					break follow
+				}
+				if e == nil {
+					continue // the records that were there are in
+				}
+				if err := keepEntry(ctx, js, spec, e, good); err != nil {
+					report(spec.Bucket, e.Key(), err)
+				}
 			}
 		}
 		_ = w.Stop()

@@ -51,6 +51,8 @@ type Change[T any] struct {
 	// Synced marks the end of the records that existed when the watch began
 	// (Key and Value are empty then).
 	Synced bool
+	// refused marks a record a watch skipped (Follow's watch only).
+	refused bool
 }
 
 // Store is the one typed access to a bucket of records of type T: reads decode,
@@ -603,6 +605,12 @@ func (s *Store[T]) WatchServer(ctx context.Context, server string) (<-chan Chang
 }
 
 func (s *Store[T]) watch(ctx context.Context, filter string) (<-chan Change[T], error) {
+	return s.watchTelling(ctx, filter, false)
+}
+
+// watchTelling is watch; with refused, a record it skips comes as a Change
+// marked refused (Follow counts its key as still there).
+func (s *Store[T]) watchTelling(ctx context.Context, filter string, refused bool) (<-chan Change[T], error) {
 	w, err := s.kv.Watch(ctx, filter)
 	if err != nil {
 		return nil, fmt.Errorf("watching %s: %w", s.spec.Bucket, err)
@@ -627,13 +635,21 @@ func (s *Store[T]) watch(ctx context.Context, filter string) (<-chan Change[T], 
 					d, err := s.decode(e.Key(), e.Value(), e.Revision(), e.Created())
 					if err != nil {
 						s.refuse(e.Key(), err)
-						continue
+						if !refused {
+							continue
+						}
+						c = Change[T]{Key: e.Key(), Revision: e.Revision(), refused: true}
+						break
 					}
 					c = Change[T]{Key: e.Key(), Value: &d.Value, Revision: e.Revision()}
 				default:
 					if err := checkDeletion(s.nc, s.spec.Bucket, e.Key(), e.Value(), e.Created()); err != nil {
 						s.refuse(e.Key(), fmt.Errorf("%s record %q: %w", s.spec.Type, e.Key(), err))
-						continue
+						if !refused {
+							continue
+						}
+						c = Change[T]{Key: e.Key(), Revision: e.Revision(), refused: true}
+						break
 					}
 					c = Change[T]{Key: e.Key(), Revision: e.Revision()}
 				}
@@ -659,4 +675,112 @@ func isWrongRevision(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// Follow is Watch of the records under filter (">", or "SERVER.>") that
+// lasts until ctx ends, whatever happens to the bus: the records there are,
+// Synced, then every change. A watch that breaks, or whose connection
+// reconnects (the bus restarted, a NATS node lost: nats.go's own watch took
+// 20 s to resume, TestFollowCarriesOnAcrossABusRestart), is started again at
+// once, and what changed meanwhile comes as changes, deletions included,
+// then Synced again. A record refused (not its writer's) keeps, for the
+// follower, its last good value. broken, when set, is told why a watch
+// could not start.
+func (s *Store[T]) Follow(ctx context.Context, filter string, broken func(error)) <-chan Change[T] {
+	out := make(chan Change[T], 64)
+	go func() {
+		defer close(out)
+		send := func(c Change[T]) bool {
+			select {
+			case out <- c:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		reconnected := s.nc.StatusChanged(nats.CONNECTED)
+		defer s.nc.RemoveStatusListener(reconnected)
+		known := map[string]uint64{} // key → revision the follower was given
+		wait := 250 * time.Millisecond
+		for ctx.Err() == nil {
+			wctx, stop := context.WithCancel(ctx)
+			ch, err := s.watchTelling(wctx, filter, true)
+			if err != nil {
+				stop()
+				if broken != nil {
+					broken(err)
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(wait):
+				}
+				wait = min(2*wait, 5*time.Second)
+				continue
+			}
+			if !s.follow(ctx, ch, reconnected, known, send) {
+				stop()
+				return
+			}
+			stop()
+		}
+	}()
+	return out
+}
+
+// follow passes one watch's changes on until it breaks or its connection
+// reconnects (true: start another), or ctx ends (false). Its first records
+// are checked against known: the unchanged are not passed again, the keys
+// gone are passed as deletions.
+func (s *Store[T]) follow(ctx context.Context, ch <-chan Change[T], reconnected <-chan nats.Status, known map[string]uint64, send func(Change[T]) bool) bool {
+	var replay map[string]bool // keys the watch's first records hold; nil once synced
+	replay = map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-reconnected:
+			return true
+		case c, ok := <-ch:
+			if !ok {
+				return ctx.Err() == nil
+			}
+			switch {
+			case c.Synced && replay != nil:
+				for k := range known {
+					if !replay[k] {
+						delete(known, k)
+						if !send(Change[T]{Key: k}) {
+							return false
+						}
+					}
+				}
+				replay = nil
+				if !send(c) {
+					return false
+				}
+				continue
+			case c.refused:
+				if replay != nil {
+					replay[c.Key] = true
+				}
+				continue
+			case replay != nil:
+				replay[c.Key] = c.Value != nil
+				if c.Value == nil || known[c.Key] == c.Revision {
+					continue // gone (told below if it was known) or unchanged
+				}
+			}
+			if c.Value == nil {
+				if _, had := known[c.Key]; !had {
+					continue
+				}
+				delete(known, c.Key)
+			} else {
+				known[c.Key] = c.Revision
+			}
+			if !send(c) {
+				return false
+			}
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/bus"
@@ -106,6 +107,18 @@ func (h *hub) follow() error {
 	go func() {
 		<-ctx.Done()
 		cc.Stop()
+	}()
+	// A reconnection (the bus restarted, a NATS node lost) ends the following
+	// as a broken watcher does: the pages load the records afresh at once,
+	// instead of seeing nothing until nats.go's watchers resume (20 s).
+	reconnected := h.js.Conn().StatusChanged(nats.CONNECTED)
+	go func() {
+		defer h.js.Conn().RemoveStatusListener(reconnected)
+		select {
+		case <-ctx.Done():
+		case <-reconnected:
+			h.broken(ctx, cancel)
+		}
 	}()
 	h.stop = cancel
 	return nil

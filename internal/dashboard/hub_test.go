@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/testutil"
@@ -105,3 +107,67 @@ func TestPagesShareOneFollowing(t *testing.T) {
 type lazyCount func() int
 
 func (f lazyCount) String() string { return strconv.Itoa(f()) }
+
+// TestPagesReloadWhenTheBusRestarts: after `skein server` restarts, open
+// pages are let go at once (they load the records afresh), and the pages
+// that join again see the changes that follow.
+func TestPagesReloadWhenTheBusRestarts(t *testing.T) {
+	b := testutil.NewRestartableBus(t)
+	conn, err := bus.Connect(bus.ConnOptions{URL: b.URL(), Name: t.Name(), Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := bus.Ensure(ctx, conn.JS, 1); err != nil {
+		t.Fatal(err)
+	}
+	ctrs, err := bus.OpenStore[events.Container](ctx, conn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hub{js: conn.JS}
+	page, leave, err := h.join()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leave()
+	b.Stop()
+	b.Start(t)
+	restarted := time.Now()
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		for {
+			select {
+			case _, ok := <-page:
+				if !ok {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	}, "the page was not let go after the bus restarted")
+	t.Logf("let go %v after the restart", time.Since(restarted).Round(time.Millisecond))
+	var again <-chan []byte
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		ch, leave2, err := h.join()
+		if err != nil {
+			return false
+		}
+		t.Cleanup(leave2)
+		again = ch
+		return true
+	}, "a page cannot join after the restart")
+	if _, err := ctrs.Put(ctx, bus.Key("s1", "web1"), events.Container{Name: "web1", Server: "s1", Status: "Running", Updated: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-again:
+		if !strings.Contains(string(m), `"status":"Running"`) {
+			t.Fatalf("the page got %s", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a page joined after the restart sees no change")
+	}
+}

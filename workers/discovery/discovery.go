@@ -232,32 +232,22 @@ func (w *Worker) Run(ctx context.Context) {
 // watch follows a store (the records of one server, or all when server is ""),
 // applying each change by record name under the lock and poking the sync.
 func watch[T any](ctx context.Context, w *Worker, st *bus.Store[T], server string, apply func(name string, v *T)) {
-	for ctx.Err() == nil {
-		var ch <-chan bus.Change[T]
-		var err error
-		if server == "" {
-			ch, err = st.Watch(ctx)
+	filter := ">"
+	if server != "" {
+		filter = server + ".>"
+	}
+	for c := range st.Follow(ctx, filter, nil) {
+		w.mu.Lock()
+		if c.Synced {
+			// Every value the bucket had is read: sync may trust what it knows of it.
+			w.loaded[st.Bucket()] = true
 		} else {
-			ch, err = st.WatchServer(ctx, server)
+			// Keys are SERVER.NAME: the maps hold records by name.
+			_, name, _ := strings.Cut(c.Key, ".")
+			apply(name, c.Value)
 		}
-		if err != nil {
-			sleep(ctx, time.Second)
-			continue
-		}
-		for c := range ch {
-			w.mu.Lock()
-			if c.Synced {
-				// Every value the bucket had is read: sync may trust what it knows of it.
-				w.loaded[st.Bucket()] = true
-			} else {
-				// Keys are SERVER.NAME: the maps hold records by name.
-				_, name, _ := strings.Cut(c.Key, ".")
-				apply(name, c.Value)
-			}
-			w.mu.Unlock()
-			w.poked()
-		}
-		sleep(ctx, 250*time.Millisecond)
+		w.mu.Unlock()
+		w.poked()
 	}
 }
 

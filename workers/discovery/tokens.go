@@ -45,30 +45,22 @@ func (w *Worker) catalogToken() string {
 // followTokens keeps the agent's catalog token: the newest record made for
 // this server that its key opens.
 func (w *Worker) followTokens(ctx context.Context) {
-	for ctx.Err() == nil {
-		ch, err := w.tokens.Watch(ctx)
-		if err != nil {
-			sleep(ctx, time.Second)
+	for c := range w.tokens.Follow(ctx, ">", nil) {
+		if c.Synced {
 			continue
 		}
-		for c := range ch {
-			if c.Synced {
-				continue
-			}
-			w.tok.mu.Lock()
-			if c.Value == nil || c.Value.For != w.host.Server {
-				delete(w.tok.mine, c.Key)
-			} else {
-				w.tok.mine[c.Key] = *c.Value
-			}
-			changed := w.pickToken()
-			w.tok.mu.Unlock()
-			if changed {
-				w.cfg.Log.Info().Msg("consul token received")
-				w.poked()
-			}
+		w.tok.mu.Lock()
+		if c.Value == nil || c.Value.For != w.host.Server {
+			delete(w.tok.mine, c.Key)
+		} else {
+			w.tok.mine[c.Key] = *c.Value
 		}
-		sleep(ctx, 250*time.Millisecond)
+		changed := w.pickToken()
+		w.tok.mu.Unlock()
+		if changed {
+			w.cfg.Log.Info().Msg("consul token received")
+			w.poked()
+		}
 	}
 }
 

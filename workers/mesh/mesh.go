@@ -166,51 +166,41 @@ func (w *Worker) Run(ctx context.Context) {
 	w.cfg.Heartbeats.OnRefused(func(key string, err error) {
 		w.cfg.Log.Warn().Str("peer", key).Err(err).Msg("a heartbeat not its server's is ignored: the peer keeps its last one")
 	})
-	for ctx.Err() == nil {
-		ch, err := w.cfg.Heartbeats.Watch(ctx)
-		if err != nil {
-			w.cfg.Log.Warn().Err(err).Msg("watching the heartbeats")
-			select {
-			case <-ctx.Done():
+	ch := w.cfg.Heartbeats.Follow(ctx, ">", func(err error) {
+		w.cfg.Log.Warn().Err(err).Msg("watching the heartbeats")
+	})
+	synced := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c, ok := <-ch:
+			if !ok {
 				return
-			case <-time.After(time.Second):
 			}
-			continue
-		}
-		synced := false
-	follow:
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case c, ok := <-ch:
-				if !ok {
-					break follow // the watch broke: start it again
-				}
-				switch {
-				case c.Synced:
-					synced = true
-				case c.Value == nil:
-					delete(peers, c.Key)
-				default:
-					peers[c.Key] = *c.Value
-				}
-				if !synced {
-					continue
-				}
-				// Most beats change only figures: converge when what routes depend on changed.
-				if k := w.key(peers); k != last {
-					last = k
-					converge()
-				}
-			case <-tick.C:
-				if synced {
-					last = w.key(peers)
-					converge()
-				}
-			case <-again:
+			switch {
+			case c.Synced:
+				synced = true
+			case c.Value == nil:
+				delete(peers, c.Key)
+			default:
+				peers[c.Key] = *c.Value
+			}
+			if !synced {
+				continue
+			}
+			// Most beats change only figures: converge when what routes depend on changed.
+			if k := w.key(peers); k != last {
+				last = k
 				converge()
 			}
+		case <-tick.C:
+			if synced {
+				last = w.key(peers)
+				converge()
+			}
+		case <-again:
+			converge()
 		}
 	}
 }

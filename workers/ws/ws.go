@@ -89,21 +89,12 @@ func (w *Worker) Run(ctx context.Context) {
 // followContainers re-renders the web servers of this server whose apps
 // target a container, whenever that container's address changes.
 func (w *Worker) followContainers(ctx context.Context) {
-	for ctx.Err() == nil {
-		ch, err := w.containers.Watch(ctx)
-		if err != nil {
-			w.cfg.Log.Warn().Err(err).Msg("watching containers")
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(5 * time.Second):
-			}
-			continue
-		}
-		for c := range ch {
-			if c.Value != nil && c.Value.IPv4 != "" {
-				w.retarget(ctx, c.Value.Name, c.Value.IPv4)
-			}
+	ch := w.containers.Follow(ctx, ">", func(err error) {
+		w.cfg.Log.Warn().Err(err).Msg("watching containers")
+	})
+	for c := range ch {
+		if c.Value != nil && c.Value.IPv4 != "" {
+			w.retarget(ctx, c.Value.Name, c.Value.IPv4)
 		}
 	}
 }
