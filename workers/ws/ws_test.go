@@ -94,6 +94,7 @@ type rig struct {
 	mu      sync.Mutex
 	changes []events.WSChange
 	apps    []events.AppEvent
+	removed []events.AppEvent
 }
 
 // newRig starts the worker; wrap, when set, stands between it and JetStream.
@@ -144,6 +145,11 @@ func newRig(t *testing.T, wrap func(jetstream.JetStream) jetstream.JetStream) *r
 			var a events.AppEvent
 			if env.Payload(&a) == nil {
 				r.apps = append(r.apps, a)
+			}
+		case events.TypeAppRemoved:
+			var a events.AppEvent
+			if env.Payload(&a) == nil {
+				r.removed = append(r.removed, a)
 			}
 		}
 	})
@@ -219,6 +225,30 @@ func TestPublishWhoseRecordLandedIsTold(t *testing.T) {
 		}
 		return false
 	}, "no app.published for lost.test: %v", lazyJSON(func() any { r.mu.Lock(); defer r.mu.Unlock(); return r.apps }))
+}
+
+// TestUnpublishWhoseRemovalLandedSucceeds (issue 24's open end, found by
+// the soak on a NATS cluster and fixed in 4ce039d): a delapp whose first
+// attempt removed the app but heard an error (the record's write
+// acknowledgement lost) is answered by the next attempt as the first
+// would have been, a success with app.removed told, not "does not
+// publish lost.test".
+func TestUnpublishWhoseRemovalLandedSucceeds(t *testing.T) {
+	armed := &atomic.Bool{}
+	r := newRig(t, func(js jetstream.JetStream) jetstream.JetStream { return lostAckJS{JetStream: js, armed: armed} })
+	r.do(events.TypeLaunch, events.Launch{Name: "c1", Image: "skein-service"})
+	r.do(events.TypeWSAdd, events.WSAdd{Name: "web1"})
+	r.do(events.TypeAppPublish, events.AppPublish{WS: "web1", URL: "lost.test", Target: events.Target{Kind: events.TargetContainer, Host: "c1", Port: 80}})
+	armed.Store(true)
+	r.do(events.TypeAppDelete, events.AppRef{WS: "web1", URL: "lost.test"})
+	if armed.Load() {
+		t.Fatal("the removal's record write never lost its acknowledgement: the test did not test")
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.removed) > 0 && r.removed[0].URL == "lost.test"
+	}, "no app.removed for lost.test")
 }
 
 // installed is the file the last apply script put at path in container name
