@@ -258,6 +258,10 @@ type Heartbeat struct {
 	MemTotal uint64 `json:"mem_total"`
 	// MemAvailable is available memory in bytes.
 	MemAvailable uint64 `json:"mem_available"`
+	// MemJobs is the memory the jobs' instances use, in bytes: the rest of
+	// what is in use (other containers, the host's own) is not the jobs'
+	// to ask for.
+	MemJobs uint64 `json:"mem_jobs,omitempty"`
 	// Containers is how many containers the server has.
 	Containers int `json:"containers"`
 	// Version is the agent's version.

@@ -57,6 +57,8 @@ type Instance struct {
 	// Boot identifies the current run of a running container: it changes when
 	// the container restarts ("" when stopped).
 	Boot string
+	// MemUsage is the memory it uses, in bytes (0 when stopped or unknown).
+	MemUsage uint64
 }
 
 // CreateSpec describes a container to create (stopped).

@@ -105,6 +105,15 @@ func (f *Fake) List(ctx context.Context) ([]Instance, error) {
 	return out, nil
 }
 
+// SetMemUsage sets the memory container name uses, as Incus would report it.
+func (f *Fake) SetMemUsage(name string, bytes uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i, ok := f.insts[name]; ok {
+		i.MemUsage = bytes
+	}
+}
+
 // Get implements Runtime.
 func (f *Fake) Get(ctx context.Context, name string) (*Instance, error) {
 	if err := f.hang(ctx, "Get"); err != nil {

@@ -50,6 +50,9 @@ func fromIncus(name, status string, config map[string]string, devices map[string
 		if st.Pid > 0 {
 			in.Boot = fmt.Sprintf("%d@%d", st.Pid, st.StartedAt.UnixNano())
 		}
+		if st.Memory.Usage > 0 {
+			in.MemUsage = uint64(st.Memory.Usage)
+		}
 		if eth, ok := st.Network["eth0"]; ok {
 			for _, a := range eth.Addresses {
 				if a.Family == "inet" && a.Scope == "global" {

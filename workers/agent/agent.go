@@ -287,9 +287,14 @@ func (a *Agent) heartbeat(ctx context.Context) events.Heartbeat {
 		a.last.Subnet, a.last.Gateway = sn.Prefix.String(), sn.Gateway.String()
 	}
 	if list, err := a.cfg.Runtime.List(qctx); err == nil {
-		a.last.Containers = len(list)
+		a.last.Containers, a.last.MemJobs = len(list), 0
+		for _, c := range list {
+			if c.Job != "" {
+				a.last.MemJobs += c.MemUsage
+			}
+		}
 	}
-	hb.Subnet, hb.Gateway, hb.Containers = a.last.Subnet, a.last.Gateway, a.last.Containers
+	hb.Subnet, hb.Gateway, hb.Containers, hb.MemJobs = a.last.Subnet, a.last.Gateway, a.last.Containers, a.last.MemJobs
 	// Checked every beat while something lacks (to tell its return at once), else every fifth.
 	if a.beats++; a.cfg.Prereqs != nil && (len(a.lacks) > 0 || a.beats >= 5) {
 		a.lacks, a.beats = a.cfg.Prereqs.Check(qctx, []string{a.cfg.ServiceImage}), 0

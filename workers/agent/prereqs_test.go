@@ -103,6 +103,27 @@ func TestDegradedHeartbeatAndRefusals(t *testing.T) {
 
 func asError(err error, target **workers.Error) bool { return errors.As(err, target) }
 
+// TestHeartbeatTellsTheMemoryTheJobsUse: the scheduler counts a job's
+// instances by what they ask and the rest of the memory in use by what
+// it uses; the beat says how much the jobs' instances use.
+func TestHeartbeatTellsTheMemoryTheJobsUse(t *testing.T) {
+	ctx := context.Background()
+	a := testAgent(&fakePrereqs{})
+	rt := a.cfg.Runtime.(*container.Fake)
+	for _, s := range []container.CreateSpec{{Name: "web-1", Image: "skein-busybox", Job: "web"}, {Name: "web-2", Image: "skein-busybox", Job: "web"}, {Name: "db", Image: "skein-busybox"}} {
+		if err := rt.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt.SetMemUsage("web-1", 100<<20)
+	rt.SetMemUsage("web-2", 50<<20)
+	rt.SetMemUsage("db", 1<<30)
+	hb := a.heartbeat(ctx)
+	if hb.MemJobs != 150<<20 || hb.Containers != 3 {
+		t.Fatalf("the beat says the jobs use %d MiB of %d containers; want 150 MiB of 3", hb.MemJobs>>20, hb.Containers)
+	}
+}
+
 // A beat that lands late (held in a dead connection's socket while the
 // server's address was away, its agent restarted meanwhile) is refused by
 // the bus: the record keeps the newer beat. Found by BenchmarkPeerMove,

@@ -23,7 +23,8 @@ func up(hb events.Heartbeat, now time.Time) bool {
 }
 
 // Cluster is the cluster as the scheduler sees it for one job: every server
-// with a heartbeat, what the jobs' instances on it ask for, the job's own
+// with a heartbeat, what the jobs' instances on it ask for and the memory
+// everything else on it uses (otherMem), the job's own
 // instances and the groups it holds. live are the job's instances that count
 // (those of servers lost past the grace period are left out by the caller).
 // A pure function of the records.
@@ -36,7 +37,7 @@ func Cluster(hbs []events.Heartbeat, ctrs []events.Container, jobs []events.Job,
 	byServer := map[string]*sched.Server{}
 	var out []sched.Server
 	for _, hb := range hbs {
-		s := sched.Server{Name: hb.Name, CPU: int64(hb.CPUs) * 1000, Mem: int64(hb.MemTotal), Slots: MaxContainers - hb.Containers}
+		s := sched.Server{Name: hb.Name, CPU: int64(hb.CPUs) * 1000, Mem: int64(hb.MemTotal), Slots: MaxContainers - hb.Containers, UsedMem: otherMem(hb)}
 		switch {
 		case !up(hb, now):
 			s.Down = "down"
@@ -87,6 +88,22 @@ func Cluster(hbs []events.Heartbeat, ctrs []events.Container, jobs []events.Job,
 		sort.Strings(byServer[name].Groups)
 	}
 	return out
+}
+
+// otherMem is the memory in use on a server that no job's instance uses:
+// containers launched by hand, databases, load balancers and web
+// servers, the host's own processes. The jobs' instances count for what
+// they ask (Cluster); the rest counts for what it uses, so that a job is
+// not placed in memory that is already taken.
+func otherMem(hb events.Heartbeat) int64 {
+	if hb.MemAvailable > hb.MemTotal {
+		return 0
+	}
+	used := hb.MemTotal - hb.MemAvailable
+	if hb.MemJobs >= used {
+		return 0
+	}
+	return int64(used - hb.MemJobs)
 }
 
 // Spec is the scheduler's view of a job.

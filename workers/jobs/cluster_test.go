@@ -2,17 +2,19 @@ package jobs
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/sched"
 )
 
 func TestClusterFromRecords(t *testing.T) {
 	now := time.Now()
 	hbs := []events.Heartbeat{
-		{Name: "s2", Status: "up", Time: now, CPUs: 4, MemTotal: 8 << 30, Containers: 10, Network: "br2"},
-		{Name: "s1", Status: "up", Time: now, CPUs: 2, MemTotal: 4 << 30, Containers: 3, Network: "br1"},
+		{Name: "s2", Status: "up", Time: now, CPUs: 4, MemTotal: 8 << 30, MemAvailable: 8 << 30, Containers: 10, Network: "br2"},
+		{Name: "s1", Status: "up", Time: now, CPUs: 2, MemTotal: 4 << 30, MemAvailable: 4 << 30, Containers: 3, Network: "br1"},
 		{Name: "s3", Status: "up", Time: now.Add(-time.Minute), CPUs: 2, MemTotal: 4 << 30},
 		{Name: "s4", Status: "up", Time: now, Degraded: []string{"no incus"}},
 	}
@@ -46,6 +48,35 @@ func TestClusterFromRecords(t *testing.T) {
 	got = Cluster(hbs, ctrs, nil, job, nil, now)
 	if got[0].Down == "" || got[1].Down != "" {
 		t.Errorf("-n br2: s1 %q, s2 %q", got[0].Down, got[1].Down)
+	}
+}
+
+// TestClusterCountsMemoryOthersUse (issue 24: the scheduler's capacity
+// counts everything running on a server, not only its jobs): a server of
+// 8 GiB with 2 GiB available, 1 GiB of it used by the jobs' instances,
+// has 5 GiB taken by the rest (a database launched by hand, the host):
+// a job asking 3.5 GiB goes to the server with room, and on it alone
+// none fits.
+func TestClusterCountsMemoryOthersUse(t *testing.T) {
+	now := time.Now()
+	hbs := []events.Heartbeat{
+		{Name: "busy", Status: "up", Time: now, CPUs: 4, MemTotal: 8 << 30, MemAvailable: 2 << 30, MemJobs: 1 << 30},
+		{Name: "idle", Status: "up", Time: now, CPUs: 4, MemTotal: 8 << 30, MemAvailable: 7 << 30},
+	}
+	job := events.Job{JobAdd: events.JobAdd{Name: "big", Mem: 7 << 29, Count: 2}}
+	got := Cluster(hbs, nil, []events.Job{job}, job, nil, now)
+	if got[0].UsedMem != 5<<30 || got[1].UsedMem != 1<<30 {
+		t.Fatalf("memory in use beyond the jobs': busy %d, idle %d; want 5 GiB and 1 GiB", got[0].UsedMem>>20, got[1].UsedMem>>20)
+	}
+	plan, err := sched.Place(got, Spec(job, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Place["busy"] != 0 || plan.Place["idle"] != 2 {
+		t.Fatalf("plan %v: the busy server took instances into memory in use", plan.Place)
+	}
+	if _, err := sched.Place(got[:1], Spec(job, 1)); err == nil || !strings.Contains(err.Error(), "not enough memory") {
+		t.Fatalf("on the busy server alone: %v", err)
 	}
 }
 
