@@ -1,0 +1,154 @@
+package db
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/skeinhq/skein/bus"
+	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/internal/testutil"
+	"github.com/skeinhq/skein/workers"
+	"github.com/skeinhq/skein/workers/containers"
+	"github.com/skeinhq/skein/workers/svc"
+)
+
+// lostAckJS hands out the database instances' bucket with its next write's
+// acknowledgement lost once armed: the record lands, the writer hears an error.
+type lostAckJS struct {
+	jetstream.JetStream
+	armed *atomic.Bool
+}
+
+func (j lostAckJS) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	kv, err := j.JetStream.KeyValue(ctx, bucket)
+	if err != nil || bucket != "skein_dbs" {
+		return kv, err
+	}
+	return lostAckKV{KeyValue: kv, armed: j.armed}, nil
+}
+
+type lostAckKV struct {
+	jetstream.KeyValue
+	armed *atomic.Bool
+}
+
+func (k lostAckKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	n, err := k.KeyValue.Update(ctx, key, value, rev)
+	if err == nil && k.armed.CompareAndSwap(true, false) {
+		return 0, context.DeadlineExceeded
+	}
+	return n, err
+}
+
+// TestDropWhoseRemovalLandedSucceeds (issue 24's open end, found by the
+// soak on a NATS cluster and fixed in 4ce039d): a deldb whose first attempt
+// dropped the database but heard an error (the record's write
+// acknowledgement lost) is answered by the next attempt as the first would
+// have been, a success with db.changed told, not "instance db1 has no
+// database d1".
+func TestDropWhoseRemovalLandedSucceeds(t *testing.T) {
+	const server = "s1"
+	conn, url := testutil.Bus(t)
+	aconn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent-" + server, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(aconn.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	fake := container.NewFake("10.77.9.0/24", "skein-service")
+	cstore, err := bus.OpenStore[events.Container](ctx, aconn.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := bus.NewPublisher(aconn.JS, "agent/"+server, server)
+	cw := containers.New(server, fake, cstore, pub, zerolog.Nop())
+	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
+	host := &svc.Host{Server: server, Image: "skein-service", Runtime: fake, Containers: cw, Locks: rt, Answered: rt.Answered, Log: zerolog.Nop()}
+	armed := &atomic.Bool{}
+	w, err := New(ctx, Config{Deps: svc.Deps{Host: host, JS: lostAckJS{JetStream: aconn.JS, armed: armed}, Publisher: pub}, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cw.Register(rt)
+	w.Register(rt)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = rt.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	// An instance that serves, with one database, as adddb leaves it.
+	if err := fake.Create(ctx, container.CreateSpec{Name: "db1", Image: "skein-service"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.Start(ctx, "db1"); err != nil {
+		t.Fatal(err)
+	}
+	inst := events.DBInstance{Resource: events.Resource{Name: "db1", Server: server, Status: events.StatusReady, Updated: time.Now().UTC()},
+		Kind: "mysql", Port: 3306, Allow: []string{"10.77.0.0/16"}, Databases: []events.DBDatabase{{Name: "d1", Owner: "u1"}}, Users: []events.DBUser{{Name: "u1"}}}
+	if _, err := w.kind.Store.Put(ctx, bus.Key(server, "db1"), inst); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var told []events.DBChange
+	sub, err := conn.NC.Subscribe(bus.EventFilter(server, events.TypeDBChanged), func(m *nats.Msg) {
+		env, err := events.Decode(m.Data)
+		var ch events.DBChange
+		if err == nil && env.Payload(&ch) == nil {
+			mu.Lock()
+			told = append(told, ch)
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	_ = conn.NC.Flush()
+
+	armed.Store(true)
+	client := bus.NewClient(conn, "cli")
+	env, err := client.NewCommand(server, events.TypeDBDrop, "", events.DBDrop{Instance: "db1", DB: "d1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, c := context.WithTimeout(ctx, 30*time.Second)
+	defer c()
+	if _, err := client.Do(cctx, bus.Call{Envelope: env}); err != nil {
+		t.Fatalf("deldb: %v", err)
+	}
+	if armed.Load() {
+		t.Fatal("the drop's record write never lost its acknowledgement: the test did not test")
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ch := range told {
+			if ch.Instance == "db1" && ch.DB == "d1" && ch.Change == "database-removed" {
+				return true
+			}
+		}
+		return false
+	}, "no db.changed for the drop of d1: %v", lazyChanges(func() []events.DBChange { mu.Lock(); defer mu.Unlock(); return told }))
+	got, err := w.kind.Store.Get(ctx, bus.Key(server, "db1"))
+	if err != nil || len(got.Value.Databases) != 0 {
+		t.Fatalf("db1 after the drop: %+v %v", got.Value.Databases, err)
+	}
+}
+
+type lazyChanges func() []events.DBChange
+
+func (f lazyChanges) String() string {
+	out := ""
+	for _, c := range f() {
+		out += c.Instance + "/" + c.DB + ":" + c.Change + " "
+	}
+	return out
+}
