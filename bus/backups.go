@@ -27,21 +27,28 @@ import (
 // backupChunk is the size of one chunk, nats.go's default.
 const backupChunk = 128 * 1024
 
-// BackupsStreamConfig is the stream of server's backups store.
-func BackupsStreamConfig(server string) jetstream.StreamConfig {
+// BackupsStreamConfig is the stream of server's backups store, kept on
+// replicas nodes.
+func BackupsStreamConfig(server string, replicas int) jetstream.StreamConfig {
 	b := BackupsBucket(server)
 	return jetstream.StreamConfig{
 		Name: "OBJ_" + b, Description: "database backups of server " + server + ", gzip-compressed dumps",
 		Subjects: []string{"$O." + b + ".C.>", "$O." + b + ".M.>"}, MaxBytes: -1,
-		Storage: jetstream.FileStorage, Replicas: 1, Discard: jetstream.DiscardNew,
+		Storage: jetstream.FileStorage, Replicas: max(replicas, 1), Discard: jetstream.DiscardNew,
 		AllowRollup: false, AllowDirect: true,
 	}
 }
 
 // EnsureBackupsStore makes server's backups store, or puts its stream's
-// config back (rollups refused), and opens it.
+// config back (rollups refused), and opens it. It is replicated as the
+// commands stream is (`skein init --replicas N`): a backup outlives the
+// loss of a NATS node as the commands do.
 func EnsureBackupsStore(ctx context.Context, js jetstream.JetStream, server string) (jetstream.ObjectStore, error) {
-	if _, err := js.CreateOrUpdateStream(ctx, BackupsStreamConfig(server)); err != nil {
+	replicas := 1
+	if st, err := js.Stream(ctx, StreamCommands); err == nil {
+		replicas = st.CachedInfo().Config.Replicas
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, BackupsStreamConfig(server, replicas)); err != nil {
 		return nil, fmt.Errorf("bus: the backups store of %s: %w", server, err)
 	}
 	return js.ObjectStore(ctx, BackupsBucket(server))

@@ -190,9 +190,21 @@ func TestNATSCluster(t *testing.T) {
 	c.agents(t, "c1", "c2")
 	c.must(t, "launch", "skein-busybox", "nc1", "-s", "c1")
 	t.Cleanup(func() { _, _ = c.skein("delete", "nc1") })
+	conn := c.admin(t)
+	// Each agent's backups store is replicated as the other streams are.
+	for _, server := range []string{"c1", "c2"} {
+		m, err := conn.NC.Request("$JS.API.STREAM.INFO.OBJ_"+bus.BackupsBucket(server), nil, 5*time.Second)
+		var info struct {
+			Config struct {
+				Replicas int `json:"num_replicas"`
+			} `json:"config"`
+		}
+		if err != nil || json.Unmarshal(m.Data, &info) != nil || info.Config.Replicas != 3 {
+			t.Errorf("the backups store of %s has %d replicas (%v), not 3 as the other streams", server, info.Config.Replicas, err)
+		}
+	}
 	// skein nats elects within 1-2 s (bus.SkeinRaft): no election may come
 	// of a loaded machine alone, before any node is lost.
-	conn := c.admin(t)
 	var elections atomic.Int32
 	// The streams and the agents' command consumers: the replicated groups
 	// (watches' ordered consumers come and go with each command).
