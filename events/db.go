@@ -215,6 +215,9 @@ type DBRestore struct {
 	DB string `json:"db" valid:"dbident"`
 	// Backup is the backup's name in the instance's server's store.
 	Backup string `json:"backup" valid:"backup"`
+	// Replace drops what DB holds first; without it a restore into a
+	// database that holds tables is refused.
+	Replace bool `json:"replace,omitempty"`
 }
 
 // DBBackupEvent says a backup was taken or failed.

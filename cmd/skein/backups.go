@@ -169,6 +169,7 @@ func backupsCmd(g *globals) *cobra.Command {
 
 func restoredbCmd(g *globals) *cobra.Command {
 	var from string
+	var replace bool
 	c := &cobra.Command{
 		Use:   "restoredb INSTANCE DB BACKUP | restoredb INSTANCE DB --from FILE",
 		Short: "Restore a backup (or a local file from backupdb --to) into a database, made when it does not exist",
@@ -176,7 +177,9 @@ func restoredbCmd(g *globals) *cobra.Command {
 exist, owned by the user that owned the backed-up database (it must be a user
 of INSTANCE). The backup is checked against its checksum first. A backup kept
 on another server's store is copied to the instance's server's store first;
---from FILE uploads a file written by backupdb --to (DB must exist then).`,
+--from FILE uploads a file written by backupdb --to (DB must exist then).
+A database that holds tables is not restored into (the two would mix):
+restore into a new one, or pass --replace to drop what it holds first.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if from != "" {
 				return cobra.ExactArgs(2)(cmd, args)
@@ -191,7 +194,7 @@ on another server's store is copied to the instance's server's store first;
 			}
 			// The backup's name is known once an upload has stored it; the
 			// placeholder passes the shape check until then.
-			p := events.DBRestore{Instance: inst, DB: dbName, Backup: "upload"}
+			p := events.DBRestore{Instance: inst, DB: dbName, Backup: "upload", Replace: replace}
 			if from == "" {
 				p.Backup = args[2]
 			}
@@ -234,6 +237,7 @@ on another server's store is copied to the instance's server's store first;
 		},
 	}
 	c.Flags().StringVar(&from, "from", "", "restore this local file (written by backupdb --to)")
+	c.Flags().BoolVar(&replace, "replace", false, "drop what DB holds first (without it, a database that holds tables is refused)")
 	return g.acts(c)
 }
 

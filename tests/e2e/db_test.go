@@ -416,6 +416,15 @@ func TestDatabases(t *testing.T) {
 		if again := strings.Fields(count("wpfile", "")); strings.Join(again, " ") != strings.Join(got, " ") {
 			t.Errorf("restored from the file: %q, want %q", again, got)
 		}
+		// Not again into a database that holds tables (the two would mix),
+		// unless asked to replace what it holds.
+		if errOut := skeinFails(t, "restoredb", "my1", "wpfile", "--from", file); !strings.Contains(errOut, "database wpfile of instance my1 is not empty") || !strings.Contains(errOut, "--replace") {
+			t.Errorf("a restore into a database that holds tables: %q", errOut)
+		}
+		mustSkein(t, "restoredb", "my1", "wpfile", "--from", file, "--replace")
+		if again := strings.Fields(count("wpfile", "")); strings.Join(again, " ") != strings.Join(got, " ") {
+			t.Errorf("restored with --replace: %q, want %q (each row once)", again, got)
+		}
 
 		// PostgreSQL's too.
 		pgout := mustSkein(t, "backupdb", "pg1", "pgdb")
@@ -425,6 +434,13 @@ func TestDatabases(t *testing.T) {
 		pushFile(t, "dbc2", "skein-s2", "/root/.pgpass", fmt.Sprintf("%s:5432:pgcopy:pguser:%s\n", pg.Hostname(), pgpw))
 		if out, err := inContainer("dbc2", "skein-s2", fmt.Sprintf(`psql -X -A -t -h %s -U pguser -d pgcopy -c "SELECT sum(i) FROM t"`, pg.Hostname())); err != nil || out != "7" {
 			t.Errorf("the restored PostgreSQL database: %v %q", err, out)
+		}
+		if errOut := skeinFails(t, "restoredb", "pg1", "pgcopy", pgname); !strings.Contains(errOut, "database pgcopy of instance pg1 is not empty") {
+			t.Errorf("a restore into a PostgreSQL database that holds tables: %q", errOut)
+		}
+		mustSkein(t, "restoredb", "pg1", "pgcopy", pgname, "--replace")
+		if out, err := inContainer("dbc2", "skein-s2", fmt.Sprintf(`psql -X -A -t -h %s -U pguser -d pgcopy -c "SELECT sum(i) FROM t"`, pg.Hostname())); err != nil || out != "7" {
+			t.Errorf("the PostgreSQL database restored with --replace: %v %q (want 7: each row once)", err, out)
 		}
 
 		// A deleted database: a clear error, and an event that says it failed.

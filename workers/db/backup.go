@@ -306,6 +306,11 @@ func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBR
 				owner = d.Owner
 			}
 		}
+		if owner != "" {
+			if err := w.emptyFor(ctx, req, inst, p, owner); err != nil {
+				return err
+			}
+		}
 		if owner == "" {
 			if !hasUser(inst, b.Owner) {
 				return workers.Invalid("instance %s has no database %s and no user %s to own it: `skein adddb --on %s USER %s` first", inst.Name, p.DB, b.Owner, inst.Name, p.DB)
@@ -338,4 +343,48 @@ func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBR
 		w.publish(ctx, events.DBChange{Instance: inst.Name, Change: "restored", DB: p.DB})
 	}
 	return inst, err
+}
+
+// emptyFor makes sure database p.DB of inst, owned by owner, holds nothing
+// a restore would mix with: one that holds tables is refused, unless
+// p.Replace, or unless this command's first attempt found it empty (what
+// it holds is then this command's own restore, cut short): it is dropped
+// and made again, empty, for its owner.
+func (w *Worker) emptyFor(ctx context.Context, req *workers.Request, inst *events.DBInstance, p events.DBRestore, owner string) error {
+	q, err := TablesSQL(inst.Kind, p.DB)
+	if err != nil {
+		return workers.Invalid("%v", err)
+	}
+	out, err := w.querySQL(ctx, inst.Name, inst.Kind, q)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		return workers.Internal("counting the tables of %s: %q", p.DB, strings.TrimSpace(out))
+	}
+	firstEmpty, err := req.FirstSaw(ctx, "empty", n == 0)
+	if err != nil {
+		return err
+	}
+	switch {
+	case n == 0:
+		return nil
+	case !p.Replace && !firstEmpty:
+		tables := "tables"
+		if n == 1 {
+			tables = "table"
+		}
+		return workers.Conflict("database %s of instance %s is not empty (%d %s): restore into a new database (`skein restoredb %s NEWDB %s`), or pass --replace to drop what %s holds first", p.DB, inst.Name, n, tables, inst.Name, p.Backup, p.DB)
+	}
+	req.Progress("replace", fmt.Sprintf("dropping the %d tables of %s: made again, empty, for %s", n, p.DB, owner))
+	drop, err := DropSQL(inst.Kind, p.DB, owner, false, inst.Allow)
+	if err != nil {
+		return workers.Invalid("%v", err)
+	}
+	create, err := CreateSQL(inst.Kind, owner, p.DB, "", inst.Allow)
+	if err != nil {
+		return workers.Invalid("%v", err)
+	}
+	return w.runSQL(ctx, inst.Name, inst.Kind, drop+create)
 }

@@ -278,6 +278,22 @@ func InventorySQL(kind, user string) (string, error) {
 		"SELECT 'g ' || d.datname || ' ' || r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE NOT d.datistemplate AND d.datname <> 'postgres';\n", nil
 }
 
+// TablesSQL renders the query of how many tables (views, sequences and the
+// like too) database db holds: one number. A restore goes only into a
+// database that holds none, unless asked to replace what it holds.
+func TablesSQL(kind, db string) (string, error) {
+	d, err := ident(kind, db)
+	if err != nil {
+		return "", err
+	}
+	if kind == events.DBMySQL {
+		return "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = " + literal(kind, db) + ";\n", nil
+	}
+	return "\\connect " + d + "\n" +
+		"SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace " +
+		"WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%';\n", nil
+}
+
 // Inventory is what a server holds, as InventorySQL reads it.
 type Inventory struct {
 	// Users are its users, sorted.

@@ -47,7 +47,8 @@ func TestSQLGolden(t *testing.T) {
 		passwd, _ := PasswordSQL(kind, "wordpress", pw, allow)
 		drop, _ := DropSQL(kind, "wordpress", "wordpress", true, allow)
 		inv, _ := InventorySQL(kind, "wordpress")
-		out := "-- create\n" + create + "-- existing user\n" + grant + "-- passwd\n" + passwd + "-- drop\n" + drop + "-- inventory\n" + inv + "-- conf\n" + RenderConf(kind)
+		tables, _ := TablesSQL(kind, "wordpress")
+		out := "-- create\n" + create + "-- existing user\n" + grant + "-- passwd\n" + passwd + "-- drop\n" + drop + "-- inventory\n" + inv + "-- tables\n" + tables + "-- conf\n" + RenderConf(kind)
 		if kind == events.DBMySQL {
 			accounts, _ := AccountsPasswordSQL("wordpress", pw, []string{"10.77.0.0/255.255.0.0", "%"})
 			out += "-- every account\n" + accounts
@@ -73,6 +74,9 @@ func TestRefuses(t *testing.T) {
 			}
 			if _, err := CreateSQL(kind, "u", bad, "h", []string{"10.0.0.0/8"}); err == nil {
 				t.Errorf("%s database %q was taken", kind, bad)
+			}
+			if _, err := TablesSQL(kind, bad); err == nil {
+				t.Errorf("%s database %q was taken to count its tables", kind, bad)
 			}
 		}
 	}
