@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -434,4 +435,103 @@ func TestJobs(t *testing.T) {
 		}
 		deljob(t, "lead")
 	})
+
+	t.Run("two upgradejobs of one job at once: one rolls, the other is refused; the leader killed mid-rollout: the next finishes it, each instance once", func(t *testing.T) {
+		mustSkein(t, "addjob", "skein-busybox", "4", "--name", "ru", "--timeout", "120s")
+		eventually(t, 60*time.Second, func() bool { return jobsNow(t)["ru"].Running == 4 }, "ru does not reach 4 running: %+v", jobsNow(t)["ru"])
+		type outcome struct {
+			out string
+			err error
+		}
+		results := make(chan outcome, 2)
+		for range 2 {
+			go func() {
+				out, stderr, err := skein("upgradejob", "ru", "-i", "3", "--deadline", "60", "--detach")
+				results <- outcome{out + stderr, err}
+			}()
+		}
+		var rolled, refused int
+		for range 2 {
+			r := <-results
+			switch {
+			case r.err == nil:
+				rolled++
+			case strings.Contains(r.out, "is being upgraded") || strings.Contains(r.out, "changed meanwhile"):
+				refused++
+			default:
+				t.Errorf("an upgradejob failed otherwise: %v\n%s", r.err, r.out)
+			}
+		}
+		if rolled != 1 || refused != 1 {
+			t.Errorf("two upgradejobs at once: %d rolled, %d refused; want 1 and 1", rolled, refused)
+		}
+		if j := jobsNow(t)["ru"]; j.Version != 2 || j.Status != "upgrading" {
+			t.Fatalf("after two upgradejobs at once ru is at version %d, %q; want 2, upgrading", j.Version, j.Status)
+		}
+		first := leader(t)
+		if schedulers[first] == nil {
+			t.Fatalf("the leader is %q, not one of the test's schedulers", first)
+		}
+		schedulers[first].kill9()
+		defer func() {
+			schedulers[first] = startProc(first, "scheduler", "--nats", natsURL, "--creds", schedulerCreds, "--id", first, "--log-level", "debug")
+		}()
+		eventually(t, 20*time.Second, func() bool { l := leader(t); return l != "" && l != first }, "no other scheduler took the lead from %s", first)
+		t.Logf("the lead went from %s to %s during the rollout", first, leader(t))
+		eventually(t, 150*time.Second, func() bool {
+			j := jobsNow(t)["ru"]
+			if j.Status != "running" || j.Running != 4 || len(j.Instances) != 4 {
+				return false
+			}
+			for _, in := range j.Instances {
+				if in.Version != 2 {
+					return false
+				}
+			}
+			return true
+		}, "the rollout is not finished by the new leader: %+v", lazyJob(func() jobState { return jobsNow(t)["ru"] }))
+		for range 6 {
+			time.Sleep(500 * time.Millisecond)
+			if n := len(jobContainers(t, "ru")); n != 4 {
+				t.Fatalf("ru has %d instances after the rollout", n)
+			}
+		}
+		deljob(t, "ru")
+	})
+
+	t.Run("the leader paused past its lease and resumed: two schedulers believe they lead, no instance runs twice", func(t *testing.T) {
+		first := leader(t)
+		if schedulers[first] == nil {
+			t.Fatalf("the leader is %q, not one of the test's schedulers", first)
+		}
+		mustSkein(t, "addjob", "skein-busybox", "6", "--name", "pz", "--detach")
+		_ = schedulers[first].cmd.Process.Signal(syscall.SIGSTOP)
+		resumed := false
+		defer func() {
+			if !resumed {
+				_ = schedulers[first].cmd.Process.Signal(syscall.SIGCONT)
+			}
+		}()
+		eventually(t, 30*time.Second, func() bool { l := leader(t); return l != "" && l != first }, "no other scheduler took the lead from the paused %s", first)
+		eventually(t, 90*time.Second, func() bool { return jobsNow(t)["pz"].Running == 6 }, "pz does not reach 6 running: %+v", lazyJob(func() jobState { return jobsNow(t)["pz"] }))
+		// The paused leader wakes believing it leads, with what it knew then.
+		_ = schedulers[first].cmd.Process.Signal(syscall.SIGCONT)
+		resumed = true
+		for range 20 {
+			time.Sleep(500 * time.Millisecond)
+			names := map[string]bool{}
+			for _, c := range jobContainers(t, "pz") {
+				names[c.Name] = true
+			}
+			if len(names) != 6 {
+				t.Fatalf("pz has %d instances after its paused leader resumed: %v", len(names), names)
+			}
+		}
+		deljob(t, "pz")
+	})
 }
+
+// lazyJob prints a job's state only when a failure message is made.
+type lazyJob func() jobState
+
+func (f lazyJob) String() string { return fmt.Sprintf("%+v", f()) }
