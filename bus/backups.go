@@ -44,9 +44,18 @@ func BackupsStreamConfig(server string, replicas int) jetstream.StreamConfig {
 // commands stream is (`skein init --replicas N`): a backup outlives the
 // loss of a NATS node as the commands do.
 func EnsureBackupsStore(ctx context.Context, js jetstream.JetStream, server string) (jetstream.ObjectStore, error) {
+	// Never fewer replicas than it has: a read that failed (a stream between
+	// leaders) must not scale a replicated store down.
 	replicas := 1
-	if st, err := js.Stream(ctx, StreamCommands); err == nil {
+	st, err := js.Stream(ctx, StreamCommands)
+	switch {
+	case err == nil:
 		replicas = st.CachedInfo().Config.Replicas
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, fmt.Errorf("bus: the backups store of %s: reading the commands stream's replicas: %w", server, err)
+	}
+	if own, err := js.Stream(ctx, "OBJ_"+BackupsBucket(server)); err == nil {
+		replicas = max(replicas, own.CachedInfo().Config.Replicas)
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, BackupsStreamConfig(server, replicas)); err != nil {
 		return nil, fmt.Errorf("bus: the backups store of %s: %w", server, err)

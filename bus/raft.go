@@ -68,8 +68,8 @@ func CurrentRaft() RaftTimings {
 // from now on (the variables are the package's, read as nodes run): call
 // it before starting one.
 func SetRaft(t RaftTimings) error {
-	if t.Heartbeat <= 0 || t.MinElection < 2*t.Heartbeat || t.MaxElection <= t.MinElection || t.LostQuorum < t.MinElection {
-		return fmt.Errorf("bus: Raft timings %v: want heartbeat > 0, election ≥ 2 heartbeats, max > min, lost quorum ≥ min election", t)
+	if t.Heartbeat <= 0 || t.MinElection < 2*t.Heartbeat || t.MaxElection <= t.MinElection || t.LostQuorum < t.MinElection || t.LostQuorumCheck <= 0 {
+		return fmt.Errorf("bus: Raft timings %v: want heartbeat > 0, election ≥ 2 heartbeats, max > min, lost quorum ≥ min election, its check > 0", t)
 	}
 	raftMu.Lock()
 	defer raftMu.Unlock()

@@ -22,10 +22,11 @@ func TestRaftDefaultsAreNATSServers(t *testing.T) {
 func TestSetRaftRefusesTimingsThatElectForNothing(t *testing.T) {
 	before := CurrentRaft()
 	for _, bad := range []RaftTimings{
-		{MinElection: 400 * time.Millisecond, MaxElection: time.Second, Heartbeat: 250 * time.Millisecond, LostQuorum: time.Second},
-		{MinElection: 2 * time.Second, MaxElection: time.Second, Heartbeat: 250 * time.Millisecond, LostQuorum: 2 * time.Second},
-		{MinElection: time.Second, MaxElection: 2 * time.Second, Heartbeat: 0, LostQuorum: 2 * time.Second},
-		{MinElection: time.Second, MaxElection: 2 * time.Second, Heartbeat: 250 * time.Millisecond, LostQuorum: 500 * time.Millisecond},
+		{MinElection: 400 * time.Millisecond, MaxElection: time.Second, Heartbeat: 250 * time.Millisecond, LostQuorum: time.Second, LostQuorumCheck: 2 * time.Second},
+		{MinElection: 2 * time.Second, MaxElection: time.Second, Heartbeat: 250 * time.Millisecond, LostQuorum: 2 * time.Second, LostQuorumCheck: 2 * time.Second},
+		{MinElection: time.Second, MaxElection: 2 * time.Second, Heartbeat: 0, LostQuorum: 2 * time.Second, LostQuorumCheck: 2 * time.Second},
+		{MinElection: time.Second, MaxElection: 2 * time.Second, Heartbeat: 250 * time.Millisecond, LostQuorum: 500 * time.Millisecond, LostQuorumCheck: 2 * time.Second},
+		{MinElection: time.Second, MaxElection: 2 * time.Second, Heartbeat: 250 * time.Millisecond, LostQuorum: 2 * time.Second},
 	} {
 		if err := SetRaft(bad); err == nil {
 			t.Errorf("SetRaft(%+v) took it", bad)

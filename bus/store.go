@@ -712,11 +712,13 @@ func (s *Store[T]) Follow(ctx context.Context, filter string, broken func(error)
 				}
 				select {
 				case <-ctx.Done():
+				case <-reconnected:
 				case <-time.After(wait):
 				}
 				wait = min(2*wait, 5*time.Second)
 				continue
 			}
+			wait = 250 * time.Millisecond
 			if !s.follow(ctx, ch, reconnected, known, send) {
 				stop()
 				return

@@ -394,7 +394,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 			go work(msg)
 		}
 	}
-	fetched, err := r.fetchOnElection(ctx, cons, take)
+	fctx, stopFetching := context.WithCancel(ctx)
+	defer stopFetching()
+	fetched, err := r.fetchOnElection(fctx, cons, take)
 	if err != nil {
 		return err
 	}
@@ -410,6 +412,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 			r.log.Debug().Err(err).Msg("consume")
 		}))
 	if err != nil {
+		stopFetching()
+		<-fetched
 		return fmt.Errorf("workers: consume: %w", err)
 	}
 	<-ctx.Done()

@@ -61,18 +61,32 @@ with two differences made for skein's small clusters:
 				return fmt.Errorf("skein nats: %w", err)
 			}
 			ns.ConfigureLogger()
-			go ns.Start()
-			if !ns.ReadyForConnections(30 * time.Second) {
-				ns.Shutdown()
-				return fmt.Errorf("skein nats: the node did not start accepting clients within 30s (see its log above)")
-			}
 			log := g.logger()
-			log.Info().Str("cluster", opts.Cluster.Name).Str("raft", timings.Tag()).Msg("NATS node up")
+			// Signals are this command's from the start: a node recovering a
+			// large store takes clients only once it is done, however long.
 			sigs := make(chan os.Signal, 2)
 			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 			defer signal.Stop(sigs)
 			stopped := make(chan struct{})
 			go func() { ns.WaitForShutdown(); close(stopped) }()
+			go ns.Start()
+			for up := false; !up; {
+				select {
+				case <-stopped:
+					return errors.New("skein nats: the node stopped while starting (see its log above)")
+				case s := <-sigs:
+					if s != syscall.SIGHUP {
+						ns.Shutdown()
+						<-stopped
+						return nil
+					}
+				default:
+					if up = ns.ReadyForConnections(5 * time.Second); !up {
+						log.Info().Msg("the node is not taking clients yet (recovering its streams)")
+					}
+				}
+			}
+			log.Info().Str("cluster", opts.Cluster.Name).Str("raft", timings.Tag()).Msg("NATS node up")
 			for {
 				select {
 				case <-stopped:
@@ -109,6 +123,10 @@ func natsOptions(conf string, t bus.RaftTimings) (*server.Options, error) {
 	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {
 		return nil, fmt.Errorf("skein nats: %w", err)
+	}
+	if opts.Gateway.Name != "" || opts.Gateway.Port != 0 {
+		// A gateway's name must be its cluster's, which carries the timings here.
+		return nil, fmt.Errorf("skein nats: %s: gateways (superclusters) are not supported: run one cluster, or stock nats-server nodes", conf)
 	}
 	if opts.Cluster.Port != 0 {
 		if opts.Cluster.Name == "" {

@@ -306,11 +306,6 @@ func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBR
 				owner = d.Owner
 			}
 		}
-		if owner != "" {
-			if err := w.emptyFor(ctx, req, inst, p, owner); err != nil {
-				return err
-			}
-		}
 		if owner == "" {
 			if !hasUser(inst, b.Owner) {
 				return workers.Invalid("instance %s has no database %s and no user %s to own it: `skein adddb --on %s USER %s` first", inst.Name, p.DB, b.Owner, inst.Name, p.DB)
@@ -320,6 +315,11 @@ func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBR
 			if err := w.createIn(ctx, inst, owner, p.DB, nil, events.Sealed{}); err != nil {
 				return err
 			}
+		}
+		// Made just now or not, it holds nothing a restore would mix with
+		// (one left on the server, or this command's own cut short).
+		if err := w.emptyFor(ctx, req, inst, p, owner); err != nil {
+			return err
 		}
 		script, err := restoreScript(inst.Kind, p.DB, owner)
 		if err != nil {
