@@ -193,7 +193,11 @@ func (w *Worker) Delete(ctx context.Context, req *workers.Request, p events.LBRe
 
 // AddBackends adds backends; a backend with a name already there is replaced.
 func (w *Worker) AddBackends(ctx context.Context, req *workers.Request, p events.LBBackends) (events.LB, error) {
-	return w.change(ctx, p.LB, "backends", nil, func(lb *events.LB) error {
+	asked := make([]string, 0, len(p.Backends))
+	for _, b := range p.Backends {
+		asked = append(asked, b.Name)
+	}
+	return w.change(ctx, req, asked, p.LB, "backends", nil, func(lb *events.LB) error {
 		for _, nb := range p.Backends {
 			if err := checkBackend(nb); err != nil {
 				return err
@@ -250,7 +254,7 @@ func checkNginxNames(lb events.LB) error {
 
 // DeleteBackends removes backends by name; removing one that is gone succeeds.
 func (w *Worker) DeleteBackends(ctx context.Context, req *workers.Request, p events.LBBackendNames) (events.LB, error) {
-	return w.change(ctx, p.LB, "backends", nil, func(lb *events.LB) error {
+	return w.change(ctx, req, p.Names, p.LB, "backends", nil, func(lb *events.LB) error {
 		drop := map[string]bool{}
 		for _, n := range p.Names {
 			drop[n] = true
@@ -278,7 +282,7 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request, p events.LBSet) 
 			return events.LB{}, err
 		}
 	}
-	return w.change(ctx, p.LB, p.Key, pair, func(lb *events.LB) error {
+	return w.change(ctx, nil, nil, p.LB, p.Key, pair, func(lb *events.LB) error {
 		switch p.Key {
 		case "resolvers":
 			var rs []string
@@ -327,10 +331,24 @@ func (w *Worker) Set(ctx context.Context, req *workers.Request, p events.LBSet) 
 // recorded. haproxy backend changes go live through the runtime API first (no
 // reload, nothing dropped) and the files follow, checked but not reloaded; if
 // the files are refused the live change is undone. Anything else reloads.
-func (w *Worker) change(ctx context.Context, name, what string, pair *pemPair, edit func(*events.LB) error) (events.LB, error) {
+// change edits a load balancer (svc.Change) and tells lb.changed. For a
+// change of the backends asked names them: the event names those of them
+// the command added or removed, compared with the backends before its
+// first attempt (journaled), so that an attempt after one whose record
+// landed but whose answer was lost tells the change it finds made (found
+// by the NATS-cluster soak: an agent cut from the bus mid-write, the
+// redelivery's event named no backend).
+func (w *Worker) change(ctx context.Context, req *workers.Request, asked []string, name, what string, pair *pemPair, edit func(*events.LB) error) (events.LB, error) {
 	var added, removed []string
 	lb, err := svc.Change(ctx, w.host, w.kind, name, edit, func(old, next events.LB) (string, error) {
 		added, removed = backendDiff(old.Backends, next.Backends)
+		if req != nil && len(asked) > 0 {
+			first, err := req.Once(ctx, "backends-before", func() (string, error) { return backendsKey(old.Backends), nil })
+			if err != nil {
+				return "", err
+			}
+			added, removed = askedDiff(first, next.Backends, asked)
+		}
 		comp := component(next.Kind)
 		set, err := files(next, pair)
 		if err != nil {
@@ -424,6 +442,44 @@ func backendDiff(old, next []events.Backend) (added, removed []string) {
 			removed = append(removed, b.Name)
 		}
 	}
+	return added, removed
+}
+
+// backendsKey writes backends as "name=host:port" words, sorted by name.
+func backendsKey(bs []events.Backend) string {
+	words := make([]string, 0, len(bs))
+	for _, b := range bs {
+		words = append(words, fmt.Sprintf("%s=%s:%d", b.Name, b.Host, b.Port))
+	}
+	sort.Strings(words)
+	return strings.Join(words, " ")
+}
+
+// askedDiff is which of the backends asked are added (new, or at another
+// address) in next and which removed, against before (backendsKey's words).
+func askedDiff(before string, next []events.Backend, asked []string) (added, removed []string) {
+	was := map[string]string{}
+	for _, w := range strings.Fields(before) {
+		if n, addr, ok := strings.Cut(w, "="); ok {
+			was[n] = addr
+		}
+	}
+	is := map[string]string{}
+	for _, b := range next {
+		is[b.Name] = fmt.Sprintf("%s:%d", b.Host, b.Port)
+	}
+	for _, n := range asked {
+		now, in := is[n]
+		then, had := was[n]
+		switch {
+		case in && (!had || then != now):
+			added = append(added, n)
+		case had && !in:
+			removed = append(removed, n)
+		}
+	}
+	sort.Strings(added)
+	sort.Strings(removed)
 	return added, removed
 }
 

@@ -12,13 +12,16 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
@@ -127,6 +130,12 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
+	return newRigWith(t, nil)
+}
+
+// newRigWith is newRig with wrap, when set, between the worker and JetStream.
+func newRigWith(t *testing.T, wrap func(jetstream.JetStream) jetstream.JetStream) *rig {
+	t.Helper()
 	conn, url := testutil.Bus(t)
 	aconn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent-" + server, Log: zerolog.Nop()})
 	if err != nil {
@@ -162,7 +171,11 @@ func newRig(t *testing.T) *rig {
 	}
 	host := &svc.Host{Server: server, Image: "skein-service", Runtime: r.fake, Containers: cw, Locks: rt, Answered: rt.Answered, Log: zerolog.Nop(), Secrets: r.keys}
 	r.reg = prometheus.NewRegistry()
-	r.w, err = New(ctx, Config{Deps: svc.Deps{Host: host, JS: aconn.JS, Publisher: pub, Metrics: r.reg}, Log: zerolog.Nop(),
+	js := aconn.JS
+	if wrap != nil {
+		js = wrap(js)
+	}
+	r.w, err = New(ctx, Config{Deps: svc.Deps{Host: host, JS: js, Publisher: pub, Metrics: r.reg}, Log: zerolog.Nop(),
 		API: func(socket string) RuntimeAPI { return apiClient{f: r.api, socket: socket} }})
 	if err != nil {
 		t.Fatal(err)
@@ -696,4 +709,72 @@ skein_lb_runtime_errors{server="s1"} 1
 `), "skein_lb_runtime_errors", "skein_lb_backend_state"); err != nil {
 		t.Error(err)
 	}
+}
+
+// lostAckJS hands out the load balancers' bucket with its next write's
+// acknowledgement lost once armed: the record lands, the writer hears an error.
+type lostAckJS struct {
+	jetstream.JetStream
+	armed *atomic.Bool
+}
+
+func (j lostAckJS) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	kv, err := j.JetStream.KeyValue(ctx, bucket)
+	if err != nil || bucket != "skein_lbs" {
+		return kv, err
+	}
+	return lostAckKV{KeyValue: kv, armed: j.armed}, nil
+}
+
+type lostAckKV struct {
+	jetstream.KeyValue
+	armed *atomic.Bool
+}
+
+func (k lostAckKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	n, err := k.KeyValue.Update(ctx, key, value, rev)
+	if err == nil && k.armed.CompareAndSwap(true, false) {
+		return 0, context.DeadlineExceeded
+	}
+	return n, err
+}
+
+// TestBackendsWhoseRecordLandedAreTold (found by the NATS-cluster soak in
+// CI: "missed event: command 26 (addbackends soaklb2 b2) succeeded and the
+// observer saw no change"): an addbackends whose first attempt's record
+// landed but whose answer was lost (its agent cut from the bus) is told
+// by the next attempt as that one would have: lb.changed naming b2 added;
+// a delbackends likewise, naming b1 removed.
+func TestBackendsWhoseRecordLandedAreTold(t *testing.T) {
+	armed := &atomic.Bool{}
+	r := newRigWith(t, func(js jetstream.JetStream) jetstream.JetStream { return lostAckJS{JetStream: js, armed: armed} })
+	r.mustDo(t, events.TypeLBAdd, events.LBAdd{Name: "ha1", Kind: "haproxy"})
+	r.mustDo(t, events.TypeLBBackendsAdd, events.LBBackends{LB: "ha1", Backends: []events.Backend{{Name: "b1", Host: "10.77.9.10", Port: 80}}})
+	told := func(change func(events.LBChange) bool) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, env := range r.live {
+			var ch events.LBChange
+			if env.Payload(&ch) == nil && change(ch) {
+				return true
+			}
+		}
+		return false
+	}
+	armed.Store(true)
+	r.mustDo(t, events.TypeLBBackendsAdd, events.LBBackends{LB: "ha1", Backends: []events.Backend{{Name: "b2", Host: "10.77.9.11", Port: 80}}})
+	if armed.Load() {
+		t.Fatal("the addition's record write never lost its acknowledgement: the test did not test")
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		return told(func(ch events.LBChange) bool { return slices.Contains(ch.Added, "b2") })
+	}, "no lb.changed naming b2 added")
+	armed.Store(true)
+	r.mustDo(t, events.TypeLBBackendsDelete, events.LBBackendNames{LB: "ha1", Names: []string{"b1"}})
+	if armed.Load() {
+		t.Fatal("the removal's record write never lost its acknowledgement: the test did not test")
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		return told(func(ch events.LBChange) bool { return slices.Contains(ch.Removed, "b1") })
+	}, "no lb.changed naming b1 removed")
 }
