@@ -7,6 +7,7 @@ package db
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -365,10 +366,17 @@ func (w *Worker) Create(ctx context.Context, req *workers.Request, p events.DBCr
 	}
 	same := false
 	inst, err := w.change(ctx, p.Instance, func(inst *events.DBInstance) error {
+		had := slices.ContainsFunc(inst.Databases, func(d events.DBDatabase) bool { return d.Name == p.DB })
+		// An attempt after one whose database landed but whose answer was
+		// lost finds it made: it tells it as that one would have.
+		firstHad, err := req.FirstSaw(ctx, "had", had)
+		if err != nil {
+			return err
+		}
 		for _, d := range inst.Databases {
 			if d.Name == p.DB {
 				if d.Owner == p.User && (pw == nil || hasUser(inst, p.User)) {
-					same = true
+					same = firstHad
 					return nil
 				}
 				return workers.Conflict("instance %s already has a database %s (owned by %s): `skein deldb %s %s` first", inst.Name, p.DB, d.Owner, inst.Name, p.DB)

@@ -55,7 +55,50 @@ func (k lostAckKV) Update(ctx context.Context, key string, value []byte, rev uin
 // have been, a success with db.changed told, not "instance db1 has no
 // database d1".
 func TestDropWhoseRemovalLandedSucceeds(t *testing.T) {
-	const server = "s1"
+	r := newDBRig(t)
+	r.armed.Store(true)
+	r.do(t, events.TypeDBDrop, events.DBDrop{Instance: "db1", DB: "d1"})
+	if r.armed.Load() {
+		t.Fatal("the drop's record write never lost its acknowledgement: the test did not test")
+	}
+	r.toldChange(t, "d1", "database-removed")
+	got, err := r.w.kind.Store.Get(r.ctx, bus.Key(server, "db1"))
+	if err != nil || len(got.Value.Databases) != 0 {
+		t.Fatalf("db1 after the drop: %+v %v", got.Value.Databases, err)
+	}
+}
+
+// TestCreateWhoseDatabaseLandedIsTold (the soak's missed-event class,
+// found by review after CI's lb.changed): an adddb --on whose first
+// attempt made the database but heard an error (the record's write
+// acknowledgement lost) is told by the next attempt, which finds the
+// database made: db.changed database-added, not silence.
+func TestCreateWhoseDatabaseLandedIsTold(t *testing.T) {
+	r := newDBRig(t)
+	r.armed.Store(true)
+	r.do(t, events.TypeDBCreate, events.DBCreate{Instance: "db1", User: "u1", DB: "d2"})
+	if r.armed.Load() {
+		t.Fatal("the creation's record write never lost its acknowledgement: the test did not test")
+	}
+	r.toldChange(t, "d2", "database-added")
+}
+
+const server = "s1"
+
+// dbRig is the database worker on a fake server with an instance db1 that
+// serves database d1 of user u1, its record's next write's acknowledgement
+// lost once armed, its db.changed events followed.
+type dbRig struct {
+	ctx    context.Context
+	w      *Worker
+	armed  *atomic.Bool
+	client *bus.Client
+	mu     sync.Mutex
+	told   []events.DBChange
+}
+
+func newDBRig(t *testing.T) *dbRig {
+	t.Helper()
 	conn, url := testutil.Bus(t)
 	aconn, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agent-" + server, Log: zerolog.Nop()})
 	if err != nil {
@@ -72,13 +115,12 @@ func TestDropWhoseRemovalLandedSucceeds(t *testing.T) {
 	cw := containers.New(server, fake, cstore, pub, zerolog.Nop())
 	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
 	host := &svc.Host{Server: server, Image: "skein-service", Runtime: fake, Containers: cw, Locks: rt, Answered: rt.Answered, Log: zerolog.Nop()}
-	armed := &atomic.Bool{}
-	w, err := New(ctx, Config{Deps: svc.Deps{Host: host, JS: lostAckJS{JetStream: aconn.JS, armed: armed}, Publisher: pub}, Log: zerolog.Nop()})
-	if err != nil {
+	r := &dbRig{ctx: ctx, armed: &atomic.Bool{}, client: bus.NewClient(conn, "cli")}
+	if r.w, err = New(ctx, Config{Deps: svc.Deps{Host: host, JS: lostAckJS{JetStream: aconn.JS, armed: r.armed}, Publisher: pub}, Log: zerolog.Nop()}); err != nil {
 		t.Fatal(err)
 	}
 	cw.Register(rt)
-	w.Register(rt)
+	r.w.Register(rt)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = rt.Run(ctx) }()
@@ -93,54 +135,53 @@ func TestDropWhoseRemovalLandedSucceeds(t *testing.T) {
 	}
 	inst := events.DBInstance{Resource: events.Resource{Name: "db1", Server: server, Status: events.StatusReady, Updated: time.Now().UTC()},
 		Kind: "mysql", Port: 3306, Allow: []string{"10.77.0.0/16"}, Databases: []events.DBDatabase{{Name: "d1", Owner: "u1"}}, Users: []events.DBUser{{Name: "u1"}}}
-	if _, err := w.kind.Store.Put(ctx, bus.Key(server, "db1"), inst); err != nil {
+	if _, err := r.w.kind.Store.Put(ctx, bus.Key(server, "db1"), inst); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var told []events.DBChange
 	sub, err := conn.NC.Subscribe(bus.EventFilter(server, events.TypeDBChanged), func(m *nats.Msg) {
 		env, err := events.Decode(m.Data)
 		var ch events.DBChange
 		if err == nil && env.Payload(&ch) == nil {
-			mu.Lock()
-			told = append(told, ch)
-			mu.Unlock()
+			r.mu.Lock()
+			r.told = append(r.told, ch)
+			r.mu.Unlock()
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	_ = conn.NC.Flush()
+	return r
+}
 
-	armed.Store(true)
-	client := bus.NewClient(conn, "cli")
-	env, err := client.NewCommand(server, events.TypeDBDrop, "", events.DBDrop{Instance: "db1", DB: "d1"})
+// do sends a command and waits for its success.
+func (r *dbRig) do(t *testing.T, typ string, payload any) {
+	t.Helper()
+	env, err := r.client.NewCommand(server, typ, "", payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cctx, c := context.WithTimeout(ctx, 30*time.Second)
+	cctx, c := context.WithTimeout(r.ctx, 30*time.Second)
 	defer c()
-	if _, err := client.Do(cctx, bus.Call{Envelope: env}); err != nil {
-		t.Fatalf("deldb: %v", err)
+	if _, err := r.client.Do(cctx, bus.Call{Envelope: env}); err != nil {
+		t.Fatalf("%s: %v", typ, err)
 	}
-	if armed.Load() {
-		t.Fatal("the drop's record write never lost its acknowledgement: the test did not test")
-	}
+}
+
+// toldChange waits for db.changed of db1's database db with change.
+func (r *dbRig) toldChange(t *testing.T, db, change string) {
+	t.Helper()
 	testutil.Eventually(t, 5*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, ch := range told {
-			if ch.Instance == "db1" && ch.DB == "d1" && ch.Change == "database-removed" {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, ch := range r.told {
+			if ch.Instance == "db1" && ch.DB == db && ch.Change == change {
 				return true
 			}
 		}
 		return false
-	}, "no db.changed for the drop of d1: %v", lazyChanges(func() []events.DBChange { mu.Lock(); defer mu.Unlock(); return told }))
-	got, err := w.kind.Store.Get(ctx, bus.Key(server, "db1"))
-	if err != nil || len(got.Value.Databases) != 0 {
-		t.Fatalf("db1 after the drop: %+v %v", got.Value.Databases, err)
-	}
+	}, "no db.changed %s of %s: %v", change, db, lazyChanges(func() []events.DBChange { r.mu.Lock(); defer r.mu.Unlock(); return r.told }))
 }
 
 type lazyChanges func() []events.DBChange

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -221,12 +222,22 @@ func (s *Scheduler) Scale(ctx context.Context, req *workers.Request, p events.Jo
 		return events.JobPlan{}, workers.NotFound("no job named %s: `skein listjobs` shows them", p.Name)
 	}
 	job := e.Value
+	// The count before this command's first attempt: an attempt after one
+	// whose count landed but whose answer was lost finds it set, and tells
+	// it as that one would have.
+	before, err := req.Once(ctx, "count-before", func() (string, error) { return strconv.Itoa(job.Count), nil })
+	if err != nil {
+		return events.JobPlan{}, err
+	}
 	switch {
 	case job.Deleting:
 		return events.JobPlan{}, workers.Conflict("job %s is being deleted", p.Name)
 	case job.Rollout != nil && (job.Rollout.Status == "running" || job.Rollout.Status == "reverting"):
 		return events.JobPlan{}, workers.Conflict("job %s is being upgraded to version %d (%s): scale it when the rollout ends, `skein listjobs` shows it", p.Name, job.Rollout.To, job.Rollout.Status)
 	case job.Count == p.Count:
+		if before != strconv.Itoa(p.Count) {
+			s.changed(ctx, job, "scaled")
+		}
 		return events.JobPlan{Job: job, Place: map[string]int{}}, nil
 	}
 	plan := events.JobPlan{Place: map[string]int{}}
