@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
@@ -19,34 +18,6 @@ import (
 	"github.com/skeinhq/skein/workers/containers"
 	"github.com/skeinhq/skein/workers/svc"
 )
-
-// lostAckJS hands out the database instances' bucket with its next write's
-// acknowledgement lost once armed: the record lands, the writer hears an error.
-type lostAckJS struct {
-	jetstream.JetStream
-	armed *atomic.Bool
-}
-
-func (j lostAckJS) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	kv, err := j.JetStream.KeyValue(ctx, bucket)
-	if err != nil || bucket != "skein_dbs" {
-		return kv, err
-	}
-	return lostAckKV{KeyValue: kv, armed: j.armed}, nil
-}
-
-type lostAckKV struct {
-	jetstream.KeyValue
-	armed *atomic.Bool
-}
-
-func (k lostAckKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
-	n, err := k.KeyValue.Update(ctx, key, value, rev)
-	if err == nil && k.armed.CompareAndSwap(true, false) {
-		return 0, context.DeadlineExceeded
-	}
-	return n, err
-}
 
 // TestDropWhoseRemovalLandedSucceeds (issue 24's open end, found by the
 // soak on a NATS cluster and fixed in 4ce039d): a deldb whose first attempt
@@ -116,7 +87,7 @@ func newDBRig(t *testing.T) *dbRig {
 	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
 	host := &svc.Host{Server: server, Image: "skein-service", Runtime: fake, Containers: cw, Locks: rt, Answered: rt.Answered, Log: zerolog.Nop()}
 	r := &dbRig{ctx: ctx, armed: &atomic.Bool{}, client: bus.NewClient(conn, "cli")}
-	if r.w, err = New(ctx, Config{Deps: svc.Deps{Host: host, JS: lostAckJS{JetStream: aconn.JS, armed: r.armed}, Publisher: pub}, Log: zerolog.Nop()}); err != nil {
+	if r.w, err = New(ctx, Config{Deps: svc.Deps{Host: host, JS: testutil.LostAck(aconn.JS, "skein_dbs", r.armed), Publisher: pub}, Log: zerolog.Nop()}); err != nil {
 		t.Fatal(err)
 	}
 	cw.Register(rt)

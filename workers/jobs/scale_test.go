@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
@@ -16,34 +15,6 @@ import (
 	"github.com/skeinhq/skein/internal/testutil"
 	"github.com/skeinhq/skein/workers"
 )
-
-// lostAckJS hands out the jobs' bucket with its next write's
-// acknowledgement lost once armed: the record lands, the writer hears an error.
-type lostAckJS struct {
-	jetstream.JetStream
-	armed *atomic.Bool
-}
-
-func (j lostAckJS) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	kv, err := j.JetStream.KeyValue(ctx, bucket)
-	if err != nil || bucket != "skein_jobs" {
-		return kv, err
-	}
-	return lostAckKV{KeyValue: kv, armed: j.armed}, nil
-}
-
-type lostAckKV struct {
-	jetstream.KeyValue
-	armed *atomic.Bool
-}
-
-func (k lostAckKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
-	n, err := k.KeyValue.Update(ctx, key, value, rev)
-	if err == nil && k.armed.CompareAndSwap(true, false) {
-		return 0, context.DeadlineExceeded
-	}
-	return n, err
-}
 
 // TestScaleWhoseCountLandedIsTold (the soak's missed-event class): a
 // scalejob whose first attempt set the count but heard an error (the job
@@ -56,7 +27,7 @@ func TestScaleWhoseCountLandedIsTold(t *testing.T) {
 	sc := testutil.Connect(t, url, auth, bus.Role{Kind: "scheduler"})
 	armed := &atomic.Bool{}
 	wrapped := *sc
-	wrapped.JS = lostAckJS{JetStream: sc.JS, armed: armed}
+	wrapped.JS = testutil.LostAck(sc.JS, "skein_jobs", armed)
 	s, err := New(ctx, Config{Conn: &wrapped, ID: "sched-a", Grace: time.Minute, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)

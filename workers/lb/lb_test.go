@@ -711,34 +711,6 @@ skein_lb_runtime_errors{server="s1"} 1
 	}
 }
 
-// lostAckJS hands out the load balancers' bucket with its next write's
-// acknowledgement lost once armed: the record lands, the writer hears an error.
-type lostAckJS struct {
-	jetstream.JetStream
-	armed *atomic.Bool
-}
-
-func (j lostAckJS) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	kv, err := j.JetStream.KeyValue(ctx, bucket)
-	if err != nil || bucket != "skein_lbs" {
-		return kv, err
-	}
-	return lostAckKV{KeyValue: kv, armed: j.armed}, nil
-}
-
-type lostAckKV struct {
-	jetstream.KeyValue
-	armed *atomic.Bool
-}
-
-func (k lostAckKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
-	n, err := k.KeyValue.Update(ctx, key, value, rev)
-	if err == nil && k.armed.CompareAndSwap(true, false) {
-		return 0, context.DeadlineExceeded
-	}
-	return n, err
-}
-
 // TestBackendsWhoseRecordLandedAreTold (found by the NATS-cluster soak in
 // CI: "missed event: command 26 (addbackends soaklb2 b2) succeeded and the
 // observer saw no change"): an addbackends whose first attempt's record
@@ -747,7 +719,7 @@ func (k lostAckKV) Update(ctx context.Context, key string, value []byte, rev uin
 // a delbackends likewise, naming b1 removed.
 func TestBackendsWhoseRecordLandedAreTold(t *testing.T) {
 	armed := &atomic.Bool{}
-	r := newRigWith(t, func(js jetstream.JetStream) jetstream.JetStream { return lostAckJS{JetStream: js, armed: armed} })
+	r := newRigWith(t, func(js jetstream.JetStream) jetstream.JetStream { return testutil.LostAck(js, "skein_lbs", armed) })
 	r.mustDo(t, events.TypeLBAdd, events.LBAdd{Name: "ha1", Kind: "haproxy"})
 	r.mustDo(t, events.TypeLBBackendsAdd, events.LBBackends{LB: "ha1", Backends: []events.Backend{{Name: "b1", Host: "10.77.9.10", Port: 80}}})
 	told := func(change func(events.LBChange) bool) bool {

@@ -174,40 +174,12 @@ func newRig(t *testing.T, wrap func(jetstream.JetStream) jetstream.JetStream) *r
 	return r
 }
 
-// lostAckJS hands out the web servers' bucket with its next write's
-// acknowledgement lost once armed: the record lands, the writer hears an error.
-type lostAckJS struct {
-	jetstream.JetStream
-	armed *atomic.Bool
-}
-
-func (j lostAckJS) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	kv, err := j.JetStream.KeyValue(ctx, bucket)
-	if err != nil || bucket != "skein_ws" {
-		return kv, err
-	}
-	return lostAckKV{KeyValue: kv, armed: j.armed}, nil
-}
-
-type lostAckKV struct {
-	jetstream.KeyValue
-	armed *atomic.Bool
-}
-
-func (k lostAckKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
-	n, err := k.KeyValue.Update(ctx, key, value, rev)
-	if err == nil && k.armed.CompareAndSwap(true, false) {
-		return 0, context.DeadlineExceeded
-	}
-	return n, err
-}
-
 // An app published by an attempt whose record landed but whose answer was
 // lost (CI's soak: "writing ws: context deadline exceeded", then done by the
 // next attempt) is still told: app.published, once the command succeeds.
 func TestPublishWhoseRecordLandedIsTold(t *testing.T) {
 	armed := &atomic.Bool{}
-	r := newRig(t, func(js jetstream.JetStream) jetstream.JetStream { return lostAckJS{JetStream: js, armed: armed} })
+	r := newRig(t, func(js jetstream.JetStream) jetstream.JetStream { return testutil.LostAck(js, "skein_ws", armed) })
 	r.do(events.TypeLaunch, events.Launch{Name: "c1", Image: "skein-service"})
 	r.do(events.TypeWSAdd, events.WSAdd{Name: "web1"})
 	armed.Store(true)
@@ -235,7 +207,7 @@ func TestPublishWhoseRecordLandedIsTold(t *testing.T) {
 // publish lost.test".
 func TestUnpublishWhoseRemovalLandedSucceeds(t *testing.T) {
 	armed := &atomic.Bool{}
-	r := newRig(t, func(js jetstream.JetStream) jetstream.JetStream { return lostAckJS{JetStream: js, armed: armed} })
+	r := newRig(t, func(js jetstream.JetStream) jetstream.JetStream { return testutil.LostAck(js, "skein_ws", armed) })
 	r.do(events.TypeLaunch, events.Launch{Name: "c1", Image: "skein-service"})
 	r.do(events.TypeWSAdd, events.WSAdd{Name: "web1"})
 	r.do(events.TypeAppPublish, events.AppPublish{WS: "web1", URL: "lost.test", Target: events.Target{Kind: events.TargetContainer, Host: "c1", Port: 80}})
