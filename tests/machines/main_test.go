@@ -150,7 +150,7 @@ func join(tmp, name, subnet string) error {
 			return fmt.Errorf("pushing %s: %v %s", f, err, out)
 		}
 	}
-	env := fmt.Sprintf("SKEIN_AGENT_ARGS=\"--name %s --prepare --subnet %s --mesh %s --nats %s --creds /var/lib/skein/creds/agent-%s.creds --tls-ca /var/lib/skein/creds/ca.pem\"\n", name, subnet, meshMode, natsURL, name)
+	env := fmt.Sprintf("SKEIN_AGENT_ARGS=\"--name %s --prepare --subnet %s --mesh %s --nats %s --creds /var/lib/skein/creds/agent-%s.creds --tls-ca /var/lib/skein/creds/ca.pem --metrics 127.0.0.1:%s\"\n", name, subnet, meshMode, natsURL, name, metricsPort)
 	envFile := filepath.Join(dir, "agent.env")
 	if err := os.WriteFile(envFile, []byte(env), 0o644); err != nil {
 		return err
