@@ -12,8 +12,10 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -113,8 +115,231 @@ func Load(path string) (*Keys, error) {
 	return &Keys{kp: kp}, nil
 }
 
-// dataMagic starts what SealData makes, so that it is never taken for plain data.
-const dataMagic = "skein-sealed-1\n"
+// dataMagic starts what NewSealer writes, so that it is never taken for
+// plain data; it is every chunk's additional data too.
+const dataMagic = "skein-sealed-2\n"
+
+// ChunkSize is the plaintext of one sealed chunk: memory stays O(ChunkSize)
+// whatever the size of what is sealed.
+const ChunkSize = 64 << 10
+
+// Errors of OpenStream, in words the commands show.
+var (
+	errNotSealed = errors.New("not data sealed by skein")
+	errDamaged   = errors.New("the sealed data is damaged or its key is another's")
+)
+
+// nonce writes the nonce of chunk number counter into dst: 11 bytes of
+// big-endian counter and a last byte that is 1 on the final chunk only, as
+// age's STREAM, so that chunks cannot be reordered, dropped, or the stream
+// cut or extended unnoticed.
+func nonce(dst []byte, counter uint64, final bool) {
+	clear(dst)
+	binary.BigEndian.PutUint64(dst[3:11], counter)
+	if final {
+		dst[11] = 1
+	}
+}
+
+// Sealer seals what is written to it into its destination, a chunk at a
+// time, under a key of its own (NewSealer); Close seals the final chunk.
+type Sealer struct {
+	dst     io.Writer
+	aead    cipher.AEAD
+	buf     []byte
+	out     []byte
+	nonce   []byte
+	counter uint64
+	err     error
+}
+
+// NewSealer returns a Sealer writing into dst and the new 256-bit key it
+// seals under (AES-256-GCM); the key is then sealed To each reader. The
+// magic is written at once.
+func NewSealer(dst io.Writer) (*Sealer, []byte, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, nil, err
+	}
+	aead, err := gcm(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := io.WriteString(dst, dataMagic); err != nil {
+		return nil, nil, err
+	}
+	s := &Sealer{dst: dst, aead: aead, buf: make([]byte, 0, ChunkSize), out: make([]byte, 0, ChunkSize+aead.Overhead()), nonce: make([]byte, aead.NonceSize())}
+	return s, key, nil
+}
+
+// Write seals p as it fills chunks; a chunk is sealed once more follows it,
+// as only the last one is final.
+func (s *Sealer) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n := 0
+	for len(p) > 0 {
+		if len(s.buf) == ChunkSize {
+			if s.err = s.flush(false); s.err != nil {
+				return n, s.err
+			}
+		}
+		k := copy(s.buf[len(s.buf):ChunkSize], p)
+		s.buf = s.buf[:len(s.buf)+k]
+		p = p[k:]
+		n += k
+	}
+	return n, nil
+}
+
+// Close seals the final chunk (empty only when nothing was written); dst is
+// not closed.
+func (s *Sealer) Close() error {
+	if s.err != nil {
+		return s.err
+	}
+	s.err = s.flush(true)
+	if s.err == nil {
+		s.err = errors.New("seal: the sealer is closed")
+		return nil
+	}
+	return s.err
+}
+
+func (s *Sealer) flush(final bool) error {
+	if s.counter == 1<<64-1 {
+		return errors.New("seal: too much data for one key")
+	}
+	nonce(s.nonce, s.counter, final)
+	s.out = s.aead.Seal(s.out[:0], s.nonce, s.buf, []byte(dataMagic))
+	s.counter++
+	s.buf = s.buf[:0]
+	_, err := s.dst.Write(s.out)
+	return err
+}
+
+// SealStream seals all src reads into dst under a new key and returns it.
+func SealStream(dst io.Writer, src io.Reader) ([]byte, error) {
+	s, key, err := NewSealer(dst)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.Copy(s, src); err != nil {
+		return nil, err
+	}
+	if err := s.Close(); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// opener reads what a Sealer wrote and hands out a chunk's plaintext only
+// once the chunk authenticated.
+type opener struct {
+	src     io.Reader
+	key     []byte
+	aead    cipher.AEAD
+	buf     []byte
+	plain   []byte
+	nonce   []byte
+	counter uint64
+	// next1 is the first byte of the next chunk, read to know that the last
+	// one was not final, when ahead.
+	next1 byte
+	ahead bool
+	done  bool
+	err   error
+}
+
+// OpenStream returns a reader of the plaintext of what a Sealer sealed under
+// key and src reads. It never hands out a chunk that did not authenticate;
+// a changed, reordered or dropped chunk, another's key, data past the end
+// or an end cut short is an error, the last of them only where the stream
+// ends: what was read is whole only once Read returned io.EOF.
+func OpenStream(src io.Reader, key []byte) io.Reader {
+	return &opener{src: src, key: key}
+}
+
+func (o *opener) Read(p []byte) (int, error) {
+	for len(o.plain) == 0 {
+		if o.err != nil {
+			return 0, o.err
+		}
+		o.err = o.next()
+	}
+	n := copy(p, o.plain)
+	o.plain = o.plain[n:]
+	return n, nil
+}
+
+// next opens the next chunk into o.plain, or says why it cannot: io.EOF
+// after the final chunk.
+func (o *opener) next() error {
+	if o.done {
+		return io.EOF
+	}
+	if o.aead == nil {
+		if err := o.start(); err != nil {
+			return err
+		}
+	}
+	sealed := ChunkSize + o.aead.Overhead()
+	o.buf = o.buf[:0]
+	if o.ahead {
+		o.buf = append(o.buf, o.next1)
+	}
+	// One byte past a chunk, when there is one, says that it is not the final one.
+	n, err := io.ReadFull(o.src, o.buf[len(o.buf):sealed+1])
+	o.buf = o.buf[:len(o.buf)+n]
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return err
+	}
+	final := len(o.buf) <= sealed
+	if o.ahead = !final; o.ahead {
+		o.next1 = o.buf[sealed]
+	}
+	chunk := o.buf[:min(len(o.buf), sealed)]
+	// Only the stream of nothing ends with an empty final chunk.
+	if len(chunk) < o.aead.Overhead() || final && len(chunk) == o.aead.Overhead() && o.counter > 0 || o.counter == 1<<64-1 {
+		return errDamaged
+	}
+	nonce(o.nonce, o.counter, final)
+	plain, err := o.aead.Open(chunk[:0], o.nonce, chunk, []byte(dataMagic))
+	if err != nil {
+		return errDamaged
+	}
+	o.counter++
+	o.plain, o.done = plain, final
+	if final && len(plain) == 0 {
+		return io.EOF
+	}
+	return nil
+}
+
+// start checks the key and the magic.
+func (o *opener) start() error {
+	aead, err := gcm(o.key)
+	if err != nil {
+		return err
+	}
+	magic := make([]byte, len(dataMagic))
+	if _, err := io.ReadFull(o.src, magic); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return errNotSealed
+		}
+		return err
+	}
+	if string(magic) != dataMagic {
+		return errNotSealed
+	}
+	o.aead, o.nonce = aead, make([]byte, aead.NonceSize())
+	o.buf = make([]byte, 0, ChunkSize+aead.Overhead()+1)
+	return nil
+}
+
+// boxMagic starts what SealData makes, so that it is never taken for plain data.
+const boxMagic = "skein-sealed-1\n"
 
 // SealData encrypts data of any size under a new 256-bit key (AES-GCM) and
 // returns the box and the key; the key is then sealed To each reader.
@@ -131,8 +356,8 @@ func SealData(data []byte) (box, key []byte, err error) {
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, nil, err
 	}
-	box = make([]byte, 0, len(dataMagic)+len(nonce)+len(data)+aead.Overhead())
-	box = append(append([]byte(dataMagic), nonce...), aead.Seal(nil, nonce, data, []byte(dataMagic))...)
+	box = make([]byte, 0, len(boxMagic)+len(nonce)+len(data)+aead.Overhead())
+	box = append(append([]byte(boxMagic), nonce...), aead.Seal(nil, nonce, data, []byte(boxMagic))...)
 	return box, key, nil
 }
 
@@ -142,11 +367,11 @@ func OpenData(box, key []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	rest, ok := bytes.CutPrefix(box, []byte(dataMagic))
+	rest, ok := bytes.CutPrefix(box, []byte(boxMagic))
 	if !ok || len(rest) < aead.NonceSize()+aead.Overhead() {
 		return nil, errors.New("not data sealed by skein")
 	}
-	out, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], []byte(dataMagic))
+	out, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], []byte(boxMagic))
 	if err != nil {
 		return nil, errors.New("the sealed data is damaged or its key is another's")
 	}
