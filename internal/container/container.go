@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"time"
@@ -163,6 +164,13 @@ type Runtime interface {
 	Exec(ctx context.Context, name string, argv ...string) (ExecResult, error)
 	// PushFile writes a file into a container.
 	PushFile(ctx context.Context, name, path string, data []byte, mode os.FileMode) error
+	// PushFileFrom writes what r reads into a file of a container as it
+	// reads it, never holding it whole; when r fails, so does the call, and
+	// the file may hold part of it.
+	PushFileFrom(ctx context.Context, name, path string, r io.Reader, mode os.FileMode) error
+	// PullFile opens a file of a container for reading as it arrives, never
+	// held whole, with its size (-1 when unknown); the caller closes it.
+	PullFile(ctx context.Context, name, path string) (io.ReadCloser, int64, error)
 	// Publish forwards a host port into a container's port (port 0 removes the forward).
 	Publish(ctx context.Context, name string, hostPort, port int) error
 	// ExposeSocket makes a unix socket of a container reachable at hostPath on the server.

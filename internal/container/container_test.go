@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
+	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func TestSubnetContains(t *testing.T) {
@@ -117,5 +120,37 @@ func TestFakeSubnetAndAddresses(t *testing.T) {
 	}
 	if _, err := f.Get(ctx, "zz"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get of a missing container = %v, want ErrNotFound", err)
+	}
+}
+
+// The fake's streamed files: what PushFileFrom read comes back by PullFile,
+// a body cut short leaves its part as Incus does, a missing file or
+// container is ErrNotFound.
+func TestFakeStreamsFiles(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake("10.77.9.0/24", "img")
+	if err := f.Create(ctx, CreateSpec{Name: "c1", Image: "img"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.PushFileFrom(ctx, "c1", "/var/tmp/f", strings.NewReader("dump"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, size, err := f.PullFile(ctx, "c1", "/var/tmp/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	if string(got) != "dump" || size != 4 {
+		t.Fatalf("pulled %q, size %d", got, size)
+	}
+	cut := io.MultiReader(strings.NewReader("par"), iotest.ErrReader(errors.New("cut")))
+	if err := f.PushFileFrom(ctx, "c1", "/var/tmp/g", cut, 0o600); err == nil || string(f.Files["c1:/var/tmp/g"]) != "par" {
+		t.Fatalf("a body cut short: %v, left %q", err, f.Files["c1:/var/tmp/g"])
+	}
+	if _, _, err := f.PullFile(ctx, "c1", "/nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a missing file: %v", err)
+	}
+	if _, _, err := f.PullFile(ctx, "c2", "/var/tmp/f"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a missing container: %v", err)
 	}
 }

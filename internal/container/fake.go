@@ -1,8 +1,10 @@
 package container
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"sort"
@@ -36,6 +38,12 @@ type Fake struct {
 	Hang map[string]bool
 	// ExecHook, when set, answers Exec instead of the default success.
 	ExecHook func(name string, argv []string) (ExecResult, error)
+	// PullHook, when set, answers PullFile instead of Files: a file too big
+	// to hold. It is called without the fake's lock.
+	PullHook func(name, path string) (io.ReadCloser, int64, error)
+	// PushHook, when set, takes what PushFileFrom reads instead of Files.
+	// It is called without the fake's lock.
+	PushHook func(name, path string, r io.Reader, mode os.FileMode) error
 	// DelayAddress leaves a started container without an address until Grant.
 	DelayAddress bool
 	// Taken are addresses used on the network outside this server's
@@ -399,6 +407,52 @@ func (f *Fake) PushFile(ctx context.Context, name, path string, data []byte, mod
 	}
 	f.Files[name+":"+path] = append([]byte(nil), data...)
 	return nil
+}
+
+// PushFileFrom implements Runtime: what r reads goes to PushHook, or into
+// Files once r is read to its end.
+func (f *Fake) PushFileFrom(ctx context.Context, name, path string, r io.Reader, mode os.FileMode) error {
+	if err := f.hang(ctx, "PushFileFrom"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	_, ok := f.insts[name]
+	hook := f.PushHook
+	f.mu.Unlock()
+	if !ok {
+		return ErrNotFound
+	}
+	if hook != nil {
+		return hook(name, path, r, mode)
+	}
+	data, err := io.ReadAll(r)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// As Incus does, a body cut short leaves what came of it.
+	f.Files[name+":"+path] = data
+	return err
+}
+
+// PullFile implements Runtime: PullHook answers, else a copy of Files'.
+func (f *Fake) PullFile(ctx context.Context, name, path string) (io.ReadCloser, int64, error) {
+	if err := f.hang(ctx, "PullFile"); err != nil {
+		return nil, 0, err
+	}
+	f.mu.Lock()
+	_, ok := f.insts[name]
+	hook := f.PullHook
+	data, found := f.Files[name+":"+path]
+	f.mu.Unlock()
+	if !ok {
+		return nil, 0, ErrNotFound
+	}
+	if hook != nil {
+		return hook(name, path)
+	}
+	if !found {
+		return nil, 0, ErrNotFound
+	}
+	return io.NopCloser(bytes.NewReader(bytes.Clone(data))), int64(len(data)), nil
 }
 
 // ForwardDNS implements Runtime.

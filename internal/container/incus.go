@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -267,11 +268,28 @@ func (r *Incus) Exec(ctx context.Context, name string, argv ...string) (ExecResu
 
 // PushFile implements Runtime.
 func (r *Incus) PushFile(ctx context.Context, name, path string, data []byte, mode os.FileMode) error {
-	err := r.c.CreateInstanceFile(ctx, name, path, incus.InstanceFileArgs{Content: bytes.NewReader(data), Mode: mode})
+	return r.PushFileFrom(ctx, name, path, bytes.NewReader(data), mode)
+}
+
+// PushFileFrom implements Runtime: the body goes to Incus as r reads it.
+func (r *Incus) PushFileFrom(ctx context.Context, name, path string, src io.Reader, mode os.FileMode) error {
+	err := r.c.CreateInstanceFile(ctx, name, path, incus.InstanceFileArgs{Content: src, Mode: mode})
 	if incus.IsNotFound(err) {
 		return ErrNotFound
 	}
 	return classify(err)
+}
+
+// PullFile implements Runtime.
+func (r *Incus) PullFile(ctx context.Context, name, path string) (io.ReadCloser, int64, error) {
+	rc, size, err := r.c.GetInstanceFileReader(ctx, name, path)
+	if incus.IsNotFound(err) {
+		return nil, 0, ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, classify(err)
+	}
+	return rc, size, nil
 }
 
 // DNSDir holds the dnsmasq servers-file of each bridge skein forwards DNS for.

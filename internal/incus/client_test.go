@@ -5,7 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -192,6 +196,21 @@ func TestInstanceLifecycle(t *testing.T) {
 		t.Fatalf("directory read: want error, got %v", err)
 	}
 	if _, err := c.GetInstanceFile(ctx, "c1", "/nope"); !IsNotFound(err) {
+		t.Fatalf("missing file: want 404, got %v", err)
+	}
+	rc, size, err := c.GetInstanceFileReader(ctx, "c1", "/etc/skein.json")
+	if err != nil {
+		t.Fatalf("GetInstanceFileReader: %v", err)
+	}
+	streamed, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || string(streamed) != content || size != int64(len(content)) {
+		t.Fatalf("GetInstanceFileReader: %v %q size %d", err, streamed, size)
+	}
+	if _, _, err := c.GetInstanceFileReader(ctx, "c1", "/etc"); err == nil || !strings.Contains(err.Error(), "directory") {
+		t.Fatalf("directory read: want error, got %v", err)
+	}
+	if _, _, err := c.GetInstanceFileReader(ctx, "c1", "/nope"); !IsNotFound(err) {
 		t.Fatalf("missing file: want 404, got %v", err)
 	}
 
@@ -434,5 +453,59 @@ func TestParseResponse(t *testing.T) {
 	env, err := parseResponse(resp(202, "application/json", `{"type":"async","status_code":100,"operation":"/1.0/operations/x","metadata":null}`))
 	if err != nil || env.Type != AsyncResponse || env.Operation != "/1.0/operations/x" {
 		t.Fatalf("async: %v %+v", err, env)
+	}
+}
+
+// A file is read as it arrives: the first MiB is there while Incus holds
+// back the rest, which a buffering client would wait for.
+func TestFileReaderStreams(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "incus.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	part := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("X-Incus-type", "file")
+		w.Header().Set("Content-Length", strconv.Itoa(2*len(part)))
+		_, _ = w.Write(part)
+		w.(http.Flusher).Flush()
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write(part)
+	}))
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan error, 1)
+	var rc io.ReadCloser
+	var size int64
+	go func() {
+		var err error
+		if rc, size, err = New(sock).GetInstanceFileReader(ctx, "c1", "/var/tmp/big"); err == nil {
+			_, err = io.ReadFull(rc, make([]byte, len(part)))
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first MiB did not come before the rest: the body is buffered")
+	}
+	defer rc.Close()
+	close(gate)
+	rest, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(rest, part) || size != int64(2*len(part)) {
+		t.Fatalf("the rest: %d bytes, %v, size %d", len(rest), err, size)
 	}
 }

@@ -63,3 +63,24 @@ func (c *Client) GetInstanceFile(ctx context.Context, name, filePath string) ([]
 	}
 	return data, nil
 }
+
+// GetInstanceFileReader opens a regular file (or a symlink's target path) of
+// the instance for reading as it arrives, never held whole: the caller closes
+// the reader. size is its length, -1 when Incus does not tell; directories
+// are refused.
+func (c *Client) GetInstanceFileReader(ctx context.Context, name, filePath string) (io.ReadCloser, int64, error) {
+	p := instancePath(name, "files")
+	resp, err := c.send(ctx, http.MethodGet, p, url.Values{"path": {filePath}}, nil, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.StatusCode >= 400 || isJSON(resp.Header) || resp.Header.Get("X-Incus-type") == "directory" {
+		defer resp.Body.Close()
+		if _, err := parseResponse(resp); err != nil {
+			return nil, 0, fmt.Errorf("GET %s: %w", p, err)
+		}
+		// A JSON answer that is no error is a directory's listing.
+		return nil, 0, fmt.Errorf("incus: %s in instance %s is a directory", filePath, name)
+	}
+	return resp.Body, resp.ContentLength, nil
+}
