@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -315,6 +316,11 @@ func TestAgentKeepsItsOwnBackups(t *testing.T) {
 	}
 	if got, err := obs2.GetBytes(ctx, "db1.d.1"); err != nil || !bytes.Equal(got, dump) {
 		t.Fatalf("agent s2 reads back %d bytes: %v", len(got), err)
+	}
+	if r, _, err := bus.GetBackup(ctx, s2.JS, bus.BackupsBucket("s2"), "db1.d.1"); err != nil {
+		t.Fatalf("agent s2 cannot read a backup a chunk at a time: %v", err)
+	} else if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, dump) {
+		t.Fatalf("agent s2 reads back %d bytes a chunk at a time: %v", len(got), err)
 	}
 	short, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()

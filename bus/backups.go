@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"time"
 
@@ -128,5 +129,82 @@ func publishBackupMeta(ctx context.Context, js jetstream.JetStream, info *jetstr
 	if _, err := js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("storing %s: %w", info.Name, err)
 	}
+	return nil
+}
+
+// ErrBackupDamaged is a backup whose chunks are not all there or not the
+// ones its object describes.
+var ErrBackupDamaged = errors.New("bus: the backup's chunks are not the ones it was stored with")
+
+// GetBackup opens the object name of bucket (a backups store) for reading
+// a chunk at a time, each fetched when the last one is read (a direct
+// get), and returns its info. nats.go's Get has every chunk pushed to a
+// consumer at once, which holds as much of the object as its reader is
+// slower: hundreds of MiB of a large backup. The reader's last Read fails
+// with ErrBackupDamaged unless it read the object's chunks, size and
+// digest.
+func GetBackup(ctx context.Context, js jetstream.JetStream, bucket, name string) (io.Reader, *jetstream.ObjectInfo, error) {
+	obs, err := js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := obs.GetInfo(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if info.NUID == "" {
+		return nil, nil, jetstream.ErrBadObjectMeta
+	}
+	st, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &backupReader{ctx: ctx, st: st, info: info, subject: "$O." + bucket + ".C." + info.NUID, seq: 1, h: sha256.New()}, info, nil
+}
+
+// backupReader reads an object's chunks in order, one direct get each.
+type backupReader struct {
+	ctx     context.Context
+	st      jetstream.Stream
+	info    *jetstream.ObjectInfo
+	subject string
+	seq     uint64
+	chunks  uint32
+	size    uint64
+	h       hash.Hash
+	buf     []byte
+	err     error
+}
+
+func (r *backupReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		r.err = r.next()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// next fetches the next chunk into r.buf, or checks the whole at the end.
+func (r *backupReader) next() error {
+	if r.chunks == r.info.Chunks {
+		if r.size != r.info.Size || r.info.Digest != "SHA-256="+base64.URLEncoding.EncodeToString(r.h.Sum(nil)) {
+			return fmt.Errorf("%w: %s", ErrBackupDamaged, r.info.Name)
+		}
+		return io.EOF
+	}
+	m, err := r.st.GetMsg(r.ctx, r.seq, jetstream.WithGetMsgSubject(r.subject))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("%w: %s has %d chunks of %d", ErrBackupDamaged, r.info.Name, r.chunks, r.info.Chunks)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", r.info.Name, err)
+	}
+	r.seq, r.chunks, r.size = m.Sequence+1, r.chunks+1, r.size+uint64(len(m.Data))
+	r.h.Write(m.Data)
+	r.buf = m.Data
 	return nil
 }

@@ -2,8 +2,14 @@ package bus_test
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,6 +40,13 @@ func TestBackupsAreReadByTheObjectStore(t *testing.T) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Errorf("%d bytes read back as %d: %v", n, len(got), err)
 		}
+		r, info, err := bus.GetBackup(ctx, conn.JS, bucket, name)
+		if err != nil {
+			t.Fatalf("GetBackup of %d bytes: %v", n, err)
+		}
+		if got, err := io.ReadAll(iotest.HalfReader(r)); err != nil || !bytes.Equal(got, data) || info.Metadata["n"] != fmt.Sprint(n) {
+			t.Errorf("GetBackup: %d bytes read back as %d, %v, metadata %v", n, len(got), err, info.Metadata)
+		}
 	}
 	if err := bus.UpdateBackupMeta(ctx, conn.JS, bucket, "b1", jetstream.ObjectMeta{Name: "b1", Metadata: map[string]string{"n": "one"}}); err != nil {
 		t.Fatal(err)
@@ -51,5 +64,71 @@ func TestBackupsAreReadByTheObjectStore(t *testing.T) {
 	st, err := conn.JS.Stream(ctx, "OBJ_"+bucket)
 	if err != nil || st.CachedInfo().Config.AllowRollup {
 		t.Errorf("the backups store takes rollups (%v)", err)
+	}
+}
+
+// GetBackup reads a backup a chunk at a time and fails at its end unless
+// it read the chunks stored: one deleted, or an object whose description
+// is not its chunks', is ErrBackupDamaged once what is there was read.
+func TestGetBackupChecksTheChunks(t *testing.T) {
+	conn, _ := testutil.Bus(t)
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := bus.EnsureBackupsStore(ctx, conn.JS, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	bucket := bus.BackupsBucket("s1")
+	data := []byte(strings.Repeat("0123456789abcdef", 3*128*1024/16+5))
+	info, err := bus.PutBackup(ctx, conn.JS, bucket, jetstream.ObjectMeta{Name: "b"}, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another object's chunks in between: read past, not taken.
+	if _, err := bus.PutBackup(ctx, conn.JS, bucket, jetstream.ObjectMeta{Name: "other"}, bytes.NewReader(data[:1000])); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.PutBackup(ctx, conn.JS, bucket, jetstream.ObjectMeta{Name: "c"}, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) ([]byte, error) {
+		r, _, err := bus.GetBackup(ctx, conn.JS, bucket, name)
+		if err != nil {
+			return nil, err
+		}
+		return io.ReadAll(r)
+	}
+	if got, err := read("c"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("c: %d bytes, %v", len(got), err)
+	}
+	// Its description's digest changed: the chunks are not the ones described.
+	info.Digest, info.ModTime = "SHA-256="+strings.Repeat("A", 43)+"=", time.Time{}
+	described, _ := json.Marshal(info)
+	if _, err := conn.JS.Publish(ctx, "$O."+bucket+".M."+base64.URLEncoding.EncodeToString([]byte("b")), described); err != nil {
+		t.Fatal(err)
+	}
+	st, err := conn.JS.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := read("b"); !errors.Is(err, bus.ErrBackupDamaged) || !bytes.Equal(got, data) {
+		t.Errorf("b described with another digest: %d bytes, %v", len(got), err)
+	}
+	// A chunk of c deleted: the ones there are read, then the error.
+	ci, err := conn.JS.ObjectStore(ctx, bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cinfo, _ := ci.GetInfo(ctx, "c")
+	m, err := st.GetLastMsgForSubject(ctx, "$O."+bucket+".C."+cinfo.NUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, m.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := read("c"); !errors.Is(err, bus.ErrBackupDamaged) || len(got) != 3*128*1024 {
+		t.Errorf("c without its last chunk: %d bytes, %v", len(got), err)
+	}
+	if _, _, err := bus.GetBackup(ctx, conn.JS, bucket, "none"); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Errorf("a backup that is not there: %v", err)
 	}
 }
