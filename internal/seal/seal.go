@@ -125,8 +125,11 @@ const ChunkSize = 64 << 10
 
 // Errors of OpenStream, in words the commands show.
 var (
-	errNotSealed = errors.New("not data sealed by skein")
-	errDamaged   = errors.New("the sealed data is damaged or its key is another's")
+	// ErrNotSealed is data that does not start as a Sealer's.
+	ErrNotSealed = errors.New("not data sealed by skein")
+	// ErrDamaged is a chunk that did not authenticate: changed, out of its
+	// place, missing, or opened with another's key.
+	ErrDamaged = errors.New("the sealed data is damaged or its key is another's")
 )
 
 // nonce writes the nonce of chunk number counter into dst: 11 bytes of
@@ -154,8 +157,8 @@ type Sealer struct {
 }
 
 // NewSealer returns a Sealer writing into dst and the new 256-bit key it
-// seals under (AES-256-GCM); the key is then sealed To each reader. The
-// magic is written at once.
+// seals under (AES-256-GCM); the key is then sealed To each reader. Nothing
+// is written before the first chunk, so dst may be a pipe read later.
 func NewSealer(dst io.Writer) (*Sealer, []byte, error) {
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
@@ -165,10 +168,7 @@ func NewSealer(dst io.Writer) (*Sealer, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := io.WriteString(dst, dataMagic); err != nil {
-		return nil, nil, err
-	}
-	s := &Sealer{dst: dst, aead: aead, buf: make([]byte, 0, ChunkSize), out: make([]byte, 0, ChunkSize+aead.Overhead()), nonce: make([]byte, aead.NonceSize())}
+	s := &Sealer{dst: dst, aead: aead, buf: make([]byte, 0, ChunkSize), out: append(make([]byte, 0, len(dataMagic)+ChunkSize+aead.Overhead()), dataMagic...), nonce: make([]byte, aead.NonceSize())}
 	return s, key, nil
 }
 
@@ -212,10 +212,12 @@ func (s *Sealer) flush(final bool) error {
 		return errors.New("seal: too much data for one key")
 	}
 	nonce(s.nonce, s.counter, final)
-	s.out = s.aead.Seal(s.out[:0], s.nonce, s.buf, []byte(dataMagic))
+	// The first chunk goes out after the magic, already in s.out.
+	s.out = s.aead.Seal(s.out, s.nonce, s.buf, []byte(dataMagic))
 	s.counter++
 	s.buf = s.buf[:0]
 	_, err := s.dst.Write(s.out)
+	s.out = s.out[:0]
 	return err
 }
 
@@ -302,12 +304,12 @@ func (o *opener) next() error {
 	chunk := o.buf[:min(len(o.buf), sealed)]
 	// Only the stream of nothing ends with an empty final chunk.
 	if len(chunk) < o.aead.Overhead() || final && len(chunk) == o.aead.Overhead() && o.counter > 0 || o.counter == 1<<64-1 {
-		return errDamaged
+		return ErrDamaged
 	}
 	nonce(o.nonce, o.counter, final)
 	plain, err := o.aead.Open(chunk[:0], o.nonce, chunk, []byte(dataMagic))
 	if err != nil {
-		return errDamaged
+		return ErrDamaged
 	}
 	o.counter++
 	o.plain, o.done = plain, final
@@ -326,12 +328,12 @@ func (o *opener) start() error {
 	magic := make([]byte, len(dataMagic))
 	if _, err := io.ReadFull(o.src, magic); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return errNotSealed
+			return ErrNotSealed
 		}
 		return err
 	}
 	if string(magic) != dataMagic {
-		return errNotSealed
+		return ErrNotSealed
 	}
 	o.aead, o.nonce = aead, make([]byte, aead.NonceSize())
 	o.buf = make([]byte, 0, ChunkSize+aead.Overhead()+1)

@@ -63,6 +63,9 @@ func sealed(t *testing.T, plain []byte) ([]byte, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if box.Len() != 0 {
+		t.Fatal("NewSealer wrote before the first chunk: a pipe read later would block it")
+	}
 	for rest := plain; len(rest) > 0; {
 		n := min(len(rest), 1+len(rest)%70001)
 		if _, err := s.Write(rest[:n]); err != nil {
