@@ -1,12 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -97,22 +97,20 @@ a db.backedup event with ok false.`,
 }
 
 // downloadBackup copies a backup from the bus into a local file, opened
-// with the admin's backup key and checked against its checksum.
+// with the admin's backup key as it is read and checked against its
+// checksum: it is written beside (FILE.part) and renamed only once whole.
 func downloadBackup(ctx context.Context, g *globals, key *seal.Keys, info events.DBBackupInfo, to string) error {
 	cl, err := g.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer cl.close()
-	obs, err := cl.conn.JS.ObjectStore(ctx, info.Bucket)
-	if err != nil {
-		return fmt.Errorf("the backups store %s: %w", info.Bucket, err)
-	}
-	oi, err := obs.GetInfo(ctx, info.Name)
-	if err != nil {
-		return fmt.Errorf("reading backup %s: %w", info.Name, err)
-	}
-	box, err := obs.GetBytes(ctx, info.Name)
+	return saveBackup(ctx, cl, key, info, to)
+}
+
+// saveBackup is downloadBackup on a connected client.
+func saveBackup(ctx context.Context, cl *cli, key *seal.Keys, info events.DBBackupInfo, to string) error {
+	box, oi, err := bus.GetBackup(ctx, cl.conn.JS, info.Bucket, info.Name)
 	if err != nil {
 		return fmt.Errorf("reading backup %s: %w", info.Name, err)
 	}
@@ -121,8 +119,20 @@ func downloadBackup(ctx context.Context, g *globals, key *seal.Keys, info events
 		return fmt.Errorf("backup %s: %w: nothing written", info.Name, err)
 	}
 	tmp := to + ".part"
-	if err := os.WriteFile(tmp, plain, 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
 		return err
+	}
+	_, err = io.Copy(f, plain)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("backup %s: %w: nothing written", info.Name, err)
 	}
 	return os.Rename(tmp, to)
 }
@@ -254,28 +264,35 @@ func uploadBackup(ctx context.Context, cl *cli, key *seal.Keys, agentKey string,
 	if owner == "" {
 		return "", fmt.Errorf("instance %s has no database %s: `skein adddb --on %s USER %s` first, then restore into it", d.Name, dbName, d.Name, dbName)
 	}
-	data, err := os.ReadFile(file)
+	f, err := os.Open(file)
 	if err != nil {
 		return "", err
 	}
-	if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+	defer f.Close()
+	// A first pass for what describes it: its checksum and size.
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(f, head); err != nil || head[0] != 0x1f || head[1] != 0x8b {
 		return "", fmt.Errorf("%s is not a gzip file: restoredb --from takes what backupdb --to wrote", file)
+	}
+	h := sha256.New()
+	h.Write(head)
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
 	}
 	_, err = bus.EnsureBackupsStore(ctx, cl.conn.JS, d.Server)
 	if err != nil {
 		return "", fmt.Errorf("the backups store of %s: %w", d.Server, err)
 	}
-	sum := sha256.Sum256(data)
 	now := time.Now().UTC()
 	name := fmt.Sprintf("upload.%s.%s.%s", d.Name, dbName, now.Format("20060102T150405.000Z"))
 	meta := jetstream.ObjectMeta{Name: name, Description: "uploaded from " + filepath.Base(file), Metadata: map[string]string{
-		"instance": d.Name, "db": dbName, "kind": d.Kind, "owner": owner, "server": d.Server, "sha256": hex.EncodeToString(sum[:]),
-		"taken": now.Format(time.RFC3339Nano), "size": strconv.Itoa(len(data))}}
-	box, err := db.SealBackup(data, agentKey, key.Public(), meta.Metadata)
-	if err != nil {
-		return "", err
-	}
-	if _, err := bus.PutBackup(ctx, cl.conn.JS, bus.BackupsBucket(d.Server), meta, bytes.NewReader(box)); err != nil {
+		"instance": d.Name, "db": dbName, "kind": d.Kind, "owner": owner, "server": d.Server, "sha256": hex.EncodeToString(h.Sum(nil)),
+		"taken": now.Format(time.RFC3339Nano), "size": strconv.FormatInt(n+2, 10)}}
+	if err := db.StoreBackup(ctx, cl.conn.JS, bus.BackupsBucket(d.Server), meta, f, agentKey, key.Public()); err != nil {
 		return "", fmt.Errorf("uploading %s: %w", file, err)
 	}
 	return name, nil
@@ -289,7 +306,14 @@ func sealFor(ctx context.Context, cl *cli, key *seal.Keys, agentKey string, b ev
 	if err != nil {
 		return err
 	}
-	oi, err := src.GetInfo(ctx, b.Name)
+	var box io.Reader
+	var oi *jetstream.ObjectInfo
+	if b.Bucket == bucket {
+		oi, err = src.GetInfo(ctx, b.Name)
+	} else {
+		// The key resealed is the one of the data copied.
+		box, oi, err = bus.GetBackup(ctx, cl.conn.JS, b.Bucket, b.Name)
+	}
 	if err != nil {
 		return err
 	}
@@ -300,14 +324,12 @@ func sealFor(ctx context.Context, cl *cli, key *seal.Keys, agentKey string, b ev
 	if b.Bucket == bucket {
 		return bus.UpdateBackupMeta(ctx, cl.conn.JS, b.Bucket, b.Name, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: meta})
 	}
-	box, err := src.GetBytes(ctx, b.Name)
-	if err != nil {
-		return err
-	}
 	if _, err := bus.EnsureBackupsStore(ctx, cl.conn.JS, strings.TrimPrefix(bucket, bus.BackupsPrefix)); err != nil {
 		return err
 	}
-	_, err = bus.PutBackup(ctx, cl.conn.JS, bucket, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: meta}, bytes.NewReader(box))
+	// Copied as it is read, a chunk at a time: a copy whose chunks are not
+	// the ones described fails at the end (GetBackup), before it is described.
+	_, err = bus.PutBackup(ctx, cl.conn.JS, bucket, jetstream.ObjectMeta{Name: b.Name, Description: oi.Description, Metadata: meta}, box)
 	return err
 }
 

@@ -7,7 +7,6 @@
 package seal
 
 import (
-	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -338,46 +337,6 @@ func (o *opener) start() error {
 	o.aead, o.nonce = aead, make([]byte, aead.NonceSize())
 	o.buf = make([]byte, 0, ChunkSize+aead.Overhead()+1)
 	return nil
-}
-
-// boxMagic starts what SealData makes, so that it is never taken for plain data.
-const boxMagic = "skein-sealed-1\n"
-
-// SealData encrypts data of any size under a new 256-bit key (AES-GCM) and
-// returns the box and the key; the key is then sealed To each reader.
-func SealData(data []byte) (box, key []byte, err error) {
-	key = make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, nil, err
-	}
-	aead, err := gcm(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	nonce := make([]byte, aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, nil, err
-	}
-	box = make([]byte, 0, len(boxMagic)+len(nonce)+len(data)+aead.Overhead())
-	box = append(append([]byte(boxMagic), nonce...), aead.Seal(nil, nonce, data, []byte(boxMagic))...)
-	return box, key, nil
-}
-
-// OpenData decrypts a box of SealData with its key; a changed byte fails it.
-func OpenData(box, key []byte) ([]byte, error) {
-	aead, err := gcm(key)
-	if err != nil {
-		return nil, err
-	}
-	rest, ok := bytes.CutPrefix(box, []byte(boxMagic))
-	if !ok || len(rest) < aead.NonceSize()+aead.Overhead() {
-		return nil, errors.New("not data sealed by skein")
-	}
-	out, err := aead.Open(nil, rest[:aead.NonceSize()], rest[aead.NonceSize():], []byte(boxMagic))
-	if err != nil {
-		return nil, errors.New("the sealed data is damaged or its key is another's")
-	}
-	return out, nil
 }
 
 func gcm(key []byte) (cipher.AEAD, error) {

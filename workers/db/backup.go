@@ -1,12 +1,13 @@
 package db
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	gohash "hash"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,29 +44,52 @@ type Keyring interface {
 	Public() string
 }
 
-// SealBackup encrypts a backup under a key of its own, sealed to the
-// server's agent and to the admin's backup key, and records in meta what
-// opens it: the stream holds nothing another server or an observer can read.
-func SealBackup(plain []byte, agentKey, adminKey string, meta map[string]string) ([]byte, error) {
-	box, key, err := seal.SealData(plain)
+// SealBackup returns a writer that seals what is written to it into dst
+// under a key of its own, sealed to the server's agent and to the admin's
+// backup key, and records in meta what opens it, before anything is
+// written: the stream holds nothing another server or an observer can read.
+// Close seals the end.
+func SealBackup(dst io.Writer, agentKey, adminKey string, meta map[string]string) (io.WriteCloser, error) {
+	w, key, err := seal.NewSealer(dst)
 	if err != nil {
 		return nil, err
 	}
 	forAgent, err := seal.To(agentKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("sealing to the agent: %w", err)
+		return nil, &keyError{fmt.Errorf("sealing to the agent: %w", err)}
 	}
 	forAdmin, err := seal.To(adminKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("sealing to the admin's backup key: %w", err)
+		return nil, &keyError{fmt.Errorf("sealing to the admin's backup key: %w", err)}
 	}
 	meta[MetaKeyAgent], meta[MetaKeyAdmin], meta[MetaAdminKey] = sealedText(forAgent), sealedText(forAdmin), adminKey
-	return box, nil
+	return w, nil
 }
 
-// OpenBackup opens a sealed backup with the keys of its reader (MetaKeyAgent
-// or MetaKeyAdmin), and checks it against its checksum.
-func OpenBackup(box []byte, meta map[string]string, k Keyring, reader string) ([]byte, error) {
+// keyError is a reader's key a backup cannot be sealed to: no retry helps.
+type keyError struct{ err error }
+
+func (e *keyError) Error() string { return e.err.Error() }
+func (e *keyError) Unwrap() error { return e.err }
+
+// OpenBackup returns a reader of the dump a sealed backup (box) holds,
+// opened with the keys of its reader (MetaKeyAgent or MetaKeyAdmin). It
+// hands out only chunks that authenticated, and checks the whole against
+// its checksum at the end: its last Read fails instead of returning io.EOF
+// when the backup is damaged, cut short or not the one described. What it
+// handed out is to be used only once it returned io.EOF.
+func OpenBackup(box io.Reader, meta map[string]string, k Keyring, reader string) (io.Reader, error) {
+	key, err := openKey(meta, k, reader)
+	if err != nil {
+		return nil, err
+	}
+	return checked(seal.OpenStream(box, key), meta[metaSHA256], -1, func(sum string, _ int64) error {
+		return &damagedError{fmt.Sprintf("it is damaged: its checksum is %s, it was stored as %s", sum, meta[metaSHA256])}
+	}), nil
+}
+
+// openKey opens a backup's data key with the keys of its reader.
+func openKey(meta map[string]string, k Keyring, reader string) ([]byte, error) {
 	s, ok := textSealed(meta[reader])
 	if !ok {
 		return nil, fmt.Errorf("it holds no key for %s: take a new backup", readerName(reader))
@@ -77,15 +101,84 @@ func OpenBackup(box []byte, meta map[string]string, k Keyring, reader string) ([
 		}
 		return nil, fmt.Errorf("it is not sealed to this server's agent: restore it with `skein restoredb`, which seals it to the agent first")
 	}
-	plain, err := seal.OpenData(box, key)
+	return key, nil
+}
+
+// damagedError is a backup whose dump is not the one its checksum describes.
+type damagedError struct{ msg string }
+
+func (e *damagedError) Error() string { return e.msg }
+
+// isDamaged reports whether a backup's stream failed for what it holds
+// (and a retry would read the same) rather than for the reading.
+func isDamaged(err error) bool {
+	var d *damagedError
+	return errors.As(err, &d) || errors.Is(err, seal.ErrDamaged) || errors.Is(err, seal.ErrNotSealed) || errors.Is(err, bus.ErrBackupDamaged)
+}
+
+// checkedReader hands out what r reads and, at its end, fails with
+// mismatch unless it read size bytes (any number when size < 0) whose
+// SHA-256 is sum.
+type checkedReader struct {
+	r        io.Reader
+	h        gohash.Hash
+	n        int64
+	sum      string
+	size     int64
+	mismatch func(sum string, size int64) error
+}
+
+func checked(r io.Reader, sum string, size int64, mismatch func(string, int64) error) *checkedReader {
+	return &checkedReader{r: r, h: sha256.New(), sum: sum, size: size, mismatch: mismatch}
+}
+
+func (c *checkedReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	if err == io.EOF {
+		if got := hex.EncodeToString(c.h.Sum(nil)); got != c.sum || c.size >= 0 && c.n != c.size {
+			return n, c.mismatch(got, c.n)
+		}
+	}
+	return n, err
+}
+
+// StoreBackup seals what src reads as it reads it (SealBackup) into
+// bucket, as the object meta describes: src must read the size and SHA-256
+// meta gives, or nothing is described (the object's metadata is written
+// once its chunks are stored, never for a stream that failed), so that no
+// backup is listed but whole and as it was described.
+func StoreBackup(ctx context.Context, js jetstream.JetStream, bucket string, meta jetstream.ObjectMeta, src io.Reader, agentKey, adminKey string) error {
+	size, err := strconv.ParseInt(meta.Metadata[metaSize], 10, 64)
+	if err != nil || len(meta.Metadata[metaSHA256]) != 2*sha256.Size {
+		return fmt.Errorf("backup %s is described without its size and checksum", meta.Name)
+	}
+	pr, pw := io.Pipe()
+	sw, err := SealBackup(pw, agentKey, adminKey, meta.Metadata)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	sum := sha256.Sum256(plain)
-	if got := hex.EncodeToString(sum[:]); got != meta[metaSHA256] {
-		return nil, fmt.Errorf("it is damaged: its checksum is %s, it was stored as %s", got, meta[metaSHA256])
+	in := checked(src, meta.Metadata[metaSHA256], size, func(sum string, n int64) error {
+		return fmt.Errorf("it changed while it was read: %d bytes of SHA-256 %s, not the %d bytes of %s it was", n, sum, size, meta.Metadata[metaSHA256])
+	})
+	sealed := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(sw, in)
+		if err == nil {
+			err = sw.Close()
+		}
+		// nil is io.EOF for the store: the end, once the final chunk is out.
+		pw.CloseWithError(err)
+		sealed <- err
+	}()
+	_, err = bus.PutBackup(ctx, js, bucket, meta, pr)
+	// A store that stopped reading stops the sealing.
+	pr.CloseWithError(errors.New("the store stopped reading"))
+	if serr := <-sealed; err == nil && serr != nil {
+		err = serr
 	}
-	return plain, nil
+	return err
 }
 
 // ResealBackup returns meta with the backup's key sealed to another agent,
@@ -127,18 +220,56 @@ func textSealed(v string) (events.Sealed, bool) {
 }
 
 // dumpScript renders the command that writes a consistent, gzip-compressed
-// dump of db to standard output: MariaDB's in one transaction
-// (--single-transaction, no table locks), PostgreSQL's pg_dump (one snapshot),
-// without owners so that it restores into any database. The name is a
-// validated identifier; bash's pipefail makes a failed dump a failure.
-func dumpScript(kind, db string) (string, error) {
+// dump of db into file (root's alone) and prints its SHA-256 and size:
+// MariaDB's in one transaction (--single-transaction, no table locks),
+// PostgreSQL's pg_dump (one snapshot), without owners so that it restores
+// into any database. The name is a validated identifier; bash's pipefail
+// makes a failed dump a failure.
+func dumpScript(kind, db, file string) (string, error) {
 	if _, err := ident(kind, db); err != nil {
 		return "", err
 	}
+	dump := "su postgres -s /bin/sh -c 'pg_dump --no-owner --no-acl -d " + db + "'"
 	if kind == events.DBMySQL {
-		return "set -o pipefail; mariadb-dump --single-transaction --quick --routines --triggers --no-create-db --skip-add-locks " + db + " | gzip -c", nil
+		dump = "mariadb-dump --single-transaction --quick --routines --triggers --no-create-db --skip-add-locks " + db
 	}
-	return "set -o pipefail; su postgres -s /bin/sh -c 'pg_dump --no-owner --no-acl -d " + db + "' | gzip -c", nil
+	return "set -o pipefail; umask 077; F=" + file + "; " + dump + " | gzip -c > \"$F\" && sha256sum < \"$F\" && wc -c < \"$F\"", nil
+}
+
+// dumpSums reads the SHA-256 and size dumpScript prints.
+func dumpSums(out []byte) (string, int64, bool) {
+	f := strings.Fields(string(out))
+	if len(f) != 3 || len(f[0]) != 2*sha256.Size || f[1] != "-" {
+		return "", 0, false
+	}
+	if _, err := hex.DecodeString(f[0]); err != nil {
+		return "", 0, false
+	}
+	n, err := strconv.ParseInt(f[2], 10, 64)
+	return f[0], n, err == nil && n >= 0
+}
+
+// scratch is the path of this command's plain dump (what: dump or restore)
+// in a container: on disk (/var/tmp: /run is a small tmpfs), and the same
+// for each attempt, so that a redelivery after a crash overwrites and
+// removes what the last attempt left.
+func scratch(req *workers.Request, what string) string {
+	sum := sha256.Sum256([]byte(req.ID()))
+	return "/var/tmp/skein-" + what + "-" + hex.EncodeToString(sum[:8]) + ".gz"
+}
+
+// remove deletes a plain dump of skein's in a container, whatever became
+// of the command: its context may have ended.
+func (w *Worker) remove(ctx context.Context, name, file string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	res, err := w.host.Runtime.Exec(ctx, name, "rm", "-f", "--", file)
+	if err == nil && res.Code != 0 {
+		err = fmt.Errorf("exit %d: %s", res.Code, strings.TrimSpace(string(res.Stderr)))
+	}
+	if err != nil {
+		w.cfg.Log.Warn().Err(err).Str("container", name).Str("file", file).Msg("removing a plain dump")
+	}
 }
 
 // restoreScript renders the command that restores the compressed dump in file
@@ -223,9 +354,13 @@ func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBa
 	if owner == "" {
 		return none, workers.NotFound("instance %s has no database %s to back up: `skein dbinfo %s` shows its databases", inst.Name, p.DB, inst.Name)
 	}
-	script, err := dumpScript(inst.Kind, p.DB)
+	file := scratch(req, "dump")
+	script, err := dumpScript(inst.Kind, p.DB, file)
 	if err != nil {
 		return none, workers.Invalid("%v", err)
+	}
+	if w.host.Secrets == nil {
+		return none, workers.Internal("this agent has no key to seal a backup with")
 	}
 	// Made first: a dump with nowhere to go is not taken.
 	if _, err := w.store(ctx); err != nil {
@@ -233,28 +368,38 @@ func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBa
 	}
 	req.Progress("dump", "dumping "+p.DB)
 	taken := time.Now().UTC()
+	// The plain dump is on the container's disk until here, whatever happens.
+	defer w.remove(ctx, inst.Name, file)
 	res, err := w.host.Runtime.Exec(ctx, inst.Name, "bash", "-c", script)
 	if err != nil {
 		return none, workers.Transient("dumping %s in %s: %v", p.DB, inst.Name, err)
 	}
-	if res.Code != 0 || len(res.Stdout) == 0 {
+	sum, size, ok := dumpSums(res.Stdout)
+	if res.Code != 0 || size == 0 {
 		return none, workers.Invalid("the dump of %s failed (exit %d): %s", p.DB, res.Code, strings.TrimSpace(string(res.Stderr)))
 	}
-	sum := sha256.Sum256(res.Stdout)
+	if !ok {
+		return none, workers.Internal("the dump of %s printed no checksum and size: %q", p.DB, strings.TrimSpace(string(res.Stdout)))
+	}
 	info := events.DBBackupInfo{Name: fmt.Sprintf("%s.%s.%s", inst.Name, p.DB, taken.Format("20060102T150405.000Z")), Bucket: bus.BackupsBucket(w.host.Server),
-		Instance: inst.Name, DB: p.DB, Kind: inst.Kind, Owner: owner, Server: w.host.Server, Size: int64(len(res.Stdout)), SHA256: hex.EncodeToString(sum[:]), Taken: taken}
+		Instance: inst.Name, DB: p.DB, Kind: inst.Kind, Owner: owner, Server: w.host.Server, Size: size, SHA256: sum, Taken: taken}
 	req.Progress("store", fmt.Sprintf("sealing and storing %d bytes as %s", info.Size, info.Name))
 	meta := jetstream.ObjectMeta{Name: info.Name, Description: "backup of " + inst.Kind + " database " + p.DB + " of " + inst.Name,
 		Metadata: map[string]string{metaInstance: inst.Name, metaDB: p.DB, metaKind: inst.Kind, metaOwner: owner, metaServer: w.host.Server, metaSHA256: info.SHA256,
 			metaTaken: taken.Format(time.RFC3339Nano), metaSize: strconv.FormatInt(info.Size, 10)}}
-	if w.host.Secrets == nil {
-		return none, workers.Internal("this agent has no key to seal a backup with")
-	}
-	box, err := SealBackup(res.Stdout, w.host.Secrets.Public(), p.To, meta.Metadata)
+	dump, n, err := w.host.Runtime.PullFile(ctx, inst.Name, file)
 	if err != nil {
-		return none, workers.Invalid("%v", err)
+		return none, workers.Transient("reading the dump of %s in %s: %v", p.DB, inst.Name, err)
 	}
-	if _, err := bus.PutBackup(ctx, w.cfg.JS, bus.BackupsBucket(w.host.Server), meta, bytes.NewReader(box)); err != nil {
+	defer dump.Close()
+	if n >= 0 && n != size {
+		return none, workers.Transient("the dump of %s in %s is %d bytes, %d when it was taken", p.DB, inst.Name, n, size)
+	}
+	if err := StoreBackup(ctx, w.cfg.JS, bus.BackupsBucket(w.host.Server), meta, dump, w.host.Secrets.Public(), p.To); err != nil {
+		var k *keyError
+		if errors.As(err, &k) {
+			return none, workers.Invalid("%v", err)
+		}
 		return none, workers.Transient("storing backup %s: %v", info.Name, err)
 	}
 	return info, nil
@@ -285,21 +430,25 @@ func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBR
 		return events.DBInstance{}, workers.NotFound("no backup %s in %s: `skein backups` lists them", p.Backup, bus.BackupsBucket(w.host.Server))
 	}
 	b := BackupInfo(oi)
-	box, err := obs.GetBytes(ctx, p.Backup)
-	if err != nil {
-		return events.DBInstance{}, workers.Transient("reading backup %s: %v", p.Backup, err)
-	}
 	if w.host.Secrets == nil {
 		return events.DBInstance{}, workers.Internal("this agent has no key to open a backup with")
 	}
-	data, err := OpenBackup(box, oi.Metadata, w.host.Secrets, MetaKeyAgent)
-	if err != nil {
+	// Refused before anything is made: a backup this agent cannot open.
+	if _, err := openKey(oi.Metadata, w.host.Secrets, MetaKeyAgent); err != nil {
 		return events.DBInstance{}, workers.Invalid("backup %s: %v", p.Backup, err)
 	}
 	inst, err := w.change(ctx, p.Instance, func(inst *events.DBInstance) error {
 		if b.Kind != inst.Kind {
 			return workers.Invalid("backup %s is of a %s database: instance %s is %s", p.Backup, b.Kind, inst.Name, inst.Kind)
 		}
+		// In the container and checked before anything is made or restored.
+		f := scratch(req, "restore")
+		req.Progress("backup", fmt.Sprintf("writing %s (%d bytes) into %s", p.Backup, b.Size, inst.Name))
+		size, err := w.pushBackup(ctx, p.Backup, inst.Name, f)
+		if err != nil {
+			return err
+		}
+		defer w.remove(ctx, inst.Name, f)
 		owner := ""
 		for _, d := range inst.Databases {
 			if d.Name == p.DB {
@@ -325,11 +474,7 @@ func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBR
 		if err != nil {
 			return workers.Invalid("%v", err)
 		}
-		f := "/run/skein-restore-" + events.NewID()[:12]
-		if err := w.host.Runtime.PushFile(ctx, inst.Name, f, data, 0o600); err != nil {
-			return workers.Transient("writing the backup into %s: %v", inst.Name, err)
-		}
-		req.Progress("restore", fmt.Sprintf("restoring %s (%d bytes) into %s", p.Backup, len(data), p.DB))
+		req.Progress("restore", fmt.Sprintf("restoring %s (%d bytes) into %s", p.Backup, size, p.DB))
 		res, err := w.host.Runtime.Exec(ctx, inst.Name, "bash", "-c", "F="+f+"; "+script+"; rc=$?; rm -f \"$F\"; exit $rc")
 		if err != nil {
 			return workers.Transient("restoring in %s: %v", inst.Name, err)
@@ -343,6 +488,57 @@ func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBR
 		w.publish(ctx, events.DBChange{Instance: inst.Name, Change: "restored", DB: p.DB})
 	}
 	return inst, err
+}
+
+// pushBackup writes the dump backup holds into file in container name as
+// it is read and opened, and checks it: when it is damaged, or the writing
+// failed, the file is removed and an error returned. It returns its size.
+func (w *Worker) pushBackup(ctx context.Context, backup, name, file string) (int64, error) {
+	src, oi, err := bus.GetBackup(ctx, w.cfg.JS, bus.BackupsBucket(w.host.Server), backup)
+	if err != nil {
+		return 0, workers.Transient("reading backup %s: %v", backup, err)
+	}
+	plain, err := OpenBackup(src, oi.Metadata, w.host.Secrets, MetaKeyAgent)
+	if err != nil {
+		return 0, workers.Invalid("backup %s: %v", backup, err)
+	}
+	in := &endReader{r: plain}
+	err = w.host.Runtime.PushFileFrom(ctx, name, file, in, 0o600)
+	if err == nil && in.eof {
+		return in.n, nil
+	}
+	w.remove(ctx, name, file)
+	switch {
+	case in.err != nil && isDamaged(in.err):
+		return 0, workers.Invalid("backup %s: %v", backup, in.err)
+	case in.err != nil:
+		return 0, workers.Transient("reading backup %s: %v", backup, in.err)
+	case err == nil:
+		// Checked only at its end: a file not read to it is not known whole.
+		return 0, workers.Internal("writing the backup into %s: the container took the file before its end", name)
+	}
+	return 0, workers.Transient("writing the backup into %s: %v", name, err)
+}
+
+// endReader remembers how what it reads ended: whoever it was handed to
+// may report the failure in words of its own, or not at all.
+type endReader struct {
+	r   io.Reader
+	n   int64
+	eof bool
+	err error
+}
+
+func (e *endReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	e.n += int64(n)
+	switch {
+	case err == io.EOF:
+		e.eof = true
+	case err != nil:
+		e.err = err
+	}
+	return n, err
 }
 
 // emptyFor makes sure database p.DB of inst, owned by owner, holds nothing

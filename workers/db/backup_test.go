@@ -5,9 +5,14 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/seal"
 )
 
@@ -25,10 +30,7 @@ func TestBackupOpensForItsAgentAndTheAdminOnly(t *testing.T) {
 	other, _ := seal.New()
 	sum := sha256.Sum256(plain)
 	meta := map[string]string{metaSHA256: hex.EncodeToString(sum[:])}
-	box, err := SealBackup(plain, agent.Public(), admin.Public(), meta)
-	if err != nil {
-		t.Fatal(err)
-	}
+	box := sealBackup(t, plain, agent.Public(), admin.Public(), meta)
 	if bytes.Contains(box, plain[:16]) || bytes.HasPrefix(box, []byte{0x1f, 0x8b}) {
 		t.Fatal("the stored backup holds the dump")
 	}
@@ -39,32 +41,121 @@ func TestBackupOpensForItsAgentAndTheAdminOnly(t *testing.T) {
 		k      Keyring
 		reader string
 	}{{agent, MetaKeyAgent}, {admin, MetaKeyAdmin}} {
-		got, err := OpenBackup(box, meta, r.k, r.reader)
+		got, err := openBackup(box, meta, r.k, r.reader)
 		if err != nil || !bytes.Equal(got, plain) {
 			t.Errorf("%s: %v", r.reader, err)
 		}
 	}
-	if _, err := OpenBackup(box, meta, other, MetaKeyAgent); err == nil || !strings.Contains(err.Error(), "not sealed to this server's agent") {
+	if _, err := openBackup(box, meta, other, MetaKeyAgent); err == nil || !strings.Contains(err.Error(), "not sealed to this server's agent") {
 		t.Errorf("another agent: %v", err)
 	}
-	if _, err := OpenBackup(box, meta, other, MetaKeyAdmin); err == nil || !strings.Contains(err.Error(), admin.Public()) {
+	if _, err := openBackup(box, meta, other, MetaKeyAdmin); err == nil || !strings.Contains(err.Error(), admin.Public()) {
 		t.Errorf("another admin key: %v, want the key it is sealed to named", err)
 	}
 	moved, err := ResealBackup(meta, admin, other.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := OpenBackup(box, moved, other, MetaKeyAgent); err != nil || !bytes.Equal(got, plain) {
+	if got, err := openBackup(box, moved, other, MetaKeyAgent); err != nil || !bytes.Equal(got, plain) {
 		t.Errorf("resealed to another agent: %v", err)
 	}
 	if _, err := ResealBackup(meta, other, agent.Public()); err == nil {
 		t.Error("a key that is not the admin's resealed it")
 	}
 	meta[metaSHA256] = strings.Repeat("0", 64)
-	if _, err := OpenBackup(box, meta, agent, MetaKeyAgent); err == nil || !strings.Contains(err.Error(), "damaged") {
+	if _, err := openBackup(box, meta, agent, MetaKeyAgent); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("a wrong checksum: %v", err)
 	}
-	if _, err := OpenBackup(box, map[string]string{}, agent, MetaKeyAgent); err == nil || !strings.Contains(err.Error(), "no key") {
+	if _, err := openBackup(box, map[string]string{}, agent, MetaKeyAgent); err == nil || !strings.Contains(err.Error(), "no key") {
 		t.Errorf("a backup with no key: %v", err)
+	}
+}
+
+// sealBackup seals plain as SealBackup does into a backup's stream.
+func sealBackup(t *testing.T, plain []byte, agentKey, adminKey string, meta map[string]string) []byte {
+	t.Helper()
+	var box bytes.Buffer
+	w, err := SealBackup(&box, agentKey, adminKey, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(plain); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return box.Bytes()
+}
+
+// openBackup reads what OpenBackup hands out to its end.
+func openBackup(box []byte, meta map[string]string, k Keyring, reader string) ([]byte, error) {
+	r, err := OpenBackup(bytes.NewReader(box), meta, k, reader)
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(r)
+}
+
+// The dump script, run by bash with stand-ins for mariadb-dump, su and
+// pg_dump: the gzip lands in the file, root's alone, and what it prints is
+// the file's SHA-256 and size; a dump that fails fails the script (pipefail)
+// and prints no checksum.
+func TestDumpScriptWritesTheFileAndItsSums(t *testing.T) {
+	for _, tool := range []string{"bash", "gzip", "sha256sum", "wc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s: %v", tool, err)
+		}
+	}
+	bin := t.TempDir()
+	stub := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stub("mariadb-dump", `[ "$DUMP_FAILS" ] && { echo 'CREATE TABLE half'; echo 'mariadb-dump: Got error: 2013' >&2; exit 2; }; echo "-- dump of $*"; echo "INSERT INTO t VALUES (1, 'row');"`)
+	stub("pg_dump", `[ "$DUMP_FAILS" ] && { echo 'pg_dump: error: connection failed' >&2; exit 1; }; echo "-- pg_dump $*"; echo "COPY t FROM stdin;"`)
+	stub("su", `exec /bin/sh -c "$5"`)
+	for _, kind := range []string{events.DBMySQL, events.DBPostgreSQL} {
+		file := filepath.Join(t.TempDir(), "skein-dump-0123abcd.gz")
+		script, err := dumpScript(kind, "wpdb", file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("bash", "-c", script)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Stat(file)
+		zr, err := gzip.NewReader(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, _ := io.ReadAll(zr)
+		if !strings.Contains(string(plain), "wpdb") || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: the file holds %q, mode %v", kind, plain, fi.Mode())
+		}
+		sum, size, ok := dumpSums(out)
+		want := sha256.Sum256(data)
+		if !ok || sum != hex.EncodeToString(want[:]) || size != int64(len(data)) {
+			t.Errorf("%s printed %q: %s %d %v, the file is %x, %d bytes", kind, out, sum, size, ok, want, len(data))
+		}
+		cmd = exec.Command("bash", "-c", script)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "DUMP_FAILS=1")
+		out, err = cmd.Output()
+		if err == nil || len(out) != 0 {
+			t.Errorf("%s: a failed dump: %v, printed %q", kind, err, out)
+		}
+	}
+	for _, bad := range []string{"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  -\n", "zz  -\n12\n", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  -\n-1\n"} {
+		if _, _, ok := dumpSums([]byte(bad)); ok {
+			t.Errorf("%q read as sums", bad)
+		}
 	}
 }

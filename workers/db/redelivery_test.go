@@ -8,11 +8,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/container"
+	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/internal/testutil"
 	"github.com/skeinhq/skein/workers"
 	"github.com/skeinhq/skein/workers/containers"
@@ -64,8 +66,12 @@ type dbRig struct {
 	w      *Worker
 	armed  *atomic.Bool
 	client *bus.Client
-	mu     sync.Mutex
-	told   []events.DBChange
+	fake   *container.Fake
+	// js is the agent's connection's, without the lost acknowledgements.
+	js    jetstream.JetStream
+	agent *seal.Keys
+	mu    sync.Mutex
+	told  []events.DBChange
 }
 
 func newDBRig(t *testing.T) *dbRig {
@@ -85,8 +91,12 @@ func newDBRig(t *testing.T) *dbRig {
 	pub := bus.NewPublisher(aconn.JS, "agent/"+server, server)
 	cw := containers.New(server, fake, cstore, pub, zerolog.Nop())
 	rt := workers.NewRuntime(aconn, server, zerolog.Nop())
-	host := &svc.Host{Server: server, Image: "skein-service", Runtime: fake, Containers: cw, Locks: rt, Answered: rt.Answered, Log: zerolog.Nop()}
-	r := &dbRig{ctx: ctx, armed: &atomic.Bool{}, client: bus.NewClient(conn, "cli")}
+	agent, err := seal.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := &svc.Host{Server: server, Image: "skein-service", Runtime: fake, Containers: cw, Locks: rt, Answered: rt.Answered, Secrets: agent, Log: zerolog.Nop()}
+	r := &dbRig{ctx: ctx, armed: &atomic.Bool{}, client: bus.NewClient(conn, "cli"), fake: fake, js: aconn.JS, agent: agent}
 	if r.w, err = New(ctx, Config{Deps: svc.Deps{Host: host, JS: testutil.LostAck(aconn.JS, "skein_dbs", r.armed), Publisher: pub}, Log: zerolog.Nop()}); err != nil {
 		t.Fatal(err)
 	}
@@ -129,15 +139,21 @@ func newDBRig(t *testing.T) *dbRig {
 // do sends a command and waits for its success.
 func (r *dbRig) do(t *testing.T, typ string, payload any) {
 	t.Helper()
+	if _, err := r.call(t, typ, payload); err != nil {
+		t.Fatalf("%s: %v", typ, err)
+	}
+}
+
+// call sends a command and returns its result.
+func (r *dbRig) call(t *testing.T, typ string, payload any) (*events.Result, error) {
+	t.Helper()
 	env, err := r.client.NewCommand(server, typ, "", payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cctx, c := context.WithTimeout(r.ctx, 30*time.Second)
+	cctx, c := context.WithTimeout(r.ctx, 60*time.Second)
 	defer c()
-	if _, err := r.client.Do(cctx, bus.Call{Envelope: env}); err != nil {
-		t.Fatalf("%s: %v", typ, err)
-	}
+	return r.client.Do(cctx, bus.Call{Envelope: env})
 }
 
 // toldChange waits for db.changed of db1's database db with change.
