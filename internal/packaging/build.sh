@@ -13,7 +13,7 @@ version="0.0.0+git$(git log -1 --format=%cd --date=format:%Y%m%d%H%M%S 2>/dev/nu
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 chmod 0755 "$root"
-install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/skein" "$root/var/lib/skein"
+install -d "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/usr/lib/tmpfiles.d" "$root/etc/skein" "$root/var/lib/skein"
 # Uncommitted changes: the version names the build's content too, so that
 # every build installs over the last.
 if git status --porcelain 2>/dev/null | grep -q .; then
@@ -22,6 +22,7 @@ if git status --porcelain 2>/dev/null | grep -q .; then
 fi
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$root/usr/bin/skein" ./cmd/skein
 install -m 0644 "$HERE/skein-server.service" "$HERE/skein-agent.service" "$root/lib/systemd/system/"
+install -m 0644 "$HERE/skein.tmpfiles" "$root/usr/lib/tmpfiles.d/skein.conf"
 install -m 0755 "$HERE/postinst" "$HERE/prerm" "$root/DEBIAN/"
 chmod 0700 "$root/var/lib/skein"
 cat >"$root/DEBIAN/control" <<CONTROL

@@ -175,3 +175,30 @@ func TestLosingAMachine(t *testing.T) {
 		t.Errorf("%d requests failed after m3 was powered on again, at %v; instances %+v", n, at, instances(t, "lossjob"))
 	}
 }
+
+// A load balancer comes back with its machine: m2 powered off and on, its
+// haproxy runs again with every backend of its record, as the agent's
+// metrics read them through haproxy's runtime socket.
+func TestLoadBalancerComesBackAfterAPowerCycle(t *testing.T) {
+	mustSkein(t, "addlb", "haproxy", "m2", "-n", "pclb")
+	t.Cleanup(func() { _, _ = skein("dellb", "pclb") })
+	mustSkein(t, "addbackends", "pclb", "b1:10.77.9.11:80", "b2:10.77.9.12:80")
+	runs := func() string { bes, err := lbBackends("m2", "pclb"); return fmt.Sprint(bes, err) }
+	eventually(t, 30*time.Second, func() bool { return runs() == "[b1 b2] <nil>" }, "haproxy of pclb runs %s, want [b1 b2]", runs())
+	if out, err := exec.Command("incus", "stop", "--force", "m2", "--project", project).CombinedOutput(); err != nil {
+		t.Fatalf("powering m2 off: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("incus", "start", "m2", "--project", project).Run() })
+	on := time.Now()
+	if out, err := exec.Command("incus", "start", "m2", "--project", project).CombinedOutput(); err != nil {
+		t.Fatalf("powering m2 on: %v %s", err, out)
+	}
+	if err := upAgain("m2", on, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if !poll(60*time.Second, func() bool { return runs() == "[b1 b2] <nil>" }) {
+		state, _ := inMachine("m2", "sh", "-c", "incus list -c ns -f csv; ls -la /run/skein/lb; journalctl -u skein-agent --no-pager -n 200 | grep -i -e pclb -e haproxy -e error | tail -30")
+		t.Fatalf("after m2's power cycle haproxy of pclb runs %s, want [b1 b2]\n%s", runs(), state)
+	}
+	t.Logf("m2 powered on: pclb runs its backends again %.1fs after", time.Since(on).Seconds())
+}

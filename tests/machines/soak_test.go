@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -236,6 +237,25 @@ func machineFaults(parts *partitions) []soak.Fault {
 	}
 }
 
+// lbBackends are the backends haproxy of lb runs on machine m, from its
+// agent's metrics (skein_lb_backend_state).
+func lbBackends(m, lb string) ([]string, error) {
+	out, err := inMachine(m, "curl", "-sf", "-m", "5", "http://127.0.0.1:"+metricsPort+"/metrics")
+	if err != nil {
+		return nil, err
+	}
+	var bes []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "skein_lb_backend_state{") && strings.Contains(l, `lb="`+lb+`"`) {
+			_, rest, _ := strings.Cut(l, `backend="`)
+			be, _, _ := strings.Cut(rest, `"`)
+			bes = append(bes, be)
+		}
+	}
+	sort.Strings(bes)
+	return bes, nil
+}
+
 // machinesBed is the soak's view of the machines: each its own Incus, the
 // Consul endpoint asked from a machine (the host has no route behind them),
 // haproxy's backends from the agent's metrics.
@@ -268,21 +288,7 @@ func machinesBed(parts *partitions) *soak.Bed {
 			}
 			return nil, err
 		},
-		LBBackends: func(m, lb string) ([]string, error) {
-			out, err := inMachine(m, "curl", "-sf", "-m", "5", "http://127.0.0.1:"+metricsPort+"/metrics")
-			if err != nil {
-				return nil, err
-			}
-			var bes []string
-			for _, l := range strings.Split(out, "\n") {
-				if strings.HasPrefix(l, "skein_lb_backend_state{") && strings.Contains(l, `lb="`+lb+`"`) {
-					_, rest, _ := strings.Cut(l, `backend="`)
-					be, _, _ := strings.Cut(rest, `"`)
-					bes = append(bes, be)
-				}
-			}
-			return bes, nil
-		},
+		LBBackends: lbBackends,
 		Faults: machineFaults(parts),
 	}
 }
