@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,9 +182,10 @@ func (c *natsCluster) must(t testing.TB, args ...string) string {
 
 // skein on a three-node NATS cluster: streams and buckets replicated on all
 // three (skein init --replicas 3), agents and the CLI given all three URLs;
-// one node killed (kill -9) while commands flow, then another once the first
-// is back and current: no acknowledged command is lost, and the CLI and the
-// agents carry on as soon as the streams have leaders again.
+// each node stalled 500 ms in turn (no election may follow), then one node
+// killed (kill -9) while commands flow, then another once the first is back
+// and current: no acknowledged command is lost, and the CLI and the agents
+// carry on as soon as the streams have leaders again.
 func TestNATSCluster(t *testing.T) {
 	dumpOnFailure(t)
 	c := newNATSCluster(t)
@@ -220,6 +222,12 @@ func TestNATSCluster(t *testing.T) {
 	}
 
 	const total = 48
+	// A node's process stalled (SIGSTOP, SIGCONT after 500 ms, as a starved
+	// CPU or a long pause would) while a command runs: under the 1 s least
+	// election timeout, no group may elect. n1, n2, n3 in turn: one of them
+	// leads each group.
+	stalls := map[int]int{3: 0, 6: 1, 9: 2}
+	const stall = 500 * time.Millisecond
 	kills := map[int]int{12: 0, 30: 1} // command number → node killed just before it
 	restarts := map[int]int{22: 0, 40: 1}
 	var killedAt time.Time
@@ -228,7 +236,7 @@ func TestNATSCluster(t *testing.T) {
 		if n, ok := kills[i]; ok {
 			if i == 12 {
 				if n := elections.Load(); n != 0 {
-					t.Errorf("%d leader elections with no node lost, in %d commands: the Raft timings are too short for this machine", n, i)
+					t.Errorf("%d leader elections with no node lost, in %d commands and three %s stalls: the Raft timings are too short for this machine", n, i, stall)
 				}
 			}
 			c.nodes[n].kill9()
@@ -242,6 +250,17 @@ func TestNATSCluster(t *testing.T) {
 			// three at once is losing the quorum, which no client can ride out.
 			eventually(t, 60*time.Second, func() bool { return c.healthy(n) }, "node n%d does not catch up after its restart", n+1)
 			t.Logf("restarted node n%d before command %d; current after %s", n+1, i, time.Since(restarted).Round(100*time.Millisecond))
+		}
+		if n, ok := stalls[i]; ok {
+			p := c.nodes[n].cmd.Process
+			if err := p.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				time.Sleep(stall)
+				_ = p.Signal(syscall.SIGCONT)
+			}()
+			t.Logf("stalled node n%d for %s during command %d", n+1, stall, i)
 		}
 		out, err := c.skein("addservice", "nc1", fmt.Sprintf("svc%d", i), "80", "--id", fmt.Sprintf("nc-%d-%d", i, time.Now().UnixNano()), "--timeout", "60s")
 		if err != nil {
