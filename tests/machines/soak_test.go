@@ -289,7 +289,7 @@ func machinesBed(parts *partitions) *soak.Bed {
 			return nil, err
 		},
 		LBBackends: lbBackends,
-		Faults: machineFaults(parts),
+		Faults:     machineFaults(parts),
 	}
 }
 
