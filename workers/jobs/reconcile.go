@@ -85,10 +85,17 @@ func (s *Scheduler) lead(ctx context.Context, rev uint64) {
 		rctx, rcancel := context.WithTimeout(ctx, events.SchedulerLease/3)
 		next, err := s.lease.Update(rctx, leaderKey, rec, rev)
 		if errors.Is(err, bus.ErrConflict) {
-			// Another server's copy stored over the lease and put back since
-			// (bus.KeepKeys): still this scheduler's, at a new revision.
-			if cur, gerr := s.lease.Get(rctx, leaderKey); gerr == nil && cur.Value.ID == s.cfg.ID {
+			switch cur, gerr := s.lease.Get(rctx, leaderKey); {
+			case gerr == nil && cur.Value.ID == s.cfg.ID:
+				// Another server's copy stored over the lease and put back since
+				// (bus.KeepKeys): still this scheduler's, at a new revision.
 				next, err = s.lease.Update(rctx, leaderKey, rec, cur.Revision)
+			case errors.Is(gerr, bus.ErrNotSigned):
+				// The copy not put back yet: no scheduler holds the lease, this one keeps it.
+				next, err = s.takeForged(rctx, rec)
+			case errors.Is(gerr, bus.ErrNoRecord):
+				// A deletion's marker stored over it: made again, unless another scheduler is first.
+				next, err = s.lease.Create(rctx, leaderKey, rec)
 			}
 		}
 		rcancel()
