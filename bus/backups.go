@@ -67,7 +67,8 @@ func EnsureBackupsStore(ctx context.Context, js jetstream.JetStream, server stri
 // PutBackup stores what r reads as the object meta names in bucket (a
 // backups store), as nats.go's Put would but without a rollup, a chunk at
 // a time; an object of that name already there is replaced for readers
-// (its chunks stay).
+// (its chunks stay). It ends only when r returns io.EOF: any other error,
+// io.ErrUnexpectedEOF included, fails it and describes nothing.
 func PutBackup(ctx context.Context, js jetstream.JetStream, bucket string, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error) {
 	id := nuid.Next()
 	chunks := "$O." + bucket + ".C." + id
@@ -76,7 +77,7 @@ func PutBackup(ctx context.Context, js jetstream.JetStream, bucket string, meta 
 	info.Opts = &jetstream.ObjectMetaOptions{ChunkSize: backupChunk}
 	chunk := make([]byte, backupChunk)
 	for {
-		n, err := io.ReadFull(r, chunk)
+		n, err := fill(r, chunk)
 		if n > 0 {
 			h.Write(chunk[:n])
 			if _, perr := js.Publish(ctx, chunks, chunk[:n]); perr != nil {
@@ -85,7 +86,9 @@ func PutBackup(ctx context.Context, js jetstream.JetStream, bucket string, meta 
 			info.Size += uint64(n)
 			info.Chunks++
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		// Only r's own io.EOF is the end: a body cut short ends in
+		// io.ErrUnexpectedEOF, and a stream without its end is not described.
+		if err == io.EOF {
 			break
 		}
 		if err != nil {
@@ -97,6 +100,21 @@ func PutBackup(ctx context.Context, js jetstream.JetStream, bucket string, meta 
 		return nil, err
 	}
 	return info, nil
+}
+
+// fill reads into p until it is full or r fails, and returns r's error as
+// r returned it: io.ReadFull would make an io.ErrUnexpectedEOF of r's own
+// (a body cut short) look like an end.
+func fill(r io.Reader, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := r.Read(p[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // UpdateBackupMeta changes the description, headers and metadata of the

@@ -132,3 +132,38 @@ func TestGetBackupChecksTheChunks(t *testing.T) {
 		t.Errorf("a backup that is not there: %v", err)
 	}
 }
+
+// cutBody ends as net/http's body does when its connection is cut short:
+// with io.ErrUnexpectedEOF, not io.EOF.
+type cutBody struct{ r io.Reader }
+
+func (c *cutBody) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err == io.EOF {
+		return n, io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// A reader that ends in io.ErrUnexpectedEOF (a body cut short), at a
+// chunk's edge or within one, fails PutBackup and leaves nothing described:
+// only the reader's own io.EOF is the end.
+func TestPutBackupOfABodyCutShortDescribesNothing(t *testing.T) {
+	conn, _ := testutil.Bus(t)
+	ctx := ctxT(t, 30*time.Second)
+	obs, err := bus.EnsureBackupsStore(ctx, conn.JS, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := bus.BackupsBucket("s1")
+	for _, n := range []int{0, 1000, 128 * 1024, 2*128*1024 + 7} {
+		name := fmt.Sprintf("cut%d", n)
+		_, err := bus.PutBackup(ctx, conn.JS, bucket, jetstream.ObjectMeta{Name: name}, &cutBody{bytes.NewReader(make([]byte, n))})
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("%d bytes cut short: %v, want io.ErrUnexpectedEOF", n, err)
+		}
+		if _, err := obs.GetInfo(ctx, name); !errors.Is(err, jetstream.ErrObjectNotFound) {
+			t.Errorf("%d bytes cut short are described: %v", n, err)
+		}
+	}
+}

@@ -169,6 +169,11 @@ func StoreBackup(ctx context.Context, js jetstream.JetStream, bucket string, met
 			err = sw.Close()
 		}
 		// nil is io.EOF for the store: the end, once the final chunk is out.
+		// A failure is handed on as words (%v) so that no io.EOF or
+		// io.ErrUnexpectedEOF of src's is taken by the store for an end.
+		if err != nil {
+			err = fmt.Errorf("reading the dump: %v", err)
+		}
 		pw.CloseWithError(err)
 		sealed <- err
 	}()

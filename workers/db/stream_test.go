@@ -209,7 +209,8 @@ func TestBackupRestoresByteForByte(t *testing.T) {
 // backup. A dump that failed is an error, and no backup is listed. An
 // attempt whose reading of the dump failed, or read what is not the dump
 // summed, removes it and lists nothing: the next attempt (the command is
-// retried) takes the backup, listed once.
+// retried) takes the backup, listed once; so does one whose reading was cut
+// short (io.ErrUnexpectedEOF, as an HTTP body ends).
 func TestDumpFileIsRemovedWhateverHappens(t *testing.T) {
 	b := newDumpBed(t)
 	b.dump = make([]byte, 2*seal.ChunkSize)
@@ -253,6 +254,7 @@ func TestDumpFileIsRemovedWhateverHappens(t *testing.T) {
 	}{
 		{"its reading failed", io.MultiReader(bytes.NewReader(b.dump[:seal.ChunkSize]), iotest.ErrReader(errors.New("connection reset")))},
 		{"it was not the dump summed", bytes.NewReader(b.dump[:len(b.dump)-1])},
+		{"it was cut short", &cutBody{bytes.NewReader(b.dump[:seal.ChunkSize])}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var pulls atomic.Int32
@@ -382,6 +384,18 @@ func TestRestoreNeedsTheFileReadToItsEnd(t *testing.T) {
 	}
 }
 
+// cutBody ends as net/http's body does when its connection is cut short:
+// with io.ErrUnexpectedEOF, not io.EOF.
+type cutBody struct{ r io.Reader }
+
+func (c *cutBody) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err == io.EOF {
+		return n, io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
 // memPeak samples the heap every few milliseconds until stop is called,
 // which returns the highest heap in use and live heap (marked by the last
 // collection) seen.
@@ -479,7 +493,8 @@ func TestBackupStreamsABigDump(t *testing.T) {
 
 // A backup is described (listed, with its size and checksum) only once
 // all of it is stored and it is the dump that was described: a dump that
-// is not the one summed, or whose reading fails, leaves nothing listed.
+// is not the one summed, or whose reading fails, or cut short as an HTTP
+// body is (io.ErrUnexpectedEOF), leaves nothing listed.
 func TestStoreBackupDescribesOnlyAWholeBackup(t *testing.T) {
 	conn, _ := testutil.Bus(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -506,6 +521,8 @@ func TestStoreBackupDescribesOnlyAWholeBackup(t *testing.T) {
 		{"another-dump", bytes.NewReader(other), "it changed while it was read"},
 		{"a-shorter-one", bytes.NewReader(dump[:len(dump)-1]), "it changed while it was read"},
 		{"a-failed-read", io.MultiReader(bytes.NewReader(dump[:2*seal.ChunkSize]), iotest.ErrReader(errors.New("connection reset"))), "connection reset"},
+		{"a-body-cut-short", &cutBody{bytes.NewReader(dump[:2*seal.ChunkSize])}, "unexpected EOF"},
+		{"a-body-cut-within-a-chunk", &cutBody{bytes.NewReader(dump[:seal.ChunkSize+100])}, "unexpected EOF"},
 	} {
 		err := StoreBackup(ctx, conn.JS, bus.BackupsBucket(server), meta(tc.name), tc.src, agent.Public(), admin.Public())
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
