@@ -17,6 +17,7 @@ import (
 
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
+	"github.com/skeinhq/skein/internal/container"
 	"github.com/skeinhq/skein/internal/seal"
 	"github.com/skeinhq/skein/workers"
 )
@@ -225,12 +226,13 @@ func textSealed(v string) (events.Sealed, bool) {
 }
 
 // dumpScript renders the command that writes a consistent, gzip-compressed
-// dump of db into file (root's alone) and prints its SHA-256 and size:
+// dump of db into f (root's alone, after f's prelude) and prints its
+// SHA-256 and size:
 // MariaDB's in one transaction (--single-transaction, no table locks),
 // PostgreSQL's pg_dump (one snapshot), without owners so that it restores
 // into any database. The name is a validated identifier; bash's pipefail
 // makes a failed dump a failure.
-func dumpScript(kind, db, file string) (string, error) {
+func dumpScript(kind, db string, f scratchFile) (string, error) {
 	if _, err := ident(kind, db); err != nil {
 		return "", err
 	}
@@ -238,7 +240,7 @@ func dumpScript(kind, db, file string) (string, error) {
 	if kind == events.DBMySQL {
 		dump = "mariadb-dump --single-transaction --quick --routines --triggers --no-create-db --skip-add-locks " + db
 	}
-	return "set -o pipefail; umask 077; F=" + file + "; " + dump + " | gzip -c > \"$F\" && sha256sum < \"$F\" && wc -c < \"$F\"", nil
+	return f.prelude() + dump + " | gzip -c > \"$F\" && sha256sum < \"$F\" && wc -c < \"$F\"", nil
 }
 
 // dumpSums reads the SHA-256 and size dumpScript prints.
@@ -254,26 +256,92 @@ func dumpSums(out []byte) (string, int64, bool) {
 	return f[0], n, err == nil && n >= 0
 }
 
-// scratch is the path of this command's plain dump (what: dump or restore)
-// in a container: on disk (/var/tmp: /run is a small tmpfs), and the same
-// for each attempt, so that a redelivery after a crash overwrites and
-// removes what the last attempt left.
-func scratch(req *workers.Request, what string) string {
-	sum := sha256.Sum256([]byte(req.ID()))
-	return "/var/tmp/skein-" + what + "-" + hex.EncodeToString(sum[:8]) + ".gz"
+// scratchDir holds skein's plain dumps in a container: on disk (/run is a
+// small tmpfs), and root's alone, since /var/tmp is anyone's to write in.
+const scratchDir = "/var/tmp/skein"
+
+// Exit statuses of a scratch file's prelude.
+const (
+	// exitBusy: an earlier attempt of the command still runs a script.
+	exitBusy = 75
+	// exitNotOwn: scratchDir is not a directory root's alone.
+	exitNotOwn = 76
+)
+
+// scratchFile is one attempt's plain dump in a container. Each attempt has
+// its own: an Incus exec outlives the agent that started it, and the
+// command is redelivered meanwhile.
+type scratchFile struct {
+	// dir is scratchDir.
+	dir string
+	// id is hex of the command's id, the same for each attempt.
+	id string
+	// path is this attempt's file, hex and digits alone.
+	path string
 }
 
-// remove deletes a plain dump of skein's in a container, whatever became
-// of the command: its context may have ended.
-func (w *Worker) remove(ctx context.Context, name, file string) {
+// scratch is the plain dump (what: dump or restore) of this attempt of req.
+func scratch(req *workers.Request, what string) scratchFile {
+	sum := sha256.Sum256([]byte(req.ID()))
+	id := hex.EncodeToString(sum[:8])
+	return scratchFile{dir: scratchDir, id: id, path: fmt.Sprintf("%s/skein-%s-%s.%d.gz", scratchDir, what, id, max(req.Attempt, 1))}
+}
+
+// part is where a restore's file is written: it is moved to path only once
+// it was read to its end and checked.
+func (f scratchFile) part() string { return f.path + ".part" }
+
+// prelude renders the start of a bash script that uses f as $F: it makes
+// f's directory, root's alone, and refuses one that is not (a container's
+// user could have made it, or its files); it takes the command's lock,
+// refusing (exitBusy) while an earlier attempt's script still holds it;
+// and it removes the files the command's earlier attempts left.
+func (f scratchFile) prelude() string {
+	return "set -o pipefail; umask 077; D=" + f.dir + "; F=" + f.path + "; " +
+		`mkdir -m 0700 "$D" 2>/dev/null; if [ -L "$D" ] || [ ! -d "$D" ] || [ "$(stat -c %u:%a "$D")" != "$(id -u):700" ]; then echo "$D is not a directory root's alone: remove it" >&2; exit ` + strconv.Itoa(exitNotOwn) + `; fi; ` +
+		`exec 9>"$D/` + f.id + `.lock" && flock -n 9 || { echo "an earlier attempt of this command still runs" >&2; exit ` + strconv.Itoa(exitBusy) + `; }; ` +
+		`for g in "$D"/skein-*-` + f.id + `.*; do [ "$g" = "$F" ] || [ "$g" = "$F.part" ] || rm -f -- "$g"; done; `
+}
+
+// preludeError is what a script's exit status says when its prelude
+// refused, or nil.
+func preludeError(name string, res container.ExecResult) error {
+	switch res.Code {
+	case exitBusy:
+		return workers.Transient("in %s, an earlier attempt of this command still runs: %s", name, strings.TrimSpace(string(res.Stderr)))
+	case exitNotOwn:
+		return workers.Invalid("in %s, %s", name, strings.TrimSpace(string(res.Stderr)))
+	}
+	return nil
+}
+
+// prepare makes f's directory in container name, and removes what earlier
+// attempts left, before a file is written into it.
+func (w *Worker) prepare(ctx context.Context, name string, f scratchFile) error {
+	res, err := w.host.Runtime.Exec(ctx, name, "bash", "-c", f.prelude()+"true")
+	if err != nil {
+		return workers.Transient("preparing %s in %s: %v", f.dir, name, err)
+	}
+	if err := preludeError(name, res); err != nil {
+		return err
+	}
+	if res.Code != 0 {
+		return workers.Internal("preparing %s in %s: exit %d: %s", f.dir, name, res.Code, strings.TrimSpace(string(res.Stderr)))
+	}
+	return nil
+}
+
+// remove deletes an attempt's plain dump of skein's in a container,
+// whatever became of the command: its context may have ended.
+func (w *Worker) remove(ctx context.Context, name string, f scratchFile) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	res, err := w.host.Runtime.Exec(ctx, name, "rm", "-f", "--", file)
+	res, err := w.host.Runtime.Exec(ctx, name, "rm", "-f", "--", f.path, f.part())
 	if err == nil && res.Code != 0 {
 		err = fmt.Errorf("exit %d: %s", res.Code, strings.TrimSpace(string(res.Stderr)))
 	}
 	if err != nil {
-		w.cfg.Log.Warn().Err(err).Str("container", name).Str("file", file).Msg("removing a plain dump")
+		w.cfg.Log.Warn().Err(err).Str("container", name).Str("file", f.path).Msg("removing a plain dump")
 	}
 }
 
@@ -379,6 +447,9 @@ func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBa
 	if err != nil {
 		return none, workers.Transient("dumping %s in %s: %v", p.DB, inst.Name, err)
 	}
+	if err := preludeError(inst.Name, res); err != nil {
+		return none, err
+	}
 	sum, size, ok := dumpSums(res.Stdout)
 	if res.Code != 0 || size == 0 {
 		return none, workers.Invalid("the dump of %s failed (exit %d): %s", p.DB, res.Code, strings.TrimSpace(string(res.Stderr)))
@@ -392,7 +463,7 @@ func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBa
 	meta := jetstream.ObjectMeta{Name: info.Name, Description: "backup of " + inst.Kind + " database " + p.DB + " of " + inst.Name,
 		Metadata: map[string]string{metaInstance: inst.Name, metaDB: p.DB, metaKind: inst.Kind, metaOwner: owner, metaServer: w.host.Server, metaSHA256: info.SHA256,
 			metaTaken: taken.Format(time.RFC3339Nano), metaSize: strconv.FormatInt(info.Size, 10)}}
-	dump, n, err := w.host.Runtime.PullFile(ctx, inst.Name, file)
+	dump, n, err := w.host.Runtime.PullFile(ctx, inst.Name, file.path)
 	if err != nil {
 		return none, workers.Transient("reading the dump of %s in %s: %v", p.DB, inst.Name, err)
 	}
@@ -448,12 +519,16 @@ func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBR
 		}
 		// In the container and checked before anything is made or restored.
 		f := scratch(req, "restore")
+		// Registered before anything is written: whatever happens next.
+		defer w.remove(ctx, inst.Name, f)
+		if err := w.prepare(ctx, inst.Name, f); err != nil {
+			return err
+		}
 		req.Progress("backup", fmt.Sprintf("writing %s (%d bytes) into %s", p.Backup, b.Size, inst.Name))
 		size, err := w.pushBackup(ctx, p.Backup, inst.Name, f)
 		if err != nil {
 			return err
 		}
-		defer w.remove(ctx, inst.Name, f)
 		owner := ""
 		for _, d := range inst.Databases {
 			if d.Name == p.DB {
@@ -480,9 +555,13 @@ func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBR
 			return workers.Invalid("%v", err)
 		}
 		req.Progress("restore", fmt.Sprintf("restoring %s (%d bytes) into %s", p.Backup, size, p.DB))
-		res, err := w.host.Runtime.Exec(ctx, inst.Name, "bash", "-c", "F="+f+"; "+script+"; rc=$?; rm -f \"$F\"; exit $rc")
+		// Moved to its name under the lock, only once checked (pushBackup).
+		res, err := w.host.Runtime.Exec(ctx, inst.Name, "bash", "-c", f.prelude()+`mv -f -- "$F.part" "$F" || exit 1; `+script+`; rc=$?; rm -f -- "$F"; exit $rc`)
 		if err != nil {
 			return workers.Transient("restoring in %s: %v", inst.Name, err)
+		}
+		if err := preludeError(inst.Name, res); err != nil {
+			return err
 		}
 		if res.Code != 0 {
 			return workers.Invalid("restoring %s into %s failed: %s", p.Backup, p.DB, strings.TrimSpace(string(res.Stderr)+string(res.Stdout)))
@@ -495,10 +574,11 @@ func (w *Worker) Restore(ctx context.Context, req *workers.Request, p events.DBR
 	return inst, err
 }
 
-// pushBackup writes the dump backup holds into file in container name as
-// it is read and opened, and checks it: when it is damaged, or the writing
-// failed, the file is removed and an error returned. It returns its size.
-func (w *Worker) pushBackup(ctx context.Context, backup, name, file string) (int64, error) {
+// pushBackup writes the dump backup holds into f's part file in container
+// name as it is read and opened, and checks it: when it is damaged, or the
+// writing failed, the file is removed and an error returned. It returns
+// its size.
+func (w *Worker) pushBackup(ctx context.Context, backup, name string, f scratchFile) (int64, error) {
 	src, oi, err := bus.GetBackup(ctx, w.cfg.JS, bus.BackupsBucket(w.host.Server), backup)
 	if err != nil {
 		return 0, workers.Transient("reading backup %s: %v", backup, err)
@@ -508,11 +588,11 @@ func (w *Worker) pushBackup(ctx context.Context, backup, name, file string) (int
 		return 0, workers.Invalid("backup %s: %v", backup, err)
 	}
 	in := &endReader{r: plain}
-	err = w.host.Runtime.PushFileFrom(ctx, name, file, in, 0o600)
+	err = w.host.Runtime.PushFileFrom(ctx, name, f.part(), in, 0o600)
 	if err == nil && in.eof {
 		return in.n, nil
 	}
-	w.remove(ctx, name, file)
+	w.remove(ctx, name, f)
 	switch {
 	case in.err != nil && isDamaged(in.err):
 		return 0, workers.Invalid("backup %s: %v", backup, in.err)

@@ -5,11 +5,14 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/skeinhq/skein/events"
@@ -117,8 +120,9 @@ func TestDumpScriptWritesTheFileAndItsSums(t *testing.T) {
 	stub("pg_dump", `[ "$DUMP_FAILS" ] && { echo 'pg_dump: error: connection failed' >&2; exit 1; }; echo "-- pg_dump $*"; echo "COPY t FROM stdin;"`)
 	stub("su", `exec /bin/sh -c "$5"`)
 	for _, kind := range []string{events.DBMySQL, events.DBPostgreSQL} {
-		file := filepath.Join(t.TempDir(), "skein-dump-0123abcd.gz")
-		script, err := dumpScript(kind, "wpdb", file)
+		dir := filepath.Join(t.TempDir(), "skein")
+		file := filepath.Join(dir, "skein-dump-0123abcd.1.gz")
+		script, err := dumpScript(kind, "wpdb", scratchFile{dir: dir, id: "0123abcd", path: file})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,5 +161,96 @@ func TestDumpScriptWritesTheFileAndItsSums(t *testing.T) {
 		if _, _, ok := dumpSums([]byte(bad)); ok {
 			t.Errorf("%q read as sums", bad)
 		}
+	}
+}
+
+// The scratch prelude, run by bash in a directory of the test's: it makes
+// the directory, root's (its runner's) alone; it refuses one that is
+// anyone's to write in, or a link, touching nothing; it refuses while the
+// command's lock is held (an earlier attempt still running), touching
+// nothing; and it removes the files of the command's earlier attempts,
+// keeping this attempt's and other commands'.
+func TestScratchPreludeLocksAndSweeps(t *testing.T) {
+	for _, tool := range []string{"bash", "flock", "stat"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s: %v", tool, err)
+		}
+	}
+	run := func(f scratchFile) (int, string) {
+		cmd := exec.Command("bash", "-c", f.prelude()+"echo ran")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), stderr.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	at := func(dir string, n int) scratchFile {
+		return scratchFile{dir: dir, id: "0123abcd", path: fmt.Sprintf("%s/skein-restore-0123abcd.%d.gz", dir, n)}
+	}
+	base := t.TempDir()
+	dir := filepath.Join(base, "skein")
+	if code, out := run(at(dir, 1)); code != 0 || out != "ran\n" {
+		t.Fatalf("a new directory: exit %d, %q", code, out)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("the directory: %v %v", fi.Mode(), err)
+	}
+	open := filepath.Join(base, "open")
+	if err := os.Mkdir(open, 0o777); err != nil || os.Chmod(open, 0o777) != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{open, link} {
+		if code, out := run(at(bad, 1)); code != exitNotOwn || !strings.Contains(out, "not a directory root's alone") {
+			t.Errorf("%s: exit %d, %q", bad, code, out)
+		}
+	}
+	files := []string{"skein-dump-0123abcd.1.gz", "skein-restore-0123abcd.1.gz.part", "skein-restore-0123abcd.2.gz", "skein-restore-0123abcd.3.gz.part", "skein-dump-feedbeef.1.gz"}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "0123abcd.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := run(at(dir, 3)); code != exitBusy || !strings.Contains(out, "an earlier attempt of this command still runs") {
+		t.Errorf("the lock held: exit %d, %q", code, out)
+	}
+	left := func() []string {
+		var names []string
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if !strings.HasSuffix(e.Name(), ".lock") {
+				names = append(names, e.Name())
+			}
+		}
+		return names
+	}
+	if got := left(); len(got) != len(files) {
+		t.Errorf("a refused prelude touched the files: %v", got)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := run(at(dir, 3)); code != 0 || out != "ran\n" {
+		t.Fatalf("the lock free: exit %d, %q", code, out)
+	}
+	if got := strings.Join(left(), " "); got != "skein-dump-feedbeef.1.gz skein-restore-0123abcd.3.gz.part" {
+		t.Errorf("left after the sweep: %s", got)
 	}
 }

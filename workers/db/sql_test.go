@@ -146,8 +146,9 @@ func blank(kind, sql string) string {
 // (pipefail), the database name validated before it reaches a shell.
 func TestDumpAndRestoreScripts(t *testing.T) {
 	for _, kind := range []string{events.DBMySQL, events.DBPostgreSQL} {
-		d, err := dumpScript(kind, "wpdb", "/var/tmp/skein-dump-0123abcd.gz")
-		if err != nil || !strings.HasPrefix(d, "set -o pipefail; umask 077; F=/var/tmp/skein-dump-0123abcd.gz;") || !strings.HasSuffix(d, `| gzip -c > "$F" && sha256sum < "$F" && wc -c < "$F"`) {
+		f := scratchFile{dir: scratchDir, id: "0123abcd", path: scratchDir + "/skein-dump-0123abcd.2.gz"}
+		d, err := dumpScript(kind, "wpdb", f)
+		if err != nil || !strings.HasPrefix(d, "set -o pipefail; umask 077; D=/var/tmp/skein; F=/var/tmp/skein/skein-dump-0123abcd.2.gz;") || !strings.Contains(d, `exec 9>"$D/0123abcd.lock" && flock -n 9 ||`) || !strings.HasSuffix(d, `| gzip -c > "$F" && sha256sum < "$F" && wc -c < "$F"`) {
 			t.Errorf("%s dump: %q %v", kind, d, err)
 		}
 		if kind == events.DBMySQL && !strings.Contains(d, "--single-transaction") {
@@ -161,7 +162,7 @@ func TestDumpAndRestoreScripts(t *testing.T) {
 			t.Errorf("PostgreSQL restores as the owner: %q", r)
 		}
 		for _, bad := range []string{"x; rm -rf /", "a'b", "$(id)", "select"} {
-			if _, err := dumpScript(kind, bad, "/var/tmp/f"); err == nil {
+			if _, err := dumpScript(kind, bad, f); err == nil {
 				t.Errorf("%s dump of %q was rendered", kind, bad)
 			}
 			if _, err := restoreScript(kind, bad, "u"); err == nil {

@@ -51,6 +51,10 @@ type dumpBed struct {
 	removed []int
 	// dumpRemovals counts the removals of dumps' files.
 	dumpRemovals int
+	// busy has each prelude find an earlier attempt still running.
+	busy bool
+	// preludes are the files of the scripts whose prelude ran.
+	preludes []string
 }
 
 func newDumpBed(t *testing.T) *dumpBed {
@@ -66,20 +70,42 @@ func newDumpBed(t *testing.T) *dumpBed {
 		switch {
 		case argv[0] == "rm":
 			b.mu.Lock()
-			if data, ok := b.fake.Files[name+":"+script]; ok && strings.Contains(script, "skein-restore-") {
-				b.removed = append(b.removed, len(data))
+			for _, f := range argv[3:] {
+				if data, ok := b.fake.Files[name+":"+f]; ok && strings.Contains(f, "skein-restore-") {
+					b.removed = append(b.removed, len(data))
+				}
+				delete(b.fake.Files, name+":"+f)
 			}
-			if strings.HasPrefix(script, "/var/tmp/skein-dump-") {
+			if strings.HasPrefix(argv[3], scratchDir+"/skein-dump-") {
 				b.dumpRemovals++
 			}
 			b.mu.Unlock()
-			delete(b.fake.Files, name+":"+script)
+			return container.ExecResult{}, nil
 		case argv[0] == "list-files":
 			var list []string
 			for k := range b.fake.Files {
 				list = append(list, k)
 			}
 			return container.ExecResult{Stdout: []byte(strings.Join(list, "\n"))}, nil
+		}
+		if strings.Contains(script, "flock -n 9") {
+			// The prelude: the command's lock, and its earlier attempts' files removed.
+			f := scriptFile(t, script)
+			b.mu.Lock()
+			busy := b.busy
+			b.preludes = append(b.preludes, f)
+			b.mu.Unlock()
+			if busy {
+				return container.ExecResult{Code: exitBusy, Stderr: []byte("an earlier attempt of this command still runs")}, nil
+			}
+			id := f[strings.LastIndex(f, "-")+1 : strings.Index(f, ".")]
+			for k := range b.fake.Files {
+				if p := strings.TrimPrefix(k, name+":"); p != k && strings.Contains(p, "-"+id+".") && p != f && p != f+".part" {
+					delete(b.fake.Files, k)
+				}
+			}
+		}
+		switch {
 		case strings.Contains(script, "mariadb-dump"):
 			f := scriptFile(t, script)
 			b.mu.Lock()
@@ -95,9 +121,12 @@ func newDumpBed(t *testing.T) *dumpBed {
 			}
 			return container.ExecResult{Stdout: fmt.Appendf(nil, "%s  -\n%d\n", sum, size)}, nil
 		case strings.Contains(script, "gunzip"):
+			f := scriptFile(t, script)
 			b.mu.Lock()
 			defer b.mu.Unlock()
-			b.restored = append(b.restored, bytes.Clone(b.fake.Files[name+":"+scriptFile(t, script)]))
+			// mv "$F.part" "$F", the restore, rm "$F".
+			b.restored = append(b.restored, bytes.Clone(b.fake.Files[name+":"+f+".part"]))
+			delete(b.fake.Files, name+":"+f+".part")
 		case strings.Contains(script, "skein-sql"):
 			// The tables of the database restored into: none.
 			return container.ExecResult{Stdout: []byte("0\n")}, nil
@@ -209,8 +238,9 @@ func TestBackupRestoresByteForByte(t *testing.T) {
 // backup. A dump that failed is an error, and no backup is listed. An
 // attempt whose reading of the dump failed, or read what is not the dump
 // summed, removes it and lists nothing: the next attempt (the command is
-// retried) takes the backup, listed once; so does one whose reading was cut
-// short (io.ErrUnexpectedEOF, as an HTTP body ends).
+// retried) takes the backup, listed once, from a file of its own; so does
+// one whose reading was cut short (io.ErrUnexpectedEOF, as an HTTP body
+// ends).
 func TestDumpFileIsRemovedWhateverHappens(t *testing.T) {
 	b := newDumpBed(t)
 	b.dump = make([]byte, 2*seal.ChunkSize)
@@ -258,8 +288,12 @@ func TestDumpFileIsRemovedWhateverHappens(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var pulls atomic.Int32
+			var paths [2]atomic.Value
 			b.fake.PullHook = func(name, path string) (io.ReadCloser, int64, error) {
-				if pulls.Add(1) == 1 {
+				if n := pulls.Add(1); n <= 2 {
+					paths[n-1].Store(path)
+				}
+				if pulls.Load() == 1 {
 					return io.NopCloser(tc.first), -1, nil
 				}
 				return io.NopCloser(bytes.NewReader(b.dump)), int64(len(b.dump)), nil
@@ -268,6 +302,11 @@ func TestDumpFileIsRemovedWhateverHappens(t *testing.T) {
 			info := b.backup(t)
 			if pulls.Load() != 2 {
 				t.Fatalf("the dump was read %d times: the test did not test", pulls.Load())
+			}
+			// Each attempt its own file: an earlier one's exec may still run.
+			p1, p2 := paths[0].Load().(string), paths[1].Load().(string)
+			if p1 == p2 || !strings.HasPrefix(p1, scratchDir+"/skein-dump-") || !strings.HasSuffix(p1, ".1.gz") || !strings.HasSuffix(p2, ".2.gz") {
+				t.Fatalf("the attempts read %s and %s", p1, p2)
 			}
 			if left, n := b.leftovers(t), removals(); len(left) != 0 || n != 2 {
 				t.Fatalf("left %v, the dump removed %d times in 2 attempts", left, n)
@@ -359,6 +398,59 @@ func TestTamperedBackupIsNotRestored(t *testing.T) {
 				t.Fatalf("db1's databases after the refusal: %+v %v", rec.Value.Databases, err)
 			}
 		})
+	}
+}
+
+// A backup or restore whose earlier attempt still runs its script in the
+// container (its prelude finds the command's lock held) is retried, never
+// sharing that attempt's file, and is taken once the lock is free. A
+// restore's file is written as its .part, and restored once moved.
+func TestAttemptWaitsForAnEarlierOneStillRunning(t *testing.T) {
+	b := newDumpBed(t)
+	b.dump = make([]byte, seal.ChunkSize+9)
+	rand.NewChaCha8([32]byte{8}).Read(b.dump)
+	for _, what := range []string{"backup", "restore"} {
+		info := events.DBBackupInfo{}
+		if what == "restore" {
+			info = b.backup(t)
+		}
+		b.mu.Lock()
+		b.busy, b.preludes = true, nil
+		b.mu.Unlock()
+		// The lock is freed once two preludes were refused.
+		stop := make(chan struct{})
+		go func() {
+			defer close(stop)
+			testutil.Eventually(t, 20*time.Second, func() bool {
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				if len(b.preludes) >= 2 {
+					b.busy = false
+					return true
+				}
+				return false
+			}, "no retry of a %s refused", what)
+		}()
+		if what == "backup" {
+			info = b.backup(t)
+		} else if err := b.restore(t, info.Name); err != nil {
+			t.Fatalf("restore: %v", err)
+		}
+		<-stop
+		b.mu.Lock()
+		preludes := b.preludes
+		b.mu.Unlock()
+		if len(preludes) < 3 || preludes[0] == preludes[len(preludes)-1] {
+			t.Fatalf("%s: preludes ran for %v: want one file per attempt", what, preludes)
+		}
+		if left := b.leftovers(t); len(left) != 0 {
+			t.Fatalf("%s: left %v", what, left)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.restored) != 1 || !bytes.Equal(b.restored[0], b.dump) {
+		t.Fatalf("restored %d times", len(b.restored))
 	}
 }
 
