@@ -149,11 +149,18 @@ func (c *checkedReader) Read(p []byte) (int, error) {
 // bucket, as the object meta describes: src must read the size and SHA-256
 // meta gives, or nothing is described (the object's metadata is written
 // once its chunks are stored, never for a stream that failed), so that no
-// backup is listed but whole and as it was described.
+// backup is listed but whole and as it was described. One of that name
+// already described with that SHA-256 is the same backup, stored: it is
+// not stored again.
 func StoreBackup(ctx context.Context, js jetstream.JetStream, bucket string, meta jetstream.ObjectMeta, src io.Reader, agentKey, adminKey string) error {
 	size, err := strconv.ParseInt(meta.Metadata[metaSize], 10, 64)
 	if err != nil || len(meta.Metadata[metaSHA256]) != 2*sha256.Size {
 		return fmt.Errorf("backup %s is described without its size and checksum", meta.Name)
+	}
+	if obs, err := js.ObjectStore(ctx, bucket); err == nil {
+		if oi, err := obs.GetInfo(ctx, meta.Name); err == nil && oi.Metadata[metaSHA256] == meta.Metadata[metaSHA256] {
+			return nil
+		}
 	}
 	pr, pw := io.Pipe()
 	sw, err := SealBackup(pw, agentKey, adminKey, meta.Metadata)
@@ -436,11 +443,25 @@ func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBa
 		return none, workers.Internal("this agent has no key to seal a backup with")
 	}
 	// Made first: a dump with nowhere to go is not taken.
-	if _, err := w.store(ctx); err != nil {
+	obs, err := w.store(ctx)
+	if err != nil {
 		return none, err
 	}
+	// The name is the first attempt's: a redelivery names the same backup.
+	stamp, err := req.Once(ctx, "taken", func() (string, error) { return time.Now().UTC().Format(time.RFC3339Nano), nil })
+	if err != nil {
+		return none, err
+	}
+	taken, err := time.Parse(time.RFC3339Nano, stamp)
+	if err != nil {
+		return none, workers.Internal("the journaled time of the backup, %q: %v", stamp, err)
+	}
+	name := fmt.Sprintf("%s.%s.%s", inst.Name, p.DB, taken.Format("20060102T150405.000Z"))
+	// Described only once stored whole: an earlier attempt took it.
+	if oi, err := obs.GetInfo(ctx, name); err == nil {
+		return BackupInfo(oi), nil
+	}
 	req.Progress("dump", "dumping "+p.DB)
-	taken := time.Now().UTC()
 	// The plain dump is on the container's disk until here, whatever happens.
 	defer w.remove(ctx, inst.Name, file)
 	res, err := w.host.Runtime.Exec(ctx, inst.Name, "bash", "-c", script)
@@ -457,7 +478,7 @@ func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBa
 	if !ok {
 		return none, workers.Internal("the dump of %s printed no checksum and size: %q", p.DB, strings.TrimSpace(string(res.Stdout)))
 	}
-	info := events.DBBackupInfo{Name: fmt.Sprintf("%s.%s.%s", inst.Name, p.DB, taken.Format("20060102T150405.000Z")), Bucket: bus.BackupsBucket(w.host.Server),
+	info := events.DBBackupInfo{Name: name, Bucket: bus.BackupsBucket(w.host.Server),
 		Instance: inst.Name, DB: p.DB, Kind: inst.Kind, Owner: owner, Server: w.host.Server, Size: size, SHA256: sum, Taken: taken}
 	req.Progress("store", fmt.Sprintf("sealing and storing %d bytes as %s", info.Size, info.Name))
 	meta := jetstream.ObjectMeta{Name: info.Name, Description: "backup of " + inst.Kind + " database " + p.DB + " of " + inst.Name,

@@ -21,6 +21,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skeinhq/skein/bus"
@@ -476,6 +477,50 @@ func TestRestoreNeedsTheFileReadToItsEnd(t *testing.T) {
 	}
 }
 
+// metaLostAck is a JetStream whose next publish of a backup's description
+// lands but is heard as failed, once armed: an agent cut from the bus as
+// its backup was described.
+type metaLostAck struct {
+	jetstream.JetStream
+	armed *atomic.Bool
+}
+
+func (j metaLostAck) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	ack, err := j.JetStream.PublishMsg(ctx, m, opts...)
+	if err == nil && strings.HasPrefix(m.Subject, "$O."+bus.BackupsBucket(server)+".M.") && j.armed.CompareAndSwap(true, false) {
+		return nil, context.DeadlineExceeded
+	}
+	return ack, err
+}
+
+// A backup whose first attempt stored it whole but heard an error (its
+// description's acknowledgement lost) is retried under the same name, kept
+// in the command's journal, and found stored: one backup is listed, not two.
+func TestRedeliveredBackupIsListedOnce(t *testing.T) {
+	b := newDumpBed(t)
+	b.dump = make([]byte, 2*seal.ChunkSize+3)
+	rand.NewChaCha8([32]byte{9}).Read(b.dump)
+	armed := &atomic.Bool{}
+	armed.Store(true)
+	b.w.cfg.JS = metaLostAck{JetStream: b.w.cfg.JS, armed: armed}
+	info := b.backup(t)
+	if armed.Load() {
+		t.Fatal("the description's acknowledgement was never lost: the test did not test")
+	}
+	obs, err := b.js.ObjectStore(b.ctx, bus.BackupsBucket(server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := obs.List(b.ctx)
+	if err != nil || len(list) != 1 || list[0].Name != info.Name {
+		names := []string{}
+		for _, o := range list {
+			names = append(names, o.Name)
+		}
+		t.Fatalf("listed %v (%v), want %s alone", names, err, info.Name)
+	}
+}
+
 // cutBody ends as net/http's body does when its connection is cut short:
 // with io.ErrUnexpectedEOF, not io.EOF.
 type cutBody struct{ r io.Reader }
@@ -626,6 +671,18 @@ func TestStoreBackupDescribesOnlyAWholeBackup(t *testing.T) {
 	}
 	if err := StoreBackup(ctx, conn.JS, bus.BackupsBucket(server), meta("whole"), bytes.NewReader(dump), agent.Public(), admin.Public()); err != nil {
 		t.Fatal(err)
+	}
+	// The same backup stored again (a redelivery) is stored once.
+	st, err := conn.JS.Stream(ctx, "OBJ_"+bus.BackupsBucket(server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := st.Info(ctx)
+	if err := StoreBackup(ctx, conn.JS, bus.BackupsBucket(server), meta("whole"), bytes.NewReader(dump), agent.Public(), admin.Public()); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := st.Info(ctx); after.State.Msgs != before.State.Msgs {
+		t.Errorf("whole stored again: %d messages in the store, %d before", after.State.Msgs, before.State.Msgs)
 	}
 	list, err := obs.List(ctx)
 	if err != nil || len(list) != 1 || list[0].Name != "whole" || BackupInfo(list[0]).SHA256 != hex.EncodeToString(sum[:]) {
