@@ -210,6 +210,9 @@ func TestInstanceLifecycle(t *testing.T) {
 	if _, _, err := c.GetInstanceFileReader(ctx, "c1", "/etc"); err == nil || !strings.Contains(err.Error(), "directory") {
 		t.Fatalf("directory read: want error, got %v", err)
 	}
+	if _, _, err := c.GetInstanceFileReader(ctx, "c1", "/etc/link"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("symlink read: want error, got %v", err)
+	}
 	if _, _, err := c.GetInstanceFileReader(ctx, "c1", "/nope"); !IsNotFound(err) {
 		t.Fatalf("missing file: want 404, got %v", err)
 	}

@@ -466,6 +466,12 @@ func (f *fakeIncus) getFile(w http.ResponseWriter, r *http.Request) {
 		sync200(w, []string{"hostname", "passwd"})
 		return
 	}
+	if p == "/etc/link" {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("X-Incus-type", "symlink")
+		_, _ = w.Write([]byte("/etc/shadow"))
+		return
+	}
 	ff, ok := f.files[r.PathValue("name")+":"+p]
 	if !ok {
 		fail(w, http.StatusNotFound, "Not found")

@@ -64,10 +64,11 @@ func (c *Client) GetInstanceFile(ctx context.Context, name, filePath string) ([]
 	return data, nil
 }
 
-// GetInstanceFileReader opens a regular file (or a symlink's target path) of
-// the instance for reading as it arrives, never held whole: the caller closes
-// the reader. size is its length, -1 when Incus does not tell; directories
-// are refused.
+// GetInstanceFileReader opens a regular file of the instance for reading as
+// it arrives, never held whole: the caller closes the reader. size is its
+// length, -1 when Incus does not tell. Anything Incus does not say is a
+// regular file (X-Incus-type: file) is refused: a directory's listing or a
+// symlink's target path is not the file's content.
 func (c *Client) GetInstanceFileReader(ctx context.Context, name, filePath string) (io.ReadCloser, int64, error) {
 	p := instancePath(name, "files")
 	resp, err := c.send(ctx, http.MethodGet, p, url.Values{"path": {filePath}}, nil, nil)
@@ -81,6 +82,10 @@ func (c *Client) GetInstanceFileReader(ctx context.Context, name, filePath strin
 		}
 		// A JSON answer that is no error is a directory's listing.
 		return nil, 0, fmt.Errorf("incus: %s in instance %s is a directory", filePath, name)
+	}
+	if t := resp.Header.Get("X-Incus-type"); t != "file" {
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("incus: %s in instance %s is not a regular file (type %q)", filePath, name, t)
 	}
 	return resp.Body, resp.ContentLength, nil
 }
