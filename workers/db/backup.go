@@ -471,12 +471,15 @@ func (w *Worker) backup(ctx context.Context, req *workers.Request, p events.DBBa
 	if err := preludeError(inst.Name, res); err != nil {
 		return none, err
 	}
-	sum, size, ok := dumpSums(res.Stdout)
-	if res.Code != 0 || size == 0 {
+	if res.Code != 0 {
 		return none, workers.Invalid("the dump of %s failed (exit %d): %s", p.DB, res.Code, strings.TrimSpace(string(res.Stderr)))
 	}
+	sum, size, ok := dumpSums(res.Stdout)
 	if !ok {
-		return none, workers.Internal("the dump of %s printed no checksum and size: %q", p.DB, strings.TrimSpace(string(res.Stdout)))
+		return none, workers.Internal("the dump of %s printed no checksum and size: %q (stderr %q)", p.DB, strings.TrimSpace(string(res.Stdout)), strings.TrimSpace(string(res.Stderr)))
+	}
+	if size == 0 {
+		return none, workers.Invalid("the dump of %s is empty: %s", p.DB, strings.TrimSpace(string(res.Stderr)))
 	}
 	info := events.DBBackupInfo{Name: name, Bucket: bus.BackupsBucket(w.host.Server),
 		Instance: inst.Name, DB: p.DB, Kind: inst.Kind, Owner: owner, Server: w.host.Server, Size: size, SHA256: sum, Taken: taken}

@@ -52,6 +52,8 @@ type dumpBed struct {
 	removed []int
 	// dumpRemovals counts the removals of dumps' files.
 	dumpRemovals int
+	// dumpGarbled has the dump exit 0 but print no sums.
+	dumpGarbled bool
 	// busy has each prelude find an earlier attempt still running.
 	busy bool
 	// preludes are the files of the scripts whose prelude ran.
@@ -119,6 +121,9 @@ func newDumpBed(t *testing.T) *dumpBed {
 			}
 			if b.dumpExit != 0 {
 				return container.ExecResult{Code: b.dumpExit, Stderr: []byte("mariadb-dump: Got error: 2013: Lost connection")}, nil
+			}
+			if b.dumpGarbled {
+				return container.ExecResult{Stdout: []byte("gzip: stdout: No space left on device\n")}, nil
 			}
 			return container.ExecResult{Stdout: fmt.Appendf(nil, "%s  -\n%d\n", sum, size)}, nil
 		case strings.Contains(script, "gunzip"):
@@ -236,7 +241,8 @@ func TestBackupRestoresByteForByte(t *testing.T) {
 }
 
 // The plain dump in the container is removed whatever becomes of the
-// backup. A dump that failed is an error, and no backup is listed. An
+// backup. A dump that failed is an error, and no backup is listed; so is
+// one that exited 0 but printed no sums, the error saying what it printed. An
 // attempt whose reading of the dump failed, or read what is not the dump
 // summed, removes it and lists nothing: the next attempt (the command is
 // retried) takes the backup, listed once, from a file of its own; so does
@@ -276,7 +282,17 @@ func TestDumpFileIsRemovedWhateverHappens(t *testing.T) {
 		t.Fatalf("a failed dump: left %v, removed %d times, %d backups listed", left, n, len(listed(t)))
 	}
 	b.mu.Lock()
-	b.dumpExit = 0
+	b.dumpExit, b.dumpGarbled = 0, true
+	b.mu.Unlock()
+	_, err = b.call(t, events.TypeDBBackup, events.DBBackup{Instance: "db1", DB: "d1", To: b.admin.Public()})
+	if err == nil || !strings.Contains(err.Error(), `the dump of d1 printed no checksum and size: "gzip: stdout: No space left on device"`) {
+		t.Fatalf("a dump that printed no sums: %v", err)
+	}
+	if left, n := b.leftovers(t), removals(); len(left) != 0 || n != 1 || len(listed(t)) != 0 {
+		t.Fatalf("a dump that printed no sums: left %v, removed %d times, %d backups listed", left, n, len(listed(t)))
+	}
+	b.mu.Lock()
+	b.dumpGarbled = false
 	b.mu.Unlock()
 
 	for _, tc := range []struct {
