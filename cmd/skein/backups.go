@@ -98,7 +98,8 @@ a db.backedup event with ok false.`,
 
 // downloadBackup copies a backup from the bus into a local file, opened
 // with the admin's backup key as it is read and checked against its
-// checksum: it is written beside (FILE.part) and renamed only once whole.
+// checksum: it is written beside (.FILE.*.part, a file of its own) and
+// renamed only once whole.
 func downloadBackup(ctx context.Context, g *globals, key *seal.Keys, info events.DBBackupInfo, to string) error {
 	cl, err := g.connect(ctx)
 	if err != nil {
@@ -118,11 +119,13 @@ func saveBackup(ctx context.Context, cl *cli, key *seal.Keys, info events.DBBack
 	if err != nil {
 		return fmt.Errorf("backup %s: %w: nothing written", info.Name, err)
 	}
-	tmp := to + ".part"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// A new file of its own beside to: a FILE.part already there (another
+	// download's, or a link) is neither truncated nor followed.
+	f, err := os.CreateTemp(filepath.Dir(to), "."+filepath.Base(to)+".*.part")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
 	_, err = io.Copy(f, plain)
 	if err == nil {
 		err = f.Sync()

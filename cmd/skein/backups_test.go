@@ -97,7 +97,8 @@ func (b *backupBed) open(t *testing.T, bucket, name string, k *seal.Keys) ([]byt
 
 // A local backup file is uploaded as it is read, described by its
 // checksum and size, opens for its server's agent byte for byte, and is
-// downloaded back whole, with no FILE.part left.
+// downloaded back whole, nothing left beside it, a FILE.part already there
+// untouched.
 func TestBackupFileUploadsAndDownloads(t *testing.T) {
 	b := newBackupBed(t)
 	info := b.upload(t)
@@ -108,15 +109,23 @@ func TestBackupFileUploadsAndDownloads(t *testing.T) {
 	if got, err := b.open(t, info.Bucket, info.Name, b.s1); err != nil || !bytes.Equal(got, b.data) {
 		t.Fatalf("s1's agent opens %d bytes: %v", len(got), err)
 	}
-	to := filepath.Join(t.TempDir(), "back.sql.gz")
+	dir := t.TempDir()
+	to := filepath.Join(dir, "back.sql.gz")
+	// Someone else's FILE.part: neither truncated nor taken.
+	if err := os.WriteFile(to+".part", []byte("not ours"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := saveBackup(b.ctx, b.cl, b.admin, info, to); err != nil {
 		t.Fatalf("download: %v", err)
 	}
 	if got, err := os.ReadFile(to); err != nil || !bytes.Equal(got, b.data) {
 		t.Fatalf("downloaded %d bytes: %v", len(got), err)
 	}
-	if _, err := os.Stat(to + ".part"); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("%s.part left: %v", to, err)
+	if got, _ := os.ReadFile(to + ".part"); string(got) != "not ours" {
+		t.Errorf("%s.part holds %q, not what it held", to, got)
+	}
+	if left := dirNames(t, dir); left != "back.sql.gz back.sql.gz.part" {
+		t.Errorf("in the directory: %s", left)
 	}
 	if err := os.WriteFile(b.file, []byte("CREATE TABLE t;"), 0o600); err != nil {
 		t.Fatal(err)
@@ -127,8 +136,8 @@ func TestBackupFileUploadsAndDownloads(t *testing.T) {
 }
 
 // A backup that is not the one described is not downloaded: nothing is
-// written, a file already at the place is left as it was, and no FILE.part
-// is left behind.
+// written, a file already at the place is left as it was, and nothing is
+// left beside it.
 func TestDamagedBackupIsNotDownloaded(t *testing.T) {
 	b := newBackupBed(t)
 	info := b.upload(t)
@@ -155,9 +164,23 @@ func TestDamagedBackupIsNotDownloaded(t *testing.T) {
 	if got, _ := os.ReadFile(to); string(got) != "yesterday's" {
 		t.Errorf("the file at the place holds %d bytes, not what it held", len(got))
 	}
-	if _, err := os.Stat(to + ".part"); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("%s.part left: %v", to, err)
+	if left := dirNames(t, filepath.Dir(to)); left != "back.sql.gz" {
+		t.Errorf("in the directory: %s", left)
 	}
+}
+
+// dirNames are the names in dir, sorted, joined by spaces.
+func dirNames(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return strings.Join(names, " ")
 }
 
 // A backup is copied to another server's store as it is read, still
