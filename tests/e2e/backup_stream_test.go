@@ -74,7 +74,7 @@ func vmRSS(pid int) int64 {
 // database and downloaded with `backupdb --to`, with agent s1's resident
 // set (and the CLI's, for the download) under 200 MiB throughout; the
 // restored rows equal the source's, and no plain dump stays in the
-// container.
+// container's /var/tmp/skein (root's alone).
 func TestBackupIsStreamed(t *testing.T) {
 	dumpOnFailure(t)
 	mib := 256
@@ -152,9 +152,13 @@ func TestBackupIsStreamed(t *testing.T) {
 	if err != nil || fi.Size() < int64(mib)<<20 {
 		t.Errorf("the downloaded file: %v, %d bytes, want at least %d MiB (random bytes do not compress)", err, fi.Size(), mib)
 	}
-	left, _ := inContainer("big1", "skein-s1", "ls /var/tmp/ | grep skein- || true")
+	// Each command leaves its lock file, nothing else.
+	left, _ := inContainer("big1", "skein-s1", "ls -A /var/tmp/skein/ | grep -v '[.]lock$' || true")
 	if strings.TrimSpace(left) != "" {
 		t.Errorf("plain dumps left in the container: %q", left)
+	}
+	if mode, _ := inContainer("big1", "skein-s1", "stat -c %u:%a /var/tmp/skein"); mode != "0:700" {
+		t.Errorf("the dumps' directory is %q, want root's alone (0:700)", mode)
 	}
 	t.Logf("%d MiB database: backup %.1fs, restore %.1fs, backup and download %.1fs; agent s1's resident set %d MiB before, at most %d MiB backing up and restoring, %d MiB during the download; the CLI's at most %d MiB",
 		mib, backedUp.Seconds(), restored.Seconds(), downloaded.Seconds(), before>>20, agentMax>>20, agentMax2>>20, cliMax>>20)
