@@ -48,7 +48,8 @@ func EnsureBackupsStore(ctx context.Context, js jetstream.JetStream, server stri
 	// Never fewer replicas than it has: a read that failed (a stream between
 	// leaders) must not scale a replicated store down.
 	replicas := 1
-	st, err := js.Stream(ctx, StreamCommands)
+	// Read again while nobody answers (a loaded or electing server).
+	st, err := retrying(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, StreamCommands) })
 	switch {
 	case err == nil:
 		replicas = st.CachedInfo().Config.Replicas
