@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -191,6 +192,31 @@ func TestTheServerPutsBackARecordWhileItsAgentIsDown(t *testing.T) {
 		got, err := ctrs.Get(ctx, bus.Key("s2", "web"))
 		return err == nil && got.Value.Image == "real"
 	}, "s2's container is not stored")
+	// KeepAll's watch starts on its own time (seconds on a loaded machine): it
+	// follows the bucket, and has seen s2's record, once a probe of s2's
+	// forged by s1 is put back.
+	probe := 0
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		probe++
+		key := bus.Key("s2", "probe"+strconv.Itoa(probe))
+		subject := "$KV." + ctrs.Bucket() + "." + key
+		if _, err := own.Put(ctx, key, real); err != nil {
+			t.Fatal(err)
+		}
+		put, err := bus.LastStored(ctx, admin.NC, "KV_"+ctrs.Bucket(), subject)
+		if err != nil || put == nil {
+			return false
+		}
+		fake, _ := json.Marshal(events.Container{Name: "web", Server: "s2", Status: "Running", Image: "s1s", Updated: time.Now().UTC()})
+		replayAs(t, s1, "s1", "probe", fake, nil, subject)
+		// The forged copy, then the record put back after it.
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if m, err := bus.LastStored(ctx, admin.NC, "KV_"+ctrs.Bucket(), subject); err == nil && m != nil && m.Seq > put.Seq+1 && !strings.Contains(string(m.Data), "s1s") {
+				return true
+			}
+		}
+		return false
+	}, "the server's keeper never put a forged probe back")
 	// s2's agent goes down.
 	s2.Close()
 
