@@ -34,15 +34,7 @@ func answerer() func() string {
 }
 
 // holders lists the machines that have the floating IP on an interface.
-func holders() []string {
-	var out []string
-	for _, m := range []string{"m1", "m2"} {
-		if a, err := inMachine(m, "ip", "-4", "-o", "addr", "show"); err == nil && strings.Contains(a, " "+vipAddr+"/") {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+func holders() []string { return vipHolders(vipAddr) }
 
 // timeToAnswer polls who answers every 10 ms until it is want, at most total.
 func timeToAnswer(t *testing.T, who func() string, want string, total time.Duration) time.Duration {
