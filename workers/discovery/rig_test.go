@@ -30,7 +30,7 @@ import (
 
 const (
 	rigServer   = "s1"
-	rigSubnet   = "10.77.9.0/24"
+	rigSubnet   = "127.77.9.0/24"
 	rigImage    = "skein-busybox"
 	rigEPName   = "consul-10"
 	rigEPIP     = "10.77.9.10"

@@ -133,6 +133,11 @@ func (l *lab) host(n int) *host {
 	l.ip("-n", h.ns, "addr", "add", h.gw.String()+"/24", "dev", "sub0")
 	l.ip("-n", h.ns, "link", "set", "sub0", "up")
 	l.ip("-n", h.ns, "link", "set", "ct0", "up")
+	// A server routes for its containers (Incus turns forwarding on); a new
+	// namespace would otherwise inherit whatever the host has (found by CI
+	// on a fresh machine, whose forwarding is off: the peer's container
+	// reached nothing through its own server).
+	l.ip("netns", "exec", h.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	return h
 }
 
