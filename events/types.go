@@ -262,6 +262,11 @@ type Heartbeat struct {
 	// what is in use (other containers, the host's own) is not the jobs'
 	// to ask for.
 	MemJobs uint64 `json:"mem_jobs,omitempty"`
+	// CPUOther is the CPU the server's containers that are no job's
+	// instance use (databases, load balancers, web servers, containers
+	// launched by hand), in millicores, averaged over about 15 s (Incus's
+	// figures): the jobs' instances count for what they ask.
+	CPUOther int64 `json:"cpu_other,omitempty" jsonschema:"minimum=0"`
 	// Containers is how many containers the server has.
 	Containers int `json:"containers"`
 	// Version is the agent's version.

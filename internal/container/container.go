@@ -60,6 +60,9 @@ type Instance struct {
 	Boot string
 	// MemUsage is the memory it uses, in bytes (0 when stopped or unknown).
 	MemUsage uint64
+	// CPUUsage is the CPU time it has used since it started, in nanoseconds
+	// (0 when stopped or unknown).
+	CPUUsage uint64
 }
 
 // CreateSpec describes a container to create (stopped).

@@ -122,6 +122,16 @@ func (f *Fake) SetMemUsage(name string, bytes uint64) {
 	}
 }
 
+// AddCPUUsage adds CPU time, in nanoseconds, to what container name has
+// used, as Incus would report it.
+func (f *Fake) AddCPUUsage(name string, ns uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i, ok := f.insts[name]; ok {
+		i.CPUUsage += ns
+	}
+}
+
 // Get implements Runtime.
 func (f *Fake) Get(ctx context.Context, name string) (*Instance, error) {
 	if err := f.hang(ctx, "Get"); err != nil {

@@ -54,6 +54,9 @@ func fromIncus(name, status string, config map[string]string, devices map[string
 		if st.Memory.Usage > 0 {
 			in.MemUsage = uint64(st.Memory.Usage)
 		}
+		if st.CPU.Usage > 0 {
+			in.CPUUsage = uint64(st.CPU.Usage)
+		}
 		if eth, ok := st.Network["eth0"]; ok {
 			for _, a := range eth.Addresses {
 				if a.Family == "inet" && a.Scope == "global" {

@@ -33,7 +33,8 @@ type Server struct {
 	Down string
 	// CPU is its capacity in millicores (CPUs × 1000); Mem in bytes.
 	CPU, Mem int64
-	// UsedCPU and UsedMem are what the instances it runs ask for.
+	// UsedCPU and UsedMem are what the instances it runs ask for, and what
+	// else runs there uses.
 	UsedCPU, UsedMem int64
 	// Slots is how many more containers it may run.
 	Slots int

@@ -259,6 +259,57 @@ func TestJobs(t *testing.T) {
 		deljob(t, "bp")
 	})
 
+	t.Run("a container busy on s3's CPU keeps instances that need that CPU off s3", func(t *testing.T) {
+		type beat struct {
+			Name     string `json:"name"`
+			CPUs     int64  `json:"cpus"`
+			CPUOther int64  `json:"cpu_other"`
+		}
+		beats := func() map[string]beat {
+			var hbs []beat
+			if err := json.Unmarshal([]byte(mustSkein(t, "servers", "-o", "json")), &hbs); err != nil {
+				t.Fatal(err)
+			}
+			out := map[string]beat{}
+			for _, hb := range hbs {
+				out[hb.Name] = hb
+			}
+			return out
+		}
+		mustSkein(t, "launch", "skein-busybox", "cpuhog", "-s", "s3")
+		t.Cleanup(func() { _, _, _ = skein("delete", "cpuhog") })
+		// One core busy for at most 90 s: it stops by itself, or with the
+		// container at the subtest's end.
+		if out, err := incusCmd("exec", "cpuhog", "--project", "skein-s3", "--", "sh", "-c", "setsid timeout 90 sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 &"); err != nil {
+			t.Fatalf("starting the busy loop: %v %s", err, out)
+		}
+		var hbs map[string]beat
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
+			if hbs = beats(); hbs["s3"].CPUOther >= 600 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("s3's heartbeat does not count the busy container's CPU after 60 s: %+v", hbs)
+			}
+		}
+		// An ask that fits what s1 and s2 have left, not what s3 has.
+		s3Room := hbs["s3"].CPUs*1000 - hbs["s3"].CPUOther
+		ask := min(hbs["s1"].CPUs*1000-hbs["s1"].CPUOther, hbs["s2"].CPUs*1000-hbs["s2"].CPUOther) - 100
+		if ask <= s3Room+200 {
+			t.Fatalf("s1 and s2 are as busy as s3 (%+v): no ask tells them apart", hbs)
+		}
+		// One on each server (-r 1): three do not fit, two do, on s1 and s2.
+		out, stderr, err := skein("addjob", "skein-busybox", "3", "--name", "cpuask", "--cpu", fmt.Sprint(ask), "-r", "1", "--plan")
+		if err == nil || !strings.Contains(stderr, "only 2 of 3 instances fit") || !strings.Contains(stderr, "CPU") {
+			t.Errorf("three instances asking %d millicores each, one a server, s3 with %d left: %v %s%s", ask, s3Room, err, out, stderr)
+		}
+		plan := mustSkein(t, "addjob", "skein-busybox", "2", "--name", "cpuask", "--cpu", fmt.Sprint(ask), "-r", "1", "--plan")
+		if strings.Contains(plan, "s3 ") || !strings.Contains(plan, "s1 ") || !strings.Contains(plan, "s2 ") {
+			t.Errorf("two instances asking %d millicores each, s3 with %d left: %s", ask, s3Room, plan)
+		}
+		t.Logf("s3's other containers use %d millicores; %d asked, %d left on s3: %s", hbs["s3"].CPUOther, ask, s3Room, strings.TrimSpace(stderr))
+	})
+
 	t.Run("upgradejob -i 2 of 6 at most 2 per server behind a load balancer with 4 keep-alive clients: 0 failed requests; a broken image reverts", func(t *testing.T) {
 		// A second alias of the app image stands for a new version of the app.
 		fp, err := incusCmd("image", "list", "skein-busybox", "--format", "csv", "-c", "F")

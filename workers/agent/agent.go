@@ -95,6 +95,7 @@ type Agent struct {
 	last  events.Heartbeat // the runtime's last known figures
 	lacks []container.Lack // what the server lacked at the last check
 	beats int              // heartbeats since the last check
+	cpu   cpuMeter         // the CPU the containers that are no job's instance use
 
 	hbMu  sync.Mutex // one heartbeat written at a time
 	hbRev uint64     // the revision of the heartbeat last written; 0: read it
@@ -293,8 +294,9 @@ func (a *Agent) heartbeat(ctx context.Context) events.Heartbeat {
 				a.last.MemJobs += c.MemUsage
 			}
 		}
+		a.last.CPUOther = a.cpu.sample(list, time.Now())
 	}
-	hb.Subnet, hb.Gateway, hb.Containers, hb.MemJobs = a.last.Subnet, a.last.Gateway, a.last.Containers, a.last.MemJobs
+	hb.Subnet, hb.Gateway, hb.Containers, hb.MemJobs, hb.CPUOther = a.last.Subnet, a.last.Gateway, a.last.Containers, a.last.MemJobs, a.last.CPUOther
 	// Checked every beat while something lacks (to tell its return at once), else every fifth.
 	if a.beats++; a.cfg.Prereqs != nil && (len(a.lacks) > 0 || a.beats >= 5) {
 		a.lacks, a.beats = a.cfg.Prereqs.Check(qctx, []string{a.cfg.ServiceImage}), 0

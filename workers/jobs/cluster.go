@@ -23,8 +23,9 @@ func up(hb events.Heartbeat, now time.Time) bool {
 }
 
 // Cluster is the cluster as the scheduler sees it for one job: every server
-// with a heartbeat, what the jobs' instances on it ask for and the memory
-// everything else on it uses (otherMem), the job's own
+// with a heartbeat, what the jobs' instances on it ask for, the memory
+// everything else on it uses (otherMem) and the CPU its other containers
+// use (Heartbeat.CPUOther), the job's own
 // instances and the groups it holds. live are the job's instances that count
 // (those of servers lost past the grace period are left out by the caller).
 // A pure function of the records.
@@ -37,7 +38,7 @@ func Cluster(hbs []events.Heartbeat, ctrs []events.Container, jobs []events.Job,
 	byServer := map[string]*sched.Server{}
 	var out []sched.Server
 	for _, hb := range hbs {
-		s := sched.Server{Name: hb.Name, CPU: int64(hb.CPUs) * 1000, Mem: int64(hb.MemTotal), Slots: MaxContainers - hb.Containers, UsedMem: otherMem(hb)}
+		s := sched.Server{Name: hb.Name, CPU: int64(hb.CPUs) * 1000, Mem: int64(hb.MemTotal), Slots: MaxContainers - hb.Containers, UsedMem: otherMem(hb), UsedCPU: max(hb.CPUOther, 0)}
 		switch {
 		case !up(hb, now):
 			s.Down = "down"

@@ -91,3 +91,28 @@ func TestInstanceNames(t *testing.T) {
 		}
 	}
 }
+
+// The CPU a server's other containers use (its heartbeat's cpu_other)
+// counts as used: an instance asking for more than is left goes elsewhere.
+func TestClusterCountsCPUOthersUse(t *testing.T) {
+	now := time.Now()
+	hbs := []events.Heartbeat{
+		{Name: "busy", Status: "up", Time: now, CPUs: 2, MemTotal: 8 << 30, MemAvailable: 7 << 30, CPUOther: 1500},
+		{Name: "idle", Status: "up", Time: now, CPUs: 2, MemTotal: 8 << 30, MemAvailable: 7 << 30},
+	}
+	job := events.Job{JobAdd: events.JobAdd{Name: "cpu", CPU: 1000, Mem: 64 << 20, Count: 2}}
+	got := Cluster(hbs, nil, []events.Job{job}, job, nil, now)
+	if got[0].UsedCPU != 1500 || got[1].UsedCPU != 0 {
+		t.Fatalf("CPU in use: busy %d, idle %d; want 1500 and 0 millicores", got[0].UsedCPU, got[1].UsedCPU)
+	}
+	plan, err := sched.Place(got, Spec(job, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Place["busy"] != 0 || plan.Place["idle"] != 2 {
+		t.Fatalf("plan %v: the busy server took an instance into CPU in use", plan.Place)
+	}
+	if _, err := sched.Place(got[:1], Spec(job, 1)); err == nil || !strings.Contains(err.Error(), "not enough CPU") {
+		t.Fatalf("on the busy server alone: %v", err)
+	}
+}
