@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -136,6 +137,11 @@ func (Netlink) LimitForwarding(p ForwardPolicy) error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
+	// Made again only when it differs: a table made anew counts its drops
+	// from zero, and the mesh syncs every 10 s.
+	if holdsRules(c, rules) {
+		return nil
+	}
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: ForwardTable})
 	c.FlushTable(t)
 	accept := nftables.ChainPolicyAccept
@@ -148,6 +154,33 @@ func (Netlink) LimitForwarding(p ForwardPolicy) error {
 		return fmt.Errorf("nftables: making table %s: %w", ForwardTable, err)
 	}
 	return nil
+}
+
+// holdsRules says whether ForwardTable's forward chain is a filter hook on
+// forward that accepts by default and holds exactly rules, counters aside.
+func holdsRules(c *nftables.Conn, rules []forwardRule) bool {
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: ForwardTable}
+	ch, err := c.ListChain(t, "forward")
+	if err != nil || ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookForward || ch.Type != nftables.ChainTypeFilter ||
+		ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept {
+		return false
+	}
+	have, err := c.GetRules(t, ch)
+	if err != nil || len(have) != len(rules) {
+		return false
+	}
+	for i, r := range have {
+		got := slices.Clone(r.Exprs)
+		for j, e := range got {
+			if _, ok := e.(*expr.Counter); ok {
+				got[j] = &expr.Counter{}
+			}
+		}
+		if !reflect.DeepEqual(got, rules[i].exprs()) {
+			return false
+		}
+	}
+	return true
 }
 
 // ipsDstNAT is IPS_DST_NAT of a connection's status (nf_conntrack_common.h).
