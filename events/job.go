@@ -210,6 +210,7 @@ type ImageAsk struct {
 
 // ImageAnswer says whether the server has the image.
 type ImageAnswer struct {
-	// Exists is true when the image is there.
+	// Exists is true when the image is there, or stored on the bus for the
+	// server to fetch when a launch needs it.
 	Exists bool `json:"exists"`
 }

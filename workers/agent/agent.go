@@ -161,6 +161,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	cw := containers.New(a.cfg.Name, a.cfg.Runtime, cstore, pub, a.log.With().Str("worker", "containers").Logger())
 	cw.SetReadiness(a.ready)
 	cw.SetFetcher(a.fetchImage)
+	cw.SetStored(a.imageStored)
 	cw.Register(rt)
 	a.check(ctx)
 	host := &svc.Host{Server: a.cfg.Name, Image: a.cfg.ServiceImage, Runtime: a.cfg.Runtime, Containers: cw, Locks: rt, Answered: rt.Answered, Health: &svc.Health{}, Log: a.log}

@@ -147,9 +147,20 @@ func (a *Agent) fetch(alias string, done chan struct{}) {
 	go a.check(ctx)
 }
 
+// imageStored says whether image alias is stored on the bus, for this
+// server to fetch.
+func (a *Agent) imageStored(ctx context.Context, alias string) (bool, error) {
+	if a.images == nil {
+		return false, nil
+	}
+	info, err := images.Stored(ctx, a.images, alias)
+	return info != nil, err
+}
+
 // fetchImage imports image alias from the bus when it is stored there,
 // joining a fetch already on its way: true when it was stored there (the
 // caller looks for the image again).
+
 func (a *Agent) fetchImage(ctx context.Context, alias string) (bool, error) {
 	if a.images == nil || a.runCtx == nil {
 		return false, nil

@@ -46,6 +46,8 @@ type Worker struct {
 	// fetch imports an image from the bus when it is stored there: true
 	// when it was; nil fetches nothing.
 	fetch func(ctx context.Context, image string) (bool, error)
+	// stored says whether an image is stored on the bus (nil: none is).
+	stored func(ctx context.Context, image string) (bool, error)
 	// leases wakes those who wait for a container's address.
 	leases *leaseNews
 	// claimed are addresses picked for launches whose create has not
@@ -58,6 +60,13 @@ type Worker struct {
 // bus first, when it is stored there.
 func (w *Worker) SetFetcher(fetch func(ctx context.Context, image string) (bool, error)) {
 	w.fetch = fetch
+}
+
+// SetStored makes the server answer that it has an image it lacks but can
+// fetch from the bus (stored says whether the bus has it): a job may be
+// placed there, and its launch fetches it.
+func (w *Worker) SetStored(stored func(ctx context.Context, image string) (bool, error)) {
+	w.stored = stored
 }
 
 // SetReadiness makes launches and starts ask ready first: a server that
@@ -95,11 +104,17 @@ func (w *Worker) Register(r *workers.Runtime) {
 	workers.HandleQuery(r, workers.Query[events.ImageAsk, events.ImageAnswer]{Type: events.TypeImageAsk, Run: w.HasImage})
 }
 
-// HasImage says whether this server has an image (the scheduler asks before it places).
+// HasImage says whether this server has an image, or can fetch it from the
+// bus when a launch needs it (the scheduler asks before it places).
 func (w *Worker) HasImage(ctx context.Context, _ *workers.Request, p events.ImageAsk) (events.ImageAnswer, error) {
 	ok, err := w.rt.ImageExists(ctx, p.Image)
 	if err != nil {
 		return events.ImageAnswer{}, workers.Transient("looking up image %s: %v", p.Image, err)
+	}
+	if !ok && w.stored != nil {
+		if ok, err = w.stored(ctx, p.Image); err != nil {
+			return events.ImageAnswer{}, workers.Transient("looking up image %s on the bus: %v", p.Image, err)
+		}
 	}
 	return events.ImageAnswer{Exists: ok}, nil
 }

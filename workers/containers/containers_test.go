@@ -330,6 +330,21 @@ func TestLaunchFetchesTheImageFromTheBus(t *testing.T) {
 	}
 }
 
+// The scheduler's question (does the server have the image?) counts an
+// image the server can fetch from the bus: a job may be placed on servers
+// that never ran it (found by the machines soak on a fresh bed: "image
+// skein-busybox is on none of the servers", though the bus had it).
+func TestAnImageOnTheBusCountsForPlacement(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.w.SetStored(func(ctx context.Context, img string) (bool, error) { return img == "on-the-bus", nil })
+	for img, want := range map[string]bool{image: true, "on-the-bus": true, "nowhere": false} {
+		got, err := r.w.HasImage(context.Background(), nil, events.ImageAsk{Image: img})
+		if err != nil || got.Exists != want {
+			t.Errorf("image.ask %s = %+v, %v; want exists %v", img, got, err, want)
+		}
+	}
+}
+
 func TestLaunch(t *testing.T) {
 	r := newRig(t, rigOptions{follow: true})
 	env, c, err := r.do(t, events.TypeLaunch, "", events.Launch{Name: "web", Image: image})
