@@ -46,6 +46,8 @@ var (
 	skeinBin, dataDir, natsURL, caFile, adminCreds string
 	server                                         *exec.Cmd
 	serverLog                                      string
+	// nettoolBin is tests/machines/nettool built for the host.
+	nettoolBin string
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -68,6 +70,11 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(tmp)
 	skeinBin = filepath.Join(tmp, "skein")
 	if out, err := exec.Command("go", "build", "-o", skeinBin, "../../cmd/skein").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "machines: build: %v\n%s", err, out)
+		return 1
+	}
+	nettoolBin = filepath.Join(tmp, "nettool")
+	if out, err := exec.Command("go", "build", "-o", nettoolBin, "./nettool").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "machines: build: %v\n%s", err, out)
 		return 1
 	}

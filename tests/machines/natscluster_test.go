@@ -247,7 +247,8 @@ func natsFaults() []soak.Fault {
 
 // The soak on the machines with the bus a NATS cluster on them: the
 // machines' faults (the bus's server on the host is not in use) and the
-// NATS nodes': killed -9, cut, a store full.
+// NATS nodes': killed -9, cut, a store full; the floating IP checked as in
+// TestSoakOnMachines.
 func TestSoakOnMachinesNATSCluster(t *testing.T) {
 	n, seed := soak.Size()
 	startMachineNATS(t)
@@ -261,7 +262,10 @@ func TestSoakOnMachinesNATSCluster(t *testing.T) {
 		}
 	}
 	bed.Faults = append(faults, natsFaults()...)
-	for _, x := range soak.Run(t, bed, soak.Options{N: n, Seed: seed}) {
+	checkVIP := watchVIP(t, parts)
+	v := soak.Run(t, bed, soak.Options{N: n, Seed: seed})
+	checkVIP()
+	for _, x := range v {
 		t.Error(x)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -86,6 +87,69 @@ func addrsOf(m string) string {
 		}
 	}
 	return ""
+}
+
+// slowLAN holds what machines a and b send each other for d, both ways,
+// for as long as lasts: in each machine's network namespace, packets to
+// the other's address and subnet go through a netfilter queue that
+// nettool answers d after each packet (passed straight on when nettool is
+// gone: --queue-bypass). It says the round trip a TCP connection from a to
+// b measured while slowed.
+func slowLAN(a, b string, d, lasts time.Duration) (string, error) {
+	const queue = "7"
+	type side struct{ pid, other string }
+	var sides []side
+	for _, pair := range [][2]string{{a, b}, {b, a}} {
+		out, err := exec.Command("incus", "list", pair[0], "--project", project, "-f", "csv", "-c", "p").Output()
+		pid := strings.TrimSpace(string(out))
+		if err != nil || pid == "" || pid == "0" {
+			return "", fmt.Errorf("the pid of %s: %v %q", pair[0], err, out)
+		}
+		sides = append(sides, side{pid, strings.ReplaceAll(addrsOf(pair[1]), " ", "")})
+	}
+	ipt := func(s side, op string) error {
+		cmd := exec.Command("nsenter", "-t", s.pid, "-n", "iptables-legacy", "-w", "-t", "mangle", op, "POSTROUTING", "-d", s.other, "-j", "NFQUEUE", "--queue-num", queue, "--queue-bypass")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("iptables %s in pid %s's network: %v %s", op, s.pid, err, out)
+		}
+		return nil
+	}
+	var tools []*exec.Cmd
+	defer func() {
+		for _, s := range sides {
+			_ = ipt(s, "-D")
+		}
+		for _, t := range tools {
+			_ = t.Process.Kill()
+			_ = t.Wait()
+		}
+	}()
+	for _, s := range sides {
+		// It stops by itself a little after the fault, whatever happens here.
+		t := exec.Command("nsenter", "-t", s.pid, "-n", nettoolBin, "delay", queue, strconv.Itoa(int(d/time.Millisecond)), strconv.Itoa(int((lasts+10*time.Second)/time.Second)))
+		if err := t.Start(); err != nil {
+			return "", err
+		}
+		tools = append(tools, t)
+	}
+	// nettool binds its queue before the rules send anything there.
+	time.Sleep(200 * time.Millisecond)
+	for _, s := range sides {
+		if err := ipt(s, "-A"); err != nil {
+			return "", err
+		}
+	}
+	// What a connection between the two sees: the delay is real.
+	start := time.Now()
+	rtt := "round trip not measured"
+	to := strings.Split(addrsOf(b), ",")[0] + ":9"
+	if out, err := exec.Command("nsenter", "-t", sides[0].pid, "-n", nettoolBin, "dial", to).CombinedOutput(); err == nil {
+		rtt = "a TCP handshake " + strings.TrimSpace(string(out)) + " µs"
+	} else {
+		rtt = fmt.Sprintf("round trip not measured: %v %s", err, out)
+	}
+	time.Sleep(lasts - time.Since(start))
+	return rtt, nil
 }
 
 // restartServer kills the bus's server -9 and starts it again after d.
@@ -184,8 +248,9 @@ func machineFaults(parts *partitions) []soak.Fault {
 			return fmt.Sprintf("%s cut one way for %s (%s)", m, d, what), upAgain(m, back, 2*time.Minute)
 		}},
 		{Kind: "lossy-lan", Do: func(r *rand.Rand) (string, error) {
-			// 5% of the packets between two machines lost, both ways, for 20 s.
-			// (No delay: this kernel has no sch_netem.)
+			// The LAN between two machines slowed and lossy for 20 s: what
+			// each sends the other waits 100 ms (a netfilter queue: this
+			// kernel has no sch_netem) and 5% of it is lost.
 			i := r.IntN(len(machines))
 			a, b := machines[i].name, machines[(i+1)%len(machines)].name
 			done := func() {}
@@ -199,11 +264,11 @@ func machineFaults(parts *partitions) []soak.Fault {
 			if err := nft("table netdev skein_soak_lossy {\n" + rule(a, b) + rule(b, a) + "}\n"); err != nil {
 				return "", err
 			}
-			time.Sleep(20 * time.Second)
+			slowed, err := slowLAN(a, b, 100*time.Millisecond, 20*time.Second)
 			if err := nft("delete table netdev skein_soak_lossy\n"); err != nil {
 				return "", err
 			}
-			return fmt.Sprintf("the LAN between %s and %s lossy (5%%) for 20 s", a, b), nil
+			return fmt.Sprintf("the LAN between %s and %s slowed (100 ms each way, %s) and lossy (5%%) for 20 s", a, b, slowed), err
 		}},
 		{Kind: "kill-agent", Do: func(r *rand.Rand) (string, error) {
 			m := pick(r)
@@ -295,18 +360,31 @@ func machinesBed(parts *partitions) *soak.Bed {
 
 // The soak on the machines bed: the workload and checker of tests/soak, with
 // the faults real clusters have (a machine powered off and on, cut from the
-// LAN both ways and one way, a lossy LAN between two machines, an agent
+// LAN both ways and one way, a slow and lossy LAN between two machines, an agent
 // killed -9, Incus restarted, the bus's server killed -9), a floating IP on
 // m1 and m2 never held by both outside a partition, and the rows of a
 // database kept. SKEIN_SOAK_COMMANDS and SKEIN_SOAK_SEED size it.
 func TestSoakOnMachines(t *testing.T) {
 	n, seed := soak.Size()
 	parts := &partitions{}
+	checkVIP := watchVIP(t, parts)
+	v := soak.Run(t, machinesBed(parts), soak.Options{N: n, Seed: seed})
+	checkVIP()
+	for _, x := range v {
+		t.Error(x)
+	}
+}
+
+// watchVIP puts the soak's floating IP on m1 and m2 and samples its holders
+// every 500 ms; the function it returns stops the sampling and fails t if
+// the IP was held by both outside a partition of theirs, or is not held by
+// exactly one at the end.
+func watchVIP(t *testing.T, parts *partitions) func() {
+	t.Helper()
 	mustSkein(t, "addvip", "m1", "m2", soakVIP, "-n", "soakvip")
 	t.Cleanup(func() { _, _ = skein("delvip", "soakvip") })
 	eventually(t, 20*time.Second, func() bool { return len(vipHolders(soakVIP)) == 1 }, "the floating IP has holders %v, want one", vipHolders(soakVIP))
 
-	// The floating IP's holders, every 500 ms while the soak runs.
 	type sample struct {
 		at      time.Time
 		holders []string
@@ -324,30 +402,28 @@ func TestSoakOnMachines(t *testing.T) {
 			samples = append(samples, sample{time.Now(), vipHolders(soakVIP)})
 		}
 	}()
-	v := soak.Run(t, machinesBed(parts), soak.Options{N: n, Seed: seed})
-	close(stop)
-	<-sampled
-	for _, x := range v {
-		t.Error(x)
-	}
-	var during, outside []string
-	none := 0
-	for _, s := range samples {
-		switch {
-		case len(s.holders) == 2 && parts.during(s.at):
-			during = append(during, s.at.Format("15:04:05.0"))
-		case len(s.holders) == 2:
-			outside = append(outside, s.at.Format("15:04:05.0"))
-		case len(s.holders) == 0:
-			none++
+	return func() {
+		close(stop)
+		<-sampled
+		var during, outside []string
+		none := 0
+		for _, s := range samples {
+			switch {
+			case len(s.holders) == 2 && parts.during(s.at):
+				during = append(during, s.at.Format("15:04:05.0"))
+			case len(s.holders) == 2:
+				outside = append(outside, s.at.Format("15:04:05.0"))
+			case len(s.holders) == 0:
+				none++
+			}
 		}
-	}
-	t.Logf("floating IP %s: %d samples; held by both m1 and m2 in %d during a partition of theirs, %d outside; held by neither in %d",
-		soakVIP, len(samples), len(during), len(outside), none)
-	if len(outside) > 0 {
-		t.Errorf("the floating IP was held by m1 and m2 at once outside any partition of theirs, at %v", outside)
-	}
-	if h := vipHolders(soakVIP); len(h) != 1 {
-		t.Errorf("after the soak the floating IP has holders %v, want one", h)
+		t.Logf("floating IP %s: %d samples; held by both m1 and m2 in %d during a partition of theirs, %d outside; held by neither in %d",
+			soakVIP, len(samples), len(during), len(outside), none)
+		if len(outside) > 0 {
+			t.Errorf("the floating IP was held by m1 and m2 at once outside any partition of theirs, at %v", outside)
+		}
+		if h := vipHolders(soakVIP); len(h) != 1 {
+			t.Errorf("after the soak the floating IP has holders %v, want one", h)
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -662,6 +663,10 @@ func (s *soak) kinds() []string {
 	k := []string{"stop-endpoint", "behind-back"}
 	for _, f := range s.bed.Faults {
 		k = append(k, f.Kind)
+	}
+	// SKEIN_SOAK_FAULTS=kind,kind keeps to those (to try one fault).
+	if only := os.Getenv("SKEIN_SOAK_FAULTS"); only != "" {
+		k = slices.DeleteFunc(k, func(kind string) bool { return !slices.Contains(strings.Split(only, ","), kind) })
 	}
 	return k
 }

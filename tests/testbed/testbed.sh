@@ -72,7 +72,7 @@ Pin-Priority: 100"
 
   # commands (or files) that must be present; skip apt entirely when they are
   local missing=() c
-  for c in incus consul debootstrap dig jq curl ip nft zstd sha256sum setsid keepalived prometheus chromium \
+  for c in incus consul debootstrap dig jq curl ip nft iptables-legacy nsenter zstd sha256sum setsid keepalived prometheus chromium \
            /usr/libexec/incus/incusd /bin/busybox /usr/sbin/dnsmasq; do
     if [[ $c == /* ]]; then [ -x "$c" ] || missing+=("$c")
     else command -v "$c" >/dev/null 2>&1 || missing+=("$c"); fi
@@ -95,10 +95,10 @@ Pin-Priority: 100"
   # stale package lists (a file moved on the mirror): update once and retry
   apt-get install -y -qq --no-install-recommends \
       debootstrap busybox-static dnsmasq-base iproute2 curl dnsutils jq nftables \
-      zstd procps util-linux ca-certificates keepalived prometheus chromium >/dev/null \
+      zstd procps util-linux ca-certificates keepalived prometheus chromium iptables >/dev/null \
     || { apt-get update -qq; apt-get install -y -qq --no-install-recommends \
       debootstrap busybox-static dnsmasq-base iproute2 curl dnsutils jq nftables \
-      zstd procps util-linux ca-certificates keepalived prometheus chromium >/dev/null; }
+      zstd procps util-linux ca-certificates keepalived prometheus chromium iptables >/dev/null; }
   # incus (its own dependencies include qemu; only containers are used here)
   apt-get install -y -qq -t bookworm-backports incus >/dev/null
   apt-get install -y -qq consul >/dev/null   # only bullseye has it (pin 100)

@@ -6,10 +6,13 @@
 //	nettool rtt ADDR N          N one-byte round trips on one connection: median in µs
 //	nettool tput ADDR SECONDS   send for SECONDS on one connection: Mbit/s the server took
 //	nettool http ADDR TEXT      answer every HTTP request with TEXT (stops after 10 minutes)
+//	nettool dial ADDR           one TCP connection's set-up, answered or refused: µs
+//	nettool delay Q MS SECONDS  hold each packet of netfilter queue Q for MS ms (stops after SECONDS)
 package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +20,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -35,6 +39,14 @@ func main() {
 		err = tput(os.Args[2], atoi(os.Args[3]))
 	case "http":
 		err = httpText(os.Args[2], os.Args[3])
+	case "dial":
+		err = dial(os.Args[2])
+	case "delay":
+		if len(os.Args) < 5 {
+			err = fmt.Errorf("usage: nettool delay QUEUE MS SECONDS")
+			break
+		}
+		err = delay(atoi(os.Args[2]), time.Duration(atoi(os.Args[3]))*time.Millisecond, time.Duration(atoi(os.Args[4]))*time.Second)
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -147,5 +159,21 @@ func httpText(addr, text string) error {
 	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
 		return err
 	}
+	return nil
+}
+
+// dial times one TCP handshake to addr: a refusal (RST) is an answer too,
+// so a port nobody listens on measures the path's round trip.
+func dial(addr string) error {
+	start := time.Now()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	took := time.Since(start)
+	if err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+		return err
+	}
+	if c != nil {
+		c.Close()
+	}
+	fmt.Printf("%.1f\n", float64(took.Nanoseconds())/1000)
 	return nil
 }
