@@ -60,6 +60,30 @@ func TestAServersRecordsSurviveAForgedDeletion(t *testing.T) {
 	if _, err := theirs.Put(ctx, bus.Key("s1", "web"), events.Container{Name: "web", Server: "s1", Status: "Running", Image: "s1s", Updated: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
+	// Keep's watch starts on its own time (seconds on CI's loaded cores; the
+	// same race failed TestTheServerPutsBackARecordWhileItsAgentIsDown in
+	// CI): it follows the bucket once a probe of s2's that s1 marked
+	// deleted is put back.
+	probe := 0
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		probe++
+		key := bus.Key("s2", "probe"+strconv.Itoa(probe))
+		subject := "$KV." + ctrs.Bucket() + "." + key
+		if _, err := own.Put(ctx, key, real); err != nil {
+			t.Fatal(err)
+		}
+		put, err := bus.LastStored(ctx, admin.NC, "KV_"+ctrs.Bucket(), subject)
+		if err != nil || put == nil {
+			return false
+		}
+		replayAs(t, s1, "s1", "probe", nil, nats.Header{"KV-Operation": {"DEL"}}, subject)
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if m, err := bus.LastStored(ctx, admin.NC, "KV_"+ctrs.Bucket(), subject); err == nil && m != nil && m.Seq > put.Seq+1 && len(m.Data) > 0 {
+				return true
+			}
+		}
+		return false
+	}, "s2's keeper never put a probe marked deleted back")
 	// The admin follows s2's containers the way the CLI and workers do.
 	wctx, unwatch := context.WithCancel(ctx)
 	defer unwatch()
