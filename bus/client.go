@@ -203,8 +203,12 @@ func (p *publication) failed() <-chan error {
 // can be missed across a reconnect). p is the command's publication, nil
 // when it was sent earlier.
 func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *publication) (*events.Result, error) {
-	poll := time.NewTicker(time.Second)
+	// Every 250 ms for the first seconds, when a result is most often
+	// missed: republished by a results stream leader that was then lost
+	// (a NATS node's loss, found in BenchmarkNATSNodeLoss's slow rounds).
+	poll := time.NewTicker(FirstReadAttempt)
 	defer poll.Stop()
+	polls := 0
 	for {
 		if look {
 			if res, ok, _ := c.LookupResult(ctx, w.server, w.id); ok {
@@ -238,6 +242,9 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 			}
 		case <-poll.C:
 			look = true
+			if polls++; polls == int(electionWindow*2/FirstReadAttempt) {
+				poll.Reset(time.Second)
+			}
 		case <-ctx.Done():
 			switch {
 			case p == nil:

@@ -706,6 +706,7 @@ func (r *Runtime) store(ctx context.Context, msg jetstream.Msg, log zerolog.Logg
 	}
 	stop := keepAlive(msg)
 	defer stop()
+	first := time.Now()
 	for try := 1; err != nil; try++ {
 		if errors.Is(err, bus.ErrResultSubjectFull) {
 			// Ran once; no publishing stores its result: the command ends here,
@@ -717,11 +718,28 @@ func (r *Runtime) store(ctx context.Context, msg jetstream.Msg, log zerolog.Logg
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(min(time.Duration(try)*200*time.Millisecond, 5*time.Second)):
+		case <-time.After(resultRetry(try, time.Since(first))):
 		}
 		err = r.publish(ctx, id, raw)
 	}
 	return true
+}
+
+// electionPatience is how long a result's publication is tried again at
+// the shortest interval: a results stream whose leader was lost has another
+// within 1-2 s on skein's NATS nodes (bus.SkeinRaft), and a publication
+// refused meanwhile costs only a round trip.
+const electionPatience = 5 * time.Second
+
+// resultRetry is the wait before publishing a result again, after try
+// failed publications begun elapsed ago: 200 ms within electionPatience
+// (a growing wait there made the first command after a NATS node's loss
+// wait up to a second past the new leader's election), then growing to 5 s.
+func resultRetry(try int, elapsed time.Duration) time.Duration {
+	if elapsed < electionPatience {
+		return 200 * time.Millisecond
+	}
+	return min(time.Duration(try)*200*time.Millisecond, 5*time.Second)
 }
 
 // retry says whether a failed attempt is worth another: transient errors until

@@ -670,22 +670,29 @@ func TestResultPublishedAgainNotRerun(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-ran
-	// The result has nowhere to go for 3 s (its live copies are published
+	// The result has nowhere to go for 2.1 s (its live copies are published
 	// all the same): the client takes none of them, as none is stored.
 	start := time.Now()
-	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 2100*time.Millisecond)
 	if res, err := h.client.WaitResult(wctx, server, env.ID, nil); !errors.Is(err, bus.ErrNoResult) {
 		t.Fatalf("a result that is not stored was taken: %+v, %v", res, err)
 	}
 	cancel()
 	// Then the stream is back.
-	time.Sleep(time.Until(start.Add(3 * time.Second)))
+	time.Sleep(time.Until(start.Add(2100 * time.Millisecond)))
 	if _, err := h.conn.JS.CreateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
+	back := time.Now()
 	res, err := h.waitResult(t, env.ID)
 	if err != nil || res == nil || !res.OK {
 		t.Fatalf("result %+v, %v", res, err)
+	}
+	// Published again every 200 ms while a stream's election may last: the
+	// client has it soon after the stream is back (a growing wait kept the
+	// first command after a NATS node's loss up to a second longer).
+	if took := time.Since(back); took > 700*time.Millisecond {
+		t.Errorf("the result came %v after the stream was back, want within 700 ms", took)
 	}
 	h.drained(t)
 	if n := calls.Load(); n != 1 {
@@ -854,5 +861,43 @@ func TestInlineQueryNotHeldBySlowOne(t *testing.T) {
 	}
 	if !strings.Contains(string(m.Data), "query sent on") || strings.Contains(string(m.Data), `"ok":true`) {
 		t.Errorf("a mismatched query: %s", m.Data)
+	}
+}
+
+// TestAResultNotRepublishedIsReadSoon: a result stored but not republished
+// (the results stream's leader lost between the two: RePublish is the
+// leader's) is read from the stream by the waiting client within a
+// quarter of a second, not at its next one-second look.
+func TestAResultNotRepublishedIsReadSoon(t *testing.T) {
+	h := newHarness(t, func(rt *workers.Runtime) {
+		workers.Handle(rt, workers.Command[events.Ping, events.Pong]{Type: events.TypePing, Run: pong})
+	})
+	ctx := ctxT(t, 20*time.Second)
+	h.do(t, events.TypePing, "", events.Ping{})
+	st, err := h.conn.JS.Stream(ctx, bus.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.RePublish = nil
+	if _, err := h.conn.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	env, err := h.client.NewCommand(server, events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := h.client.WaitResult(ctx, server, env.ID, func() {
+		if err := h.client.Send(ctx, env); err != nil {
+			t.Error(err)
+		}
+	})
+	took := time.Since(start)
+	if err != nil || res == nil || !res.OK {
+		t.Fatalf("result %+v, %v", res, err)
+	}
+	if took > 600*time.Millisecond {
+		t.Errorf("a result stored without its republished copy was read %v after the command, want within 600 ms", took)
 	}
 }
