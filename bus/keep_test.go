@@ -60,30 +60,9 @@ func TestAServersRecordsSurviveAForgedDeletion(t *testing.T) {
 	if _, err := theirs.Put(ctx, bus.Key("s1", "web"), events.Container{Name: "web", Server: "s1", Status: "Running", Image: "s1s", Updated: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
-	// Keep's watch starts on its own time (seconds on CI's loaded cores; the
-	// same race failed TestTheServerPutsBackARecordWhileItsAgentIsDown in
-	// CI): it follows the bucket once a probe of s2's that s1 marked
-	// deleted is put back.
-	probe := 0
-	testutil.Eventually(t, 30*time.Second, func() bool {
-		probe++
-		key := bus.Key("s2", "probe"+strconv.Itoa(probe))
-		subject := "$KV." + ctrs.Bucket() + "." + key
-		if _, err := own.Put(ctx, key, real); err != nil {
-			t.Fatal(err)
-		}
-		put, err := bus.LastStored(ctx, admin.NC, "KV_"+ctrs.Bucket(), subject)
-		if err != nil || put == nil {
-			return false
-		}
-		replayAs(t, s1, "s1", "probe", nil, nats.Header{"KV-Operation": {"DEL"}}, subject)
-		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if m, err := bus.LastStored(ctx, admin.NC, "KV_"+ctrs.Bucket(), subject); err == nil && m != nil && m.Seq > put.Seq+1 && len(m.Data) > 0 {
-				return true
-			}
-		}
-		return false
-	}, "s2's keeper never put a probe marked deleted back")
+	// Keep's watch starts on its own time (the same race failed
+	// TestTheServerPutsBackARecordWhileItsAgentIsDown in CI).
+	awaitKeeper(t, ctx, admin, s1, own, real, nil, nats.Header{"KV-Operation": {"DEL"}})
 	// The admin follows s2's containers the way the CLI and workers do.
 	wctx, unwatch := context.WithCancel(ctx)
 	defer unwatch()
@@ -216,31 +195,8 @@ func TestTheServerPutsBackARecordWhileItsAgentIsDown(t *testing.T) {
 		got, err := ctrs.Get(ctx, bus.Key("s2", "web"))
 		return err == nil && got.Value.Image == "real"
 	}, "s2's container is not stored")
-	// KeepAll's watch starts on its own time (seconds on a loaded machine): it
-	// follows the bucket, and has seen s2's record, once a probe of s2's
-	// forged by s1 is put back.
-	probe := 0
-	testutil.Eventually(t, 30*time.Second, func() bool {
-		probe++
-		key := bus.Key("s2", "probe"+strconv.Itoa(probe))
-		subject := "$KV." + ctrs.Bucket() + "." + key
-		if _, err := own.Put(ctx, key, real); err != nil {
-			t.Fatal(err)
-		}
-		put, err := bus.LastStored(ctx, admin.NC, "KV_"+ctrs.Bucket(), subject)
-		if err != nil || put == nil {
-			return false
-		}
-		fake, _ := json.Marshal(events.Container{Name: "web", Server: "s2", Status: "Running", Image: "s1s", Updated: time.Now().UTC()})
-		replayAs(t, s1, "s1", "probe", fake, nil, subject)
-		// The forged copy, then the record put back after it.
-		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if m, err := bus.LastStored(ctx, admin.NC, "KV_"+ctrs.Bucket(), subject); err == nil && m != nil && m.Seq > put.Seq+1 && !strings.Contains(string(m.Data), "s1s") {
-				return true
-			}
-		}
-		return false
-	}, "the server's keeper never put a forged probe back")
+	fake, _ := json.Marshal(events.Container{Name: "web", Server: "s2", Status: "Running", Image: "s1s", Updated: time.Now().UTC()})
+	awaitKeeper(t, ctx, admin, s1, own, real, fake, nil)
 	// s2's agent goes down.
 	s2.Close()
 
@@ -249,7 +205,6 @@ func TestTheServerPutsBackARecordWhileItsAgentIsDown(t *testing.T) {
 	if err != nil || before == nil {
 		t.Fatalf("s2's record before: %v %v", before, err)
 	}
-	fake, _ := json.Marshal(events.Container{Name: "web", Server: "s2", Status: "Running", Image: "s1s", Updated: time.Now().UTC()})
 	replayAs(t, s1, "s1", "web", fake, nil, target)
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		m, err := bus.LastStored(ctx, admin.NC, "KV_"+ctrs.Bucket(), target)
@@ -264,4 +219,35 @@ func TestTheServerPutsBackARecordWhileItsAgentIsDown(t *testing.T) {
 	if !strings.Contains(strings.Join(reports, "\n"), "s2.web: put back its record") {
 		t.Errorf("the server did not say it put s2's record back: %q", reports)
 	}
+}
+
+// awaitKeeper waits until a keeper of s2's container records follows their
+// bucket: keepers start their watches on goroutines of their own, seconds
+// late on CI's loaded cores. It has s2 store probes (as rec) and s1 forge
+// a copy over each (data and hdr), again until one is put back, each
+// within 2 s, for up to 30 s.
+func awaitKeeper(t *testing.T, ctx context.Context, admin, s1 *bus.Conn, own *bus.Store[events.Container], rec events.Container, data []byte, hdr nats.Header) {
+	t.Helper()
+	probe := 0
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		probe++
+		key := bus.Key("s2", "probe"+strconv.Itoa(probe))
+		subject := "$KV." + own.Bucket() + "." + key
+		if _, err := own.Put(ctx, key, rec); err != nil {
+			t.Fatal(err)
+		}
+		put, err := bus.LastStored(ctx, admin.NC, "KV_"+own.Bucket(), subject)
+		if err != nil || put == nil {
+			return false
+		}
+		replayAs(t, s1, "s1", "probe", data, hdr, subject)
+		// The forged copy, then s2's record put back after it.
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			m, err := bus.LastStored(ctx, admin.NC, "KV_"+own.Bucket(), subject)
+			if err == nil && m != nil && m.Seq > put.Seq+1 && len(m.Data) > 0 && (len(data) == 0 || string(m.Data) != string(data)) {
+				return true
+			}
+		}
+		return false
+	}, "no keeper put a forged probe of s2's back")
 }
