@@ -58,11 +58,24 @@ func (p *partitions) during(at time.Time) bool {
 	return false
 }
 
-// vipHolders lists which of m1 and m2 have ip on an interface.
+// vipHolders lists which of m1 and m2 have ip on an interface, both read
+// at once.
 func vipHolders(ip string) []string {
+	ms := []string{"m1", "m2"}
+	has := make([]bool, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, err := inMachine(m, "ip", "-4", "-o", "addr", "show")
+			has[i] = err == nil && strings.Contains(a, " "+ip+"/")
+		}()
+	}
+	wg.Wait()
 	var out []string
-	for _, m := range []string{"m1", "m2"} {
-		if a, err := inMachine(m, "ip", "-4", "-o", "addr", "show"); err == nil && strings.Contains(a, " "+ip+"/") {
+	for i, m := range ms {
+		if has[i] {
 			out = append(out, m)
 		}
 	}
@@ -385,9 +398,15 @@ func watchVIP(t *testing.T, parts *partitions) func() {
 	t.Cleanup(func() { _, _ = skein("delvip", "soakvip") })
 	eventually(t, 20*time.Second, func() bool { return len(vipHolders(soakVIP)) == 1 }, "the floating IP has holders %v, want one", vipHolders(soakVIP))
 
+	// A sample is read between from and to (two incus execs, up to a
+	// second apart on a loaded machine): the IP can move from one to the
+	// other within it, which reads as both (found by the NATS-cluster
+	// variant's first 1,000-command run: m1 read holding it as its power
+	// cycle began, m2 read holding it 0.7 s later). It counts as during a
+	// partition when either end is.
 	type sample struct {
-		at      time.Time
-		holders []string
+		from, to time.Time
+		holders  []string
 	}
 	var samples []sample
 	stop, sampled := make(chan struct{}), make(chan struct{})
@@ -399,7 +418,9 @@ func watchVIP(t *testing.T, parts *partitions) func() {
 				return
 			case <-time.After(500 * time.Millisecond):
 			}
-			samples = append(samples, sample{time.Now(), vipHolders(soakVIP)})
+			from := time.Now()
+			h := vipHolders(soakVIP)
+			samples = append(samples, sample{from, time.Now(), h})
 		}
 	}()
 	return func() {
@@ -409,10 +430,10 @@ func watchVIP(t *testing.T, parts *partitions) func() {
 		none := 0
 		for _, s := range samples {
 			switch {
-			case len(s.holders) == 2 && parts.during(s.at):
-				during = append(during, s.at.Format("15:04:05.0"))
+			case len(s.holders) == 2 && (parts.during(s.from) || parts.during(s.to)):
+				during = append(during, s.from.Format("15:04:05.0"))
 			case len(s.holders) == 2:
-				outside = append(outside, s.at.Format("15:04:05.0"))
+				outside = append(outside, s.from.Format("15:04:05.0")+"-"+s.to.Format("05.0"))
 			case len(s.holders) == 0:
 				none++
 			}
