@@ -46,6 +46,8 @@ type Conn struct {
 	// Keys make and check the MACs of commands and results; nil on a bus
 	// that asks for no credentials.
 	Keys *Keys
+
+	stranded stranded
 }
 
 // Connect dials NATS; the connection reconnects forever, since a restarted server

@@ -410,6 +410,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 		jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(500*time.Millisecond),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			r.log.Debug().Err(err).Msg("consume")
+			// Heartbeats missed: the consumer's leader is being elected, or
+			// this agent's NATS node is cut from its cluster (then the
+			// connection moves to another node).
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				r.conn.Stranded(r.log)
+			}
 		}))
 	if err != nil {
 		stopFetching()
