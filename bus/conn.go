@@ -47,7 +47,7 @@ type Conn struct {
 	// that asks for no credentials.
 	Keys *Keys
 
-	stranded stranded
+	stranded *stranded
 }
 
 // Connect dials NATS; the connection reconnects forever, since a restarted server
@@ -133,7 +133,7 @@ func Connect(o ConnOptions) (*Conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
-	return &Conn{NC: nc, JS: js, Keys: keys}, nil
+	return &Conn{NC: nc, JS: js, Keys: keys, stranded: &stranded{}}, nil
 }
 
 // Close drains nothing and closes the connection.

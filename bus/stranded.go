@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -37,11 +38,15 @@ type stranded struct {
 
 // Stranded tells c that JetStream did not answer it as it should (a pull's
 // heartbeats missed): it asks the JetStream API once (bounded), and when
-// strandedAfter such asks in a row go unanswered while the connection
-// knows other servers, it moves the connection to another one. Calls made
-// while a check runs are dropped.
+// strandedAfter such asks in a row go unanswered and another server the
+// connection knows answers the same ask, it moves the connection there
+// (when none does, the whole cluster is without a leader: it stays).
+// Calls made while a check runs are dropped.
 func (c *Conn) Stranded(log zerolog.Logger) {
-	s := &c.stranded
+	s := c.stranded
+	if s == nil {
+		return // not made by Connect
+	}
 	s.mu.Lock()
 	if s.checking {
 		s.mu.Unlock()
@@ -69,10 +74,50 @@ func (c *Conn) Stranded(log zerolog.Logger) {
 		if s.fails < strandedAfter || now.Sub(s.moved) < movedAtMost || len(c.NC.Servers()) < 2 {
 			return
 		}
-		s.fails, s.moved = 0, now
-		log.Warn().Err(err).Str("url", c.NC.ConnectedUrlRedacted()).Msg("JetStream does not answer through this NATS server (cut from its cluster?): moving to another")
+		s.fails = 0
+		other := c.answeringElsewhere()
+		if other == "" {
+			log.Debug().Err(err).Msg("JetStream answers through no NATS server: staying")
+			return
+		}
+		s.moved = now
+		log.Warn().Err(err).Str("url", c.NC.ConnectedUrlRedacted()).Str("answers", other).Msg("JetStream does not answer through this NATS server (cut from its cluster?): moving to another")
 		if err := c.NC.ForceReconnect(); err != nil {
 			log.Warn().Err(err).Msg("moving to another NATS server")
 		}
 	}()
+}
+
+// answeringElsewhere returns a server of c's, other than the one it is
+// connected to, whose JetStream API answers a connection made with c's
+// options; "" when none does.
+func (c *Conn) answeringElsewhere() string {
+	current := c.NC.ConnectedUrl()
+	for _, u := range c.NC.Servers() {
+		if u == current {
+			continue
+		}
+		o := c.NC.Opts
+		o.Url, o.Servers = u, nil
+		o.AllowReconnect, o.RetryOnFailedConnect = false, false
+		o.Timeout = strandedCheck
+		o.Name += " (checking " + u + ")"
+		o.DisconnectedErrCB, o.ReconnectedCB, o.ClosedCB, o.AsyncErrorCB, o.ConnectedCB = nil, nil, nil, nil, nil
+		nc, err := o.Connect()
+		if err != nil {
+			continue
+		}
+		ok := false
+		if js, err := jetstream.New(nc); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), strandedCheck)
+			_, err = js.AccountInfo(ctx)
+			cancel()
+			ok = err == nil
+		}
+		nc.Close()
+		if ok {
+			return u
+		}
+	}
+	return ""
 }

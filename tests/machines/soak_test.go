@@ -410,6 +410,10 @@ func watchVIP(t *testing.T, parts *partitions) func() {
 	}
 	var samples []sample
 	stop, sampled := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	halt := func() { once.Do(func() { close(stop); <-sampled }) }
+	// Stopped also when the soak fails the test before the check.
+	t.Cleanup(halt)
 	go func() {
 		defer close(sampled)
 		for {
@@ -424,8 +428,7 @@ func watchVIP(t *testing.T, parts *partitions) func() {
 		}
 	}()
 	return func() {
-		close(stop)
-		<-sampled
+		halt()
 		var during, outside []string
 		none := 0
 		for _, s := range samples {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/internal/container"
 	"github.com/skeinhq/skein/internal/images"
 	"github.com/skeinhq/skein/workers"
@@ -147,14 +148,19 @@ func (a *Agent) fetch(alias string, done chan struct{}) {
 	go a.check(ctx)
 }
 
-// imageStored says whether image alias is stored on the bus, for this
-// server to fetch.
+// imageStored says whether image alias is stored on the bus, sealed by
+// whoever may store images, for this server to fetch (the fetch checks
+// the seal again, and the image's sum).
 func (a *Agent) imageStored(ctx context.Context, alias string) (bool, error) {
 	if a.images == nil {
 		return false, nil
 	}
 	info, err := images.Stored(ctx, a.images, alias)
-	return info != nil, err
+	if err != nil || info == nil {
+		return false, err
+	}
+	_, err = bus.OpenImageSeal(a.conn.NC, alias, info.Headers.Get(images.HeaderSeal))
+	return err == nil, nil
 }
 
 // fetchImage imports image alias from the bus when it is stored there,
