@@ -208,7 +208,7 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 	// (a NATS node's loss, found in BenchmarkNATSNodeLoss's slow rounds).
 	poll := time.NewTicker(FirstReadAttempt)
 	defer poll.Stop()
-	polls := 0
+	often := time.Now().Add(2 * electionWindow)
 	for {
 		if look {
 			if res, ok, _ := c.LookupResult(ctx, w.server, w.id); ok {
@@ -242,8 +242,9 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 			}
 		case <-poll.C:
 			look = true
-			if polls++; polls == int(electionWindow*2/FirstReadAttempt) {
+			if !often.IsZero() && time.Now().After(often) {
 				poll.Reset(time.Second)
+				often = time.Time{}
 			}
 		case <-ctx.Done():
 			switch {

@@ -724,7 +724,7 @@ func (r *Runtime) store(ctx context.Context, msg jetstream.Msg, log zerolog.Logg
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(resultRetry(try, time.Since(first))):
+		case <-time.After(resultRetry(time.Since(first))):
 		}
 		err = r.publish(ctx, id, raw)
 	}
@@ -737,15 +737,16 @@ func (r *Runtime) store(ctx context.Context, msg jetstream.Msg, log zerolog.Logg
 // refused meanwhile costs only a round trip.
 const electionPatience = 5 * time.Second
 
-// resultRetry is the wait before publishing a result again, after try
-// failed publications begun elapsed ago: 200 ms within electionPatience
-// (a growing wait there made the first command after a NATS node's loss
-// wait up to a second past the new leader's election), then growing to 5 s.
-func resultRetry(try int, elapsed time.Duration) time.Duration {
+// resultRetry is the wait before publishing a result again, failed
+// publications begun elapsed ago: 200 ms within electionPatience (a
+// growing wait there made the first command after a NATS node's loss wait
+// up to a second past the new leader's election), then a fifth of the
+// time beyond it more, up to 5 s (a bus away for 10 s: 1.2 s).
+func resultRetry(elapsed time.Duration) time.Duration {
 	if elapsed < electionPatience {
 		return 200 * time.Millisecond
 	}
-	return min(time.Duration(try)*200*time.Millisecond, 5*time.Second)
+	return min(200*time.Millisecond+(elapsed-electionPatience)/5, 5*time.Second)
 }
 
 // retry says whether a failed attempt is worth another: transient errors until
