@@ -18,6 +18,9 @@ type cpuMeter struct {
 	seen map[string]uint64 // each container's CPU time at the last sample
 	at   time.Time         // when that was
 	avg  float64           // millicores
+	// primed: avg holds a rate (an agent that restarts starts from its
+	// first one, not from zero for a minute).
+	primed bool
 }
 
 // sample takes the containers as listed at now and returns the average, in
@@ -38,6 +41,9 @@ func (m *cpuMeter) sample(list []container.Instance, now time.Time) int64 {
 	if dt := now.Sub(m.at); !m.at.IsZero() && dt > 0 {
 		rate := float64(used) / float64(dt.Nanoseconds()) * 1000
 		alpha := 1 - math.Exp(-float64(dt)/float64(cpuWindow))
+		if !m.primed {
+			alpha, m.primed = 1, true
+		}
 		m.avg += alpha * (rate - m.avg)
 	}
 	m.seen, m.at = seen, now

@@ -27,6 +27,11 @@ func TestCPUMeterAveragesWhatOtherContainersUse(t *testing.T) {
 	if got := m.sample([]container.Instance{db, web}, at); got != 0 {
 		t.Fatalf("the first sample says %d millicores; nothing is known yet", got)
 	}
+	// The first rate is taken whole (an agent restarted on a busy server
+	// says so at once); here db is idle.
+	if got := beat(0, 3); got != 0 {
+		t.Fatalf("db idle, the job on three cores: %d millicores, want 0", got)
+	}
 	// A burst of one core for 2 s among idle beats.
 	if got := beat(1, 0); got < 100 || got > 150 {
 		t.Errorf("a 2 s burst of one core counts %d millicores, want about 125 (1-e^(-2/15) of 1000)", got)
@@ -72,5 +77,18 @@ func TestHeartbeatTellsTheCPUOtherContainersUse(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	if hb := a.heartbeat(ctx); hb.CPUOther <= 0 {
 		t.Fatalf("db used CPU, and the beat says others use %d millicores", hb.CPUOther)
+	}
+}
+
+// An agent that starts on a server already busy says so from its second
+// beat, not after a minute of averaging up from zero.
+func TestCPUMeterStartsFromTheFirstRate(t *testing.T) {
+	var m cpuMeter
+	at := time.Unix(1_000_000, 0)
+	db := container.Instance{Name: "db", CPUUsage: 1}
+	m.sample([]container.Instance{db}, at)
+	db.CPUUsage += uint64(2 * time.Second)
+	if got := m.sample([]container.Instance{db}, at.Add(2*time.Second)); got != 1000 {
+		t.Errorf("db on one core since before the agent: %d millicores at the second beat, want 1000", got)
 	}
 }
