@@ -168,7 +168,18 @@ func TestJobs(t *testing.T) {
 		if out := mustSkein(t, "scalejob", "web", "3", "--timeout", "90s"); !strings.Contains(out, "3 of 3 running") {
 			t.Errorf("scalejob web 3 said %q", out)
 		}
-		if n := len(jobContainers(t, "web")); n != 3 || jobsNow(t)["web"].Count != 3 {
+		// CI at bec1a71 read 4 containers here once, then 3 in listjobs a
+		// moment later (all three excess instances' deletions were done
+		// before scalejob returned): a record seen again for a moment, cause
+		// open (issue 24's note). Read until 3 for up to 10 s, and say so.
+		var n int
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			if n = len(jobContainers(t, "web")); n == 3 || time.Now().After(deadline) {
+				break
+			}
+			t.Logf("after scalejob web 3 returned: %d containers of web listed; reading again", n)
+		}
+		if n != 3 || jobsNow(t)["web"].Count != 3 {
 			t.Errorf("after scalejob web 3: %d containers, %+v", n, jobsNow(t)["web"])
 		}
 		if out := mustSkein(t, "scalejob", "web", "5", "--timeout", "90s"); !strings.Contains(out, "5 of 5 running") {
