@@ -29,10 +29,16 @@ func (e *CommandError) Error() string { return e.Message }
 type Client struct {
 	conn   *Conn
 	source string
+	// lookup reads a command's stored result (LookupResult; tests slow it).
+	lookup func(ctx context.Context, server, id string) (*events.Result, bool, error)
 }
 
 // NewClient returns a client whose messages name source as their sender.
-func NewClient(conn *Conn, source string) *Client { return &Client{conn: conn, source: source} }
+func NewClient(conn *Conn, source string) *Client {
+	c := &Client{conn: conn, source: source}
+	c.lookup = c.LookupResult
+	return c
+}
 
 // Conn returns the client's connection.
 func (c *Client) Conn() *Conn { return c.conn }
@@ -162,6 +168,7 @@ type publication struct {
 	raw   []byte
 	fut   jetstream.PubAckFuture
 	acked bool
+	sent  time.Time
 }
 
 func (p *publication) publish() error {
@@ -177,8 +184,14 @@ func (p *publication) publish() error {
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", p.env.Type, err)
 	}
-	p.fut = fut
+	p.fut, p.sent = fut, time.Now()
 	return nil
+}
+
+// unacked says whether the command was published at least d ago and is
+// not acknowledged yet.
+func (p *publication) unacked(d time.Duration) bool {
+	return p != nil && !p.acked && p.fut != nil && time.Since(p.sent) >= d
 }
 
 // ok and failed are the ack's channels; nil (never ready) when there is
@@ -209,11 +222,19 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 	poll := time.NewTicker(FirstReadAttempt)
 	defer poll.Stop()
 	often := time.Now().Add(2 * electionWindow)
+	// A read runs beside the wait: one that waits for a results stream
+	// between leaders (up to 2 s) must not hold up the result arriving live
+	// or the command's acknowledgement meanwhile.
+	lctx, stopLooking := context.WithCancel(ctx)
+	defer stopLooking()
+	var reading chan lookedUp
 	for {
-		if look {
-			if res, ok, _ := c.LookupResult(ctx, w.server, w.id); ok {
-				return res, resultErr(res)
-			}
+		if look && reading == nil {
+			reading = make(chan lookedUp, 1)
+			go func(out chan<- lookedUp) {
+				res, ok, err := c.lookup(lctx, w.server, w.id)
+				out <- lookedUp{res, ok, err}
+			}(reading)
 			look = false
 		}
 		select {
@@ -223,6 +244,11 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 				return res, err
 			}
 			look = true
+		case r := <-reading:
+			reading = nil
+			if r.ok {
+				return r.res, resultErr(r.res)
+			}
 		case a := <-p.ok():
 			p.acked, p.fut = true, nil
 			// The id was sent before, within JetStream's duplicate window (this
@@ -242,6 +268,16 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 			}
 		case <-poll.C:
 			look = true
+			if p.unacked(FirstReadAttempt) {
+				// A commands stream between leaders drops what it is sent
+				// without a word: sent again at each look rather than after
+				// the publish's 2 s timeout, the command is stored as soon as
+				// the new leader is (BenchmarkNATSNodeLoss); the id makes
+				// the copies one.
+				if err := p.publish(); err != nil {
+					return nil, err
+				}
+			}
 			if !often.IsZero() && time.Now().After(often) {
 				poll.Reset(time.Second)
 				often = time.Time{}
@@ -256,6 +292,13 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 			return nil, fmt.Errorf("%w for command %s (%s): it stays queued for server %s", ErrNoResult, w.id, p.env.Type, p.env.Server)
 		}
 	}
+}
+
+// lookedUp is what a read of a stored result found.
+type lookedUp struct {
+	res *events.Result
+	ok  bool
+	err error
 }
 
 func idSafe(s string) bool {

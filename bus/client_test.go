@@ -98,6 +98,9 @@ func agent(t *testing.T, url, server string) {
 		if p.Note == "fail" {
 			return events.Pong{}, workers.Conflict("asked to fail")
 		}
+		if p.Note == "slow" {
+			time.Sleep(500 * time.Millisecond)
+		}
 		return events.Pong{Server: server, Note: p.Note, Time: time.Now().UTC()}, nil
 	}})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -412,5 +415,76 @@ func TestStreamRepublishesEachStoredResultOnce(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Errorf("republished %v, want c1's result once, then c2's", seen)
+	}
+}
+
+// A result that arrives while the client reads the results stream (one
+// between leaders: the read waits up to 2 s) is taken at once, not after
+// the read (red: 2.25 s, the read's whole wait).
+func TestAResultArrivingWhileAReadWaitsIsTaken(t *testing.T) {
+	conn, url := testutil.Bus(t)
+	agent(t, url, "s1")
+	client := bus.NewClient(conn, "cli")
+	bus.SetLookup(client, func(ctx context.Context, _, _ string) (*events.Result, bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		<-ctx.Done()
+		return nil, false, ctx.Err()
+	})
+	env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{Note: "slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := client.Do(ctxT(t, 15*time.Second), bus.Call{Envelope: env})
+	if err != nil || !res.OK {
+		t.Fatalf("Do = %+v, %v", res, err)
+	}
+	// The agent takes 500 ms; the client's first read began at 250 ms.
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the result came %v after the command, want within 1 s: held behind a waiting read", took)
+	}
+}
+
+// A command published to a commands stream that drops it without a word
+// (a stream between leaders) is published again within a look (250 ms) of
+// the stream's return, not after the publish's 2 s timeout (red: stored
+// after 2.0 s).
+func TestACommandDroppedBetweenLeadersIsSentAgainSoon(t *testing.T) {
+	conn, _ := testutil.Bus(t)
+	ctx := ctxT(t, 15*time.Second)
+	if err := conn.JS.DeleteStream(ctx, bus.StreamCommands); err != nil {
+		t.Fatal(err)
+	}
+	// Someone hears the subject and answers nothing, as the followers of a
+	// stream between leaders do.
+	sub, err := conn.NC.SubscribeSync(bus.CommandSubject("s1", events.TypePing))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	client := bus.NewClient(conn, "cli")
+	env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	go func() { _, _ = client.Do(ctxT(t, 5*time.Second), bus.Call{Envelope: env}) }()
+	// The stream is back 300 ms later.
+	time.Sleep(300 * time.Millisecond)
+	if err := bus.Ensure(ctx, conn.JS, 1); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		st, err := conn.JS.Stream(ctx, bus.StreamCommands)
+		return err == nil && st.CachedInfo().State.Msgs == 1
+	}, "the command was never stored")
+	if late := time.Since(back); late > 600*time.Millisecond {
+		t.Errorf("the command was stored %v after the stream came back (%v after it was sent), want within 600 ms", late, time.Since(start))
+	}
+	st, _ := conn.JS.Stream(ctx, bus.StreamCommands)
+	if n := st.CachedInfo().State.Msgs; n != 1 {
+		t.Errorf("the stream holds %d copies of the command, want 1", n)
 	}
 }

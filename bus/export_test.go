@@ -1,6 +1,11 @@
 package bus
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/skeinhq/skein/events"
+)
 
 // SetSignedStoredSkew sets how far apart a record's signing and storing may
 // be, for the test, and returns what puts it back.
@@ -8,4 +13,9 @@ func SetSignedStoredSkew(d time.Duration) func() {
 	old := signedStoredSkew
 	signedStoredSkew = d
 	return func() { signedStoredSkew = old }
+}
+
+// SetLookup makes f the client's read of stored results, for the test.
+func SetLookup(c *Client, f func(ctx context.Context, server, id string) (*events.Result, bool, error)) {
+	c.lookup = f
 }

@@ -59,3 +59,28 @@ func TestRetryingReadsRideOutALeaderElection(t *testing.T) {
 		}
 	}
 }
+
+// A read of a stream between leaders finds the new leader within one
+// attempt of its election: an attempt that timed out is followed by the
+// next at once (with a pause after each, an election just after an attempt
+// began was found 340 ms later).
+func TestRetryingReadsFindTheNewLeaderWithinAnAttempt(t *testing.T) {
+	for _, after := range []time.Duration{110 * time.Millisecond, 360 * time.Millisecond} {
+		start := time.Now()
+		elected := start.Add(after)
+		_, err := retrying(context.Background(), func(ctx context.Context) (int, error) {
+			if time.Now().Before(elected) {
+				// A request in flight across the election is dropped.
+				<-ctx.Done()
+				return 0, ctx.Err()
+			}
+			return 7, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if late := time.Since(elected); late > FirstReadAttempt+40*time.Millisecond {
+			t.Errorf("a leader elected %v after the first attempt was found %v later, want within one attempt (%v)", after, late, FirstReadAttempt)
+		}
+	}
+}

@@ -153,9 +153,16 @@ func retrying[R any](ctx context.Context, read func(ctx context.Context) (R, err
 		}
 		actx, cancel := context.WithTimeout(ctx, attempt)
 		r, err := read(actx)
+		timedOut := actx.Err() != nil
 		cancel()
 		if err == nil || ctx.Err() != nil || !leaderless(err) || time.Now().After(deadline) {
 			return r, err
+		}
+		// An attempt that timed out has waited already: the next one goes
+		// at once, so a read finds a new leader within an attempt of its
+		// election, not an attempt and a pause.
+		if timedOut {
+			continue
 		}
 		if perr := pause(ctx); perr != nil {
 			return r, err
