@@ -247,9 +247,16 @@ func (a *Agent) heartbeats(ctx context.Context, kv *bus.Store[events.Heartbeat])
 // up in a dead connection's socket (the server's address moved away and
 // back, the agent restarted meanwhile) lands late, finds a newer beat there
 // and is refused, instead of turning the record back.
+//
+// A write gets HeartbeatEvery: one to a bucket between leaders (a NATS node
+// lost) is dropped unanswered and would wait the store's whole bound, past
+// DownAfter; the next beat, sent meanwhile, finds the new leader.
 func (a *Agent) putHeartbeat(ctx context.Context, kv *bus.Store[events.Heartbeat], hb events.Heartbeat) {
 	a.hbMu.Lock()
 	defer a.hbMu.Unlock()
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, HeartbeatEvery)
+	defer cancel()
 	var err error
 	for try := 0; try < 2; try++ {
 		if a.hbRev == 0 {
@@ -268,7 +275,7 @@ func (a *Agent) putHeartbeat(ctx context.Context, kv *bus.Store[events.Heartbeat
 		}
 		break
 	}
-	if err != nil && ctx.Err() == nil {
+	if err != nil && parent.Err() == nil {
 		a.log.Warn().Err(err).Msg("heartbeat not written")
 	}
 }
