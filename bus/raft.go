@@ -31,6 +31,12 @@ var raftLostQuorum time.Duration
 //go:linkname raftLostQuorumCheck github.com/nats-io/nats-server/v2/server.lostQuorumCheck
 var raftLostQuorumCheck time.Duration
 
+//go:linkname raftMinCampaign github.com/nats-io/nats-server/v2/server.minCampaignTimeout
+var raftMinCampaign time.Duration
+
+//go:linkname raftMaxCampaign github.com/nats-io/nats-server/v2/server.maxCampaignTimeout
+var raftMaxCampaign time.Duration
+
 // RaftTimings are the Raft timings of a NATS node.
 type RaftTimings struct {
 	// MinElection and MaxElection bound a follower's wait for its leader's
@@ -41,6 +47,11 @@ type RaftTimings struct {
 	// LostQuorum is how long a leader goes without hearing from a quorum
 	// before it steps down; LostQuorumCheck how often it looks.
 	LostQuorum, LostQuorumCheck time.Duration
+	// MinCampaign and MaxCampaign bound the wait of a follower asked to
+	// stand at once: one that refused a vote for a candidate less up to
+	// date than itself, or one whose leader's routes all closed
+	// (CampaignOnPeerLoss).
+	MinCampaign, MaxCampaign time.Duration
 }
 
 // SkeinRaft are the timings of skein's NATS nodes: a leader lost is
@@ -48,11 +59,13 @@ type RaftTimings struct {
 // the shortest election timeout, as nats-server's 1 s keeps four inside 4 s:
 // a follower stands only after missing four beats in a row (a CPU stall or
 // a lossy LAN of under a second costs no election). The quorum checks keep
-// nats-server's ratio to the heartbeat (10×).
+// nats-server's ratio to the heartbeat (10×), the campaigns theirs to the
+// election (a fortieth to a tenth of the shortest: 25-200 ms).
 var SkeinRaft = RaftTimings{
 	MinElection: time.Second, MaxElection: 2 * time.Second,
 	Heartbeat:  250 * time.Millisecond,
 	LostQuorum: 2500 * time.Millisecond, LostQuorumCheck: 2500 * time.Millisecond,
+	MinCampaign: 25 * time.Millisecond, MaxCampaign: 200 * time.Millisecond,
 }
 
 var raftMu sync.Mutex
@@ -61,25 +74,28 @@ var raftMu sync.Mutex
 func CurrentRaft() RaftTimings {
 	raftMu.Lock()
 	defer raftMu.Unlock()
-	return RaftTimings{raftMinElection, raftMaxElection, raftHeartbeat, raftLostQuorum, raftLostQuorumCheck}
+	return RaftTimings{raftMinElection, raftMaxElection, raftHeartbeat, raftLostQuorum, raftLostQuorumCheck, raftMinCampaign, raftMaxCampaign}
 }
 
 // SetRaft makes t the Raft timings of every NATS node this process starts
 // from now on (the variables are the package's, read as nodes run): call
 // it before starting one.
 func SetRaft(t RaftTimings) error {
-	if t.Heartbeat <= 0 || t.MinElection < 2*t.Heartbeat || t.MaxElection <= t.MinElection || t.LostQuorum < t.MinElection || t.LostQuorumCheck <= 0 {
-		return fmt.Errorf("bus: Raft timings %v: want heartbeat > 0, election ≥ 2 heartbeats, max > min, lost quorum ≥ min election, its check > 0", t)
+	if t.Heartbeat <= 0 || t.MinElection < 2*t.Heartbeat || t.MaxElection <= t.MinElection || t.LostQuorum < t.MinElection || t.LostQuorumCheck <= 0 ||
+		t.MinCampaign <= 0 || t.MaxCampaign <= t.MinCampaign || t.MaxCampaign >= t.MinElection {
+		return fmt.Errorf("bus: Raft timings %v: want heartbeat > 0, election ≥ 2 heartbeats, max > min, lost quorum ≥ min election, its check > 0, 0 < min campaign < max campaign < min election", t)
 	}
 	raftMu.Lock()
 	defer raftMu.Unlock()
 	raftMinElection, raftMaxElection, raftHeartbeat = t.MinElection, t.MaxElection, t.Heartbeat
 	raftLostQuorum, raftLostQuorumCheck = t.LostQuorum, t.LostQuorumCheck
+	raftMinCampaign, raftMaxCampaign = t.MinCampaign, t.MaxCampaign
 	return nil
 }
 
 // Tag names the timings in a word, so that every node of a cluster can
-// be required to use the same (see ClusterName).
+// be required to use the same (see ClusterName): the election's and the
+// heartbeat's, which nodes must agree on (a campaign's wait is a node's own).
 func (t RaftTimings) Tag() string {
 	return fmt.Sprintf("e%d-%dhb%d", t.MinElection.Milliseconds(), t.MaxElection.Milliseconds(), t.Heartbeat.Milliseconds())
 }

@@ -11,7 +11,8 @@ import (
 // against them (a name gone fails the link first).
 func TestRaftDefaultsAreNATSServers(t *testing.T) {
 	want := RaftTimings{MinElection: 4 * time.Second, MaxElection: 9 * time.Second, Heartbeat: time.Second,
-		LostQuorum: 10 * time.Second, LostQuorumCheck: 10 * time.Second}
+		LostQuorum: 10 * time.Second, LostQuorumCheck: 10 * time.Second,
+		MinCampaign: 100 * time.Millisecond, MaxCampaign: 800 * time.Millisecond}
 	if got := CurrentRaft(); got != want {
 		t.Fatalf("nats-server's Raft timings are %+v, not %+v: look again at SkeinRaft", got, want)
 	}
@@ -27,6 +28,8 @@ func TestSetRaftRefusesTimingsThatElectForNothing(t *testing.T) {
 		{MinElection: time.Second, MaxElection: 2 * time.Second, Heartbeat: 0, LostQuorum: 2 * time.Second, LostQuorumCheck: 2 * time.Second},
 		{MinElection: time.Second, MaxElection: 2 * time.Second, Heartbeat: 250 * time.Millisecond, LostQuorum: 500 * time.Millisecond, LostQuorumCheck: 2 * time.Second},
 		{MinElection: time.Second, MaxElection: 2 * time.Second, Heartbeat: 250 * time.Millisecond, LostQuorum: 2 * time.Second},
+		{MinElection: time.Second, MaxElection: 2 * time.Second, Heartbeat: 250 * time.Millisecond, LostQuorum: 2 * time.Second, LostQuorumCheck: 2 * time.Second},
+		{MinElection: time.Second, MaxElection: 2 * time.Second, Heartbeat: 250 * time.Millisecond, LostQuorum: 2 * time.Second, LostQuorumCheck: 2 * time.Second, MinCampaign: 25 * time.Millisecond, MaxCampaign: time.Second},
 	} {
 		if err := SetRaft(bad); err == nil {
 			t.Errorf("SetRaft(%+v) took it", bad)

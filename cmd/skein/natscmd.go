@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -31,9 +32,11 @@ nats-server is (see the README's "A NATS cluster instead of the embedded server"
 with two differences made for skein's small clusters:
 
 - a stream whose leader's node is lost elects another in 1-2 s (nats-server's
-  own timings take 4-9 s); every node of the cluster must run skein nats of the
-  same timings: the cluster's name is announced with them, and a node with
-  others (a stock nats-server) is refused as of another cluster;
+  own timings take 4-9 s), and within a few hundred milliseconds when the node's
+  process died (its connections close: the others stand at once); every node of
+  the cluster must run skein nats of the same timings: the cluster's name is
+  announced with them, and a node with others (a stock nats-server) is refused
+  as of another cluster;
 - SIGTERM (systemctl stop) hands the node's leaderships to the others before it
   stops, and moves its clients over 5 s (lame duck); SIGHUP reloads FILE.`,
 		Args: cobra.NoArgs,
@@ -87,6 +90,12 @@ with two differences made for skein's small clusters:
 				}
 			}
 			log.Info().Str("cluster", opts.Cluster.Name).Str("raft", timings.Tag()).Msg("NATS node up")
+			if raft == "skein" && opts.Cluster.Port != 0 {
+				watch, stopWatching := context.WithCancel(cmd.Context())
+				defer stopWatching()
+				go func() { <-stopped; stopWatching() }()
+				go bus.CampaignOnPeerLoss(watch, ns, log)
+			}
 			for {
 				select {
 				case <-stopped:
