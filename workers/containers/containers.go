@@ -434,13 +434,16 @@ func (w *Worker) reserve(ctx context.Context, p events.Launch, id string) error 
 		}
 		return workers.Transient("reserving name %s: %v", p.Name, err)
 	}
+	w.log.Info().Str("container", p.Name).Str("command", id).Msg("container name reserved")
 	return nil
 }
 
 // release drops a reservation made by command id after a launch that created nothing.
 func (w *Worker) release(ctx context.Context, name, id string) {
 	if e, _ := w.store.Find(ctx, bus.Key(w.server, name)); e != nil && e.Value.Command == id && e.Value.Status == StatusCreating {
-		_ = w.store.Delete(ctx, bus.Key(w.server, name), e.Revision)
+		if w.store.Delete(ctx, bus.Key(w.server, name), e.Revision) == nil {
+			w.log.Info().Str("container", name).Str("command", id).Msg("container name released")
+		}
 	}
 }
 

@@ -279,6 +279,7 @@ func (w *Worker) apply(ctx context.Context, name string, inst *container.Instanc
 			if err := w.store.Delete(ctx, bus.Key(w.server, name), 0); err != nil {
 				return rec, false, workers.Transient("forgetting %s: %v", name, err)
 			}
+			w.log.Info().Str("container", name).Str("action", action).Msg("container record removed")
 		}
 		w.forget(name)
 		return rec, true, nil
@@ -294,6 +295,9 @@ func (w *Worker) apply(ctx context.Context, name string, inst *container.Instanc
 	if _, err := w.store.Put(ctx, bus.Key(w.server, name), rec); err != nil {
 		return rec, false, workers.Transient("recording %s: %v", name, err)
 	}
+	// Each write said, with what showed it ("" a look of the agent's own):
+	// a record seen out of step with Incus can be traced to its writer.
+	w.log.Info().Str("container", name).Str("status", rec.Status).Str("ipv4", rec.IPv4).Str("action", action).Msg("container recorded")
 	return rec, true, nil
 }
 
