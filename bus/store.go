@@ -144,8 +144,16 @@ const clusterNotAvailable jetstream.ErrorCode = 10008
 // retrying runs a read until it answers, fails for good, or readPatience or
 // ctx ends.
 func retrying[R any](ctx context.Context, read func(ctx context.Context) (R, error)) (R, error) {
+	return Retrying(ctx, readPatience, read)
+}
+
+// Retrying runs a read of a stream until it answers, fails for good (any
+// error but a stream between leaders), or patience or ctx ends; each
+// attempt is bounded by FirstReadAttempt during an election's length, then
+// by a second.
+func Retrying[R any](ctx context.Context, patience time.Duration, read func(ctx context.Context) (R, error)) (R, error) {
 	start := time.Now()
-	deadline := start.Add(readPatience)
+	deadline := start.Add(patience)
 	for {
 		attempt := FirstReadAttempt
 		if time.Since(start) > electionWindow {

@@ -954,24 +954,22 @@ const commandsKept = 24*time.Hour + 10*time.Minute
 
 // storedResult returns the stored result of command id, nil when it has none.
 // It asks the results stream's leader (a lagging replica's "none" would run
-// the command again) for 5 s at the most, a second an ask: while a NATS node
-// is lost the stream has no leader and nothing answers until one is elected,
-// and the ask after the election is answered at once.
+// the command again) for 5 s at the most: while a NATS node is lost the
+// stream has no leader, and answers nothing or "temporarily unavailable"
+// until one is elected; asked again every quarter second meanwhile
+// (bus.Retrying), the new leader is found within one of its election
+// (BenchmarkNATSNodeLoss: a command's lookup refused as unavailable was
+// put back for a second).
 func (r *Runtime) storedResult(ctx context.Context, id string) ([]byte, error) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		lctx, cancel := context.WithTimeout(ctx, time.Second)
-		subject := bus.ResultSubject(r.server, id)
-		// Only this server's own: others can have messages stored there too.
-		m, err := bus.AuthenticResult(lctx, r.conn.NC, r.conn.Keys, subject)
-		cancel()
-		if err == nil || ctx.Err() != nil || !time.Now().Before(deadline) || !errors.Is(err, context.DeadlineExceeded) {
-			if m == nil {
-				return nil, err
-			}
-			return m.Data, err
-		}
+	subject := bus.ResultSubject(r.server, id)
+	// Only this server's own: others can have messages stored there too.
+	m, err := bus.Retrying(ctx, 5*time.Second, func(ctx context.Context) (*bus.StoredMsg, error) {
+		return bus.AuthenticResult(ctx, r.conn.NC, r.conn.Keys, subject)
+	})
+	if m == nil {
+		return nil, err
 	}
+	return m.Data, err
 }
 
 func (r *Runtime) progress(id, step, m string) {
