@@ -42,7 +42,7 @@ func CampaignOnPeerLoss(ctx context.Context, ns *server.Server, log zerolog.Logg
 		now := routedPeers(ns)
 		for peer := range seen {
 			if !now[peer] {
-				groups := campaignFor(ns, peer)
+				groups := campaignFor(ns, peer, now)
 				log.Info().Str("peer", peer).Strs("groups", groups).Msg("NATS node's routes all closed: the groups it led elect now")
 			}
 		}
@@ -64,8 +64,13 @@ func routedPeers(ns *server.Server) map[string]bool {
 }
 
 // campaignFor asks every Raft group on ns whose leader is the peer named
-// peer to elect now; it returns the groups asked.
-func campaignFor(ns *server.Server, peer string) []string {
+// peer to elect now, where this node is the group's first follower still
+// routed (the lowest node id): one follower stands at once, the others vote
+// for it. Two standing together split the vote (each votes for itself) and
+// both wait their election timeout: BenchmarkNATSNodeLoss found the
+// command consumer's group elected 1.2 s after a kill that way. It returns
+// the groups asked.
+func campaignFor(ns *server.Server, peer string, routed map[string]bool) []string {
 	az, err := ns.Accountz(&server.AccountzOptions{})
 	if err != nil {
 		return nil
@@ -78,7 +83,7 @@ func campaignFor(ns *server.Server, peer string) []string {
 		}
 		for group, g := range (*st)[acc] {
 			p, ok := g.Peers[g.Leader]
-			if g.Leader == "" || g.Leader == g.ID || !ok || p.Name != peer {
+			if g.Leader == "" || g.Leader == g.ID || !ok || p.Name != peer || !firstFollower(g, routed) {
 				continue
 			}
 			if n := lookupRaftNode(ns, group); n != nil && n.Campaign() == nil {
@@ -87,4 +92,15 @@ func campaignFor(ns *server.Server, peer string) []string {
 		}
 	}
 	return asked
+}
+
+// firstFollower says whether this node has the lowest id of g's members
+// other than its leader that it has a route to.
+func firstFollower(g server.RaftzGroup, routed map[string]bool) bool {
+	for id, p := range g.Peers {
+		if id != g.Leader && routed[p.Name] && id < g.ID {
+			return false
+		}
+	}
+	return true
 }

@@ -98,7 +98,8 @@ func TestPeerLossElectsAtOnce(t *testing.T) {
 	}
 	// Each node reaches each other through a proxy of its own: a node is
 	// lost by cutting every proxy to and from it.
-	routes := freePorts(t, 3)
+	ports := freePorts(t, 4)
+	routes, nowhere := ports[:3], ports[3]
 	proxies := map[[2]int]*cut{}
 	for i := range 3 {
 		for j := range 3 {
@@ -118,8 +119,9 @@ func TestPeerLossElectsAtOnce(t *testing.T) {
 		opts := &server.Options{
 			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: server.RANDOM_PORT,
 			JetStream: true, StoreDir: t.TempDir(), NoSigs: true,
-			// Not told to the others: they reach it through their proxies only.
-			Cluster: server.ClusterOpts{Name: ClusterName("test", SkeinRaft), Host: "127.0.0.1", Port: routes[i], NoAdvertise: true},
+			// Told to the others as an address nothing listens on: they reach
+			// it through their proxies only.
+			Cluster: server.ClusterOpts{Name: ClusterName("test", SkeinRaft), Host: "127.0.0.1", Port: routes[i], Advertise: fmt.Sprintf("127.0.0.1:%d", nowhere)},
 			Routes:  rs,
 		}
 		ns, err := server.NewServer(opts)
@@ -138,7 +140,7 @@ func TestPeerLossElectsAtOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, ns := range nodes {
-		go CampaignOnPeerLoss(ctx, ns, zerolog.Nop())
+		go CampaignOnPeerLoss(ctx, ns, zerolog.New(zerolog.NewTestWriter(t)).With().Str("node", ns.Name()).Logger())
 	}
 	var js []jetstream.JetStream
 	for _, ns := range nodes {
