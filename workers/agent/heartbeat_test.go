@@ -6,42 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/skeinhq/skein/bus"
 	"github.com/skeinhq/skein/events"
 	"github.com/skeinhq/skein/internal/testutil"
 )
-
-// stalledJS hands out bucket's KV with its next Update unanswered once
-// armed: the write waits for its deadline, as one sent to a bucket between
-// leaders does (its followers drop it without a word).
-type stalledJS struct {
-	jetstream.JetStream
-	bucket string
-	armed  *atomic.Bool
-}
-
-func (j stalledJS) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	kv, err := j.JetStream.KeyValue(ctx, bucket)
-	if err != nil || bucket != j.bucket {
-		return kv, err
-	}
-	return stalledKV{KeyValue: kv, armed: j.armed}, nil
-}
-
-type stalledKV struct {
-	jetstream.KeyValue
-	armed *atomic.Bool
-}
-
-func (k stalledKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
-	if k.armed.CompareAndSwap(true, false) {
-		<-ctx.Done()
-		return 0, ctx.Err()
-	}
-	return k.KeyValue.Update(ctx, key, value, rev)
-}
 
 // A beat whose write gets no answer gives way to the next in time: the
 // server's record is never older than DownAfter while its agent runs
@@ -53,7 +21,7 @@ func TestAHeartbeatWithoutAnswerGivesWayToTheNext(t *testing.T) {
 	conn, _ := testutil.Bus(t)
 	var armed atomic.Bool
 	spec, _ := events.StateOf[events.Heartbeat]()
-	kv, err := bus.OpenStore[events.Heartbeat](ctx, stalledJS{JetStream: conn.JS, bucket: spec.Bucket, armed: &armed})
+	kv, err := bus.OpenStore[events.Heartbeat](ctx, testutil.Unanswered(conn.JS, spec.Bucket, &armed))
 	if err != nil {
 		t.Fatal(err)
 	}
