@@ -1,8 +1,19 @@
 package bus
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 )
 
 // TestRaftDefaultsAreNATSServers: what SetRaft changes holds nats-server's
@@ -51,5 +62,200 @@ func TestClusterNameCarriesTheTimings(t *testing.T) {
 	}
 	if a != "skein_raft_e1000-2000hb250" {
 		t.Fatalf("cluster name %q", a)
+	}
+}
+
+// freePorts are n ports free on loopback a moment ago.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		defer l.Close()
+	}
+	return ports
+}
+
+// cut is a TCP proxy on loopback to target until cut: then every
+// connection through it ends at once and no other is taken, as a killed
+// process's sockets do.
+type cut struct {
+	l     net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newCut(t *testing.T, target string) *cut {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cut{l: l}
+	t.Cleanup(c.cut)
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, in, out)
+			c.mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return c
+}
+
+func (c *cut) addr() string { return c.l.Addr().String() }
+
+func (c *cut) cut() {
+	c.l.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+}
+
+// TestPeerLossElectsAtOnce: three nodes with skein's timings; the node
+// leading a replicated stream is lost, its routes close, and the stream has
+// a new leader within 700 ms (the election timeout alone is at least
+// 750 ms: 1 s less a heartbeat). The node is lost as a killed one is to
+// the others: its connections end at once, and it says nothing (a stopped
+// node hands its leaderships over: nothing to measure). It fails when nats-server's Raft nodes can
+// no longer be found or asked to stand.
+func TestPeerLossElectsAtOnce(t *testing.T) {
+	defer func(old RaftTimings) {
+		if err := SetRaft(old); err != nil {
+			t.Error(err)
+		}
+	}(CurrentRaft())
+	if err := SetRaft(SkeinRaft); err != nil {
+		t.Fatal(err)
+	}
+	// Each node reaches each other through a proxy of its own: a node is
+	// lost by cutting every proxy to and from it.
+	ports := freePorts(t, 4)
+	routes, nowhere := ports[:3], ports[3]
+	proxies := map[[2]int]*cut{}
+	for i := range 3 {
+		for j := range 3 {
+			if i != j {
+				proxies[[2]int{i, j}] = newCut(t, fmt.Sprintf("127.0.0.1:%d", routes[j]))
+			}
+		}
+	}
+	var nodes []*server.Server
+	for i := range 3 {
+		var rs []*url.URL
+		for j := range 3 {
+			if j != i {
+				rs = append(rs, &url.URL{Scheme: "nats", Host: proxies[[2]int{i, j}].addr()})
+			}
+		}
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: server.RANDOM_PORT,
+			JetStream: true, StoreDir: t.TempDir(), NoSigs: true,
+			// Told to the others as an address nothing listens on: they reach
+			// it through their proxies only.
+			Cluster: server.ClusterOpts{Name: ClusterName("test", SkeinRaft), Host: "127.0.0.1", Port: routes[i], Advertise: fmt.Sprintf("127.0.0.1:%d", nowhere)},
+			Routes:  rs,
+		}
+		ns, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ns.Start()
+		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		nodes = append(nodes, ns)
+	}
+	for _, ns := range nodes {
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("a node does not take clients")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, ns := range nodes {
+		go CampaignOnPeerLoss(ctx, ns, zerolog.New(zerolog.NewTestWriter(t)).With().Str("node", ns.Name()).Logger())
+	}
+	var js []jetstream.JetStream
+	for _, ns := range nodes {
+		nc, err := nats.Connect(ns.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		j, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		js = append(js, j)
+	}
+	var err error
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = js[0].CreateStream(cctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t"}, Replicas: 3})
+		ccancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no R3 stream: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	leader := func(j jetstream.JetStream) string {
+		rctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		s, err := j.Stream(rctx, "T")
+		if err != nil || s.CachedInfo().Cluster == nil {
+			return ""
+		}
+		return s.CachedInfo().Cluster.Leader
+	}
+	var lost int
+	for lost = -1; lost < 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for i, ns := range nodes {
+			if leader(js[0]) == ns.Name() {
+				lost = i
+			}
+		}
+	}
+	if lost < 0 {
+		t.Fatal("the stream has no leader")
+	}
+	other := js[(lost+1)%3]
+	start := time.Now()
+	for k, p := range proxies {
+		if k[0] == lost || k[1] == lost {
+			p.cut()
+		}
+	}
+	for {
+		if l := leader(other); l != "" && l != nodes[lost].Name() {
+			t.Logf("new leader %s after %v", l, time.Since(start))
+			if took := time.Since(start); took > 700*time.Millisecond {
+				t.Fatalf("the stream's new leader %s was elected %v after its leader's node was lost, want within 700 ms", l, took)
+			}
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("no new leader within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
