@@ -152,7 +152,7 @@ func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &publication{c: c, env: env, raw: raw}
+	p := newPublication(c, env, raw)
 	if err := p.publish(); err != nil {
 		return nil, err
 	}
@@ -161,14 +161,25 @@ func (c *Client) Do(ctx context.Context, call Call) (*events.Result, error) {
 
 // publication is a command on its way to JetStream: published without
 // blocking on the ack (the ack and the result travel in parallel), and
-// published again when its ack is lost.
+// published again when its ack is lost or late. Copies share the message
+// id: JetStream stores one, and the ack of any copy is the command's.
 type publication struct {
-	c     *Client
-	env   *events.Envelope
-	raw   []byte
-	fut   jetstream.PubAckFuture
-	acked bool
-	sent  time.Time
+	c       *Client
+	env     *events.Envelope
+	raw     []byte
+	acks    chan *jetstream.PubAck
+	fails   chan error
+	pending int // copies whose ack is awaited
+	acked   bool
+	sent    time.Time
+}
+
+// maxCopies bounds the copies of one command awaiting their ack: each holds
+// a place among the connection's pending async publishes until it times out.
+const maxCopies = 3
+
+func newPublication(c *Client, env *events.Envelope, raw []byte) *publication {
+	return &publication{c: c, env: env, raw: raw, acks: make(chan *jetstream.PubAck, maxCopies), fails: make(chan error, maxCopies)}
 }
 
 func (p *publication) publish() error {
@@ -184,30 +195,41 @@ func (p *publication) publish() error {
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", p.env.Type, err)
 	}
-	p.fut, p.sent = fut, time.Now()
+	p.pending++
+	p.sent = time.Now()
+	// Every future ends, acked or timed out (WithPublishAsyncTimeout).
+	go func() {
+		select {
+		case a := <-fut.Ok():
+			p.acks <- a
+		case err := <-fut.Err():
+			p.fails <- err
+		}
+	}()
 	return nil
 }
 
-// unacked says whether the command was published at least d ago and is
-// not acknowledged yet.
-func (p *publication) unacked(d time.Duration) bool {
-	return p != nil && !p.acked && p.fut != nil && time.Since(p.sent) >= d
+// resendDue says whether another copy should go: not acknowledged a look
+// after the last was sent (a commands stream between leaders drops what it
+// is sent without a word), and room for one more.
+func (p *publication) resendDue() bool {
+	return p != nil && !p.acked && p.pending > 0 && p.pending < maxCopies && time.Since(p.sent) >= FirstReadAttempt
 }
 
-// ok and failed are the ack's channels; nil (never ready) when there is
-// nothing to wait for.
+// ok and failed are the copies' acks and failures; nil (never ready) when
+// there is nothing to wait for.
 func (p *publication) ok() <-chan *jetstream.PubAck {
-	if p == nil || p.fut == nil {
+	if p == nil {
 		return nil
 	}
-	return p.fut.Ok()
+	return p.acks
 }
 
 func (p *publication) failed() <-chan error {
-	if p == nil || p.fut == nil {
+	if p == nil {
 		return nil
 	}
-	return p.fut.Err()
+	return p.fails
 }
 
 // await waits for the stored result of w's command: taken as the results
@@ -222,9 +244,8 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 	poll := time.NewTicker(FirstReadAttempt)
 	defer poll.Stop()
 	often := time.Now().Add(2 * electionWindow)
-	// A read runs beside the wait: one that waits for a results stream
-	// between leaders (up to 2 s) must not hold up the result arriving live
-	// or the command's acknowledgement meanwhile.
+	// Reads run beside the wait: one held by a results stream between
+	// leaders must not hold up the result that arrives meanwhile.
 	lctx, stopLooking := context.WithCancel(ctx)
 	defer stopLooking()
 	var reading chan lookedUp
@@ -250,13 +271,21 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 				return r.res, resultErr(r.res)
 			}
 		case a := <-p.ok():
-			p.acked, p.fut = true, nil
+			p.pending--
+			if p.acked {
+				continue
+			}
+			p.acked = true
 			// The id was sent before, within JetStream's duplicate window (this
 			// copy is not delivered), or it is the caller's and may have been
 			// answered before: its stored result then is not republished.
 			look = a.Duplicate || !p.env.Fresh
 		case err := <-p.failed():
-			// The ack was lost in a disconnect; publish again: the id makes it idempotent.
+			p.pending--
+			if p.acked || p.pending > 0 {
+				continue
+			}
+			// Every copy's ack was lost (a disconnect); publish again: the id makes it idempotent.
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -268,15 +297,9 @@ func (c *Client) await(ctx context.Context, w *resultWatch, look bool, p *public
 			}
 		case <-poll.C:
 			look = true
-			if p.unacked(FirstReadAttempt) {
-				// A commands stream between leaders drops what it is sent
-				// without a word: sent again at each look rather than after
-				// the publish's 2 s timeout, the command is stored as soon as
-				// the new leader is (BenchmarkNATSNodeLoss); the id makes
-				// the copies one.
-				if err := p.publish(); err != nil {
-					return nil, err
-				}
+			if p.resendDue() {
+				// One refused (too many pending) waits for the next look.
+				_ = p.publish()
 			}
 			if !often.IsZero() && time.Now().After(often) {
 				poll.Reset(time.Second)

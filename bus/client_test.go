@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -486,5 +488,74 @@ func TestACommandDroppedBetweenLeadersIsSentAgainSoon(t *testing.T) {
 	st, _ := conn.JS.Stream(ctx, bus.StreamCommands)
 	if n := st.CachedInfo().State.Msgs; n != 1 {
 		t.Errorf("the stream holds %d copies of the command, want 1", n)
+	}
+}
+
+// A command whose acks come late (a loaded leader: 600 ms each) is
+// confirmed by the first to come, whichever copy it answers (red: every
+// ack came after its copy was replaced by the next, and Do said "not
+// confirmed by NATS" of a stored command).
+func TestACommandAckedLateIsConfirmed(t *testing.T) {
+	conn, _ := testutil.Bus(t)
+	ctx := ctxT(t, 30*time.Second)
+	if err := conn.JS.DeleteStream(ctx, bus.StreamCommands); err != nil {
+		t.Fatal(err)
+	}
+	var copies atomic.Int32
+	sub, err := conn.NC.Subscribe(bus.CommandSubject("s1", events.TypePing), func(m *nats.Msg) {
+		n := copies.Add(1)
+		go func() {
+			time.Sleep(600 * time.Millisecond)
+			_ = m.Respond([]byte(fmt.Sprintf(`{"stream":%q,"seq":1,"duplicate":%v}`, bus.StreamCommands, n > 1)))
+		}()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	client := bus.NewClient(conn, "cli")
+	env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.Do(ctxT(t, 3*time.Second), bus.Call{Envelope: env})
+	if !errors.Is(err, bus.ErrNoResult) || !strings.Contains(err.Error(), "stays queued") {
+		t.Fatalf("Do = %v, want no result yet for a command JetStream acknowledged (%d copies sent)", err, copies.Load())
+	}
+}
+
+// A command a stream drops is sent again, but holds few of the
+// connection's pending acks meanwhile (red: 6 for one command, and 900
+// commands at once failed on the publisher's limit).
+func TestResentCommandHoldsFewAcks(t *testing.T) {
+	conn, _ := testutil.Bus(t)
+	ctx := ctxT(t, 30*time.Second)
+	if err := conn.JS.DeleteStream(ctx, bus.StreamCommands); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := conn.NC.SubscribeSync(bus.CommandSubject("s1", events.TypePing))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	client := bus.NewClient(conn, "cli")
+	env, err := client.NewCommand("s1", events.TypePing, "", events.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := client.Do(ctxT(t, 4*time.Second), bus.Call{Envelope: env}); done <- err }()
+	most := 0
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		most = max(most, conn.JS.PublishAsyncPending())
+	}
+	if most > 3 {
+		t.Errorf("one unacknowledged command held %d pending acks, want at most 3", most)
+	}
+	if n, _, _ := sub.Pending(); n < 2 {
+		t.Errorf("the command was sent %d times in 3 s of a stream dropping it, want it sent again", n)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "not confirmed") {
+		t.Errorf("Do = %v, want not confirmed", err)
 	}
 }
