@@ -49,10 +49,9 @@ type RaftTimings struct {
 	// LostQuorum is how long a leader goes without hearing from a quorum
 	// before it steps down; LostQuorumCheck how often it looks.
 	LostQuorum, LostQuorumCheck time.Duration
-	// MinCampaign and MaxCampaign bound the wait of a follower asked to
-	// stand at once: one that refused a vote for a candidate less up to
-	// date than itself, or one whose leader's routes all closed
-	// (CampaignOnPeerLoss).
+	// MinCampaign and MaxCampaign bound nats-server's short waits: a
+	// follower asked to stand (CampaignOnPeerLoss, or one that refused a
+	// candidate less up to date than itself), a new group's vote resends.
 	MinCampaign, MaxCampaign time.Duration
 }
 
@@ -62,7 +61,7 @@ type RaftTimings struct {
 // a follower stands only after missing four beats in a row (a CPU stall or
 // a lossy LAN of under a second costs no election). The quorum checks keep
 // nats-server's ratio to the heartbeat (10×), the campaigns theirs to the
-// election (a fortieth to a tenth of the shortest: 25-200 ms).
+// election (a fortieth to a fifth of the shortest: 25-200 ms).
 var SkeinRaft = RaftTimings{
 	MinElection: time.Second, MaxElection: 2 * time.Second,
 	Heartbeat:  250 * time.Millisecond,
@@ -124,12 +123,11 @@ const peerWatchEvery = 50 * time.Millisecond
 
 // CampaignOnPeerLoss watches the routes of ns, a node of a cluster, until
 // ctx ends. When the last route to a peer closes (its process died: its
-// kernel closed its sockets at once, as after a kill -9 or a crash), every
-// Raft group that peer led and this node follows is asked to stand now
-// (after MinCampaign-MaxCampaign), not after its election timeout: the
-// groups a lost node led have new leaders within a few hundred
-// milliseconds instead of 1-2 s. A peer that is cut off or powered off
-// closes nothing; its groups elect on their timeout as before. A route
+// kernel closed its sockets at once, as after a kill -9 or a crash), one
+// follower of each Raft group that peer led stands now (after
+// MinCampaign-MaxCampaign), not after its election timeout: new leaders in
+// a few hundred milliseconds instead of 1-2 s. A peer cut off or powered
+// off closes nothing: its groups elect on their timeout as before. A route
 // closed while its peer lives costs that peer's groups a leader change.
 func CampaignOnPeerLoss(ctx context.Context, ns *server.Server, log zerolog.Logger) {
 	t := time.NewTicker(peerWatchEvery)
@@ -165,13 +163,8 @@ func routedPeers(ns *server.Server) map[string]bool {
 	return peers
 }
 
-// campaignFor asks every Raft group on ns whose leader is the peer named
-// peer to elect now, where this node is the group's first follower still
-// routed (the lowest node id): one follower stands at once, the others vote
-// for it. Two standing together split the vote (each votes for itself) and
-// both wait their election timeout: BenchmarkNATSNodeLoss found the
-// command consumer's group elected 1.2 s after a kill that way. It returns
-// the groups asked.
+// campaignFor asks the Raft groups on ns led by the peer named peer to
+// elect now where this node should stand (standsFor), and returns them.
 func campaignFor(ns *server.Server, peer string, routed map[string]bool) []string {
 	az, err := ns.Accountz(&server.AccountzOptions{})
 	if err != nil {
@@ -185,7 +178,7 @@ func campaignFor(ns *server.Server, peer string, routed map[string]bool) []strin
 		}
 		for group, g := range (*st)[acc] {
 			p, ok := g.Peers[g.Leader]
-			if g.Leader == "" || g.Leader == g.ID || !ok || p.Name != peer || !firstFollower(g, routed) {
+			if g.Leader == "" || g.Leader == g.ID || !ok || p.Name != peer || !standsFor(g, routed) {
 				continue
 			}
 			if n := lookupRaftNode(ns, group); n != nil && n.Campaign() == nil {
@@ -196,13 +189,21 @@ func campaignFor(ns *server.Server, peer string, routed map[string]bool) []strin
 	return asked
 }
 
-// firstFollower says whether this node has the lowest id of g's members
-// other than its leader that it has a route to.
-func firstFollower(g server.RaftzGroup, routed map[string]bool) bool {
+// standsFor says whether this node should stand at once in g, whose leader
+// is lost: it reaches a quorum of g's members (a node cut off from all
+// would only raise the term and unseat the leader when it is back), and it
+// has the lowest id of those it reaches (two standing together split the
+// vote and both wait their election timeout).
+func standsFor(g server.RaftzGroup, routed map[string]bool) bool {
+	reached := 1
 	for id, p := range g.Peers {
-		if id != g.Leader && routed[p.Name] && id < g.ID {
+		if id == g.Leader || !routed[p.Name] {
+			continue
+		}
+		if id < g.ID {
 			return false
 		}
+		reached++
 	}
-	return true
+	return reached >= g.QuorumNeeded
 }

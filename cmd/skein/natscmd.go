@@ -33,7 +33,7 @@ with two differences made for skein's small clusters:
 
 - a stream whose leader's node is lost elects another in 1-2 s (nats-server's
   own timings take 4-9 s), and within a few hundred milliseconds when the node's
-  process died (its connections close: the others stand at once); every node of
+  process died (its connections close: one of the others stands at once); every node of
   the cluster must run skein nats of the same timings: the cluster's name is
   announced with them, and a node with others (a stock nats-server) is refused
   as of another cluster;
