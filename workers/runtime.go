@@ -952,14 +952,9 @@ func (r *Runtime) authentic(msg jetstream.Msg, fresh bool) bool {
 // stream keeps none longer, with a margin for clocks.
 const commandsKept = 24*time.Hour + 10*time.Minute
 
-// storedResult returns the stored result of command id, nil when it has none.
-// It asks the results stream's leader (a lagging replica's "none" would run
-// the command again) for 5 s at the most: while a NATS node is lost the
-// stream has no leader, and answers nothing or "temporarily unavailable"
-// until one is elected; asked again every quarter second meanwhile
-// (bus.Retrying), the new leader is found within one of its election
-// (BenchmarkNATSNodeLoss: a command's lookup refused as unavailable was
-// put back for a second).
+// storedResult returns the stored result of command id, nil when it has none,
+// from the results stream's leader (a lagging replica's "none" would run the
+// command again), asked again through an election for 5 s at the most.
 func (r *Runtime) storedResult(ctx context.Context, id string) ([]byte, error) {
 	subject := bus.ResultSubject(r.server, id)
 	// Only this server's own: others can have messages stored there too.

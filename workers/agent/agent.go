@@ -246,11 +246,8 @@ func (a *Agent) heartbeats(ctx context.Context, kv *bus.Store[events.Heartbeat])
 // putHeartbeat writes hb over the beat this agent wrote last: a beat held
 // up in a dead connection's socket (the server's address moved away and
 // back, the agent restarted meanwhile) lands late, finds a newer beat there
-// and is refused, instead of turning the record back.
-//
-// A write gets HeartbeatEvery: one to a bucket between leaders (a NATS node
-// lost) is dropped unanswered and would wait the store's whole bound, past
-// DownAfter; the next beat, sent meanwhile, finds the new leader.
+// and is refused, instead of turning the record back. A write gets one beat's
+// time: one dropped by a bucket between leaders must not hold the next.
 func (a *Agent) putHeartbeat(ctx context.Context, kv *bus.Store[events.Heartbeat], hb events.Heartbeat) {
 	a.hbMu.Lock()
 	defer a.hbMu.Unlock()
