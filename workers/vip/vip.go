@@ -34,6 +34,15 @@ const lock = "vip/keepalived"
 // superviseEvery is how often keepalived and the addresses are looked at.
 const superviseEvery = 50 * time.Millisecond
 
+// restartAfter is how long a keepalived found dead stays down before it is
+// started again: its peer takes the IPs over first (three adverts and the
+// skew, 0.4 s at 0.1 s adverts) and the one started again hears it and
+// stays the backup. Started at once, it could stand at the same moment as
+// its peer (neither hearing the other), both held the IPs and the higher
+// address kept them: the IP stayed with, or went back to, the server whose
+// keepalived died.
+const restartAfter = time.Second
+
 // Worker keeps this server's sides of its floating IPs.
 type Worker struct {
 	deps  svc.Deps
@@ -48,6 +57,8 @@ type Worker struct {
 	sides map[string]events.VIP
 	// checks are the sides' check runs by name (those with a check).
 	checks map[string]*checkRun
+	// downSince is when keepalived was found dead; zero while it runs.
+	downSince time.Time
 }
 
 // New returns the floating IP worker.
@@ -378,14 +389,27 @@ func (w *Worker) supervise(ctx context.Context) {
 	if all, err = w.mine(ctx); err != nil { // as the checks left them
 		return
 	}
-	if w.running() == 0 {
+	if w.running() != 0 {
+		w.downSince = time.Time{}
+	} else {
 		for _, v := range all {
 			if holds(v) {
 				w.dropAddress(v)
 				w.tell(ctx, v, false, "cleanup")
 			}
 		}
-		if _, err := os.Stat(w.confPath()); err != nil {
+		_, noConf := os.Stat(w.confPath())
+		if noConf == nil && w.downSince.IsZero() {
+			// Its VRRP child would advertise on alone until it stops: the
+			// peer takes over only once the adverts stop.
+			w.clearStale()
+			w.downSince = time.Now()
+		}
+		if noConf == nil && time.Since(w.downSince) < restartAfter {
+			return
+		}
+		w.downSince = time.Time{}
+		if noConf != nil {
 			sides := make([]events.VIPAdd, 0, len(all))
 			for _, v := range all {
 				sides = append(sides, v.VIPAdd)
